@@ -1,0 +1,110 @@
+//! Sluice's DuckDB catalog: a database file holding one view per dataset over exactly the
+//! committed files, rebuilt under a temporary name and renamed into place so readers always
+//! see a consistent snapshot and never block the writer.
+
+use std::path::{Path, PathBuf};
+
+use arrow_array::RecordBatch;
+use duckdb::Connection;
+use sluice_core::catalog::{Catalog, LakeSnapshot};
+use sluice_core::error::CatalogError;
+
+/// The storage version written, so that every DuckDB 1.x reader can open the catalog.
+pub const STORAGE_VERSION: &str = "v1.0.0";
+
+/// A DuckDB catalog file.
+pub struct DuckCatalog {
+    path: PathBuf,
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn quote_str(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+impl DuckCatalog {
+    /// The default catalog location of a lake.
+    pub fn for_lake(lake: &Path) -> Self {
+        DuckCatalog { path: lake.join("catalog.duckdb") }
+    }
+
+    pub fn at(path: impl Into<PathBuf>) -> Self {
+        DuckCatalog { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn publish_err(&self, e: impl std::fmt::Display) -> CatalogError {
+        CatalogError::Publish { path: self.path.display().to_string(), message: e.to_string() }
+    }
+}
+
+/// SQL that defines a dataset's view over its committed files.
+pub fn view_sql(schema: &str, name: &str, files: &[PathBuf]) -> String {
+    let list: Vec<String> = files.iter().map(|f| quote_str(&f.to_string_lossy())).collect();
+    format!(
+        "CREATE OR REPLACE VIEW {schema}.{} AS SELECT * FROM read_parquet([{}], hive_partitioning = true, union_by_name = true)",
+        quote_ident(name),
+        list.join(", ")
+    )
+}
+
+impl Catalog for DuckCatalog {
+    fn publish(&self, snapshot: &LakeSnapshot) -> Result<(), CatalogError> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| CatalogError::Io { path: dir.display().to_string(), source: e })?;
+        let tmp = dir.join(format!(
+            ".{}.{}.tmp",
+            self.path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(tmp.with_extension("tmp.wal"));
+        let conn = Connection::open_in_memory().map_err(|e| self.publish_err(e))?;
+        let mut sql = format!(
+            "ATTACH {} AS cat (STORAGE_VERSION {});\n",
+            quote_str(&tmp.to_string_lossy()),
+            quote_str(STORAGE_VERSION)
+        );
+        for ds in &snapshot.datasets {
+            if ds.files.is_empty() {
+                continue;
+            }
+            sql.push_str(&view_sql("cat.main", &ds.name, &ds.files));
+            sql.push_str(";\n");
+        }
+        sql.push_str("CHECKPOINT cat;\nDETACH cat;\n");
+        conn.execute_batch(&sql).map_err(|e| self.publish_err(e))?;
+        drop(conn);
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| CatalogError::Io { path: tmp.display().to_string(), source: e })?;
+        std::fs::rename(&tmp, &self.path)
+            .map_err(|e| CatalogError::Io { path: self.path.display().to_string(), source: e })?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| CatalogError::Io { path: dir.display().to_string(), source: e })?;
+        Ok(())
+    }
+
+    fn query(&self, sql: &str) -> Result<Vec<RecordBatch>, CatalogError> {
+        if !self.path.exists() {
+            return Err(CatalogError::Query(format!(
+                "no catalog at {}: run a pipeline into this lake first",
+                self.path.display()
+            )));
+        }
+        let conn = Connection::open_in_memory().map_err(|e| CatalogError::Query(e.to_string()))?;
+        conn.execute_batch(&format!("ATTACH {} AS lake (READ_ONLY); USE lake;", quote_str(&self.path.to_string_lossy())))
+            .map_err(|e| CatalogError::Query(e.to_string()))?;
+        let mut stmt = conn.prepare(sql).map_err(|e| CatalogError::Query(e.to_string()))?;
+        let batches: Vec<RecordBatch> =
+            stmt.query_arrow([]).map_err(|e| CatalogError::Query(e.to_string()))?.collect();
+        Ok(batches)
+    }
+}

@@ -1,0 +1,125 @@
+//! Command-line arguments (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about = "Run sandboxed WebAssembly pipelines from files into a Parquet lake")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More logging (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Directory searched first for `<name>.wasm` plugins (overrides the embedded standard ones).
+    #[arg(long, global = true, env = "SLUICE_PLUGIN_DIR")]
+    pub plugin_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run pipelines once over the files available now.
+    Run(RunArgs),
+    /// Check pipelines without side effects.
+    Validate(ValidateArgs),
+    /// Run SQL against a lake's catalog.
+    Query(QueryArgs),
+    /// Plugin tools.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// Generate a small kline dataset, run the example pipeline on it, and query the lake.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Pipeline files or directories of them.
+    #[arg(required = true)]
+    pub pipelines: Vec<PathBuf>,
+    /// Reprocess units the lake already holds.
+    #[arg(long)]
+    pub force: bool,
+    /// Worker threads (default: the pipeline's `settings.workers`).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Write the run summary as JSON to this path.
+    #[arg(long)]
+    pub summary_json: Option<PathBuf>,
+    /// Do not publish the DuckDB catalog after the run.
+    #[arg(long)]
+    pub no_catalog: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Pipeline files or directories of them.
+    #[arg(required = true)]
+    pub pipelines: Vec<PathBuf>,
+    /// Check only the files themselves: do not load plugins or look at source directories.
+    #[arg(long)]
+    pub no_environment: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The SQL to run; datasets are views of the catalog.
+    pub sql: String,
+    /// The lake directory.
+    #[arg(long, default_value = "lake")]
+    pub lake: PathBuf,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// List the standard plugins.
+    List,
+    /// Show a plugin's contract version, name, version and config documentation.
+    Inspect {
+        /// A standard plugin's name or a path to a .wasm component.
+        plugin: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where to put the generated data and the lake.
+    #[arg(long, default_value = "demo")]
+    pub dir: PathBuf,
+    /// Number of symbols.
+    #[arg(long, default_value_t = 3)]
+    pub symbols: usize,
+    /// Number of days per symbol.
+    #[arg(long, default_value_t = 3)]
+    pub days: usize,
+    /// One-second klines per day (86400 is a full day).
+    #[arg(long, default_value_t = 20_000)]
+    pub rows_per_day: usize,
+}

@@ -1,0 +1,34 @@
+//! One module per subcommand.
+
+mod demo;
+mod plugin;
+mod query;
+mod run;
+mod validate;
+
+use crate::cli::{Cli, Command};
+use crate::Exit;
+
+pub fn dispatch(cli: Cli) -> Result<u8, Exit> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Run(a) => run::run(&a, g),
+        Command::Validate(a) => validate::validate(&a, g),
+        Command::Query(a) => query::query(&a),
+        Command::Plugin(p) => plugin::plugin(p, g),
+        Command::Demo(a) => demo::demo(&a, g),
+    }
+}
+
+/// Load pipeline specs from files and directories; config errors exit 2.
+pub fn load_specs(paths: &[std::path::PathBuf]) -> Result<Vec<sluice_core::spec::PipelineSpec>, Exit> {
+    let mut specs = Vec::new();
+    let mut errs = Vec::new();
+    for p in paths {
+        match sluice_config::load_path(p) {
+            Ok(s) => specs.extend(s),
+            Err(e) => errs.extend(e.0),
+        }
+    }
+    if errs.is_empty() { Ok(specs) } else { Err(Exit::config(sluice_config::ConfigErrors(errs))) }
+}

@@ -1,0 +1,106 @@
+//! `sluice run`: run pipelines once, publish the catalog, print the summary.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use sluice_core::catalog::Catalog;
+use sluice_core::runner::{self, RunError, RunOptions};
+use sluice_core::sink::Sink;
+use sluice_core::summary::RunSummary;
+
+use crate::cli::{Global, RunArgs};
+use crate::progress::RunProgress;
+use crate::{Exit, EXIT_DATA};
+
+pub fn run(args: &RunArgs, g: &Global) -> Result<u8, Exit> {
+    let specs = super::load_specs(&args.pipelines)?;
+    let summaries = run_specs(&specs, args, g)?;
+    if let Some(path) = &args.summary_json {
+        let json = if summaries.len() == 1 {
+            serde_json::to_string_pretty(&summaries[0])
+        } else {
+            serde_json::to_string_pretty(&summaries)
+        }
+        .context("serializing the summary")?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let failed = summaries.iter().any(|s| s.fatal.is_some() || s.files_failed > 0);
+    Ok(if failed { EXIT_DATA } else { 0 })
+}
+
+/// Run each pipeline in turn and print its summary.
+pub fn run_specs(
+    specs: &[sluice_core::spec::PipelineSpec],
+    args: &RunArgs,
+    g: &Global,
+) -> Result<Vec<RunSummary>, Exit> {
+    let rt = crate::context::runtime(g.plugin_dir.clone())?;
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let mut summaries = Vec::new();
+    for spec in specs {
+        let (job, lake) = crate::context::job(spec, &rt)?;
+        let progress = Arc::new(RunProgress::new(g.quiet));
+        let opts = RunOptions { force: args.force, workers: args.workers };
+        let result = tokio.block_on(async {
+            let signals = tokio::spawn(watch_signals(cancel.clone()));
+            let r = runner::run(job, opts, progress.clone(), cancel.clone()).await;
+            signals.abort();
+            let _ = signals.await;
+            r
+        });
+        progress.finish();
+        let summary = result.map_err(|e| match e {
+            RunError::Step { .. } | RunError::Schema(_) => Exit::config(e),
+            RunError::Source(_) => Exit::config(e),
+            other => Exit::data(other),
+        })?;
+        if !args.no_catalog {
+            let snapshot = lake.snapshot()?;
+            sluice_catalog::DuckCatalog::for_lake(lake.root())
+                .publish(&snapshot)
+                .context("publishing the catalog")?;
+        }
+        if !g.quiet {
+            eprintln!("{}", summary.render());
+        }
+        let stop = summary.fatal.is_some() || cancel.load(Ordering::SeqCst);
+        summaries.push(summary);
+        if stop {
+            break;
+        }
+    }
+    Ok(summaries)
+}
+
+/// First SIGINT/SIGTERM: stop taking new files and finish the ones in flight. Second: abort now;
+/// the next start recovers (uncommitted output is swept).
+async fn watch_signals(cancel: Arc<AtomicBool>) {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    loop {
+        #[cfg(unix)]
+        let got = async {
+            match term.as_mut() {
+                Some(t) => tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = t.recv() => {} },
+                None => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        };
+        #[cfg(not(unix))]
+        let got = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        got.await;
+        if cancel.swap(true, Ordering::SeqCst) {
+            eprintln!("second signal: aborting; the next run recovers");
+            std::process::exit(130);
+        }
+        eprintln!("signal received: finishing files in flight (signal again to abort)");
+    }
+}

@@ -1,0 +1,57 @@
+//! The `sluice` command-line tool: run and validate pipelines, query the lake, manage plugins.
+//!
+//! Exit codes: 0 success, 1 a failure in the data (a unit failed), 2 a usage or config error.
+
+mod cli;
+mod commands;
+mod context;
+mod logging;
+mod output;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Exit code for a failure in the data.
+pub const EXIT_DATA: u8 = 1;
+/// Exit code for a usage or config error.
+pub const EXIT_CONFIG: u8 = 2;
+
+/// An error that carries its exit code.
+#[derive(Debug)]
+pub struct Exit {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl Exit {
+    pub fn config(error: impl Into<anyhow::Error>) -> Self {
+        Exit { code: EXIT_CONFIG, error: error.into() }
+    }
+    pub fn data(error: impl Into<anyhow::Error>) -> Self {
+        Exit { code: EXIT_DATA, error: error.into() }
+    }
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Exit {
+    fn from(e: E) -> Self {
+        Exit { code: EXIT_DATA, error: e.into() }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    logging::init(&args.global);
+    match commands::dispatch(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(Exit { code, error }) => {
+            if code == EXIT_CONFIG && error.downcast_ref::<sluice_config::ConfigErrors>().is_some() {
+                eprintln!("{error}");
+            } else {
+                eprintln!("error: {error:#}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}

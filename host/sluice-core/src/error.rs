@@ -1,0 +1,133 @@
+//! Error types shared across crates: plugin failures, and where in a run they happened.
+//!
+//! Three families are kept apart, because the host treats them differently:
+//! user errors (bad config, bad data), plugin errors (traps, limits, bad output) and internal bugs.
+
+use std::time::Duration;
+
+/// Whose fault an error is. Decides the exit code and the wording of reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Blame {
+    /// The pipeline author's config, or the input data.
+    User,
+    /// The plugin misbehaved: trapped, exceeded a limit, or returned invalid output.
+    Plugin,
+    /// A bug in Sluice itself.
+    Internal,
+}
+
+/// A failure of a plugin call, as seen by the host.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum PluginError {
+    #[error("invalid config{}: {message}", key.as_deref().map(|k| format!(" at key `{k}`")).unwrap_or_default())]
+    Config { message: String, key: Option<String> },
+    #[error("bad data{}{}: {message}",
+        row.map(|r| format!(" at row {r}")).unwrap_or_default(),
+        column.as_deref().map(|c| format!(" in column `{c}`")).unwrap_or_default())]
+    Data { message: String, row: Option<u64>, column: Option<String> },
+    #[error("plugin reported an internal error: {0}")]
+    Internal(String),
+    #[error("plugin call exceeded its deadline of {0:?}")]
+    Timeout(Duration),
+    #[error("plugin exceeded its memory limit of {limit} bytes")]
+    MemoryLimit { limit: u64 },
+    #[error("plugin panicked: {0}")]
+    Panic(String),
+    #[error("plugin trapped: {0}")]
+    Trap(String),
+    #[error("plugin returned invalid output: {0}")]
+    BadOutput(String),
+    #[error("plugin output of {size} bytes exceeds the cap of {limit} bytes")]
+    OutputTooLarge { size: u64, limit: u64 },
+    #[error("cannot load plugin: {0}")]
+    Load(String),
+    #[error("plugin instance is unusable after an earlier trap")]
+    Poisoned,
+}
+
+impl PluginError {
+    pub fn blame(&self) -> Blame {
+        match self {
+            PluginError::Config { .. } | PluginError::Data { .. } | PluginError::Load(_) => Blame::User,
+            PluginError::Poisoned => Blame::Internal,
+            _ => Blame::Plugin,
+        }
+    }
+
+    /// After this error the instance must be discarded (it trapped or misbehaved).
+    pub fn poisons_instance(&self) -> bool {
+        !matches!(self, PluginError::Config { .. } | PluginError::Data { .. })
+    }
+}
+
+/// Where an error happened during a run.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Location {
+    pub pipeline: String,
+    pub step: Option<usize>,
+    pub step_name: Option<String>,
+    pub plugin: Option<String>,
+    pub file: Option<String>,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pipeline `{}`", self.pipeline)?;
+        if let (Some(i), Some(name)) = (self.step, &self.step_name) {
+            write!(f, ", step {} `{}`", i + 1, name)?;
+        }
+        if let Some(p) = &self.plugin {
+            write!(f, " (plugin `{p}`)")?;
+        }
+        if let Some(file) = &self.file {
+            write!(f, ", file {file}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A source failed to list or read data.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Format { path: String, message: String },
+    #[error("{path}:{line}: {message}")]
+    Row { path: String, line: u64, message: String },
+    #[error("source `{source_name}`: {message}")]
+    Config { source_name: String, message: String },
+}
+
+/// A sink failed to write or commit.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("dataset `{dataset}`: {message}")]
+    Schema { dataset: String, message: String },
+    #[error("{0}")]
+    Encode(String),
+    #[error("lake {path} is locked by another writer: {holder}")]
+    Locked { path: String, holder: String },
+    #[error("ledger {path}: {message}")]
+    Ledger { path: String, message: String },
+}
+
+impl SinkError {
+    pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        SinkError::Io { path: path.as_ref().display().to_string(), source }
+    }
+}
+
+/// A catalog failed to publish or query.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog {path}: {message}")]
+    Publish { path: String, message: String },
+    #[error("query failed: {0}")]
+    Query(String),
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}

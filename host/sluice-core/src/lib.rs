@@ -1,0 +1,28 @@
+//! Sluice's core: the validated pipeline model, the traits that every heavy dependency hides
+//! behind (plugins, sources, sinks, catalogs), and the runner that connects them.
+//!
+//! The core knows nothing of wasmtime, parquet, duckdb or YAML: those live in their own crates
+//! and implement the traits defined here.
+
+pub mod catalog;
+pub mod error;
+pub mod plugin;
+pub mod runner;
+pub mod sink;
+pub mod source;
+pub mod spec;
+pub mod summary;
+
+pub use arrow_array::RecordBatch;
+pub use arrow_schema::{DataType, Field, Schema, SchemaRef};
+
+/// Stable lowercase hex SHA-256 of some bytes; used for unit ids and file names.
+pub fn sha256_hex(parts: &[&[u8]]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    hex::encode(h.finalize())
+}

@@ -1,0 +1,57 @@
+//! The plugin traits: a runtime loads plugins, a plugin makes handler instances.
+//!
+//! `sluice-wasm` implements these over wasmtime; tests may implement them natively.
+
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use serde::Serialize;
+
+use crate::error::PluginError;
+use crate::spec::{Limits, PluginRef};
+
+/// Static facts about a plugin.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PluginInfo {
+    pub name: String,
+    pub version: String,
+    pub summary: String,
+    pub config_doc: String,
+    /// The contract the component was built against, e.g. `sluice:plugin@0.1.0`.
+    pub contract: String,
+}
+
+/// Keyed state a handler keeps across batches and files.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct StateSpec {
+    pub keys: Vec<String>,
+    pub order_by: String,
+    pub lookback_rows: u64,
+}
+
+/// Loads plugins. Implementations cache compiled code; loading is cheap after the first time.
+pub trait PluginRuntime: Send + Sync {
+    fn load(&self, plugin: &PluginRef) -> Result<Arc<dyn Plugin>, PluginError>;
+    /// Names of the standard plugins available by name.
+    fn builtin_names(&self) -> Vec<String>;
+}
+
+/// A loaded plugin: makes configured handler instances.
+pub trait Plugin: Send + Sync {
+    fn info(&self) -> &PluginInfo;
+    /// Construct a handler from its step's config (JSON text), with the given limits.
+    fn instantiate(&self, config_json: &str, limits: &Limits) -> Result<Box<dyn Handler>, PluginError>;
+}
+
+/// One configured handler instance. Not shared between threads; one per step per worker.
+pub trait Handler: Send {
+    /// The schema this handler produces for `input`.
+    fn output_schema(&mut self, input: &SchemaRef) -> Result<SchemaRef, PluginError>;
+    /// Keyed state the handler declares, if any.
+    fn state(&mut self) -> Result<Option<StateSpec>, PluginError>;
+    /// Transform one batch. Output batches have the declared output schema.
+    fn process(&mut self, batch: &RecordBatch) -> Result<Vec<RecordBatch>, PluginError>;
+    /// End of input: batches still held.
+    fn finish(&mut self) -> Result<Vec<RecordBatch>, PluginError>;
+}

@@ -1,0 +1,50 @@
+//! The sink traits: write one unit's batches, then commit them atomically, or abort.
+//!
+//! `sluice-lake` implements these for a Parquet lake. The shape admits other targets (Postgres
+//! COPY, Delta Lake): a unit's writes are invisible until `commit`, and `commit` is atomic.
+
+use std::path::PathBuf;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use serde::Serialize;
+
+use crate::error::SinkError;
+use crate::source::SourceUnit;
+
+/// What one committed unit wrote.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CommitReport {
+    pub files: Vec<PathBuf>,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// A failed unit, kept for the operator.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    pub unit: SourceUnit,
+    pub step: Option<String>,
+    pub error: String,
+}
+
+pub trait Sink: Send + Sync {
+    /// Check that the sink can accept batches of this schema (partition columns exist, etc.).
+    fn check_schema(&self, schema: &SchemaRef) -> Result<(), SinkError>;
+    /// True when this unit, with this fingerprint, is already committed.
+    fn is_committed(&self, unit: &SourceUnit) -> Result<bool, SinkError>;
+    /// Start writing one unit. Nothing is visible to readers until the writer commits.
+    fn begin(&self, unit: &SourceUnit) -> Result<Box<dyn UnitWriter>, SinkError>;
+    /// Record a unit that failed under a `dead_letter` policy.
+    fn dead_letter(&self, letter: &DeadLetter) -> Result<(), SinkError>;
+    /// Everything committed so far, for catalogs.
+    fn snapshot(&self) -> Result<crate::catalog::LakeSnapshot, SinkError>;
+}
+
+pub trait UnitWriter: Send {
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), SinkError>;
+    /// Make the unit's output visible, atomically and durably.
+    fn commit(self: Box<Self>) -> Result<CommitReport, SinkError>;
+    /// Discard everything written for this unit.
+    fn abort(self: Box<Self>);
+}

@@ -1,0 +1,307 @@
+//! The validated pipeline model: what `sluice-config` resolves YAML into and the runner executes.
+//!
+//! Every value here has been checked; the runner never re-validates. Defaults live here too, so
+//! that YAML, the JSON Schema and the docs all agree on them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use arrow_schema::DataType;
+use serde::Serialize;
+
+/// One pipeline: sources, a chain of steps, and a sink.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineSpec {
+    pub name: String,
+    /// The file the pipeline was read from, for messages.
+    pub origin: PathBuf,
+    pub sources: Vec<SourceSpec>,
+    pub steps: Vec<StepSpec>,
+    pub sink: SinkSpec,
+    pub settings: Settings,
+}
+
+/// A named directory source.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceSpec {
+    pub name: String,
+    pub path: PathBuf,
+    /// Glob patterns, relative to `path`, that select files. Matched against the relative path.
+    pub include: Vec<String>,
+    /// Glob patterns that remove files from the selection.
+    pub exclude: Vec<String>,
+    /// A pattern such as `{symbol}-1s-{date}.csv` whose parts become columns.
+    pub fields: Option<FieldsPattern>,
+    pub format: FormatSpec,
+    pub order: FileOrder,
+}
+
+/// A parsed file-name pattern.
+#[derive(Debug, Clone, Serialize)]
+pub struct FieldsPattern {
+    pub pattern: String,
+    /// Alternating literal text and typed captures.
+    pub parts: Vec<PatternPart>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub enum PatternPart {
+    Literal(String),
+    Field { name: String, kind: FieldKind },
+}
+
+/// The type of a file-name field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldKind {
+    String,
+    Int,
+    Date,
+}
+
+impl FieldKind {
+    pub fn data_type(self) -> DataType {
+        match self {
+            FieldKind::String => DataType::Utf8,
+            FieldKind::Int => DataType::Int64,
+            FieldKind::Date => DataType::Date32,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FileOrder {
+    /// By path, which for date-stamped names is time order.
+    #[default]
+    Name,
+    /// Largest first, for load balance across workers.
+    SizeDesc,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub enum FormatSpec {
+    Csv(CsvSpec),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CsvSpec {
+    pub header: bool,
+    pub delimiter: u8,
+    pub quote: u8,
+    /// Explicit typed columns, in file order. `None` means: infer from a sample.
+    pub columns: Option<Vec<(String, DataType)>>,
+    /// Values read as NULL.
+    pub null_tokens: Vec<String>,
+}
+
+/// How a step's plugin is found.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub enum PluginRef {
+    /// A standard plugin, by name.
+    Named(String),
+    /// A component file.
+    Path(PathBuf),
+}
+
+impl std::fmt::Display for PluginRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PluginRef::Named(n) => f.write_str(n),
+            PluginRef::Path(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// Resource limits of one plugin instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// Wall-clock deadline of one call.
+    pub timeout: Duration,
+    /// Linear memory cap of one instance.
+    pub memory_bytes: u64,
+    /// Cap on the IPC bytes one call may return.
+    pub output_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: Duration::from_secs(5),
+            memory_bytes: 512 << 20,
+            output_bytes: 256 << 20,
+        }
+    }
+}
+
+/// What happens to a source unit when a step fails on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Stop the run; exit 1.
+    #[default]
+    Fail,
+    /// Skip the unit, record it as failed, go on.
+    SkipFile,
+    /// Record the unit and the error in the lake's dead-letter log, go on.
+    DeadLetter,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepSpec {
+    /// Display name: the step's `name`, else the plugin's.
+    pub name: String,
+    pub plugin: PluginRef,
+    /// The step's config as JSON text (`null` when absent).
+    pub config_json: String,
+    pub limits: Limits,
+    pub on_error: OnError,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteMode {
+    #[default]
+    Append,
+    ReplacePartition,
+    Upsert,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    #[default]
+    Zstd,
+    Snappy,
+    None,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SinkSpec {
+    pub lake: PathBuf,
+    pub dataset: String,
+    pub partition_by: Vec<String>,
+    pub mode: WriteMode,
+    pub compression: Compression,
+    pub zstd_level: i32,
+    pub row_group_rows: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    /// Files processed in parallel, each with its own handler instances.
+    pub workers: usize,
+    /// Rows per batch read from sources.
+    pub batch_rows: usize,
+    /// Default limits for steps that set none.
+    pub limits: Limits,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            batch_rows: 65_536,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl FieldsPattern {
+    /// Parse `{name}` / `{name:type}` captures between literal text. Types: `string` (default),
+    /// `int`, `date` (`YYYY-MM-DD`). Two captures must be separated by literal text.
+    pub fn parse(pattern: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut rest = pattern;
+        while !rest.is_empty() {
+            match rest.find('{') {
+                Some(0) => {
+                    let close = rest.find('}').ok_or_else(|| format!("unclosed `{{` in `{pattern}`"))?;
+                    let inner = &rest[1..close];
+                    let (name, kind) = match inner.split_once(':') {
+                        Some((n, k)) => (n.trim(), k.trim()),
+                        None => (inner.trim(), "string"),
+                    };
+                    let kind = match kind {
+                        "string" | "str" => FieldKind::String,
+                        "int" => FieldKind::Int,
+                        "date" => FieldKind::Date,
+                        other => return Err(format!("unknown field type `{other}` (expected string, int or date)")),
+                    };
+                    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                        return Err(format!("bad field name `{name}`: use letters, digits and `_`"));
+                    }
+                    if matches!(parts.last(), Some(PatternPart::Field { .. })) {
+                        return Err(format!("fields `{{...}}{{{name}}}` need literal text between them"));
+                    }
+                    parts.push(PatternPart::Field { name: name.to_string(), kind });
+                    rest = &rest[close + 1..];
+                }
+                Some(i) => {
+                    parts.push(PatternPart::Literal(rest[..i].to_string()));
+                    rest = &rest[i..];
+                }
+                None => {
+                    parts.push(PatternPart::Literal(rest.to_string()));
+                    rest = "";
+                }
+            }
+        }
+        Ok(FieldsPattern { pattern: pattern.to_string(), parts })
+    }
+
+    /// The fields in order, with their types.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, FieldKind)> {
+        self.parts.iter().filter_map(|p| match p {
+            PatternPart::Field { name, kind } => Some((name.as_str(), *kind)),
+            PatternPart::Literal(_) => None,
+        })
+    }
+
+    /// Match a whole string; each capture takes the shortest text up to the next literal.
+    pub fn captures(&self, s: &str) -> Option<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        let mut rest = s;
+        let mut i = 0;
+        while i < self.parts.len() {
+            match &self.parts[i] {
+                PatternPart::Literal(lit) => rest = rest.strip_prefix(lit.as_str())?,
+                PatternPart::Field { name, .. } => {
+                    let value = match self.parts.get(i + 1) {
+                        Some(PatternPart::Literal(next)) => {
+                            let at = rest.find(next.as_str())?;
+                            let v = &rest[..at];
+                            rest = &rest[at..];
+                            v
+                        }
+                        _ => std::mem::take(&mut rest),
+                    };
+                    if value.is_empty() {
+                        return None;
+                    }
+                    out.push((name.clone(), value.to_string()));
+                }
+            }
+            i += 1;
+        }
+        rest.is_empty().then_some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_pattern_captures_typed_parts() {
+        let p = FieldsPattern::parse("{symbol}-1s-{date:date}.csv").unwrap();
+        assert_eq!(
+            p.captures("BTCUSDT-1s-2024-01-02.csv").unwrap(),
+            vec![("symbol".into(), "BTCUSDT".into()), ("date".into(), "2024-01-02".into())]
+        );
+        assert!(p.captures("BTCUSDT-1m-2024-01-02.csv").is_none());
+        assert!(p.captures("BTCUSDT-1s-2024-01-02.csv.bak").is_none());
+        assert!(FieldsPattern::parse("{a}{b}").is_err());
+        assert!(FieldsPattern::parse("{a:float}").is_err());
+    }
+}

@@ -1,0 +1,101 @@
+//! The run summary: what a run did, printed at the end and written with `--summary-json`.
+
+use serde::Serialize;
+
+/// Per-step counters.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StepStats {
+    pub name: String,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub calls: u64,
+    /// Time spent inside the plugin, in nanoseconds.
+    pub plugin_ns: u64,
+    pub errors: u64,
+}
+
+impl StepStats {
+    pub fn merge(&mut self, other: &StepStats) {
+        self.rows_in += other.rows_in;
+        self.rows_out += other.rows_out;
+        self.calls += other.calls;
+        self.plugin_ns += other.plugin_ns;
+        self.errors += other.errors;
+    }
+}
+
+/// A unit that did not commit.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnitFailure {
+    pub file: String,
+    pub step: Option<String>,
+    /// What was done about it: `failed`, `skipped`, `dead_lettered`.
+    pub action: String,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunSummary {
+    pub pipeline: String,
+    /// Units discovered.
+    pub files_seen: u64,
+    /// Units committed by this run.
+    pub files_committed: u64,
+    /// Units skipped because the lake already holds them unchanged.
+    pub files_unchanged: u64,
+    /// Units that failed (any policy).
+    pub files_failed: u64,
+    pub failures: Vec<UnitFailure>,
+    /// Rows read from sources.
+    pub rows_in: u64,
+    /// Rows committed to the sink.
+    pub rows_written: u64,
+    /// Bytes of input read.
+    pub bytes_in: u64,
+    /// Bytes of output committed.
+    pub bytes_written: u64,
+    pub steps: Vec<StepStats>,
+    pub duration_ms: u64,
+    pub rows_per_sec: f64,
+    pub input_mb_per_sec: f64,
+    /// Set when the run stopped early because of a `fail` policy or a fatal error.
+    pub fatal: Option<String>,
+    /// Set when the run was interrupted by a signal.
+    pub interrupted: bool,
+}
+
+impl RunSummary {
+    pub fn finish(&mut self, elapsed: std::time::Duration) {
+        self.duration_ms = elapsed.as_millis() as u64;
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        self.rows_per_sec = self.rows_in as f64 / secs;
+        self.input_mb_per_sec = self.bytes_in as f64 / secs / 1e6;
+    }
+
+    /// Human-readable multi-line summary.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(s, "pipeline {}: {} file(s) seen, {} committed, {} unchanged, {} failed",
+            self.pipeline, self.files_seen, self.files_committed, self.files_unchanged, self.files_failed);
+        let _ = writeln!(s, "  rows: {} in, {} written; bytes: {} in, {} written",
+            self.rows_in, self.rows_written, self.bytes_in, self.bytes_written);
+        for st in &self.steps {
+            let _ = writeln!(s, "  step {:<16} rows {} -> {}, {} call(s), {:.1} ms in plugin, {} error(s)",
+                st.name, st.rows_in, st.rows_out, st.calls, st.plugin_ns as f64 / 1e6, st.errors);
+        }
+        for f in &self.failures {
+            let _ = writeln!(s, "  {}: {}{}: {}", f.action, f.file,
+                f.step.as_deref().map(|st| format!(" (step `{st}`)")).unwrap_or_default(), f.error);
+        }
+        let _ = write!(s, "  took {:.2}s: {:.0} rows/s, {:.1} MB/s",
+            self.duration_ms as f64 / 1e3, self.rows_per_sec, self.input_mb_per_sec);
+        if let Some(f) = &self.fatal {
+            let _ = write!(s, "\n  run stopped: {f}");
+        }
+        if self.interrupted {
+            let _ = write!(s, "\n  run interrupted: units in flight were finished and committed");
+        }
+        s
+    }
+}

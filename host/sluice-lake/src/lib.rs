@@ -1,0 +1,16 @@
+//! Sluice's Parquet lake: hive-partitioned files, committed atomically per source unit, recorded
+//! in a ledger inside the lake (`<lake>/_sluice/`).
+//!
+//! Commit protocol for one unit: write each partition's file under a hidden in-progress name
+//! (`.part-*.parquet.inprogress`, which no `*.parquet` glob matches), fsync it, rename it into
+//! place, fsync its directory, then append the unit's record to the ledger and fsync that. The
+//! ledger is the source of truth: on open, in-progress files and data files no ledger record
+//! names (the orphans of a crash between rename and ledger append) are swept.
+
+mod ledger;
+mod partition;
+mod writer;
+
+pub use ledger::{LedgerRecord, LEDGER_DIR};
+pub use partition::escape_partition_value;
+pub use writer::Lake;

@@ -1,0 +1,316 @@
+//! The lake sink: opens (locks, recovers) a lake, writes units, commits them.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression as PqCompression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use sluice_core::catalog::{DatasetSnapshot, LakeSnapshot};
+use sluice_core::error::SinkError;
+use sluice_core::sink::{CommitReport, DeadLetter, Sink, UnitWriter};
+use sluice_core::source::SourceUnit;
+use sluice_core::spec::{Compression, SinkSpec};
+
+use crate::ledger::{Ledger, LedgerRecord, LEDGER_DIR};
+use crate::partition::Partitioner;
+
+const INPROGRESS: &str = ".inprogress";
+
+/// A Parquet lake opened for writing by this process.
+pub struct Lake {
+    inner: Arc<LakeInner>,
+}
+
+struct LakeInner {
+    root: PathBuf,
+    spec: SinkSpec,
+    props: WriterProperties,
+    ledger: Mutex<Ledger>,
+    /// Held for the lake's lifetime: one writer process per lake.
+    _lock: File,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), SinkError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| SinkError::io(dir, e))
+}
+
+impl Lake {
+    /// Open (creating if needed) the lake for `spec`, take the writer lock, and recover from any
+    /// earlier crash.
+    pub fn open(spec: &SinkSpec) -> Result<Self, SinkError> {
+        let root = spec.lake.clone();
+        let meta = root.join(LEDGER_DIR);
+        std::fs::create_dir_all(&meta).map_err(|e| SinkError::io(&meta, e))?;
+        let root = root.canonicalize().map_err(|e| SinkError::io(&root, e))?;
+        let lock = acquire_lock(&root.join(LEDGER_DIR).join("writer.lock"))?;
+        let ledger = Ledger::open(&root)?;
+        let compression = match spec.compression {
+            Compression::Zstd => PqCompression::ZSTD(
+                ZstdLevel::try_new(spec.zstd_level).map_err(|e| SinkError::Encode(e.to_string()))?,
+            ),
+            Compression::Snappy => PqCompression::SNAPPY,
+            Compression::None => PqCompression::UNCOMPRESSED,
+        };
+        let props = WriterProperties::builder()
+            .set_compression(compression)
+            .set_max_row_group_row_count(Some(spec.row_group_rows))
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_created_by("sluice".to_string())
+            .build();
+        let lake = Lake { inner: Arc::new(LakeInner { root, spec: spec.clone(), props, ledger: Mutex::new(ledger), _lock: lock }) };
+        lake.recover()?;
+        Ok(lake)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// Remove in-progress files and data files that no ledger record names.
+    fn recover(&self) -> Result<(), SinkError> {
+        let dataset_dir = self.inner.root.join(&self.inner.spec.dataset);
+        if !dataset_dir.exists() {
+            return Ok(());
+        }
+        let committed: HashSet<PathBuf> = {
+            let ledger = self.inner.ledger.lock().expect("ledger lock");
+            ledger
+                .records
+                .values()
+                .filter(|r| r.dataset == self.inner.spec.dataset)
+                .flat_map(|r| r.files.iter().map(|f| self.inner.root.join(f)))
+                .collect()
+        };
+        let mut swept = 0usize;
+        let mut stack = vec![dataset_dir];
+        while let Some(dir) = stack.pop() {
+            let entries = std::fs::read_dir(&dir).map_err(|e| SinkError::io(&dir, e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| SinkError::io(&dir, e))?;
+                let path = entry.path();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if entry.file_type().map_err(|e| SinkError::io(&path, e))?.is_dir() {
+                    stack.push(path);
+                } else if name.ends_with(INPROGRESS) || (name.ends_with(".parquet") && !committed.contains(&path)) {
+                    std::fs::remove_file(&path).map_err(|e| SinkError::io(&path, e))?;
+                    swept += 1;
+                }
+            }
+        }
+        if swept > 0 {
+            tracing::info!(lake = %self.inner.root.display(), swept, "recovered: removed files of uncommitted units");
+        }
+        Ok(())
+    }
+}
+
+/// Take the lake's writer lock, or say who holds it.
+fn acquire_lock(path: &Path) -> Result<File, SinkError> {
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| SinkError::io(path, e))?;
+    match f.try_lock() {
+        Ok(()) => {
+            let me = format!("pid {} ({})", std::process::id(), std::env::args().collect::<Vec<_>>().join(" "));
+            f.set_len(0).map_err(|e| SinkError::io(path, e))?;
+            f.write_all(me.as_bytes()).map_err(|e| SinkError::io(path, e))?;
+            Ok(f)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(path).unwrap_or_default();
+            Err(SinkError::Locked {
+                path: path.parent().and_then(Path::parent).unwrap_or(path).display().to_string(),
+                holder: if holder.is_empty() { "unknown process".into() } else { holder },
+            })
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(SinkError::io(path, e)),
+    }
+}
+
+impl Sink for Lake {
+    fn check_schema(&self, schema: &SchemaRef) -> Result<(), SinkError> {
+        Partitioner::new(schema, &self.inner.spec.partition_by)
+            .map(|_| ())
+            .map_err(|message| SinkError::Schema { dataset: self.inner.spec.dataset.clone(), message })
+    }
+
+    fn is_committed(&self, unit: &SourceUnit) -> Result<bool, SinkError> {
+        let ledger = self.inner.ledger.lock().expect("ledger lock");
+        Ok(ledger
+            .records
+            .get(&(self.inner.spec.dataset.clone(), unit.id()))
+            .is_some_and(|r| r.unit.size == unit.size && r.unit.mtime_ns == unit.mtime_ns))
+    }
+
+    fn begin(&self, unit: &SourceUnit) -> Result<Box<dyn UnitWriter>, SinkError> {
+        Ok(Box::new(LakeUnitWriter {
+            lake: self.inner.clone(),
+            unit: unit.clone(),
+            unit_id: unit.id(),
+            partitioner: None,
+            open: BTreeMap::new(),
+            rows: 0,
+        }))
+    }
+
+    fn dead_letter(&self, letter: &DeadLetter) -> Result<(), SinkError> {
+        let path = self.inner.root.join(LEDGER_DIR).join("dead_letter.jsonl");
+        let mut line = serde_json::to_string(letter).map_err(|e| SinkError::Encode(e.to_string()))?;
+        line.push('\n');
+        let mut f = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| SinkError::io(&path, e))?;
+        f.write_all(line.as_bytes()).and_then(|_| f.sync_data()).map_err(|e| SinkError::io(&path, e))
+    }
+
+    fn snapshot(&self) -> Result<LakeSnapshot, SinkError> {
+        let ledger = self.inner.ledger.lock().expect("ledger lock");
+        let mut by_dataset: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+        for r in ledger.records.values() {
+            by_dataset.entry(r.dataset.clone()).or_default().extend(r.files.iter().map(|f| self.inner.root.join(f)));
+        }
+        Ok(LakeSnapshot {
+            root: self.inner.root.clone(),
+            datasets: by_dataset
+                .into_iter()
+                .map(|(name, mut files)| {
+                    files.sort();
+                    let partition_by =
+                        if name == self.inner.spec.dataset { self.inner.spec.partition_by.clone() } else { Vec::new() };
+                    DatasetSnapshot { name, partition_by, files }
+                })
+                .collect(),
+        })
+    }
+}
+
+/// One open partition file of a unit.
+struct OpenFile {
+    tmp: PathBuf,
+    final_path: PathBuf,
+    writer: ArrowWriter<File>,
+}
+
+struct LakeUnitWriter {
+    lake: Arc<LakeInner>,
+    unit: SourceUnit,
+    unit_id: String,
+    partitioner: Option<(SchemaRef, Partitioner)>,
+    open: BTreeMap<String, OpenFile>,
+    rows: u64,
+}
+
+impl LakeUnitWriter {
+    fn file_for(&mut self, dir: &str, schema: &SchemaRef) -> Result<&mut OpenFile, SinkError> {
+        if !self.open.contains_key(dir) {
+            let dataset = self.lake.root.join(&self.lake.spec.dataset);
+            let dir_path = if dir.is_empty() { dataset } else { dataset.join(dir) };
+            std::fs::create_dir_all(&dir_path).map_err(|e| SinkError::io(&dir_path, e))?;
+            // Deterministic per (unit, partition, sequence): a replay writes the same names.
+            let name = format!("part-{}-{:05}.parquet", &self.unit_id[..16], 0);
+            let final_path = dir_path.join(&name);
+            let tmp = dir_path.join(format!(".{name}{INPROGRESS}"));
+            let file = File::create(&tmp).map_err(|e| SinkError::io(&tmp, e))?;
+            let writer = ArrowWriter::try_new(file, schema.clone(), Some(self.lake.props.clone()))
+                .map_err(|e| SinkError::Encode(format!("{}: {e}", tmp.display())))?;
+            self.open.insert(dir.to_string(), OpenFile { tmp, final_path, writer });
+        }
+        Ok(self.open.get_mut(dir).expect("inserted above"))
+    }
+}
+
+impl UnitWriter for LakeUnitWriter {
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), SinkError> {
+        let schema = batch.schema();
+        let same = self.partitioner.as_ref().is_some_and(|(s, _)| s == &schema);
+        if !same {
+            let p = Partitioner::new(&schema, &self.lake.spec.partition_by)
+                .map_err(|message| SinkError::Schema { dataset: self.lake.spec.dataset.clone(), message })?;
+            self.partitioner = Some((schema.clone(), p));
+        }
+        let (_, partitioner) = self.partitioner.as_ref().expect("set above");
+        let data_schema = partitioner.data_schema().clone();
+        let slices = partitioner
+            .split(batch)
+            .map_err(|e| SinkError::Schema { dataset: self.lake.spec.dataset.clone(), message: e.to_string() })?;
+        for slice in slices {
+            self.rows += slice.batch.num_rows() as u64;
+            let f = self.file_for(&slice.dir, &data_schema)?;
+            f.writer.write(&slice.batch).map_err(|e| SinkError::Encode(format!("{}: {e}", f.tmp.display())))?;
+        }
+        Ok(())
+    }
+
+    fn commit(self: Box<Self>) -> Result<CommitReport, SinkError> {
+        let LakeUnitWriter { lake, unit, unit_id, open, rows, .. } = *self;
+        let mut report = CommitReport { rows, ..Default::default() };
+        let mut dirs = HashSet::new();
+        let mut staged = Vec::new();
+        for (_, f) in open {
+            let file = f.writer.into_inner().map_err(|e| SinkError::Encode(format!("{}: {e}", f.tmp.display())))?;
+            file.sync_all().map_err(|e| SinkError::io(&f.tmp, e))?;
+            staged.push((f.tmp, f.final_path));
+        }
+        for (tmp, final_path) in &staged {
+            std::fs::rename(tmp, final_path).map_err(|e| SinkError::io(final_path, e))?;
+            report.bytes += std::fs::metadata(final_path).map(|m| m.len()).unwrap_or(0);
+            dirs.insert(final_path.parent().expect("files live in directories").to_path_buf());
+            report.files.push(final_path.clone());
+        }
+        for d in &dirs {
+            fsync_dir(d)?;
+        }
+        let rel = |p: &Path| p.strip_prefix(&lake.root).expect("under the lake").to_string_lossy().replace('\\', "/");
+        let files: Vec<String> = report.files.iter().map(|p| rel(p)).collect();
+        let record = LedgerRecord {
+            unit_id,
+            dataset: lake.spec.dataset.clone(),
+            unit,
+            files: files.clone(),
+            rows: report.rows,
+            bytes: report.bytes,
+            committed_at_ms: now_ms(),
+        };
+        let previous = {
+            let mut ledger = lake.ledger.lock().expect("ledger lock");
+            let prev = ledger.records.get(&(record.dataset.clone(), record.unit_id.clone())).cloned();
+            ledger.append(record)?;
+            prev
+        };
+        // A changed source replaced its outputs: drop old files the new commit did not rewrite.
+        if let Some(prev) = previous {
+            let keep: HashSet<&String> = files.iter().collect();
+            for old in prev.files.iter().filter(|f| !keep.contains(f)) {
+                let p = lake.root.join(old);
+                if let Err(e) = std::fs::remove_file(&p)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(file = %p.display(), "cannot remove replaced file: {e}");
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    fn abort(self: Box<Self>) {
+        for (_, f) in self.open {
+            drop(f.writer);
+            let _ = std::fs::remove_file(&f.tmp);
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! One sandboxed handler instance: its own Store, limits enforced on every call, output validated.
+
+use arrow_array::RecordBatch;
+use arrow_schema::{Schema, SchemaRef};
+use sluice_core::error::PluginError;
+use sluice_core::plugin::{Handler, PluginInfo, StateSpec};
+use sluice_core::spec::Limits;
+use wasmtime::component::ResourceAny;
+use wasmtime::{Store, Trap};
+
+use crate::bindings::exports::sluice::plugin::handler::GuestInstance;
+use crate::bindings::sluice::plugin::types::Error as WitError;
+use crate::bindings::HandlerPlugin;
+use crate::host::HostState;
+use crate::ipc;
+use crate::runtime::{WasmPlugin, TICK};
+
+pub(crate) struct WasmHandler {
+    store: Store<HostState>,
+    bindings: HandlerPlugin,
+    resource: Option<ResourceAny>,
+    limits: Limits,
+    poisoned: bool,
+    /// The last input schema seen and the output schema the guest declared for it.
+    declared: Option<(SchemaRef, SchemaRef)>,
+}
+
+fn from_wit(e: WitError) -> PluginError {
+    match e {
+        WitError::Config(c) => PluginError::Config { message: c.message, key: c.key },
+        WitError::Data(d) => PluginError::Data { message: d.message, row: d.row, column: d.column },
+        WitError::Internal(m) => PluginError::Internal(m),
+    }
+}
+
+fn new_store(plugin: &WasmPlugin, limits: &Limits) -> Result<(Store<HostState>, HandlerPlugin), PluginError> {
+    let state = HostState::new(&plugin.info.name, limits.memory_bytes, plugin.inner.counters.clone());
+    let mut store = Store::new(&plugin.inner.engine, state);
+    store.limiter(|s| &mut s.limiter);
+    store.set_epoch_deadline(deadline_ticks(limits));
+    let bindings = plugin.pre.instantiate(&mut store).map_err(|e| classify(&store, limits, e))?;
+    Ok((store, bindings))
+}
+
+fn deadline_ticks(limits: &Limits) -> u64 {
+    (limits.timeout.as_millis() as u64).div_ceil(TICK.as_millis() as u64).max(1) + 1
+}
+
+/// Turn a wasmtime error (a trap, a limit) into a typed plugin error.
+fn classify(store: &Store<HostState>, limits: &Limits, err: wasmtime::Error) -> PluginError {
+    let st = store.data();
+    if st.limiter.exceeded {
+        return PluginError::MemoryLimit { limit: limits.memory_bytes };
+    }
+    if let Some(msg) = &st.panic {
+        return PluginError::Panic(msg.clone());
+    }
+    if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+        return PluginError::Timeout(limits.timeout);
+    }
+    PluginError::Trap(format!("{err:#}"))
+}
+
+impl WasmHandler {
+    /// Instantiate once to read the plugin's static info.
+    pub(crate) fn read_info(plugin: &WasmPlugin, limits: &Limits) -> Result<PluginInfo, PluginError> {
+        let (mut store, bindings) = new_store(plugin, limits)?;
+        let info = bindings
+            .sluice_plugin_handler()
+            .call_info(&mut store)
+            .map_err(|e| classify(&store, limits, e))?;
+        Ok(PluginInfo {
+            name: info.name,
+            version: info.version,
+            summary: info.summary,
+            config_doc: info.config_doc,
+            contract: String::new(),
+        })
+    }
+
+    pub(crate) fn create(plugin: &WasmPlugin, config_json: &str, limits: &Limits) -> Result<Self, PluginError> {
+        let (mut store, bindings) = new_store(plugin, limits)?;
+        let created = bindings
+            .sluice_plugin_handler()
+            .instance()
+            .call_create(&mut store, config_json)
+            .map_err(|e| classify(&store, limits, e))?;
+        let resource = created.map_err(from_wit)?;
+        Ok(WasmHandler { store, bindings, resource: Some(resource), limits: *limits, poisoned: false, declared: None })
+    }
+
+    /// Call into the guest with a fresh deadline; traps poison the instance.
+    fn call<R>(
+        &mut self,
+        f: impl FnOnce(&mut Store<HostState>, GuestInstance<'_>, ResourceAny) -> wasmtime::Result<Result<R, WitError>>,
+    ) -> Result<R, PluginError> {
+        if self.poisoned {
+            return Err(PluginError::Poisoned);
+        }
+        let resource = self.resource.expect("a live instance has its resource");
+        self.store.set_epoch_deadline(deadline_ticks(&self.limits));
+        let guest = self.bindings.sluice_plugin_handler().instance();
+        match f(&mut self.store, guest, resource) {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(from_wit(e)),
+            Err(trap) => {
+                self.poisoned = true;
+                Err(classify(&self.store, &self.limits, trap))
+            }
+        }
+    }
+
+    /// Check a guest's IPC output: size cap, decodes, matches the declared schema.
+    fn accept(&mut self, bytes: Vec<u8>, expected: &Schema) -> Result<Vec<RecordBatch>, PluginError> {
+        let res = (|| {
+            if bytes.len() as u64 > self.limits.output_bytes {
+                return Err(PluginError::OutputTooLarge { size: bytes.len() as u64, limit: self.limits.output_bytes });
+            }
+            let (schema, batches) = ipc::decode(&bytes)?;
+            if !ipc::same_shape(&schema, expected) {
+                return Err(PluginError::BadOutput(format!(
+                    "output schema {} differs from the declared schema {}",
+                    ipc::describe(&schema),
+                    ipc::describe(expected)
+                )));
+            }
+            Ok(batches)
+        })();
+        if res.is_err() {
+            self.poisoned = true;
+        }
+        res
+    }
+
+    fn declared_for(&mut self, input: &SchemaRef) -> Result<SchemaRef, PluginError> {
+        if let Some((i, o)) = &self.declared
+            && (std::sync::Arc::ptr_eq(i, input) || ipc::same_shape(i, input))
+        {
+            return Ok(o.clone());
+        }
+        let out = self.output_schema(input)?;
+        self.declared = Some((input.clone(), out.clone()));
+        Ok(out)
+    }
+}
+
+impl Handler for WasmHandler {
+    fn output_schema(&mut self, input: &SchemaRef) -> Result<SchemaRef, PluginError> {
+        let bytes = ipc::encode(input, &[])?;
+        let out = self.call(|store, g, r| g.call_output_schema(store, r, &bytes))?;
+        let (schema, batches) = ipc::decode(&out).inspect_err(|_| self.poisoned = true)?;
+        if !batches.is_empty() {
+            self.poisoned = true;
+            return Err(PluginError::BadOutput("output-schema returned data batches".into()));
+        }
+        Ok(schema)
+    }
+
+    fn state(&mut self) -> Result<Option<StateSpec>, PluginError> {
+        let spec = self.call(|store, g, r| g.call_state(store, r).map(Ok))?;
+        Ok(spec.map(|s| StateSpec { keys: s.keys, order_by: s.order_by, lookback_rows: s.lookback_rows }))
+    }
+
+    fn process(&mut self, batch: &RecordBatch) -> Result<Vec<RecordBatch>, PluginError> {
+        let schema = batch.schema();
+        let expected = self.declared_for(&schema)?;
+        let input = ipc::encode(&schema, &[batch])?;
+        let out = self.call(|store, g, r| g.call_process(store, r, &input))?;
+        self.accept(out, &expected)
+    }
+
+    fn finish(&mut self) -> Result<Vec<RecordBatch>, PluginError> {
+        let Some((_, expected)) = self.declared.clone() else {
+            // Never saw data: nothing can be held.
+            return Ok(Vec::new());
+        };
+        let out = self.call(|store, g, r| g.call_finish(store, r))?;
+        self.accept(out, &expected)
+    }
+}
+
+impl Drop for WasmHandler {
+    fn drop(&mut self) {
+        if let Some(r) = self.resource.take()
+            && !self.poisoned
+        {
+            self.store.set_epoch_deadline(deadline_ticks(&self.limits));
+            let _ = r.resource_drop(&mut self.store);
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! Sluice's sandboxed WebAssembly plugin runtime, built on wasmtime's component model.
+//!
+//! One shared [`wasmtime::Engine`] compiles each plugin once (with an on-disk cache of compiled
+//! code); every handler instance gets its own `Store` with an epoch deadline per call, a memory
+//! cap, and an output size cap. Guest output is untrusted: its IPC must decode and its schema must
+//! match the schema the guest declared. A trapped instance is poisoned and never called again.
+
+mod cache;
+mod handler;
+mod host;
+mod ipc;
+mod runtime;
+
+pub use runtime::{RuntimeOptions, WasmRuntime};
+
+/// The contract this host implements; components must target a compatible version.
+pub const CONTRACT_PACKAGE: &str = "sluice:plugin";
+/// The contract version this host was built with (see `wit/sluice.wit`).
+pub const CONTRACT_VERSION: &str = "0.1.0";
+
+mod bindings {
+    //! Host-side bindings generated from `wit/sluice.wit`.
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "handler-plugin",
+    });
+}

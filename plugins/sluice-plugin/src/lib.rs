@@ -1,0 +1,372 @@
+//! Guest SDK for Sluice handler plugins.
+//!
+//! A plugin is a WebAssembly component that turns Arrow record batches into
+//! Arrow record batches. Implement [`Handler`] for a type and export it with
+//! [`export_handler!`]; the SDK does the rest: config parsing (with dotted key
+//! paths in errors), Arrow IPC in both directions, the WIT bindings, and a
+//! panic hook that reports the panic message to the host before the trap.
+//!
+//! ```
+//! use sluice_plugin::prelude::*;
+//!
+//! #[derive(serde::Deserialize)]
+//! #[serde(deny_unknown_fields)]
+//! pub struct Config { column: String }
+//!
+//! pub struct Upper { column: String }
+//!
+//! impl Handler for Upper {
+//!     type Config = Config;
+//!     fn new(config: Config) -> Result<Self, Error> { Ok(Upper { column: config.column }) }
+//!     fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef, Error> { Ok(input.clone()) }
+//!     fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, Error> { Ok(vec![batch]) }
+//! }
+//!
+//! sluice_plugin::export_handler!(Upper);
+//! ```
+
+pub use arrow_array;
+pub use arrow_buffer;
+pub use arrow_cast;
+pub use arrow_ipc;
+pub use arrow_schema;
+pub use arrow_select;
+
+mod config;
+mod error;
+pub mod ipc;
+
+pub use config::parse_config;
+
+/// Compiles the README's example plugin as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeExample;
+pub use error::Error;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+
+/// The items most plugins need: `use sluice_plugin::prelude::*;`.
+pub mod prelude {
+    pub use crate::arrow_array::{
+        self, Array, ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array,
+        LargeStringArray, RecordBatch, StringArray, TimestampMicrosecondArray,
+        TimestampMillisecondArray, UInt64Array, cast::AsArray,
+    };
+    pub use crate::arrow_schema::{self, DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
+    pub use crate::{Error, Handler, Level, StateSpec};
+}
+
+/// Keyed state a handler declares so that the host routes all rows of a key
+/// through one instance, in order, and can seed it after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StateSpec {
+    /// Key columns: state is independent per distinct key (empty: one global state).
+    pub keys: Vec<String>,
+    /// The column that orders rows within a key.
+    pub order_by: String,
+    /// Rows of history per key the handler needs to resume exactly.
+    pub lookback_rows: u64,
+}
+
+/// A batch transformer. One value is created per step per worker from the
+/// step's config; it sees that worker's batches in order.
+pub trait Handler: Sized + 'static {
+    /// The step's config, parsed from JSON. Use `#[serde(deny_unknown_fields)]`
+    /// so that typos are reported. A step without config is JSON `null`,
+    /// accepted by `Option` types and by structs whose fields all default.
+    type Config: serde::de::DeserializeOwned;
+
+    /// Documentation of the config, in Markdown.
+    const CONFIG_DOC: &'static str = "";
+
+    /// Builds the handler from its config.
+    fn new(config: Self::Config) -> Result<Self, Error>;
+
+    /// The schema output for the given input schema. Called before any batch
+    /// with that schema; every batch returned must have exactly this schema.
+    fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef, Error>;
+
+    /// Transforms one batch. May return zero, one or several batches.
+    fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, Error>;
+
+    /// End of input: return any batches still held.
+    fn finish(&mut self) -> Result<Vec<RecordBatch>, Error> {
+        Ok(vec![])
+    }
+
+    /// Declared keyed state, or `None` for stateless handlers.
+    fn state(&self) -> Option<StateSpec> {
+        None
+    }
+}
+
+/// Log levels of [`log`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// Emits a structured log record through the host (attributed by the host to
+/// the pipeline, step and file). Natively (in unit tests) it prints to stderr.
+pub fn log(level: Level, message: &str, fields: &[(&str, &str)]) {
+    #[cfg(target_arch = "wasm32")]
+    {
+        use __private::sluice::plugin::host::{self, Level as L};
+        let level = match level {
+            Level::Trace => L::Trace,
+            Level::Debug => L::Debug,
+            Level::Info => L::Info,
+            Level::Warn => L::Warn,
+            Level::Error => L::Error,
+        };
+        let fields: Vec<(String, String)> = fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        host::log(level, message, &fields);
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    eprintln!("[{level:?}] {message} {fields:?}");
+}
+
+/// Adds `delta` to the host counter `name`. Natively (in unit tests) a no-op.
+pub fn counter_add(name: &str, delta: u64) {
+    #[cfg(target_arch = "wasm32")]
+    __private::sluice::plugin::host::counter_add(name, delta);
+    #[cfg(not(target_arch = "wasm32"))]
+    let _ = (name, delta);
+}
+
+/// Exports a [`Handler`] type as the plugin's implementation of the
+/// `sluice:plugin/handler` interface. Use once per plugin crate, at its root.
+/// The plugin's name, version and summary are the crate's `name`, `version`
+/// and `description` from its Cargo.toml.
+#[macro_export]
+macro_rules! export_handler {
+    ($ty:ty) => {
+        impl $crate::__private::PluginMeta for $ty {
+            const NAME: &'static str = env!("CARGO_PKG_NAME");
+            const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+            const SUMMARY: &'static str = env!("CARGO_PKG_DESCRIPTION");
+        }
+        #[doc(hidden)]
+        #[cfg(target_arch = "wasm32")]
+        type __SluiceExport = $crate::__private::Adapter<$ty>;
+        // Exports only exist on wasm: their names (`sluice:plugin/handler@0.1.0#info`)
+        // are not valid in a native linker's version script.
+        #[cfg(target_arch = "wasm32")]
+        $crate::__private::export!(__SluiceExport with_types_in $crate::__private);
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    //! Implementation details of [`export_handler!`](crate::export_handler): the
+    //! generated WIT bindings and the adapter from [`Handler`] to them. Not a
+    //! stable API; the hostile test plugins use the raw bindings directly.
+
+    use std::cell::RefCell;
+    use std::marker::PhantomData;
+    use std::sync::Arc;
+
+    use super::*;
+
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "handler-plugin",
+        pub_export_macro: true,
+        export_macro_name: "export",
+        default_bindings_module: "$crate::__private",
+    });
+
+    pub use exports::sluice::plugin::handler::{Guest, GuestInstance, Instance};
+    pub use sluice::plugin::types::{
+        ConfigError as WitConfigError, DataError as WitDataError, Error as WitError,
+        PluginInfo as WitPluginInfo, StateSpec as WitStateSpec,
+    };
+
+    /// Static facts about the plugin crate, implemented by `export_handler!`.
+    pub trait PluginMeta {
+        const NAME: &'static str;
+        const VERSION: &'static str;
+        const SUMMARY: &'static str;
+    }
+
+    impl From<Error> for WitError {
+        fn from(e: Error) -> Self {
+            match e {
+                Error::Config { message, key } => WitError::Config(WitConfigError { message, key }),
+                Error::Data {
+                    message,
+                    row,
+                    column,
+                } => WitError::Data(WitDataError {
+                    message,
+                    row,
+                    column,
+                }),
+                Error::Internal(message) => WitError::Internal(message),
+            }
+        }
+    }
+
+    /// Installs (once) a panic hook that reports the panic to the host log with
+    /// level error, message `panic: <payload> at <location>` and field
+    /// `panic=true`, before the abort turns into a trap.
+    pub fn install_panic_hook() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            #[cfg(target_arch = "wasm32")]
+            std::panic::set_hook(Box::new(|info| {
+                let payload = info.payload();
+                let msg = if let Some(s) = payload.downcast_ref::<&str>() {
+                    s
+                } else if let Some(s) = payload.downcast_ref::<String>() {
+                    s.as_str()
+                } else {
+                    "Box<dyn Any>"
+                };
+                let message = match info.location() {
+                    Some(l) => format!("panic: {msg} at {}:{}:{}", l.file(), l.line(), l.column()),
+                    None => format!("panic: {msg}"),
+                };
+                log(Level::Error, &message, &[("panic", "true")]);
+            }));
+        });
+    }
+
+    /// The `Guest` implementation for a [`Handler`] type.
+    pub struct Adapter<H>(PhantomData<H>);
+
+    impl<H: Handler + PluginMeta> Guest for Adapter<H> {
+        type Instance = InstanceAdapter<H>;
+
+        fn info() -> WitPluginInfo {
+            install_panic_hook();
+            WitPluginInfo {
+                name: H::NAME.to_string(),
+                version: H::VERSION.to_string(),
+                summary: H::SUMMARY.to_string(),
+                config_doc: H::CONFIG_DOC.to_string(),
+            }
+        }
+    }
+
+    /// One handler instance plus the SDK's bookkeeping.
+    pub struct InstanceAdapter<H> {
+        handler: RefCell<H>,
+        /// The last (input, output) schema pair, to avoid recomputing the output schema.
+        schemas: RefCell<Option<(SchemaRef, SchemaRef)>>,
+    }
+
+    impl<H: Handler> InstanceAdapter<H> {
+        /// Wraps a handler (also usable natively, to test a handler through the SDK).
+        pub fn new(handler: H) -> Self {
+            InstanceAdapter {
+                handler: RefCell::new(handler),
+                schemas: RefCell::new(None),
+            }
+        }
+
+        /// The output schema for `input`, cached for the last input schema.
+        fn output_schema_for(&self, input: &SchemaRef) -> Result<SchemaRef, Error> {
+            if let Some((i, o)) = &*self.schemas.borrow()
+                && (Arc::ptr_eq(i, input) || i == input)
+            {
+                return Ok(o.clone());
+            }
+            let out = self.handler.borrow().output_schema(input)?;
+            *self.schemas.borrow_mut() = Some((input.clone(), out.clone()));
+            Ok(out)
+        }
+
+        /// `output-schema`, on IPC bytes.
+        pub fn output_schema_ipc(&self, input: Vec<u8>) -> Result<Vec<u8>, Error> {
+            let input = ipc::read_schema(input)?;
+            let out = self.output_schema_for(&input)?;
+            ipc::write_schema(&out)
+        }
+
+        /// `process`, on IPC bytes.
+        pub fn process_ipc(&self, input: Vec<u8>) -> Result<Vec<u8>, Error> {
+            let (schema, batches) = ipc::read_stream(input)?;
+            let out_schema = self.output_schema_for(&schema)?;
+            let mut out = Vec::new();
+            {
+                let mut handler = self.handler.borrow_mut();
+                for batch in batches {
+                    out.extend(handler.process(batch)?);
+                }
+            }
+            check_schemas(&out_schema, &out)?;
+            ipc::write_stream(&out_schema, &out)
+        }
+
+        /// `finish`, on IPC bytes. The stream's schema is the output schema of
+        /// the last input schema seen; if none was seen, that of the first
+        /// returned batch, or an empty schema.
+        pub fn finish_ipc(&self) -> Result<Vec<u8>, Error> {
+            let out = self.handler.borrow_mut().finish()?;
+            let schema = match (&*self.schemas.borrow(), out.first()) {
+                (Some((_, o)), _) => o.clone(),
+                (None, Some(b)) => b.schema(),
+                (None, None) => Arc::new(arrow_schema::Schema::empty()),
+            };
+            check_schemas(&schema, &out)?;
+            ipc::write_stream(&schema, &out)
+        }
+
+        /// `state`.
+        pub fn state(&self) -> Option<StateSpec> {
+            self.handler.borrow().state()
+        }
+    }
+
+    /// Every returned batch must carry the declared output schema.
+    fn check_schemas(declared: &SchemaRef, batches: &[RecordBatch]) -> Result<(), Error> {
+        for b in batches {
+            let s = b.schema();
+            if !Arc::ptr_eq(&s, declared) && s.fields() != declared.fields() {
+                return Err(Error::internal(format!(
+                    "handler returned a batch with schema {s} but declared output schema {declared}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    impl<H: Handler> GuestInstance for InstanceAdapter<H> {
+        fn create(config: String) -> Result<Instance, WitError> {
+            install_panic_hook();
+            let config = parse_config::<H::Config>(&config)?;
+            let handler = H::new(config)?;
+            Ok(Instance::new(InstanceAdapter::new(handler)))
+        }
+
+        fn output_schema(&self, input: Vec<u8>) -> Result<Vec<u8>, WitError> {
+            Ok(self.output_schema_ipc(input)?)
+        }
+
+        fn state(&self) -> Option<WitStateSpec> {
+            InstanceAdapter::state(self).map(|s| WitStateSpec {
+                keys: s.keys,
+                order_by: s.order_by,
+                lookback_rows: s.lookback_rows,
+            })
+        }
+
+        fn process(&self, input: Vec<u8>) -> Result<Vec<u8>, WitError> {
+            Ok(self.process_ipc(input)?)
+        }
+
+        fn finish(&self) -> Result<Vec<u8>, WitError> {
+            Ok(self.finish_ipc()?)
+        }
+    }
+}
