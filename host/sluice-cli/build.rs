@@ -19,7 +19,9 @@ fn main() {
         }
     }
     entries.sort();
-    let mut code = String::from("/// Standard plugins embedded at build time: (name, component bytes).\npub const BUILTINS: &[(&str, &[u8])] = &[\n");
+    let mut code = String::from(
+        "/// Standard plugins embedded at build time: (name, component bytes).\npub const BUILTINS: &[(&str, &[u8])] = &[\n",
+    );
     for (name, path) in entries {
         code.push_str(&format!("    ({name:?}, include_bytes!({:?})),\n", path.display().to_string()));
     }

@@ -76,6 +76,8 @@ pub fn append_custom_section(bytes: &mut Vec<u8>, name: &str, payload: &[u8]) {
 
 #[cfg(test)]
 mod tests {
+    //! Native unit tests.
+
     use super::*;
 
     #[test]
@@ -86,10 +88,7 @@ mod tests {
         append_custom_section(&mut bytes, "other", b"zz");
         let long = vec![7u8; 300];
         append_custom_section(&mut bytes, SOURCE_HASH_SECTION, &long);
-        assert_eq!(
-            read_custom_section(&bytes, SOURCE_HASH_SECTION),
-            Some(&long[..])
-        );
+        assert_eq!(read_custom_section(&bytes, SOURCE_HASH_SECTION), Some(&long[..]));
         assert_eq!(read_custom_section(&bytes, "other"), Some(&b"zz"[..]));
         assert_eq!(read_custom_section(&bytes, "missing"), None);
         bytes.truncate(bytes.len() - 1);

@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's task runner (see `cargo xtask --help`).
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -34,8 +35,19 @@ enum PluginsCommand {
     Check,
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` prints the context chain without anyhow's backtrace noise.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     let root = plugins::repo_root();
     match cli.command {
         Command::Plugins { command } => match command {

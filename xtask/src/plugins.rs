@@ -10,9 +10,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
-use crate::component::{
-    SOURCE_HASH_SECTION, append_custom_section, is_component, read_custom_section,
-};
+use crate::component::{SOURCE_HASH_SECTION, append_custom_section, is_component, read_custom_section};
 
 /// Whether a plugin ships to users or only serves the host's tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,56 +33,16 @@ pub struct Plugin {
 
 /// Every plugin, in build order.
 pub const PLUGINS: &[Plugin] = &[
-    Plugin {
-        name: "select",
-        dir: "select",
-        kind: Kind::Standard,
-    },
-    Plugin {
-        name: "cast",
-        dir: "cast",
-        kind: Kind::Standard,
-    },
-    Plugin {
-        name: "sma",
-        dir: "sma",
-        kind: Kind::Standard,
-    },
-    Plugin {
-        name: "passthrough",
-        dir: "passthrough",
-        kind: Kind::Standard,
-    },
-    Plugin {
-        name: "hostile-spin",
-        dir: "hostile/spin",
-        kind: Kind::Test,
-    },
-    Plugin {
-        name: "hostile-hog",
-        dir: "hostile/hog",
-        kind: Kind::Test,
-    },
-    Plugin {
-        name: "hostile-panic",
-        dir: "hostile/panic",
-        kind: Kind::Test,
-    },
-    Plugin {
-        name: "hostile-bad-ipc",
-        dir: "hostile/bad-ipc",
-        kind: Kind::Test,
-    },
-    Plugin {
-        name: "hostile-bad-schema",
-        dir: "hostile/bad-schema",
-        kind: Kind::Test,
-    },
-    Plugin {
-        name: "hostile-explode",
-        dir: "hostile/explode",
-        kind: Kind::Test,
-    },
+    Plugin { name: "select", dir: "select", kind: Kind::Standard },
+    Plugin { name: "cast", dir: "cast", kind: Kind::Standard },
+    Plugin { name: "sma", dir: "sma", kind: Kind::Standard },
+    Plugin { name: "passthrough", dir: "passthrough", kind: Kind::Standard },
+    Plugin { name: "hostile-spin", dir: "hostile/spin", kind: Kind::Test },
+    Plugin { name: "hostile-hog", dir: "hostile/hog", kind: Kind::Test },
+    Plugin { name: "hostile-panic", dir: "hostile/panic", kind: Kind::Test },
+    Plugin { name: "hostile-bad-ipc", dir: "hostile/bad-ipc", kind: Kind::Test },
+    Plugin { name: "hostile-bad-schema", dir: "hostile/bad-schema", kind: Kind::Test },
+    Plugin { name: "hostile-explode", dir: "hostile/explode", kind: Kind::Test },
 ];
 
 impl Plugin {
@@ -99,10 +57,7 @@ impl Plugin {
 
 /// The repository root (the parent of this crate's directory).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask has a parent directory")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask has a parent directory").to_path_buf()
 }
 
 /// The committed dist directory, `plugins/dist`.
@@ -114,10 +69,7 @@ pub fn default_dist(root: &Path) -> PathBuf {
 fn collect(root: &Path, dir: &Path, files: &mut Vec<(String, PathBuf)>) -> Result<()> {
     if dir.is_file() {
         let rel = dir.strip_prefix(root)?;
-        let rel: Vec<_> = rel
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy())
-            .collect();
+        let rel: Vec<_> = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect();
         files.push((rel.join("/"), dir.to_path_buf()));
         return Ok(());
     }
@@ -165,9 +117,7 @@ pub fn source_hash(root: &Path, plugin: &Plugin) -> Result<String> {
 
 /// The source hash recorded in a component, if any.
 pub fn recorded_hash(component: &[u8]) -> Option<String> {
-    read_custom_section(component, SOURCE_HASH_SECTION)
-        .and_then(|p| std::str::from_utf8(p).ok())
-        .map(str::to_string)
+    read_custom_section(component, SOURCE_HASH_SECTION).and_then(|p| std::str::from_utf8(p).ok()).map(str::to_string)
 }
 
 /// Compares every plugin's source hash with the one recorded in its component
@@ -180,11 +130,7 @@ pub fn stale_plugins(root: &Path, dist: &Path) -> Result<Vec<String>> {
         match fs::read(&path) {
             Err(_) => problems.push(format!("{}: {} is missing", p.name, path.display())),
             Ok(bytes) => match recorded_hash(&bytes) {
-                None => problems.push(format!(
-                    "{}: {} has no {SOURCE_HASH_SECTION} section",
-                    p.name,
-                    path.display()
-                )),
+                None => problems.push(format!("{}: {} has no {SOURCE_HASH_SECTION} section", p.name, path.display())),
                 Some(got) if got != want => problems.push(format!(
                     "{}: {} is stale (built from sources {}, sources are now {})",
                     p.name,
@@ -204,11 +150,7 @@ pub fn check(root: &Path) -> Result<()> {
     let dist = default_dist(root);
     let problems = stale_plugins(root, &dist)?;
     if problems.is_empty() {
-        println!(
-            "plugins check: all {} components in {} are fresh",
-            PLUGINS.len(),
-            dist.display()
-        );
+        println!("plugins check: all {} components in {} are fresh", PLUGINS.len(), dist.display());
         return Ok(());
     }
     bail!(
@@ -228,15 +170,13 @@ pub struct Route {
     extra_args: Vec<String>,
     /// Environment for the cargo child only.
     env: Vec<(String, OsString)>,
-    /// Whether the output is already a component (wasip2) or needs the component linker.
+    /// Flags for the target's code (empty for wasip2, which links components natively).
     rustflags: Vec<String>,
 }
 
 fn capture(cmd: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(cmd).args(args).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The directory holding `wasm-component-ld` and `gcc-ld/wasm-ld`: the rustup
@@ -250,9 +190,7 @@ fn component_linker_dir() -> Option<PathBuf> {
     candidates
         .into_iter()
         .map(|s| s.join("lib/rustlib/x86_64-unknown-linux-gnu/bin"))
-        .find(|bin| {
-            bin.join("wasm-component-ld").is_file() && bin.join("gcc-ld").join("wasm-ld").is_file()
-        })
+        .find(|bin| bin.join("wasm-component-ld").is_file() && bin.join("gcc-ld").join("wasm-ld").is_file())
 }
 
 fn component_link(bin: &Path) -> (Vec<(String, OsString)>, Vec<String>) {
@@ -261,10 +199,7 @@ fn component_link(bin: &Path) -> (Vec<(String, OsString)>, Vec<String>) {
         bin.join("wasm-component-ld").into_os_string(),
     )];
     let flags = vec![
-        format!(
-            "-Clink-arg=--wasm-ld-path={}",
-            bin.join("gcc-ld").join("wasm-ld").display()
-        ),
+        format!("-Clink-arg=--wasm-ld-path={}", bin.join("gcc-ld").join("wasm-ld").display()),
         "-Clink-arg=--wasi-adapter=none".to_string(),
     ];
     (env, flags)
@@ -378,49 +313,39 @@ pub fn build(root: &Path, out: Option<&Path>) -> Result<()> {
     for (k, v) in &route.env {
         cmd.env(k, v);
     }
-    cmd.env("CARGO_ENCODED_RUSTFLAGS", route.rustflags.join("\x1f"));
+    if route.rustflags.is_empty() {
+        cmd.env_remove("CARGO_ENCODED_RUSTFLAGS");
+    } else {
+        cmd.env("CARGO_ENCODED_RUSTFLAGS", route.rustflags.join("\x1f"));
+    }
     let start = Instant::now();
-    let status = cmd
-        .status()
-        .with_context(|| format!("running {}", route.cargo.display()))?;
+    let status = cmd.status().with_context(|| format!("running {}", route.cargo.display()))?;
     if !status.success() {
         bail!("building the plugins failed ({status})");
     }
-    println!(
-        "plugins build: compiled in {:.1}s",
-        start.elapsed().as_secs_f64()
-    );
+    println!("plugins build: compiled in {:.1}s", start.elapsed().as_secs_f64());
 
-    let dist = out
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| default_dist(root));
+    let dist = out.map(Path::to_path_buf).unwrap_or_else(|| default_dist(root));
     let release = target_dir.join(route.target).join("release");
     for p in PLUGINS {
         let artifact = release.join(format!("{}.wasm", p.name.replace('-', "_")));
-        let mut bytes =
-            fs::read(&artifact).with_context(|| format!("reading {}", artifact.display()))?;
+        let mut bytes = fs::read(&artifact).with_context(|| format!("reading {}", artifact.display()))?;
         if !is_component(&bytes) {
-            bail!(
-                "{} is not a component (core module? check the linker)",
-                artifact.display()
-            );
+            bail!("{} is not a component (core module? check the linker)", artifact.display());
         }
         let hash = source_hash(root, p)?;
         append_custom_section(&mut bytes, SOURCE_HASH_SECTION, hash.as_bytes());
         let dest = p.output_path(&dist);
         write_atomic(&dest, &bytes)?;
-        println!(
-            "  {:<20} {:>9} bytes  {}",
-            p.name,
-            bytes.len(),
-            dest.display()
-        );
+        println!("  {:<20} {:>9} bytes  {}", p.name, bytes.len(), dest.display());
     }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    //! Native unit tests.
+
     use super::*;
 
     #[test]

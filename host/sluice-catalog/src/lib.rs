@@ -100,11 +100,13 @@ impl Catalog for DuckCatalog {
             )));
         }
         let conn = Connection::open_in_memory().map_err(|e| CatalogError::Query(e.to_string()))?;
-        conn.execute_batch(&format!("ATTACH {} AS lake (READ_ONLY); USE lake;", quote_str(&self.path.to_string_lossy())))
-            .map_err(|e| CatalogError::Query(e.to_string()))?;
+        conn.execute_batch(&format!(
+            "ATTACH {} AS lake (READ_ONLY); USE lake;",
+            quote_str(&self.path.to_string_lossy())
+        ))
+        .map_err(|e| CatalogError::Query(e.to_string()))?;
         let mut stmt = conn.prepare(sql).map_err(|e| CatalogError::Query(e.to_string()))?;
-        let batches: Vec<RecordBatch> =
-            stmt.query_arrow([]).map_err(|e| CatalogError::Query(e.to_string()))?.collect();
+        let batches: Vec<RecordBatch> = stmt.query_arrow([]).map_err(|e| CatalogError::Query(e.to_string()))?.collect();
         Ok(batches)
     }
 }

@@ -54,9 +54,8 @@ pub fn job(spec: &PipelineSpec, rt: &WasmRuntime) -> Result<(Job, Arc<Lake>), Ex
         let src = DirSource::new(s, spec.settings.batch_rows).map_err(Exit::config)?;
         sources.push(Arc::new(src));
     }
-    let lake = Arc::new(
-        Lake::open(&spec.sink).with_context(|| format!("opening the lake {}", spec.sink.lake.display()))?,
-    );
+    let lake =
+        Arc::new(Lake::open(&spec.sink).with_context(|| format!("opening the lake {}", spec.sink.lake.display()))?);
     let job = Job { spec: spec.clone(), sources, plugins, sink: lake.clone() };
     Ok((job, lake))
 }

@@ -46,7 +46,11 @@ pub fn load_file(path: &Path) -> Result<Vec<PipelineSpec>, ConfigErrors> {
 }
 
 /// Parse pipeline documents (separated by `---`) from text that came from `file`.
-pub fn parse_str(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<PipelineSpec>, ConfigErrors> {
+pub fn parse_str(
+    text: &str,
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<PipelineSpec>, ConfigErrors> {
     let mut out = Vec::new();
     let mut errs = Vec::new();
     for doc in yaml_serde::Deserializer::from_str(text) {
@@ -81,12 +85,7 @@ fn yaml_error(file: &Path, e: &yaml_serde::Error) -> ConfigError {
 
 /// The closest candidate within a small edit distance.
 pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    candidates
-        .iter()
-        .map(|c| (distance(word, c), *c))
-        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
-        .min()
-        .map(|(_, c)| c)
+    candidates.iter().map(|c| (distance(word, c), *c)).filter(|(d, c)| *d <= 2.max(c.len() / 3)).min().map(|(_, c)| c)
 }
 
 fn distance(a: &str, b: &str) -> usize {
@@ -143,7 +142,11 @@ impl Resolver<'_> {
                     let hint = closest(name, &names)
                         .map(|c| format!("did you mean `{c}`?"))
                         .unwrap_or_else(|| format!("declare it: `env: [{name}]`"));
-                    self.error(&format!("${{{name}}}"), format!("`${{{name}}}` uses an undeclared environment variable"), Some(hint));
+                    self.error(
+                        &format!("${{{name}}}"),
+                        format!("`${{{name}}}` uses an undeclared environment variable"),
+                        Some(hint),
+                    );
                 }
                 Some(default) => match (self.env)(name).or(default) {
                     Some(v) => out.push_str(&v),
@@ -179,7 +182,11 @@ impl Resolver<'_> {
             }
         }
         if !valid_name(&raw.pipeline) {
-            self.error(&raw.pipeline, format!("pipeline name `{}` must be letters, digits, `_` or `-`", raw.pipeline), None);
+            self.error(
+                &raw.pipeline,
+                format!("pipeline name `{}` must be letters, digits, `_` or `-`", raw.pipeline),
+                None,
+            );
         }
         if raw.sources.is_empty() {
             self.error("sources", "a pipeline needs at least one source", None);
@@ -253,7 +260,11 @@ impl Resolver<'_> {
         let format = match &raw.format {
             RawFormat { csv: Some(c) } => FormatSpec::Csv(self.csv(name, c)),
             RawFormat { csv: None } => {
-                self.error("format", format!("sources.{name}.format: name one format, e.g. `csv: {{header: true}}`"), None);
+                self.error(
+                    "format",
+                    format!("sources.{name}.format: name one format, e.g. `csv: {{header: true}}`"),
+                    None,
+                );
                 FormatSpec::Csv(self.csv(name, &RawCsv::default()))
             }
         };
@@ -292,7 +303,11 @@ impl Resolver<'_> {
             cols.iter()
                 .map(|(name, ty)| {
                     let dt = parse_type(ty).unwrap_or_else(|hint| {
-                        self.error(ty, format!("sources.{source}.format.csv.columns.{name}: unknown type `{ty}`"), Some(hint));
+                        self.error(
+                            ty,
+                            format!("sources.{source}.format.csv.columns.{name}: unknown type `{ty}`"),
+                            Some(hint),
+                        );
                         DataType::Utf8
                     });
                     (name.clone(), dt)
@@ -340,7 +355,11 @@ impl Resolver<'_> {
 
     fn sink(&mut self, raw: &RawSink) -> SinkSpec {
         if !valid_name(&raw.dataset) || raw.dataset.starts_with('_') {
-            self.error(&raw.dataset, format!("dataset name `{}` must be letters, digits, `_` or `-`, not starting with `_`", raw.dataset), None);
+            self.error(
+                &raw.dataset,
+                format!("dataset name `{}` must be letters, digits, `_` or `-`, not starting with `_`", raw.dataset),
+                None,
+            );
         }
         if raw.mode != WriteMode::Append {
             self.error("mode", format!("sink.mode `{:?}` is not supported yet; use `append`", raw.mode), None);
@@ -371,8 +390,24 @@ fn valid_name(s: &str) -> bool {
 
 /// The column types a CSV schema may declare.
 pub const TYPE_NAMES: &[&str] = &[
-    "utf8", "string", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float32", "float64",
-    "bool", "date32", "timestamp_s", "timestamp_ms", "timestamp_us", "timestamp_ns",
+    "utf8",
+    "string",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float32",
+    "float64",
+    "bool",
+    "date32",
+    "timestamp_s",
+    "timestamp_ms",
+    "timestamp_us",
+    "timestamp_ns",
 ];
 
 pub(crate) fn parse_type(s: &str) -> Result<DataType, String> {

@@ -51,7 +51,7 @@ impl Progress for NoProgress {}
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("{location}: {error}")]
-    Step { location: Location, error: PluginError },
+    Step { location: Box<Location>, error: PluginError },
     #[error("source: {0}")]
     Source(#[from] SourceError),
     #[error("sink: {0}")]
@@ -104,9 +104,9 @@ pub fn chain_schema(
         let location = step_location(spec, i, None);
         let mut h = plugin
             .instantiate(&step.config_json, &step.limits)
-            .map_err(|error| RunError::Step { location: location.clone(), error })?;
+            .map_err(|error| RunError::Step { location: Box::new(location.clone()), error })?;
         if let Some(s) = &schema {
-            schema = Some(h.output_schema(s).map_err(|error| RunError::Step { location, error })?);
+            schema = Some(h.output_schema(s).map_err(|error| RunError::Step { location: Box::new(location), error })?);
         }
     }
     Ok(schema)
@@ -186,7 +186,8 @@ pub async fn run(
     // Feed units while collecting results, so a `fail` policy or a signal stops feeding early.
     let mut pending = units.into_iter().peekable();
     let mut fatal: Option<RunError> = None;
-    while !cancel.load(Ordering::SeqCst) && fatal.is_none() && pending.peek().is_some() {
+    while !cancel.load(Ordering::SeqCst) && !abort.load(Ordering::SeqCst) && fatal.is_none() && pending.peek().is_some()
+    {
         tokio::select! {
             permit = unit_tx.reserve() => match permit {
                 Ok(p) => p.send(pending.next().expect("peeked")),
@@ -247,7 +248,8 @@ fn absorb(job: &Job, summary: &mut RunSummary, res: UnitResult, progress: &dyn P
                     let spec = &job.spec.steps[index];
                     let location = step_location(&job.spec, index, Some(&res.unit));
                     let message = format!("{location}: {error}");
-                    let fatal = (spec.on_error == OnError::Fail).then(|| RunError::Step { location, error });
+                    let fatal = (spec.on_error == OnError::Fail)
+                        .then_some(RunError::Step { location: Box::new(location), error });
                     (Some(spec.name.clone()), spec.on_error, message, fatal)
                 }
                 // An unreadable file is recorded and skipped; the next run retries it.
@@ -293,6 +295,15 @@ fn worker(
             return;
         }
         let res = process_unit(job, &mut chain, unit);
+        // A `fail` policy stops the run: take no further units, even ones already queued.
+        let stops = match &res.outcome {
+            Err(UnitError::Step { index, .. }) => job.spec.steps[*index].on_error == OnError::Fail,
+            Err(UnitError::Sink(_)) => true,
+            _ => false,
+        };
+        if stops {
+            abort.store(true, Ordering::SeqCst);
+        }
         if tx.blocking_send(res).is_err() {
             return;
         }
@@ -414,11 +425,7 @@ fn process_unit_inner(
     unit: &SourceUnit,
     rows_in: &mut u64,
 ) -> Result<crate::sink::CommitReport, UnitError> {
-    let source = job
-        .sources
-        .iter()
-        .find(|s| s.name() == unit.source)
-        .expect("units come from the job's sources");
+    let source = job.sources.iter().find(|s| s.name() == unit.source).expect("units come from the job's sources");
     let stream = source.open(unit).map_err(UnitError::Source)?;
     let mut writer = job.sink.begin(unit).map_err(UnitError::Sink)?;
     let result = std::thread::scope(|scope| -> Result<(), UnitError> {

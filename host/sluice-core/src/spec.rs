@@ -126,11 +126,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            timeout: Duration::from_secs(5),
-            memory_bytes: 512 << 20,
-            output_bytes: 256 << 20,
-        }
+        Limits { timeout: Duration::from_secs(5), memory_bytes: 512 << 20, output_bytes: 256 << 20 }
     }
 }
 

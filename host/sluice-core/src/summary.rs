@@ -76,20 +76,45 @@ impl RunSummary {
     pub fn render(&self) -> String {
         use std::fmt::Write;
         let mut s = String::new();
-        let _ = writeln!(s, "pipeline {}: {} file(s) seen, {} committed, {} unchanged, {} failed",
-            self.pipeline, self.files_seen, self.files_committed, self.files_unchanged, self.files_failed);
-        let _ = writeln!(s, "  rows: {} in, {} written; bytes: {} in, {} written",
-            self.rows_in, self.rows_written, self.bytes_in, self.bytes_written);
+        let _ = writeln!(
+            s,
+            "pipeline {}: {} file(s) seen, {} committed, {} unchanged, {} failed",
+            self.pipeline, self.files_seen, self.files_committed, self.files_unchanged, self.files_failed
+        );
+        let _ = writeln!(
+            s,
+            "  rows: {} in, {} written; bytes: {} in, {} written",
+            self.rows_in, self.rows_written, self.bytes_in, self.bytes_written
+        );
         for st in &self.steps {
-            let _ = writeln!(s, "  step {:<16} rows {} -> {}, {} call(s), {:.1} ms in plugin, {} error(s)",
-                st.name, st.rows_in, st.rows_out, st.calls, st.plugin_ns as f64 / 1e6, st.errors);
+            let _ = writeln!(
+                s,
+                "  step {:<16} rows {} -> {}, {} call(s), {:.1} ms in plugin, {} error(s)",
+                st.name,
+                st.rows_in,
+                st.rows_out,
+                st.calls,
+                st.plugin_ns as f64 / 1e6,
+                st.errors
+            );
         }
         for f in &self.failures {
-            let _ = writeln!(s, "  {}: {}{}: {}", f.action, f.file,
-                f.step.as_deref().map(|st| format!(" (step `{st}`)")).unwrap_or_default(), f.error);
+            let _ = writeln!(
+                s,
+                "  {}: {}{}: {}",
+                f.action,
+                f.file,
+                f.step.as_deref().map(|st| format!(" (step `{st}`)")).unwrap_or_default(),
+                f.error
+            );
         }
-        let _ = write!(s, "  took {:.2}s: {:.0} rows/s, {:.1} MB/s",
-            self.duration_ms as f64 / 1e3, self.rows_per_sec, self.input_mb_per_sec);
+        let _ = write!(
+            s,
+            "  took {:.2}s: {:.0} rows/s, {:.1} MB/s",
+            self.duration_ms as f64 / 1e3,
+            self.rows_per_sec,
+            self.input_mb_per_sec
+        );
         if let Some(f) = &self.fatal {
             let _ = write!(s, "\n  run stopped: {f}");
         }

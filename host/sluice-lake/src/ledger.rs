@@ -52,7 +52,9 @@ impl Ledger {
                         records.insert((r.dataset.clone(), r.unit_id.clone()), r);
                     }
                     // A torn final line is a crash mid-append: that unit never committed.
-                    Err(e) => tracing::warn!(ledger = %path.display(), line = i + 1, "ignoring unreadable ledger line: {e}"),
+                    Err(e) => {
+                        tracing::warn!(ledger = %path.display(), line = i + 1, "ignoring unreadable ledger line: {e}")
+                    }
                 }
             }
         }
@@ -62,10 +64,8 @@ impl Ledger {
 
     /// Durably append a record.
     pub(crate) fn append(&mut self, record: LedgerRecord) -> Result<(), SinkError> {
-        let mut line = serde_json::to_string(&record).map_err(|e| SinkError::Ledger {
-            path: self.path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let mut line = serde_json::to_string(&record)
+            .map_err(|e| SinkError::Ledger { path: self.path.display().to_string(), message: e.to_string() })?;
         line.push('\n');
         self.file.write_all(line.as_bytes()).map_err(|e| SinkError::io(&self.path, e))?;
         self.file.sync_data().map_err(|e| SinkError::io(&self.path, e))?;

@@ -11,6 +11,6 @@ mod ledger;
 mod partition;
 mod writer;
 
-pub use ledger::{LedgerRecord, LEDGER_DIR};
+pub use ledger::{LEDGER_DIR, LedgerRecord};
 pub use partition::escape_partition_value;
 pub use writer::Lake;

@@ -17,7 +17,7 @@ use sluice_core::sink::{CommitReport, DeadLetter, Sink, UnitWriter};
 use sluice_core::source::SourceUnit;
 use sluice_core::spec::{Compression, SinkSpec};
 
-use crate::ledger::{Ledger, LedgerRecord, LEDGER_DIR};
+use crate::ledger::{LEDGER_DIR, Ledger, LedgerRecord};
 use crate::partition::Partitioner;
 
 const INPROGRESS: &str = ".inprogress";
@@ -37,10 +37,7 @@ struct LakeInner {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn fsync_dir(dir: &Path) -> Result<(), SinkError> {
@@ -58,9 +55,9 @@ impl Lake {
         let lock = acquire_lock(&root.join(LEDGER_DIR).join("writer.lock"))?;
         let ledger = Ledger::open(&root)?;
         let compression = match spec.compression {
-            Compression::Zstd => PqCompression::ZSTD(
-                ZstdLevel::try_new(spec.zstd_level).map_err(|e| SinkError::Encode(e.to_string()))?,
-            ),
+            Compression::Zstd => {
+                PqCompression::ZSTD(ZstdLevel::try_new(spec.zstd_level).map_err(|e| SinkError::Encode(e.to_string()))?)
+            }
             Compression::Snappy => PqCompression::SNAPPY,
             Compression::None => PqCompression::UNCOMPRESSED,
         };
@@ -70,7 +67,9 @@ impl Lake {
             .set_statistics_enabled(EnabledStatistics::Page)
             .set_created_by("sluice".to_string())
             .build();
-        let lake = Lake { inner: Arc::new(LakeInner { root, spec: spec.clone(), props, ledger: Mutex::new(ledger), _lock: lock }) };
+        let lake = Lake {
+            inner: Arc::new(LakeInner { root, spec: spec.clone(), props, ledger: Mutex::new(ledger), _lock: lock }),
+        };
         lake.recover()?;
         Ok(lake)
     }

@@ -65,7 +65,7 @@ pub(crate) fn open(
         .build(BufReader::with_capacity(1 << 20, file))
         .map_err(|e| SourceError::Format { path: path.display().to_string(), message: e.to_string() })?;
     let display = path.display().to_string();
-    Ok(Box::new(reader.map(move |r| {
-        r.map_err(|e| SourceError::Format { path: display.clone(), message: e.to_string() })
-    })))
+    Ok(Box::new(
+        reader.map(move |r| r.map_err(|e| SourceError::Format { path: display.clone(), message: e.to_string() })),
+    ))
 }

@@ -50,9 +50,7 @@ impl DirSource {
         let exclude = glob_set(&spec.name, &spec.exclude)?;
         let format_schema = match &spec.format {
             FormatSpec::Csv(csv) => csv.columns.as_ref().map(|cols| {
-                Arc::new(Schema::new(
-                    cols.iter().map(|(n, t)| Field::new(n, t.clone(), true)).collect::<Vec<_>>(),
-                ))
+                Arc::new(Schema::new(cols.iter().map(|(n, t)| Field::new(n, t.clone(), true)).collect::<Vec<_>>()))
             }),
         };
         let schema = format_schema.as_ref().map(|s| with_fields(s, spec));
@@ -60,8 +58,8 @@ impl DirSource {
     }
 
     fn unit_for(&self, path: &Path, rel: String) -> Result<SourceUnit, SourceError> {
-        let meta = std::fs::metadata(path)
-            .map_err(|e| SourceError::Io { path: path.display().to_string(), source: e })?;
+        let meta =
+            std::fs::metadata(path).map_err(|e| SourceError::Io { path: path.display().to_string(), source: e })?;
         let mtime_ns = meta
             .modified()
             .ok()
@@ -110,7 +108,9 @@ impl Source for DirSource {
         }
         let mut units = Vec::new();
         let walk = walkdir::WalkDir::new(root).follow_links(true).sort_by_file_name();
-        for entry in walk.into_iter().filter_entry(|e| e.depth() == 0 || !is_temporary(&e.file_name().to_string_lossy())) {
+        for entry in
+            walk.into_iter().filter_entry(|e| e.depth() == 0 || !is_temporary(&e.file_name().to_string_lossy()))
+        {
             let entry = entry.map_err(|e| SourceError::Io {
                 path: e.path().map(|p| p.display().to_string()).unwrap_or_else(|| root.display().to_string()),
                 source: e.into_io_error().unwrap_or_else(|| std::io::Error::other("walk error")),
@@ -147,16 +147,14 @@ impl Source for DirSource {
 
     fn open(&self, unit: &SourceUnit) -> Result<BatchStream, SourceError> {
         let fields = match &self.spec.fields {
-            Some(p) => Some(FieldValues::parse(p, &unit.rel_path).map_err(|message| SourceError::Format {
-                path: unit.path.display().to_string(),
-                message,
-            })?),
+            Some(p) => Some(
+                FieldValues::parse(p, &unit.rel_path)
+                    .map_err(|message| SourceError::Format { path: unit.path.display().to_string(), message })?,
+            ),
             None => None,
         };
         let batches = match &self.spec.format {
-            FormatSpec::Csv(csv) => {
-                crate::csv::open(&unit.path, csv, self.format_schema.clone(), self.batch_rows)?
-            }
+            FormatSpec::Csv(csv) => crate::csv::open(&unit.path, csv, self.format_schema.clone(), self.batch_rows)?,
         };
         Ok(match fields {
             None => batches,

@@ -49,11 +49,8 @@ fn parse_date(s: &str) -> Option<i32> {
 impl FieldValues {
     /// Match the pattern against the relative path (or its file name when the pattern has no `/`).
     pub(crate) fn parse(pattern: &FieldsPattern, rel_path: &str) -> Result<Self, String> {
-        let subject = if pattern.pattern.contains('/') {
-            rel_path
-        } else {
-            rel_path.rsplit('/').next().unwrap_or(rel_path)
-        };
+        let subject =
+            if pattern.pattern.contains('/') { rel_path } else { rel_path.rsplit('/').next().unwrap_or(rel_path) };
         let caps = pattern
             .captures(subject)
             .ok_or_else(|| format!("`{subject}` does not match the fields pattern `{}`", pattern.pattern))?;
@@ -61,9 +58,9 @@ impl FieldValues {
         for ((name, raw), (_, kind)) in caps.into_iter().zip(pattern.fields()) {
             let v = match kind {
                 FieldKind::String => Value::Str(raw),
-                FieldKind::Int => Value::Int(
-                    raw.parse().map_err(|_| format!("field `{name}`: `{raw}` is not an integer"))?,
-                ),
+                FieldKind::Int => {
+                    Value::Int(raw.parse().map_err(|_| format!("field `{name}`: `{raw}` is not an integer"))?)
+                }
                 FieldKind::Date => Value::Date(
                     parse_date(&raw).ok_or_else(|| format!("field `{name}`: `{raw}` is not a YYYY-MM-DD date"))?,
                 ),
@@ -79,7 +76,9 @@ impl FieldValues {
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
         for (name, v) in &self.values {
             let (col, dt): (ArrayRef, _) = match v {
-                Value::Str(s) => (Arc::new(StringArray::from_iter_values(std::iter::repeat_n(s, n))), FieldKind::String),
+                Value::Str(s) => {
+                    (Arc::new(StringArray::from_iter_values(std::iter::repeat_n(s, n))), FieldKind::String)
+                }
                 Value::Int(i) => (Arc::new(Int64Array::from_value(*i, n)), FieldKind::Int),
                 Value::Date(d) => (Arc::new(Date32Array::from_value(*d, n)), FieldKind::Date),
             };

@@ -8,8 +8,8 @@
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
-use wasmtime::component::Component;
 use wasmtime::Engine;
+use wasmtime::component::Component;
 
 pub(crate) struct CompileCache {
     dir: Option<PathBuf>,

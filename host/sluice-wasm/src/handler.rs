@@ -8,12 +8,12 @@ use sluice_core::spec::Limits;
 use wasmtime::component::ResourceAny;
 use wasmtime::{Store, Trap};
 
+use crate::bindings::HandlerPlugin;
 use crate::bindings::exports::sluice::plugin::handler::GuestInstance;
 use crate::bindings::sluice::plugin::types::Error as WitError;
-use crate::bindings::HandlerPlugin;
 use crate::host::HostState;
 use crate::ipc;
-use crate::runtime::{WasmPlugin, TICK};
+use crate::runtime::{TICK, WasmPlugin};
 
 pub(crate) struct WasmHandler {
     store: Store<HostState>,
@@ -65,10 +65,7 @@ impl WasmHandler {
     /// Instantiate once to read the plugin's static info.
     pub(crate) fn read_info(plugin: &WasmPlugin, limits: &Limits) -> Result<PluginInfo, PluginError> {
         let (mut store, bindings) = new_store(plugin, limits)?;
-        let info = bindings
-            .sluice_plugin_handler()
-            .call_info(&mut store)
-            .map_err(|e| classify(&store, limits, e))?;
+        let info = bindings.sluice_plugin_handler().call_info(&mut store).map_err(|e| classify(&store, limits, e))?;
         Ok(PluginInfo {
             name: info.name,
             version: info.version,
@@ -116,7 +113,7 @@ impl WasmHandler {
             if bytes.len() as u64 > self.limits.output_bytes {
                 return Err(PluginError::OutputTooLarge { size: bytes.len() as u64, limit: self.limits.output_bytes });
             }
-            let (schema, batches) = ipc::decode(&bytes)?;
+            let (schema, batches) = ipc::decode(bytes)?;
             if !ipc::same_shape(&schema, expected) {
                 return Err(PluginError::BadOutput(format!(
                     "output schema {} differs from the declared schema {}",
@@ -148,7 +145,7 @@ impl Handler for WasmHandler {
     fn output_schema(&mut self, input: &SchemaRef) -> Result<SchemaRef, PluginError> {
         let bytes = ipc::encode(input, &[])?;
         let out = self.call(|store, g, r| g.call_output_schema(store, r, &bytes))?;
-        let (schema, batches) = ipc::decode(&out).inspect_err(|_| self.poisoned = true)?;
+        let (schema, batches) = ipc::decode(out).inspect_err(|_| self.poisoned = true)?;
         if !batches.is_empty() {
             self.poisoned = true;
             return Err(PluginError::BadOutput("output-schema returned data batches".into()));

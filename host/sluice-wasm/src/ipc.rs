@@ -1,9 +1,8 @@
 //! Arrow IPC stream encoding for the plugin boundary, and validation of what guests return.
 
-use std::io::Cursor;
-
 use arrow_array::RecordBatch;
-use arrow_ipc::reader::StreamReader;
+use arrow_buffer::Buffer;
+use arrow_ipc::reader::StreamDecoder;
 use arrow_ipc::writer::StreamWriter;
 use arrow_schema::{Schema, SchemaRef};
 use sluice_core::error::PluginError;
@@ -19,12 +18,28 @@ pub(crate) fn encode(schema: &Schema, batches: &[&RecordBatch]) -> Result<Vec<u8
 }
 
 /// Decode an untrusted IPC stream from a guest.
-pub(crate) fn decode(bytes: &[u8]) -> Result<(SchemaRef, Vec<RecordBatch>), PluginError> {
+///
+/// Uses the push decoder over the bytes already in hand, so a lying length prefix cannot make
+/// the host allocate more than the guest actually returned; buffers are validated against their
+/// declared types; and a panic inside the decoder on hostile input is caught and reported.
+pub(crate) fn decode(bytes: Vec<u8>) -> Result<(SchemaRef, Vec<RecordBatch>), PluginError> {
     let bad = |e: arrow_schema::ArrowError| PluginError::BadOutput(format!("IPC does not decode: {e}"));
-    let reader = StreamReader::try_new(Cursor::new(bytes), None).map_err(bad)?;
-    let schema = reader.schema();
-    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(bad)?;
-    Ok((schema, batches))
+    let run = move || -> Result<(SchemaRef, Vec<RecordBatch>), PluginError> {
+        let mut buf = Buffer::from(bytes);
+        let mut decoder = StreamDecoder::new();
+        let mut batches = Vec::new();
+        while !buf.is_empty() {
+            if let Some(b) = decoder.decode(&mut buf).map_err(bad)? {
+                batches.push(b);
+            }
+        }
+        decoder.finish().map_err(bad)?;
+        let schema =
+            decoder.schema().ok_or_else(|| PluginError::BadOutput("IPC stream has no schema message".into()))?;
+        Ok((schema, batches))
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
+        .unwrap_or_else(|_| Err(PluginError::BadOutput("IPC decoder rejected malformed input".into())))
 }
 
 /// Same column names and types, in the same order (metadata and nullability aside).
@@ -36,4 +51,32 @@ pub(crate) fn same_shape(a: &Schema, b: &Schema) -> bool {
 pub(crate) fn describe(schema: &Schema) -> String {
     let cols: Vec<String> = schema.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect();
     format!("({})", cols.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lying_length_prefix_is_rejected_without_allocating() {
+        // Continuation marker, then a claimed metadata length of ~1.9 GB, then a few bytes.
+        let garbage = b"\xff\xff\xff\xffthis is not an Arrow IPC stream".to_vec();
+        let t = std::time::Instant::now();
+        assert!(matches!(decode(garbage), Err(PluginError::BadOutput(_))));
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
+        assert!(matches!(decode(Vec::new()), Err(PluginError::BadOutput(_))));
+    }
+
+    #[test]
+    fn round_trip() {
+        let schema = Schema::new(vec![arrow_schema::Field::new("x", arrow_schema::DataType::Int64, false)]);
+        let b = RecordBatch::try_new(
+            std::sync::Arc::new(schema.clone()),
+            vec![std::sync::Arc::new(arrow_array::Int64Array::from(vec![1, 2]))],
+        )
+        .unwrap();
+        let (s, batches) = decode(encode(&schema, &[&b, &b]).unwrap()).unwrap();
+        assert!(same_shape(&s, &schema));
+        assert_eq!(batches.len(), 2);
+    }
 }

@@ -274,7 +274,11 @@ impl Plugin for WasmPlugin {
         &self.info
     }
 
-    fn instantiate(&self, config_json: &str, limits: &Limits) -> Result<Box<dyn sluice_core::plugin::Handler>, PluginError> {
+    fn instantiate(
+        &self,
+        config_json: &str,
+        limits: &Limits,
+    ) -> Result<Box<dyn sluice_core::plugin::Handler>, PluginError> {
         Ok(Box::new(WasmHandler::create(self, config_json, limits)?))
     }
 }

@@ -72,29 +72,19 @@ impl Cast {
 
 /// Casts one column. With [`OnFail::Error`], the first value that does not
 /// convert gives a data error with its row and column.
-pub fn cast_column(
-    array: &ArrayRef,
-    to: &DataType,
-    on_fail: OnFail,
-    column: &str,
-) -> Result<ArrayRef, Error> {
+pub fn cast_column(array: &ArrayRef, to: &DataType, on_fail: OnFail, column: &str) -> Result<ArrayRef, Error> {
     if array.data_type() == to {
         return Ok(array.clone());
     }
-    let options = CastOptions {
-        safe: true,
-        ..Default::default()
-    };
-    let out = arrow_cast::cast_with_options(array, to, &options)
-        .map_err(|e| Error::data(e.to_string()).column(column))?;
+    let options = CastOptions { safe: true, ..Default::default() };
+    let out =
+        arrow_cast::cast_with_options(array, to, &options).map_err(|e| Error::data(e.to_string()).column(column))?;
     if on_fail == OnFail::Error
         && out.null_count() != array.null_count()
         && let Some(row) = (0..array.len()).find(|&i| array.is_valid(i) && out.is_null(i))
     {
         let value = array_value_to_string(array, row).unwrap_or_default();
-        return Err(Error::data(format!("cannot cast value {value:?} to {to}"))
-            .row(row)
-            .column(column));
+        return Err(Error::data(format!("cannot cast value {value:?} to {to}")).row(row).column(column));
     }
     Ok(out)
 }
@@ -118,27 +108,21 @@ config:
 ";
 
     fn new(config: Config) -> Result<Self, Error> {
-        let targets =
-            config
-                .columns
-                .into_iter()
-                .map(|(name, ty)| match parse_type(&ty) {
-                    Some(t) => Ok((name, t)),
-                    None => Err(Error::config(format!("unknown type `{ty}`"))
-                        .key(format!("columns.{name}"))),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-        Ok(Cast {
-            targets,
-            on_fail: config.on_fail,
-        })
+        let targets = config
+            .columns
+            .into_iter()
+            .map(|(name, ty)| match parse_type(&ty) {
+                Some(t) => Ok((name, t)),
+                None => Err(Error::config(format!("unknown type `{ty}`")).key(format!("columns.{name}"))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Cast { targets, on_fail: config.on_fail })
     }
 
     fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef, Error> {
         for (name, to) in &self.targets {
             let field = input.field_with_name(name).map_err(|_| {
-                Error::config(format!("column `{name}` not found in the input"))
-                    .key(format!("columns.{name}"))
+                Error::config(format!("column `{name}` not found in the input")).key(format!("columns.{name}"))
             })?;
             if !arrow_cast::can_cast_types(field.data_type(), to) {
                 return Err(Error::config(format!(
@@ -154,18 +138,12 @@ config:
             .map(|f| match self.target(f.name()) {
                 Some(to) => {
                     let nullable = f.is_nullable() || self.on_fail == OnFail::Null;
-                    f.as_ref()
-                        .clone()
-                        .with_data_type(to.clone())
-                        .with_nullable(nullable)
+                    f.as_ref().clone().with_data_type(to.clone()).with_nullable(nullable)
                 }
                 None => f.as_ref().clone(),
             })
             .collect();
-        Ok(Arc::new(Schema::new_with_metadata(
-            fields,
-            input.metadata().clone(),
-        )))
+        Ok(Arc::new(Schema::new_with_metadata(fields, input.metadata().clone())))
     }
 
     fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, Error> {
@@ -188,6 +166,8 @@ sluice_plugin::export_handler!(Cast);
 
 #[cfg(test)]
 mod tests {
+    //! Native unit tests.
+
     use super::*;
     use sluice_plugin::arrow_array::types::{Int64Type, TimestampMillisecondType};
     use sluice_plugin::parse_config;
@@ -202,11 +182,7 @@ mod tests {
             schema,
             vec![
                 Arc::new(StringArray::from(vec![Some("1"), None, Some("x3")])) as ArrayRef,
-                Arc::new(StringArray::from(vec![
-                    "2024-01-01T00:00:00",
-                    "2024-01-01T00:00:01",
-                    "2024-01-01T00:00:02",
-                ])),
+                Arc::new(StringArray::from(vec!["2024-01-01T00:00:00", "2024-01-01T00:00:01", "2024-01-01T00:00:02"])),
                 Arc::new(Int32Array::from(vec![7, 8, 9])),
             ],
         )
@@ -221,11 +197,7 @@ mod tests {
     fn on_fail_error_names_row_and_column() {
         let mut c = cast(r#"{"columns": {"n": "int64"}}"#).unwrap();
         match c.process(batch()).unwrap_err() {
-            Error::Data {
-                row,
-                column,
-                message,
-            } => {
+            Error::Data { row, column, message } => {
                 assert_eq!(row, Some(2));
                 assert_eq!(column.as_deref(), Some("n"));
                 assert!(message.contains("x3"), "{message}");
@@ -236,8 +208,7 @@ mod tests {
 
     #[test]
     fn on_fail_null() {
-        let mut c =
-            cast(r#"{"columns": {"n": "int64", "t": "timestamp_ms"}, "on_fail": "null"}"#).unwrap();
+        let mut c = cast(r#"{"columns": {"n": "int64", "t": "timestamp_ms"}, "on_fail": "null"}"#).unwrap();
         let out = c.process(batch()).unwrap().remove(0);
         let n = out.column(0).as_primitive::<Int64Type>();
         assert_eq!(n.value(0), 1);
@@ -260,10 +231,7 @@ mod tests {
     #[test]
     fn parses_types() {
         assert_eq!(parse_type("float64"), Some(DataType::Float64));
-        assert_eq!(
-            parse_type("timestamp_us"),
-            Some(DataType::Timestamp(TimeUnit::Microsecond, None))
-        );
+        assert_eq!(parse_type("timestamp_us"), Some(DataType::Timestamp(TimeUnit::Microsecond, None)));
         assert_eq!(parse_type("bool"), Some(DataType::Boolean));
         assert_eq!(parse_type("wat"), None);
     }

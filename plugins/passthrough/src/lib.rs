@@ -31,6 +31,8 @@ sluice_plugin::export_handler!(Passthrough);
 
 #[cfg(test)]
 mod tests {
+    //! Native unit tests.
+
     use super::*;
     use sluice_plugin::{ipc, parse_config};
     use std::sync::Arc;
@@ -38,16 +40,11 @@ mod tests {
     #[test]
     fn returns_input_through_ipc() {
         let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
-        let batch = RecordBatch::try_new(
-            schema.clone(),
-            vec![Arc::new(Int64Array::from(vec![1, 2, 3])) as ArrayRef],
-        )
-        .unwrap();
+        let batch =
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![1, 2, 3])) as ArrayRef]).unwrap();
         let h = Passthrough::new(parse_config("null").unwrap()).unwrap();
         let a = sluice_plugin::__private::InstanceAdapter::new(h);
-        let out = a
-            .process_ipc(ipc::write_stream(&schema, &[batch.clone(), batch.clone()]).unwrap())
-            .unwrap();
+        let out = a.process_ipc(ipc::write_stream(&schema, &[batch.clone(), batch.clone()]).unwrap()).unwrap();
         let (s, batches) = ipc::read_stream(out).unwrap();
         assert_eq!(s, schema);
         assert_eq!(batches, vec![batch.clone(), batch]);

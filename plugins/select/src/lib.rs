@@ -29,19 +29,13 @@ impl<'de> serde::Deserialize<'de> for ColumnSpec {
                 f.write_str("a column name or a one-entry map {name: new_name}")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<ColumnSpec, E> {
-                Ok(ColumnSpec {
-                    name: v.to_string(),
-                    rename: v.to_string(),
-                })
+                Ok(ColumnSpec { name: v.to_string(), rename: v.to_string() })
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ColumnSpec, A::Error> {
-                let (name, rename): (String, String) = map
-                    .next_entry()?
-                    .ok_or_else(|| de::Error::custom("empty map: expected {name: new_name}"))?;
+                let (name, rename): (String, String) =
+                    map.next_entry()?.ok_or_else(|| de::Error::custom("empty map: expected {name: new_name}"))?;
                 if map.next_key::<String>()?.is_some() {
-                    return Err(de::Error::custom(
-                        "a rename map must have exactly one entry {name: new_name}",
-                    ));
+                    return Err(de::Error::custom("a rename map must have exactly one entry {name: new_name}"));
                 }
                 Ok(ColumnSpec { name, rename })
             }
@@ -92,20 +86,12 @@ impl Select {
             Mode::Keep(cols) => {
                 for (i, c) in cols.iter().enumerate() {
                     let idx = input.index_of(&c.name).map_err(|_| {
-                        Error::config(format!(
-                            "column `{}` not found in the input (columns: {})",
-                            c.name,
-                            names(input)
-                        ))
-                        .key(format!("columns.{i}"))
+                        Error::config(format!("column `{}` not found in the input (columns: {})", c.name, names(input)))
+                            .key(format!("columns.{i}"))
                     })?;
                     indices.push(idx);
                     let f = input.field(idx);
-                    fields.push(if c.rename == c.name {
-                        f.clone()
-                    } else {
-                        f.clone().with_name(c.rename.clone())
-                    });
+                    fields.push(if c.rename == c.name { f.clone() } else { f.clone().with_name(c.rename.clone()) });
                 }
             }
             Mode::Drop(cols) => {
@@ -129,11 +115,9 @@ impl Select {
         let mut seen = HashSet::new();
         for f in &fields {
             if !seen.insert(f.name().as_str()) {
-                return Err(Error::config(format!(
-                    "output column `{}` appears more than once",
-                    f.name()
-                ))
-                .key("columns"));
+                return Err(
+                    Error::config(format!("output column `{}` appears more than once", f.name())).key("columns")
+                );
             }
         }
         let schema = Arc::new(Schema::new_with_metadata(fields, input.metadata().clone()));
@@ -143,11 +127,7 @@ impl Select {
 
 /// Applies a plan to a batch.
 pub fn apply(plan: &Plan, batch: &RecordBatch) -> Result<RecordBatch, Error> {
-    let columns = plan
-        .indices
-        .iter()
-        .map(|&i| batch.column(i).clone())
-        .collect();
+    let columns = plan.indices.iter().map(|&i| batch.column(i).clone()).collect();
     Ok(RecordBatch::try_new(plan.schema.clone(), columns)?)
 }
 
@@ -208,6 +188,8 @@ sluice_plugin::export_handler!(Select);
 
 #[cfg(test)]
 mod tests {
+    //! Native unit tests.
+
     use super::*;
     use sluice_plugin::parse_config;
 
@@ -236,19 +218,9 @@ mod tests {
     fn keeps_renames_reorders() {
         let mut s = select(r#"{"columns": ["c", {"a": "alpha"}]}"#);
         let out = s.process(batch()).unwrap().remove(0);
-        let names: Vec<_> = out
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
+        let names: Vec<_> = out.schema().fields().iter().map(|f| f.name().clone()).collect();
         assert_eq!(names, ["c", "alpha"]);
-        assert_eq!(
-            out.column(1)
-                .as_primitive::<arrow_array::types::Int64Type>()
-                .value(1),
-            2
-        );
+        assert_eq!(out.column(1).as_primitive::<arrow_array::types::Int64Type>().value(1), 2);
         assert_eq!(out.schema(), s.output_schema(&batch().schema()).unwrap());
     }
 

@@ -29,8 +29,7 @@ fn parse_text<T: DeserializeOwned>(text: &str) -> Result<T, Error> {
             None => err,
         }
     })?;
-    de.end()
-        .map_err(|e| Error::config(strip_position(&e.to_string())))?;
+    de.end().map_err(|e| Error::config(strip_position(&e.to_string())))?;
     Ok(value)
 }
 
@@ -60,6 +59,8 @@ fn strip_position(msg: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    //! Native unit tests.
+
     use super::*;
     use serde::Deserialize;
 

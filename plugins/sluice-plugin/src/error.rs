@@ -32,19 +32,12 @@ pub enum Error {
 impl Error {
     /// A config error; add the offending key with [`Error::key`].
     pub fn config(message: impl Into<String>) -> Self {
-        Error::Config {
-            message: message.into(),
-            key: None,
-        }
+        Error::Config { message: message.into(), key: None }
     }
 
     /// A data error; add the location with [`Error::row`] and [`Error::column`].
     pub fn data(message: impl Into<String>) -> Self {
-        Error::Data {
-            message: message.into(),
-            row: None,
-            column: None,
-        }
+        Error::Data { message: message.into(), row: None, column: None }
     }
 
     /// An internal error (a plugin bug).
@@ -95,11 +88,7 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
-            Error::Data {
-                message,
-                row,
-                column,
-            } => {
+            Error::Data { message, row, column } => {
                 write!(f, "data error: {message}")?;
                 if let Some(column) = column {
                     write!(f, " (column `{column}`)")?;

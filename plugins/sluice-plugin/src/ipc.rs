@@ -22,9 +22,7 @@ pub fn read_stream(bytes: Vec<u8>) -> Result<(SchemaRef, Vec<RecordBatch>), Erro
         }
     }
     decoder.finish().map_err(bad)?;
-    let schema = decoder
-        .schema()
-        .ok_or_else(|| Error::data("invalid Arrow IPC stream: no schema message"))?;
+    let schema = decoder.schema().ok_or_else(|| Error::data("invalid Arrow IPC stream: no schema message"))?;
     Ok((schema, batches))
 }
 
@@ -36,13 +34,8 @@ pub fn read_schema(bytes: Vec<u8>) -> Result<SchemaRef, Error> {
 /// Encodes `batches` as one IPC stream with `schema` (which every batch must have).
 pub fn write_stream(schema: &Schema, batches: &[RecordBatch]) -> Result<Vec<u8>, Error> {
     let internal = |e: arrow_schema::ArrowError| Error::internal(format!("writing Arrow IPC: {e}"));
-    let capacity = 256
-        + batches
-            .iter()
-            .map(|b| b.get_array_memory_size())
-            .sum::<usize>();
-    let mut writer =
-        StreamWriter::try_new(Vec::with_capacity(capacity), schema).map_err(internal)?;
+    let capacity = 256 + batches.iter().map(|b| b.get_array_memory_size()).sum::<usize>();
+    let mut writer = StreamWriter::try_new(Vec::with_capacity(capacity), schema).map_err(internal)?;
     for batch in batches {
         writer.write(batch).map_err(internal)?;
     }
@@ -57,6 +50,8 @@ pub fn write_schema(schema: &Schema) -> Result<Vec<u8>, Error> {
 
 #[cfg(test)]
 mod tests {
+    //! Native unit tests.
+
     use super::*;
     use arrow_array::{ArrayRef, Int64Array};
     use arrow_schema::{DataType, Field};
@@ -77,10 +72,7 @@ mod tests {
 
     #[test]
     fn garbage_is_a_data_error() {
-        assert!(matches!(
-            read_stream(b"hello world, not arrow".to_vec()),
-            Err(Error::Data { .. })
-        ));
+        assert!(matches!(read_stream(b"hello world, not arrow".to_vec()), Err(Error::Data { .. })));
         assert!(read_stream(Vec::new()).is_err());
     }
 }

@@ -47,12 +47,11 @@ pub use error::Error;
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 
-/// The items most plugins need: `use sluice_plugin::prelude::*;`.
 pub mod prelude {
+    //! The items most plugins need: `use sluice_plugin::prelude::*;`.
     pub use crate::arrow_array::{
-        self, Array, ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array,
-        LargeStringArray, RecordBatch, StringArray, TimestampMicrosecondArray,
-        TimestampMillisecondArray, UInt64Array, cast::AsArray,
+        self, Array, ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array, LargeStringArray,
+        RecordBatch, StringArray, TimestampMicrosecondArray, TimestampMillisecondArray, UInt64Array, cast::AsArray,
     };
     pub use crate::arrow_schema::{self, DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
     pub use crate::{Error, Handler, Level, StateSpec};
@@ -125,10 +124,7 @@ pub fn log(level: Level, message: &str, fields: &[(&str, &str)]) {
             Level::Warn => L::Warn,
             Level::Error => L::Error,
         };
-        let fields: Vec<(String, String)> = fields
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let fields: Vec<(String, String)> = fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         host::log(level, message, &fields);
     }
     #[cfg(not(target_arch = "wasm32"))]
@@ -187,8 +183,8 @@ pub mod __private {
 
     pub use exports::sluice::plugin::handler::{Guest, GuestInstance, Instance};
     pub use sluice::plugin::types::{
-        ConfigError as WitConfigError, DataError as WitDataError, Error as WitError,
-        PluginInfo as WitPluginInfo, StateSpec as WitStateSpec,
+        ConfigError as WitConfigError, DataError as WitDataError, Error as WitError, PluginInfo as WitPluginInfo,
+        StateSpec as WitStateSpec,
     };
 
     /// Static facts about the plugin crate, implemented by `export_handler!`.
@@ -202,15 +198,7 @@ pub mod __private {
         fn from(e: Error) -> Self {
             match e {
                 Error::Config { message, key } => WitError::Config(WitConfigError { message, key }),
-                Error::Data {
-                    message,
-                    row,
-                    column,
-                } => WitError::Data(WitDataError {
-                    message,
-                    row,
-                    column,
-                }),
+                Error::Data { message, row, column } => WitError::Data(WitDataError { message, row, column }),
                 Error::Internal(message) => WitError::Internal(message),
             }
         }
@@ -268,10 +256,7 @@ pub mod __private {
     impl<H: Handler> InstanceAdapter<H> {
         /// Wraps a handler (also usable natively, to test a handler through the SDK).
         pub fn new(handler: H) -> Self {
-            InstanceAdapter {
-                handler: RefCell::new(handler),
-                schemas: RefCell::new(None),
-            }
+            InstanceAdapter { handler: RefCell::new(handler), schemas: RefCell::new(None) }
         }
 
         /// The output schema for `input`, cached for the last input schema.

@@ -8,10 +8,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sluice_plugin::arrow_array::types::Int64Type;
+use sluice_plugin::arrow_array::types::*;
 use sluice_plugin::arrow_array::{Float64Array, cast::AsArray};
 use sluice_plugin::arrow_buffer::{NullBuffer, ScalarBuffer};
-use sluice_plugin::arrow_cast;
 use sluice_plugin::prelude::*;
 
 /// The step's config.
@@ -90,13 +89,7 @@ impl Window {
         // infinity never cancels): recompute exactly once per window.
         if self.evictions as usize >= window || !self.sum.is_finite() {
             self.evictions = 0;
-            self.sum = self
-                .values
-                .iter()
-                .zip(&self.valid)
-                .filter(|(_, ok)| **ok)
-                .map(|(x, _)| *x)
-                .sum();
+            self.sum = self.values.iter().zip(&self.valid).filter(|(_, ok)| **ok).map(|(x, _)| *x).sum();
         }
         (self.count, self.sum)
     }
@@ -151,22 +144,20 @@ impl KeyIndex {
                 self.slots(dict.values(), &mut value_slots)?;
                 let codes = dict.normalized_keys();
                 for (row, code) in codes.into_iter().enumerate() {
-                    out.push(if keys.is_null(row) {
-                        self.null_slot()
-                    } else {
-                        value_slots[code]
-                    });
+                    out.push(if keys.is_null(row) { self.null_slot() } else { value_slots[code] });
                 }
             }
-            t if t.is_integer() => {
-                let ints = arrow_cast::cast(keys, &DataType::Int64)?;
-                self.int_slots(ints.as_primitive::<Int64Type>().iter(), out)
-            }
-            _ => {
-                let strings = arrow_cast::cast(keys, &DataType::Utf8).map_err(|e| {
-                    Error::data(format!("unsupported key type {}: {e}", keys.data_type()))
-                })?;
-                self.str_slots(strings.as_string::<i32>().iter(), out)
+            DataType::Int8 => self.int_slots(ints::<Int8Type>(keys), out),
+            DataType::Int16 => self.int_slots(ints::<Int16Type>(keys), out),
+            DataType::Int32 => self.int_slots(ints::<Int32Type>(keys), out),
+            DataType::UInt8 => self.int_slots(ints::<UInt8Type>(keys), out),
+            DataType::UInt16 => self.int_slots(ints::<UInt16Type>(keys), out),
+            DataType::UInt32 => self.int_slots(ints::<UInt32Type>(keys), out),
+            DataType::UInt64 => self.int_slots(ints::<UInt64Type>(keys), out),
+            DataType::Date32 => self.int_slots(ints::<Date32Type>(keys), out),
+            DataType::Boolean => self.int_slots(keys.as_boolean().iter().map(|v| v.map(i64::from)), out),
+            t => {
+                return Err(Error::data(format!("unsupported key column type {t}")));
             }
         }
         Ok(())
@@ -210,6 +201,53 @@ impl KeyIndex {
     }
 }
 
+/// The values of an integer-like key column as i64 (no allocation).
+fn ints<T: ArrowPrimitiveType>(a: &ArrayRef) -> impl Iterator<Item = Option<i64>> + '_
+where
+    T::Native: TryInto<i64> + Copy,
+{
+    a.as_primitive::<T>().iter().map(|v| v.map(|x| x.try_into().unwrap_or(i64::MAX)))
+}
+
+/// Whether a key column of this type is supported.
+pub fn supported_key_type(t: &DataType) -> bool {
+    match t {
+        DataType::Dictionary(_, v) => supported_key_type(v),
+        t => {
+            matches!(
+                t,
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Boolean | DataType::Date32
+            ) || t.is_integer()
+        }
+    }
+}
+
+/// Converts a numeric column to Float64 values (without arrow-cast, which
+/// would triple the component's size).
+pub fn to_f64(a: &ArrayRef) -> Option<Float64Array> {
+    fn conv<T: ArrowPrimitiveType>(a: &ArrayRef, f: impl Fn(T::Native) -> f64) -> Float64Array {
+        a.as_primitive::<T>().unary::<_, Float64Type>(f)
+    }
+    Some(match a.data_type() {
+        DataType::Float64 => a.as_primitive::<Float64Type>().clone(),
+        DataType::Float32 => conv::<Float32Type>(a, f64::from),
+        DataType::Float16 => conv::<Float16Type>(a, f64::from),
+        DataType::Int8 => conv::<Int8Type>(a, f64::from),
+        DataType::Int16 => conv::<Int16Type>(a, f64::from),
+        DataType::Int32 => conv::<Int32Type>(a, f64::from),
+        DataType::Int64 => conv::<Int64Type>(a, |v| v as f64),
+        DataType::UInt8 => conv::<UInt8Type>(a, f64::from),
+        DataType::UInt16 => conv::<UInt16Type>(a, f64::from),
+        DataType::UInt32 => conv::<UInt32Type>(a, f64::from),
+        DataType::UInt64 => conv::<UInt64Type>(a, |v| v as f64),
+        DataType::Decimal128(_, scale) => {
+            let div = 10f64.powi(i32::from(*scale));
+            conv::<Decimal128Type>(a, |v| v as f64 / div)
+        }
+        _ => return None,
+    })
+}
+
 /// The handler.
 pub struct Sma {
     config: Config,
@@ -229,21 +267,15 @@ impl Sma {
             .index_of(&self.config.column)
             .map_err(|_| Error::data("column not found").column(&self.config.column))?;
         let values = batch.column(col_idx);
-        let values = if values.data_type() == &DataType::Float64 {
-            values.clone()
-        } else {
-            arrow_cast::cast(values, &DataType::Float64)
-                .map_err(|e| Error::data(e.to_string()).column(&self.config.column))?
-        };
-        let values = values.as_primitive::<sluice_plugin::arrow_array::types::Float64Type>();
+        let values = to_f64(values).ok_or_else(|| {
+            Error::data(format!("unsupported value type {}", values.data_type())).column(&self.config.column)
+        })?;
         let n = batch.num_rows();
 
         let mut slots = std::mem::take(&mut self.slot_buf);
         match &self.config.key {
             Some(key) => {
-                let k = batch
-                    .column_by_name(key)
-                    .ok_or_else(|| Error::data("key column not found").column(key))?;
+                let k = batch.column_by_name(key).ok_or_else(|| Error::data("key column not found").column(key))?;
                 self.keys.slots(k, &mut slots)?;
             }
             None => {
@@ -253,8 +285,7 @@ impl Sma {
         }
         let needed = slots.iter().copied().max().map_or(0, |m| m + 1);
         if self.windows.len() < needed {
-            self.windows
-                .resize_with(needed, || Window::new(self.window));
+            self.windows.resize_with(needed, || Window::new(self.window));
         }
 
         let mut out = Vec::with_capacity(n);
@@ -262,11 +293,7 @@ impl Sma {
         let raw = values.values();
         let has_nulls = values.null_count() > 0;
         for (row, &slot) in slots.iter().enumerate() {
-            let v = if has_nulls && values.is_null(row) {
-                None
-            } else {
-                Some(raw[row])
-            };
+            let v = if has_nulls && values.is_null(row) { None } else { Some(raw[row]) };
             let (count, sum) = self.windows[slot].push(self.window, v);
             if count >= self.min_periods && count > 0 {
                 out.push(sum / count as f64);
@@ -310,11 +337,8 @@ config: {column: price, window: 20, as: price_sma20, key: symbol, order_by: ts}
         }
         let min_periods = config.min_periods.unwrap_or(config.window);
         if min_periods == 0 || min_periods > config.window {
-            return Err(Error::config(format!(
-                "`min_periods` must be between 1 and window ({})",
-                config.window
-            ))
-            .key("min_periods"));
+            return Err(Error::config(format!("`min_periods` must be between 1 and window ({})", config.window))
+                .key("min_periods"));
         }
         Ok(Sma {
             window: config.window as usize,
@@ -328,39 +352,35 @@ config: {column: price, window: 20, as: price_sma20, key: symbol, order_by: ts}
 
     fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef, Error> {
         let c = &self.config;
-        let f = input.field_with_name(&c.column).map_err(|_| {
-            Error::config(format!("column `{}` not found in the input", c.column)).key("column")
-        })?;
-        if !f.data_type().is_numeric() {
+        let f = input
+            .field_with_name(&c.column)
+            .map_err(|_| Error::config(format!("column `{}` not found in the input", c.column)).key("column"))?;
+        if to_f64(&sluice_plugin::arrow_array::new_empty_array(f.data_type())).is_none() {
+            return Err(Error::config(format!("column `{}` is {}, not numeric", c.column, f.data_type())).key("column"));
+        }
+        if let Some(key) = &c.key
+            && let Ok(f) = input.field_with_name(key)
+            && !supported_key_type(f.data_type())
+        {
             return Err(Error::config(format!(
-                "column `{}` is {}, not numeric",
-                c.column,
+                "key column `{key}` is {}: use a string, integer, boolean or date32 column",
                 f.data_type()
             ))
-            .key("column"));
+            .key("key"));
         }
         for (k, name) in [("key", &c.key), ("order_by", &c.order_by)] {
             if let Some(name) = name
                 && input.index_of(name).is_err()
             {
-                return Err(
-                    Error::config(format!("column `{name}` not found in the input")).key(k),
-                );
+                return Err(Error::config(format!("column `{name}` not found in the input")).key(k));
             }
         }
         if input.index_of(&c.output).is_ok() {
-            return Err(Error::config(format!(
-                "column `{}` already exists in the input",
-                c.output
-            ))
-            .key("as"));
+            return Err(Error::config(format!("column `{}` already exists in the input", c.output)).key("as"));
         }
         let mut fields: Vec<FieldRef> = input.fields().iter().cloned().collect();
         fields.push(Arc::new(Field::new(&c.output, DataType::Float64, true)));
-        Ok(Arc::new(Schema::new_with_metadata(
-            fields,
-            input.metadata().clone(),
-        )))
+        Ok(Arc::new(Schema::new_with_metadata(fields, input.metadata().clone())))
     }
 
     fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, Error> {
@@ -384,6 +404,8 @@ sluice_plugin::export_handler!(Sma);
 
 #[cfg(test)]
 mod tests {
+    //! Native unit tests.
+
     use super::*;
     use sluice_plugin::arrow_array::DictionaryArray;
     use sluice_plugin::arrow_array::types::Int32Type;
@@ -402,35 +424,19 @@ mod tests {
     }
 
     fn result(b: &RecordBatch) -> Vec<Option<f64>> {
-        b.column(b.num_columns() - 1)
-            .as_primitive::<sluice_plugin::arrow_array::types::Float64Type>()
-            .iter()
-            .collect()
+        b.column(b.num_columns() - 1).as_primitive::<sluice_plugin::arrow_array::types::Float64Type>().iter().collect()
     }
 
     #[test]
     fn keyed_across_batches() {
         let mut s = sma(r#"{"column":"v","window":2,"as":"avg","key":"k"}"#);
-        let b1 = batch(
-            Arc::new(StringArray::from(vec!["a", "b", "a"])),
-            vec![Some(1.0), Some(10.0), Some(3.0)],
-        );
+        let b1 = batch(Arc::new(StringArray::from(vec!["a", "b", "a"])), vec![Some(1.0), Some(10.0), Some(3.0)]);
         let out = s.process(b1).unwrap().remove(0);
         assert_eq!(result(&out), vec![None, None, Some(2.0)]);
-        let b2 = batch(
-            Arc::new(StringArray::from(vec!["b", "a"])),
-            vec![Some(20.0), Some(5.0)],
-        );
+        let b2 = batch(Arc::new(StringArray::from(vec!["b", "a"])), vec![Some(20.0), Some(5.0)]);
         let out = s.process(b2).unwrap().remove(0);
         assert_eq!(result(&out), vec![Some(15.0), Some(4.0)]);
-        assert_eq!(
-            s.state(),
-            Some(StateSpec {
-                keys: vec!["k".into()],
-                order_by: String::new(),
-                lookback_rows: 1
-            })
-        );
+        assert_eq!(s.state(), Some(StateSpec { keys: vec!["k".into()], order_by: String::new(), lookback_rows: 1 }));
     }
 
     #[test]
@@ -439,14 +445,8 @@ mod tests {
         let mut a = sma(r#"{"column":"v","window":2,"as":"avg","key":"k"}"#);
         let mut b = sma(r#"{"column":"v","window":2,"as":"avg","key":"k"}"#);
         let mut c = sma(r#"{"column":"v","window":2,"as":"avg","key":"k"}"#);
-        let ints = batch(
-            Arc::new(Int64Array::from(vec![1, 2, 1, 2, 1])),
-            vals.clone(),
-        );
-        let strs = batch(
-            Arc::new(StringArray::from(vec!["1", "2", "1", "2", "1"])),
-            vals.clone(),
-        );
+        let ints = batch(Arc::new(Int64Array::from(vec![1, 2, 1, 2, 1])), vals.clone());
+        let strs = batch(Arc::new(StringArray::from(vec!["1", "2", "1", "2", "1"])), vals.clone());
         let dict: DictionaryArray<Int32Type> = vec!["1", "2", "1", "2", "1"].into_iter().collect();
         let dict = batch(Arc::new(dict), vals);
         let r = result(&a.process(ints).unwrap()[0]);
@@ -458,10 +458,7 @@ mod tests {
     #[test]
     fn min_periods_and_nulls() {
         let mut s = sma(r#"{"column":"v","window":3,"as":"avg","min_periods":1}"#);
-        let b = batch(
-            Arc::new(StringArray::from(vec!["x"; 5])),
-            vec![None, Some(2.0), Some(4.0), None, Some(9.0)],
-        );
+        let b = batch(Arc::new(StringArray::from(vec!["x"; 5])), vec![None, Some(2.0), Some(4.0), None, Some(9.0)]);
         let r = result(&s.process(b).unwrap()[0]);
         assert_eq!(r, vec![None, Some(2.0), Some(3.0), Some(3.0), Some(6.5)]);
     }
@@ -469,13 +466,8 @@ mod tests {
     #[test]
     fn long_run_matches_naive_average() {
         let mut s = sma(r#"{"column":"v","window":7,"as":"avg"}"#);
-        let vals: Vec<f64> = (0..10_000)
-            .map(|i| ((i * 7919) % 1000) as f64 * 0.1 + 1e6)
-            .collect();
-        let b = batch(
-            Arc::new(StringArray::from(vec!["k"; vals.len()])),
-            vals.iter().copied().map(Some).collect(),
-        );
+        let vals: Vec<f64> = (0..10_000).map(|i| ((i * 7919) % 1000) as f64 * 0.1 + 1e6).collect();
+        let b = batch(Arc::new(StringArray::from(vec!["k"; vals.len()])), vals.iter().copied().map(Some).collect());
         let r = result(&s.process(b).unwrap()[0]);
         for i in 6..vals.len() {
             let naive: f64 = vals[i - 6..=i].iter().sum::<f64>() / 7.0;
@@ -484,10 +476,20 @@ mod tests {
     }
 
     #[test]
+    fn numeric_conversions() {
+        let a: ArrayRef = Arc::new(Int32Array::from(vec![Some(1), None, Some(-3)]));
+        let f = to_f64(&a).unwrap();
+        assert_eq!(f.iter().collect::<Vec<_>>(), vec![Some(1.0), None, Some(-3.0)]);
+        let d = sluice_plugin::arrow_array::Decimal128Array::from(vec![12345]).with_precision_and_scale(10, 2).unwrap();
+        assert_eq!(to_f64(&(Arc::new(d) as ArrayRef)).unwrap().value(0), 123.45);
+        assert!(to_f64(&(Arc::new(StringArray::from(vec!["1"])) as ArrayRef)).is_none());
+        assert!(supported_key_type(&DataType::Int32));
+        assert!(!supported_key_type(&DataType::Float64));
+    }
+
+    #[test]
     fn config_errors() {
-        let e = Sma::new(parse_config(r#"{"column":"v","window":0,"as":"a"}"#).unwrap())
-            .err()
-            .unwrap();
+        let e = Sma::new(parse_config(r#"{"column":"v","window":0,"as":"a"}"#).unwrap()).err().unwrap();
         assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "window"));
         assert!(parse_config::<Config>(r#"{"column":"v","window":2,"as":"a","extra":1}"#).is_err());
         let s = sma(r#"{"column":"nope","window":2,"as":"a"}"#);

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use sluice_core::catalog::Catalog;
 
-use crate::cli::{DemoArgs, Global, OutputFormat, RunArgs};
 use crate::Exit;
+use crate::cli::{DemoArgs, Global, OutputFormat, RunArgs};
 
 /// The example pipeline, embedded so the demo runs from any directory.
 const PIPELINE: &str = include_str!("../../../../pipelines/klines.yaml");
@@ -52,7 +52,8 @@ pub fn generate(data: &Path, symbols: usize, days: usize, rows_per_day: usize) -
                 let open_time = day_ms + i * 1000;
                 let open = price;
                 price *= 1.0 + (rng.next() - 0.5) * 0.002;
-                let (hi, lo) = (open.max(price) * (1.0 + rng.next() * 0.0005), open.min(price) * (1.0 - rng.next() * 0.0005));
+                let (hi, lo) =
+                    (open.max(price) * (1.0 + rng.next() * 0.0005), open.min(price) * (1.0 - rng.next() * 0.0005));
                 let volume = rng.next() * 10.0;
                 let trades = (rng.next() * 50.0) as i64;
                 writeln!(
@@ -106,7 +107,8 @@ pub fn demo(args: &DemoArgs, g: &Global) -> Result<u8, Exit> {
         _ => None,
     };
     let specs = sluice_config::parse_str(PIPELINE, &pipeline_file, &env).map_err(Exit::config)?;
-    let run_args = RunArgs { pipelines: vec![pipeline_file], force: false, workers: None, summary_json: None, no_catalog: false };
+    let run_args =
+        RunArgs { pipelines: vec![pipeline_file], force: false, workers: None, summary_json: None, no_catalog: false };
     let summaries = super::run::run_specs(&specs, &run_args, g)?;
     let catalog = sluice_catalog::DuckCatalog::for_lake(&lake);
     let sql = "SELECT symbol, count(*) AS rows, count(DISTINCT date) AS days, min(date) AS first_day, \
@@ -115,10 +117,7 @@ pub fn demo(args: &DemoArgs, g: &Global) -> Result<u8, Exit> {
     let batches = catalog.query(sql).map_err(Exit::data)?;
     println!("\nThe lake, through DuckDB ({}):", catalog.path().display());
     crate::output::print_batches(&batches, OutputFormat::Table)?;
-    println!(
-        "\nTry: sluice query --lake {} \"SELECT * FROM klines LIMIT 5\"",
-        lake.display()
-    );
+    println!("\nTry: sluice query --lake {} \"SELECT * FROM klines LIMIT 5\"", lake.display());
     let failed = summaries.iter().any(|s| s.fatal.is_some() || s.files_failed > 0);
     Ok(if failed { crate::EXIT_DATA } else { 0 })
 }

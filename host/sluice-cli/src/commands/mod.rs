@@ -6,8 +6,8 @@ mod query;
 mod run;
 mod validate;
 
-use crate::cli::{Cli, Command};
 use crate::Exit;
+use crate::cli::{Cli, Command};
 
 pub fn dispatch(cli: Cli) -> Result<u8, Exit> {
     let g = &cli.global;

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use sluice_core::plugin::PluginRuntime;
 use sluice_core::spec::PluginRef;
 
-use crate::cli::{Global, PluginCommand};
 use crate::Exit;
+use crate::cli::{Global, PluginCommand};
 
 pub fn plugin(cmd: PluginCommand, g: &Global) -> Result<u8, Exit> {
     let rt = crate::context::runtime(g.plugin_dir.clone())?;
@@ -27,7 +27,10 @@ pub fn plugin(cmd: PluginCommand, g: &Global) -> Result<u8, Exit> {
             };
             let p = rt.load(&r).map_err(Exit::config)?;
             let i = p.info();
-            println!("name:     {}\nversion:  {}\ncontract: {}\nsummary:  {}\n", i.name, i.version, i.contract, i.summary);
+            println!(
+                "name:     {}\nversion:  {}\ncontract: {}\nsummary:  {}\n",
+                i.name, i.version, i.contract, i.summary
+            );
             println!("{}", if i.config_doc.is_empty() { "(no config documentation)" } else { &i.config_doc });
         }
     }

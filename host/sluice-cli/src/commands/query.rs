@@ -2,8 +2,8 @@
 
 use sluice_core::catalog::Catalog;
 
-use crate::cli::QueryArgs;
 use crate::Exit;
+use crate::cli::QueryArgs;
 
 pub fn query(args: &QueryArgs) -> Result<u8, Exit> {
     let catalog = sluice_catalog::DuckCatalog::for_lake(&args.lake);

@@ -11,7 +11,7 @@ use sluice_core::summary::RunSummary;
 
 use crate::cli::{Global, RunArgs};
 use crate::progress::RunProgress;
-use crate::{Exit, EXIT_DATA};
+use crate::{EXIT_DATA, Exit};
 
 pub fn run(args: &RunArgs, g: &Global) -> Result<u8, Exit> {
     let specs = super::load_specs(&args.pipelines)?;
@@ -36,10 +36,8 @@ pub fn run_specs(
     g: &Global,
 ) -> Result<Vec<RunSummary>, Exit> {
     let rt = crate::context::runtime(g.plugin_dir.clone())?;
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let tokio =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     let cancel = Arc::new(AtomicBool::new(false));
     let mut summaries = Vec::new();
     for spec in specs {
@@ -61,9 +59,7 @@ pub fn run_specs(
         })?;
         if !args.no_catalog {
             let snapshot = lake.snapshot()?;
-            sluice_catalog::DuckCatalog::for_lake(lake.root())
-                .publish(&snapshot)
-                .context("publishing the catalog")?;
+            sluice_catalog::DuckCatalog::for_lake(lake.root()).publish(&snapshot).context("publishing the catalog")?;
         }
         if !g.quiet {
             eprintln!("{}", summary.render());

@@ -7,8 +7,8 @@ use sluice_core::runner::chain_schema;
 use sluice_core::source::Source;
 use sluice_source::DirSource;
 
-use crate::cli::{Global, ValidateArgs};
 use crate::Exit;
+use crate::cli::{Global, ValidateArgs};
 
 pub fn validate(args: &ValidateArgs, g: &Global) -> Result<u8, Exit> {
     let specs = super::load_specs(&args.pipelines)?;

@@ -2,9 +2,7 @@
 //!
 //! Implements the raw WIT bindings, since the SDK would only ever write valid IPC.
 
-use sluice_plugin::__private::{
-    Guest, GuestInstance, Instance, WitError, WitPluginInfo, WitStateSpec,
-};
+use sluice_plugin::__private::{Guest, GuestInstance, Instance, WitError, WitPluginInfo, WitStateSpec};
 
 /// The bytes `process` returns.
 pub const GARBAGE: &[u8] = b"\xff\xff\xff\xffthis is not an Arrow IPC stream\x00\x01\x02";
@@ -12,8 +10,31 @@ pub const GARBAGE: &[u8] = b"\xff\xff\xff\xffthis is not an Arrow IPC stream\x00
 /// The plugin.
 pub struct BadIpc;
 
-/// Its (stateless) instance.
-pub struct BadIpcInstance;
+/// Config: `{trigger_column: NAME}` makes the plugin misbehave only on input with that column.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub trigger_column: Option<String>,
+}
+
+/// True when the plugin should misbehave on this input stream.
+fn triggered(trigger: &Option<String>, input: &[u8]) -> bool {
+    match trigger {
+        None => true,
+        Some(c) => sluice_plugin::ipc::read_stream(input.to_vec())
+            .map(|(schema, _)| schema.index_of(c).is_ok())
+            .unwrap_or(true),
+    }
+}
+
+/// Its instance.
+pub struct BadIpcInstance {
+    trigger: Option<String>,
+    /// The last input, so `finish` can answer with its schema when not triggered.
+    last_input: std::cell::RefCell<Option<Vec<u8>>>,
+    hit: std::cell::Cell<bool>,
+}
 
 impl Guest for BadIpc {
     type Instance = BadIpcInstance;
@@ -29,8 +50,13 @@ impl Guest for BadIpc {
 }
 
 impl GuestInstance for BadIpcInstance {
-    fn create(_config: String) -> Result<Instance, WitError> {
-        Ok(Instance::new(BadIpcInstance))
+    fn create(config: String) -> Result<Instance, WitError> {
+        let config: Config = sluice_plugin::parse_config(&config)?;
+        Ok(Instance::new(BadIpcInstance {
+            trigger: config.trigger_column,
+            last_input: Default::default(),
+            hit: Default::default(),
+        }))
     }
 
     fn output_schema(&self, input: Vec<u8>) -> Result<Vec<u8>, WitError> {
@@ -41,11 +67,23 @@ impl GuestInstance for BadIpcInstance {
         None
     }
 
-    fn process(&self, _input: Vec<u8>) -> Result<Vec<u8>, WitError> {
+    fn process(&self, input: Vec<u8>) -> Result<Vec<u8>, WitError> {
+        if !triggered(&self.trigger, &input) {
+            *self.last_input.borrow_mut() = Some(input.clone());
+            return Ok(input);
+        }
+        self.hit.set(true);
         Ok(GARBAGE.to_vec())
     }
 
     fn finish(&self) -> Result<Vec<u8>, WitError> {
+        if !self.hit.get()
+            && let Some(last) = self.last_input.borrow().clone()
+        {
+            // Not triggered: an empty stream with the input's schema, as a well-behaved plugin would.
+            let (schema, _) = sluice_plugin::ipc::read_stream(last)?;
+            return Ok(sluice_plugin::ipc::write_stream(&schema, &[])?);
+        }
         Ok(GARBAGE.to_vec())
     }
 }
@@ -56,6 +94,8 @@ sluice_plugin::__private::export!(BadIpc with_types_in sluice_plugin::__private)
 
 #[cfg(test)]
 mod tests {
+    //! Native unit tests.
+
     use super::*;
 
     #[test]

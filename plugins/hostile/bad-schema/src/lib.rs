@@ -5,25 +5,42 @@
 
 use std::sync::Arc;
 
-use sluice_plugin::__private::{
-    Guest, GuestInstance, Instance, WitError, WitPluginInfo, WitStateSpec,
-};
+use sluice_plugin::__private::{Guest, GuestInstance, Instance, WitError, WitPluginInfo, WitStateSpec};
 use sluice_plugin::ipc;
 use sluice_plugin::prelude::*;
 
 /// The plugin.
 pub struct BadSchema;
 
-/// Its (stateless) instance.
-pub struct BadSchemaInstance;
+/// Config: `{trigger_column: NAME}` makes the plugin misbehave only on input with that column.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub trigger_column: Option<String>,
+}
+
+/// True when the plugin should misbehave on this input stream.
+fn triggered(trigger: &Option<String>, input: &[u8]) -> bool {
+    match trigger {
+        None => true,
+        Some(c) => sluice_plugin::ipc::read_stream(input.to_vec())
+            .map(|(schema, _)| schema.index_of(c).is_ok())
+            .unwrap_or(true),
+    }
+}
+
+/// Its instance.
+pub struct BadSchemaInstance {
+    trigger: Option<String>,
+    /// The last input, so `finish` can answer with its schema when not triggered.
+    last_input: std::cell::RefCell<Option<Vec<u8>>>,
+    hit: std::cell::Cell<bool>,
+}
 
 /// The undeclared output: one Utf8 column `bogus` with one row.
 pub fn bogus_stream() -> Result<Vec<u8>, Error> {
-    let schema = Arc::new(Schema::new(vec![Field::new(
-        "bogus",
-        DataType::Utf8,
-        false,
-    )]));
+    let schema = Arc::new(Schema::new(vec![Field::new("bogus", DataType::Utf8, false)]));
     let batch = RecordBatch::try_new(
         schema.clone(),
         vec![Arc::new(StringArray::from(vec!["not the declared schema"])) as ArrayRef],
@@ -45,8 +62,13 @@ impl Guest for BadSchema {
 }
 
 impl GuestInstance for BadSchemaInstance {
-    fn create(_config: String) -> Result<Instance, WitError> {
-        Ok(Instance::new(BadSchemaInstance))
+    fn create(config: String) -> Result<Instance, WitError> {
+        let config: Config = sluice_plugin::parse_config(&config)?;
+        Ok(Instance::new(BadSchemaInstance {
+            trigger: config.trigger_column,
+            last_input: Default::default(),
+            hit: Default::default(),
+        }))
     }
 
     fn output_schema(&self, input: Vec<u8>) -> Result<Vec<u8>, WitError> {
@@ -57,11 +79,23 @@ impl GuestInstance for BadSchemaInstance {
         None
     }
 
-    fn process(&self, _input: Vec<u8>) -> Result<Vec<u8>, WitError> {
+    fn process(&self, input: Vec<u8>) -> Result<Vec<u8>, WitError> {
+        if !triggered(&self.trigger, &input) {
+            *self.last_input.borrow_mut() = Some(input.clone());
+            return Ok(input);
+        }
+        self.hit.set(true);
         Ok(bogus_stream()?)
     }
 
     fn finish(&self) -> Result<Vec<u8>, WitError> {
+        if !self.hit.get()
+            && let Some(last) = self.last_input.borrow().clone()
+        {
+            // Not triggered: an empty stream with the input's schema, as a well-behaved plugin would.
+            let (schema, _) = sluice_plugin::ipc::read_stream(last)?;
+            return Ok(sluice_plugin::ipc::write_stream(&schema, &[])?);
+        }
         Ok(bogus_stream()?)
     }
 }
@@ -72,6 +106,8 @@ sluice_plugin::__private::export!(BadSchema with_types_in sluice_plugin::__priva
 
 #[cfg(test)]
 mod tests {
+    //! Native unit tests.
+
     use super::*;
 
     #[test]

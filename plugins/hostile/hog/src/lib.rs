@@ -5,10 +5,15 @@ use sluice_plugin::prelude::*;
 /// No config.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {}
+pub struct Config {
+    /// Misbehave only on input that has this column; pass other input through unchanged.
+    #[serde(default)]
+    pub trigger_column: Option<String>,
+}
 
 /// The handler.
 pub struct Hog {
+    trigger: Option<String>,
     held: Vec<Vec<u8>>,
 }
 
@@ -24,18 +29,26 @@ pub fn hog(held: &mut Vec<Vec<u8>>, chunks: usize) {
     }
 }
 
+/// True when this plugin should misbehave on `schema` (see `Config::trigger_column`).
+fn triggered(trigger: &Option<String>, schema: &Schema) -> bool {
+    trigger.as_ref().is_none_or(|c| schema.index_of(c).is_ok())
+}
+
 impl Handler for Hog {
     type Config = Config;
 
-    fn new(_config: Config) -> Result<Self, Error> {
-        Ok(Hog { held: Vec::new() })
+    fn new(config: Config) -> Result<Self, Error> {
+        Ok(Hog { trigger: config.trigger_column, held: Vec::new() })
     }
 
     fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef, Error> {
         Ok(input.clone())
     }
 
-    fn process(&mut self, _batch: RecordBatch) -> Result<Vec<RecordBatch>, Error> {
+    fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, Error> {
+        if !triggered(&self.trigger, &batch.schema()) {
+            return Ok(vec![batch]);
+        }
         hog(&mut self.held, usize::MAX);
         unreachable!("memory is not unbounded")
     }
@@ -45,6 +58,8 @@ sluice_plugin::export_handler!(Hog);
 
 #[cfg(test)]
 mod tests {
+    //! Native unit tests.
+
     use super::*;
 
     #[test]

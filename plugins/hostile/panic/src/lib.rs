@@ -5,26 +5,40 @@ use sluice_plugin::prelude::*;
 /// No config.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {}
+pub struct Config {
+    /// Misbehave only on input that has this column; pass other input through unchanged.
+    #[serde(default)]
+    pub trigger_column: Option<String>,
+}
 
 /// The message the panic carries.
 pub const MESSAGE: &str = "hostile-panic: deliberate panic in process";
 
 /// The handler.
-pub struct Panic;
+pub struct Panic {
+    trigger: Option<String>,
+}
+
+/// True when this plugin should misbehave on `schema` (see `Config::trigger_column`).
+fn triggered(trigger: &Option<String>, schema: &Schema) -> bool {
+    trigger.as_ref().is_none_or(|c| schema.index_of(c).is_ok())
+}
 
 impl Handler for Panic {
     type Config = Config;
 
-    fn new(_config: Config) -> Result<Self, Error> {
-        Ok(Panic)
+    fn new(config: Config) -> Result<Self, Error> {
+        Ok(Panic { trigger: config.trigger_column })
     }
 
     fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef, Error> {
         Ok(input.clone())
     }
 
-    fn process(&mut self, _batch: RecordBatch) -> Result<Vec<RecordBatch>, Error> {
+    fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, Error> {
+        if !triggered(&self.trigger, &batch.schema()) {
+            return Ok(vec![batch]);
+        }
         panic!("{MESSAGE}")
     }
 }
@@ -33,6 +47,8 @@ sluice_plugin::export_handler!(Panic);
 
 #[cfg(test)]
 mod tests {
+    //! Native unit tests.
+
     use super::*;
     use std::sync::Arc;
 

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it:
+#   1. the committed plugin components are not stale relative to their sources;
+#   2. every plugin is rebuilt from source into a scratch directory;
+#   3. formatting and clippy (-D warnings) for the host and the plugin workspaces;
+#   4. all host tests, run against the freshly rebuilt plugins;
+#   5. the plugins' native unit tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+step() { printf '\n==> %s\n' "$*"; }
+
+step "committed plugin components match their sources"
+cargo xtask plugins check
+
+rebuilt="$CARGO_TARGET_DIR/plugins-rebuilt"
+step "rebuilding plugins from source into $rebuilt"
+cargo xtask plugins build --out "$rebuilt"
+
+step "cargo fmt --check"
+cargo fmt --all --check
+(cd plugins && cargo fmt --all --check)
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+(cd plugins && CARGO_TARGET_DIR="$CARGO_TARGET_DIR/plugins-native" cargo clippy --workspace --all-targets --quiet -- -D warnings)
+
+step "host tests against the rebuilt plugins"
+SLUICE_PLUGIN_DIR="$rebuilt" SLUICE_TEST_PLUGIN_DIR="$rebuilt/test" cargo test --workspace
+
+step "plugin unit tests (native)"
+(cd plugins && CARGO_TARGET_DIR="$CARGO_TARGET_DIR/plugins-native" cargo test --workspace)

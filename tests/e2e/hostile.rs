@@ -1,0 +1,114 @@
+//! Hostile plugins are contained: each misbehaves on the file that has a `poison` column, and the
+//! run goes on according to the step's `on_error` policy, with a typed error naming the step,
+//! the plugin and the file.
+
+use std::path::{Path, PathBuf};
+
+use crate::support::*;
+
+/// Two files; the hostile step misbehaves only on `a-bad.csv` (it has the trigger column).
+fn setup(plugin: &str, policy: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    write(&tmp.path().join("in/a-bad.csv"), "x,poison\n1,1\n2,2\n");
+    write(&tmp.path().join("in/b-good.csv"), "x,y\n1,10\n2,20\n3,30\n");
+    let yaml = format!(
+        r#"
+pipeline: hostile
+sources:
+  s: {{path: in, glob: "*.csv", format: {{csv: {{header: true}}}}}}
+steps:
+  - plugin: {plugin}
+    name: villain
+    config: {{trigger_column: poison}}
+    on_error: {policy}
+    limits: {{timeout: 1s, memory: 64MiB, output: 1MiB}}
+sink: {{lake: lake, dataset: out}}
+"#,
+        plugin = test_plugin(plugin).display()
+    );
+    let p = tmp.path().join("p.yaml");
+    write(&p, &yaml);
+    (tmp, p)
+}
+
+fn run_case(plugin: &str, policy: &str) -> (Option<i32>, serde_json::Value, tempfile::TempDir) {
+    let (tmp, p) = setup(plugin, policy);
+    let sj = tmp.path().join("s.json");
+    let out = run(&["run", p.to_str().unwrap(), "--workers", "1", "--summary-json", sj.to_str().unwrap()]);
+    (out.status.code(), summary(&sj), tmp)
+}
+
+fn assert_contained(plugin: &str, expected: &str) {
+    let (code, s, tmp) = run_case(plugin, "skip_file");
+    assert_eq!(code, Some(1), "a failed unit exits 1 (and the host did not crash)");
+    assert_eq!(s["files_failed"], 1, "{s}");
+    assert_eq!(s["files_committed"], 1, "the good file still commits, through a fresh instance: {s}");
+    let f = &s["failures"][0];
+    assert_eq!(f["action"], "skipped");
+    assert_eq!(f["step"], "villain");
+    let err = f["error"].as_str().unwrap();
+    assert!(err.contains(expected), "error `{err}` should contain `{expected}`");
+    assert!(err.contains("step 1 `villain`") && err.contains("a-bad.csv") && err.contains(plugin), "{err}");
+    let r = query(&tmp.path().join("lake"), "SELECT count(*) AS n, sum(y) AS y FROM out");
+    assert_eq!((r[0]["n"].as_u64(), r[0]["y"].as_i64()), (Some(3), Some(60)));
+    assert_no_leftovers(&tmp.path().join("lake"));
+}
+
+fn assert_no_leftovers(lake: &Path) {
+    let files = files_under(&lake.join("out"));
+    assert!(files.iter().all(|f| f.ends_with(".parquet") && !f.contains("inprogress")), "{files:?}");
+}
+
+#[test]
+fn infinite_loop_hits_the_deadline() {
+    assert_contained("hostile-spin", "exceeded its deadline of 1s");
+}
+
+#[test]
+fn memory_hog_hits_the_memory_limit() {
+    assert_contained("hostile-hog", "exceeded its memory limit of 67108864 bytes");
+}
+
+#[test]
+fn panic_is_reported_with_its_message() {
+    assert_contained("hostile-panic", "plugin panicked: hostile-panic: deliberate panic in process");
+}
+
+#[test]
+fn malformed_ipc_is_rejected() {
+    assert_contained("hostile-bad-ipc", "IPC does not decode");
+}
+
+#[test]
+fn output_violating_the_declared_schema_is_rejected() {
+    assert_contained("hostile-bad-schema", "differs from the declared schema");
+}
+
+#[test]
+fn exploding_output_hits_the_output_cap() {
+    assert_contained("hostile-explode", "exceeds the cap of 1048576 bytes");
+}
+
+#[test]
+fn fail_policy_stops_the_run() {
+    let (code, s, tmp) = run_case("hostile-panic", "fail");
+    assert_eq!(code, Some(1));
+    assert!(s["fatal"].as_str().unwrap().contains("plugin panicked"), "{s}");
+    assert_eq!(s["files_committed"], 0, "nothing after the failure is taken: {s}");
+    assert_eq!(s["failures"][0]["action"], "failed");
+    let out = tmp.path().join("lake/out");
+    assert!(!out.exists() || files_under(&out).is_empty());
+}
+
+#[test]
+fn dead_letter_policy_records_the_unit_and_goes_on() {
+    let (code, s, tmp) = run_case("hostile-spin", "dead_letter");
+    assert_eq!(code, Some(1));
+    assert_eq!(s["failures"][0]["action"], "dead_lettered");
+    assert_eq!(s["files_committed"], 1);
+    let letters = std::fs::read_to_string(tmp.path().join("lake/_sluice/dead_letter.jsonl")).unwrap();
+    let letter: serde_json::Value = serde_json::from_str(letters.lines().next().unwrap()).unwrap();
+    assert!(letter["unit"]["path"].as_str().unwrap().ends_with("a-bad.csv"));
+    assert_eq!(letter["step"], "villain");
+    assert!(letter["error"].as_str().unwrap().contains("deadline"));
+}

@@ -1,0 +1,5 @@
+//! End-to-end tests: the real `sluice` binary on real files, real WASM components and real DuckDB.
+
+mod hostile;
+mod run_csv;
+mod support;
