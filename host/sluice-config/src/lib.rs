@@ -1,12 +1,21 @@
-//! Sluice pipeline YAML: parsed into raw types that mirror the file (`deny_unknown_fields`), then
-//! resolved into the validated [`sluice_core::spec`] types. Parsing and resolution have no side
-//! effects; checks that touch the environment (plugins load, directories exist) live elsewhere.
+//! Sluice pipeline YAML: parsed into a tree that keeps every position, checked against the schema
+//! of the raw types (which mirror the file, unknown keys rejected), then resolved into the
+//! validated [`sluice_core::spec`] types. Every problem is reported in one pass with
+//! file:line:column. Parsing and resolution have no side effects; checks that touch the
+//! environment (plugins load, directories exist) live in the CLI's `validate`.
 
+mod check;
 mod error;
 mod raw;
 mod resolve;
 mod units;
+mod yaml;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use raw::RawPipeline;
-pub use resolve::{load_file, load_path, parse_str};
+pub use raw::{RawPipeline, json_schema};
+pub use resolve::{Document, LoadedPipeline, load_file, load_path, load_path_located, parse_located, parse_str};
+
+/// The closest of `candidates` to `word` within a small edit distance (for "did you mean" hints).
+pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    check::closest(word, candidates)
+}

@@ -1,36 +1,50 @@
 //! Raw pipeline types: the YAML as written, with unknown keys rejected. No validation here.
+//!
+//! These types are the single source of truth of the language's shape: the JSON Schema that
+//! `sluice schema` prints and the structural checker in [`crate::check`] are both generated from
+//! them (schemars), with the doc comments as descriptions.
 
 use indexmap::IndexMap;
+use schemars::JsonSchema;
 use serde::Deserialize;
-use sluice_core::spec::{Compression, FileOrder, OnError, WriteMode};
+use sluice_core::spec::{Compression, FileOrder, OnError, SourceCompression, WriteMode};
 
-/// One pipeline document.
-#[derive(Debug, Clone, Deserialize)]
+/// One pipeline document: sources, a chain of plugin steps, and a sink. A file may hold several
+/// documents separated by `---`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "Sluice pipeline")]
 pub struct RawPipeline {
-    /// The pipeline's name.
+    /// The pipeline's name: letters, digits, `_` or `-`.
     pub pipeline: String,
-    /// Environment variables that `${...}` may use: `NAME`, or `{NAME: default}`.
+    /// The environment variables that `${NAME}` may use, each `NAME` or `{NAME: default}`. Using
+    /// a variable not declared here is an error.
     #[serde(default)]
     pub env: Vec<RawEnvVar>,
-    /// Named sources.
+    /// Named sources; every source must yield the same columns.
     pub sources: IndexMap<String, RawSource>,
-    /// The handler chain, in order.
+    /// The handler chain, in order. Each step's output is the next step's input.
     #[serde(default)]
     pub steps: Vec<RawStep>,
+    /// Where the rows go: a dataset in a Parquet lake.
     pub sink: RawSink,
+    /// Run settings: workers, batch size, default plugin limits.
     #[serde(default)]
     pub settings: RawSettings,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// An allowed environment variable: `NAME`, or `{NAME: default}`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum RawEnvVar {
+    /// A variable that must be set.
     Name(String),
+    /// Variables with the value used when they are not set.
     WithDefault(IndexMap<String, String>),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// One string or a list of them.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum OneOrMany {
     One(String),
@@ -46,34 +60,105 @@ impl OneOrMany {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// A directory of files.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSource {
-    /// The directory to read, relative to the pipeline file.
+    /// The directory to read, relative to the pipeline file. May use `${VAR}`.
     pub path: String,
     /// Glob(s) relative to `path` selecting files; default `**/*`.
     pub glob: Option<OneOrMany>,
     /// Glob(s) removing files from the selection.
     pub exclude: Option<OneOrMany>,
-    /// File-name pattern whose `{fields}` become columns, e.g. `{symbol}-1s-{date:date}.csv`.
+    /// File-name pattern whose `{field}` or `{field:type}` parts (types `string`, `int`, `date`)
+    /// become columns, e.g. `{symbol}-1s-{date:date}.csv`.
     pub fields: Option<String>,
+    /// How the files are read: exactly one format key.
     pub format: RawFormat,
-    pub order: Option<FileOrder>,
+    /// The order files are processed in: `name` (default) or `size_desc`.
+    pub order: Option<RawFileOrder>,
+    /// How files are compressed or archived: `auto` (default: by extension, `.gz`, `.zst`,
+    /// `.zip`), `none`, `gzip`, `zstd` or `zip`.
+    pub compression: Option<RawSourceCompression>,
+    /// Glob(s) selecting the members of zip archives, matched against the member's path;
+    /// default every data member.
+    pub members: Option<OneOrMany>,
+    /// Guards against zip bombs and huge archives.
+    pub limits: Option<RawSourceLimits>,
+    /// Rejected rows are set aside by default; these thresholds fail the whole file instead.
+    pub rejects: Option<RawRejects>,
+    /// Failed attempts after which a file is poisoned (skipped until it changes or `--force`).
+    /// Default 3.
+    pub retries: Option<u32>,
 }
 
-/// Exactly one format key: `csv: {...}`.
-#[derive(Debug, Clone, Deserialize)]
+/// How a source's files are compressed.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RawSourceCompression {
+    /// By extension: `.gz`, `.zst`, `.zip`; anything else is read as is.
+    Auto,
+    None,
+    Gzip,
+    Zstd,
+    Zip,
+}
+
+/// Limits on what one file may expand to.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSourceLimits {
+    /// Members per zip archive. Default 100000.
+    pub max_members: Option<usize>,
+    /// Decompressed bytes per unit (a zip member, or a whole `.gz`/`.zst` file), e.g. `64GiB`
+    /// (the default).
+    pub max_unit_bytes: Option<String>,
+}
+
+/// When rejected rows fail the whole file.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRejects {
+    /// More rejected rows than this in one file fail it.
+    pub max_errors: Option<u64>,
+    /// A larger share of rejected rows (rejects / all rows, 0 to 1) fails the file.
+    pub max_error_rate: Option<f64>,
+}
+
+/// Exactly one format key, e.g. `csv: {header: true}`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawFormat {
+    /// Comma-separated values.
     pub csv: Option<RawCsv>,
+    /// One JSON object per line.
+    pub jsonl: Option<RawJsonl>,
+    /// Parquet files; the schema is the file's. Write `parquet: {}`.
+    pub parquet: Option<RawParquet>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// JSON lines options.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawJsonl {
+    /// Field names and types (as for CSV columns). Without it the schema is inferred.
+    pub columns: Option<IndexMap<String, String>>,
+}
+
+/// Parquet options (none yet).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawParquet {}
+
+/// CSV options.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCsv {
     /// The first line names the columns. Default true.
     pub header: Option<bool>,
+    /// The field separator, one ASCII character (`\t` for tab). Default `,`.
     pub delimiter: Option<String>,
+    /// The quote character, one ASCII character. Default `"`.
     pub quote: Option<String>,
     /// Column names and types in file order (`int64`, `float64`, `utf8`, `bool`, `date32`,
     /// `timestamp_ms`, ...). Without it the schema is inferred from the first rows.
@@ -82,49 +167,166 @@ pub struct RawCsv {
     pub null: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// One handler in the chain.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawStep {
-    /// A standard plugin's name, or a path to a `.wasm` component.
+    /// A standard plugin's name (`sluice plugin list`), or a path to a `.wasm` component relative
+    /// to the pipeline file.
     pub plugin: String,
     /// A name for messages and metrics; defaults to the plugin's.
     pub name: Option<String>,
-    /// The plugin's config, passed to it as JSON.
+    /// The plugin's config, passed to it as JSON; `sluice plugin inspect NAME` documents it.
     pub config: Option<serde_json::Value>,
+    /// Resource limits of this step's instances; default `settings.limits`.
     pub limits: Option<RawLimits>,
-    pub on_error: Option<OnError>,
+    /// What happens to a file when this step fails on it: `fail` (default), `skip_file` or
+    /// `dead_letter`.
+    pub on_error: Option<RawOnError>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Resource limits of one plugin instance.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
-    /// Deadline per call, e.g. `5s`.
+    /// Deadline per call, e.g. `500ms`, `5s`, `2m` (at most `1h`). Default `5s`.
     pub timeout: Option<String>,
-    /// Memory cap per instance, e.g. `512MiB`.
+    /// Memory cap per instance, e.g. `512MiB`. Default `512MiB`.
     pub memory: Option<String>,
-    /// Cap on the bytes one call may return, e.g. `256MiB`.
+    /// Cap on the bytes one call may return, e.g. `256MiB`. Default `256MiB`.
     pub output: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// The lake dataset the pipeline writes.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSink {
-    /// The lake directory, relative to the pipeline file.
+    /// The lake directory, relative to the pipeline file. May use `${VAR}`.
     pub lake: String,
+    /// The dataset's name: letters, digits, `_` or `-`, not starting with `_`.
     pub dataset: String,
+    /// Columns that become hive partition directories (`col=value/`), in order.
     #[serde(default)]
     pub partition_by: Vec<String>,
+    /// The write mode. Only `append` is supported today.
     #[serde(default)]
-    pub mode: WriteMode,
-    pub compression: Option<Compression>,
+    pub mode: RawWriteMode,
+    /// Parquet compression: `zstd` (default), `snappy` or `none`.
+    pub compression: Option<RawCompression>,
+    /// The zstd level, 1 to 22. Default 3.
     pub zstd_level: Option<i32>,
+    /// Rows per Parquet row group. Default 524288.
     pub row_group_rows: Option<usize>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Run settings.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSettings {
+    /// Files processed in parallel. Default: the number of CPUs.
     pub workers: Option<usize>,
+    /// Rows per batch read from sources. Default 65536.
     pub batch_rows: Option<usize>,
+    /// Default limits for steps that set none.
     pub limits: Option<RawLimits>,
+}
+
+/// The order files are processed in.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RawFileOrder {
+    /// By path, which for date-stamped names is time order.
+    Name,
+    /// Largest first, for load balance across workers.
+    SizeDesc,
+}
+
+/// What happens to a file when a step fails on it.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RawOnError {
+    /// Stop the run; exit 1.
+    Fail,
+    /// Skip the file, record it as failed, go on.
+    SkipFile,
+    /// Record the file and the error in the lake's dead-letter log, go on.
+    DeadLetter,
+}
+
+/// How the sink writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RawWriteMode {
+    /// Add the rows of new files.
+    #[default]
+    Append,
+    /// Replace whole partitions (not supported yet).
+    ReplacePartition,
+    /// Merge rows by key (not supported yet).
+    Upsert,
+}
+
+/// Parquet compression codec.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RawCompression {
+    Zstd,
+    Snappy,
+    None,
+}
+
+impl From<RawFileOrder> for FileOrder {
+    fn from(v: RawFileOrder) -> Self {
+        match v {
+            RawFileOrder::Name => FileOrder::Name,
+            RawFileOrder::SizeDesc => FileOrder::SizeDesc,
+        }
+    }
+}
+
+impl From<RawSourceCompression> for SourceCompression {
+    fn from(v: RawSourceCompression) -> Self {
+        match v {
+            RawSourceCompression::Auto => SourceCompression::Auto,
+            RawSourceCompression::None => SourceCompression::None,
+            RawSourceCompression::Gzip => SourceCompression::Gzip,
+            RawSourceCompression::Zstd => SourceCompression::Zstd,
+            RawSourceCompression::Zip => SourceCompression::Zip,
+        }
+    }
+}
+
+impl From<RawOnError> for OnError {
+    fn from(v: RawOnError) -> Self {
+        match v {
+            RawOnError::Fail => OnError::Fail,
+            RawOnError::SkipFile => OnError::SkipFile,
+            RawOnError::DeadLetter => OnError::DeadLetter,
+        }
+    }
+}
+
+impl From<RawWriteMode> for WriteMode {
+    fn from(v: RawWriteMode) -> Self {
+        match v {
+            RawWriteMode::Append => WriteMode::Append,
+            RawWriteMode::ReplacePartition => WriteMode::ReplacePartition,
+            RawWriteMode::Upsert => WriteMode::Upsert,
+        }
+    }
+}
+
+impl From<RawCompression> for Compression {
+    fn from(v: RawCompression) -> Self {
+        match v {
+            RawCompression::Zstd => Compression::Zstd,
+            RawCompression::Snappy => Compression::Snappy,
+            RawCompression::None => Compression::None,
+        }
+    }
+}
+
+/// The JSON Schema of the pipeline language (draft 2020-12), from the raw types.
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(RawPipeline)).expect("a schema serializes")
 }

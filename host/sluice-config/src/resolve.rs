@@ -1,42 +1,151 @@
-//! Resolution: raw YAML types into validated specs, collecting every error in one pass.
+//! Loading: YAML text into a located tree, the structural check against the raw types' schema,
+//! then resolution into validated specs. Every problem is collected in one pass, each located at
+//! the offending key or value.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use arrow_schema::{DataType, TimeUnit};
-use serde::Deserialize;
 use sluice_core::spec::*;
 
+use crate::check::{Checker, closest};
 use crate::error::{ConfigError, ConfigErrors};
 use crate::raw::*;
 use crate::units::{parse_duration, parse_size};
+use crate::yaml::{Kind, Node, Pos, Scalar};
 
-/// Load every pipeline in a file, or in every `*.yaml`/`*.yml` file of a directory.
-pub fn load_path(path: &Path) -> Result<Vec<PipelineSpec>, ConfigErrors> {
-    if path.is_dir() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| io_error(path, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-            .collect();
-        files.sort();
-        let mut out = Vec::new();
-        let mut errs = Vec::new();
-        for f in files {
-            match load_file(&f) {
-                Ok(p) => out.extend(p),
-                Err(e) => errs.extend(e.0),
+/// One pipeline document as written: its file, its text and its located YAML tree. It maps a
+/// path of keys (`["steps", "1", "config", "window"]`) back to a line and column.
+#[derive(Debug, Clone)]
+pub struct Document {
+    pub file: PathBuf,
+    text: std::sync::Arc<str>,
+    root: Node,
+}
+
+/// A resolved pipeline with the document it came from, for locating later errors (plugin
+/// configs, schemas) in the file.
+#[derive(Debug, Clone)]
+pub struct LoadedPipeline {
+    pub spec: PipelineSpec,
+    pub doc: Document,
+}
+
+impl Document {
+    /// The node at `path`, or the deepest node that exists along it.
+    fn deepest(&self, path: &[&str]) -> &Node {
+        let mut node = &self.root;
+        for seg in path {
+            match node.get(seg) {
+                Some(n) => node = n,
+                None => break,
             }
         }
-        if errs.is_empty() { Ok(out) } else { Err(ConfigErrors(errs)) }
-    } else {
-        load_file(path)
+        node
+    }
+
+    /// The line and column (1-based) of the value at `path`, or of the deepest part of it that
+    /// exists.
+    pub fn locate(&self, path: &[&str]) -> (usize, usize) {
+        let n = self.deepest(path);
+        (n.start.line, n.start.column)
+    }
+
+    /// Whether the whole path exists in the document.
+    pub fn contains(&self, path: &[&str]) -> bool {
+        let mut node = &self.root;
+        for seg in path {
+            match node.get(seg) {
+                Some(n) => node = n,
+                None => return false,
+            }
+        }
+        true
+    }
+
+    /// An error located at the value at `path` (or the deepest part of it that exists).
+    pub fn error(&self, path: &[&str], message: impl Into<String>, hint: Option<String>) -> ConfigError {
+        let (line, column) = self.locate(path);
+        ConfigError { file: self.file.clone(), line, column, message: message.into(), hint }
+    }
+
+    /// An error at a plugin's dotted config key (`sma.0.window`) inside step `step`'s `config:`,
+    /// or at the step's `config:` (else the step) when the key is not written in the file.
+    pub fn config_key_error(
+        &self,
+        step: usize,
+        key: Option<&str>,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) -> ConfigError {
+        let step = step.to_string();
+        let mut path = vec!["steps", step.as_str(), "config"];
+        if let Some(k) = key {
+            path.extend(k.split('.').filter(|s| !s.is_empty()));
+        }
+        self.error(&path, message, hint)
+    }
+
+    fn pos_of(&self, path: &[&str], needle: &str) -> Pos {
+        let node = self.deepest(path);
+        let start = node.start;
+        let byte = self.text.char_indices().nth(start.index).map_or(self.text.len(), |(b, _)| b);
+        let end_byte = self.text.char_indices().nth(node.end.index).map_or(self.text.len(), |(b, _)| b);
+        let hay = &self.text[byte..end_byte.max(byte)];
+        let Some(at) = hay.find(needle) else { return start };
+        let before = &self.text[..byte + at];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+        Pos { line, column, index: 0 }
     }
 }
 
 fn io_error(path: &Path, e: std::io::Error) -> ConfigErrors {
-    ConfigErrors(vec![ConfigError { file: path.to_path_buf(), line: 0, column: 0, message: e.to_string(), hint: None }])
+    ConfigErrors(vec![ConfigError {
+        file: path.to_path_buf(),
+        line: 0,
+        column: 0,
+        message: format!("cannot read: {e}"),
+        hint: None,
+    }])
+}
+
+/// The pipeline files a path names: itself, or the `*.yaml`/`*.yml` files of a directory, sorted.
+fn pipeline_files(path: &Path) -> Result<Vec<PathBuf>, ConfigErrors> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| io_error(path, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Load every pipeline in a file, or in every `*.yaml`/`*.yml` file of a directory.
+pub fn load_path(path: &Path) -> Result<Vec<PipelineSpec>, ConfigErrors> {
+    Ok(load_path_located(path, &|k| std::env::var(k).ok())?.into_iter().map(|l| l.spec).collect())
+}
+
+/// Like [`load_path`], keeping each pipeline's document for locating later errors.
+pub fn load_path_located(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<LoadedPipeline>, ConfigErrors> {
+    let mut out = Vec::new();
+    let mut errs = Vec::new();
+    for f in pipeline_files(path)? {
+        let loaded = std::fs::read_to_string(&f).map_err(|e| io_error(&f, e)).and_then(|t| parse_located(&t, &f, env));
+        match loaded {
+            Ok(p) => out.extend(p),
+            Err(e) => errs.extend(e.0),
+        }
+    }
+    if errs.is_empty() { Ok(out) } else { Err(ConfigErrors(errs)) }
 }
 
 /// Load every pipeline document in one file, taking `${VAR}` values from the process environment.
@@ -51,110 +160,123 @@ pub fn parse_str(
     file: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<PipelineSpec>, ConfigErrors> {
+    Ok(parse_located(text, file, env)?.into_iter().map(|l| l.spec).collect())
+}
+
+fn schema() -> &'static serde_json::Value {
+    static SCHEMA: OnceLock<serde_json::Value> = OnceLock::new();
+    SCHEMA.get_or_init(json_schema)
+}
+
+/// Parse pipeline documents from text that came from `file`, keeping their located trees.
+pub fn parse_located(
+    text: &str,
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<LoadedPipeline>, ConfigErrors> {
+    let err = |at: Pos, message: String, hint: Option<String>| ConfigError {
+        file: file.to_path_buf(),
+        line: at.line,
+        column: at.column,
+        message,
+        hint,
+    };
+    let docs = crate::yaml::parse(text)
+        .map_err(|e| ConfigErrors(vec![err(e.at, format!("invalid YAML: {}", e.message), None)]))?;
+    let text: std::sync::Arc<str> = text.into();
     let mut out = Vec::new();
     let mut errs = Vec::new();
-    for doc in yaml_serde::Deserializer::from_str(text) {
-        match RawPipeline::deserialize(doc) {
-            Ok(raw) => {
-                let mut r = Resolver { file, text, env, errs: Vec::new(), declared: HashMap::new() };
-                let spec = r.pipeline(raw);
-                errs.extend(r.errs);
-                out.extend(spec);
-            }
-            Err(e) => errs.push(yaml_error(file, &e)),
+    let mut empty = true;
+    for root in docs {
+        if matches!(root.kind, Kind::Scalar(Scalar::Null, _)) {
+            continue; // an empty document, e.g. after a trailing `---`
         }
+        empty = false;
+        let mut checker = Checker::new(schema());
+        let value = checker.check(&root, schema(), &mut Vec::new());
+        if !checker.problems.is_empty() {
+            errs.extend(checker.problems.into_iter().map(|p| err(p.at, p.message, p.hint)));
+            continue;
+        }
+        let raw: RawPipeline = match serde_json::from_value(value) {
+            Ok(r) => r,
+            Err(e) => {
+                errs.push(err(root.start, e.to_string(), None));
+                continue;
+            }
+        };
+        let doc = Document { file: file.to_path_buf(), text: text.clone(), root };
+        let mut r = Resolver { doc: &doc, env, errs: Vec::new(), declared: HashMap::new() };
+        let spec = r.pipeline(raw);
+        if r.errs.is_empty() {
+            out.push(LoadedPipeline { spec, doc });
+        } else {
+            errs.extend(r.errs);
+        }
+    }
+    if empty {
+        errs.push(err(Pos { line: 1, column: 1, index: 0 }, "no pipeline in this file".into(), None));
     }
     if errs.is_empty() { Ok(out) } else { Err(ConfigErrors(errs)) }
 }
 
-const TOP_KEYS: &[&str] = &["pipeline", "env", "sources", "steps", "sink", "settings"];
-
-fn yaml_error(file: &Path, e: &yaml_serde::Error) -> ConfigError {
-    let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-    let message = e.to_string();
-    // serde reports unknown keys as "unknown field `x`, expected one of `a`, `b`".
-    let hint = message.split_once("unknown field `").and_then(|(_, rest)| {
-        let (bad, rest) = rest.split_once('`')?;
-        let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
-        let candidates = if expected.is_empty() { TOP_KEYS.to_vec() } else { expected };
-        closest(bad, &candidates).map(|c| format!("did you mean `{c}`?"))
-    });
-    let message = message.split(" at line ").next().unwrap_or(&message).to_string();
-    ConfigError { file: file.to_path_buf(), line, column, message, hint }
-}
-
-/// The closest candidate within a small edit distance.
-pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    candidates.iter().map(|c| (distance(word, c), *c)).filter(|(d, c)| *d <= 2.max(c.len() / 3)).min().map(|(_, c)| c)
-}
-
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
 struct Resolver<'a> {
-    file: &'a Path,
-    text: &'a str,
+    doc: &'a Document,
     env: &'a dyn Fn(&str) -> Option<String>,
     errs: Vec<ConfigError>,
     declared: HashMap<String, Option<String>>,
 }
 
 impl Resolver<'_> {
-    /// Record an error at the first place `needle` appears in the file (best effort).
-    fn error(&mut self, needle: &str, message: impl Into<String>, hint: Option<String>) {
-        let (line, column) = self
-            .text
-            .find(needle)
-            .map(|at| {
-                let before = &self.text[..at];
-                let line = before.matches('\n').count() + 1;
-                let column = at - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-                (line, column)
-            })
-            .unwrap_or((0, 0));
-        self.errs.push(ConfigError { file: self.file.to_path_buf(), line, column, message: message.into(), hint });
+    /// Record an error at the value at `path`.
+    fn error(&mut self, path: &[&str], message: impl Into<String>, hint: Option<String>) {
+        self.errs.push(self.doc.error(path, message, hint));
     }
 
-    /// Expand `${VAR}` using only declared variables.
-    fn interpolate(&mut self, s: &str) -> String {
+    /// Record an error at the key of the last segment of `path` (for names that are keys).
+    fn error_at_key(&mut self, path: &[&str], message: impl Into<String>, hint: Option<String>) {
+        let (parent, last) = path.split_at(path.len() - 1);
+        let node = self.doc.deepest(parent);
+        let (line, column) = match node.key(last[0]) {
+            Some(k) => (k.start.line, k.start.column),
+            None => (node.start.line, node.start.column),
+        };
+        self.errs.push(ConfigError { file: self.doc.file.clone(), line, column, message: message.into(), hint });
+    }
+
+    /// Expand `${VAR}` using only declared variables; errors point at the `${VAR}` itself.
+    fn interpolate(&mut self, path: &[&str], s: &str) -> String {
         let mut out = String::with_capacity(s.len());
         let mut rest = s;
         while let Some(start) = rest.find("${") {
             out.push_str(&rest[..start]);
             let Some(end) = rest[start..].find('}') else {
-                self.error(s, format!("unclosed `${{` in `{s}`"), None);
+                let at = self.doc.pos_of(path, "${");
+                self.push_at(at, format!("unclosed `${{` in `{s}`"), Some("write `${NAME}`".into()));
                 return s.to_string();
             };
             let name = &rest[start + 2..start + end];
+            let needle = format!("${{{name}}}");
             match self.declared.get(name).cloned() {
                 None => {
-                    let names: Vec<&str> = self.declared.keys().map(String::as_str).collect();
+                    let mut names: Vec<&str> = self.declared.keys().map(String::as_str).collect();
+                    names.sort();
                     let hint = closest(name, &names)
-                        .map(|c| format!("did you mean `{c}`?"))
-                        .unwrap_or_else(|| format!("declare it: `env: [{name}]`"));
-                    self.error(
-                        &format!("${{{name}}}"),
-                        format!("`${{{name}}}` uses an undeclared environment variable"),
-                        Some(hint),
-                    );
+                        .map(|c| format!("did you mean `{c}`? Only variables declared in `env:` may be used"))
+                        .unwrap_or_else(|| format!("declare it at the top level: `env: [{name}]`"));
+                    let at = self.doc.pos_of(path, &needle);
+                    self.push_at(at, format!("`{needle}` uses an undeclared environment variable"), Some(hint));
                 }
                 Some(default) => match (self.env)(name).or(default) {
                     Some(v) => out.push_str(&v),
-                    None => self.error(
-                        &format!("${{{name}}}"),
-                        format!("environment variable `{name}` is not set and has no default"),
-                        Some(format!("set it, or declare a default: `env: [{{{name}: value}}]`")),
-                    ),
+                    None => {
+                        let at = self.doc.pos_of(path, &needle);
+                        self.push_at(
+                            at,
+                            format!("environment variable `{name}` is not set and has no default"),
+                            Some(format!("set it, or declare a default: `env: [{{{name}: value}}]`")),
+                        );
+                    }
                 },
             }
             rest = &rest[start + end + 1..];
@@ -163,64 +285,72 @@ impl Resolver<'_> {
         out
     }
 
-    fn path(&mut self, s: &str) -> PathBuf {
-        let p = PathBuf::from(self.interpolate(s));
-        if p.is_absolute() { p } else { self.file.parent().unwrap_or(Path::new(".")).join(p) }
+    fn push_at(&mut self, at: Pos, message: String, hint: Option<String>) {
+        self.errs.push(ConfigError { file: self.doc.file.clone(), line: at.line, column: at.column, message, hint });
     }
 
-    fn pipeline(&mut self, raw: RawPipeline) -> Option<PipelineSpec> {
-        for v in &raw.env {
-            match v {
-                RawEnvVar::Name(n) => {
-                    self.declared.insert(n.clone(), None);
+    fn path(&mut self, at: &[&str], s: &str) -> PathBuf {
+        let p = PathBuf::from(self.interpolate(at, s));
+        if p.is_absolute() { p } else { self.doc.file.parent().unwrap_or(Path::new(".")).join(p) }
+    }
+
+    fn pipeline(&mut self, raw: RawPipeline) -> PipelineSpec {
+        for (i, v) in raw.env.iter().enumerate() {
+            let names: Vec<(String, Option<String>)> = match v {
+                RawEnvVar::Name(n) => vec![(n.clone(), None)],
+                RawEnvVar::WithDefault(m) => m.iter().map(|(k, d)| (k.clone(), Some(d.clone()))).collect(),
+            };
+            for (n, d) in names {
+                if !valid_env_name(&n) {
+                    let i = i.to_string();
+                    self.error(
+                        &["env", &i],
+                        format!("`{n}` is not an environment variable name"),
+                        Some("use letters, digits and `_`, not starting with a digit".into()),
+                    );
                 }
-                RawEnvVar::WithDefault(m) => {
-                    for (k, d) in m {
-                        self.declared.insert(k.clone(), Some(d.clone()));
-                    }
-                }
+                self.declared.insert(n, d);
             }
         }
         if !valid_name(&raw.pipeline) {
             self.error(
-                &raw.pipeline,
+                &["pipeline"],
                 format!("pipeline name `{}` must be letters, digits, `_` or `-`", raw.pipeline),
                 None,
             );
         }
         if raw.sources.is_empty() {
-            self.error("sources", "a pipeline needs at least one source", None);
+            self.error(&["sources"], "a pipeline needs at least one source", None);
         }
         let settings = self.settings(&raw.settings);
         let sources: Vec<SourceSpec> = raw.sources.iter().map(|(name, s)| self.source(name, s)).collect();
-        let steps: Vec<StepSpec> = raw.steps.iter().map(|s| self.step(s, &settings.limits)).collect();
+        let steps: Vec<StepSpec> = raw.steps.iter().enumerate().map(|(i, s)| self.step(i, s, &settings.limits)).collect();
         let sink = self.sink(&raw.sink);
-        Some(PipelineSpec { name: raw.pipeline, origin: self.file.to_path_buf(), sources, steps, sink, settings })
+        PipelineSpec { name: raw.pipeline, origin: self.doc.file.clone(), sources, steps, sink, settings }
     }
 
-    fn limits(&mut self, raw: Option<&RawLimits>, base: Limits) -> Limits {
+    fn limits(&mut self, at: &[&str], raw: Option<&RawLimits>, base: Limits) -> Limits {
         let mut l = base;
         let Some(raw) = raw else { return l };
+        let p = |k: &'static str| -> Vec<&str> { at.iter().copied().chain(["limits", k]).collect() };
         if let Some(t) = &raw.timeout {
             match parse_duration(t) {
+                Ok(d) if d > Duration::from_secs(3600) => self.error(&p("timeout"), "limits.timeout: at most 1h", None),
                 Ok(d) => l.timeout = d,
-                Err(e) => self.error(t, format!("limits.timeout: {e}"), None),
+                Err(e) => self.error(&p("timeout"), format!("limits.timeout: {e}"), None),
             }
         }
         if let Some(m) = &raw.memory {
             match parse_size(m) {
                 Ok(b) => l.memory_bytes = b,
-                Err(e) => self.error(m, format!("limits.memory: {e}"), None),
+                Err(e) => self.error(&p("memory"), format!("limits.memory: {e}"), None),
             }
         }
         if let Some(o) = &raw.output {
             match parse_size(o) {
                 Ok(b) => l.output_bytes = b,
-                Err(e) => self.error(o, format!("limits.output: {e}"), None),
+                Err(e) => self.error(&p("output"), format!("limits.output: {e}"), None),
             }
-        }
-        if l.timeout > Duration::from_secs(3600) {
-            self.error("timeout", "limits.timeout: at most 1h", None);
         }
         l
     }
@@ -229,108 +359,179 @@ impl Resolver<'_> {
         let mut s = Settings::default();
         if let Some(w) = raw.workers {
             if w == 0 {
-                self.error("workers", "settings.workers must be at least 1", None);
+                self.error(&["settings", "workers"], "settings.workers must be at least 1", None);
             }
             s.workers = w.max(1);
         }
         if let Some(b) = raw.batch_rows {
             if b == 0 {
-                self.error("batch_rows", "settings.batch_rows must be at least 1", None);
+                self.error(&["settings", "batch_rows"], "settings.batch_rows must be at least 1", None);
             }
             s.batch_rows = b.max(1);
         }
-        s.limits = self.limits(raw.limits.as_ref(), s.limits);
+        s.limits = self.limits(&["settings"], raw.limits.as_ref(), s.limits);
         s
     }
 
     fn source(&mut self, name: &str, raw: &RawSource) -> SourceSpec {
         if !valid_name(name) {
-            self.error(name, format!("source name `{name}` must be letters, digits, `_` or `-`"), None);
+            self.error_at_key(
+                &["sources", name],
+                format!("source name `{name}` must be letters, digits, `_` or `-`"),
+                None,
+            );
         }
-        let include = raw.glob.clone().map(OneOrMany::into_vec).unwrap_or_else(|| vec!["**/*".into()]);
-        let include = include.iter().map(|g| self.interpolate(g)).collect();
+        let include = match raw.glob.clone() {
+            None => vec!["**/*".to_string()],
+            Some(OneOrMany::One(g)) => vec![self.interpolate(&["sources", name, "glob"], &g)],
+            Some(OneOrMany::Many(gs)) => gs
+                .iter()
+                .enumerate()
+                .map(|(i, g)| self.interpolate(&["sources", name, "glob", &i.to_string()], g))
+                .collect(),
+        };
         let exclude = raw.exclude.clone().map(OneOrMany::into_vec).unwrap_or_default();
         let fields = raw.fields.as_ref().and_then(|f| match FieldsPattern::parse(f) {
             Ok(p) => Some(p),
             Err(e) => {
-                self.error(f, format!("sources.{name}.fields: {e}"), None);
+                self.error(
+                    &["sources", name, "fields"],
+                    format!("sources.{name}.fields: {e}"),
+                    Some("e.g. `{symbol}-1s-{date:date}.csv`; field types: string, int, date".into()),
+                );
                 None
             }
         });
-        let format = match &raw.format {
-            RawFormat { csv: Some(c) } => FormatSpec::Csv(self.csv(name, c)),
-            RawFormat { csv: None } => {
-                self.error(
-                    "format",
-                    format!("sources.{name}.format: name one format, e.g. `csv: {{header: true}}`"),
-                    None,
-                );
-                FormatSpec::Csv(self.csv(name, &RawCsv::default()))
-            }
+        let f = &raw.format;
+        let named = usize::from(f.csv.is_some()) + usize::from(f.jsonl.is_some()) + usize::from(f.parquet.is_some());
+        if named != 1 {
+            self.error(
+                &["sources", name, "format"],
+                format!("sources.{name}.format: name exactly one format (`csv`, `jsonl` or `parquet`)"),
+                Some("e.g. `format: {csv: {header: true}}`".into()),
+            );
+        }
+        let format = match (&f.csv, &f.jsonl, &f.parquet) {
+            (Some(c), _, _) => FormatSpec::Csv(self.csv(name, c)),
+            (None, Some(j), _) => FormatSpec::Jsonl(JsonlSpec {
+                columns: self.columns(&["sources", name, "format", "jsonl", "columns"], j.columns.as_ref()),
+            }),
+            (None, None, Some(_)) => FormatSpec::Parquet,
+            (None, None, None) => FormatSpec::Csv(self.csv(name, &RawCsv::default())),
         };
+        let members = raw.members.clone().map(OneOrMany::into_vec).unwrap_or_default();
+        let mut limits = SourceLimits::default();
+        if let Some(l) = &raw.limits {
+            if let Some(m) = l.max_members {
+                limits.max_members = m;
+            }
+            if let Some(b) = &l.max_unit_bytes {
+                match parse_size(b) {
+                    Ok(b) => limits.max_unit_bytes = b,
+                    Err(e) => self.error(&["sources", name, "limits", "max_unit_bytes"], format!("limits.max_unit_bytes: {e}"), None),
+                }
+            }
+        }
+        let mut rejects = RejectPolicy::default();
+        if let Some(r) = &raw.rejects {
+            rejects.max_errors = r.max_errors;
+            if let Some(rate) = r.max_error_rate {
+                if !(0.0..=1.0).contains(&rate) {
+                    self.error(
+                        &["sources", name, "rejects", "max_error_rate"],
+                        "rejects.max_error_rate must be between 0 and 1",
+                        Some("e.g. `0.01` for 1%".into()),
+                    );
+                }
+                rejects.max_error_rate = Some(rate);
+            }
+        }
         if let (Some(p), FormatSpec::Csv(CsvSpec { columns: Some(cols), .. })) = (&fields, &format) {
             for (f, _) in p.fields() {
                 if cols.iter().any(|(c, _)| c == f) {
-                    self.error(f, format!("sources.{name}: file-name field `{f}` clashes with a CSV column"), None);
+                    self.error_at_key(
+                        &["sources", name, "format", "csv", "columns", f],
+                        format!("sources.{name}: file-name field `{f}` clashes with a CSV column"),
+                        Some("rename one of them".into()),
+                    );
                 }
             }
         }
         SourceSpec {
             name: name.to_string(),
-            path: self.path(&raw.path),
+            path: self.path(&["sources", name, "path"], &raw.path),
             include,
             exclude,
             fields,
             format,
-            order: raw.order.unwrap_or_default(),
+            order: raw.order.map(Into::into).unwrap_or_default(),
+            compression: raw.compression.map(Into::into).unwrap_or_default(),
+            members,
+            limits,
+            rejects,
+            retries: raw.retries.unwrap_or(DEFAULT_RETRIES),
         }
     }
 
-    fn single_byte(&mut self, what: &str, v: Option<&String>, default: u8) -> u8 {
+    /// Typed columns (`name: type`), each unknown type located at its value.
+    fn columns(
+        &mut self,
+        at: &[&str],
+        cols: Option<&indexmap::IndexMap<String, String>>,
+    ) -> Option<Vec<(String, DataType)>> {
+        let cols = cols?;
+        let mut out = Vec::with_capacity(cols.len());
+        for (name, ty) in cols {
+            let dt = parse_type(ty).unwrap_or_else(|hint| {
+                let path: Vec<&str> = at.iter().copied().chain([name.as_str()]).collect();
+                self.error(&path, format!("{}.{name}: unknown type `{ty}`", at.join(".")), Some(hint));
+                DataType::Utf8
+            });
+            out.push((name.clone(), dt));
+        }
+        Some(out)
+    }
+
+    fn single_byte(&mut self, at: &[&str], what: &str, v: Option<&String>, default: u8) -> u8 {
         match v {
             None => default,
-            Some(s) if s == "\\t" => b'\t',
+            Some(s) if s == "\\t" || s == "\t" => b'\t',
             Some(s) if s.len() == 1 => s.as_bytes()[0],
             Some(s) => {
-                self.error(s, format!("{what} must be a single ASCII character, got `{s}`"), None);
+                self.error(at, format!("{what} must be a single ASCII character, got `{s}`"), None);
                 default
             }
         }
     }
 
     fn csv(&mut self, source: &str, raw: &RawCsv) -> CsvSpec {
-        let columns = raw.columns.as_ref().map(|cols| {
-            cols.iter()
-                .map(|(name, ty)| {
-                    let dt = parse_type(ty).unwrap_or_else(|hint| {
-                        self.error(
-                            ty,
-                            format!("sources.{source}.format.csv.columns.{name}: unknown type `{ty}`"),
-                            Some(hint),
-                        );
-                        DataType::Utf8
-                    });
-                    (name.clone(), dt)
-                })
-                .collect()
-        });
+        let base = ["sources", source, "format", "csv"];
+        let columns = self.columns(&["sources", source, "format", "csv", "columns"], raw.columns.as_ref());
+        let at = |k: &'static str| -> Vec<&str> { base.iter().copied().chain([k]).collect() };
         CsvSpec {
             header: raw.header.unwrap_or(true),
-            delimiter: self.single_byte("delimiter", raw.delimiter.as_ref(), b','),
-            quote: self.single_byte("quote", raw.quote.as_ref(), b'"'),
+            delimiter: self.single_byte(&at("delimiter"), "delimiter", raw.delimiter.as_ref(), b','),
+            quote: self.single_byte(&at("quote"), "quote", raw.quote.as_ref(), b'"'),
             columns,
             null_tokens: raw.null.clone().unwrap_or_default(),
         }
     }
 
-    fn step(&mut self, raw: &RawStep, defaults: &Limits) -> StepSpec {
-        let plugin_text = self.interpolate(&raw.plugin);
+    fn step(&mut self, i: usize, raw: &RawStep, defaults: &Limits) -> StepSpec {
+        let idx = i.to_string();
+        let plugin_text = self.interpolate(&["steps", &idx, "plugin"], &raw.plugin);
         let plugin = if plugin_text.ends_with(".wasm") || plugin_text.contains('/') {
-            PluginRef::Path(self.path(&plugin_text))
+            PluginRef::Path(self.path(&["steps", &idx, "plugin"], &plugin_text))
         } else {
             PluginRef::Named(plugin_text.clone())
         };
-        let config = raw.config.clone().map(|v| self.interpolate_json(v)).unwrap_or(serde_json::Value::Null);
+        let config = match self.doc.deepest(&["steps", &idx]).get("config") {
+            Some(node) => {
+                let node = node.clone();
+                self.config_json(&node, &mut vec!["steps".into(), idx.clone(), "config".into()])
+            }
+            None => serde_json::Value::Null,
+        };
         StepSpec {
             name: raw.name.clone().unwrap_or_else(|| match &plugin {
                 PluginRef::Named(n) => n.clone(),
@@ -338,46 +539,72 @@ impl Resolver<'_> {
             }),
             plugin,
             config_json: config.to_string(),
-            limits: self.limits(raw.limits.as_ref(), *defaults),
-            on_error: raw.on_error.unwrap_or_default(),
+            limits: self.limits(&["steps", &idx], raw.limits.as_ref(), *defaults),
+            on_error: raw.on_error.map(Into::into).unwrap_or_default(),
         }
     }
 
-    fn interpolate_json(&mut self, v: serde_json::Value) -> serde_json::Value {
+    /// The step config as JSON, with `${VAR}` expanded in its strings.
+    fn config_json(&mut self, node: &Node, path: &mut Vec<String>) -> serde_json::Value {
         use serde_json::Value;
-        match v {
-            Value::String(s) => Value::String(self.interpolate(&s)),
-            Value::Array(a) => Value::Array(a.into_iter().map(|x| self.interpolate_json(x)).collect()),
-            Value::Object(o) => Value::Object(o.into_iter().map(|(k, x)| (k, self.interpolate_json(x))).collect()),
-            other => other,
+        match &node.kind {
+            Kind::Scalar(Scalar::Str(s), _) => {
+                let p: Vec<&str> = path.iter().map(String::as_str).collect();
+                Value::String(self.interpolate(&p, s))
+            }
+            Kind::Seq(items) => Value::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| {
+                        path.push(i.to_string());
+                        let v = self.config_json(x, path);
+                        path.pop();
+                        v
+                    })
+                    .collect(),
+            ),
+            Kind::Map(entries) => Value::Object(
+                entries
+                    .iter()
+                    .map(|(k, x)| {
+                        let key = k.as_str().unwrap_or_default().to_string();
+                        path.push(key.clone());
+                        let v = self.config_json(x, path);
+                        path.pop();
+                        (key, v)
+                    })
+                    .collect(),
+            ),
+            Kind::Scalar(..) => node.to_json(),
         }
     }
 
     fn sink(&mut self, raw: &RawSink) -> SinkSpec {
         if !valid_name(&raw.dataset) || raw.dataset.starts_with('_') {
             self.error(
-                &raw.dataset,
+                &["sink", "dataset"],
                 format!("dataset name `{}` must be letters, digits, `_` or `-`, not starting with `_`", raw.dataset),
                 None,
             );
         }
-        if raw.mode != WriteMode::Append {
-            self.error("mode", format!("sink.mode `{:?}` is not supported yet; use `append`", raw.mode), None);
+        if raw.mode != RawWriteMode::Append {
+            self.error(&["sink", "mode"], "sink.mode: only `append` is supported yet", None);
         }
         let level = raw.zstd_level.unwrap_or(3);
         if !(1..=22).contains(&level) {
-            self.error("zstd_level", "sink.zstd_level must be between 1 and 22", None);
+            self.error(&["sink", "zstd_level"], "sink.zstd_level must be between 1 and 22", None);
         }
         let row_group_rows = raw.row_group_rows.unwrap_or(512 * 1024);
         if row_group_rows == 0 {
-            self.error("row_group_rows", "sink.row_group_rows must be at least 1", None);
+            self.error(&["sink", "row_group_rows"], "sink.row_group_rows must be at least 1", None);
         }
         SinkSpec {
-            lake: self.path(&raw.lake),
+            lake: self.path(&["sink", "lake"], &raw.lake),
             dataset: raw.dataset.clone(),
             partition_by: raw.partition_by.clone(),
-            mode: raw.mode,
-            compression: raw.compression.unwrap_or_default(),
+            mode: raw.mode.into(),
+            compression: raw.compression.map(Into::into).unwrap_or_default(),
             zstd_level: level,
             row_group_rows: row_group_rows.max(1),
         }
@@ -386,6 +613,12 @@ impl Resolver<'_> {
 
 fn valid_name(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn valid_env_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// The column types a CSV schema may declare.

@@ -1,0 +1,117 @@
+//! Loading pipelines from text: one-pass errors with exact positions, and what resolves.
+
+use std::path::Path;
+
+use sluice_config::{ConfigErrors, parse_str};
+
+fn errors(text: &str) -> Vec<String> {
+    let env = |k: &str| (k == "SET").then(|| "/data".to_string());
+    match parse_str(text, Path::new("p.yaml"), &env) {
+        Ok(_) => Vec::new(),
+        Err(ConfigErrors(es)) => es.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+const GOOD: &str = "\
+pipeline: p
+env: [SET, {DIR: ./d}]
+sources:
+  s:
+    path: ${DIR}/x
+    glob: \"**/*.csv\"
+    fields: \"{symbol}-{date:date}.csv\"
+    format:
+      csv: {header: false, columns: {t: int64, close: float64}}
+steps:
+  - plugin: sma
+    config: {column: close, window: 20, as: ma20, dir: \"${SET}\"}
+    on_error: dead_letter
+sink: {lake: ./lake, dataset: d, partition_by: [symbol]}
+settings: {workers: 2, limits: {timeout: 2s}}
+";
+
+#[test]
+fn a_good_pipeline_resolves() {
+    let specs = parse_str(GOOD, Path::new("dir/p.yaml"), &|k| (k == "SET").then(|| "/data".to_string())).unwrap();
+    assert_eq!(specs.len(), 1);
+    let p = &specs[0];
+    assert_eq!(p.sources[0].path, Path::new("dir/./d/x"));
+    assert_eq!(p.steps[0].config_json, r#"{"as":"ma20","column":"close","dir":"/data","window":20}"#);
+    assert_eq!(p.settings.workers, 2);
+}
+
+#[test]
+fn every_problem_in_one_pass_with_positions() {
+    let text = "\
+pipeline: p
+sourcs: {}
+sources:
+  s:
+    path: ./x
+    format: {csv: {header: nope}}
+steps:
+  - plugin: sma
+    on_eror: fail
+  - plugin: select
+    on_error: dead-letter
+sink: {lake: ./lake}
+settings: {workers: four}
+";
+    let errs = errors(text);
+    assert_eq!(
+        errs,
+        vec![
+            "p.yaml:2:1: unknown key `sourcs` at the top level\n  hint: did you mean `sources`?",
+            "p.yaml:6:28: `sources.s.format.csv.header`: expected `true` or `false`, found the string `nope`",
+            "p.yaml:9:5: unknown key `on_eror` in `steps[0]`\n  hint: did you mean `on_error`?",
+            "p.yaml:11:15: `steps[1].on_error`: `dead-letter` is not one of `fail`, `skip_file`, `dead_letter`\n  hint: did you mean `dead_letter`?",
+            "p.yaml:12:7: missing required key `dataset` in `sink`\n  hint: `dataset`: The dataset's name: letters, digits, `_` or `-`, not starting with `_`.",
+            "p.yaml:13:21: `settings.workers`: expected a whole number (0 or more), found the string `four`",
+        ],
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn undeclared_and_unset_variables_point_at_the_use() {
+    let text = "pipeline: p\nenv: [DIR, UNSET]\nsources:\n  s: {path: \"a/${DRI}/b\", format: {csv: {}}}\nsink: {lake: \"${UNSET}\", dataset: d}\n";
+    assert_eq!(
+        errors(text),
+        vec![
+            "p.yaml:4:16: `${DRI}` uses an undeclared environment variable\n  hint: did you mean `DIR`? Only variables declared in `env:` may be used",
+            "p.yaml:5:15: environment variable `UNSET` is not set and has no default\n  hint: set it, or declare a default: `env: [{UNSET: value}]`",
+        ]
+    );
+}
+
+#[test]
+fn multi_document_files_and_value_checks() {
+    let text = "pipeline: a\nsources: {s: {path: x, format: {csv: {}}}}\nsink: {lake: l, dataset: a}\n---\npipeline: b\nsources: {s: {path: x, format: {csv: {columns: {c: flaot64}}}}}\nsink: {lake: l, dataset: b, zstd_level: 30}\n";
+    assert_eq!(
+        errors(text),
+        vec![
+            "p.yaml:6:52: sources.s.format.csv.columns.c: unknown type `flaot64`\n  hint: did you mean `float64`?",
+            "p.yaml:7:41: sink.zstd_level must be between 1 and 22",
+        ]
+    );
+    let two = text.replace("flaot64", "float64").replace(", zstd_level: 30", "");
+    assert_eq!(parse_str(&two, Path::new("p.yaml"), &|_| None).unwrap().len(), 2);
+}
+
+#[test]
+fn yaml_syntax_errors_are_located() {
+    let errs = errors("pipeline: p\nsources: [a, b\nsink: {}\n");
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].starts_with("p.yaml:"), "{errs:?}");
+    assert!(errs[0].contains("invalid YAML"), "{errs:?}");
+}
+
+#[test]
+fn the_schema_describes_the_language() {
+    let s = sluice_config::json_schema();
+    let props = s["properties"].as_object().unwrap();
+    for k in ["pipeline", "env", "sources", "steps", "sink", "settings"] {
+        assert!(props.contains_key(k), "{k}");
+    }
+    assert!(s["required"].as_array().unwrap().contains(&"sink".into()));
+}
