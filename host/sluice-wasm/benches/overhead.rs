@@ -96,6 +96,19 @@ fn main() {
     let tiny_call = per_call(&mut h, &tiny, 200);
     let mb = big.get_array_memory_size() as f64 / 1e6;
 
+    // The host's share: encoding the input and decoding + validating the output.
+    let host_side = median(
+        (0..30)
+            .map(|_| {
+                let t = Instant::now();
+                let bytes = sluice_wasm::bench_support::encode(&big);
+                let n = sluice_wasm::bench_support::decode(bytes);
+                assert_eq!(n, big.num_rows());
+                t.elapsed()
+            })
+            .collect(),
+    );
+
     println!("| measurement | value |");
     println!("|---|---|");
     println!("| component size | {:.2} MB |", bytes.len() as f64 / 1e6);
@@ -107,5 +120,6 @@ fn main() {
         big_call.as_secs_f64() * 1e3,
         mb / big_call.as_secs_f64()
     );
+    println!("| of which host-side IPC encode + decode/validate | {:.2} ms |", host_side.as_secs_f64() * 1e3);
     println!("| pass-through call, 1 row, median (fixed overhead) | {:.1} us |", tiny_call.as_secs_f64() * 1e6);
 }

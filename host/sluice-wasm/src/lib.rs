@@ -13,6 +13,21 @@ mod runtime;
 
 pub use runtime::{RuntimeOptions, WasmRuntime};
 
+#[doc(hidden)]
+pub mod bench_support {
+    //! Internals exposed for benchmarks only.
+    use arrow_array::RecordBatch;
+
+    pub fn encode(batch: &RecordBatch) -> Vec<u8> {
+        crate::ipc::encode(&batch.schema(), &[batch]).expect("encodes")
+    }
+
+    /// Decode and validate; returns the row count.
+    pub fn decode(bytes: Vec<u8>) -> usize {
+        crate::ipc::decode(bytes).expect("decodes").1.iter().map(|b| b.num_rows()).sum()
+    }
+}
+
 /// The contract this host implements; components must target a compatible version.
 pub const CONTRACT_PACKAGE: &str = "sluice:plugin";
 /// The contract version this host was built with (see `wit/sluice.wit`).
