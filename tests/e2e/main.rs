@@ -2,5 +2,4 @@
 
 mod hostile;
 mod run_csv;
-mod sources;
 mod support;

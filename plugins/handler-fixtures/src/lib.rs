@@ -1,0 +1,354 @@
+//! The data-driven handler cases of `tests/handlers/<case>/`, generated from the
+//! native (rlib) builds of the standard handlers.
+//!
+//! Each case directory holds `pipeline.yaml` (a CSV source, one handler step,
+//! small batches so that state crosses batch boundaries), `in/input.csv`,
+//! `check.sql` (what the e2e test asks `sluice query`) and `expected.csv`: the
+//! output of the native handler on the same batches. The e2e test
+//! `handlers::wasm_matches_native_fixtures` runs the WASM build through the
+//! CLI and compares. `cargo test -p handler-fixtures` fails when the committed
+//! files differ from what the native code produces now; regenerate them with
+//! `SLUICE_BLESS=1 cargo test -p handler-fixtures`.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sluice_plugin::arrow_array::types::{Float64Type, Int64Type};
+use sluice_plugin::prelude::*;
+use sluice_plugin::{Handler, parse_config};
+
+/// Rows per batch, in the pipeline (`settings.batch_rows`) and natively.
+pub const BATCH_ROWS: usize = 7;
+
+/// One generated case.
+pub struct Case {
+    pub name: &'static str,
+    pub plugin: &'static str,
+    pub config: String,
+    pub input: RecordBatch,
+    pub output: Vec<RecordBatch>,
+    /// Columns the check selects, and the ORDER BY.
+    pub select: Vec<String>,
+    pub order_by: &'static str,
+}
+
+/// The input columns (CSV types in the pipeline).
+const COLUMNS: [(&str, &str); 8] = [
+    ("seq", "int64"),
+    ("symbol", "utf8"),
+    ("open_time", "int64"),
+    ("open", "float64"),
+    ("high", "float64"),
+    ("low", "float64"),
+    ("close", "float64"),
+    ("volume", "float64"),
+];
+
+/// Deterministic klines-like input: 3 symbols, 1-second bars over ~3 minutes,
+/// interleaved; every 17th close is null. `unit_mix` writes open_time in
+/// s/ms/µs/ns by turns; `dups` repeats every 5th row (same symbol and time).
+pub fn klines(rows: usize, unit_mix: bool, dups: bool) -> RecordBatch {
+    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut rnd = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % 10_000) as f64 / 10_000.0
+    };
+    let syms = ["BTCUSDT", "ETHUSDT", "XRPUSDT"];
+    let mut price = [100.0f64, 50.0, 0.5];
+    let (mut seq, mut sym, mut t, mut o, mut h, mut l, mut c, mut v) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let base_ms: i64 = 1_700_000_000_000;
+    let mut i = 0usize;
+    while seq.len() < rows {
+        let s = i % 3;
+        let sec = (i / 3) as i64;
+        let open = (price[s] * 100.0).round() / 100.0;
+        let close = ((open * (1.0 + (rnd() - 0.5) * 0.02)) * 100.0).round() / 100.0;
+        price[s] = close;
+        let hi = ((open.max(close) * (1.0 + rnd() * 0.005)) * 100.0).round() / 100.0;
+        let lo = ((open.min(close) * (1.0 - rnd() * 0.005)) * 100.0).round() / 100.0;
+        let ms = base_ms + sec * 1000;
+        let time = if unit_mix {
+            match i % 4 {
+                0 => ms / 1000,
+                1 => ms,
+                2 => ms * 1000 + 123,
+                _ => ms * 1_000_000 + 456_789,
+            }
+        } else {
+            ms
+        };
+        let copies = if dups && i.is_multiple_of(5) { 2 } else { 1 };
+        for _ in 0..copies {
+            seq.push(seq.len() as i64);
+            sym.push(syms[s]);
+            t.push(time);
+            o.push(Some(open));
+            h.push(Some(hi));
+            l.push(Some(lo));
+            c.push(if i % 17 == 16 { None } else { Some(close) });
+            v.push(Some((rnd() * 1000.0).round() / 100.0));
+        }
+        i += 1;
+    }
+    let fields: Vec<Field> = COLUMNS
+        .iter()
+        .map(|(n, t)| {
+            let dt = match *t {
+                "int64" => DataType::Int64,
+                "utf8" => DataType::Utf8,
+                _ => DataType::Float64,
+            };
+            Field::new(*n, dt, true)
+        })
+        .collect();
+    RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        vec![
+            Arc::new(Int64Array::from(seq)),
+            Arc::new(StringArray::from(sym)),
+            Arc::new(Int64Array::from(t)),
+            Arc::new(Float64Array::from(o)),
+            Arc::new(Float64Array::from(h)),
+            Arc::new(Float64Array::from(l)),
+            Arc::new(Float64Array::from(c)),
+            Arc::new(Float64Array::from(v)),
+        ],
+    )
+    .unwrap()
+}
+
+/// Runs handler `H` natively over `input` in batches of [`BATCH_ROWS`], then finishes.
+pub fn run_native<H: Handler>(config: &str, input: &RecordBatch) -> Vec<RecordBatch> {
+    let mut h = H::new(parse_config(config).unwrap_or_else(|e| panic!("{e}"))).unwrap_or_else(|e| panic!("{e}"));
+    let schema = h.output_schema(&input.schema()).unwrap_or_else(|e| panic!("{e}"));
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < input.num_rows() {
+        let len = BATCH_ROWS.min(input.num_rows() - start);
+        out.extend(h.process(input.slice(start, len)).unwrap_or_else(|e| panic!("{e}")));
+        start += len;
+    }
+    out.extend(h.finish().unwrap_or_else(|e| panic!("{e}")));
+    for b in &out {
+        assert_eq!(b.schema().fields(), schema.fields(), "declared schema");
+    }
+    out
+}
+
+fn case<H: Handler>(
+    name: &'static str,
+    plugin: &'static str,
+    config: &str,
+    input: RecordBatch,
+    order_by: &'static str,
+) -> Case {
+    let output = run_native::<H>(config, &input);
+    let select = match output.first() {
+        Some(b) => b.schema().fields().iter().map(|f| f.name().clone()).collect(),
+        None => vec![],
+    };
+    Case { name, plugin, config: config.to_string(), input, output, select, order_by }
+}
+
+/// Every case.
+pub fn cases() -> Vec<Case> {
+    vec![
+        case::<normalize_time::NormalizeTime>(
+            "normalize_time",
+            "normalize_time",
+            r#"{"columns": ["open_time"], "to": "ms"}"#,
+            klines(90, true, false),
+            "seq",
+        ),
+        case::<dedup::Dedup>(
+            "dedup",
+            "dedup",
+            r#"{"keys": ["symbol", "open_time"], "keep": "first"}"#,
+            klines(90, false, true),
+            "seq",
+        ),
+        case::<filter::Filter>(
+            "filter",
+            "filter",
+            r#"{"where": "close > 100 and symbol in ('BTCUSDT', 'ETHUSDT') or close is null or lower(symbol) = 'xrpusdt' and volume >= 5"}"#,
+            klines(120, false, false),
+            "seq",
+        ),
+        case::<derive::Derive>(
+            "derive",
+            "derive",
+            r#"{"columns": {"mid": "(high + low) / 2", "sym": "lower(symbol)", "range_bp": "round((high - low) / low * 10000, 3)", "up": "close > open", "tag": "concat(symbol, ':', seq % 3)", "t_s": "open_time / 1000 - 1700000000"}}"#,
+            klines(60, false, false),
+            "seq",
+        ),
+        case::<indicators::Indicators>(
+            "indicators",
+            "indicators",
+            r#"{"keys": ["symbol"], "order_by": "open_time", "indicators": [
+                {"kind": "sma", "column": "close", "window": 5, "as": "sma5"},
+                {"kind": "ema", "column": "close", "window": 5, "as": "ema5"},
+                {"kind": "rolling_min", "column": "low", "window": 4, "as": "min4"},
+                {"kind": "rolling_max", "column": "high", "window": 4, "as": "max4"},
+                {"kind": "rolling_std", "column": "close", "window": 6, "as": "std6"},
+                {"kind": "rsi", "column": "close", "window": 6, "as": "rsi6"},
+                {"kind": "bollinger", "column": "close", "window": 5, "as": "bb", "k": 2},
+                {"kind": "returns", "column": "close", "as": "ret1"},
+                {"kind": "log_returns", "column": "close", "window": 3, "as": "lret3"}]}"#,
+            klines(150, false, false),
+            "seq",
+        ),
+        case::<aggregate::Aggregate>(
+            "aggregate",
+            "aggregate",
+            r#"{"keys": ["symbol"], "time": "open_time", "every": "20s", "aggs": [
+                {"fn": "count", "as": "n"}, {"fn": "sum", "column": "volume"}, {"fn": "mean", "column": "close"},
+                {"fn": "min", "column": "low"}, {"fn": "max", "column": "high"}, {"fn": "first", "column": "open"},
+                {"fn": "last", "column": "close"}, {"fn": "count_distinct", "column": "close"}, {"fn": "count", "column": "close", "as": "n_close"}]}"#,
+            klines(150, false, false),
+            "symbol, open_time",
+        ),
+        case::<resample::Resample>(
+            "resample",
+            "resample",
+            r#"{"keys": ["symbol"], "time": "open_time", "every": "1m"}"#,
+            klines(600, false, false),
+            "symbol, open_time",
+        ),
+    ]
+}
+
+fn cell(a: &dyn Array, row: usize, out: &mut String) {
+    if a.is_null(row) {
+        return;
+    }
+    let _ = match a.data_type() {
+        DataType::Int64 => write!(out, "{}", a.as_primitive::<Int64Type>().value(row)),
+        DataType::Float64 => write!(out, "{}", a.as_primitive::<Float64Type>().value(row)),
+        DataType::Utf8 => write!(out, "{}", a.as_string::<i32>().value(row)),
+        DataType::Boolean => write!(out, "{}", a.as_boolean().value(row)),
+        t => panic!("fixture cell of type {t}"),
+    };
+}
+
+/// CSV text of batches (header plus rows); `order` sorts the rows by the
+/// given columns (Int64 or Utf8) first.
+pub fn csv(batches: &[RecordBatch], order: &[&str]) -> String {
+    let mut rows: Vec<(Vec<String>, String)> = Vec::new();
+    let mut header = String::new();
+    for b in batches {
+        if header.is_empty() {
+            header = b.schema().fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(",");
+        }
+        for r in 0..b.num_rows() {
+            let mut line = String::new();
+            for (i, c) in b.columns().iter().enumerate() {
+                if i > 0 {
+                    line.push(',');
+                }
+                cell(c.as_ref(), r, &mut line);
+            }
+            let key = order
+                .iter()
+                .map(|n| {
+                    let c = b.column_by_name(n).unwrap();
+                    match c.data_type() {
+                        DataType::Int64 => {
+                            format!("{:020}", c.as_primitive::<Int64Type>().value(r) as i128 + (1i128 << 63))
+                        }
+                        _ => {
+                            let mut s = String::new();
+                            cell(c.as_ref(), r, &mut s);
+                            s
+                        }
+                    }
+                })
+                .collect();
+            rows.push((key, line));
+        }
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = header;
+    out.push('\n');
+    for (_, l) in rows {
+        out.push_str(&l);
+        out.push('\n');
+    }
+    out
+}
+
+impl Case {
+    /// The files of the case directory: (relative path, contents).
+    pub fn files(&self) -> Vec<(String, String)> {
+        let columns = COLUMNS.iter().map(|(n, t)| format!("{n}: {t}")).collect::<Vec<_>>().join(", ");
+        let config = self.config.split_whitespace().collect::<Vec<_>>().join(" ");
+        let pipeline = format!(
+            "# Generated by `SLUICE_BLESS=1 cargo test -p handler-fixtures` (plugins/handler-fixtures).\n\
+             pipeline: {name}\n\
+             sources:\n  input:\n    path: in\n    glob: \"*.csv\"\n    format:\n      csv:\n        header: true\n        null: [\"\"]\n        columns: {{{columns}}}\n\
+             steps:\n  - plugin: {plugin}\n    config: {config}\n\
+             sink: {{lake: lake, dataset: {name}}}\n\
+             settings: {{batch_rows: {BATCH_ROWS}, workers: 1}}\n",
+            name = self.name,
+            plugin = self.plugin,
+        );
+        let order: Vec<&str> = self.order_by.split(',').map(str::trim).collect();
+        let check = format!("SELECT {} FROM {} ORDER BY {}\n", self.select.join(", "), self.name, self.order_by);
+        vec![
+            ("pipeline.yaml".into(), pipeline),
+            ("in/input.csv".into(), csv(std::slice::from_ref(&self.input), &[])),
+            ("check.sql".into(), check),
+            ("expected.csv".into(), csv(&self.output, &order)),
+        ]
+    }
+}
+
+/// `tests/handlers` of the repository.
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/handlers")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_fixtures_match_the_native_handlers() {
+        let bless = std::env::var_os("SLUICE_BLESS").is_some();
+        let mut stale = Vec::new();
+        for case in cases() {
+            assert!(!case.output.is_empty(), "{}: no output", case.name);
+            for (rel, text) in case.files() {
+                let path = fixtures_dir().join(case.name).join(&rel);
+                if bless {
+                    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                    std::fs::write(&path, &text).unwrap();
+                } else if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                    stale.push(path.display().to_string());
+                }
+            }
+        }
+        assert!(stale.is_empty(), "stale fixtures (run SLUICE_BLESS=1 cargo test -p handler-fixtures): {stale:?}");
+    }
+
+    #[test]
+    fn cases_exercise_what_they_claim() {
+        let cs = cases();
+        let rows = |c: &Case| c.output.iter().map(|b| b.num_rows()).sum::<usize>();
+        let by = |n: &str| cs.iter().find(|c| c.name == n).unwrap();
+        // dedup keeps exactly the distinct (symbol, open_time) pairs; filter drops some but not all.
+        let d = &by("dedup").input;
+        let (sym, t) = (d.column(1).as_string::<i32>(), d.column(2).as_primitive::<Int64Type>());
+        let distinct: std::collections::HashSet<_> = (0..d.num_rows()).map(|i| (sym.value(i), t.value(i))).collect();
+        assert!(distinct.len() < d.num_rows());
+        assert_eq!(rows(by("dedup")), distinct.len());
+        assert!(rows(by("filter")) > 10 && rows(by("filter")) < 110);
+        // resample: 600 bars = 200 seconds per symbol -> 4 one-minute bars each.
+        assert_eq!(rows(by("resample")), 12);
+        // aggregate: 50 seconds per symbol in 20 s buckets -> 3 (or 4 if misaligned) per symbol.
+        assert!(rows(by("aggregate")) >= 9);
+    }
+}

@@ -1,0 +1,270 @@
+//! `aggregate`: groups rows by key columns plus a time bucket and computes
+//! count, sum, min, max, mean, first, last and count_distinct per group.
+
+use handler_kit::agg::{AggDef, AggFn, Emit, Engine, Spec};
+use handler_kit::time::{Unit, parse_duration_ms};
+use sluice_plugin::prelude::*;
+
+/// One aggregate of the config.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggConfig {
+    #[serde(rename = "fn")]
+    pub func: AggFn,
+    /// Input column (optional for `count`: counts rows).
+    #[serde(default)]
+    pub column: Option<String>,
+    /// Output name (default `<fn>_<column>`, or `count`).
+    #[serde(default, rename = "as")]
+    pub output: Option<String>,
+}
+
+/// The step's config.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// The time column (integer epoch or timestamp).
+    pub time: String,
+    /// Bucket width: `1s`, `5m`, `1h`, `1d`, ...
+    pub every: String,
+    /// Unit of an integer time column (default `ms`).
+    #[serde(default)]
+    pub unit: Option<Unit>,
+    /// Name of the bucket column (default: the time column's name).
+    #[serde(default, rename = "as")]
+    pub bucket_as: Option<String>,
+    pub aggs: Vec<AggConfig>,
+    #[serde(default)]
+    pub emit: Emit,
+}
+
+/// Builds the engine spec shared with `resample`; `aggs` carry their config keys.
+pub fn spec(
+    keys: Vec<String>,
+    time: String,
+    every: &str,
+    unit: Option<Unit>,
+    bucket_as: Option<String>,
+    aggs: Vec<AggDef>,
+    emit: Emit,
+) -> Result<Spec, Error> {
+    let every_ms = parse_duration_ms(every).map_err(|m| Error::config(m).key("every"))?;
+    Ok(Spec {
+        bucket_as: bucket_as.unwrap_or_else(|| time.clone()),
+        keys,
+        time,
+        every_ms,
+        unit: unit.unwrap_or(Unit::Ms),
+        aggs,
+        emit,
+    })
+}
+
+/// The handler.
+pub struct Aggregate {
+    engine: Engine,
+    schema: Option<SchemaRef>,
+}
+
+impl Handler for Aggregate {
+    type Config = Config;
+    const CONFIG_DOC: &'static str = "\
+Groups rows by `keys` and a time bucket (`floor(time / every) * every`) and
+outputs one row per group: the key columns, the bucket (named `as`, default the
+time column's name, same type as the time column) and the aggregates.
+
+- `keys` (optional): key columns.
+- `time` (required): integer epoch column (unit `unit`, default `ms`) or timestamp.
+- `every` (required): bucket width, e.g. `1s`, `5m`, `1h`, `1d`.
+- `aggs` (required): list of `{fn, column, as}` with `fn` one of `count`
+  (non-null values, or rows without `column`), `sum`, `min`, `max`, `mean`,
+  `first`, `last` (by time; ties keep input order), `count_distinct`
+  (numbers or strings). Counts are Int64, the others Float64; `as` defaults to
+  `<fn>_<column>`.
+- `emit` (default `finish`): `finish` outputs all groups at the end of each
+  file, ordered by bucket then key; `close` outputs a key's bucket as soon as a
+  row of that key falls into a later bucket (needs rows in time order per key;
+  an older row is a data error).
+
+Groups do not span files: a bucket cut by a file boundary yields one row per file.
+
+```yaml
+config:
+  keys: [user]
+  time: ts
+  every: 1d
+  aggs: [{fn: count, as: events}, {fn: sum, column: amount}, {fn: count_distinct, column: item}]
+```
+";
+
+    fn new(config: Config) -> Result<Self, Error> {
+        if config.aggs.is_empty() {
+            return Err(Error::config("list at least one aggregate").key("aggs"));
+        }
+        let aggs = config
+            .aggs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let name = match (&a.output, &a.column) {
+                    (Some(o), _) => o.clone(),
+                    (None, Some(c)) => format!("{}_{c}", format!("{:?}", a.func).to_lowercase()),
+                    (None, None) => "count".to_string(),
+                };
+                let name = if a.output.is_none() && a.func == AggFn::CountDistinct {
+                    name.replace("countdistinct", "count_distinct")
+                } else {
+                    name
+                };
+                AggDef { func: a.func, column: a.column.clone(), output: name, key: format!("aggs.{i}") }
+            })
+            .collect();
+        let spec = spec(config.keys, config.time, &config.every, config.unit, config.bucket_as, aggs, config.emit)?;
+        Ok(Aggregate { engine: Engine::new(spec), schema: None })
+    }
+
+    fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef, Error> {
+        self.engine.output_schema(input)
+    }
+
+    fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, Error> {
+        let schema = match &self.schema {
+            Some(s) => s.clone(),
+            None => {
+                let s = self.output_schema(&batch.schema())?;
+                self.schema = Some(s.clone());
+                s
+            }
+        };
+        Ok(self.engine.process(&batch, &schema)?.into_iter().collect())
+    }
+
+    fn finish(&mut self) -> Result<Vec<RecordBatch>, Error> {
+        match &self.schema {
+            Some(s) => Ok(self.engine.finish(s)?.into_iter().collect()),
+            None => Ok(vec![]),
+        }
+    }
+}
+
+sluice_plugin::export_handler!(Aggregate);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_plugin::arrow_array::types::{Float64Type, Int64Type};
+    use sluice_plugin::parse_config;
+    use std::sync::Arc;
+
+    fn batch(u: Vec<&str>, ts: Vec<i64>, amount: Vec<Option<f64>>, item: Vec<&str>) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("user", DataType::Utf8, true),
+            Field::new("ts", DataType::Int64, false),
+            Field::new("amount", DataType::Float64, true),
+            Field::new("item", DataType::Utf8, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(u)),
+                Arc::new(Int64Array::from(ts)),
+                Arc::new(Float64Array::from(amount)),
+                Arc::new(StringArray::from(item)),
+            ],
+        )
+        .unwrap()
+    }
+
+    const CFG: &str = r#"{"keys":["user"],"time":"ts","every":"1s","aggs":[
+        {"fn":"count","as":"n"},{"fn":"sum","column":"amount"},{"fn":"mean","column":"amount"},
+        {"fn":"min","column":"amount"},{"fn":"max","column":"amount"},{"fn":"first","column":"amount"},
+        {"fn":"last","column":"amount"},{"fn":"count_distinct","column":"item"},{"fn":"count","column":"amount"}]}"#;
+
+    #[test]
+    fn all_functions_across_batches_on_finish() {
+        let mut a = Aggregate::new(parse_config(CFG).unwrap()).unwrap();
+        let b1 = batch(
+            vec!["a", "b", "a"],
+            vec![100, 200, 1500],
+            vec![Some(1.0), Some(5.0), Some(7.0)],
+            vec!["x", "x", "y"],
+        );
+        assert!(a.process(b1).unwrap().is_empty());
+        let b2 = batch(vec!["a", "a"], vec![50, 900], vec![Some(3.0), None], vec!["y", "x"]);
+        assert!(a.process(b2).unwrap().is_empty());
+        let out = a.finish().unwrap().remove(0);
+        let names: Vec<_> = out.schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(
+            names,
+            [
+                "user",
+                "ts",
+                "n",
+                "sum_amount",
+                "mean_amount",
+                "min_amount",
+                "max_amount",
+                "first_amount",
+                "last_amount",
+                "count_distinct_item",
+                "count_amount"
+            ]
+        );
+        // Groups ordered by bucket then key: (0, a), (0, b), (1000, a).
+        let users: Vec<_> = out.column(0).as_string::<i32>().iter().flatten().collect();
+        assert_eq!(users, ["a", "b", "a"]);
+        assert_eq!(out.column(1).as_primitive::<Int64Type>().values().to_vec(), vec![0, 0, 1000]);
+        assert_eq!(out.column(2).as_primitive::<Int64Type>().values().to_vec(), vec![3, 1, 1]);
+        let f = |i: usize| out.column(i).as_primitive::<Float64Type>().iter().collect::<Vec<_>>();
+        assert_eq!(f(3), vec![Some(4.0), Some(5.0), Some(7.0)]);
+        assert_eq!(f(4), vec![Some(2.0), Some(5.0), Some(7.0)]);
+        assert_eq!(f(5), vec![Some(1.0), Some(5.0), Some(7.0)]);
+        assert_eq!(f(6), vec![Some(3.0), Some(5.0), Some(7.0)]);
+        // first by time: ts 50 (3.0) precedes ts 100 (1.0); last: ts 900 is null, so ts 100.
+        assert_eq!(f(7), vec![Some(3.0), Some(5.0), Some(7.0)]);
+        assert_eq!(f(8), vec![Some(1.0), Some(5.0), Some(7.0)]);
+        assert_eq!(out.column(9).as_primitive::<Int64Type>().values().to_vec(), vec![2, 1, 1]);
+        assert_eq!(out.column(10).as_primitive::<Int64Type>().values().to_vec(), vec![2, 1, 1]);
+        assert!(a.finish().unwrap().is_empty());
+    }
+
+    #[test]
+    fn emit_close_streams_closed_buckets() {
+        let cfg = r#"{"keys":["user"],"time":"ts","every":"1s","emit":"close","aggs":[{"fn":"sum","column":"amount","as":"s"}]}"#;
+        let mut a = Aggregate::new(parse_config(cfg).unwrap()).unwrap();
+        let b = batch(
+            vec!["a", "a", "b", "a"],
+            vec![0, 10, 20, 1000],
+            vec![Some(1.0), Some(2.0), Some(4.0), Some(8.0)],
+            vec!["", "", "", ""],
+        );
+        let out = a.process(b).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].num_rows(), 1);
+        assert_eq!(out[0].column(2).as_primitive::<Float64Type>().value(0), 3.0);
+        let rest = a.finish().unwrap().remove(0);
+        assert_eq!(rest.num_rows(), 2);
+        let b = batch(vec!["a", "a"], vec![5000, 10], vec![Some(1.0), Some(1.0)], vec!["", ""]);
+        let e = a.process(b).unwrap_err();
+        assert!(matches!(e, Error::Data { row: Some(1), .. }), "{e}");
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let e = parse_config::<Config>(r#"{"time":"ts","every":"1s","aggs":[{"fn":"median","column":"amount"}]}"#)
+            .unwrap_err();
+        assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "aggs.0.fn"), "{e}");
+        let e = Aggregate::new(parse_config(r#"{"time":"ts","every":"1y","aggs":[{"fn":"count"}]}"#).unwrap())
+            .err()
+            .unwrap();
+        assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "every"), "{e}");
+        let a = Aggregate::new(
+            parse_config(r#"{"time":"ts","every":"1s","aggs":[{"fn":"sum","column":"item"}]}"#).unwrap(),
+        )
+        .unwrap();
+        let e = a.output_schema(&batch(vec![], vec![], vec![], vec![]).schema()).unwrap_err();
+        assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "aggs.0.column"), "{e}");
+    }
+}

@@ -1,0 +1,263 @@
+//! `dedup`: drops duplicate rows by key columns, keeping the first or the last
+//! occurrence, within a batch and across batches (and files) of a run.
+
+use sluice_plugin::arrow_select::filter::filter_record_batch;
+use sluice_plugin::prelude::*;
+
+use handler_kit::keys::{KeyMap, check_key_columns, key_columns};
+
+/// Which occurrence of a key survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Keep {
+    #[default]
+    First,
+    Last,
+}
+
+/// How far the memory of seen keys reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Across all files of the run that pass through this handler.
+    #[default]
+    Run,
+    /// Within each file.
+    File,
+}
+
+/// The step's config.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The key columns (at least one).
+    pub keys: Vec<String>,
+    #[serde(default)]
+    pub keep: Keep,
+    #[serde(default)]
+    pub scope: Scope,
+    /// The column that orders rows (declared in the state spec), optional.
+    #[serde(default)]
+    pub order_by: Option<String>,
+}
+
+/// The handler.
+pub struct Dedup {
+    config: Config,
+    seen: KeyMap,
+    /// Batches held until the end of the file (keep: last).
+    held: Vec<RecordBatch>,
+    slots: Vec<u32>,
+    dropped: u64,
+}
+
+impl Dedup {
+    /// keep: first. The rows whose key is new, in order.
+    fn first(&mut self, batch: &RecordBatch) -> Result<BooleanArray, Error> {
+        let keys = key_columns(batch, &self.config.keys)?;
+        let before = self.seen.len() as u32;
+        self.seen.slots(&keys, batch.num_rows(), &mut self.slots)?;
+        // Slots are handed out in order of first appearance: a row is the
+        // first of its key exactly when its slot is the next unseen one.
+        let mut next = before;
+        let mask: Vec<bool> = self
+            .slots
+            .iter()
+            .map(|&s| {
+                let keep = s >= next;
+                if keep {
+                    next = s + 1;
+                }
+                keep
+            })
+            .collect();
+        Ok(BooleanArray::from(mask))
+    }
+
+    fn emit(&mut self, batch: &RecordBatch, mask: &BooleanArray) -> Result<Option<RecordBatch>, Error> {
+        let kept = mask.true_count();
+        self.dropped += (batch.num_rows() - kept) as u64;
+        Ok(match kept {
+            0 => None,
+            k if k == batch.num_rows() => Some(batch.clone()),
+            _ => Some(filter_record_batch(batch, mask)?),
+        })
+    }
+}
+
+impl Handler for Dedup {
+    type Config = Config;
+    const CONFIG_DOC: &'static str = "\
+Drops duplicate rows: rows with equal values in all key columns (nulls equal
+each other).
+
+- `keys` (required): the key columns (strings, integers, booleans, dates,
+  timestamps, floats or dictionaries of those).
+- `keep` (default `first`): `first` keeps the first row of each key and streams;
+  `last` keeps the last row of each key and holds a file's rows until its end.
+- `scope` (default `run`): `run` remembers keys across all files this step
+  sees, `file` forgets them at the end of each file. `keep: last` needs
+  `scope: file` (a row already written for an earlier file cannot be withdrawn).
+- `order_by` (optional): the column rows are ordered by, declared to the host.
+
+State (scope `run`): the set of seen keys, declared as keyed state on `keys`
+with no lookback rows. Dropped rows are counted in the host counter
+`dedup.dropped`.
+
+```yaml
+config: {keys: [symbol, open_time], keep: first}
+```
+";
+
+    fn new(config: Config) -> Result<Self, Error> {
+        if config.keys.is_empty() {
+            return Err(Error::config("list at least one key column").key("keys"));
+        }
+        if config.keep == Keep::Last && config.scope == Scope::Run {
+            return Err(Error::config(
+                "`keep: last` needs `scope: file`: a row written for an earlier file cannot be withdrawn",
+            )
+            .key("keep"));
+        }
+        Ok(Dedup { config, seen: KeyMap::default(), held: Vec::new(), slots: Vec::new(), dropped: 0 })
+    }
+
+    fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef, Error> {
+        check_key_columns(input, &self.config.keys, "keys")?;
+        if let Some(o) = &self.config.order_by {
+            handler_kit::column_index(input, o, "order_by")?;
+        }
+        Ok(input.clone())
+    }
+
+    fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, Error> {
+        match self.config.keep {
+            Keep::First => {
+                let mask = self.first(&batch)?;
+                Ok(self.emit(&batch, &mask)?.into_iter().collect())
+            }
+            Keep::Last => {
+                self.held.push(batch);
+                Ok(vec![])
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Result<Vec<RecordBatch>, Error> {
+        let mut out = Vec::new();
+        if self.config.keep == Keep::Last {
+            let held = std::mem::take(&mut self.held);
+            let mut map = KeyMap::default();
+            // Last occurrence of each slot: (batch, row).
+            let mut last: Vec<(u32, u32)> = Vec::new();
+            let mut all_slots = Vec::with_capacity(held.len());
+            for (bi, b) in held.iter().enumerate() {
+                let keys = key_columns(b, &self.config.keys)?;
+                let mut slots = Vec::new();
+                map.slots(&keys, b.num_rows(), &mut slots)?;
+                last.resize(map.len(), (0, 0));
+                for (row, &s) in slots.iter().enumerate() {
+                    last[s as usize] = (bi as u32, row as u32);
+                }
+                all_slots.push(slots);
+            }
+            for (bi, (b, slots)) in held.iter().zip(&all_slots).enumerate() {
+                let mask: BooleanArray = slots
+                    .iter()
+                    .enumerate()
+                    .map(|(row, &s)| Some(last[s as usize] == (bi as u32, row as u32)))
+                    .collect();
+                out.extend(self.emit(b, &mask)?);
+            }
+        }
+        if self.config.scope == Scope::File {
+            self.seen = KeyMap::default();
+        }
+        if self.dropped > 0 {
+            sluice_plugin::counter_add("dedup.dropped", self.dropped);
+            self.dropped = 0;
+        }
+        Ok(out)
+    }
+
+    fn state(&self) -> Option<StateSpec> {
+        (self.config.scope == Scope::Run).then(|| StateSpec {
+            keys: self.config.keys.clone(),
+            order_by: self.config.order_by.clone().unwrap_or_default(),
+            lookback_rows: 0,
+        })
+    }
+}
+
+sluice_plugin::export_handler!(Dedup);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_plugin::arrow_array::types::Int64Type;
+    use sluice_plugin::parse_config;
+    use std::sync::Arc;
+
+    fn dedup(json: &str) -> Dedup {
+        Dedup::new(parse_config(json).unwrap()).unwrap()
+    }
+
+    fn batch(k: Vec<&str>, t: Vec<i64>) -> RecordBatch {
+        let schema =
+            Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, true), Field::new("t", DataType::Int64, true)]));
+        RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(k)), Arc::new(Int64Array::from(t))]).unwrap()
+    }
+
+    fn ts(out: &[RecordBatch]) -> Vec<i64> {
+        out.iter().flat_map(|b| b.column(1).as_primitive::<Int64Type>().values().to_vec()).collect()
+    }
+
+    #[test]
+    fn first_within_and_across_batches_and_files() {
+        let mut d = dedup(r#"{"keys":["k"]}"#);
+        let out = d.process(batch(vec!["a", "b", "a", "c"], vec![1, 2, 3, 4])).unwrap();
+        assert_eq!(ts(&out), vec![1, 2, 4]);
+        let out = d.process(batch(vec!["c", "d", "d"], vec![5, 6, 7])).unwrap();
+        assert_eq!(ts(&out), vec![6]);
+        d.finish().unwrap();
+        // The next file of the run still knows the keys.
+        let out = d.process(batch(vec!["a", "e"], vec![8, 9])).unwrap();
+        assert_eq!(ts(&out), vec![9]);
+        let out = d.process(batch(vec!["a"], vec![10])).unwrap();
+        assert!(out.is_empty());
+        assert_eq!(d.state().unwrap().keys, vec!["k".to_string()]);
+        assert_eq!(d.state().unwrap().lookback_rows, 0);
+    }
+
+    #[test]
+    fn multi_column_keys_and_file_scope() {
+        let mut d = dedup(r#"{"keys":["k","t"],"scope":"file"}"#);
+        let out = d.process(batch(vec!["a", "a", "a"], vec![1, 1, 2])).unwrap();
+        assert_eq!(ts(&out), vec![1, 2]);
+        d.finish().unwrap();
+        let out = d.process(batch(vec!["a"], vec![1])).unwrap();
+        assert_eq!(ts(&out), vec![1]);
+        assert!(d.state().is_none());
+    }
+
+    #[test]
+    fn last_holds_until_the_end_of_the_file() {
+        let mut d = dedup(r#"{"keys":["k"],"keep":"last","scope":"file"}"#);
+        assert!(d.process(batch(vec!["a", "b", "a"], vec![1, 2, 3])).unwrap().is_empty());
+        assert!(d.process(batch(vec!["b", "c"], vec![4, 5])).unwrap().is_empty());
+        let out = d.finish().unwrap();
+        assert_eq!(ts(&out), vec![3, 4, 5]);
+        assert!(d.finish().unwrap().is_empty());
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let e = Dedup::new(parse_config(r#"{"keys":["k"],"keep":"last"}"#).unwrap()).err().unwrap();
+        assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "keep"));
+        let e = parse_config::<Config>(r#"{"keys":["k"],"keep":"latest"}"#).unwrap_err();
+        assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "keep"), "{e}");
+        let d = dedup(r#"{"keys":["k","nope"]}"#);
+        let e = d.output_schema(&batch(vec![], vec![]).schema()).unwrap_err();
+        assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "keys.1"), "{e}");
+    }
+}

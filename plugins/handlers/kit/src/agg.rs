@@ -1,0 +1,465 @@
+//! The grouping engine of `aggregate` and `resample`: rows grouped by key
+//! columns plus a time bucket, accumulated across batches, emitted at the end
+//! of the input or when a key's bucket closes (rows arrive in time order per key).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use sluice_plugin::arrow_array::types::{
+    ArrowTimestampType, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType,
+};
+use sluice_plugin::arrow_array::{Float64Array, Int64Array, PrimitiveArray, UInt32Array};
+use sluice_plugin::arrow_buffer::{NullBuffer, ScalarBuffer};
+use sluice_plugin::arrow_select;
+use sluice_plugin::prelude::*;
+
+use crate::keys::{KeyMap, check_key_columns, key_columns};
+use crate::num::{is_numeric, to_f64, to_i64};
+use crate::time::Unit;
+
+/// An aggregate function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AggFn {
+    Count,
+    Sum,
+    Min,
+    Max,
+    Mean,
+    First,
+    Last,
+    CountDistinct,
+}
+
+/// When groups are emitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Emit {
+    /// All groups at the end of the input (of each file).
+    #[default]
+    Finish,
+    /// A key's groups as soon as a row of that key falls into a later bucket.
+    Close,
+}
+
+/// One output aggregate: function, input column (optional for `count`), output name.
+#[derive(Debug, Clone)]
+pub struct AggDef {
+    pub func: AggFn,
+    pub column: Option<String>,
+    pub output: String,
+    /// The config key of this aggregate, for errors.
+    pub key: String,
+}
+
+/// The engine's settings.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub keys: Vec<String>,
+    pub time: String,
+    /// Bucket width in milliseconds.
+    pub every_ms: i64,
+    /// Unit of an integer time column (timestamps carry their own).
+    pub unit: Unit,
+    /// Name of the bucket column (default: the time column's name).
+    pub bucket_as: String,
+    pub aggs: Vec<AggDef>,
+    pub emit: Emit,
+}
+
+#[derive(Debug, Clone)]
+enum Acc {
+    Count(i64),
+    Sum(f64, bool),
+    Min(Option<f64>),
+    Max(Option<f64>),
+    Mean(f64, i64),
+    First(Option<(i64, f64)>),
+    Last(Option<(i64, f64)>),
+    DistinctNum(HashSet<u64>),
+    DistinctStr(HashSet<String>),
+}
+
+#[derive(Debug)]
+struct Group {
+    slot: u32,
+    bucket: i64,
+    accs: Vec<Acc>,
+}
+
+/// Per-batch views of the aggregate inputs.
+enum Input {
+    Rows,
+    Num(Float64Array),
+    Str(ArrayRef),
+}
+
+/// The grouping state.
+pub struct Engine {
+    spec: Spec,
+    keymap: KeyMap,
+    /// Rows holding each slot's key values (chunks, concatenated on output).
+    key_chunks: Vec<Vec<ArrayRef>>,
+    groups: Vec<Group>,
+    index: HashMap<(u32, i64), usize>,
+    /// Per slot, the latest bucket seen (close mode).
+    latest: Vec<i64>,
+    ready: Vec<usize>,
+    slots: Vec<u32>,
+}
+
+impl Engine {
+    pub fn new(spec: Spec) -> Self {
+        let nkeys = spec.keys.len();
+        Engine {
+            spec,
+            keymap: KeyMap::default(),
+            key_chunks: vec![Vec::new(); nkeys],
+            groups: Vec::new(),
+            index: HashMap::new(),
+            latest: Vec::new(),
+            ready: Vec::new(),
+            slots: Vec::new(),
+        }
+    }
+
+    /// The output schema: keys, bucket, aggregates.
+    pub fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef, Error> {
+        let s = &self.spec;
+        check_key_columns(input, &s.keys, "keys")?;
+        let mut fields: Vec<FieldRef> =
+            s.keys.iter().map(|k| Arc::new(input.field_with_name(k).expect("checked").clone())).collect();
+        let tf = input
+            .field_with_name(&s.time)
+            .map_err(|_| Error::config(format!("time column `{}` not found in the input", s.time)).key("time"))?;
+        let bucket_type = match tf.data_type() {
+            DataType::Timestamp(u, tz) => {
+                let per = Unit::of(*u).per_second();
+                if (s.every_ms * per) % 1000 != 0 {
+                    return Err(
+                        Error::config(format!("`every` is finer than the time column's unit ({u:?})")).key("every")
+                    );
+                }
+                DataType::Timestamp(*u, tz.clone())
+            }
+            t if t.is_integer() => DataType::Int64,
+            t => {
+                return Err(Error::config(format!(
+                    "time column `{}` is {t}: use an integer epoch or a timestamp",
+                    s.time
+                ))
+                .key("time"));
+            }
+        };
+        fields.push(Arc::new(Field::new(&s.bucket_as, bucket_type, false)));
+        for a in &s.aggs {
+            if let Some(c) = &a.column {
+                let f = input.field_with_name(c).map_err(|_| {
+                    Error::config(format!("column `{c}` not found in the input")).key(format!("{}.column", a.key))
+                })?;
+                let t = f.data_type();
+                let ok = match a.func {
+                    AggFn::Count => true,
+                    AggFn::CountDistinct => is_numeric(t) || Ty::is_str(t),
+                    _ => is_numeric(t),
+                };
+                if !ok {
+                    return Err(Error::config(
+                        format!("`{:?}` cannot aggregate column `{c}` of type {t}", a.func).to_lowercase(),
+                    )
+                    .key(format!("{}.column", a.key)));
+                }
+            } else if a.func != AggFn::Count {
+                return Err(Error::config("`column` is required except for count").key(a.key.clone()));
+            }
+            let t = match a.func {
+                AggFn::Count | AggFn::CountDistinct => DataType::Int64,
+                _ => DataType::Float64,
+            };
+            if fields.iter().any(|f| f.name() == &a.output) {
+                return Err(Error::config(format!("output column `{}` is defined twice", a.output))
+                    .key(format!("{}.as", a.key)));
+            }
+            fields.push(Arc::new(Field::new(&a.output, t, !matches!(a.func, AggFn::Count | AggFn::CountDistinct))));
+        }
+        Ok(Arc::new(Schema::new(fields)))
+    }
+
+    fn time_unit(&self, t: &DataType) -> Unit {
+        match t {
+            DataType::Timestamp(u, _) => Unit::of(*u),
+            _ => self.spec.unit,
+        }
+    }
+
+    fn new_accs(&self, inputs: &[Input]) -> Vec<Acc> {
+        self.spec
+            .aggs
+            .iter()
+            .zip(inputs)
+            .map(|(a, i)| match a.func {
+                AggFn::Count => Acc::Count(0),
+                AggFn::Sum => Acc::Sum(0.0, false),
+                AggFn::Min => Acc::Min(None),
+                AggFn::Max => Acc::Max(None),
+                AggFn::Mean => Acc::Mean(0.0, 0),
+                AggFn::First => Acc::First(None),
+                AggFn::Last => Acc::Last(None),
+                AggFn::CountDistinct => match i {
+                    Input::Str(_) => Acc::DistinctStr(HashSet::new()),
+                    _ => Acc::DistinctNum(HashSet::new()),
+                },
+            })
+            .collect()
+    }
+
+    /// Accumulates one batch; returns the groups closed by it (close mode).
+    pub fn process(&mut self, batch: &RecordBatch, out_schema: &SchemaRef) -> Result<Option<RecordBatch>, Error> {
+        let n = batch.num_rows();
+        let keys = key_columns(batch, &self.spec.keys)?;
+        let mut slots = std::mem::take(&mut self.slots);
+        let before = self.keymap.len();
+        self.keymap.slots(&keys, n, &mut slots)?;
+        if self.keymap.len() > before {
+            // Remember the first row of every new key.
+            let mut firsts = Vec::new();
+            let mut seen = before as u32;
+            for (row, &s) in slots.iter().enumerate() {
+                if s >= seen {
+                    firsts.push(row as u32);
+                    seen = s + 1;
+                }
+            }
+            let idx = UInt32Array::from(firsts);
+            for (chunks, col) in self.key_chunks.iter_mut().zip(&keys) {
+                chunks.push(arrow_select::take::take(col.as_ref(), &idx, None)?);
+            }
+            self.latest.resize(self.keymap.len(), i64::MIN);
+        }
+        let tcol = batch
+            .column_by_name(&self.spec.time)
+            .ok_or_else(|| Error::data("time column not found").column(&self.spec.time))?;
+        let unit = self.time_unit(tcol.data_type());
+        let every = self.spec.every_ms * unit.per_second() / 1000;
+        let every = every.max(1);
+        let times = to_i64(tcol.as_ref())
+            .ok_or_else(|| Error::data("time column is not an integer or timestamp").column(&self.spec.time))?;
+        let inputs = self
+            .spec
+            .aggs
+            .iter()
+            .map(|a| match &a.column {
+                None => Ok(Input::Rows),
+                Some(c) => {
+                    let col = batch.column_by_name(c).ok_or_else(|| Error::data("column not found").column(c))?;
+                    Ok(match to_f64(col.as_ref()) {
+                        Some(f) if a.func != AggFn::CountDistinct || !Ty::is_str(col.data_type()) => Input::Num(f),
+                        _ => Input::Str(crate::expr::normalize_column(col)?),
+                    })
+                }
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let tv = times.values();
+        let mut cache: Option<((u32, i64), usize)> = None;
+        for row in 0..n {
+            if times.is_null(row) {
+                return Err(Error::data("null time").row(row).column(&self.spec.time));
+            }
+            let t = tv[row];
+            let slot = slots[row];
+            let bucket = t.div_euclid(every) * every;
+            let g = match cache {
+                Some((k, g)) if k == (slot, bucket) => g,
+                _ => {
+                    if self.spec.emit == Emit::Close {
+                        let latest = &mut self.latest[slot as usize];
+                        if bucket < *latest {
+                            return Err(Error::data(format!(
+                                "row out of time order for its key (bucket {bucket} after {latest}); emit: close needs rows in time order"
+                            ))
+                            .row(row)
+                            .column(&self.spec.time));
+                        }
+                        if bucket > *latest {
+                            if let Some(&g) = self.index.get(&(slot, *latest)) {
+                                self.ready.push(g);
+                            }
+                            *latest = bucket;
+                        }
+                    }
+                    let g = match self.index.get(&(slot, bucket)) {
+                        Some(&g) => g,
+                        None => {
+                            let accs = self.new_accs(&inputs);
+                            self.groups.push(Group { slot, bucket, accs });
+                            self.index.insert((slot, bucket), self.groups.len() - 1);
+                            self.groups.len() - 1
+                        }
+                    };
+                    cache = Some(((slot, bucket), g));
+                    g
+                }
+            };
+            let group = &mut self.groups[g];
+            for (acc, input) in group.accs.iter_mut().zip(&inputs) {
+                let v = match input {
+                    Input::Rows => {
+                        if let Acc::Count(c) = acc {
+                            *c += 1;
+                        }
+                        continue;
+                    }
+                    Input::Str(a) => {
+                        if let Acc::DistinctStr(set) = acc
+                            && !a.is_null(row)
+                        {
+                            let s = a.as_string::<i32>().value(row);
+                            if !set.contains(s) {
+                                set.insert(s.to_owned());
+                            }
+                        } else if let Acc::Count(c) = acc
+                            && !a.is_null(row)
+                        {
+                            *c += 1;
+                        }
+                        continue;
+                    }
+                    Input::Num(f) => {
+                        if f.is_null(row) {
+                            continue;
+                        }
+                        f.value(row)
+                    }
+                };
+                match acc {
+                    Acc::Count(c) => *c += 1,
+                    Acc::Sum(s, any) => {
+                        *s += v;
+                        *any = true;
+                    }
+                    Acc::Min(m) => *m = Some(m.map_or(v, |m| m.min(v))),
+                    Acc::Max(m) => *m = Some(m.map_or(v, |m| m.max(v))),
+                    Acc::Mean(s, c) => {
+                        *s += v;
+                        *c += 1;
+                    }
+                    Acc::First(f) => {
+                        if f.is_none_or(|(ft, _)| t < ft) {
+                            *f = Some((t, v));
+                        }
+                    }
+                    Acc::Last(l) => {
+                        if l.is_none_or(|(lt, _)| t >= lt) {
+                            *l = Some((t, v));
+                        }
+                    }
+                    Acc::DistinctNum(set) => {
+                        set.insert(if v == 0.0 { 0 } else { v.to_bits() });
+                    }
+                    Acc::DistinctStr(_) => {}
+                }
+            }
+        }
+        self.slots = slots;
+        if self.ready.is_empty() {
+            return Ok(None);
+        }
+        let ready = std::mem::take(&mut self.ready);
+        self.emit(ready, out_schema).map(Some)
+    }
+
+    /// Emits every remaining group (end of input) and resets the groups (keys are kept).
+    pub fn finish(&mut self, out_schema: &SchemaRef) -> Result<Option<RecordBatch>, Error> {
+        self.ready.clear();
+        let all: Vec<usize> = (0..self.groups.len()).collect();
+        let r = if all.is_empty() { None } else { Some(self.emit(all, out_schema)?) };
+        self.latest.iter_mut().for_each(|l| *l = i64::MIN);
+        Ok(r)
+    }
+
+    fn emit(&mut self, mut which: Vec<usize>, schema: &SchemaRef) -> Result<RecordBatch, Error> {
+        which.sort_by_key(|&g| (self.groups[g].bucket, self.groups[g].slot));
+        let groups = &self.groups;
+        let slot_idx = UInt32Array::from_iter_values(which.iter().map(|&g| groups[g].slot));
+        let mut cols: Vec<ArrayRef> = Vec::new();
+        for chunks in &self.key_chunks {
+            let refs: Vec<&dyn Array> = chunks.iter().map(|c| c.as_ref()).collect();
+            let all = arrow_select::concat::concat(&refs)?;
+            cols.push(arrow_select::take::take(all.as_ref(), &slot_idx, None)?);
+        }
+        let buckets = Int64Array::from_iter_values(which.iter().map(|&g| groups[g].bucket));
+        let bucket_field = schema.field(self.spec.keys.len());
+        cols.push(match bucket_field.data_type() {
+            DataType::Timestamp(u, tz) => {
+                let v = buckets.values().clone();
+                match u {
+                    TimeUnit::Second => ts::<TimestampSecondType>(v, tz),
+                    TimeUnit::Millisecond => ts::<TimestampMillisecondType>(v, tz),
+                    TimeUnit::Microsecond => ts::<TimestampMicrosecondType>(v, tz),
+                    TimeUnit::Nanosecond => ts::<TimestampNanosecondType>(v, tz),
+                }
+            }
+            _ => Arc::new(buckets),
+        });
+        for i in 0..self.spec.aggs.len() {
+            let mut vals = Vec::with_capacity(which.len());
+            let mut valid = Vec::with_capacity(which.len());
+            let mut ints = Vec::new();
+            for &g in &which {
+                match &groups[g].accs[i] {
+                    Acc::Count(c) => ints.push(*c),
+                    Acc::DistinctNum(s) => ints.push(s.len() as i64),
+                    Acc::DistinctStr(s) => ints.push(s.len() as i64),
+                    Acc::Sum(s, any) => {
+                        vals.push(*s);
+                        valid.push(*any);
+                    }
+                    Acc::Min(m) | Acc::Max(m) => {
+                        vals.push(m.unwrap_or(0.0));
+                        valid.push(m.is_some());
+                    }
+                    Acc::Mean(s, c) => {
+                        vals.push(if *c > 0 { s / *c as f64 } else { 0.0 });
+                        valid.push(*c > 0);
+                    }
+                    Acc::First(f) | Acc::Last(f) => {
+                        vals.push(f.map_or(0.0, |x| x.1));
+                        valid.push(f.is_some());
+                    }
+                }
+            }
+            cols.push(if schema.field(self.spec.keys.len() + 1 + i).data_type() == &DataType::Int64 {
+                Arc::new(Int64Array::new(ScalarBuffer::from(ints), None))
+            } else {
+                let nulls = NullBuffer::from(valid);
+                let nulls = (nulls.null_count() > 0).then_some(nulls);
+                Arc::new(Float64Array::new(ScalarBuffer::from(vals), nulls))
+            });
+        }
+        // Drop the emitted groups.
+        let mut emitted = vec![false; self.groups.len()];
+        for &g in &which {
+            emitted[g] = true;
+        }
+        let mut i = 0;
+        self.groups.retain(|_| {
+            i += 1;
+            !emitted[i - 1]
+        });
+        self.index = self.groups.iter().enumerate().map(|(i, g)| ((g.slot, g.bucket), i)).collect();
+        Ok(RecordBatch::try_new(schema.clone(), cols)?)
+    }
+}
+
+fn ts<T: ArrowTimestampType>(v: ScalarBuffer<i64>, tz: &Option<Arc<str>>) -> ArrayRef {
+    Arc::new(PrimitiveArray::<T>::new(v, None).with_timezone_opt(tz.clone()))
+}
+
+/// String type helpers.
+struct Ty;
+impl Ty {
+    fn is_str(t: &DataType) -> bool {
+        matches!(crate::expr::Ty::of(t), Some(crate::expr::Ty::Str))
+    }
+}

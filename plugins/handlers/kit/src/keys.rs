@@ -1,0 +1,228 @@
+//! Multi-column row keys mapped to dense slot numbers.
+//!
+//! Each row's key values are encoded (type-tagged, length-prefixed) into one
+//! reused scratch buffer and looked up in a hash map; a key allocates once,
+//! when it is first seen. Runs of equal keys skip the lookup.
+
+use std::collections::HashMap;
+
+use sluice_plugin::arrow_array::types::*;
+use sluice_plugin::arrow_array::{ArrowPrimitiveType, PrimitiveArray};
+use sluice_plugin::prelude::*;
+
+/// Whether a column of this type can be a key column.
+pub fn supported(t: &DataType) -> bool {
+    match t {
+        DataType::Dictionary(_, v) => supported(v),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Boolean => true,
+        DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _) | DataType::Float64 | DataType::Float32 => true,
+        t => t.is_integer(),
+    }
+}
+
+/// A typed view of one key column for encoding.
+enum Enc<'a> {
+    Str(&'a dyn Array, StrKind),
+    I64(&'a dyn Array, Box<dyn Fn(usize) -> i64 + 'a>),
+    Bool(&'a BooleanArray),
+    Dict { array: &'a dyn Array, codes: Vec<usize>, values: Box<Enc<'a>> },
+}
+
+#[derive(Clone, Copy)]
+enum StrKind {
+    Small,
+    Large,
+    View,
+}
+
+fn prim<'a, T: ArrowPrimitiveType>(a: &'a dyn Array, f: fn(T::Native) -> i64) -> Enc<'a> {
+    let p: &'a PrimitiveArray<T> = a.as_primitive::<T>();
+    let v = p.values();
+    Enc::I64(a, Box::new(move |i| f(v[i])))
+}
+
+impl<'a> Enc<'a> {
+    fn new(a: &'a dyn Array) -> Result<Enc<'a>, Error> {
+        Ok(match a.data_type() {
+            DataType::Utf8 => Enc::Str(a, StrKind::Small),
+            DataType::LargeUtf8 => Enc::Str(a, StrKind::Large),
+            DataType::Utf8View => Enc::Str(a, StrKind::View),
+            DataType::Boolean => Enc::Bool(a.as_boolean()),
+            DataType::Int8 => prim::<Int8Type>(a, i64::from),
+            DataType::Int16 => prim::<Int16Type>(a, i64::from),
+            DataType::Int32 => prim::<Int32Type>(a, i64::from),
+            DataType::Int64 => prim::<Int64Type>(a, |v| v),
+            DataType::UInt8 => prim::<UInt8Type>(a, i64::from),
+            DataType::UInt16 => prim::<UInt16Type>(a, i64::from),
+            DataType::UInt32 => prim::<UInt32Type>(a, i64::from),
+            DataType::UInt64 => prim::<UInt64Type>(a, |v| v as i64),
+            DataType::Date32 => prim::<Date32Type>(a, i64::from),
+            DataType::Date64 => prim::<Date64Type>(a, |v| v),
+            DataType::Float32 => prim::<Float32Type>(a, |v| f64::from(v).to_bits() as i64),
+            DataType::Float64 => prim::<Float64Type>(a, |v| v.to_bits() as i64),
+            DataType::Timestamp(TimeUnit::Second, _) => prim::<TimestampSecondType>(a, |v| v),
+            DataType::Timestamp(TimeUnit::Millisecond, _) => prim::<TimestampMillisecondType>(a, |v| v),
+            DataType::Timestamp(TimeUnit::Microsecond, _) => prim::<TimestampMicrosecondType>(a, |v| v),
+            DataType::Timestamp(TimeUnit::Nanosecond, _) => prim::<TimestampNanosecondType>(a, |v| v),
+            DataType::Dictionary(_, _) => {
+                let d = a.as_any_dictionary();
+                Enc::Dict { array: a, codes: d.normalized_keys(), values: Box::new(Enc::new(d.values().as_ref())?) }
+            }
+            t => return Err(Error::data(format!("unsupported key column type {t}"))),
+        })
+    }
+
+    #[inline]
+    fn write(&self, row: usize, out: &mut Vec<u8>) {
+        match self {
+            Enc::Str(a, kind) => {
+                if a.is_null(row) {
+                    out.push(0);
+                    return;
+                }
+                let s = match kind {
+                    StrKind::Small => a.as_string::<i32>().value(row),
+                    StrKind::Large => a.as_string::<i64>().value(row),
+                    StrKind::View => a.as_string_view().value(row),
+                };
+                out.push(1);
+                out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                out.extend_from_slice(s.as_bytes());
+            }
+            Enc::I64(a, f) => {
+                if a.is_null(row) {
+                    out.push(0);
+                } else {
+                    out.push(1);
+                    out.extend_from_slice(&f(row).to_le_bytes());
+                }
+            }
+            Enc::Bool(a) => out.push(if a.is_null(row) { 0 } else { 1 + a.value(row) as u8 }),
+            Enc::Dict { array, codes, values } => {
+                if array.is_null(row) {
+                    out.push(0);
+                } else {
+                    values.write(codes[row], out);
+                }
+            }
+        }
+    }
+}
+
+/// Maps multi-column keys to dense slots `0..len()`, across batches.
+#[derive(Debug, Default)]
+pub struct KeyMap {
+    map: HashMap<Box<[u8]>, u32>,
+    scratch: Vec<u8>,
+    last: Vec<u8>,
+}
+
+impl KeyMap {
+    /// Number of distinct keys seen.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no key was seen yet.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Fills `out` with the slot of each of the `n` rows keyed by `cols` (no
+    /// columns: every row is slot 0). Returns how many new keys were added.
+    pub fn slots(&mut self, cols: &[&ArrayRef], n: usize, out: &mut Vec<u32>) -> Result<usize, Error> {
+        out.clear();
+        let before = self.map.len();
+        if cols.is_empty() {
+            if self.map.is_empty() {
+                self.map.insert(Box::new([]), 0);
+            }
+            out.resize(n, 0);
+            return Ok(self.map.len() - before);
+        }
+        let encs = cols.iter().map(|c| Enc::new(c.as_ref())).collect::<Result<Vec<_>, _>>()?;
+        out.reserve(n);
+        let mut last_slot = None;
+        for row in 0..n {
+            self.scratch.clear();
+            for e in &encs {
+                e.write(row, &mut self.scratch);
+            }
+            let slot = match last_slot {
+                Some(s) if self.scratch == self.last => s,
+                _ => {
+                    let next = self.map.len() as u32;
+                    let s = match self.map.get(self.scratch.as_slice()) {
+                        Some(&s) => s,
+                        None => {
+                            self.map.insert(self.scratch.clone().into_boxed_slice(), next);
+                            next
+                        }
+                    };
+                    std::mem::swap(&mut self.scratch, &mut self.last);
+                    s
+                }
+            };
+            last_slot = Some(slot);
+            out.push(slot);
+        }
+        Ok(self.map.len() - before)
+    }
+}
+
+/// The key columns named `names` of `batch`, or a data error naming the missing one.
+pub fn key_columns<'a>(batch: &'a RecordBatch, names: &[String]) -> Result<Vec<&'a ArrayRef>, Error> {
+    names.iter().map(|n| batch.column_by_name(n).ok_or_else(|| Error::data("key column not found").column(n))).collect()
+}
+
+/// Checks that every key column exists with a supported type (config error on `key`).
+pub fn check_key_columns(schema: &Schema, names: &[String], key: &str) -> Result<(), Error> {
+    for (i, n) in names.iter().enumerate() {
+        let f = schema
+            .field_with_name(n)
+            .map_err(|_| Error::config(format!("key column `{n}` not found in the input")).key(format!("{key}.{i}")))?;
+        if !supported(f.data_type()) {
+            return Err(Error::config(format!("key column `{n}` has unsupported type {}", f.data_type()))
+                .key(format!("{key}.{i}")));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn multi_column_keys_across_batches() {
+        let mut m = KeyMap::default();
+        let a: ArrayRef = Arc::new(StringArray::from(vec![Some("x"), Some("x"), Some("y"), None, Some("x")]));
+        let b: ArrayRef = Arc::new(Int64Array::from(vec![1, 1, 1, 1, 2]));
+        let mut out = Vec::new();
+        assert_eq!(m.slots(&[&a, &b], 5, &mut out).unwrap(), 4);
+        assert_eq!(out, vec![0, 0, 1, 2, 3]);
+        let a2: ArrayRef = Arc::new(StringArray::from(vec!["y", "x"]));
+        let b2: ArrayRef = Arc::new(Int64Array::from(vec![1, 2]));
+        assert_eq!(m.slots(&[&a2, &b2], 2, &mut out).unwrap(), 0);
+        assert_eq!(out, vec![1, 3]);
+        // "ab"+"c" must differ from "a"+"bc".
+        let c1: ArrayRef = Arc::new(StringArray::from(vec!["ab", "a"]));
+        let c2: ArrayRef = Arc::new(StringArray::from(vec!["c", "bc"]));
+        m.slots(&[&c1, &c2], 2, &mut out).unwrap();
+        assert_ne!(out[0], out[1]);
+    }
+
+    #[test]
+    fn dictionary_matches_plain_strings() {
+        use sluice_plugin::arrow_array::DictionaryArray;
+        let mut m = KeyMap::default();
+        let mut out = Vec::new();
+        let plain: ArrayRef = Arc::new(StringArray::from(vec!["a", "b"]));
+        m.slots(&[&plain], 2, &mut out).unwrap();
+        let d: DictionaryArray<Int32Type> = vec!["b", "a", "b"].into_iter().collect();
+        let d: ArrayRef = Arc::new(d);
+        m.slots(&[&d], 3, &mut out).unwrap();
+        assert_eq!(out, vec![1, 0, 1]);
+    }
+}

@@ -1,0 +1,1 @@
+SELECT seq, symbol, open_time, open, high, low, close, volume, mid, sym, range_bp, up, tag, t_s FROM derive ORDER BY seq
