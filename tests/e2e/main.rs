@@ -2,4 +2,5 @@
 
 mod hostile;
 mod run_csv;
+mod sources;
 mod support;

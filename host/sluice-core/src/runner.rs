@@ -16,7 +16,7 @@ use arrow_schema::SchemaRef;
 use crate::error::{Location, PluginError, SinkError, SourceError};
 use crate::plugin::{Handler, Plugin};
 use crate::sink::{DeadLetter, Sink};
-use crate::source::{Source, SourceUnit};
+use crate::source::{Source, SourceItem, SourceUnit, rejects_batch};
 use crate::spec::{OnError, PipelineSpec};
 use crate::summary::{RunSummary, StepStats, UnitFailure};
 
@@ -73,6 +73,8 @@ enum UnitError {
 struct UnitResult {
     unit: SourceUnit,
     rows_in: u64,
+    /// Rows the source set aside into `_rejects`.
+    rows_rejected: u64,
     outcome: Result<crate::sink::CommitReport, UnitError>,
     steps: Vec<StepStats>,
 }
@@ -146,28 +148,40 @@ pub async fn run(
     // Plan: validate the chain, list units, drop the unchanged ones. All blocking work.
     let plan_job = job.clone();
     let force = opts.force;
-    let (units, unchanged) = tokio::task::spawn_blocking(move || -> Result<_, RunError> {
+    let (units, unchanged, poisoned) = tokio::task::spawn_blocking(move || -> Result<_, RunError> {
         if let Some(schema) = chain_schema(&plan_job.spec, &plan_job.sources, &plan_job.plugins)? {
             plan_job.sink.check_schema(&schema)?;
         }
         let mut units = Vec::new();
         let mut unchanged = 0u64;
+        let mut poisoned = Vec::new();
         for src in &plan_job.sources {
+            let retries = plan_job.spec.sources.iter().find(|s| s.name == src.name()).map_or(u32::MAX, |s| s.retries);
             for unit in src.discover()? {
                 if !force && plan_job.sink.is_committed(&unit)? {
                     unchanged += 1;
+                } else if !force && plan_job.sink.failures(&unit)? >= retries {
+                    poisoned.push(unit);
                 } else {
                     units.push(unit);
                 }
             }
         }
-        Ok((units, unchanged))
+        Ok((units, unchanged, poisoned))
     })
     .await
     .map_err(|e| RunError::Internal(format!("planner panicked: {e}")))??;
 
-    summary.files_seen = units.len() as u64 + unchanged;
+    summary.files_seen = units.len() as u64 + unchanged + poisoned.len() as u64;
     summary.files_unchanged = unchanged;
+    // Poisoned units failed `retries` times with this fingerprint: listed, not retried.
+    summary.files_poisoned = poisoned.len() as u64;
+    for unit in poisoned {
+        let file = unit.display_name();
+        let error = "failed too many times; skipped until the file changes or `--force` is given".to_string();
+        tracing::warn!(file = %file, "poisoned: {error}");
+        summary.failures.push(UnitFailure { file, step: None, action: "poisoned".into(), error });
+    }
     progress.planned(units.len() as u64, units.iter().map(|u| u.size).sum());
 
     let workers = opts.workers.unwrap_or(job.spec.settings.workers).max(1).min(units.len().max(1));
@@ -233,6 +247,7 @@ fn absorb(job: &Job, summary: &mut RunSummary, res: UnitResult, progress: &dyn P
     match res.outcome {
         Ok(report) => {
             summary.files_committed += 1;
+            summary.rows_rejected += res.rows_rejected;
             summary.rows_written += report.rows;
             summary.bytes_written += report.bytes;
             summary.bytes_in += res.unit.size;
@@ -271,6 +286,11 @@ fn absorb(job: &Job, summary: &mut RunSummary, res: UnitResult, progress: &dyn P
                 }
             };
             tracing::warn!(file = %file, action, "{message}");
+            if fatal.is_none()
+                && let Err(e) = job.sink.record_failure(&res.unit, &message)
+            {
+                return Some(RunError::Sink(e));
+            }
             summary.failures.push(UnitFailure { file, step, action: action.into(), error: message });
             fatal
         }
@@ -413,10 +433,10 @@ impl<'a> Chain<'a> {
 }
 
 fn process_unit(job: &Job, chain: &mut Chain<'_>, unit: SourceUnit) -> UnitResult {
-    let mut rows_in = 0u64;
-    let outcome = process_unit_inner(job, chain, &unit, &mut rows_in);
+    let (mut rows_in, mut rows_rejected) = (0u64, 0u64);
+    let outcome = process_unit_inner(job, chain, &unit, &mut rows_in, &mut rows_rejected);
     chain.reset(outcome.is_err());
-    UnitResult { unit, rows_in, outcome, steps: chain.take_stats() }
+    UnitResult { unit, rows_in, rows_rejected, outcome, steps: chain.take_stats() }
 }
 
 fn process_unit_inner(
@@ -424,13 +444,14 @@ fn process_unit_inner(
     chain: &mut Chain<'_>,
     unit: &SourceUnit,
     rows_in: &mut u64,
+    rows_rejected: &mut u64,
 ) -> Result<crate::sink::CommitReport, UnitError> {
     let source = job.sources.iter().find(|s| s.name() == unit.source).expect("units come from the job's sources");
     let stream = source.open(unit).map_err(UnitError::Source)?;
     let mut writer = job.sink.begin(unit).map_err(UnitError::Sink)?;
     let result = std::thread::scope(|scope| -> Result<(), UnitError> {
         // Reader stage: parse into a bounded channel so parsing overlaps with the chain.
-        let (btx, brx) = std::sync::mpsc::sync_channel::<Result<RecordBatch, SourceError>>(2);
+        let (btx, brx) = std::sync::mpsc::sync_channel::<Result<SourceItem, SourceError>>(2);
         scope.spawn(move || {
             for item in stream {
                 let stop = item.is_err();
@@ -440,7 +461,14 @@ fn process_unit_inner(
             }
         });
         for item in brx {
-            let batch = item.map_err(UnitError::Source)?;
+            let batch = match item.map_err(UnitError::Source)? {
+                SourceItem::Batch(batch) => batch,
+                SourceItem::Rejects(rejects) => {
+                    *rows_rejected += rejects.len() as u64;
+                    writer.write_rejects(&rejects_batch(unit, &rejects)).map_err(UnitError::Sink)?;
+                    continue;
+                }
+            };
             *rows_in += batch.num_rows() as u64;
             for out in chain.run_from(0, vec![batch])? {
                 writer.write(&out).map_err(UnitError::Sink)?;

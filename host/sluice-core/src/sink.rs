@@ -39,10 +39,25 @@ pub trait Sink: Send + Sync {
     fn dead_letter(&self, letter: &DeadLetter) -> Result<(), SinkError>;
     /// Everything committed so far, for catalogs.
     fn snapshot(&self) -> Result<crate::catalog::LakeSnapshot, SinkError>;
+    /// How many earlier runs failed on this unit with its current fingerprint. Sinks that keep
+    /// no such record say 0, so failed units are simply retried every run.
+    fn failures(&self, _unit: &SourceUnit) -> Result<u32, SinkError> {
+        Ok(0)
+    }
+    /// Record that this unit failed (so that repeated failures poison it).
+    fn record_failure(&self, _unit: &SourceUnit, _error: &str) -> Result<(), SinkError> {
+        Ok(())
+    }
 }
 
 pub trait UnitWriter: Send {
     fn write(&mut self, batch: &RecordBatch) -> Result<(), SinkError>;
+    /// Write rows the source rejected (a batch of `source::rejects_schema()`), committed together
+    /// with the unit's data. Sinks without a dead-letter store log and drop them.
+    fn write_rejects(&mut self, rejects: &RecordBatch) -> Result<(), SinkError> {
+        tracing::warn!(rows = rejects.num_rows(), "sink keeps no rejects; rejected rows dropped");
+        Ok(())
+    }
     /// Make the unit's output visible, atomically and durably.
     fn commit(self: Box<Self>) -> Result<CommitReport, SinkError>;
     /// Discard everything written for this unit.

@@ -5,9 +5,10 @@
 //! extract) fit: `discover` lists units with fingerprints, `open` streams one unit.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use arrow_array::RecordBatch;
-use arrow_schema::SchemaRef;
+use arrow_array::{RecordBatch, StringArray, UInt64Array};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
 use crate::error::SourceError;
@@ -44,9 +45,56 @@ impl SourceUnit {
     }
 }
 
-/// A stream of batches from one unit. Row-level problems are reported as `Err` items and the
-/// stream goes on; a fatal problem ends it.
-pub type BatchStream = Box<dyn Iterator<Item = Result<RecordBatch, SourceError>> + Send>;
+/// A row that could not be parsed or cast. It goes to the lake's `_rejects` dataset, committed
+/// with the unit's good rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reject {
+    /// 1-based line number in the (decompressed) file or member where the row starts.
+    pub line: u64,
+    /// The row's text (invalid UTF-8 replaced by U+FFFD).
+    pub raw: String,
+    pub reason: String,
+    /// Which stage rejected it: `parse` (structure, encoding) or `cast` (a value of the wrong type).
+    pub step: String,
+}
+
+/// One item of a unit's stream: good rows, or rows that were set aside.
+#[derive(Debug, Clone)]
+pub enum SourceItem {
+    Batch(RecordBatch),
+    Rejects(Vec<Reject>),
+}
+
+/// A stream of items from one unit. Row-level problems are `SourceItem::Rejects` and the stream
+/// goes on; an `Err` item is fatal for the unit and ends it.
+pub type BatchStream = Box<dyn Iterator<Item = Result<SourceItem, SourceError>> + Send>;
+
+/// The schema of the `_rejects` dataset (the source and dataset are hive partition columns).
+pub fn rejects_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("file", DataType::Utf8, false),
+        Field::new("member", DataType::Utf8, true),
+        Field::new("line", DataType::UInt64, false),
+        Field::new("raw", DataType::Utf8, false),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("step", DataType::Utf8, false),
+    ]))
+}
+
+/// The rejects of one unit as a batch of [`rejects_schema`].
+pub fn rejects_batch(unit: &SourceUnit, rejects: &[Reject]) -> RecordBatch {
+    let n = rejects.len();
+    let file = unit.path.display().to_string();
+    let columns: Vec<arrow_array::ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(file.as_str(), n))),
+        Arc::new(StringArray::from_iter(std::iter::repeat_n(unit.member.as_deref(), n))),
+        Arc::new(UInt64Array::from_iter_values(rejects.iter().map(|r| r.line))),
+        Arc::new(StringArray::from_iter_values(rejects.iter().map(|r| r.raw.as_str()))),
+        Arc::new(StringArray::from_iter_values(rejects.iter().map(|r| r.reason.as_str()))),
+        Arc::new(StringArray::from_iter_values(rejects.iter().map(|r| r.step.as_str()))),
+    ];
+    RecordBatch::try_new(rejects_schema(), columns).expect("columns match the rejects schema")
+}
 
 /// A source of units.
 pub trait Source: Send + Sync {

@@ -34,7 +34,57 @@ pub struct SourceSpec {
     pub fields: Option<FieldsPattern>,
     pub format: FormatSpec,
     pub order: FileOrder,
+    /// How files are compressed or archived; `Auto` decides by extension.
+    pub compression: SourceCompression,
+    /// Glob patterns selecting the members of zip archives (matched against the member's path).
+    pub members: Vec<String>,
+    /// Guards against zip bombs and huge archives.
+    pub limits: SourceLimits,
+    /// When rejected rows make a whole unit fail instead.
+    pub rejects: RejectPolicy,
+    /// Failed attempts after which a unit is poisoned (skipped until it changes or `--force`).
+    pub retries: u32,
 }
+
+/// How a source's files are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceCompression {
+    /// By extension: `.gz`, `.zst`, `.zip`; anything else is read as is.
+    #[default]
+    Auto,
+    None,
+    Gzip,
+    Zstd,
+    Zip,
+}
+
+/// Limits on what one file may expand to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SourceLimits {
+    /// Members per zip archive.
+    pub max_members: usize,
+    /// Decompressed bytes per unit (a zip member, or a whole `.gz`/`.zst` file).
+    pub max_unit_bytes: u64,
+}
+
+impl Default for SourceLimits {
+    fn default() -> Self {
+        SourceLimits { max_members: 100_000, max_unit_bytes: 64 << 30 }
+    }
+}
+
+/// Rejected rows are set aside by default; these thresholds fail the whole unit instead.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
+pub struct RejectPolicy {
+    /// More rejects than this in one unit fail it.
+    pub max_errors: Option<u64>,
+    /// A larger share of rejected rows (rejects / all rows) fails the unit.
+    pub max_error_rate: Option<f64>,
+}
+
+/// Default `retries`: failed attempts before a unit is poisoned.
+pub const DEFAULT_RETRIES: u32 = 3;
 
 /// A parsed file-name pattern.
 #[derive(Debug, Clone, Serialize)]
@@ -82,6 +132,16 @@ pub enum FileOrder {
 #[derive(Debug, Clone, Serialize)]
 pub enum FormatSpec {
     Csv(CsvSpec),
+    /// One JSON object per line.
+    Jsonl(JsonlSpec),
+    /// Parquet files; the schema is the file's.
+    Parquet,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct JsonlSpec {
+    /// Explicit typed fields. `None` means: infer from a sample.
+    pub columns: Option<Vec<(String, DataType)>>,
 }
 
 #[derive(Debug, Clone, Serialize)]

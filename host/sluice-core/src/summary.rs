@@ -45,11 +45,15 @@ pub struct RunSummary {
     pub files_unchanged: u64,
     /// Units that failed (any policy).
     pub files_failed: u64,
+    /// Units not attempted because they failed `retries` times unchanged (listed in `failures`).
+    pub files_poisoned: u64,
     pub failures: Vec<UnitFailure>,
     /// Rows read from sources.
     pub rows_in: u64,
     /// Rows committed to the sink.
     pub rows_written: u64,
+    /// Rows set aside in `_rejects` by committed units.
+    pub rows_rejected: u64,
     /// Bytes of input read.
     pub bytes_in: u64,
     /// Bytes of output committed.
@@ -83,8 +87,8 @@ impl RunSummary {
         );
         let _ = writeln!(
             s,
-            "  rows: {} in, {} written; bytes: {} in, {} written",
-            self.rows_in, self.rows_written, self.bytes_in, self.bytes_written
+            "  rows: {} in, {} written, {} rejected; bytes: {} in, {} written",
+            self.rows_in, self.rows_written, self.rows_rejected, self.bytes_in, self.bytes_written
         );
         for st in &self.steps {
             let _ = writeln!(

@@ -7,10 +7,13 @@
 //! ledger is the source of truth: on open, in-progress files and data files no ledger record
 //! names (the orphans of a crash between rename and ledger append) are swept.
 
+mod failures;
 mod ledger;
 mod partition;
+mod read;
 mod writer;
 
 pub use ledger::{LEDGER_DIR, LedgerRecord};
 pub use partition::escape_partition_value;
-pub use writer::Lake;
+pub use read::ParquetBatches;
+pub use writer::{Lake, REJECTS_DIR};

@@ -17,10 +17,13 @@ use sluice_core::sink::{CommitReport, DeadLetter, Sink, UnitWriter};
 use sluice_core::source::SourceUnit;
 use sluice_core::spec::{Compression, SinkSpec};
 
+use crate::failures::Failures;
 use crate::ledger::{LEDGER_DIR, Ledger, LedgerRecord};
 use crate::partition::Partitioner;
 
 const INPROGRESS: &str = ".inprogress";
+/// The dead-letter dataset of rejected rows: `<lake>/_rejects/dataset=<d>/source=<s>/part-*.parquet`.
+pub const REJECTS_DIR: &str = "_rejects";
 
 /// A Parquet lake opened for writing by this process.
 pub struct Lake {
@@ -34,14 +37,21 @@ struct LakeInner {
     ledger: Mutex<Ledger>,
     /// Held for the lake's lifetime: one writer process per lake.
     _lock: File,
+    /// Failed attempts per unit (`_sluice/failures.jsonl`).
+    failures: Mutex<Failures>,
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn fsync_dir(dir: &Path) -> Result<(), SinkError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| SinkError::io(dir, e))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| SinkError::io(dir, e))
 }
 
 impl Lake {
@@ -54,6 +64,7 @@ impl Lake {
         let root = root.canonicalize().map_err(|e| SinkError::io(&root, e))?;
         let lock = acquire_lock(&root.join(LEDGER_DIR).join("writer.lock"))?;
         let ledger = Ledger::open(&root)?;
+        let failures = Mutex::new(Failures::open(&root)?);
         let compression = match spec.compression {
             Compression::Zstd => {
                 PqCompression::ZSTD(ZstdLevel::try_new(spec.zstd_level).map_err(|e| SinkError::Encode(e.to_string()))?)
@@ -68,7 +79,14 @@ impl Lake {
             .set_created_by("sluice".to_string())
             .build();
         let lake = Lake {
-            inner: Arc::new(LakeInner { root, spec: spec.clone(), props, ledger: Mutex::new(ledger), _lock: lock }),
+            inner: Arc::new(LakeInner {
+                root,
+                spec: spec.clone(),
+                props,
+                ledger: Mutex::new(ledger),
+                _lock: lock,
+                failures,
+            }),
         };
         lake.recover()?;
         Ok(lake)
@@ -81,7 +99,12 @@ impl Lake {
     /// Remove in-progress files and data files that no ledger record names.
     fn recover(&self) -> Result<(), SinkError> {
         let dataset_dir = self.inner.root.join(&self.inner.spec.dataset);
-        if !dataset_dir.exists() {
+        let rejects_dir = self
+            .inner
+            .root
+            .join(REJECTS_DIR)
+            .join(format!("dataset={}", self.inner.spec.dataset));
+        if !dataset_dir.exists() && !rejects_dir.exists() {
             return Ok(());
         }
         let committed: HashSet<PathBuf> = {
@@ -94,7 +117,7 @@ impl Lake {
                 .collect()
         };
         let mut swept = 0usize;
-        let mut stack = vec![dataset_dir];
+        let mut stack: Vec<PathBuf> = [dataset_dir, rejects_dir].into_iter().filter(|d| d.exists()).collect();
         while let Some(dir) = stack.pop() {
             let entries = std::fs::read_dir(&dir).map_err(|e| SinkError::io(&dir, e))?;
             for entry in entries {
@@ -127,7 +150,11 @@ fn acquire_lock(path: &Path) -> Result<File, SinkError> {
         .map_err(|e| SinkError::io(path, e))?;
     match f.try_lock() {
         Ok(()) => {
-            let me = format!("pid {} ({})", std::process::id(), std::env::args().collect::<Vec<_>>().join(" "));
+            let me = format!(
+                "pid {} ({})",
+                std::process::id(),
+                std::env::args().collect::<Vec<_>>().join(" ")
+            );
             f.set_len(0).map_err(|e| SinkError::io(path, e))?;
             f.write_all(me.as_bytes()).map_err(|e| SinkError::io(path, e))?;
             Ok(f)
@@ -135,8 +162,17 @@ fn acquire_lock(path: &Path) -> Result<File, SinkError> {
         Err(std::fs::TryLockError::WouldBlock) => {
             let holder = std::fs::read_to_string(path).unwrap_or_default();
             Err(SinkError::Locked {
-                path: path.parent().and_then(Path::parent).unwrap_or(path).display().to_string(),
-                holder: if holder.is_empty() { "unknown process".into() } else { holder },
+                path: path
+                    .parent()
+                    .and_then(Path::parent)
+                    .unwrap_or(path)
+                    .display()
+                    .to_string(),
+                holder: if holder.is_empty() {
+                    "unknown process".into()
+                } else {
+                    holder
+                },
             })
         }
         Err(std::fs::TryLockError::Error(e)) => Err(SinkError::io(path, e)),
@@ -147,7 +183,10 @@ impl Sink for Lake {
     fn check_schema(&self, schema: &SchemaRef) -> Result<(), SinkError> {
         Partitioner::new(schema, &self.inner.spec.partition_by)
             .map(|_| ())
-            .map_err(|message| SinkError::Schema { dataset: self.inner.spec.dataset.clone(), message })
+            .map_err(|message| SinkError::Schema {
+                dataset: self.inner.spec.dataset.clone(),
+                message,
+            })
     }
 
     fn is_committed(&self, unit: &SourceUnit) -> Result<bool, SinkError> {
@@ -166,6 +205,7 @@ impl Sink for Lake {
             partitioner: None,
             open: BTreeMap::new(),
             rows: 0,
+            rejects: None,
         }))
     }
 
@@ -173,15 +213,49 @@ impl Sink for Lake {
         let path = self.inner.root.join(LEDGER_DIR).join("dead_letter.jsonl");
         let mut line = serde_json::to_string(letter).map_err(|e| SinkError::Encode(e.to_string()))?;
         line.push('\n');
-        let mut f = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| SinkError::io(&path, e))?;
-        f.write_all(line.as_bytes()).and_then(|_| f.sync_data()).map_err(|e| SinkError::io(&path, e))
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| SinkError::io(&path, e))?;
+        f.write_all(line.as_bytes())
+            .and_then(|_| f.sync_data())
+            .map_err(|e| SinkError::io(&path, e))
+    }
+
+    fn failures(&self, unit: &SourceUnit) -> Result<u32, SinkError> {
+        Ok(self
+            .inner
+            .failures
+            .lock()
+            .expect("failures lock")
+            .attempts(&self.inner.spec.dataset, unit))
+    }
+
+    fn record_failure(&self, unit: &SourceUnit, error: &str) -> Result<(), SinkError> {
+        self.inner
+            .failures
+            .lock()
+            .expect("failures lock")
+            .record(&self.inner.spec.dataset, unit, error, now_ms())
     }
 
     fn snapshot(&self) -> Result<LakeSnapshot, SinkError> {
         let ledger = self.inner.ledger.lock().expect("ledger lock");
         let mut by_dataset: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
         for r in ledger.records.values() {
-            by_dataset.entry(r.dataset.clone()).or_default().extend(r.files.iter().map(|f| self.inner.root.join(f)));
+            for f in &r.files {
+                // Rejected rows are their own dataset, never part of the data's view.
+                let name = if f.starts_with(REJECTS_DIR) {
+                    REJECTS_DIR
+                } else {
+                    r.dataset.as_str()
+                };
+                by_dataset
+                    .entry(name.to_string())
+                    .or_default()
+                    .push(self.inner.root.join(f));
+            }
         }
         Ok(LakeSnapshot {
             root: self.inner.root.clone(),
@@ -189,9 +263,16 @@ impl Sink for Lake {
                 .into_iter()
                 .map(|(name, mut files)| {
                     files.sort();
-                    let partition_by =
-                        if name == self.inner.spec.dataset { self.inner.spec.partition_by.clone() } else { Vec::new() };
-                    DatasetSnapshot { name, partition_by, files }
+                    let partition_by = if name == self.inner.spec.dataset {
+                        self.inner.spec.partition_by.clone()
+                    } else {
+                        Vec::new()
+                    };
+                    DatasetSnapshot {
+                        name,
+                        partition_by,
+                        files,
+                    }
                 })
                 .collect(),
         })
@@ -212,9 +293,34 @@ struct LakeUnitWriter {
     partitioner: Option<(SchemaRef, Partitioner)>,
     open: BTreeMap<String, OpenFile>,
     rows: u64,
+    /// The unit's `_rejects` file, opened on the first rejected row.
+    rejects: Option<OpenFile>,
 }
 
 impl LakeUnitWriter {
+    /// The unit's rejects file, under the same in-progress/rename/ledger protocol as its data.
+    fn open_rejects(&self, schema: &SchemaRef) -> Result<OpenFile, SinkError> {
+        let source = crate::escape_partition_value(&self.unit.source);
+        let dir = self
+            .lake
+            .root
+            .join(REJECTS_DIR)
+            .join(format!("dataset={}", self.lake.spec.dataset))
+            .join(format!("source={source}"));
+        std::fs::create_dir_all(&dir).map_err(|e| SinkError::io(&dir, e))?;
+        let name = format!("part-{}-{:05}.parquet", &self.unit_id[..16], 0);
+        let final_path = dir.join(&name);
+        let tmp = dir.join(format!(".{name}{INPROGRESS}"));
+        let file = File::create(&tmp).map_err(|e| SinkError::io(&tmp, e))?;
+        let writer = ArrowWriter::try_new(file, schema.clone(), Some(self.lake.props.clone()))
+            .map_err(|e| SinkError::Encode(format!("{}: {e}", tmp.display())))?;
+        Ok(OpenFile {
+            tmp,
+            final_path,
+            writer,
+        })
+    }
+
     fn file_for(&mut self, dir: &str, schema: &SchemaRef) -> Result<&mut OpenFile, SinkError> {
         if !self.open.contains_key(dir) {
             let dataset = self.lake.root.join(&self.lake.spec.dataset);
@@ -227,41 +333,77 @@ impl LakeUnitWriter {
             let file = File::create(&tmp).map_err(|e| SinkError::io(&tmp, e))?;
             let writer = ArrowWriter::try_new(file, schema.clone(), Some(self.lake.props.clone()))
                 .map_err(|e| SinkError::Encode(format!("{}: {e}", tmp.display())))?;
-            self.open.insert(dir.to_string(), OpenFile { tmp, final_path, writer });
+            self.open.insert(
+                dir.to_string(),
+                OpenFile {
+                    tmp,
+                    final_path,
+                    writer,
+                },
+            );
         }
         Ok(self.open.get_mut(dir).expect("inserted above"))
     }
 }
 
 impl UnitWriter for LakeUnitWriter {
+    fn write_rejects(&mut self, rejects: &RecordBatch) -> Result<(), SinkError> {
+        if self.rejects.is_none() {
+            self.rejects = Some(self.open_rejects(&rejects.schema())?);
+        }
+        let f = self.rejects.as_mut().expect("opened above");
+        f.writer
+            .write(rejects)
+            .map_err(|e| SinkError::Encode(format!("{}: {e}", f.tmp.display())))
+    }
+
     fn write(&mut self, batch: &RecordBatch) -> Result<(), SinkError> {
         let schema = batch.schema();
         let same = self.partitioner.as_ref().is_some_and(|(s, _)| s == &schema);
         if !same {
-            let p = Partitioner::new(&schema, &self.lake.spec.partition_by)
-                .map_err(|message| SinkError::Schema { dataset: self.lake.spec.dataset.clone(), message })?;
+            let p = Partitioner::new(&schema, &self.lake.spec.partition_by).map_err(|message| SinkError::Schema {
+                dataset: self.lake.spec.dataset.clone(),
+                message,
+            })?;
             self.partitioner = Some((schema.clone(), p));
         }
         let (_, partitioner) = self.partitioner.as_ref().expect("set above");
         let data_schema = partitioner.data_schema().clone();
-        let slices = partitioner
-            .split(batch)
-            .map_err(|e| SinkError::Schema { dataset: self.lake.spec.dataset.clone(), message: e.to_string() })?;
+        let slices = partitioner.split(batch).map_err(|e| SinkError::Schema {
+            dataset: self.lake.spec.dataset.clone(),
+            message: e.to_string(),
+        })?;
         for slice in slices {
             self.rows += slice.batch.num_rows() as u64;
             let f = self.file_for(&slice.dir, &data_schema)?;
-            f.writer.write(&slice.batch).map_err(|e| SinkError::Encode(format!("{}: {e}", f.tmp.display())))?;
+            f.writer
+                .write(&slice.batch)
+                .map_err(|e| SinkError::Encode(format!("{}: {e}", f.tmp.display())))?;
         }
         Ok(())
     }
 
     fn commit(self: Box<Self>) -> Result<CommitReport, SinkError> {
-        let LakeUnitWriter { lake, unit, unit_id, open, rows, .. } = *self;
-        let mut report = CommitReport { rows, ..Default::default() };
+        let LakeUnitWriter {
+            lake,
+            unit,
+            unit_id,
+            open,
+            rows,
+            rejects,
+            ..
+        } = *self;
+        let mut report = CommitReport {
+            rows,
+            ..Default::default()
+        };
         let mut dirs = HashSet::new();
         let mut staged = Vec::new();
-        for (_, f) in open {
-            let file = f.writer.into_inner().map_err(|e| SinkError::Encode(format!("{}: {e}", f.tmp.display())))?;
+        for f in open.into_values().chain(rejects) {
+            let file = f
+                .writer
+                .into_inner()
+                .map_err(|e| SinkError::Encode(format!("{}: {e}", f.tmp.display())))?;
             file.sync_all().map_err(|e| SinkError::io(&f.tmp, e))?;
             staged.push((f.tmp, f.final_path));
         }
@@ -274,7 +416,12 @@ impl UnitWriter for LakeUnitWriter {
         for d in &dirs {
             fsync_dir(d)?;
         }
-        let rel = |p: &Path| p.strip_prefix(&lake.root).expect("under the lake").to_string_lossy().replace('\\', "/");
+        let rel = |p: &Path| {
+            p.strip_prefix(&lake.root)
+                .expect("under the lake")
+                .to_string_lossy()
+                .replace('\\', "/")
+        };
         let files: Vec<String> = report.files.iter().map(|p| rel(p)).collect();
         let record = LedgerRecord {
             unit_id,
@@ -287,7 +434,10 @@ impl UnitWriter for LakeUnitWriter {
         };
         let previous = {
             let mut ledger = lake.ledger.lock().expect("ledger lock");
-            let prev = ledger.records.get(&(record.dataset.clone(), record.unit_id.clone())).cloned();
+            let prev = ledger
+                .records
+                .get(&(record.dataset.clone(), record.unit_id.clone()))
+                .cloned();
             ledger.append(record)?;
             prev
         };
@@ -307,7 +457,7 @@ impl UnitWriter for LakeUnitWriter {
     }
 
     fn abort(self: Box<Self>) {
-        for (_, f) in self.open {
+        for f in self.open.into_values().chain(self.rejects) {
             drop(f.writer);
             let _ = std::fs::remove_file(&f.tmp);
         }

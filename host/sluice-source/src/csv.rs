@@ -1,71 +1,453 @@
-//! CSV reading through arrow-csv: explicit schemas or inference from a sample, streamed in batches.
+//! CSV reading that recovers per row: records are split by the `csv` crate into a reused buffer,
+//! each field is parsed straight into typed Arrow builders, and a row that does not fit (wrong
+//! field count, invalid UTF-8, a value that does not parse as its column's type) becomes a
+//! [`Reject`] with its line number instead of failing the unit.
+//!
+//! The schema is explicit (`columns`) or inferred by arrow-csv from a sample of the first bytes.
 
-use std::fs::File;
-use std::io::{BufReader, Seek, SeekFrom};
-use std::path::Path;
+use std::io::{Cursor, Read};
 use std::sync::Arc;
 
-use arrow_csv::reader::Format;
-use arrow_schema::SchemaRef;
+use arrow_array::builder::{
+    BooleanBuilder, Float32Builder, Float64Builder, Int8Builder, Int16Builder, Int32Builder, Int64Builder,
+    StringBuilder, UInt8Builder, UInt16Builder, UInt32Builder, UInt64Builder,
+};
+use arrow_array::types::{
+    Date32Type, Float64Type, Int64Type, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType, UInt64Type,
+};
+use arrow_array::{ArrayRef, RecordBatch, make_array};
+use arrow_cast::parse::Parser;
+use arrow_schema::{DataType, SchemaRef, TimeUnit};
 use sluice_core::error::SourceError;
-use sluice_core::source::BatchStream;
+use sluice_core::source::{Reject, SourceItem};
 use sluice_core::spec::CsvSpec;
+
+use crate::input::Input;
 
 /// Rows read to infer a schema when none is declared.
 const INFER_ROWS: usize = 1000;
+/// Bytes read up front: to strip a BOM, spot binary data, and infer a schema.
+const SAMPLE_BYTES: usize = 1 << 20;
 
-fn io_err(path: &Path, e: std::io::Error) -> SourceError {
-    SourceError::Io { path: path.display().to_string(), source: e }
+/// Read up to `limit` bytes (fewer only at end of input).
+pub(crate) fn read_sample(input: &mut Input, limit: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(limit.min(1 << 16));
+    input.take(limit as u64).read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
-/// A regex matching exactly the declared null tokens.
+/// Strip a UTF-8 byte-order mark.
+pub(crate) fn strip_bom(mut sample: Vec<u8>) -> Vec<u8> {
+    if sample.starts_with(&[0xEF, 0xBB, 0xBF]) {
+        sample.drain(..3);
+    }
+    sample
+}
+
+/// How a column's text is parsed.
+#[derive(Clone, Copy)]
+enum Kind {
+    Int { min: i64, max: i64 },
+    UInt { max: u64 },
+    F64,
+    F32,
+    Bool,
+    Utf8,
+    Date32,
+    Ts(TimeUnit),
+}
+
+/// One parsed value of the row in progress.
+#[derive(Clone, Copy)]
+enum Cell {
+    Null,
+    I(i64),
+    U(u64),
+    F(f64),
+    B(bool),
+    /// A string: the field itself, taken from the record when appended.
+    S,
+}
+
+enum Builder {
+    I8(Int8Builder),
+    I16(Int16Builder),
+    I32(Int32Builder),
+    I64(Int64Builder),
+    U8(UInt8Builder),
+    U16(UInt16Builder),
+    U32(UInt32Builder),
+    U64(UInt64Builder),
+    F32(Float32Builder),
+    F64(Float64Builder),
+    Bool(BooleanBuilder),
+    Str(StringBuilder),
+}
+
+struct Column {
+    name: String,
+    data_type: DataType,
+    kind: Kind,
+    builder: Builder,
+}
+
+fn column(name: &str, dt: &DataType, cap: usize) -> Result<Column, String> {
+    use DataType as D;
+    let (kind, builder) = match dt {
+        D::Int8 => {
+            (Kind::Int { min: i8::MIN as i64, max: i8::MAX as i64 }, Builder::I8(Int8Builder::with_capacity(cap)))
+        }
+        D::Int16 => {
+            (Kind::Int { min: i16::MIN as i64, max: i16::MAX as i64 }, Builder::I16(Int16Builder::with_capacity(cap)))
+        }
+        D::Int32 => {
+            (Kind::Int { min: i32::MIN as i64, max: i32::MAX as i64 }, Builder::I32(Int32Builder::with_capacity(cap)))
+        }
+        D::Int64 => (Kind::Int { min: i64::MIN, max: i64::MAX }, Builder::I64(Int64Builder::with_capacity(cap))),
+        D::UInt8 => (Kind::UInt { max: u8::MAX as u64 }, Builder::U8(UInt8Builder::with_capacity(cap))),
+        D::UInt16 => (Kind::UInt { max: u16::MAX as u64 }, Builder::U16(UInt16Builder::with_capacity(cap))),
+        D::UInt32 => (Kind::UInt { max: u32::MAX as u64 }, Builder::U32(UInt32Builder::with_capacity(cap))),
+        D::UInt64 => (Kind::UInt { max: u64::MAX }, Builder::U64(UInt64Builder::with_capacity(cap))),
+        D::Float32 => (Kind::F32, Builder::F32(Float32Builder::with_capacity(cap))),
+        D::Float64 => (Kind::F64, Builder::F64(Float64Builder::with_capacity(cap))),
+        D::Boolean => (Kind::Bool, Builder::Bool(BooleanBuilder::with_capacity(cap))),
+        D::Utf8 => (Kind::Utf8, Builder::Str(StringBuilder::with_capacity(cap, cap * 8))),
+        D::Date32 => (Kind::Date32, Builder::I32(Int32Builder::with_capacity(cap))),
+        D::Timestamp(unit, _) => (Kind::Ts(*unit), Builder::I64(Int64Builder::with_capacity(cap))),
+        other => return Err(format!("column `{name}`: type {other} is not supported in CSV")),
+    };
+    Ok(Column { name: name.to_string(), data_type: dt.clone(), kind, builder })
+}
+
+impl Column {
+    /// Parse one non-null field.
+    fn parse(&self, s: &str) -> Option<Cell> {
+        match self.kind {
+            Kind::Int { min, max } => Int64Type::parse(s).filter(|v| (min..=max).contains(v)).map(Cell::I),
+            Kind::UInt { max } => UInt64Type::parse(s).filter(|v| *v <= max).map(Cell::U),
+            Kind::F64 | Kind::F32 => Float64Type::parse(s).map(Cell::F),
+            Kind::Bool => {
+                if s.eq_ignore_ascii_case("true") || s == "1" {
+                    Some(Cell::B(true))
+                } else if s.eq_ignore_ascii_case("false") || s == "0" {
+                    Some(Cell::B(false))
+                } else {
+                    None
+                }
+            }
+            Kind::Utf8 => Some(Cell::S),
+            Kind::Date32 => Date32Type::parse(s).map(|d| Cell::I(d as i64)),
+            // An integer is an epoch value in the column's unit; otherwise a date-time text.
+            Kind::Ts(unit) => Int64Type::parse(s)
+                .or_else(|| match unit {
+                    TimeUnit::Second => TimestampSecondType::parse(s),
+                    TimeUnit::Millisecond => TimestampMillisecondType::parse(s),
+                    TimeUnit::Microsecond => TimestampMicrosecondType::parse(s),
+                    TimeUnit::Nanosecond => TimestampNanosecondType::parse(s),
+                })
+                .map(Cell::I),
+        }
+    }
+
+    fn append(&mut self, cell: Cell, field: &[u8]) {
+        match (&mut self.builder, cell) {
+            (Builder::I8(b), Cell::I(v)) => b.append_value(v as i8),
+            (Builder::I16(b), Cell::I(v)) => b.append_value(v as i16),
+            (Builder::I32(b), Cell::I(v)) => b.append_value(v as i32),
+            (Builder::I64(b), Cell::I(v)) => b.append_value(v),
+            (Builder::U8(b), Cell::U(v)) => b.append_value(v as u8),
+            (Builder::U16(b), Cell::U(v)) => b.append_value(v as u16),
+            (Builder::U32(b), Cell::U(v)) => b.append_value(v as u32),
+            (Builder::U64(b), Cell::U(v)) => b.append_value(v),
+            (Builder::F32(b), Cell::F(v)) => b.append_value(v as f32),
+            (Builder::F64(b), Cell::F(v)) => b.append_value(v),
+            (Builder::Bool(b), Cell::B(v)) => b.append_value(v),
+            // Validated as UTF-8 when the row was parsed.
+            (Builder::Str(b), Cell::S) => b.append_value(std::str::from_utf8(field).unwrap_or_default()),
+            (b, _) => b.append_null(),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        let array: ArrayRef = match &mut self.builder {
+            Builder::I8(b) => Arc::new(b.finish()),
+            Builder::I16(b) => Arc::new(b.finish()),
+            Builder::I32(b) => Arc::new(b.finish()),
+            Builder::I64(b) => Arc::new(b.finish()),
+            Builder::U8(b) => Arc::new(b.finish()),
+            Builder::U16(b) => Arc::new(b.finish()),
+            Builder::U32(b) => Arc::new(b.finish()),
+            Builder::U64(b) => Arc::new(b.finish()),
+            Builder::F32(b) => Arc::new(b.finish()),
+            Builder::F64(b) => Arc::new(b.finish()),
+            Builder::Bool(b) => Arc::new(b.finish()),
+            Builder::Str(b) => Arc::new(b.finish()),
+        };
+        if array.data_type() == &self.data_type {
+            return array;
+        }
+        // Date32 and timestamps are built as their integer storage and retagged.
+        let data = array.to_data().into_builder().data_type(self.data_type.clone());
+        make_array(data.build().expect("same physical layout"))
+    }
+}
+
+impl Builder {
+    fn append_null(&mut self) {
+        match self {
+            Builder::I8(b) => b.append_null(),
+            Builder::I16(b) => b.append_null(),
+            Builder::I32(b) => b.append_null(),
+            Builder::I64(b) => b.append_null(),
+            Builder::U8(b) => b.append_null(),
+            Builder::U16(b) => b.append_null(),
+            Builder::U32(b) => b.append_null(),
+            Builder::U64(b) => b.append_null(),
+            Builder::F32(b) => b.append_null(),
+            Builder::F64(b) => b.append_null(),
+            Builder::Bool(b) => b.append_null(),
+            Builder::Str(b) => b.append_null(),
+        }
+    }
+}
+
+/// The stream of one CSV unit.
+pub(crate) struct CsvItems {
+    reader: csv::Reader<Box<dyn Read + Send>>,
+    schema: SchemaRef,
+    columns: Vec<Column>,
+    record: csv::ByteRecord,
+    cells: Vec<Cell>,
+    null_tokens: Vec<Vec<u8>>,
+    skip_header: bool,
+    batch_rows: usize,
+    rows: usize,
+    rejects: Vec<Reject>,
+    /// A batch held back while its rejects are emitted first.
+    held: Option<RecordBatch>,
+    delimiter: u8,
+    quote: u8,
+    unit: String,
+    done: bool,
+}
+
+fn format_err(unit: &str, message: impl Into<String>) -> SourceError {
+    SourceError::Format { path: unit.to_string(), message: message.into() }
+}
+
+impl CsvItems {
+    /// Set up the reader: sample the input, strip a BOM, refuse binary data, infer or take the schema.
+    pub(crate) fn new(
+        mut input: Input,
+        spec: &CsvSpec,
+        schema: Option<SchemaRef>,
+        batch_rows: usize,
+        unit: String,
+    ) -> Result<Self, SourceError> {
+        let sample = read_sample(&mut input, SAMPLE_BYTES).map_err(|e| format_err(&unit, e.to_string()))?;
+        let sample = strip_bom(sample);
+        if let Some(at) = sample.iter().position(|&b| b == 0) {
+            return Err(format_err(&unit, format!("binary data, not CSV text (NUL byte at offset {at})")));
+        }
+        let schema = match schema {
+            Some(s) => s,
+            None => {
+                // Infer from whole lines only.
+                let whole = if sample.len() < SAMPLE_BYTES {
+                    &sample[..]
+                } else {
+                    &sample[..sample.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)]
+                };
+                let mut fmt = arrow_csv::reader::Format::default()
+                    .with_header(spec.header)
+                    .with_delimiter(spec.delimiter)
+                    .with_quote(spec.quote);
+                if let Some(re) = null_regex(spec) {
+                    fmt = fmt.with_null_regex(re);
+                }
+                let (inferred, _) = fmt
+                    .infer_schema(Cursor::new(whole), Some(INFER_ROWS))
+                    .map_err(|e| format_err(&unit, format!("cannot infer a schema: {e}")))?;
+                // Columns that were empty in the sample, or of types this reader does not build, are text.
+                let fields: Vec<arrow_schema::Field> = inferred
+                    .fields()
+                    .iter()
+                    .map(|f| match column(f.name(), f.data_type(), 0) {
+                        Ok(_) => f.as_ref().clone(),
+                        Err(_) => f.as_ref().clone().with_data_type(DataType::Utf8),
+                    })
+                    .collect();
+                Arc::new(arrow_schema::Schema::new(fields))
+            }
+        };
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| column(f.name(), f.data_type(), batch_rows.min(1 << 16)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|m| format_err(&unit, m))?;
+        let stream: Box<dyn Read + Send> = Box::new(Cursor::new(sample).chain(input));
+        let reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .delimiter(spec.delimiter)
+            .quote(spec.quote)
+            .buffer_capacity(1 << 20)
+            .from_reader(stream);
+        Ok(CsvItems {
+            reader,
+            schema,
+            cells: vec![Cell::Null; columns.len()],
+            columns,
+            record: csv::ByteRecord::new(),
+            null_tokens: spec.null_tokens.iter().map(|t| t.as_bytes().to_vec()).collect(),
+            skip_header: spec.header,
+            batch_rows: batch_rows.max(1),
+            rows: 0,
+            rejects: Vec::new(),
+            held: None,
+            delimiter: spec.delimiter,
+            quote: spec.quote,
+            unit,
+            done: false,
+        })
+    }
+
+    /// Text of the current record, re-quoted where needed.
+    fn raw_text(&self) -> String {
+        let mut out = Vec::with_capacity(self.record.as_slice().len() + self.record.len());
+        for (i, f) in self.record.iter().enumerate() {
+            if i > 0 {
+                out.push(self.delimiter);
+            }
+            if f.iter().any(|&b| b == self.delimiter || b == self.quote || b == b'\n' || b == b'\r') {
+                out.push(self.quote);
+                for &b in f {
+                    if b == self.quote {
+                        out.push(b);
+                    }
+                    out.push(b);
+                }
+                out.push(self.quote);
+            } else {
+                out.extend_from_slice(f);
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    fn reject(&mut self, line: u64, reason: String, step: &str) {
+        let raw = self.raw_text();
+        self.rejects.push(Reject { line, raw, reason, step: step.to_string() });
+    }
+
+    /// Parse the current record into `cells`; `Err((reason, step))` when it does not fit.
+    fn parse_record(&mut self) -> Result<(), (String, &'static str)> {
+        if self.record.len() != self.columns.len() {
+            return Err((format!("expected {} fields, found {}", self.columns.len(), self.record.len()), "parse"));
+        }
+        for (i, col) in self.columns.iter().enumerate() {
+            let field = &self.record[i];
+            self.cells[i] = if field.is_empty() || self.null_tokens.iter().any(|t| t.as_slice() == field) {
+                Cell::Null
+            } else {
+                let s = std::str::from_utf8(field)
+                    .map_err(|_| (format!("column `{}`: invalid UTF-8", col.name), "parse"))?;
+                col.parse(s).ok_or_else(|| {
+                    let shown: String = s.chars().take(64).collect();
+                    (format!("column `{}`: cannot parse `{shown}` as {}", col.name, col.data_type), "cast")
+                })?
+            };
+        }
+        Ok(())
+    }
+
+    fn finish_batch(&mut self) -> Result<RecordBatch, SourceError> {
+        let arrays: Vec<ArrayRef> = self.columns.iter_mut().map(Column::finish).collect();
+        self.rows = 0;
+        RecordBatch::try_new(self.schema.clone(), arrays).map_err(|e| format_err(&self.unit, e.to_string()))
+    }
+
+    /// Read up to a batch of rows. `Ok(false)` at end of input.
+    fn fill(&mut self) -> Result<bool, SourceError> {
+        while self.rows < self.batch_rows {
+            let more = self.reader.read_byte_record(&mut self.record).map_err(|e| {
+                let at = e.position().map(|p| format!("line {}: ", p.line())).unwrap_or_default();
+                format_err(&self.unit, format!("{at}{e}"))
+            })?;
+            if !more {
+                return Ok(false);
+            }
+            let line = self.record.position().map_or(0, |p| p.line());
+            if self.skip_header {
+                self.skip_header = false;
+                continue;
+            }
+            match self.parse_record() {
+                Ok(()) => {
+                    for (i, col) in self.columns.iter_mut().enumerate() {
+                        col.append(self.cells[i], &self.record[i]);
+                    }
+                    self.rows += 1;
+                }
+                Err((reason, step)) => self.reject(line, reason, step),
+            }
+            // Bound memory when most rows are rejected.
+            if self.rejects.len() >= self.batch_rows {
+                break;
+            }
+        }
+        Ok(true)
+    }
+}
+
+impl Iterator for CsvItems {
+    type Item = Result<SourceItem, SourceError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(b) = self.held.take() {
+            return Some(Ok(SourceItem::Batch(b)));
+        }
+        if self.done {
+            return None;
+        }
+        let more = match self.fill() {
+            Ok(more) => more,
+            Err(e) => {
+                self.done = true;
+                return Some(Err(e));
+            }
+        };
+        self.done = !more;
+        let batch = if self.rows > 0 {
+            match self.finish_batch() {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        } else {
+            None
+        };
+        if !self.rejects.is_empty() {
+            self.held = batch;
+            return Some(Ok(SourceItem::Rejects(std::mem::take(&mut self.rejects))));
+        }
+        match batch {
+            Some(b) => Some(Ok(SourceItem::Batch(b))),
+            None if self.done => None,
+            None => self.next(),
+        }
+    }
+}
+
+/// A regex matching exactly the declared null tokens (for arrow-csv's inference).
 fn null_regex(spec: &CsvSpec) -> Option<regex::Regex> {
     if spec.null_tokens.is_empty() {
         return None;
     }
     let alternatives: Vec<String> = spec.null_tokens.iter().map(|t| regex::escape(t)).collect();
     Some(regex::Regex::new(&format!("^(?:{})$", alternatives.join("|"))).expect("escaped tokens form a valid regex"))
-}
-
-fn format(spec: &CsvSpec) -> Format {
-    let f = Format::default().with_header(spec.header).with_delimiter(spec.delimiter).with_quote(spec.quote);
-    match null_regex(spec) {
-        Some(re) => f.with_null_regex(re),
-        None => f,
-    }
-}
-
-pub(crate) fn open(
-    path: &Path,
-    spec: &CsvSpec,
-    schema: Option<SchemaRef>,
-    batch_rows: usize,
-) -> Result<BatchStream, SourceError> {
-    let mut file = File::open(path).map_err(|e| io_err(path, e))?;
-    let fmt = format(spec);
-    let schema = match schema {
-        Some(s) => s,
-        None => {
-            let (inferred, _) = fmt
-                .infer_schema(BufReader::new(&mut file), Some(INFER_ROWS))
-                .map_err(|e| SourceError::Format { path: path.display().to_string(), message: e.to_string() })?;
-            file.seek(SeekFrom::Start(0)).map_err(|e| io_err(path, e))?;
-            Arc::new(inferred)
-        }
-    };
-    let mut builder = arrow_csv::ReaderBuilder::new(schema)
-        .with_header(spec.header)
-        .with_delimiter(spec.delimiter)
-        .with_quote(spec.quote)
-        .with_batch_size(batch_rows);
-    if let Some(re) = null_regex(spec) {
-        builder = builder.with_null_regex(re);
-    }
-    let reader = builder
-        .build(BufReader::with_capacity(1 << 20, file))
-        .map_err(|e| SourceError::Format { path: path.display().to_string(), message: e.to_string() })?;
-    let display = path.display().to_string();
-    Ok(Box::new(
-        reader.map(move |r| r.map_err(|e| SourceError::Format { path: display.clone(), message: e.to_string() })),
-    ))
 }

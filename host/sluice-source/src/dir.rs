@@ -6,15 +6,18 @@ use std::sync::Arc;
 use arrow_schema::{Field, Schema, SchemaRef};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use sluice_core::error::SourceError;
-use sluice_core::source::{BatchStream, Source, SourceUnit};
-use sluice_core::spec::{FileOrder, FormatSpec, SourceSpec};
+use sluice_core::source::{BatchStream, Source, SourceItem, SourceUnit};
+use sluice_core::spec::{FileOrder, FormatSpec, RejectPolicy, SourceCompression, SourceSpec};
 
 use crate::fields::FieldValues;
+use crate::input;
 
 pub struct DirSource {
     spec: SourceSpec,
     include: GlobSet,
     exclude: GlobSet,
+    /// Selects zip members (empty: every data member).
+    members: GlobSet,
     batch_rows: usize,
     /// The format's own schema when declared explicitly (before file-name fields).
     format_schema: Option<SchemaRef>,
@@ -48,13 +51,44 @@ impl DirSource {
     pub fn new(spec: &SourceSpec, batch_rows: usize) -> Result<Self, SourceError> {
         let include = glob_set(&spec.name, &spec.include)?;
         let exclude = glob_set(&spec.name, &spec.exclude)?;
-        let format_schema = match &spec.format {
-            FormatSpec::Csv(csv) => csv.columns.as_ref().map(|cols| {
-                Arc::new(Schema::new(cols.iter().map(|(n, t)| Field::new(n, t.clone(), true)).collect::<Vec<_>>()))
-            }),
+        let members = glob_set(&spec.name, &spec.members)?;
+        let columns = match &spec.format {
+            FormatSpec::Csv(csv) => csv.columns.as_ref(),
+            FormatSpec::Jsonl(j) => j.columns.as_ref(),
+            FormatSpec::Parquet => None,
         };
+        let format_schema = columns.map(|cols| {
+            Arc::new(Schema::new(cols.iter().map(|(n, t)| Field::new(n, t.clone(), true)).collect::<Vec<_>>()))
+        });
         let schema = format_schema.as_ref().map(|s| with_fields(s, spec));
-        Ok(DirSource { spec: spec.clone(), include, exclude, batch_rows, format_schema, schema })
+        Ok(DirSource { spec: spec.clone(), include, exclude, members, batch_rows, format_schema, schema })
+    }
+
+    /// The units of one file: the file itself, or each selected member of a zip archive. An
+    /// archive that cannot be listed is one unit without a member, which fails when opened.
+    fn units_of(&self, path: &Path, rel: String, out: &mut Vec<SourceUnit>) -> Result<(), SourceError> {
+        let unit = self.unit_for(path, rel)?;
+        if input::container(path, self.spec.compression) != SourceCompression::Zip {
+            out.push(unit);
+            return Ok(());
+        }
+        match input::list_members(path, &self.members, &self.spec.limits) {
+            Ok(members) => {
+                if members.is_empty() {
+                    tracing::warn!(source = %self.spec.name, file = %path.display(), "archive has no matching members");
+                }
+                out.extend(members.into_iter().map(|m| SourceUnit {
+                    member: Some(m.name),
+                    size: m.size,
+                    ..unit.clone()
+                }))
+            }
+            Err(e) => {
+                tracing::warn!(source = %self.spec.name, "{e}");
+                out.push(unit);
+            }
+        }
+        Ok(())
     }
 
     fn unit_for(&self, path: &Path, rel: String) -> Result<SourceUnit, SourceError> {
@@ -136,11 +170,13 @@ impl Source for DirSource {
                     pattern = %p.pattern, "file name does not match the `fields` pattern; skipped");
                 continue;
             }
-            units.push(self.unit_for(entry.path(), rel)?);
+            self.units_of(entry.path(), rel, &mut units)?;
         }
         match self.spec.order {
-            FileOrder::Name => units.sort_by(|a, b| a.rel_path.cmp(&b.rel_path)),
-            FileOrder::SizeDesc => units.sort_by(|a, b| b.size.cmp(&a.size).then(a.rel_path.cmp(&b.rel_path))),
+            FileOrder::Name => units.sort_by(|a, b| (&a.rel_path, &a.member).cmp(&(&b.rel_path, &b.member))),
+            FileOrder::SizeDesc => {
+                units.sort_by(|a, b| b.size.cmp(&a.size).then((&a.rel_path, &a.member).cmp(&(&b.rel_path, &b.member))))
+            }
         }
         Ok(units)
     }
@@ -153,12 +189,91 @@ impl Source for DirSource {
             ),
             None => None,
         };
-        let batches = match &self.spec.format {
-            FormatSpec::Csv(csv) => crate::csv::open(&unit.path, csv, self.format_schema.clone(), self.batch_rows)?,
+        let shown = unit.display_name();
+        let bytes = input::open(unit, self.spec.compression, &self.spec.limits)?;
+        let (schema, rows) = (self.format_schema.clone(), self.batch_rows);
+        let items: BatchStream = match &self.spec.format {
+            FormatSpec::Csv(csv) => Box::new(crate::csv::CsvItems::new(bytes, csv, schema, rows, shown.clone())?),
+            FormatSpec::Jsonl(_) => Box::new(crate::jsonl::JsonlItems::new(bytes, schema, rows, shown.clone())?),
+            FormatSpec::Parquet => {
+                let plain = input::container(&unit.path, self.spec.compression) == SourceCompression::None;
+                crate::parquet::open(unit, bytes, plain, rows)?
+            }
         };
+        let items = Budget::wrap(items, self.spec.rejects, shown);
         Ok(match fields {
-            None => batches,
-            Some(f) => Box::new(batches.map(move |b| b.and_then(|b| f.append_to(b)))),
+            None => items,
+            Some(f) => Box::new(items.map(move |item| match item {
+                Ok(SourceItem::Batch(b)) => f.append_to(b).map(SourceItem::Batch),
+                other => other,
+            })),
         })
+    }
+}
+
+/// Enforces a unit's reject policy: too many rejects fail the unit (its writes are discarded).
+struct Budget {
+    inner: BatchStream,
+    policy: RejectPolicy,
+    unit: String,
+    rows: u64,
+    rejects: u64,
+    done: bool,
+}
+
+impl Budget {
+    fn wrap(inner: BatchStream, policy: RejectPolicy, unit: String) -> BatchStream {
+        if policy.max_errors.is_none() && policy.max_error_rate.is_none() {
+            return inner;
+        }
+        Box::new(Budget { inner, policy, unit, rows: 0, rejects: 0, done: false })
+    }
+
+    fn fail(&mut self, message: String) -> Option<Result<SourceItem, SourceError>> {
+        self.done = true;
+        Some(Err(SourceError::Format { path: self.unit.clone(), message }))
+    }
+}
+
+impl Iterator for Budget {
+    type Item = Result<SourceItem, SourceError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.inner.next() {
+            Some(Ok(SourceItem::Batch(b))) => {
+                self.rows += b.num_rows() as u64;
+                Some(Ok(SourceItem::Batch(b)))
+            }
+            Some(Ok(SourceItem::Rejects(r))) => {
+                self.rejects += r.len() as u64;
+                self.rows += r.len() as u64;
+                if let Some(max) = self.policy.max_errors
+                    && self.rejects > max
+                {
+                    return self.fail(format!("{} rejected rows, more than max_errors = {max}", self.rejects));
+                }
+                Some(Ok(SourceItem::Rejects(r)))
+            }
+            Some(Err(e)) => {
+                self.done = true;
+                Some(Err(e))
+            }
+            None => {
+                self.done = true;
+                let rate = if self.rows == 0 { 0.0 } else { self.rejects as f64 / self.rows as f64 };
+                match self.policy.max_error_rate {
+                    Some(max) if rate > max => self.fail(format!(
+                        "{} of {} rows rejected ({:.2}%), more than max_error_rate = {max}",
+                        self.rejects,
+                        self.rows,
+                        rate * 100.0
+                    )),
+                    _ => None,
+                }
+            }
+        }
     }
 }

@@ -1,8 +1,13 @@
-//! Sluice's file sources: discover files under a directory by glob, and stream them as Arrow
-//! record batches, with columns taken from parts of the file name.
+//! Sluice's file sources: discover files under a directory by glob (zip archives expand to one
+//! unit per member), decompress `.gz`/`.zst`/`.zip` on the fly, and stream CSV, JSON lines or
+//! Parquet as Arrow record batches, with rows that do not parse set aside as rejects and columns
+//! taken from parts of the file name.
 
 mod csv;
 mod dir;
 mod fields;
+mod input;
+mod jsonl;
+mod parquet;
 
 pub use dir::DirSource;
