@@ -350,6 +350,67 @@ pub fn build(root: &Path, out: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
+/// The `[package] name` of the crate at `dir` (a plain scan of its Cargo.toml).
+fn package_name(dir: &Path) -> Result<String> {
+    let manifest = dir.join("Cargo.toml");
+    let text = fs::read_to_string(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
+    let mut in_package = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_package = line == "[package]";
+        } else if in_package
+            && let Some(v) = line.strip_prefix("name").map(str::trim_start).and_then(|r| r.strip_prefix('='))
+        {
+            return Ok(v.trim().trim_matches('"').to_string());
+        }
+    }
+    bail!("{}: no [package] name", manifest.display())
+}
+
+/// `cargo xtask plugins build-crate DIR --out FILE`: builds one out-of-tree plugin crate (for
+/// example what `sluice plugin new` scaffolds) into a component, by the same route as the
+/// standard plugins. The wasm target directory is shared, so dependencies compiled for the
+/// standard plugins are reused.
+pub fn build_crate(dir: &Path, out: &Path) -> Result<()> {
+    let route = choose_route()?;
+    let name = package_name(dir)?;
+    let target_dir = wasm_target_dir();
+    let mut cmd = Command::new(&route.cargo);
+    cmd.current_dir(dir)
+        .args(["build", "--release", "--target", route.target])
+        .args(&route.extra_args)
+        .arg("--target-dir")
+        .arg(&target_dir);
+    cmd.env_remove("RUSTFLAGS").env_remove("CARGO_TARGET_DIR");
+    for (k, v) in &route.env {
+        cmd.env(k, v);
+    }
+    if route.rustflags.is_empty() {
+        cmd.env_remove("CARGO_ENCODED_RUSTFLAGS");
+    } else {
+        cmd.env("CARGO_ENCODED_RUSTFLAGS", route.rustflags.join("\x1f"));
+    }
+    let start = Instant::now();
+    let status = cmd.status().with_context(|| format!("running {}", route.cargo.display()))?;
+    if !status.success() {
+        bail!("building {} failed ({status})", dir.display());
+    }
+    let artifact = target_dir.join(route.target).join("release").join(format!("{}.wasm", name.replace('-', "_")));
+    let bytes = fs::read(&artifact).with_context(|| format!("reading {}", artifact.display()))?;
+    if !is_component(&bytes) {
+        bail!("{} is not a component (core module? check the linker)", artifact.display());
+    }
+    write_atomic(out, &bytes)?;
+    println!(
+        "plugins build-crate: {name} ({} bytes) -> {} in {:.1}s via route {}",
+        bytes.len(),
+        out.display(),
+        start.elapsed().as_secs_f64(),
+        route.description
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     //! Native unit tests.

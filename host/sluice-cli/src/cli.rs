@@ -43,6 +43,8 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Run SQL against a lake's catalog.
     Query(QueryArgs),
+    /// Print the JSON Schema of the pipeline language (for editor completion).
+    Schema,
     /// Plugin tools.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -106,6 +108,37 @@ pub enum PluginCommand {
         /// A standard plugin's name or a path to a .wasm component.
         plugin: String,
     },
+    /// Scaffold a plugin crate from the template (builds as-is, with a test fixture).
+    New(PluginNewArgs),
+    /// Run a plugin on a fixture and compare its output with the expected rows (exit 1 on a diff).
+    Test(PluginTestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PluginNewArgs {
+    /// The plugin's name (a crate name: lowercase letters, digits, `-`, `_`).
+    pub name: String,
+    /// The directory to create (default: ./NAME).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Path to the `sluice-plugin` SDK crate (default: this checkout's plugins/sluice-plugin).
+    #[arg(long)]
+    pub sdk: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PluginTestArgs {
+    /// A standard plugin's name or a path to a .wasm component.
+    pub plugin: String,
+    /// The step config, as JSON or YAML text, or `@FILE`.
+    #[arg(long, default_value = "null")]
+    pub config: String,
+    /// Input rows: a .csv (with a header) or .parquet file.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Expected output rows: a .csv (with a header) or .parquet file.
+    #[arg(long)]
+    pub expect: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,8 @@ use crate::yaml::{Kind, Node, Pos, Scalar};
 /// One structural problem.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Problem {
+    /// The path of keys to the offending value.
+    pub path: Vec<String>,
     pub at: Pos,
     pub message: String,
     pub hint: Option<String>,
@@ -49,8 +51,8 @@ impl<'a> Checker<'a> {
         Checker { defs, problems: Vec::new() }
     }
 
-    fn problem(&mut self, at: Pos, message: String, hint: Option<String>) {
-        self.problems.push(Problem { at, message, hint });
+    fn problem(&mut self, path: &[String], at: Pos, message: String, hint: Option<String>) {
+        self.problems.push(Problem { path: path.to_vec(), at, message, hint });
     }
 
     fn deref(&self, schema: &'a Value) -> &'a Value {
@@ -108,7 +110,7 @@ impl<'a> Checker<'a> {
                         (None, Some(b)) => format!("at most {b}"),
                         (None, None) => unreachable!(),
                     };
-                    self.problem(node.start, format!("{} must be {range}, found {i}", subject(path)), None);
+                    self.problem(path, node.start, format!("{} must be {range}, found {i}", subject(path)), None);
                 }
                 Value::from(*i)
             }
@@ -121,13 +123,15 @@ impl<'a> Checker<'a> {
                 Value::String(text.clone())
             }
             _ => {
-                let wanted: Vec<String> = types.iter().filter(|t| **t != "null").map(|t| describe_type(t, schema)).collect();
+                let wanted: Vec<String> =
+                    types.iter().filter(|t| **t != "null").map(|t| describe_type(t, schema)).collect();
                 self.problem(
+                    path,
                     node.start,
                     format!("{}: expected {}, found {}", subject(path), wanted.join(" or "), node.describe()),
                     None,
                 );
-                node.to_json()
+                Value::Null
             }
         }
     }
@@ -144,8 +148,8 @@ impl<'a> Checker<'a> {
             Kind::Scalar(_, t) => format!("`{t}`"),
             _ => node.describe(),
         };
-        self.problem(node.start, format!("{}: {found} is not one of {list}", subject(path)), hint);
-        v
+        self.problem(path, node.start, format!("{}: {found} is not one of {list}", subject(path)), hint);
+        Value::Null
     }
 
     fn check_alternatives(&mut self, node: &Node, branches: &'a [Value], path: &mut Vec<String>) -> Value {
@@ -159,7 +163,8 @@ impl<'a> Checker<'a> {
             tried.push((b, sub.problems));
         }
         // All enum-like: one message listing every allowed value.
-        let non_null: Vec<&Value> = branches.iter().filter(|b| self.deref(b).get("type") != Some(&"null".into())).collect();
+        let non_null: Vec<&Value> =
+            branches.iter().filter(|b| self.deref(b).get("type") != Some(&"null".into())).collect();
         let enums: Option<Vec<Vec<Value>>> = non_null.iter().map(|b| self.enum_values(b)).collect();
         if let Some(values) = enums {
             return self.check_enum(node, &values.concat(), path);
@@ -168,7 +173,7 @@ impl<'a> Checker<'a> {
         let kind = json_kind(node);
         if let Some((_, problems)) = tried.iter().find(|(b, _)| schema_accepts_kind(self.deref(b), kind, self.defs)) {
             self.problems.extend(problems.iter().cloned());
-            return node.to_json();
+            return Value::Null;
         }
         let wanted: Vec<String> = non_null
             .iter()
@@ -178,8 +183,13 @@ impl<'a> Checker<'a> {
                 describe_type(t, b)
             })
             .collect();
-        self.problem(node.start, format!("{}: expected {}, found {}", subject(path), wanted.join(" or "), node.describe()), None);
-        node.to_json()
+        self.problem(
+            path,
+            node.start,
+            format!("{}: expected {}, found {}", subject(path), wanted.join(" or "), node.describe()),
+            None,
+        );
+        Value::Null
     }
 
     /// The allowed values of an enum-like schema (`const`, `enum`, or alternatives of those).
@@ -203,11 +213,16 @@ impl<'a> Checker<'a> {
         let mut out = Map::new();
         for (k, v) in entries {
             let Some(key) = k.as_str().map(str::to_string) else {
-                self.problem(k.start, format!("{}: keys must be text, found {}", subject(path), k.describe()), None);
+                self.problem(
+                    path,
+                    k.start,
+                    format!("{}: keys must be text, found {}", subject(path), k.describe()),
+                    None,
+                );
                 continue;
             };
             if out.contains_key(&key) {
-                self.problem(k.start, format!("duplicate key `{key}` {}", within(path)), None);
+                self.problem(&child(path, &key), k.start, format!("duplicate key `{key}` {}", within(path)), None);
                 continue;
             }
             let child_schema = match (props.get(&key), additional) {
@@ -218,7 +233,12 @@ impl<'a> Checker<'a> {
                         Some(c) => format!("did you mean `{c}`?"),
                         None => format!("valid keys here: {}", names.join(", ")),
                     };
-                    self.problem(k.start, format!("unknown key `{key}` {}", within(path)), Some(hint));
+                    self.problem(
+                        &child(path, &key),
+                        k.start,
+                        format!("unknown key `{key}` {}", within(path)),
+                        Some(hint),
+                    );
                     continue;
                 }
                 (None, Some(s)) => s,
@@ -237,12 +257,16 @@ impl<'a> Checker<'a> {
                         .and_then(|s| s.get("description").or_else(|| self.deref(s).get("description")))
                         .and_then(Value::as_str)
                         .map(|d| format!("`{r}`: {}", d.lines().next().unwrap_or(d)));
-                    self.problem(node.start, format!("missing required key `{r}` {}", within(path)), hint);
+                    self.problem(path, node.start, format!("missing required key `{r}` {}", within(path)), hint);
                 }
             }
         }
         Value::Object(out)
     }
+}
+
+fn child(path: &[String], key: &str) -> Vec<String> {
+    path.iter().cloned().chain([key.to_string()]).collect()
 }
 
 fn empty_map() -> &'static Map<String, Value> {
@@ -300,8 +324,8 @@ fn distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {

@@ -19,3 +19,13 @@ pub use resolve::{Document, LoadedPipeline, load_file, load_path, load_path_loca
 pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     check::closest(word, candidates)
 }
+
+/// Parse one YAML (or JSON) value, e.g. a plugin config given on the command line.
+pub fn yaml_value(text: &str) -> Result<serde_json::Value, String> {
+    let docs = yaml::parse(text).map_err(|e| format!("{}:{}: {}", e.at.line, e.at.column, e.message))?;
+    match docs.as_slice() {
+        [] => Ok(serde_json::Value::Null),
+        [one] => Ok(one.to_json()),
+        _ => Err("expected one YAML document, found several".into()),
+    }
+}

@@ -88,6 +88,11 @@ impl Document {
         self.error(&path, message, hint)
     }
 
+    /// Step `step`'s config as written (before `${VAR}` expansion), as JSON.
+    pub fn config_value(&self, step: usize) -> Option<serde_json::Value> {
+        self.root.get("steps")?.get(&step.to_string())?.get("config").map(Node::to_json)
+    }
+
     fn pos_of(&self, path: &[&str], needle: &str) -> Pos {
         let node = self.deepest(path);
         let start = node.start;
@@ -194,21 +199,23 @@ pub fn parse_located(
         empty = false;
         let mut checker = Checker::new(schema());
         let value = checker.check(&root, schema(), &mut Vec::new());
-        if !checker.problems.is_empty() {
-            errs.extend(checker.problems.into_iter().map(|p| err(p.at, p.message, p.hint)));
-            continue;
-        }
+        let structural = !checker.problems.is_empty();
+        let poisoned: Vec<Vec<String>> = checker.problems.iter().map(|p| p.path.clone()).collect();
+        errs.extend(checker.problems.into_iter().map(|p| err(p.at, p.message, p.hint)));
+        // With structural problems, the offending values were dropped: resolve what is left when
+        // it still has the required shape, so that every problem is reported in one pass.
         let raw: RawPipeline = match serde_json::from_value(value) {
             Ok(r) => r,
+            Err(_) if structural => continue,
             Err(e) => {
                 errs.push(err(root.start, e.to_string(), None));
                 continue;
             }
         };
         let doc = Document { file: file.to_path_buf(), text: text.clone(), root };
-        let mut r = Resolver { doc: &doc, env, errs: Vec::new(), declared: HashMap::new() };
+        let mut r = Resolver { doc: &doc, env, errs: Vec::new(), declared: HashMap::new(), poisoned };
         let spec = r.pipeline(raw);
-        if r.errs.is_empty() {
+        if r.errs.is_empty() && !structural {
             out.push(LoadedPipeline { spec, doc });
         } else {
             errs.extend(r.errs);
@@ -217,6 +224,7 @@ pub fn parse_located(
     if empty {
         errs.push(err(Pos { line: 1, column: 1, index: 0 }, "no pipeline in this file".into(), None));
     }
+    errs.sort_by_key(|e| (e.line, e.column));
     if errs.is_empty() { Ok(out) } else { Err(ConfigErrors(errs)) }
 }
 
@@ -225,11 +233,18 @@ struct Resolver<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
     errs: Vec<ConfigError>,
     declared: HashMap<String, Option<String>>,
+    /// Paths of values the structural check rejected (and dropped): errors on or around them
+    /// would only be follow-on noise.
+    poisoned: Vec<Vec<String>>,
 }
 
 impl Resolver<'_> {
     /// Record an error at the value at `path`.
     fn error(&mut self, path: &[&str], message: impl Into<String>, hint: Option<String>) {
+        let related = |p: &Vec<String>| p.iter().zip(path).all(|(a, b)| a == b);
+        if self.poisoned.iter().any(related) {
+            return;
+        }
         self.errs.push(self.doc.error(path, message, hint));
     }
 
@@ -291,7 +306,9 @@ impl Resolver<'_> {
 
     fn path(&mut self, at: &[&str], s: &str) -> PathBuf {
         let p = PathBuf::from(self.interpolate(at, s));
-        if p.is_absolute() { p } else { self.doc.file.parent().unwrap_or(Path::new(".")).join(p) }
+        let p = if p.is_absolute() { p } else { self.doc.file.parent().unwrap_or(Path::new(".")).join(p) };
+        // Drop `.` components: `dir/./x` reads `dir/x` in messages.
+        p.components().collect()
     }
 
     fn pipeline(&mut self, raw: RawPipeline) -> PipelineSpec {
@@ -324,7 +341,8 @@ impl Resolver<'_> {
         }
         let settings = self.settings(&raw.settings);
         let sources: Vec<SourceSpec> = raw.sources.iter().map(|(name, s)| self.source(name, s)).collect();
-        let steps: Vec<StepSpec> = raw.steps.iter().enumerate().map(|(i, s)| self.step(i, s, &settings.limits)).collect();
+        let steps: Vec<StepSpec> =
+            raw.steps.iter().enumerate().map(|(i, s)| self.step(i, s, &settings.limits)).collect();
         let sink = self.sink(&raw.sink);
         PipelineSpec { name: raw.pipeline, origin: self.doc.file.clone(), sources, steps, sink, settings }
     }
@@ -428,7 +446,11 @@ impl Resolver<'_> {
             if let Some(b) = &l.max_unit_bytes {
                 match parse_size(b) {
                     Ok(b) => limits.max_unit_bytes = b,
-                    Err(e) => self.error(&["sources", name, "limits", "max_unit_bytes"], format!("limits.max_unit_bytes: {e}"), None),
+                    Err(e) => self.error(
+                        &["sources", name, "limits", "max_unit_bytes"],
+                        format!("limits.max_unit_bytes: {e}"),
+                        None,
+                    ),
                 }
             }
         }

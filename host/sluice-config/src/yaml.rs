@@ -133,7 +133,11 @@ pub fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
                 } else {
                     Scalar::Str(value.to_string())
                 };
-                let node = Node { kind: Kind::Scalar(scalar, value.to_string()), start: Pos::start(&span), end: Pos::end(&span) };
+                let node = Node {
+                    kind: Kind::Scalar(scalar, value.to_string()),
+                    start: Pos::start(&span),
+                    end: Pos::end(&span),
+                };
                 if anchor > 0 {
                     anchors.insert(anchor, node.clone());
                 }
@@ -196,30 +200,29 @@ fn resolve_plain(s: &str) -> Scalar {
         ".nan" | ".NaN" | ".NAN" => return Scalar::Float(f64::NAN),
         _ => {}
     }
-    if let Some(hex) = s.strip_prefix("0x") {
-        if let Ok(i) = i64::from_str_radix(hex, 16) {
-            return Scalar::Int(i);
-        }
+    if let Some(hex) = s.strip_prefix("0x")
+        && let Ok(i) = i64::from_str_radix(hex, 16)
+    {
+        return Scalar::Int(i);
     }
-    if let Some(oct) = s.strip_prefix("0o") {
-        if let Ok(i) = i64::from_str_radix(oct, 8) {
-            return Scalar::Int(i);
-        }
+    if let Some(oct) = s.strip_prefix("0o")
+        && let Ok(i) = i64::from_str_radix(oct, 8)
+    {
+        return Scalar::Int(i);
     }
     let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
-    if !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) {
-        if let Ok(i) = s.parse::<i64>() {
-            return Scalar::Int(i);
-        }
+    if !digits.is_empty()
+        && digits.chars().all(|c| c.is_ascii_digit())
+        && let Ok(i) = s.parse::<i64>()
+    {
+        return Scalar::Int(i);
     }
     let numeric = !digits.is_empty()
         && digits.starts_with(|c: char| c.is_ascii_digit() || c == '.')
         && digits.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+'))
         && digits.chars().any(|c| c.is_ascii_digit());
-    if numeric {
-        if let Ok(f) = s.parse::<f64>() {
-            return Scalar::Float(f);
-        }
+    if numeric && let Ok(f) = s.parse::<f64>() {
+        return Scalar::Float(f);
     }
     Scalar::Str(s.to_string())
 }

@@ -35,9 +35,14 @@ fn a_good_pipeline_resolves() {
     let specs = parse_str(GOOD, Path::new("dir/p.yaml"), &|k| (k == "SET").then(|| "/data".to_string())).unwrap();
     assert_eq!(specs.len(), 1);
     let p = &specs[0];
-    assert_eq!(p.sources[0].path, Path::new("dir/./d/x"));
-    assert_eq!(p.steps[0].config_json, r#"{"as":"ma20","column":"close","dir":"/data","window":20}"#);
+    assert_eq!(p.sources[0].path, Path::new("dir/d/x"));
+    let config: serde_json::Value = serde_json::from_str(&p.steps[0].config_json).unwrap();
+    assert_eq!(config, serde_json::json!({"as": "ma20", "column": "close", "dir": "/data", "window": 20}));
     assert_eq!(p.settings.workers, 2);
+    // CSV columns keep file order (not sorted): `t` before `close`.
+    let sluice_core::spec::FormatSpec::Csv(csv) = &p.sources[0].format else { panic!("csv") };
+    let names: Vec<&str> = csv.columns.as_ref().unwrap().iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["t", "close"]);
 }
 
 #[test]

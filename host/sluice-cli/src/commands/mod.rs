@@ -4,6 +4,7 @@ mod demo;
 mod plugin;
 mod query;
 mod run;
+mod schema;
 mod validate;
 
 use crate::Exit;
@@ -15,6 +16,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, Exit> {
         Command::Run(a) => run::run(&a, g),
         Command::Validate(a) => validate::validate(&a, g),
         Command::Query(a) => query::query(&a),
+        Command::Schema => schema::schema(),
         Command::Plugin(p) => plugin::plugin(p, g),
         Command::Demo(a) => demo::demo(&a, g),
     }

@@ -1,70 +1,228 @@
-//! `sluice validate`: check pipelines without side effects.
+//! `sluice validate`: check pipelines without side effects, reporting every problem in one pass,
+//! each at its file:line:column.
+//!
+//! Beyond the file itself (syntax, keys, types, values, `${VAR}`), and unless
+//! `--no-environment`: plugins load, each step's config passes the plugin's own constructor,
+//! source directories exist, and the schema flows through the chain (each plugin's declared
+//! output schema), so a column a previous step dropped is caught before any data moves.
 
 use std::sync::Arc;
 
-use sluice_core::plugin::PluginRuntime;
-use sluice_core::runner::chain_schema;
+use arrow_schema::SchemaRef;
+use sluice_config::{ConfigError, ConfigErrors, LoadedPipeline};
+use sluice_core::error::PluginError;
+use sluice_core::plugin::{Plugin, PluginRuntime};
 use sluice_core::source::Source;
+use sluice_core::spec::PluginRef;
 use sluice_source::DirSource;
 
 use crate::Exit;
 use crate::cli::{Global, ValidateArgs};
 
 pub fn validate(args: &ValidateArgs, g: &Global) -> Result<u8, Exit> {
-    let specs = super::load_specs(&args.pipelines)?;
-    if args.no_environment {
-        for s in &specs {
-            println!("ok: pipeline `{}` ({})", s.name, s.origin.display());
+    // Without the environment, unset variables stand for themselves: only the file is checked.
+    let no_env = args.no_environment;
+    let env = move |k: &str| match std::env::var(k) {
+        Ok(v) => Some(v),
+        Err(_) if no_env => Some(format!("${{{k}}}")),
+        Err(_) => None,
+    };
+    let mut loaded = Vec::new();
+    let mut errors = Vec::new();
+    for p in &args.pipelines {
+        match sluice_config::load_path_located(p, &env) {
+            Ok(l) => loaded.extend(l),
+            Err(e) => errors.extend(e.0),
         }
+    }
+    let rt = if no_env { None } else { Some(crate::context::runtime(g.plugin_dir.clone())?) };
+    for lp in &loaded {
+        let found = match &rt {
+            Some(rt) => check_environment(lp, rt),
+            None => Vec::new(),
+        };
+        if found.is_empty() {
+            println!("ok: pipeline `{}` ({})", lp.spec.name, lp.spec.origin.display());
+        }
+        errors.extend(found);
+    }
+    if errors.is_empty() {
         return Ok(0);
     }
-    let rt = crate::context::runtime(g.plugin_dir.clone())?;
-    let mut problems = Vec::new();
-    for spec in &specs {
-        let before = problems.len();
-        let origin = spec.origin.display();
-        let mut plugins = Vec::new();
-        for (i, step) in spec.steps.iter().enumerate() {
-            match rt.load(&step.plugin) {
-                Ok(p) => plugins.push(p),
-                Err(e) => problems.push(format!("{origin}: step {} `{}`: {e}", i + 1, step.name)),
+    let n = errors.len();
+    eprintln!("{}", ConfigErrors(errors));
+    eprintln!("{n} error{}", if n == 1 { "" } else { "s" });
+    Ok(crate::EXIT_CONFIG)
+}
+
+/// Plugins, step configs, source directories and the schema through the chain.
+fn check_environment(lp: &LoadedPipeline, rt: &dyn PluginRuntime) -> Vec<ConfigError> {
+    let (spec, doc) = (&lp.spec, &lp.doc);
+    let mut errs = Vec::new();
+
+    let mut plugins: Vec<Option<Arc<dyn Plugin>>> = Vec::new();
+    for (i, step) in spec.steps.iter().enumerate() {
+        let idx = i.to_string();
+        let at = ["steps", idx.as_str(), "plugin"];
+        let what = format!("step {} (`{}`)", i + 1, step.name);
+        let loaded = match &step.plugin {
+            PluginRef::Path(p) if !p.is_file() => {
+                errs.push(doc.error(
+                    &at,
+                    format!("{what}: plugin file {} does not exist", p.display()),
+                    Some("a plugin path is relative to the pipeline file; standard plugins go by name".into()),
+                ));
+                None
             }
-        }
-        let mut sources: Vec<Arc<dyn Source>> = Vec::new();
-        for s in &spec.sources {
-            if !s.path.is_dir() {
-                problems.push(format!("{origin}: source `{}`: directory {} does not exist", s.name, s.path.display()));
+            PluginRef::Named(name) if !rt.builtin_names().contains(name) && rt.load(&step.plugin).is_err() => {
+                let names = rt.builtin_names();
+                let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+                let hint = match sluice_config::did_you_mean(name, &refs) {
+                    Some(c) => format!("did you mean `{c}`?"),
+                    None => format!("standard plugins: {} (or give a path to a .wasm component)", refs.join(", ")),
+                };
+                errs.push(doc.error(&at, format!("{what}: unknown plugin `{name}`"), Some(hint)));
+                None
             }
-            match DirSource::new(s, spec.settings.batch_rows) {
-                Ok(src) => sources.push(Arc::new(src)),
-                Err(e) => problems.push(format!("{origin}: {e}")),
-            }
-        }
-        if problems.len() == before {
-            match chain_schema(spec, &sources, &plugins) {
-                Ok(Some(schema)) => {
-                    for col in &spec.sink.partition_by {
-                        if schema.index_of(col).is_err() {
-                            problems.push(format!(
-                                "{origin}: sink: partition column `{col}` is not in the pipeline's output"
-                            ));
-                        }
-                    }
+            r => match rt.load(r) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    errs.push(doc.error(&at, format!("{what}: {e}"), None));
+                    None
                 }
-                Ok(None) => {}
-                Err(e) => problems.push(format!("{origin}: {e}")),
+            },
+        };
+        plugins.push(loaded);
+    }
+
+    let mut sources: Vec<Arc<dyn Source>> = Vec::new();
+    for s in &spec.sources {
+        if !s.path.is_dir() {
+            errs.push(doc.error(
+                &["sources", &s.name, "path"],
+                format!("source `{}`: directory {} does not exist", s.name, s.path.display()),
+                Some("a source path is relative to the pipeline file".into()),
+            ));
+            continue;
+        }
+        match DirSource::new(s, spec.settings.batch_rows) {
+            Ok(src) => sources.push(Arc::new(src)),
+            Err(e) => errs.push(doc.error(&["sources", &s.name], e.to_string(), None)),
+        }
+    }
+
+    // The schema flowing in: the sources' declared schema, when they declare one and agree.
+    let mut schema: Option<SchemaRef> = None;
+    let mut schema_known = sources.len() == spec.sources.len();
+    for src in &sources {
+        match (&schema, src.schema()) {
+            (None, Some(s)) => schema = Some(s),
+            (Some(first), Some(other)) if other.fields() != first.fields() => {
+                errs.push(doc.error(
+                    &["sources", src.name()],
+                    format!("source `{}` yields different columns than source `{}`", src.name(), sources[0].name()),
+                    Some("every source of a pipeline must yield the same columns".into()),
+                ));
+                schema_known = false;
+            }
+            (_, None) => schema_known = false,
+            _ => {}
+        }
+    }
+
+    // Every step's config through the plugin's constructor; the schema through the chain until
+    // it breaks (after that, later steps' input is unknown).
+    for (i, (step, plugin)) in spec.steps.iter().zip(&plugins).enumerate() {
+        let Some(plugin) = plugin else {
+            schema_known = false;
+            continue;
+        };
+        let what = format!("step {} (`{}`)", i + 1, step.name);
+        let mut handler = match plugin.instantiate(&step.config_json, &step.limits) {
+            Ok(h) => h,
+            Err(e) => {
+                errs.push(plugin_error(lp, i, &what, &e, None));
+                schema_known = false;
+                continue;
+            }
+        };
+        if let (true, Some(input)) = (schema_known, &schema) {
+            match handler.output_schema(input) {
+                Ok(out) => schema = Some(out),
+                Err(e) => {
+                    errs.push(plugin_error(lp, i, &what, &e, Some(input)));
+                    schema_known = false;
+                }
             }
         }
-        if problems.len() == before {
-            println!("ok: pipeline `{}` ({origin})", spec.name);
+    }
+
+    if let (true, Some(out)) = (schema_known, &schema) {
+        for (i, col) in spec.sink.partition_by.iter().enumerate() {
+            if out.index_of(col).is_err() {
+                let cols: Vec<&str> = out.fields().iter().map(|f| f.name().as_str()).collect();
+                let hint = sluice_config::did_you_mean(col, &cols)
+                    .map(|c| format!("did you mean `{c}`?"))
+                    .unwrap_or_else(|| format!("the output columns are: {}", cols.join(", ")));
+                errs.push(doc.error(
+                    &["sink", "partition_by", &i.to_string()],
+                    format!("sink: partition column `{col}` is not in the pipeline's output"),
+                    Some(hint),
+                ));
+            }
         }
     }
-    if problems.is_empty() {
-        Ok(0)
-    } else {
-        for p in &problems {
-            eprintln!("error: {p}");
+    errs
+}
+
+/// A plugin's complaint about a step, at the config key it names (else the step's `config:`).
+fn plugin_error(
+    lp: &LoadedPipeline,
+    step: usize,
+    what: &str,
+    e: &PluginError,
+    input: Option<&SchemaRef>,
+) -> ConfigError {
+    let hint = input.map(|s| {
+        let cols: Vec<&str> = s.fields().iter().map(|f| f.name().as_str()).collect();
+        format!("this step's input columns: {}", cols.join(", "))
+    });
+    let idx = step.to_string();
+    match e {
+        PluginError::Config { key, .. } => lp.doc.config_key_error(step, key.as_deref(), format!("{what}: {e}"), hint),
+        PluginError::Data { column: Some(c), .. } if lp.doc.contains(&["steps", &idx, "config"]) => {
+            // A data error naming a column: point at where the config names that column, if it does.
+            let at = find_value(&lp.doc, step, c).unwrap_or_else(|| vec!["steps".into(), idx.clone(), "config".into()]);
+            let at: Vec<&str> = at.iter().map(String::as_str).collect();
+            lp.doc.error(&at, format!("{what}: {e}"), hint)
         }
-        Ok(crate::EXIT_CONFIG)
+        _ => lp.doc.error(&["steps", &idx], format!("{what}: {e}"), hint),
     }
+}
+
+/// The path of the first scalar equal to `value` inside step `step`'s config, if any.
+fn find_value(doc: &sluice_config::Document, step: usize, value: &str) -> Option<Vec<String>> {
+    let config = doc.config_value(step)?;
+    fn walk(v: &serde_json::Value, value: &str, path: &mut Vec<String>) -> bool {
+        match v {
+            serde_json::Value::String(s) => s == value,
+            serde_json::Value::Array(a) => a.iter().enumerate().any(|(i, x)| {
+                path.push(i.to_string());
+                walk(x, value, path) || {
+                    path.pop();
+                    false
+                }
+            }),
+            serde_json::Value::Object(o) => o.iter().any(|(k, x)| {
+                path.push(k.clone());
+                walk(x, value, path) || {
+                    path.pop();
+                    false
+                }
+            }),
+            _ => false,
+        }
+    }
+    let mut path = vec!["steps".to_string(), step.to_string(), "config".to_string()];
+    walk(&config, value, &mut path).then_some(path)
 }
