@@ -1,7 +1,10 @@
 //! End-to-end tests: the real `sluice` binary on real files, real WASM components and real DuckDB.
 
 mod config;
+mod crash;
 mod hostile;
+mod lake;
+mod readers;
 mod run_csv;
 mod sources;
 mod support;

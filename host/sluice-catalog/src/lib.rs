@@ -3,6 +3,9 @@
 //! see a consistent snapshot and never block the writer.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use arrow_array::RecordBatch;
 use duckdb::Connection;
@@ -108,5 +111,55 @@ impl Catalog for DuckCatalog {
         let mut stmt = conn.prepare(sql).map_err(|e| CatalogError::Query(e.to_string()))?;
         let batches: Vec<RecordBatch> = stmt.query_arrow([]).map_err(|e| CatalogError::Query(e.to_string()))?.collect();
         Ok(batches)
+    }
+}
+
+/// Publishes the catalog in the background while a run commits, at most once per interval and
+/// only when something changed, so catalog readers follow the ingest. `stop` joins the thread.
+pub struct BackgroundPublisher {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    handle: Option<JoinHandle<()>>,
+}
+
+/// Called each interval: `None` when nothing changed, else the snapshot to publish.
+pub type ChangedSnapshot = Box<dyn FnMut() -> Option<Result<LakeSnapshot, String>> + Send>;
+
+impl BackgroundPublisher {
+    pub fn start(catalog: DuckCatalog, interval: Duration, mut changed: ChangedSnapshot) -> Self {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("sluice-catalog".into())
+            .spawn(move || {
+                let (lock, cv) = &*flag;
+                let mut stopped = lock.lock().expect("publisher lock");
+                loop {
+                    stopped = cv.wait_timeout(stopped, interval).expect("publisher lock").0;
+                    if *stopped {
+                        return;
+                    }
+                    match changed() {
+                        None => {}
+                        Some(Ok(snapshot)) => {
+                            if let Err(e) = catalog.publish(&snapshot) {
+                                tracing::warn!("publishing the catalog during the run: {e}");
+                            }
+                        }
+                        Some(Err(e)) => tracing::warn!("snapshot for the catalog: {e}"),
+                    }
+                }
+            })
+            .ok();
+        BackgroundPublisher { stop, handle }
+    }
+
+    /// Stop publishing and wait for a publish in progress to finish.
+    pub fn stop(mut self) {
+        let (lock, cv) = &*self.stop;
+        *lock.lock().expect("publisher lock") = true;
+        cv.notify_all();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
     }
 }

@@ -208,7 +208,7 @@ pub struct RawSink {
     /// Columns that become hive partition directories (`col=value/`), in order.
     #[serde(default)]
     pub partition_by: Vec<String>,
-    /// The write mode. Only `append` is supported today.
+    /// The write mode: `append` (default), `replace_partition` or `upsert` (needs `key`).
     #[serde(default)]
     pub mode: RawWriteMode,
     /// Parquet compression: `zstd` (default), `snappy` or `none`.
@@ -217,6 +217,35 @@ pub struct RawSink {
     pub zstd_level: Option<i32>,
     /// Rows per Parquet row group. Default 524288.
     pub row_group_rows: Option<usize>,
+    /// The key columns of `mode: upsert`.
+    #[serde(default)]
+    pub key: Vec<String>,
+    /// `evolve` (default), `freeze` or `discard_columns`.
+    pub schema_policy: Option<RawSchemaPolicy>,
+    /// A time column whose min and max the dataset's `stats.json` reports.
+    pub time_column: Option<String>,
+}
+
+/// How the sink treats new columns and changed types.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RawSchemaPolicy {
+    /// Add new columns; widen types safely (int32→int64, float32→float64, int→float64).
+    Evolve,
+    /// Reject new columns and type changes after the first commit.
+    Freeze,
+    /// Drop new columns; reject type changes.
+    DiscardColumns,
+}
+
+impl From<RawSchemaPolicy> for sluice_core::spec::SchemaPolicy {
+    fn from(v: RawSchemaPolicy) -> Self {
+        match v {
+            RawSchemaPolicy::Evolve => Self::Evolve,
+            RawSchemaPolicy::Freeze => Self::Freeze,
+            RawSchemaPolicy::DiscardColumns => Self::DiscardColumns,
+        }
+    }
 }
 
 /// Run settings.
@@ -260,9 +289,9 @@ pub enum RawWriteMode {
     /// Add the rows of new files.
     #[default]
     Append,
-    /// Replace whole partitions (not supported yet).
+    /// Each commit replaces the whole content of the partitions it touches.
     ReplacePartition,
-    /// Merge rows by key (not supported yet).
+    /// Merge rows by `key` into the partitions touched: of rows with the same key, the newest is kept.
     Upsert,
 }
 

@@ -610,8 +610,11 @@ impl Resolver<'_> {
                 None,
             );
         }
-        if raw.mode != RawWriteMode::Append {
-            self.error(&["sink", "mode"], "sink.mode: only `append` is supported yet", None);
+        if raw.mode == RawWriteMode::Upsert && raw.key.is_empty() {
+            self.error(&["sink", "mode"], "sink.mode `upsert` needs `key: [columns]`", None);
+        }
+        if raw.mode != RawWriteMode::Upsert && !raw.key.is_empty() {
+            self.error(&["sink", "key"], "sink.key is only used by `mode: upsert`", None);
         }
         let level = raw.zstd_level.unwrap_or(3);
         if !(1..=22).contains(&level) {
@@ -629,6 +632,9 @@ impl Resolver<'_> {
             compression: raw.compression.map(Into::into).unwrap_or_default(),
             zstd_level: level,
             row_group_rows: row_group_rows.max(1),
+            key: raw.key.clone(),
+            schema_policy: raw.schema_policy.map(Into::into).unwrap_or_default(),
+            time_column: raw.time_column.clone(),
         }
     }
 }

@@ -241,6 +241,25 @@ pub struct SinkSpec {
     pub compression: Compression,
     pub zstd_level: i32,
     pub row_group_rows: usize,
+    /// The key columns of `upsert` (of rows with the same key, the newest is kept).
+    pub key: Vec<String>,
+    /// What happens when a unit's columns differ from the dataset's.
+    pub schema_policy: SchemaPolicy,
+    /// A time column whose min and max the dataset's `stats.json` reports.
+    pub time_column: Option<String>,
+}
+
+/// How a sink treats new columns and changed types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SchemaPolicy {
+    /// Add new columns; widen changed types safely (int32→int64, float32→float64, int→float64).
+    #[default]
+    Evolve,
+    /// The first commit fixes the schema: new columns and widened types are rejected.
+    Freeze,
+    /// Drop columns the dataset does not have; types follow `freeze`.
+    DiscardColumns,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -1,9 +1,12 @@
-//! The ledger: an append-only, fsynced JSON-lines log of committed units inside the lake.
+//! The ledger: an append-only, fsynced JSON-lines log of commits inside the lake.
 //!
-//! A unit is committed exactly when its record is in the ledger. A later record for the same
-//! unit supersedes earlier ones (a changed source replaces its outputs).
+//! A unit is committed exactly when its record is in the ledger. Each record adds its `files`
+//! and removes the files named in `removed` (the outputs it replaces: a changed unit's earlier
+//! files, or the partitions a `replace_partition`/`upsert` commit rewrote). Replaying the records
+//! in order gives the set of live files, which is exactly what readers may see. Records written
+//! before `removed` existed replace their unit's previous files.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -11,6 +14,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sluice_core::error::SinkError;
 use sluice_core::source::SourceUnit;
+
+use crate::schema::Column;
 
 /// The lake's bookkeeping directory, which no dataset glob reaches.
 pub const LEDGER_DIR: &str = "_sluice";
@@ -22,55 +27,117 @@ pub struct LedgerRecord {
     pub unit: SourceUnit,
     /// Data files, relative to the lake root.
     pub files: Vec<String>,
+    /// Rows of each file in `files`, in the same order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub file_rows: Vec<u64>,
+    /// Files (relative to the lake root) this commit replaced; they are no longer live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<Vec<String>>,
+    /// The dataset's schema after this commit, when the commit changed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Vec<Column>>,
     pub rows: u64,
     pub bytes: u64,
     /// Milliseconds since the epoch.
     pub committed_at_ms: u64,
 }
 
+/// A file readers may see.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveFile {
+    pub dataset: String,
+    /// Rows in the file, when the ledger knows (records before `file_rows` existed do not).
+    pub rows: Option<u64>,
+}
+
 pub(crate) struct Ledger {
     path: PathBuf,
     file: File,
-    /// Latest record per (dataset, unit id).
+    /// Latest record per (dataset, unit id): the fingerprints re-runs compare against.
     pub(crate) records: HashMap<(String, String), LedgerRecord>,
+    /// Live files, relative to the lake root.
+    pub(crate) live: BTreeMap<String, LiveFile>,
+    /// Each dataset's schema (data columns, without partition columns).
+    pub(crate) schemas: HashMap<String, Vec<Column>>,
+    /// Records appended by this process.
+    pub(crate) appended: u64,
 }
 
 impl Ledger {
     pub(crate) fn open(lake: &Path) -> Result<Self, SinkError> {
         let path = lake.join(LEDGER_DIR).join("ledger.jsonl");
-        let mut records = HashMap::new();
         truncate_torn_tail(&path)?;
-        if path.exists() {
-            let f = File::open(&path).map_err(|e| SinkError::io(&path, e))?;
-            for (i, line) in BufReader::new(f).lines().enumerate() {
-                let line = line.map_err(|e| SinkError::io(&path, e))?;
-                if line.trim().is_empty() {
-                    continue;
-                }
-                match serde_json::from_str::<LedgerRecord>(&line) {
-                    Ok(r) => {
-                        records.insert((r.dataset.clone(), r.unit_id.clone()), r);
-                    }
-                    // A torn final line is a crash mid-append: that unit never committed.
-                    Err(e) => {
-                        tracing::warn!(ledger = %path.display(), line = i + 1, "ignoring unreadable ledger line: {e}")
-                    }
+        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| SinkError::io(&path, e))?;
+        let mut ledger = Ledger {
+            path: path.clone(),
+            file,
+            records: HashMap::new(),
+            live: BTreeMap::new(),
+            schemas: HashMap::new(),
+            appended: 0,
+        };
+        let f = File::open(&path).map_err(|e| SinkError::io(&path, e))?;
+        for (i, line) in BufReader::new(f).lines().enumerate() {
+            let line = line.map_err(|e| SinkError::io(&path, e))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<LedgerRecord>(&line) {
+                Ok(r) => ledger.apply(r),
+                Err(e) => {
+                    tracing::warn!(ledger = %path.display(), line = i + 1, "ignoring unreadable ledger line: {e}")
                 }
             }
         }
-        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| SinkError::io(&path, e))?;
-        Ok(Ledger { path, file, records })
+        Ok(ledger)
     }
 
-    /// Durably append a record.
+    /// The files a record removes: its explicit list, or its unit's previous files.
+    pub(crate) fn removals_of(&self, r: &LedgerRecord) -> Vec<String> {
+        match &r.removed {
+            Some(list) => list.clone(),
+            None => self
+                .records
+                .get(&(r.dataset.clone(), r.unit_id.clone()))
+                .map(|prev| prev.files.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn apply(&mut self, r: LedgerRecord) {
+        for f in self.removals_of(&r) {
+            self.live.remove(&f);
+        }
+        for (i, f) in r.files.iter().enumerate() {
+            self.live.insert(f.clone(), LiveFile { dataset: r.dataset.clone(), rows: r.file_rows.get(i).copied() });
+        }
+        if let Some(schema) = &r.schema {
+            self.schemas.insert(r.dataset.clone(), schema.clone());
+        }
+        self.records.insert((r.dataset.clone(), r.unit_id.clone()), r);
+    }
+
+    /// Durably append a record, then apply it.
     pub(crate) fn append(&mut self, record: LedgerRecord) -> Result<(), SinkError> {
         let mut line = serde_json::to_string(&record)
             .map_err(|e| SinkError::Ledger { path: self.path.display().to_string(), message: e.to_string() })?;
         line.push('\n');
         self.file.write_all(line.as_bytes()).map_err(|e| SinkError::io(&self.path, e))?;
         self.file.sync_data().map_err(|e| SinkError::io(&self.path, e))?;
-        self.records.insert((record.dataset.clone(), record.unit_id.clone()), record);
+        self.apply(record);
+        self.appended += 1;
         Ok(())
+    }
+
+    /// Live files of one partition directory (relative to the lake, e.g. `ds/a=1`).
+    pub(crate) fn live_in_dir(&self, dir: &str) -> Vec<String> {
+        let prefix = format!("{dir}/");
+        self.live
+            .range(prefix.clone()..)
+            .take_while(|(f, _)| f.starts_with(&prefix))
+            .filter(|(f, _)| !f[prefix.len()..].contains('/'))
+            .map(|(f, _)| f.clone())
+            .collect()
     }
 }
 
@@ -86,4 +153,49 @@ fn truncate_torn_tail(path: &Path) -> Result<(), SinkError> {
         f.sync_all().map_err(|e| SinkError::io(path, e))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(unit: &str, files: &[&str], removed: Option<&[&str]>) -> LedgerRecord {
+        LedgerRecord {
+            unit_id: unit.into(),
+            dataset: "ds".into(),
+            unit: SourceUnit {
+                source: "s".into(),
+                path: unit.into(),
+                rel_path: unit.into(),
+                member: None,
+                size: 1,
+                mtime_ns: 1,
+            },
+            files: files.iter().map(|s| s.to_string()).collect(),
+            file_rows: vec![1; files.len()],
+            removed: removed.map(|r| r.iter().map(|s| s.to_string()).collect()),
+            schema: None,
+            rows: files.len() as u64,
+            bytes: 0,
+            committed_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn replay_applies_additions_and_removals_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join(LEDGER_DIR)).unwrap();
+        {
+            let mut l = Ledger::open(tmp.path()).unwrap();
+            l.append(rec("a", &["ds/p=1/a1", "ds/p=2/a2"], None)).unwrap();
+            l.append(rec("b", &["ds/p=1/b1"], Some(&["ds/p=1/a1"]))).unwrap();
+            // A legacy-style record (no `removed`) replaces its unit's previous files.
+            l.append(rec("a", &["ds/p=3/a3"], None)).unwrap();
+        }
+        let l = Ledger::open(tmp.path()).unwrap();
+        let live: Vec<&String> = l.live.keys().collect();
+        assert_eq!(live, ["ds/p=1/b1", "ds/p=3/a3"]);
+        assert_eq!(l.live_in_dir("ds/p=1"), ["ds/p=1/b1"]);
+        assert!(l.live_in_dir("ds/p=").is_empty());
+    }
 }

@@ -9,11 +9,14 @@
 
 mod failures;
 mod ledger;
+mod merge;
 mod partition;
 mod read;
+mod schema;
 mod writer;
 
-pub use ledger::{LEDGER_DIR, LedgerRecord};
+pub use ledger::{LEDGER_DIR, LedgerRecord, LiveFile};
 pub use partition::escape_partition_value;
 pub use read::ParquetBatches;
+pub use schema::{Column, widens};
 pub use writer::{Lake, REJECTS_DIR};

@@ -10,6 +10,9 @@ use arrow_schema::{ArrowError, Schema, SchemaRef};
 /// Hive's marker for a NULL or empty partition value.
 pub const HIVE_DEFAULT_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
 
+/// The longest `col=value` directory name: the usual file-name limit.
+pub const MAX_SEGMENT: usize = 255;
+
 /// Escape a partition value the way Hive does (`FileUtils.escapePathName`): control characters
 /// and `"#%'*/:=?\^{[]` and DEL become `%XX`, so no value can leave its directory or contain
 /// `=`. Empty values become [`HIVE_DEFAULT_PARTITION`].
@@ -126,13 +129,18 @@ impl Partitioner {
             } else {
                 escape_partition_value(&ArrayFormatter::try_new(col.as_ref(), &opts)?.value(row).to_string())
             };
-            if value.len() > 200 {
+            let segment = format!("{}={}", escape_partition_value(name), value);
+            // One directory name: filesystems cap it at 255 bytes. Hive has no convention for
+            // longer values, and truncating would lose the value readers get back, so refuse.
+            if segment.len() > MAX_SEGMENT {
+                let shown: String = value.chars().take(40).collect();
                 return Err(ArrowError::InvalidArgumentError(format!(
-                    "partition value for `{name}` is {} bytes after escaping; the limit is 200",
+                    "partition value for `{name}` (`{shown}...`) is {} bytes escaped; a partition directory \
+                     name is at most {MAX_SEGMENT} bytes. Partition by a shorter derived column instead",
                     value.len()
                 )));
             }
-            parts.push(format!("{}={}", escape_partition_value(name), value));
+            parts.push(segment);
         }
         Ok(parts.join("/"))
     }

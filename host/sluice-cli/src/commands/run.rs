@@ -44,6 +44,19 @@ pub fn run_specs(
         let (job, lake) = crate::context::job(spec, &rt)?;
         let progress = Arc::new(RunProgress::new(g.quiet));
         let opts = RunOptions { force: args.force, workers: args.workers };
+        // Catalog readers follow the ingest: publish after commits, at most twice a second.
+        let publisher = (!args.no_catalog).then(|| {
+            let catalog = sluice_catalog::DuckCatalog::for_lake(lake.root());
+            let (lake, mut seen) = (lake.clone(), lake.commits());
+            let changed: sluice_catalog::ChangedSnapshot = Box::new(move || {
+                let n = lake.commits();
+                (n != seen).then(|| {
+                    seen = n;
+                    lake.snapshot().map_err(|e| e.to_string())
+                })
+            });
+            sluice_catalog::BackgroundPublisher::start(catalog, std::time::Duration::from_millis(500), changed)
+        });
         let result = tokio.block_on(async {
             let signals = tokio::spawn(watch_signals(cancel.clone()));
             let r = runner::run(job, opts, progress.clone(), cancel.clone()).await;
@@ -51,6 +64,9 @@ pub fn run_specs(
             let _ = signals.await;
             r
         });
+        if let Some(p) = publisher {
+            p.stop();
+        }
         progress.finish();
         let summary = result.map_err(|e| match e {
             RunError::Step { .. } | RunError::Schema(_) => Exit::config(e),
