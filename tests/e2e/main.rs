@@ -2,6 +2,7 @@
 
 mod config;
 mod crash;
+mod handlers;
 mod hostile;
 mod lake;
 mod readers;

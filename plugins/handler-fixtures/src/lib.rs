@@ -49,6 +49,12 @@ const COLUMNS: [(&str, &str); 8] = [
 /// interleaved; every 17th close is null. `unit_mix` writes open_time in
 /// s/ms/µs/ns by turns; `dups` repeats every 5th row (same symbol and time).
 pub fn klines(rows: usize, unit_mix: bool, dups: bool) -> RecordBatch {
+    klines_with(rows, unit_mix, dups, false, false)
+}
+
+/// [`klines`], plus: `gappy` inserts a one-minute pause after every 7 seconds; `dirty` pads
+/// every 4th symbol with spaces, a tab and a control character.
+pub fn klines_with(rows: usize, unit_mix: bool, dups: bool, gappy: bool, dirty: bool) -> RecordBatch {
     let mut state: u64 = 0x2545_F491_4F6C_DD1D;
     let mut rnd = move || {
         state ^= state << 13;
@@ -70,7 +76,7 @@ pub fn klines(rows: usize, unit_mix: bool, dups: bool) -> RecordBatch {
         price[s] = close;
         let hi = ((open.max(close) * (1.0 + rnd() * 0.005)) * 100.0).round() / 100.0;
         let lo = ((open.min(close) * (1.0 - rnd() * 0.005)) * 100.0).round() / 100.0;
-        let ms = base_ms + sec * 1000;
+        let ms = base_ms + sec * 1000 + if gappy { (sec / 7) * 60_000 } else { 0 };
         let time = if unit_mix {
             match i % 4 {
                 0 => ms / 1000,
@@ -84,7 +90,7 @@ pub fn klines(rows: usize, unit_mix: bool, dups: bool) -> RecordBatch {
         let copies = if dups && i.is_multiple_of(5) { 2 } else { 1 };
         for _ in 0..copies {
             seq.push(seq.len() as i64);
-            sym.push(syms[s]);
+            sym.push(if dirty && i % 4 == 1 { format!("  {}\t\u{7} ", syms[s]) } else { syms[s].to_string() });
             t.push(time);
             o.push(Some(open));
             h.push(Some(hi));
@@ -210,6 +216,34 @@ pub fn cases() -> Vec<Case> {
                 {"fn": "last", "column": "close"}, {"fn": "count_distinct", "column": "close"}, {"fn": "count", "column": "close", "as": "n_close"}]}"#,
             klines(150, false, false),
             "symbol, open_time",
+        ),
+        case::<sessionize::Sessionize>(
+            "sessionize",
+            "sessionize",
+            r#"{"keys": ["symbol"], "time": "open_time", "gap": "30s"}"#,
+            klines_with(120, false, false, true, false),
+            "seq",
+        ),
+        case::<sessionize::Sessionize>(
+            "sessionize_sessions",
+            "sessionize",
+            r#"{"keys": ["symbol"], "time": "open_time", "gap": "30s", "output": "sessions"}"#,
+            klines_with(120, false, false, true, false),
+            "symbol, session_start",
+        ),
+        case::<normalize::Normalize>(
+            "normalize",
+            "normalize",
+            r#"{"columns": ["close", "volume"], "method": "zscore", "window": 6, "keys": ["symbol"], "order_by": "open_time", "suffix": "_z"}"#,
+            klines(90, false, false),
+            "seq",
+        ),
+        case::<clean::Clean>(
+            "clean",
+            "clean",
+            r#"{"nulls": {"close": "drop", "volume": {"default": 0}}, "strings": {"columns": ["symbol"]}}"#,
+            klines_with(90, false, false, false, true),
+            "seq",
         ),
         case::<resample::Resample>(
             "resample",

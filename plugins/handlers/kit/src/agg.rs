@@ -452,7 +452,8 @@ impl Engine {
     }
 }
 
-fn ts<T: ArrowTimestampType>(v: ScalarBuffer<i64>, tz: &Option<Arc<str>>) -> ArrayRef {
+/// A timestamp array of type `T` with the given time zone.
+pub fn ts<T: ArrowTimestampType>(v: ScalarBuffer<i64>, tz: &Option<Arc<str>>) -> ArrayRef {
     Arc::new(PrimitiveArray::<T>::new(v, None).with_timezone_opt(tz.clone()))
 }
 
@@ -461,5 +462,36 @@ struct Ty;
 impl Ty {
     fn is_str(t: &DataType) -> bool {
         matches!(crate::expr::Ty::of(t), Some(crate::expr::Ty::Str))
+    }
+}
+
+/// Int64 values as an array of the time column type `t` (Int64 for integer epochs, or
+/// the same timestamp type).
+pub fn time_array(values: Vec<i64>, nulls: Option<NullBuffer>, t: &DataType) -> ArrayRef {
+    let v = ScalarBuffer::from(values);
+    match t {
+        DataType::Timestamp(u, tz) => {
+            let a = match u {
+                TimeUnit::Second => ts::<TimestampSecondType>(v, tz),
+                TimeUnit::Millisecond => ts::<TimestampMillisecondType>(v, tz),
+                TimeUnit::Microsecond => ts::<TimestampMicrosecondType>(v, tz),
+                TimeUnit::Nanosecond => ts::<TimestampNanosecondType>(v, tz),
+            };
+            match nulls {
+                None => a,
+                Some(n) => sluice_plugin::arrow_array::make_array(
+                    a.to_data().into_builder().nulls(Some(n)).build().expect("same length"),
+                ),
+            }
+        }
+        _ => Arc::new(Int64Array::new(v, nulls)),
+    }
+}
+
+/// The output type of [`time_array`] for a time column of type `t`.
+pub fn time_type(t: &DataType) -> DataType {
+    match t {
+        DataType::Timestamp(_, _) => t.clone(),
+        _ => DataType::Int64,
     }
 }

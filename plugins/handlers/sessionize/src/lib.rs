@@ -1,0 +1,328 @@
+//! `sessionize`: gap-based sessions per key. A session of a key ends when the
+//! next event of that key comes more than `gap` later.
+
+use std::sync::Arc;
+
+use handler_kit::agg::{time_array, time_type};
+use handler_kit::keys::{KeyMap, check_key_columns, key_columns};
+use handler_kit::num::to_i64;
+use handler_kit::time::{Unit, parse_duration_ms};
+use sluice_plugin::arrow_array::UInt32Array;
+use sluice_plugin::arrow_select;
+use sluice_plugin::prelude::*;
+
+/// What the step outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Output {
+    /// Every event, plus `session_start` and `session_event`.
+    #[default]
+    Events,
+    /// One row per session: keys, session_start, session_end, events, duration.
+    Sessions,
+}
+
+/// The step's config.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// The event time column (integer epoch or timestamp).
+    pub time: String,
+    /// The inactivity gap that ends a session: `30m`, `1h`, ...
+    pub gap: String,
+    /// Unit of an integer time column (default `ms`).
+    #[serde(default)]
+    pub unit: Option<Unit>,
+    #[serde(default)]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Session {
+    start: i64,
+    end: i64,
+    events: i64,
+}
+
+/// The handler.
+pub struct Sessionize {
+    config: Config,
+    gap_ms: i64,
+    keys: KeyMap,
+    /// Per key slot: the open session.
+    open: Vec<Option<Session>>,
+    /// Rows holding each slot's key values (sessions output).
+    key_chunks: Vec<Vec<ArrayRef>>,
+    /// Closed sessions waiting for output: (slot, session).
+    closed: Vec<(u32, Session)>,
+    slots: Vec<u32>,
+    time_type: Option<DataType>,
+    /// The output schema of the last batch (used by `finish`).
+    schema: Option<SchemaRef>,
+}
+
+impl Sessionize {
+    fn gap(&self, t: &DataType) -> i64 {
+        let unit = match t {
+            DataType::Timestamp(u, _) => Unit::of(*u),
+            _ => self.config.unit.unwrap_or(Unit::Ms),
+        };
+        (self.gap_ms * unit.per_second() / 1000).max(1)
+    }
+
+    fn sessions_batch(&mut self, which: Vec<(u32, Session)>, schema: &SchemaRef) -> Result<Vec<RecordBatch>, Error> {
+        if which.is_empty() {
+            return Ok(vec![]);
+        }
+        let tt = self.time_type.clone().unwrap_or(DataType::Int64);
+        let idx = UInt32Array::from_iter_values(which.iter().map(|(s, _)| *s));
+        let mut cols: Vec<ArrayRef> = Vec::new();
+        for chunks in &self.key_chunks {
+            let refs: Vec<&dyn Array> = chunks.iter().map(|c| c.as_ref()).collect();
+            let all = arrow_select::concat::concat(&refs)?;
+            cols.push(arrow_select::take::take(all.as_ref(), &idx, None)?);
+        }
+        cols.push(time_array(which.iter().map(|(_, s)| s.start).collect(), None, &tt));
+        cols.push(time_array(which.iter().map(|(_, s)| s.end).collect(), None, &tt));
+        cols.push(Arc::new(Int64Array::from_iter_values(which.iter().map(|(_, s)| s.events))));
+        cols.push(Arc::new(Int64Array::from_iter_values(which.iter().map(|(_, s)| s.end - s.start))));
+        Ok(vec![RecordBatch::try_new(schema.clone(), cols)?])
+    }
+}
+
+impl Handler for Sessionize {
+    type Config = Config;
+    const CONFIG_DOC: &'static str = "\
+Splits each key's events into sessions: a session ends when the key's next
+event comes more than `gap` after the previous one.
+
+- `keys` (optional): key columns, e.g. `[user]`.
+- `time` (required): event time, integer epoch (`unit`, default `ms`) or timestamp.
+- `gap` (required): the inactivity gap, e.g. `30m`.
+- `output` (default `events`):
+  - `events`: every input row plus `session_start` (the session's first event
+    time, same type as `time`; with the keys, it identifies the session) and
+    `session_event` (1-based position in the session);
+  - `sessions`: one row per session: the keys, `session_start`,
+    `session_end`, `events` and `duration` (end - start, in the time unit).
+    A session is output when a later event of its key closes it, and the
+    open sessions at the end of each file.
+
+Events of a key must arrive in time order (rows of a batch are not reordered);
+an older event is a data error. State: the open session per key, declared on
+`keys` ordered by `time`, with one lookback row.
+
+```yaml
+config: {keys: [user], time: ts, gap: 30m}
+```
+";
+
+    fn new(config: Config) -> Result<Self, Error> {
+        let gap_ms = parse_duration_ms(&config.gap).map_err(|m| Error::config(m).key("gap"))?;
+        let nkeys = config.keys.len();
+        Ok(Sessionize {
+            config,
+            gap_ms,
+            keys: KeyMap::default(),
+            open: Vec::new(),
+            key_chunks: vec![Vec::new(); nkeys],
+            closed: Vec::new(),
+            slots: Vec::new(),
+            time_type: None,
+            schema: None,
+        })
+    }
+
+    fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef, Error> {
+        check_key_columns(input, &self.config.keys, "keys")?;
+        let t = handler_kit::column_index(input, &self.config.time, "time")?;
+        let tt = input.field(t).data_type();
+        if !(tt.is_integer() || matches!(tt, DataType::Timestamp(_, _))) {
+            return Err(Error::config(format!("`{}` is {tt}: use an integer epoch or a timestamp", self.config.time))
+                .key("time"));
+        }
+        let tt = time_type(tt);
+        Ok(match self.config.output {
+            Output::Events => handler_kit::schema_with(
+                input,
+                [
+                    Arc::new(Field::new("session_start", tt, true)),
+                    Arc::new(Field::new("session_event", DataType::Int64, true)),
+                ],
+            ),
+            Output::Sessions => {
+                let mut fields: Vec<FieldRef> = self
+                    .config
+                    .keys
+                    .iter()
+                    .map(|k| Arc::new(input.field_with_name(k).expect("checked").clone()))
+                    .collect();
+                fields.push(Arc::new(Field::new("session_start", tt.clone(), false)));
+                fields.push(Arc::new(Field::new("session_end", tt, false)));
+                fields.push(Arc::new(Field::new("events", DataType::Int64, false)));
+                fields.push(Arc::new(Field::new("duration", DataType::Int64, false)));
+                Arc::new(Schema::new(fields))
+            }
+        })
+    }
+
+    fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, Error> {
+        let schema = self.output_schema(&batch.schema())?;
+        let n = batch.num_rows();
+        let keys = key_columns(&batch, &self.config.keys)?;
+        let before = self.keys.len();
+        let mut slots = std::mem::take(&mut self.slots);
+        self.keys.slots(&keys, n, &mut slots)?;
+        if self.config.output == Output::Sessions && self.keys.len() > before {
+            let mut firsts = Vec::new();
+            let mut next = before as u32;
+            for (row, &s) in slots.iter().enumerate() {
+                if s >= next {
+                    firsts.push(row as u32);
+                    next = s + 1;
+                }
+            }
+            let idx = UInt32Array::from(firsts);
+            for (chunks, col) in self.key_chunks.iter_mut().zip(&keys) {
+                chunks.push(arrow_select::take::take(col.as_ref(), &idx, None)?);
+            }
+        }
+        self.open.resize(self.keys.len(), None);
+        let tcol = batch
+            .column_by_name(&self.config.time)
+            .ok_or_else(|| Error::data("column not found").column(&self.config.time))?;
+        self.time_type = Some(tcol.data_type().clone());
+        self.schema = Some(schema.clone());
+        let gap = self.gap(tcol.data_type());
+        let times = to_i64(tcol.as_ref()).ok_or_else(|| Error::data("not a time column").column(&self.config.time))?;
+        let tv = times.values();
+        let events = self.config.output == Output::Events;
+        let (mut starts, mut positions) = (Vec::with_capacity(if events { n } else { 0 }), Vec::new());
+        if events {
+            positions.reserve(n);
+        }
+        for row in 0..n {
+            if times.is_null(row) {
+                return Err(Error::data("null event time").row(row).column(&self.config.time));
+            }
+            let t = tv[row];
+            let slot = slots[row];
+            let open = &mut self.open[slot as usize];
+            match open {
+                Some(s) if t < s.end => {
+                    return Err(Error::data(format!(
+                        "event older than the previous event of its key ({t} < {})",
+                        s.end
+                    ))
+                    .row(row)
+                    .column(&self.config.time));
+                }
+                Some(s) if t - s.end <= gap => {
+                    s.end = t;
+                    s.events += 1;
+                }
+                _ => {
+                    if let Some(s) = open.take()
+                        && !events
+                    {
+                        self.closed.push((slot, s));
+                    }
+                    *open = Some(Session { start: t, end: t, events: 1 });
+                }
+            }
+            if events {
+                let s = open.expect("set above");
+                starts.push(s.start);
+                positions.push(s.events);
+            }
+        }
+        self.slots = slots;
+        if events {
+            let mut cols = batch.columns().to_vec();
+            cols.push(time_array(starts, None, tcol.data_type()));
+            cols.push(Arc::new(Int64Array::from(positions)));
+            return Ok(vec![RecordBatch::try_new(schema, cols)?]);
+        }
+        let closed = std::mem::take(&mut self.closed);
+        self.sessions_batch(closed, &schema)
+    }
+
+    fn finish(&mut self) -> Result<Vec<RecordBatch>, Error> {
+        if self.config.output == Output::Events || self.time_type.is_none() {
+            return Ok(vec![]);
+        }
+        let mut all = std::mem::take(&mut self.closed);
+        for (slot, s) in self.open.iter_mut().enumerate() {
+            if let Some(s) = s.take() {
+                all.push((slot as u32, s));
+            }
+        }
+        let schema = self.schema.clone().expect("set with time_type");
+        self.sessions_batch(all, &schema)
+    }
+
+    fn state(&self) -> Option<StateSpec> {
+        Some(StateSpec { keys: self.config.keys.clone(), order_by: self.config.time.clone(), lookback_rows: 1 })
+    }
+}
+
+sluice_plugin::export_handler!(Sessionize);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_plugin::arrow_array::types::Int64Type;
+    use sluice_plugin::parse_config;
+
+    fn batch(u: Vec<&str>, t: Vec<i64>) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("user", DataType::Utf8, false),
+            Field::new("ts", DataType::Int64, false),
+        ]));
+        RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(u)), Arc::new(Int64Array::from(t))]).unwrap()
+    }
+
+    fn ints(b: &RecordBatch, name: &str) -> Vec<i64> {
+        b.column_by_name(name).unwrap().as_primitive::<Int64Type>().values().to_vec()
+    }
+
+    #[test]
+    fn events_across_batches() {
+        let mut s = Sessionize::new(parse_config(r#"{"keys":["user"],"time":"ts","gap":"1s"}"#).unwrap()).unwrap();
+        let out = s.process(batch(vec!["a", "b", "a", "a"], vec![0, 0, 1000, 2500])).unwrap().remove(0);
+        assert_eq!(ints(&out, "session_start"), vec![0, 0, 0, 2500]);
+        assert_eq!(ints(&out, "session_event"), vec![1, 1, 2, 1]);
+        let out = s.process(batch(vec!["b", "a"], vec![900, 3000])).unwrap().remove(0);
+        assert_eq!(ints(&out, "session_start"), vec![0, 2500]);
+        assert_eq!(ints(&out, "session_event"), vec![2, 2]);
+        let e = s.process(batch(vec!["a"], vec![10])).unwrap_err();
+        assert!(matches!(e, Error::Data { row: Some(0), .. }), "{e}");
+        assert_eq!(s.state().unwrap().lookback_rows, 1);
+    }
+
+    #[test]
+    fn session_summaries() {
+        let mut s =
+            Sessionize::new(parse_config(r#"{"keys":["user"],"time":"ts","gap":"1s","output":"sessions"}"#).unwrap())
+                .unwrap();
+        let out = s.process(batch(vec!["a", "b", "a", "a", "b"], vec![0, 100, 1000, 5000, 5000])).unwrap();
+        let closed = &out[0];
+        assert_eq!(closed.num_rows(), 2);
+        assert_eq!(ints(closed, "session_start"), vec![0, 100]);
+        assert_eq!(ints(closed, "events"), vec![2, 1]);
+        assert_eq!(ints(closed, "duration"), vec![1000, 0]);
+        let rest = s.finish().unwrap().remove(0);
+        assert_eq!(rest.column(0).as_string::<i32>().iter().flatten().collect::<Vec<_>>(), vec!["a", "b"]);
+        assert_eq!(ints(&rest, "session_start"), vec![5000, 5000]);
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let e = Sessionize::new(parse_config(r#"{"time":"ts","gap":"soon"}"#).unwrap()).err().unwrap();
+        assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "gap"), "{e}");
+        let e = parse_config::<Config>(r#"{"time":"ts","gap":"1s","output":"rows"}"#).unwrap_err();
+        assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "output"), "{e}");
+    }
+}

@@ -1,0 +1,1 @@
+SELECT seq, symbol, open_time, open, high, low, close, volume, close_z, volume_z FROM normalize ORDER BY seq

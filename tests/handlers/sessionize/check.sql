@@ -1,0 +1,1 @@
+SELECT seq, symbol, open_time, open, high, low, close, volume, session_start, session_event FROM sessionize ORDER BY seq
