@@ -4,7 +4,8 @@
 #   2. every plugin is rebuilt from source into a scratch directory;
 #   3. formatting and clippy (-D warnings) for the host and the plugin workspaces;
 #   4. all host tests, run against the freshly rebuilt plugins;
-#   5. the plugins' native unit tests.
+#   5. the plugins' native unit tests;
+#   6. a short, bounded fuzz run of the CSV and zip readers (skipped without cargo-fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}"
@@ -31,3 +32,6 @@ SLUICE_PLUGIN_DIR="$rebuilt" SLUICE_TEST_PLUGIN_DIR="$rebuilt/test" cargo test -
 
 step "plugin unit tests (native)"
 (cd plugins && CARGO_TARGET_DIR="$CARGO_TARGET_DIR/plugins-native" cargo test --workspace)
+
+step "fuzz the CSV and zip readers, ${SLUICE_FUZZ_SECS:-30}s each"
+bash scripts/fuzz.sh "${SLUICE_FUZZ_SECS:-30}"

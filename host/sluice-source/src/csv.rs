@@ -451,3 +451,58 @@ fn null_regex(spec: &CsvSpec) -> Option<regex::Regex> {
     let alternatives: Vec<String> = spec.null_tokens.iter().map(|t| regex::escape(t)).collect();
     Some(regex::Regex::new(&format!("^(?:{})$", alternatives.join("|"))).expect("escaped tokens form a valid regex"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::Array;
+    use arrow_schema::{Field, Schema};
+
+    fn read(text: &'static [u8], batch_rows: usize) -> (Vec<RecordBatch>, Vec<Reject>) {
+        let spec =
+            CsvSpec { header: true, delimiter: b',', quote: b'"', columns: None, null_tokens: vec!["NA".into()] };
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int16, true),
+            Field::new("s", DataType::Utf8, true),
+            Field::new("t", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        ]));
+        let items = CsvItems::new(Box::new(text), &spec, Some(schema), batch_rows, "t.csv".into()).unwrap();
+        let (mut batches, mut rejects) = (Vec::new(), Vec::new());
+        for item in items {
+            match item.unwrap() {
+                SourceItem::Batch(b) => batches.push(b),
+                SourceItem::Rejects(r) => rejects.extend(r),
+            }
+        }
+        (batches, rejects)
+    }
+
+    #[test]
+    fn rejects_carry_the_line_where_their_record_starts() {
+        let text = b"n,s,t\n1,\"two\nlines\",2024-01-01T00:00:00\n70000,x,1\n3,\"q\"\"uote\",oops\nNA,,5\n4,y\n";
+        let (batches, rejects) = read(text, 2);
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        assert_eq!(rows, 2);
+        let lines: Vec<u64> = rejects.iter().map(|r| r.line).collect();
+        assert_eq!(lines, vec![4, 5, 7]);
+        assert!(rejects[0].reason.contains("cannot parse `70000` as Int16"), "{:?}", rejects[0]);
+        assert_eq!(rejects[1].raw, "3,\"q\"\"uote\",oops");
+        assert_eq!(rejects[1].step, "cast");
+        assert_eq!((rejects[2].step.as_str(), rejects[2].reason.as_str()), ("parse", "expected 3 fields, found 2"));
+        // The quoted newline stays in the value; NA and empty are NULL; integers are epoch values.
+        let s = batches[0].column(1).as_any().downcast_ref::<arrow_array::StringArray>().unwrap();
+        assert_eq!(s.value(0), "two\nlines");
+        let last = batches.last().unwrap();
+        assert!(last.column(0).is_null(last.num_rows() - 1));
+        assert_eq!(batches[0].column(2).data_type(), &DataType::Timestamp(TimeUnit::Millisecond, None));
+    }
+
+    #[test]
+    fn binary_input_fails_the_unit() {
+        let spec = CsvSpec { header: false, delimiter: b',', quote: b'"', columns: None, null_tokens: vec![] };
+        let Err(e) = CsvItems::new(Box::new(&b"PK\x03\x04\x00\x00garbage"[..]), &spec, None, 10, "x.csv".into()) else {
+            panic!("binary data accepted")
+        };
+        assert!(e.to_string().contains("binary data"), "{e}");
+    }
+}

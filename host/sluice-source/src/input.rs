@@ -215,3 +215,40 @@ impl Read for Checked {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn capped(data: &'static [u8], cap: u64) -> Capped {
+        Capped { inner: Box::new(data), left: cap, cap, unit: "a.zip!m.csv".into() }
+    }
+
+    #[test]
+    fn the_size_cap_holds_whatever_a_header_declares() {
+        let mut out = Vec::new();
+        assert_eq!(capped(b"0123456789", 10).read_to_end(&mut out).unwrap(), 10);
+        let err = capped(b"0123456789", 9).read_to_end(&mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("a.zip!m.csv: decompressed size exceeds max_unit_bytes = 9"), "{err}");
+    }
+
+    #[test]
+    fn a_member_with_the_wrong_crc_or_size_fails_at_its_end() {
+        let check = |data: &'static [u8], size: u64, crc: u32| {
+            let mut r = Checked {
+                inner: capped(data, 100),
+                crc: flate2::Crc::new(),
+                read: 0,
+                expected_crc: crc,
+                expected_size: size,
+                unit: "a.zip!m.csv".into(),
+            };
+            r.read_to_end(&mut Vec::new()).map_err(|e| e.to_string())
+        };
+        let mut c = flate2::Crc::new();
+        c.update(b"hello");
+        assert_eq!(check(b"hello", 5, c.sum()), Ok(5));
+        assert!(check(b"hello", 5, c.sum() ^ 1).unwrap_err().contains("CRC-32"));
+        assert!(check(b"hell", 5, c.sum()).unwrap_err().contains("truncated"));
+    }
+}

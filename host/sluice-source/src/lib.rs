@@ -6,6 +6,8 @@
 mod csv;
 mod dir;
 mod fields;
+#[doc(hidden)]
+pub mod fuzzing;
 mod input;
 mod jsonl;
 mod parquet;

@@ -1,0 +1,64 @@
+//! Entry points for the fuzz targets in `fuzz/`: arbitrary bytes through the CSV reader (schema
+//! inferred and explicit) and through zip listing plus member reads. Not a stable API.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field, Schema};
+use sluice_core::source::Source;
+use sluice_core::spec::{CsvSpec, FileOrder, FormatSpec, RejectPolicy, SourceCompression, SourceLimits, SourceSpec};
+
+use crate::csv::CsvItems;
+
+fn csv_spec(header: bool) -> CsvSpec {
+    CsvSpec { header, delimiter: b',', quote: b'"', columns: None, null_tokens: vec!["NA".into()] }
+}
+
+/// Read `data` as CSV twice: with an inferred schema, and with a fixed typed one. Any panic is a bug.
+pub fn csv(data: &[u8]) {
+    let spec = csv_spec(data.first().is_some_and(|b| b & 1 == 1));
+    if let Ok(items) = CsvItems::new(Box::new(Cursor::new(data.to_vec())), &spec, None, 7, "fuzz".into()) {
+        items.for_each(drop);
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("i", DataType::Int32, true),
+        Field::new("f", DataType::Float64, true),
+        Field::new("s", DataType::Utf8, true),
+        Field::new("t", DataType::Timestamp(arrow_schema::TimeUnit::Millisecond, None), true),
+        Field::new("b", DataType::Boolean, true),
+        Field::new("d", DataType::Date32, true),
+    ]));
+    if let Ok(items) = CsvItems::new(Box::new(Cursor::new(data.to_vec())), &spec, Some(schema), 7, "fuzz".into()) {
+        items.for_each(drop);
+    }
+}
+
+/// Treat `data` as a zip archive in `dir`: list its members and read each as CSV, with small
+/// limits. Any panic is a bug; errors are expected.
+pub fn zip(dir: &std::path::Path, data: &[u8]) {
+    let path = dir.join("fuzz.zip");
+    if std::fs::write(&path, data).is_err() {
+        return;
+    }
+    let spec = SourceSpec {
+        name: "fuzz".into(),
+        path: dir.to_path_buf(),
+        include: vec!["fuzz.zip".into()],
+        exclude: vec![],
+        fields: None,
+        format: FormatSpec::Csv(csv_spec(false)),
+        order: FileOrder::Name,
+        compression: SourceCompression::Auto,
+        members: vec![],
+        limits: SourceLimits { max_members: 64, max_unit_bytes: 1 << 20 },
+        rejects: RejectPolicy::default(),
+        retries: 3,
+    };
+    let Ok(source) = crate::DirSource::new(&spec, 64) else { return };
+    let Ok(units) = source.discover() else { return };
+    for unit in units {
+        if let Ok(items) = source.open(&unit) {
+            items.for_each(drop);
+        }
+    }
+}
