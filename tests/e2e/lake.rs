@@ -250,3 +250,43 @@ fn hostile_partition_values_come_back_through_duckdb() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("partition directory name is at most 255 bytes"));
     assert_consistent(&lake);
 }
+
+#[test]
+fn lake_status_and_verify_report_the_lake_and_its_differences() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    write(&root.join("in/a.csv"), "sym,id,v\nA,1,10\nB,2,20\nC,3,30\n");
+    write(&root.join("in/b.csv"), "sym,id,v\nA,4,1.5\n");
+    let p = pipeline(root, "sym", "");
+    assert_eq!(sluice_run(&p).status.code(), Some(0));
+    let lake = root.join("lake");
+    let l = lake.to_str().unwrap();
+    let out = run(&["lake", "status", "--lake", l, "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status[0]["dataset"], "t");
+    assert_eq!(
+        (status[0]["partitions"].as_u64(), status[0]["files"].as_u64(), status[0]["rows"].as_u64()),
+        (Some(3), Some(4), Some(4))
+    );
+    let out = run(&["lake", "verify", "--lake", l]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 column sum(s) checked"));
+
+    // An orphan file and a missing file are both differences.
+    let files = files_under(&lake.join("t/sym=A"));
+    let orphan = lake.join("t/sym=A").join("part-orphan.parquet");
+    std::fs::copy(lake.join("t/sym=A").join(&files[0]), &orphan).unwrap();
+    let out = run(&["lake", "verify", "--lake", l]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("part-orphan.parquet is on disk but no ledger record names it")
+    );
+    std::fs::remove_file(&orphan).unwrap();
+    std::fs::remove_file(lake.join("t/sym=A").join(&files[0])).unwrap();
+    let out = run(&["lake", "verify", "--lake", l]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("is in the ledger but not on disk"), "{text}");
+    assert!(text.contains("the catalog cannot read the dataset") || text.contains("files vs catalog"), "{text}");
+}

@@ -163,3 +163,59 @@ impl BackgroundPublisher {
         }
     }
 }
+
+/// Row count and per-column sums (numeric columns, as DOUBLE) of a relation.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Totals {
+    pub rows: u64,
+    pub sums: std::collections::BTreeMap<String, Option<f64>>,
+}
+
+impl DuckCatalog {
+    /// Totals of a dataset's view in the published catalog.
+    pub fn view_totals(&self, dataset: &str) -> Result<Totals, CatalogError> {
+        self.totals(&format!("lake.main.{}", quote_ident(dataset)))
+    }
+
+    /// Totals of a list of files read the way the catalog's views read them.
+    pub fn file_totals(&self, files: &[PathBuf]) -> Result<Totals, CatalogError> {
+        let list: Vec<String> = files.iter().map(|f| quote_str(&f.to_string_lossy())).collect();
+        self.totals(&format!("read_parquet([{}], hive_partitioning = true, union_by_name = true)", list.join(", ")))
+    }
+
+    fn totals(&self, relation: &str) -> Result<Totals, CatalogError> {
+        let q = |e: duckdb::Error| CatalogError::Query(format!("{relation}: {e}"));
+        let conn = Connection::open_in_memory().map_err(q)?;
+        if self.path.exists() {
+            conn.execute_batch(&format!("ATTACH {} AS lake (READ_ONLY);", quote_str(&self.path.to_string_lossy())))
+                .map_err(q)?;
+        }
+        let mut numeric = Vec::new();
+        {
+            let mut stmt = conn.prepare(&format!("DESCRIBE SELECT * FROM {relation}")).map_err(q)?;
+            let mut rows = stmt.query([]).map_err(q)?;
+            while let Some(row) = rows.next().map_err(q)? {
+                let (name, ty): (String, String) = (row.get(0).map_err(q)?, row.get(1).map_err(q)?);
+                let numeric_type = ["TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE"]
+                    .iter()
+                    .any(|t| ty == *t || ty == format!("U{t}"))
+                    || ty.starts_with("DECIMAL");
+                if numeric_type {
+                    numeric.push(name);
+                }
+            }
+        }
+        let mut select = vec!["count(*)".to_string()];
+        select.extend(numeric.iter().map(|c| format!("sum({})::DOUBLE", quote_ident(c))));
+        let sql = format!("SELECT {} FROM {relation}", select.join(", "));
+        conn.query_row(&sql, [], |row| {
+            let rows: i64 = row.get(0)?;
+            let mut sums = std::collections::BTreeMap::new();
+            for (i, c) in numeric.iter().enumerate() {
+                sums.insert(c.clone(), row.get::<_, Option<f64>>(i + 1)?);
+            }
+            Ok(Totals { rows: rows as u64, sums })
+        })
+        .map_err(q)
+    }
+}

@@ -43,6 +43,9 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Run SQL against a lake's catalog.
     Query(QueryArgs),
+    /// Inspect and check a lake.
+    #[command(subcommand)]
+    Lake(LakeCommand),
     /// Print the JSON Schema of the pipeline language (for editor completion).
     Schema,
     /// Plugin tools.
@@ -86,6 +89,25 @@ pub enum OutputFormat {
     Table,
     Csv,
     Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LakeCommand {
+    /// Datasets, partitions, files and rows, from the ledger.
+    Status(LakeArgs),
+    /// Check that the ledger, the files on disk and the catalog agree (row counts, per-column
+    /// sums); exit 1 on any difference.
+    Verify(LakeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LakeArgs {
+    /// The lake directory.
+    #[arg(long, default_value = "lake")]
+    pub lake: PathBuf,
+    /// Print JSON instead of a table (status).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -52,7 +52,8 @@ pub struct LiveFile {
 
 pub(crate) struct Ledger {
     path: PathBuf,
-    file: File,
+    /// `None` when opened read-only (status, verify).
+    file: Option<File>,
     /// Latest record per (dataset, unit id): the fingerprints re-runs compare against.
     pub(crate) records: HashMap<(String, String), LedgerRecord>,
     /// Live files, relative to the lake root.
@@ -68,6 +69,23 @@ impl Ledger {
         let path = lake.join(LEDGER_DIR).join("ledger.jsonl");
         truncate_torn_tail(&path)?;
         let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| SinkError::io(&path, e))?;
+        Self::load(path, Some(file))
+    }
+
+    /// Replay the ledger without taking the writer lock or changing anything (a torn final line
+    /// is skipped, as the next writer will cut it).
+    pub(crate) fn read_only(lake: &Path) -> Result<Self, SinkError> {
+        let path = lake.join(LEDGER_DIR).join("ledger.jsonl");
+        if !path.exists() {
+            return Err(SinkError::io(
+                &path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no ledger: not a lake"),
+            ));
+        }
+        Self::load(path, None)
+    }
+
+    fn load(path: PathBuf, file: Option<File>) -> Result<Self, SinkError> {
         let mut ledger = Ledger {
             path: path.clone(),
             file,
@@ -122,8 +140,9 @@ impl Ledger {
         let mut line = serde_json::to_string(&record)
             .map_err(|e| SinkError::Ledger { path: self.path.display().to_string(), message: e.to_string() })?;
         line.push('\n');
-        self.file.write_all(line.as_bytes()).map_err(|e| SinkError::io(&self.path, e))?;
-        self.file.sync_data().map_err(|e| SinkError::io(&self.path, e))?;
+        let file = self.file.as_mut().expect("appends only to a ledger opened for writing");
+        file.write_all(line.as_bytes()).map_err(|e| SinkError::io(&self.path, e))?;
+        file.sync_data().map_err(|e| SinkError::io(&self.path, e))?;
         self.apply(record);
         self.appended += 1;
         Ok(())

@@ -13,10 +13,12 @@ mod merge;
 mod partition;
 mod read;
 mod schema;
+mod state;
 mod writer;
 
 pub use ledger::{LEDGER_DIR, LedgerRecord, LiveFile};
 pub use partition::escape_partition_value;
 pub use read::ParquetBatches;
 pub use schema::{Column, widens};
+pub use state::{DatasetState, LakeState};
 pub use writer::{Lake, REJECTS_DIR};

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 mod demo;
+mod lake;
 mod plugin;
 mod query;
 mod run;
@@ -16,6 +17,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, Exit> {
         Command::Run(a) => run::run(&a, g),
         Command::Validate(a) => validate::validate(&a, g),
         Command::Query(a) => query::query(&a),
+        Command::Lake(c) => lake::lake(c),
         Command::Schema => schema::schema(),
         Command::Plugin(p) => plugin::plugin(p, g),
         Command::Demo(a) => demo::demo(&a, g),

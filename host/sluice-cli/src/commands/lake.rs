@@ -1,0 +1,147 @@
+//! `sluice lake status` and `sluice lake verify`: what a lake holds, and whether its ledger, the
+//! files on disk and the catalog agree.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use sluice_catalog::{DuckCatalog, Totals};
+use sluice_lake::LakeState;
+
+use crate::cli::{LakeArgs, LakeCommand};
+use crate::{EXIT_DATA, Exit};
+
+pub fn lake(cmd: LakeCommand) -> Result<u8, Exit> {
+    match cmd {
+        LakeCommand::Status(a) => status(&a),
+        LakeCommand::Verify(a) => verify(&a),
+    }
+}
+
+fn read(args: &LakeArgs) -> Result<LakeState, Exit> {
+    let root =
+        args.lake.canonicalize().with_context(|| format!("lake {}", args.lake.display())).map_err(Exit::config)?;
+    LakeState::read(&root).with_context(|| format!("reading the ledger of {}", root.display())).map_err(Exit::config)
+}
+
+fn status(args: &LakeArgs) -> Result<u8, Exit> {
+    let state = read(args)?;
+    let mut out = Vec::new();
+    for (name, ds) in &state.datasets {
+        let mut rows = 0u64;
+        let mut bytes = 0u64;
+        for (f, recorded) in &ds.files {
+            rows += match recorded {
+                Some(r) => *r,
+                None => state.footer_rows(f).context("reading a footer")?,
+            };
+            bytes += std::fs::metadata(state.root.join(f)).map(|m| m.len()).unwrap_or(0);
+        }
+        out.push(serde_json::json!({
+            "dataset": name, "partitions": ds.partitions(), "files": ds.files.len(), "rows": rows, "bytes": bytes,
+            "columns": ds.schema.len(),
+        }));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out).context("encoding the status")?);
+    } else {
+        println!("lake {}", state.root.display());
+        println!("{:<24} {:>10} {:>8} {:>14} {:>14}", "dataset", "partitions", "files", "rows", "bytes");
+        for d in &out {
+            println!(
+                "{:<24} {:>10} {:>8} {:>14} {:>14}",
+                d["dataset"].as_str().unwrap_or_default(),
+                d["partitions"],
+                d["files"],
+                d["rows"],
+                d["bytes"]
+            );
+        }
+    }
+    Ok(0)
+}
+
+/// Two sums agree when equal up to floating-point summation order.
+fn close(a: Option<f64>, b: Option<f64>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0),
+        (a, b) => a == b,
+    }
+}
+
+fn compare(what: &str, dataset: &str, a: &Totals, b: &Totals, problems: &mut Vec<String>) {
+    if a.rows != b.rows {
+        problems.push(format!("{dataset}: {what}: {} rows vs {} rows", a.rows, b.rows));
+    }
+    for (col, sum) in &a.sums {
+        let other = b.sums.get(col).copied().flatten();
+        if !close(*sum, other) {
+            problems.push(format!("{dataset}: {what}: sum({col}) {sum:?} vs {other:?}"));
+        }
+    }
+}
+
+fn verify(args: &LakeArgs) -> Result<u8, Exit> {
+    let state = read(args)?;
+    let catalog = DuckCatalog::for_lake(&state.root);
+    let mut problems = Vec::new();
+    let mut notes = Vec::new();
+    for (name, ds) in &state.datasets {
+        // Ledger vs disk: the same files, and the recorded rows match the footers.
+        let (on_disk, inprogress) = state.on_disk(name)?;
+        for f in ds.files.keys().filter(|f| !on_disk.contains(*f)) {
+            problems.push(format!("{name}: {f} is in the ledger but not on disk"));
+        }
+        for f in on_disk.iter().filter(|f| !ds.files.contains_key(*f)) {
+            problems.push(format!("{name}: {f} is on disk but no ledger record names it"));
+        }
+        if !inprogress.is_empty() {
+            notes.push(format!(
+                "{name}: {} in-progress file(s) (a writer is running, or the next start sweeps them)",
+                inprogress.len()
+            ));
+        }
+        let mut ledger_rows = 0u64;
+        for (f, recorded) in ds.files.iter().filter(|(f, _)| on_disk.contains(*f)) {
+            let footer = state.footer_rows(f).context("reading a footer")?;
+            ledger_rows += recorded.unwrap_or(footer);
+            if recorded.is_some_and(|r| r != footer) {
+                problems.push(format!(
+                    "{name}: {f}: the ledger says {} rows, the file holds {footer}",
+                    recorded.unwrap_or(0)
+                ));
+            }
+        }
+        // Files vs catalog: row counts and per-column sums.
+        let files: Vec<PathBuf> =
+            ds.files.keys().filter(|f| on_disk.contains(*f)).map(|f| state.root.join(f)).collect();
+        if files.is_empty() {
+            continue;
+        }
+        let from_files = catalog.file_totals(&files).context("reading the files")?;
+        if from_files.rows != ledger_rows {
+            problems.push(format!("{name}: the ledger records {ledger_rows} rows, the files hold {}", from_files.rows));
+        }
+        match catalog.view_totals(name) {
+            Ok(from_catalog) => compare("files vs catalog", name, &from_files, &from_catalog, &mut problems),
+            Err(e) => problems.push(format!("{name}: the catalog cannot read the dataset: {e}")),
+        }
+        println!(
+            "{name}: {} file(s), {} rows, {} column sum(s) checked",
+            files.len(),
+            from_files.rows,
+            from_files.sums.len()
+        );
+    }
+    for n in &notes {
+        println!("note: {n}");
+    }
+    if problems.is_empty() {
+        println!("ok: the ledger, the files and the catalog agree");
+        Ok(0)
+    } else {
+        for p in &problems {
+            println!("DIFFERENCE {p}");
+        }
+        Ok(EXIT_DATA)
+    }
+}
