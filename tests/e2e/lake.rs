@@ -256,11 +256,21 @@ fn lake_status_and_verify_report_the_lake_and_its_differences() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     write(&root.join("in/a.csv"), "sym,id,v\nA,1,10\nB,2,20\nC,3,30\n");
-    write(&root.join("in/b.csv"), "sym,id,v\nA,4,1.5\n");
-    let p = pipeline(root, "sym", "");
+    write(&root.join("in/b.csv"), "sym,id,v,note\nA,4,1.5,x\n");
+    let p = pipeline(root, "sym", "  time_column: id");
     assert_eq!(sluice_run(&p).status.code(), Some(0));
     let lake = root.join("lake");
     let l = lake.to_str().unwrap();
+    // stats.json, updated at each commit from the live files' footers.
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(lake.join("_sluice/stats/t.json")).unwrap()).unwrap();
+    assert_eq!(
+        (stats["rows"].as_u64(), stats["files"].as_u64(), stats["partitions"].as_u64()),
+        (Some(4), Some(4), Some(3))
+    );
+    assert_eq!((stats["time_min"].as_i64(), stats["time_max"].as_i64()), (Some(1), Some(4)));
+    assert_eq!(stats["null_rate"]["id"], 0.0);
+    assert_eq!(stats["null_rate"]["note"], 0.75, "{stats}");
     let out = run(&["lake", "status", "--lake", l, "--json"]);
     assert_eq!(out.status.code(), Some(0));
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -271,7 +281,7 @@ fn lake_status_and_verify_report_the_lake_and_its_differences() {
     );
     let out = run(&["lake", "verify", "--lake", l]);
     assert_eq!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("2 column sum(s) checked"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 column sum(s) checked"), "id and v");
 
     // An orphan file and a missing file are both differences.
     let files = files_under(&lake.join("t/sym=A"));

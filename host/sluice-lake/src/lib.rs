@@ -14,6 +14,7 @@ mod partition;
 mod read;
 mod schema;
 mod state;
+mod stats;
 mod writer;
 
 pub use ledger::{LEDGER_DIR, LedgerRecord, LiveFile};

@@ -43,6 +43,8 @@ struct LakeInner {
     /// Serializes whole commits in `replace_partition` and `upsert` modes, which read and
     /// rewrite partitions other units also write.
     partition_commits: Mutex<()>,
+    /// Footer stats of live files, for `_sluice/stats/<dataset>.json`.
+    stats: Mutex<crate::stats::StatsCache>,
 }
 
 fn now_ms() -> u64 {
@@ -86,6 +88,7 @@ impl Lake {
                 _lock: lock,
                 failures,
                 partition_commits: Mutex::new(()),
+                stats: Mutex::default(),
             }),
         };
         lake.recover()?;
@@ -454,6 +457,20 @@ impl UnitWriter for LakeUnitWriter {
         };
         if let Some(schema) = schema_changed {
             lake.write_schema_mirror(&schema);
+        }
+        {
+            let mut stats = lake.stats.lock().expect("stats lock");
+            let prefix = format!("{dataset}/");
+            let live: Vec<String> = lake
+                .ledger
+                .lock()
+                .expect("ledger lock")
+                .live
+                .keys()
+                .filter(|f| f.starts_with(&prefix))
+                .cloned()
+                .collect();
+            stats.write(&lake.root, &dataset, &live, lake.spec.time_column.as_deref());
         }
         // The replaced files are no longer live; a crash before this line leaves them to the
         // next start's sweep.
