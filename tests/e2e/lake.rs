@@ -153,6 +153,19 @@ fn append_reruns_are_idempotent_deterministic_and_replace_changed_sources() {
     assert_eq!(run(&["run", "--force", p.to_str().unwrap()]).status.code(), Some(0));
     assert_eq!(query(&lake, "SELECT id, v FROM t ORDER BY id"), r);
     assert_consistent(&lake);
+    // `--force` with different bytes (another codec) never overwrites a committed file in
+    // place: the new files take new names, the old ones go once the ledger says so.
+    let before = files_under(&lake.join("t"));
+    let yaml = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("partition_by: [sym]", "partition_by: [sym]\n  compression: snappy");
+    write(&p, &yaml);
+    assert_eq!(run(&["run", "--force", p.to_str().unwrap()]).status.code(), Some(0));
+    let after = files_under(&lake.join("t"));
+    assert_eq!(after.len(), before.len());
+    assert!(after.iter().all(|f| f.ends_with("-g1.parquet") && !before.contains(f)), "{before:?} -> {after:?}");
+    assert_eq!(query(&lake, "SELECT id, v FROM t ORDER BY id"), r);
+    assert_consistent(&lake);
 }
 
 #[test]

@@ -252,19 +252,57 @@ struct LakeUnitWriter {
     plan: Option<(SchemaRef, Plan)>,
 }
 
-/// A deterministic data file name for (unit, fingerprint, partition sequence), made unique
-/// against live files: a re-commit of the same unit and fingerprint (`--force`) takes the next
-/// generation, so a rename never overwrites a committed file before the ledger says so.
-fn unique_name(dir: &Path, unit: &SourceUnit, unit_id: &str, seq: u32) -> String {
+/// A deterministic data file name for (unit, fingerprint, partition sequence): a replay writes
+/// the same names, and a changed source (new fingerprint) never reuses a live file's name.
+fn unique_name(_dir: &Path, unit: &SourceUnit, unit_id: &str, seq: u32) -> String {
     let fp = sluice_core::sha256_hex(&[&unit.size.to_le_bytes(), &unit.mtime_ns.to_le_bytes()]);
-    let base = format!("part-{}-{}-{seq:05}", &unit_id[..16], &fp[..8]);
-    let mut name = format!("{base}.parquet");
+    format!("part-{}-{}-{seq:05}.parquet", &unit_id[..16], &fp[..8])
+}
+
+/// True when two files hold the same bytes.
+fn same_bytes(a: &Path, b: &Path) -> Result<bool, SinkError> {
+    use std::io::Read;
+    let (ma, mb) = (
+        std::fs::metadata(a).map_err(|e| SinkError::io(a, e))?,
+        std::fs::metadata(b).map_err(|e| SinkError::io(b, e))?,
+    );
+    if ma.len() != mb.len() {
+        return Ok(false);
+    }
+    let mut fa = std::io::BufReader::new(File::open(a).map_err(|e| SinkError::io(a, e))?);
+    let mut fb = std::io::BufReader::new(File::open(b).map_err(|e| SinkError::io(b, e))?);
+    let (mut ba, mut bb) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    loop {
+        let n = fa.read(&mut ba).map_err(|e| SinkError::io(a, e))?;
+        if n == 0 {
+            return Ok(true);
+        }
+        fb.read_exact(&mut bb[..n]).map_err(|e| SinkError::io(b, e))?;
+        if ba[..n] != bb[..n] {
+            return Ok(false);
+        }
+    }
+}
+
+/// A re-commit of the same unit and fingerprint (`--force`) finds its file names taken by live
+/// files. Identical bytes may replace them (a deterministic replay keeps its names); different
+/// bytes take the next free generation name, so a rename never changes a committed file before
+/// the ledger says so.
+fn settle_name(s: &mut Staged) -> Result<(), SinkError> {
+    if !s.final_path.exists() || same_bytes(&s.tmp, &s.final_path)? {
+        return Ok(());
+    }
+    let name = s.final_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let base = name.trim_end_matches(".parquet").to_string();
     let mut generation = 1;
-    while dir.join(&name).exists() {
-        name = format!("{base}-g{generation}.parquet");
+    loop {
+        let candidate = s.final_path.with_file_name(format!("{base}-g{generation}.parquet"));
+        if !candidate.exists() {
+            s.final_path = candidate;
+            return Ok(());
+        }
         generation += 1;
     }
-    name
 }
 
 impl LakeUnitWriter {
@@ -402,6 +440,9 @@ impl UnitWriter for LakeUnitWriter {
             previous
         };
 
+        for s in staged.iter_mut() {
+            settle_name(s)?;
+        }
         // Publish: rename into place, fsync the directories.
         let mut report = CommitReport { rows, ..Default::default() };
         let mut dirs = HashSet::new();
