@@ -3,7 +3,8 @@
 #   1. the committed plugin components are not stale relative to their sources;
 #   2. every plugin is rebuilt from source into a scratch directory;
 #   3. formatting and clippy (-D warnings) for the host and the plugin workspaces;
-#   4. all host tests, run against the freshly rebuilt plugins;
+#   4. all host tests, run against the freshly rebuilt plugins (with Python venvs for the lake's
+#      pyarrow/DuckDB reader check);
 #   5. the plugins' native unit tests;
 #   6. a short, bounded fuzz run of the CSV and zip readers (skipped without cargo-fuzz).
 set -euo pipefail
@@ -26,6 +27,10 @@ cargo fmt --all --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 (cd plugins && CARGO_TARGET_DIR="$CARGO_TARGET_DIR/plugins-native" cargo clippy --workspace --all-targets --quiet -- -D warnings)
+
+step "Python readers for the lake check: pyarrow with DuckDB 1.x and 2.x"
+SLUICE_PYTHON="$(bash scripts/python-venvs.sh)"
+export SLUICE_PYTHON
 
 step "host tests against the rebuilt plugins"
 SLUICE_PLUGIN_DIR="$rebuilt" SLUICE_TEST_PLUGIN_DIR="$rebuilt/test" cargo test --workspace

@@ -5,6 +5,7 @@ mod crash;
 mod handlers;
 mod hostile;
 mod lake;
+mod python_readers;
 mod readers;
 mod run_csv;
 mod sources;
