@@ -24,8 +24,7 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use arrow_arith::{boolean, numeric};
-use arrow_ord::cmp;
+use arrow_arith::boolean;
 use sluice_plugin::arrow_array::builder::StringBuilder;
 use sluice_plugin::arrow_array::types::{Float64Type, Int64Type};
 use sluice_plugin::arrow_array::{Datum, Float64Array, Int64Array, new_null_array};
@@ -788,6 +787,101 @@ pub fn normalize_column(a: &ArrayRef) -> Result<ArrayRef, Error> {
     })
 }
 
+/// The output length of a binary operation and the per-operand index of row `i`.
+fn broadcast(a: &Value, b: &Value) -> usize {
+    match (a.scalar, b.scalar) {
+        (true, true) => 1,
+        (false, _) => a.array.len(),
+        (true, false) => b.array.len(),
+    }
+}
+
+/// Validity of `a op b` per row (both operands non-null), or None when nothing is null.
+fn both_valid(a: &Value, b: &Value, n: usize) -> Option<Vec<bool>> {
+    if a.array.null_count() == 0 && b.array.null_count() == 0 {
+        return None;
+    }
+    Some((0..n).map(|i| a.array.is_valid(a.at(i)) && b.array.is_valid(b.at(i))).collect())
+}
+
+/// Arithmetic on Int64 (checked) or Float64 operands, with scalar broadcasting.
+fn arith(op: BinOp, a: &Value, b: &Value, t: Ty) -> Result<ArrayRef, String> {
+    let n = broadcast(a, b);
+    let valid = both_valid(a, b, n);
+    let ok = |i: usize| valid.as_ref().is_none_or(|v| v[i]);
+    let nulls = valid.clone().map(sluice_plugin::arrow_buffer::NullBuffer::from);
+    if t == Ty::Int {
+        let (x, y) = (a.array.as_primitive::<Int64Type>().values(), b.array.as_primitive::<Int64Type>().values());
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let (p, q) = (x[a.at(i)], y[b.at(i)]);
+            let r = match op {
+                BinOp::Add => p.checked_add(q),
+                BinOp::Sub => p.checked_sub(q),
+                BinOp::Mul => p.checked_mul(q),
+                _ if q == 0 && ok(i) => return Err("division by zero".into()),
+                _ => p.checked_rem(q).or(Some(0)),
+            };
+            match r {
+                Some(r) => out.push(r),
+                None if !ok(i) => out.push(0),
+                None => return Err("integer overflow".into()),
+            }
+        }
+        return Ok(Arc::new(Int64Array::new(out.into(), nulls)));
+    }
+    let (x, y) = (a.array.as_primitive::<Float64Type>().values(), b.array.as_primitive::<Float64Type>().values());
+    let f: fn(f64, f64) -> f64 = match op {
+        BinOp::Add => |p, q| p + q,
+        BinOp::Sub => |p, q| p - q,
+        BinOp::Mul => |p, q| p * q,
+        BinOp::Div => |p, q| p / q,
+        _ => |p, q| p % q,
+    };
+    let out: Vec<f64> = match (a.scalar, b.scalar) {
+        (false, false) => x.iter().zip(y.iter()).map(|(p, q)| f(*p, *q)).collect(),
+        (false, true) => x.iter().map(|p| f(*p, y[0])).collect(),
+        (true, false) => y.iter().map(|q| f(x[0], *q)).collect(),
+        (true, true) => vec![f(x[0], y[0])],
+    };
+    Ok(Arc::new(Float64Array::new(out.into(), nulls)))
+}
+
+/// A comparison of two operands of type `t`, with scalar broadcasting.
+fn compare(op: BinOp, a: &Value, b: &Value, t: Ty) -> BooleanArray {
+    use std::cmp::Ordering;
+    let n = broadcast(a, b);
+    let valid = both_valid(a, b, n);
+    let test = |o: Ordering| match op {
+        BinOp::Eq => o == Ordering::Equal,
+        BinOp::Ne => o != Ordering::Equal,
+        BinOp::Lt => o == Ordering::Less,
+        BinOp::Le => o != Ordering::Greater,
+        BinOp::Gt => o == Ordering::Greater,
+        _ => o != Ordering::Less,
+    };
+    let values: Vec<bool> = match t {
+        Ty::Int => {
+            let (x, y) = (a.array.as_primitive::<Int64Type>().values(), b.array.as_primitive::<Int64Type>().values());
+            (0..n).map(|i| test(x[a.at(i)].cmp(&y[b.at(i)]))).collect()
+        }
+        Ty::Float => {
+            let (x, y) =
+                (a.array.as_primitive::<Float64Type>().values(), b.array.as_primitive::<Float64Type>().values());
+            (0..n).map(|i| test(x[a.at(i)].total_cmp(&y[b.at(i)]))).collect()
+        }
+        Ty::Str => {
+            let (x, y) = (a.array.as_string::<i32>(), b.array.as_string::<i32>());
+            (0..n).map(|i| test(x.value(a.at(i)).cmp(y.value(b.at(i))))).collect()
+        }
+        _ => {
+            let (x, y) = (a.array.as_boolean(), b.array.as_boolean());
+            (0..n).map(|i| test(x.value(a.at(i)).cmp(&y.value(b.at(i))))).collect()
+        }
+    };
+    BooleanArray::new(values.into(), valid.map(sluice_plugin::arrow_buffer::NullBuffer::from))
+}
+
 fn with_nulls_of(out: Vec<bool>, src: &dyn Array, scalar_row: Option<usize>) -> BooleanArray {
     let _ = scalar_row;
     BooleanArray::new(out.into(), src.logical_nulls())
@@ -806,7 +900,18 @@ impl Expr {
                 let v = e.eval(batch)?;
                 match v.ty() {
                     Ty::Null => v,
-                    _ => v.map(numeric::neg(v.array.as_ref())?),
+                    Ty::Int => {
+                        let a = v.array.as_primitive::<Int64Type>();
+                        let r = a.try_unary::<_, Int64Type, _>(|x| {
+                            x.checked_neg().ok_or_else(|| {
+                                sluice_plugin::arrow_schema::ArrowError::ComputeError("integer overflow".into())
+                            })
+                        });
+                        let r =
+                            r.map_err(|e| Error::data(format!("{e} (at column {} of the expression)", self.pos + 1)))?;
+                        v.map(Arc::new(r))
+                    }
+                    _ => v.map(Arc::new(v.array.as_primitive::<Float64Type>().unary::<_, Float64Type>(|x| -x))),
                 }
             }
             Kind::Not(e) => {
@@ -842,14 +947,8 @@ impl Expr {
                         let float = *op == BinOp::Div || a.ty() == Ty::Float || b.ty() == Ty::Float;
                         let t = if float { Ty::Float } else { Ty::Int };
                         let (a, b) = (a.as_type(t), b.as_type(t));
-                        let r = match op {
-                            BinOp::Add => numeric::add(&a, &b),
-                            BinOp::Sub => numeric::sub(&a, &b),
-                            BinOp::Mul => numeric::mul(&a, &b),
-                            BinOp::Div => numeric::div(&a, &b),
-                            _ => numeric::rem(&a, &b),
-                        }
-                        .map_err(|e| Error::data(format!("{e} (at column {} of the expression)", self.pos + 1)))?;
+                        let r = arith(*op, &a, &b, t)
+                            .map_err(|e| Error::data(format!("{e} (at column {} of the expression)", self.pos + 1)))?;
                         Value { array: r, scalar }
                     }
                     _ => {
@@ -860,14 +959,7 @@ impl Expr {
                         };
                         let t = if t == Ty::Null { Ty::Bool } else { t };
                         let (a, b) = (a.as_type(t), b.as_type(t));
-                        let r = match op {
-                            BinOp::Eq => cmp::eq(&a, &b),
-                            BinOp::Ne => cmp::neq(&a, &b),
-                            BinOp::Lt => cmp::lt(&a, &b),
-                            BinOp::Le => cmp::lt_eq(&a, &b),
-                            BinOp::Gt => cmp::gt(&a, &b),
-                            _ => cmp::gt_eq(&a, &b),
-                        }?;
+                        let r = compare(*op, &a, &b, t);
                         Value { array: Arc::new(r), scalar }
                     }
                 }
@@ -1108,6 +1200,25 @@ mod tests {
         let v = eval("round(abs(close) * 1.234, 1)");
         assert_eq!(v.as_primitive::<Float64Type>().value(0), 1.9);
         assert_eq!(eval("length(\"symbol\")").as_primitive::<Int64Type>().value(0), 7);
+    }
+
+    #[test]
+    fn integer_errors_are_data_errors_but_null_rows_are_skipped() {
+        let b = batch();
+        for (src, msg) in [
+            ("n % 0", "division by zero"),
+            ("n * 9223372036854775807", "overflow"),
+            ("-(n - n - 9223372036854775807 - 1)", "overflow"),
+        ] {
+            let e = parse(src).unwrap();
+            e.check(&b.schema()).unwrap();
+            let err = e.eval(&b).unwrap_err();
+            assert!(matches!(err, Error::Data { .. }) && err.message().contains(msg), "{src}: {err}");
+        }
+        // Row 2 (n null) would divide by zero, but it is null.
+        let v = eval("n % (n - 3 + 3)");
+        assert_eq!(v.as_primitive::<Int64Type>().iter().collect::<Vec<_>>(), vec![Some(0), Some(0), None, Some(0)]);
+        assert_eq!(bools("'b' > symbol"), vec![Some(true), Some(false), None, Some(true)]);
     }
 
     #[test]
