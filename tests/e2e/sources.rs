@@ -223,6 +223,24 @@ fn csv_edge_cases_empty_header_only_crlf_bom_invalid_utf8_no_final_newline() {
 }
 
 #[test]
+fn a_text_file_in_the_wrong_format_fails_as_a_unit_instead_of_landing_as_rejects() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    write(&root.join("in/good.csv"), "a,b\n1,x\n2,y\n");
+    // Plain text, no NUL bytes, that the CSV reader can split into records: none parses as (int64, utf8).
+    write(&root.join("in/notes.csv"), "a,b\nMeeting notes;; see below\nThe quick brown fox\njumps over\n");
+    write(&root.join("edges.yaml"), EDGES);
+    let sj = root.join("summary.json");
+    let out = run(&["run", root.join("edges.yaml").to_str().unwrap(), "--summary-json", sj.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "a failed unit exits 1");
+    let s = summary(&sj);
+    assert_eq!((s["files_committed"].as_u64(), s["files_failed"].as_u64()), (Some(1), Some(1)), "{s}");
+    let err = s["failures"][0]["error"].as_str().unwrap();
+    assert!(err.contains("notes.csv") && err.contains("none of its 3 row(s) parsed"), "{err}");
+    assert!(!root.join("lake/_rejects").exists() || files_under(&root.join("lake/_rejects")).is_empty());
+}
+
+#[test]
 fn gzip_and_zstd_json_lines_and_parquet_inside_a_zip() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();

@@ -212,6 +212,8 @@ impl Source for DirSource {
 }
 
 /// Enforces a unit's reject policy: too many rejects fail the unit (its writes are discarded).
+/// Whatever the policy, a unit whose every row was rejected is not data in the declared format
+/// (binary garbage, the wrong file type, the wrong delimiter) and fails as unreadable.
 struct Budget {
     inner: BatchStream,
     policy: RejectPolicy,
@@ -223,9 +225,6 @@ struct Budget {
 
 impl Budget {
     fn wrap(inner: BatchStream, policy: RejectPolicy, unit: String) -> BatchStream {
-        if policy.max_errors.is_none() && policy.max_error_rate.is_none() {
-            return inner;
-        }
         Box::new(Budget { inner, policy, unit, rows: 0, rejects: 0, done: false })
     }
 
@@ -263,6 +262,10 @@ impl Iterator for Budget {
             }
             None => {
                 self.done = true;
+                if self.rows > 0 && self.rejects == self.rows {
+                    return self
+                        .fail(format!("none of its {} row(s) parsed: not data in the declared format", self.rows));
+                }
                 let rate = if self.rows == 0 { 0.0 } else { self.rejects as f64 / self.rows as f64 };
                 match self.policy.max_error_rate {
                     Some(max) if rate > max => self.fail(format!(
