@@ -109,64 +109,137 @@ impl<'a> Enc<'a> {
     }
 }
 
+/// A hasher for keys that are already well-mixed 64-bit hashes.
+#[derive(Default)]
+struct PreHashed(u64);
+
+impl std::hash::Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("only u64 keys")
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+/// A fast 64-bit hash of an encoded key (multiply-rotate over 8-byte words, then a final mix).
+#[inline]
+fn hash(bytes: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h = (bytes.len() as u64).wrapping_mul(K);
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        h = (h ^ u64::from_le_bytes(c.try_into().expect("8 bytes"))).wrapping_mul(K).rotate_left(31);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K).rotate_left(31);
+    }
+    h ^= h >> 32;
+    h = h.wrapping_mul(K);
+    h ^ (h >> 29)
+}
+
+const NONE: u32 = u32::MAX;
+
 /// Maps multi-column keys to dense slots `0..len()`, across batches.
-#[derive(Debug, Default)]
+///
+/// Encoded keys live back to back in one arena (no allocation per key); a map
+/// from hash to the newest slot with that hash, plus a chain per slot, resolves
+/// collisions by comparing the encoded bytes.
+#[derive(Default)]
 pub struct KeyMap {
-    map: HashMap<Box<[u8]>, u32>,
+    heads: HashMap<u64, u32, std::hash::BuildHasherDefault<PreHashed>>,
+    chain: Vec<u32>,
+    offsets: Vec<usize>,
+    arena: Vec<u8>,
     scratch: Vec<u8>,
     last: Vec<u8>,
+}
+
+impl std::fmt::Debug for KeyMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyMap").field("keys", &self.len()).field("arena_bytes", &self.arena.len()).finish()
+    }
 }
 
 impl KeyMap {
     /// Number of distinct keys seen.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.chain.len()
     }
 
     /// Whether no key was seen yet.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.chain.is_empty()
+    }
+
+    fn key(&self, slot: u32) -> &[u8] {
+        let s = slot as usize;
+        let end = self.offsets.get(s + 1).copied().unwrap_or(self.arena.len());
+        &self.arena[self.offsets[s]..end]
+    }
+
+    /// The slot of `bytes`, added if new.
+    fn slot_of(&mut self, bytes: &[u8]) -> u32 {
+        let h = hash(bytes);
+        let head = self.heads.get(&h).copied().unwrap_or(NONE);
+        let mut s = head;
+        while s != NONE {
+            if self.key(s) == bytes {
+                return s;
+            }
+            s = self.chain[s as usize];
+        }
+        let new = self.chain.len() as u32;
+        self.offsets.push(self.arena.len());
+        self.arena.extend_from_slice(bytes);
+        self.chain.push(head);
+        self.heads.insert(h, new);
+        new
     }
 
     /// Fills `out` with the slot of each of the `n` rows keyed by `cols` (no
     /// columns: every row is slot 0). Returns how many new keys were added.
     pub fn slots(&mut self, cols: &[&ArrayRef], n: usize, out: &mut Vec<u32>) -> Result<usize, Error> {
         out.clear();
-        let before = self.map.len();
+        let before = self.len();
         if cols.is_empty() {
-            if self.map.is_empty() {
-                self.map.insert(Box::new([]), 0);
+            if self.is_empty() {
+                self.slot_of(&[]);
             }
             out.resize(n, 0);
-            return Ok(self.map.len() - before);
+            return Ok(self.len() - before);
         }
         let encs = cols.iter().map(|c| Enc::new(c.as_ref())).collect::<Result<Vec<_>, _>>()?;
         out.reserve(n);
         let mut last_slot = None;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut last = std::mem::take(&mut self.last);
         for row in 0..n {
-            self.scratch.clear();
+            scratch.clear();
             for e in &encs {
-                e.write(row, &mut self.scratch);
+                e.write(row, &mut scratch);
             }
             let slot = match last_slot {
-                Some(s) if self.scratch == self.last => s,
+                Some(s) if scratch == last => s,
                 _ => {
-                    let next = self.map.len() as u32;
-                    let s = match self.map.get(self.scratch.as_slice()) {
-                        Some(&s) => s,
-                        None => {
-                            self.map.insert(self.scratch.clone().into_boxed_slice(), next);
-                            next
-                        }
-                    };
-                    std::mem::swap(&mut self.scratch, &mut self.last);
+                    let s = self.slot_of(&scratch);
+                    std::mem::swap(&mut scratch, &mut last);
                     s
                 }
             };
             last_slot = Some(slot);
             out.push(slot);
         }
-        Ok(self.map.len() - before)
+        self.scratch = scratch;
+        self.last = last;
+        Ok(self.len() - before)
     }
 }
 
@@ -211,6 +284,36 @@ mod tests {
         let c2: ArrayRef = Arc::new(StringArray::from(vec!["c", "bc"]));
         m.slots(&[&c1, &c2], 2, &mut out).unwrap();
         assert_ne!(out[0], out[1]);
+    }
+
+    #[test]
+    fn many_keys_and_colliding_chains() {
+        let mut m = KeyMap::default();
+        let mut out = Vec::new();
+        let a: ArrayRef = Arc::new(Int64Array::from_iter_values(0..100_000));
+        assert_eq!(m.slots(&[&a], 100_000, &mut out).unwrap(), 100_000);
+        assert!(out.iter().enumerate().all(|(i, &s)| s as usize == i));
+        let b: ArrayRef = Arc::new(Int64Array::from_iter_values((0..100_000).rev()));
+        assert_eq!(m.slots(&[&b], 100_000, &mut out).unwrap(), 0);
+        assert!(out.iter().enumerate().all(|(i, &s)| s as usize == 99_999 - i));
+        // Force one chain: distinct keys under the same hash bucket still resolve.
+        let mut c = KeyMap::default();
+        for (i, k) in [b"x".as_slice(), b"y", b"z"].iter().enumerate() {
+            c.offsets.push(c.arena.len());
+            c.arena.extend_from_slice(k);
+            c.chain.push(if i == 0 { NONE } else { i as u32 - 1 });
+            c.heads.insert(hash(b"x"), i as u32);
+        }
+        assert_eq!(c.key(0), b"x");
+        let h = c.heads[&hash(b"x")];
+        let mut s = h;
+        let mut seen = vec![];
+        while s != NONE {
+            seen.push(c.key(s).to_vec());
+            s = c.chain[s as usize];
+        }
+        assert_eq!(seen, vec![b"z".to_vec(), b"y".to_vec(), b"x".to_vec()]);
+        assert_eq!(c.slot_of(b"x"), 0);
     }
 
     #[test]
