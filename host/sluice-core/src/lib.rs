@@ -6,6 +6,7 @@
 
 pub mod catalog;
 pub mod error;
+pub mod hint;
 pub mod plugin;
 pub mod runner;
 pub mod sink;

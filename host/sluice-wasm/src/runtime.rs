@@ -182,26 +182,13 @@ fn plugin_name(p: &Path) -> String {
 }
 
 fn unknown_plugin_message(name: &str, known: &[String]) -> String {
+    use sluice_core::hint::edit_distance;
     let mut msg = format!("no plugin named `{name}`");
     if let Some(best) = known.iter().min_by_key(|k| edit_distance(k, name)).filter(|k| edit_distance(k, name) <= 2) {
         msg.push_str(&format!("; did you mean `{best}`?"));
     }
     msg.push_str(&format!(" (standard plugins: {}; or give a path to a .wasm file)", known.join(", ")));
     msg
-}
-
-/// Levenshtein distance, for "did you mean" hints.
-pub fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// Find the contract version the component exports, and check it is compatible.
