@@ -12,6 +12,9 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 step() { printf '\n==> %s\n' "$*"; }
+# Test output is also collected here, for the totals printed at the end.
+results="$(mktemp)"
+trap 'rm -f "$results"' EXIT
 
 step "committed plugin components match their sources"
 cargo xtask plugins check
@@ -33,10 +36,14 @@ SLUICE_PYTHON="$(bash scripts/python-venvs.sh)"
 export SLUICE_PYTHON
 
 step "host tests against the rebuilt plugins"
-SLUICE_PLUGIN_DIR="$rebuilt" SLUICE_TEST_PLUGIN_DIR="$rebuilt/test" cargo test --workspace
+SLUICE_PLUGIN_DIR="$rebuilt" SLUICE_TEST_PLUGIN_DIR="$rebuilt/test" cargo test --workspace 2>&1 | tee -a "$results"
 
 step "plugin unit tests (native)"
-(cd plugins && CARGO_TARGET_DIR="$CARGO_TARGET_DIR/plugins-native" cargo test --workspace)
+(cd plugins && CARGO_TARGET_DIR="$CARGO_TARGET_DIR/plugins-native" cargo test --workspace) 2>&1 | tee -a "$results"
 
 step "fuzz the CSV and zip readers, ${SLUICE_FUZZ_SECS:-30}s each"
 bash scripts/fuzz.sh "${SLUICE_FUZZ_SECS:-30}"
+
+# One closing line over every cargo test run above.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
+     END { printf "\ntests: %d passed, %d failed, %d skipped\n", p, f, s }' "$results"
