@@ -28,13 +28,23 @@ use crate::input::Input;
 /// Rows read to infer a schema when none is declared.
 const INFER_ROWS: usize = 1000;
 /// Bytes read up front: to strip a BOM, spot binary data, and infer a schema.
-const SAMPLE_BYTES: usize = 1 << 20;
+pub(crate) const SAMPLE_BYTES: usize = 1 << 20;
 
 /// Read up to `limit` bytes (fewer only at end of input).
 pub(crate) fn read_sample(input: &mut Input, limit: usize) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(limit.min(1 << 16));
     input.take(limit as u64).read_to_end(&mut buf)?;
     Ok(buf)
+}
+
+/// The sample cut back to whole lines: all of it when the input ended within the sample,
+/// otherwise up to its last newline (a partial last line would mislead schema inference).
+pub(crate) fn whole_lines(sample: &[u8]) -> &[u8] {
+    if sample.len() < SAMPLE_BYTES {
+        sample
+    } else {
+        &sample[..sample.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)]
+    }
 }
 
 /// Strip a UTF-8 byte-order mark.
@@ -254,11 +264,7 @@ impl CsvItems {
             Some(s) => s,
             None => {
                 // Infer from whole lines only.
-                let whole = if sample.len() < SAMPLE_BYTES {
-                    &sample[..]
-                } else {
-                    &sample[..sample.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)]
-                };
+                let whole = whole_lines(&sample);
                 let mut fmt = arrow_csv::reader::Format::default()
                     .with_header(spec.header)
                     .with_delimiter(spec.delimiter)

@@ -11,11 +11,10 @@ use arrow_schema::SchemaRef;
 use sluice_core::error::SourceError;
 use sluice_core::source::{Reject, SourceItem};
 
-use crate::csv::{read_sample, strip_bom};
+use crate::csv::{SAMPLE_BYTES, read_sample, strip_bom, whole_lines};
 use crate::input::Input;
 
 const INFER_ROWS: usize = 1000;
-const SAMPLE_BYTES: usize = 1 << 20;
 
 fn format_err(unit: &str, message: impl Into<String>) -> SourceError {
     SourceError::Format { path: unit.to_string(), message: message.into() }
@@ -46,11 +45,7 @@ impl JsonlItems {
         let schema = match columns {
             Some(s) => s,
             None => {
-                let whole = if sample.len() < SAMPLE_BYTES {
-                    &sample[..]
-                } else {
-                    &sample[..sample.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)]
-                };
+                let whole = whole_lines(&sample);
                 // Infer from the lines that parse; bad lines become rejects later.
                 let good: Vec<u8> = whole
                     .split(|&b| b == b'\n')
