@@ -304,6 +304,22 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+impl Route {
+    /// Give a child cargo this route's environment (linker, flags), for the child only; an outer
+    /// RUSTFLAGS or CARGO_TARGET_DIR would not apply to the wasm target anyway.
+    fn apply_env(&self, cmd: &mut Command) {
+        cmd.env_remove("RUSTFLAGS").env_remove("CARGO_TARGET_DIR");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        if self.rustflags.is_empty() {
+            cmd.env_remove("CARGO_ENCODED_RUSTFLAGS");
+        } else {
+            cmd.env("CARGO_ENCODED_RUSTFLAGS", self.rustflags.join("\x1f"));
+        }
+    }
+}
+
 /// `cargo xtask plugins build [--out DIR]`.
 pub fn build(root: &Path, out: Option<&Path>) -> Result<()> {
     let route = choose_route()?;
@@ -319,16 +335,7 @@ pub fn build(root: &Path, out: Option<&Path>) -> Result<()> {
     for p in PLUGINS {
         cmd.args(["-p", p.name]);
     }
-    // The environment is for the child only; an outer RUSTFLAGS would not apply anyway.
-    cmd.env_remove("RUSTFLAGS").env_remove("CARGO_TARGET_DIR");
-    for (k, v) in &route.env {
-        cmd.env(k, v);
-    }
-    if route.rustflags.is_empty() {
-        cmd.env_remove("CARGO_ENCODED_RUSTFLAGS");
-    } else {
-        cmd.env("CARGO_ENCODED_RUSTFLAGS", route.rustflags.join("\x1f"));
-    }
+    route.apply_env(&mut cmd);
     let start = Instant::now();
     let status = cmd.status().with_context(|| format!("running {}", route.cargo.display()))?;
     if !status.success() {
@@ -384,15 +391,7 @@ pub fn build_crate(dir: &Path, out: &Path) -> Result<()> {
         .args(&route.extra_args)
         .arg("--target-dir")
         .arg(&target_dir);
-    cmd.env_remove("RUSTFLAGS").env_remove("CARGO_TARGET_DIR");
-    for (k, v) in &route.env {
-        cmd.env(k, v);
-    }
-    if route.rustflags.is_empty() {
-        cmd.env_remove("CARGO_ENCODED_RUSTFLAGS");
-    } else {
-        cmd.env("CARGO_ENCODED_RUSTFLAGS", route.rustflags.join("\x1f"));
-    }
+    route.apply_env(&mut cmd);
     let start = Instant::now();
     let status = cmd.status().with_context(|| format!("running {}", route.cargo.display()))?;
     if !status.success() {
