@@ -29,12 +29,27 @@ pub struct Job {
     pub sink: Arc<dyn Sink>,
 }
 
-#[derive(Debug, Clone, Default)]
+/// Decides which discovered units a run takes (e.g. `sluice watch` takes only complete files).
+pub type UnitFilter = Arc<dyn Fn(&SourceUnit) -> bool + Send + Sync>;
+
+#[derive(Clone, Default)]
 pub struct RunOptions {
     /// Reprocess units the lake already holds.
     pub force: bool,
     /// Override `settings.workers`.
     pub workers: Option<usize>,
+    /// Take only the discovered units this accepts; the others are neither counted nor touched.
+    pub filter: Option<UnitFilter>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("force", &self.force)
+            .field("workers", &self.workers)
+            .field("filter", &self.filter.as_ref().map(|_| "<fn>"))
+            .finish()
+    }
 }
 
 /// Observes a run's progress (a progress bar, periodic log lines, metrics).
@@ -132,13 +147,12 @@ fn step_location(spec: &PipelineSpec, index: usize, file: Option<&SourceUnit>) -
 /// `Err`. A `fail` policy that stops the run mid-way is reported in `RunSummary::fatal`, with the
 /// summary of what was committed until then.
 pub async fn run(
-    job: Job,
+    job: Arc<Job>,
     opts: RunOptions,
     progress: Arc<dyn Progress>,
     cancel: Arc<AtomicBool>,
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
-    let job = Arc::new(job);
     let mut summary = RunSummary {
         pipeline: job.spec.name.clone(),
         steps: job.spec.steps.iter().map(|s| StepStats { name: s.name.clone(), ..Default::default() }).collect(),
@@ -148,6 +162,7 @@ pub async fn run(
     // Plan: validate the chain, list units, drop the unchanged ones. All blocking work.
     let plan_job = job.clone();
     let force = opts.force;
+    let filter = opts.filter.clone();
     let (units, unchanged, poisoned) = tokio::task::spawn_blocking(move || -> Result<_, RunError> {
         if let Some(schema) = chain_schema(&plan_job.spec, &plan_job.sources, &plan_job.plugins)? {
             plan_job.sink.check_schema(&schema)?;
@@ -158,6 +173,9 @@ pub async fn run(
         for src in &plan_job.sources {
             let retries = plan_job.spec.sources.iter().find(|s| s.name == src.name()).map_or(u32::MAX, |s| s.retries);
             for unit in src.discover()? {
+                if filter.as_ref().is_some_and(|f| !f(&unit)) {
+                    continue;
+                }
                 if !force && plan_job.sink.is_committed(&unit)? {
                     unchanged += 1;
                 } else if !force && plan_job.sink.failures(&unit)? >= retries {

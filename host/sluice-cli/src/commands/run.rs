@@ -43,7 +43,7 @@ pub fn run_specs(
     for spec in specs {
         let (job, lake) = crate::context::job(spec, &rt)?;
         let progress = Arc::new(RunProgress::new(g.quiet));
-        let opts = RunOptions { force: args.force, workers: args.workers };
+        let opts = RunOptions { force: args.force, workers: args.workers, filter: None };
         // Catalog readers follow the ingest: publish after commits, at most twice a second.
         let publisher = (!args.no_catalog).then(|| {
             let catalog = sluice_catalog::DuckCatalog::for_lake(lake.root());
@@ -59,7 +59,7 @@ pub fn run_specs(
         });
         let result = tokio.block_on(async {
             let signals = tokio::spawn(watch_signals(cancel.clone()));
-            let r = runner::run(job, opts, progress.clone(), cancel.clone()).await;
+            let r = runner::run(Arc::new(job), opts, progress.clone(), cancel.clone()).await;
             signals.abort();
             let _ = signals.await;
             r
