@@ -4,6 +4,7 @@ mod config;
 mod crash;
 mod handlers;
 mod hostile;
+mod keyed;
 mod lake;
 mod python_readers;
 mod readers;

@@ -7,6 +7,7 @@
 pub mod catalog;
 pub mod error;
 pub mod hint;
+mod keyed;
 pub mod plugin;
 pub mod runner;
 pub mod sink;

@@ -6,6 +6,7 @@
 //! while the worker runs the handler chain and encodes output, so memory per worker is bounded by
 //! a few batches whatever the input size. Every spawned task and thread is joined.
 
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -14,8 +15,9 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 
 use crate::error::{Location, PluginError, SinkError, SourceError};
-use crate::plugin::{Handler, Plugin};
-use crate::sink::{DeadLetter, Sink};
+use crate::keyed::{KeyedError, KeyedStep, Prepared};
+use crate::plugin::{Handler, Plugin, StateSpec};
+use crate::sink::{DeadLetter, KeyRange, Sink};
 use crate::source::{Source, SourceItem, SourceUnit, rejects_batch};
 use crate::spec::{OnError, PipelineSpec};
 use crate::summary::{RunSummary, StepStats, UnitFailure};
@@ -81,12 +83,22 @@ pub enum RunError {
 #[derive(Debug)]
 enum UnitError {
     Source(SourceError),
-    Step { index: usize, error: PluginError },
+    Step {
+        index: usize,
+        error: PluginError,
+    },
     Sink(SinkError),
+    /// The instance of stateful step `index` holds state that does not lead up to this unit's
+    /// rows: the unit must be redone on a fresh instance.
+    Stale {
+        index: usize,
+    },
 }
 
 struct UnitResult {
     unit: SourceUnit,
+    /// A committed unit re-run because an earlier unit of its key arrived after it.
+    rerun: bool,
     rows_in: u64,
     /// Rows the source set aside into `_rejects`.
     rows_rejected: u64,
@@ -159,38 +171,43 @@ pub async fn run(
         ..Default::default()
     };
 
-    // Plan: validate the chain, list units, drop the unchanged ones. All blocking work.
+    // Plan: validate the chain, list units, drop the unchanged ones, group them for keyed
+    // state. All blocking work.
     let plan_job = job.clone();
     let force = opts.force;
     let filter = opts.filter.clone();
-    let (units, unchanged, poisoned) = tokio::task::spawn_blocking(move || -> Result<_, RunError> {
+    let plan = tokio::task::spawn_blocking(move || -> Result<Plan, RunError> {
         if let Some(schema) = chain_schema(&plan_job.spec, &plan_job.sources, &plan_job.plugins)? {
             plan_job.sink.check_schema(&schema)?;
         }
-        let mut units = Vec::new();
-        let mut unchanged = 0u64;
-        let mut poisoned = Vec::new();
+        let states = state_specs(&plan_job)?;
+        let mut plan = Plan::default();
+        let mut pending = Vec::new();
         for src in &plan_job.sources {
             let retries = plan_job.spec.sources.iter().find(|s| s.name == src.name()).map_or(u32::MAX, |s| s.retries);
             for unit in src.discover()? {
                 if filter.as_ref().is_some_and(|f| !f(&unit)) {
                     continue;
                 }
+                plan.all.insert(unit.id(), unit.clone());
                 if !force && plan_job.sink.is_committed(&unit)? {
-                    unchanged += 1;
+                    plan.unchanged += 1;
                 } else if !force && plan_job.sink.failures(&unit)? >= retries {
-                    poisoned.push(unit);
+                    plan.poisoned.push(unit);
                 } else {
-                    units.push(unit);
+                    pending.push(unit);
                 }
             }
         }
-        Ok((units, unchanged, poisoned))
+        plan.groups = group_units(&plan_job, &states, pending);
+        Ok(plan)
     })
     .await
     .map_err(|e| RunError::Internal(format!("planner panicked: {e}")))??;
+    let Plan { groups, unchanged, poisoned, all } = plan;
+    let units: usize = groups.iter().map(|g| g.len()).sum();
 
-    summary.files_seen = units.len() as u64 + unchanged + poisoned.len() as u64;
+    summary.files_seen = units as u64 + unchanged + poisoned.len() as u64;
     summary.files_unchanged = unchanged;
     // Poisoned units failed `retries` times with this fingerprint: listed, not retried.
     summary.files_poisoned = poisoned.len() as u64;
@@ -200,28 +217,36 @@ pub async fn run(
         tracing::warn!(file = %file, "poisoned: {error}");
         summary.failures.push(UnitFailure { file, step: None, action: "poisoned".into(), error });
     }
-    progress.planned(units.len() as u64, units.iter().map(|u| u.size).sum());
+    progress.planned(units as u64, groups.iter().flatten().map(|u| u.size).sum());
 
-    let workers = opts.workers.unwrap_or(job.spec.settings.workers).max(1).min(units.len().max(1));
-    let (unit_tx, unit_rx) = tokio::sync::mpsc::channel::<SourceUnit>(workers);
+    let workers = opts.workers.unwrap_or(job.spec.settings.workers).max(1).min(groups.len().max(1));
+    let (group_tx, group_rx) = tokio::sync::mpsc::channel::<Vec<SourceUnit>>(workers);
     let (res_tx, mut res_rx) = tokio::sync::mpsc::channel::<UnitResult>(workers);
-    let unit_rx = Arc::new(Mutex::new(unit_rx));
+    let group_rx = Arc::new(Mutex::new(group_rx));
     let abort = Arc::new(AtomicBool::new(false));
+    let all = Arc::new(all);
 
     let mut handles = Vec::with_capacity(workers);
     for _ in 0..workers {
-        let (job, rx, tx, abort) = (job.clone(), unit_rx.clone(), res_tx.clone(), abort.clone());
-        handles.push(tokio::task::spawn_blocking(move || worker(&job, &rx, &tx, &abort)));
+        let ctx = WorkerCtx {
+            job: job.clone(),
+            rx: group_rx.clone(),
+            tx: res_tx.clone(),
+            abort: abort.clone(),
+            cancel: cancel.clone(),
+            all: all.clone(),
+        };
+        handles.push(tokio::task::spawn_blocking(move || worker(&ctx)));
     }
     drop(res_tx);
 
-    // Feed units while collecting results, so a `fail` policy or a signal stops feeding early.
-    let mut pending = units.into_iter().peekable();
+    // Feed groups while collecting results, so a `fail` policy or a signal stops feeding early.
+    let mut pending = groups.into_iter().peekable();
     let mut fatal: Option<RunError> = None;
     while !cancel.load(Ordering::SeqCst) && !abort.load(Ordering::SeqCst) && fatal.is_none() && pending.peek().is_some()
     {
         tokio::select! {
-            permit = unit_tx.reserve() => match permit {
+            permit = group_tx.reserve() => match permit {
                 Ok(p) => p.send(pending.next().expect("peeked")),
                 Err(_) => break,
             },
@@ -238,8 +263,8 @@ pub async fn run(
             _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
         }
     }
-    // Close the channel so workers exit once the units in flight are done.
-    drop(unit_tx);
+    // Close the channel so workers exit once the groups in flight are done.
+    drop(group_tx);
     while let Some(res) = res_rx.recv().await {
         if let Some(err) = absorb(&job, &mut summary, res, &*progress) {
             abort.store(true, Ordering::SeqCst);
@@ -255,13 +280,81 @@ pub async fn run(
     Ok(summary)
 }
 
+/// What the planner found.
+#[derive(Default)]
+struct Plan {
+    /// Units to process, grouped: a group's units go in order through one worker.
+    groups: Vec<Vec<SourceUnit>>,
+    unchanged: u64,
+    poisoned: Vec<SourceUnit>,
+    /// Every discovered unit by id, for re-runs of committed units.
+    all: HashMap<String, SourceUnit>,
+}
+
+/// Each step's declared keyed state (constructing one instance per step).
+fn state_specs(job: &Job) -> Result<Vec<Option<StateSpec>>, RunError> {
+    let mut out = Vec::with_capacity(job.spec.steps.len());
+    for (i, (step, plugin)) in job.spec.steps.iter().zip(&job.plugins).enumerate() {
+        let at = || Box::new(step_location(&job.spec, i, None));
+        let mut h = plugin
+            .instantiate(&step.config_json, &step.limits)
+            .map_err(|error| RunError::Step { location: at(), error })?;
+        let state = h.state().map_err(|error| RunError::Step { location: at(), error })?;
+        if let Some(s) = state.as_ref().filter(|s| crate::keyed::unit_scoped(s)) {
+            tracing::warn!(
+                step = %step.name, lookback = s.lookback_rows,
+                "the step keeps keyed history but names no ordering column: its state restarts with every file"
+            );
+        }
+        out.push(state);
+    }
+    Ok(out)
+}
+
+/// Group units so that every unit that may hold rows of a stateful step's key is in the same
+/// group: by the key columns all stateful steps share that the units' file-name fields give.
+/// Without stateful steps every unit is its own group. Within a group, units go in path order;
+/// groups go largest first, so the last group to finish is a small one.
+fn group_units(job: &Job, states: &[Option<StateSpec>], units: Vec<SourceUnit>) -> Vec<Vec<SourceUnit>> {
+    // Unit-scoped steps start fresh per unit and do not tie units together.
+    let mut keyed = states.iter().flatten().filter(|s| !crate::keyed::unit_scoped(s));
+    let Some(first) = keyed.next() else {
+        return units.into_iter().map(|u| vec![u]).collect();
+    };
+    let mut shared: Vec<String> = first.keys.clone();
+    for s in keyed {
+        shared.retain(|k| s.keys.contains(k));
+    }
+    let mut groups: BTreeMap<Vec<Option<String>>, Vec<SourceUnit>> = BTreeMap::new();
+    for unit in units {
+        let fields =
+            job.sources.iter().find(|s| s.name() == unit.source).map(|s| s.unit_fields(&unit)).unwrap_or_default();
+        let key = shared.iter().map(|k| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())).collect();
+        groups.entry(key).or_default().push(unit);
+    }
+    let mut groups: Vec<Vec<SourceUnit>> = groups.into_values().collect();
+    for g in &mut groups {
+        g.sort_by(|a, b| (&a.rel_path, &a.member, &a.source).cmp(&(&b.rel_path, &b.member, &b.source)));
+    }
+    groups.sort_by_key(|g| std::cmp::Reverse(g.iter().map(|u| u.size).sum::<u64>()));
+    groups
+}
+
 /// Fold a unit result into the summary; returns a fatal error when the policy says stop.
 fn absorb(job: &Job, summary: &mut RunSummary, res: UnitResult, progress: &dyn Progress) -> Option<RunError> {
     for (acc, st) in summary.steps.iter_mut().zip(&res.steps) {
         acc.merge(st);
     }
-    summary.rows_in += res.rows_in;
     let file = res.unit.display_name();
+    if res.rerun {
+        // A re-run replaces a committed unit's output; its rows are not new.
+        if let Ok(report) = &res.outcome {
+            summary.files_rerun += 1;
+            tracing::info!(file = %file, rows = report.rows, "re-ran: an earlier unit of its keys arrived later");
+            return None;
+        }
+    }
+    summary.rows_in += res.rows_in;
     match res.outcome {
         Ok(report) => {
             summary.files_committed += 1;
@@ -291,6 +384,10 @@ fn absorb(job: &Job, summary: &mut RunSummary, res: UnitResult, progress: &dyn P
                     let message = e.to_string();
                     (None, OnError::Fail, message, Some(RunError::Sink(e)))
                 }
+                UnitError::Stale { index } => {
+                    let message = format!("internal error: step {} kept stale state after a redo", index + 1);
+                    (None, OnError::Fail, message.clone(), Some(RunError::Internal(message)))
+                }
             };
             let action = match policy {
                 OnError::Fail => "failed",
@@ -315,35 +412,79 @@ fn absorb(job: &Job, summary: &mut RunSummary, res: UnitResult, progress: &dyn P
     }
 }
 
-/// A worker: takes units until the channel closes, keeps handler instances between units.
-fn worker(
-    job: &Job,
-    rx: &Mutex<tokio::sync::mpsc::Receiver<SourceUnit>>,
-    tx: &tokio::sync::mpsc::Sender<UnitResult>,
-    abort: &AtomicBool,
-) {
+/// What a worker shares with the orchestrator.
+struct WorkerCtx {
+    job: Arc<Job>,
+    rx: Arc<Mutex<tokio::sync::mpsc::Receiver<Vec<SourceUnit>>>>,
+    tx: tokio::sync::mpsc::Sender<UnitResult>,
+    abort: Arc<AtomicBool>,
+    cancel: Arc<AtomicBool>,
+    all: Arc<HashMap<String, SourceUnit>>,
+}
+
+/// A worker: takes groups until the channel closes and runs each group's units in order through
+/// the same handler instances, so keyed state carries from one unit of a key to the next.
+fn worker(ctx: &WorkerCtx) {
+    let job = &*ctx.job;
     let mut chain = Chain::new(job);
     loop {
-        let unit = {
-            let mut guard = rx.lock().expect("unit receiver lock");
+        let group = {
+            let mut guard = ctx.rx.lock().expect("group receiver lock");
             guard.blocking_recv()
         };
-        let Some(unit) = unit else { return };
-        if abort.load(Ordering::SeqCst) {
-            return;
-        }
-        let res = process_unit(job, &mut chain, unit);
-        // A `fail` policy stops the run: take no further units, even ones already queued.
-        let stops = match &res.outcome {
-            Err(UnitError::Step { index, .. }) => job.spec.steps[*index].on_error == OnError::Fail,
-            Err(UnitError::Sink(_)) => true,
-            _ => false,
-        };
-        if stops {
-            abort.store(true, Ordering::SeqCst);
-        }
-        if tx.blocking_send(res).is_err() {
-            return;
+        let Some(group) = group else { return };
+        // A group's keys are new to the instances: start them fresh (bounded state).
+        chain.drop_stateful();
+        let mut queue: VecDeque<(SourceUnit, bool)> = group.into_iter().map(|u| (u, false)).collect();
+        while let Some((unit, rerun)) = queue.pop_front() {
+            if ctx.abort.load(Ordering::SeqCst) || ctx.cancel.load(Ordering::SeqCst) {
+                return;
+            }
+            let (res, ranges) = process_unit(job, &mut chain, unit, rerun);
+            // A `fail` policy stops the run: take no further units, even ones already queued.
+            let stops = match &res.outcome {
+                Err(UnitError::Step { index, .. }) => job.spec.steps[*index].on_error == OnError::Fail,
+                Err(UnitError::Sink(_)) => true,
+                _ => false,
+            };
+            if stops {
+                ctx.abort.store(true, Ordering::SeqCst);
+            }
+            // A unit that arrived earlier in its keys' order than committed ones changes their
+            // lookback: re-run them (not the ones still queued), right after it. Re-runs do not
+            // change their own input rows, so they trigger no further re-runs.
+            if res.outcome.is_ok() && !rerun {
+                let queued: HashSet<String> = queue.iter().map(|(u, _)| u.id()).collect();
+                let mut reruns = Vec::new();
+                for (index, ranges) in &ranges {
+                    let Some(step) = chain.keyed[*index].as_ref() else { continue };
+                    match step.successors(&*job.sink, &res.unit.id(), ranges) {
+                        Ok(succ) => {
+                            for v in succ {
+                                if queued.contains(&v.unit_id)
+                                    || reruns.iter().any(|(u, _): &(SourceUnit, bool)| u.id() == v.unit_id)
+                                {
+                                    continue;
+                                }
+                                match ctx.all.get(&v.unit_id) {
+                                    Some(u) => reruns.push((u.clone(), true)),
+                                    None => tracing::warn!(
+                                        file = %v.unit.display_name(), step = %step.name,
+                                        "its lookback changed but its source is gone; its output keeps the old lookback"
+                                    ),
+                                }
+                            }
+                        }
+                        Err(e) => tracing::warn!(step = %step.name, "cannot look up units to re-run: {e}"),
+                    }
+                }
+                for r in reruns.into_iter().rev() {
+                    queue.push_front(r);
+                }
+            }
+            if ctx.tx.blocking_send(res).is_err() {
+                return;
+            }
         }
     }
 }
@@ -352,9 +493,11 @@ fn worker(
 struct Chain<'a> {
     job: &'a Job,
     handlers: Vec<Option<Box<dyn Handler>>>,
-    /// Stateful handlers get a fresh instance per unit until keyed routing carries state.
-    stateful: Vec<bool>,
+    /// Keyed-state bookkeeping of stateful steps, tied to their instances.
+    keyed: Vec<Option<KeyedStep>>,
     stats: Vec<StepStats>,
+    /// The id of the unit in flight (excluded from its own lookback).
+    unit_id: String,
 }
 
 impl<'a> Chain<'a> {
@@ -363,8 +506,9 @@ impl<'a> Chain<'a> {
         Chain {
             job,
             handlers: (0..n).map(|_| None).collect(),
-            stateful: vec![false; n],
+            keyed: (0..n).map(|_| None).collect(),
             stats: job.spec.steps.iter().map(|s| StepStats { name: s.name.clone(), ..Default::default() }).collect(),
+            unit_id: String::new(),
         }
     }
 
@@ -372,10 +516,42 @@ impl<'a> Chain<'a> {
         if self.handlers[i].is_none() {
             let step = &self.job.spec.steps[i];
             let mut h = self.job.plugins[i].instantiate(&step.config_json, &step.limits)?;
-            self.stateful[i] = h.state()?.is_some();
+            match (h.state()?, self.keyed[i].as_mut()) {
+                (Some(_), Some(k)) => k.reset_instance(),
+                (Some(spec), None) => self.keyed[i] = Some(KeyedStep::new(step.name.clone(), spec)),
+                (None, _) => self.keyed[i] = None,
+            }
             self.handlers[i] = Some(h);
         }
         Ok(self.handlers[i].as_mut().expect("just created"))
+    }
+
+    fn drop_instance(&mut self, i: usize) {
+        self.handlers[i] = None;
+        if let Some(k) = self.keyed[i].as_mut() {
+            k.reset_instance();
+        }
+    }
+
+    /// Drop the instances of stateful steps (a new group of keys starts).
+    fn drop_stateful(&mut self) {
+        for i in 0..self.handlers.len() {
+            if self.keyed[i].is_some() {
+                self.drop_instance(i);
+            }
+        }
+    }
+
+    fn begin_unit(&mut self, unit: &SourceUnit) {
+        self.unit_id = unit.id();
+        for i in 0..self.handlers.len() {
+            if self.keyed[i].as_ref().is_some_and(|k| k.unit_scoped()) {
+                self.drop_instance(i);
+            }
+            if let Some(k) = self.keyed[i].as_mut() {
+                k.begin_unit();
+            }
+        }
     }
 
     /// Pass `batches` through steps `from..`, returning the chain's output.
@@ -386,11 +562,53 @@ impl<'a> Chain<'a> {
                 if b.num_rows() == 0 {
                     continue;
                 }
-                out.extend(self.call(i, |h| h.process(b), b.num_rows() as u64)?);
+                out.extend(self.process(i, b)?);
             }
             batches = out;
         }
         Ok(batches)
+    }
+
+    /// One batch through step `i`; for a tracked stateful step, seed new keys first.
+    fn process(&mut self, i: usize, b: &RecordBatch) -> Result<Vec<RecordBatch>, UnitError> {
+        self.handler(i).map_err(|error| UnitError::Step { index: i, error })?;
+        let tracked = self.keyed[i].as_ref().is_some_and(|k| k.tracked());
+        if !tracked {
+            return self.call(i, |h| h.process(b), b.num_rows() as u64);
+        }
+        let keyed = self.keyed[i].as_mut().expect("tracked");
+        let data_err = |e: KeyedError| match e {
+            KeyedError::Data(message) => {
+                UnitError::Step { index: i, error: PluginError::Data { message, row: None, column: None } }
+            }
+            KeyedError::Sink(e) => UnitError::Sink(e),
+        };
+        let groups = match keyed.prepare(b, &*self.job.sink, &self.unit_id).map_err(data_err)? {
+            Prepared::Stale { key } => {
+                tracing::debug!(step = %keyed.name, ?key, "state does not lead up to this unit; redoing it on a fresh instance");
+                return Err(UnitError::Stale { index: i });
+            }
+            Prepared::Go { seeds, groups } => {
+                for seed in seeds {
+                    // The seed only rebuilds state: its output belongs to committed units.
+                    let started = Instant::now();
+                    let res = self.handlers[i].as_mut().expect("created above").process(&seed);
+                    self.stats[i].plugin_ns += started.elapsed().as_nanos() as u64;
+                    if let Err(error) = res {
+                        if error.poisons_instance() {
+                            self.drop_instance(i);
+                        }
+                        return Err(UnitError::Step { index: i, error });
+                    }
+                }
+                groups
+            }
+        };
+        let out = self.call(i, |h| h.process(b), b.num_rows() as u64)?;
+        if let Some(k) = self.keyed[i].as_mut() {
+            k.fed(b, groups).map_err(data_err)?;
+        }
+        Ok(out)
     }
 
     fn call(
@@ -413,7 +631,7 @@ impl<'a> Chain<'a> {
             Err(error) => {
                 st.errors += 1;
                 if error.poisons_instance() {
-                    self.handlers[i] = None;
+                    self.drop_instance(i);
                 }
                 Err(UnitError::Step { index: i, error })
             }
@@ -433,12 +651,10 @@ impl<'a> Chain<'a> {
         Ok(out)
     }
 
-    /// After a unit: drop instances that must not carry state into the next unit.
-    fn reset(&mut self, failed: bool) {
-        for (h, stateful) in self.handlers.iter_mut().zip(&self.stateful) {
-            if failed || *stateful {
-                *h = None;
-            }
+    /// After a failed unit: drop every instance, whose state may hold part of the unit.
+    fn reset_after_failure(&mut self) {
+        for i in 0..self.handlers.len() {
+            self.drop_instance(i);
         }
     }
 
@@ -450,11 +666,26 @@ impl<'a> Chain<'a> {
     }
 }
 
-fn process_unit(job: &Job, chain: &mut Chain<'_>, unit: SourceUnit) -> UnitResult {
+/// Per stateful step: the key ranges a committed unit covered.
+type UnitRanges = Vec<(usize, Vec<KeyRange>)>;
+
+fn process_unit(job: &Job, chain: &mut Chain<'_>, unit: SourceUnit, rerun: bool) -> (UnitResult, UnitRanges) {
     let (mut rows_in, mut rows_rejected) = (0u64, 0u64);
-    let outcome = process_unit_inner(job, chain, &unit, &mut rows_in, &mut rows_rejected);
-    chain.reset(outcome.is_err());
-    UnitResult { unit, rows_in, rows_rejected, outcome, steps: chain.take_stats() }
+    let mut ranges = Vec::new();
+    let mut outcome = process_unit_inner(job, chain, &unit, &mut rows_in, &mut rows_rejected, &mut ranges);
+    if let Err(UnitError::Stale { .. }) = outcome {
+        // Redo on fresh instances, seeded from the lake (a fresh instance is never stale). Every
+        // stateful step is reset: the first attempt fed them part of this unit.
+        chain.drop_stateful();
+        (rows_in, rows_rejected) = (0, 0);
+        chain.take_stats();
+        outcome = process_unit_inner(job, chain, &unit, &mut rows_in, &mut rows_rejected, &mut ranges);
+    }
+    if outcome.is_err() {
+        chain.reset_after_failure();
+        ranges.clear();
+    }
+    (UnitResult { unit, rerun, rows_in, rows_rejected, outcome, steps: chain.take_stats() }, ranges)
 }
 
 fn process_unit_inner(
@@ -463,9 +694,11 @@ fn process_unit_inner(
     unit: &SourceUnit,
     rows_in: &mut u64,
     rows_rejected: &mut u64,
+    ranges: &mut UnitRanges,
 ) -> Result<crate::sink::CommitReport, UnitError> {
     let source = job.sources.iter().find(|s| s.name() == unit.source).expect("units come from the job's sources");
     let stream = source.open(unit).map_err(UnitError::Source)?;
+    chain.begin_unit(unit);
     let mut writer = job.sink.begin(unit).map_err(UnitError::Sink)?;
     let result = std::thread::scope(|scope| -> Result<(), UnitError> {
         // Reader stage: parse into a bounded channel so parsing overlaps with the chain.
@@ -494,6 +727,18 @@ fn process_unit_inner(
         }
         for out in chain.finish()? {
             writer.write(&out).map_err(UnitError::Sink)?;
+        }
+        // Keyed state is committed with the data it came from.
+        for (index, keyed) in chain.keyed.iter_mut().enumerate() {
+            let Some(keyed) = keyed.as_mut().filter(|k| k.tracked()) else { continue };
+            let state = keyed.unit_state().map_err(|e| UnitError::Step {
+                index,
+                error: PluginError::Data { message: e.to_string(), row: None, column: None },
+            })?;
+            if let Some(state) = state {
+                ranges.push((index, state.ranges.clone()));
+                writer.write_state(state).map_err(UnitError::Sink)?;
+            }
         }
         Ok(())
     });

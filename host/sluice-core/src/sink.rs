@@ -28,6 +28,43 @@ pub struct DeadLetter {
     pub error: String,
 }
 
+/// A key's values at a stateful step, as text (`None` for a null value).
+pub type KeyValues = Vec<Option<String>>;
+
+/// The rows one unit fed a stateful step for one key: the span of the ordering column.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct KeyRange {
+    pub key: KeyValues,
+    pub min: i64,
+    pub max: i64,
+    pub rows: u64,
+}
+
+/// What a unit leaves behind for a stateful step, committed with its data: the key ranges it
+/// covered, and each key's last `lookback` input rows (`tails`), from which a later run seeds a
+/// fresh handler instance.
+#[derive(Debug, Clone)]
+pub struct UnitState {
+    /// The step's name in the pipeline.
+    pub step: String,
+    /// The lookback the tails were cut for.
+    pub lookback: u64,
+    pub ranges: Vec<KeyRange>,
+    /// The input rows (the step's input schema) of each key's tail, in order; `None` when the
+    /// step needs no lookback.
+    pub tails: Option<RecordBatch>,
+}
+
+/// A committed unit's range for one key at one stateful step.
+#[derive(Debug, Clone)]
+pub struct KeyedUnit {
+    pub unit: SourceUnit,
+    pub unit_id: String,
+    pub range: KeyRange,
+    /// The lookback the unit's tails were cut for.
+    pub lookback: u64,
+}
+
 pub trait Sink: Send + Sync {
     /// Check that the sink can accept batches of this schema (partition columns exist, etc.).
     fn check_schema(&self, schema: &SchemaRef) -> Result<(), SinkError>;
@@ -48,6 +85,15 @@ pub trait Sink: Send + Sync {
     fn record_failure(&self, _unit: &SourceUnit, _error: &str) -> Result<(), SinkError> {
         Ok(())
     }
+    /// Committed units that fed `key` to the stateful step `step`, ordered by their ranges'
+    /// start. Sinks that keep no keyed state say none, so handlers start fresh each run.
+    fn key_history(&self, _step: &str, _key: &KeyValues) -> Result<Vec<KeyedUnit>, SinkError> {
+        Ok(Vec::new())
+    }
+    /// The tails a committed unit left for `step` (see [`UnitState`]).
+    fn state_tails(&self, _step: &str, _unit_id: &str) -> Result<Option<RecordBatch>, SinkError> {
+        Ok(None)
+    }
 }
 
 pub trait UnitWriter: Send {
@@ -56,6 +102,11 @@ pub trait UnitWriter: Send {
     /// with the unit's data. Sinks without a dead-letter store log and drop them.
     fn write_rejects(&mut self, rejects: &RecordBatch) -> Result<(), SinkError> {
         tracing::warn!(rows = rejects.num_rows(), "sink keeps no rejects; rejected rows dropped");
+        Ok(())
+    }
+    /// Keyed state of a stateful step, committed together with the unit's data. Sinks that keep
+    /// no state ignore it.
+    fn write_state(&mut self, _state: UnitState) -> Result<(), SinkError> {
         Ok(())
     }
     /// Make the unit's output visible, atomically and durably.

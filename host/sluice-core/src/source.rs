@@ -103,6 +103,11 @@ pub trait Source: Send + Sync {
     fn schema(&self) -> Option<SchemaRef>;
     /// List the units available now, in processing order.
     fn discover(&self) -> Result<Vec<SourceUnit>, SourceError>;
+    /// Constant columns this unit's rows carry, known without reading it (file-name fields), as
+    /// text. The runner groups units by the ones that are keys of stateful steps.
+    fn unit_fields(&self, _unit: &SourceUnit) -> Vec<(String, String)> {
+        Vec::new()
+    }
     /// Stream the batches of one unit.
     fn open(&self, unit: &SourceUnit) -> Result<BatchStream, SourceError>;
 }

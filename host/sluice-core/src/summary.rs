@@ -41,6 +41,9 @@ pub struct RunSummary {
     pub files_seen: u64,
     /// Units committed by this run.
     pub files_committed: u64,
+    /// Committed units re-run because an earlier unit of their keys arrived after them (keyed
+    /// state: their lookback changed).
+    pub files_rerun: u64,
     /// Units skipped because the lake already holds them unchanged.
     pub files_unchanged: u64,
     /// Units that failed (any policy).
@@ -85,6 +88,13 @@ impl RunSummary {
             "pipeline {}: {} file(s) seen, {} committed, {} unchanged, {} failed",
             self.pipeline, self.files_seen, self.files_committed, self.files_unchanged, self.files_failed
         );
+        if self.files_rerun > 0 {
+            let _ = writeln!(
+                s,
+                "  {} committed file(s) re-run: earlier data of their keys arrived after them",
+                self.files_rerun
+            );
+        }
         let _ = writeln!(
             s,
             "  rows: {} in, {} written, {} rejected; bytes: {} in, {} written",

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sluice_core::error::SinkError;
+use sluice_core::sink::{KeyRange, KeyValues};
 use sluice_core::source::SourceUnit;
 
 use crate::schema::Column;
@@ -40,7 +41,25 @@ pub struct LedgerRecord {
     pub bytes: u64,
     /// Milliseconds since the epoch.
     pub committed_at_ms: u64,
+    /// Keyed state the unit left for its stateful steps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub state: Vec<StateRecord>,
 }
+
+/// One stateful step's record of a unit: the key ranges it fed the step, and where the tails
+/// (each key's last input rows, an Arrow IPC file under `_sluice/state/`) are.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StateRecord {
+    pub step: String,
+    pub lookback: u64,
+    pub ranges: Vec<KeyRange>,
+    /// The tails file, relative to the lake root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tails: Option<String>,
+}
+
+/// Where a key's committed units start, per (dataset, step, key): start -> unit ids.
+pub(crate) type KeyIndex = HashMap<(String, String, KeyValues), BTreeMap<(i64, String), ()>>;
 
 /// A file readers may see.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +81,8 @@ pub(crate) struct Ledger {
     pub(crate) schemas: HashMap<String, Vec<Column>>,
     /// Records appended by this process.
     pub(crate) appended: u64,
+    /// Keyed-state ranges of the latest records.
+    pub(crate) keys: KeyIndex,
 }
 
 impl Ledger {
@@ -93,6 +114,7 @@ impl Ledger {
             live: BTreeMap::new(),
             schemas: HashMap::new(),
             appended: 0,
+            keys: HashMap::new(),
         };
         let f = File::open(&path).map_err(|e| SinkError::io(&path, e))?;
         for (i, line) in BufReader::new(f).lines().enumerate() {
@@ -131,6 +153,24 @@ impl Ledger {
         }
         if let Some(schema) = &r.schema {
             self.schemas.insert(r.dataset.clone(), schema.clone());
+        }
+        if let Some(prev) = self.records.get(&(r.dataset.clone(), r.unit_id.clone())) {
+            for st in &prev.state {
+                for range in &st.ranges {
+                    let k = (prev.dataset.clone(), st.step.clone(), range.key.clone());
+                    if let Some(starts) = self.keys.get_mut(&k) {
+                        starts.remove(&(range.min, prev.unit_id.clone()));
+                    }
+                }
+            }
+        }
+        for st in &r.state {
+            for range in &st.ranges {
+                self.keys
+                    .entry((r.dataset.clone(), st.step.clone(), range.key.clone()))
+                    .or_default()
+                    .insert((range.min, r.unit_id.clone()), ());
+            }
         }
         self.records.insert((r.dataset.clone(), r.unit_id.clone()), r);
     }
@@ -197,6 +237,7 @@ mod tests {
             rows: files.len() as u64,
             bytes: 0,
             committed_at_ms: 0,
+            state: Vec::new(),
         }
     }
 

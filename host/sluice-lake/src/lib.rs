@@ -8,6 +8,7 @@
 //! names (the orphans of a crash between rename and ledger append) are swept.
 
 mod failures;
+mod keyed;
 mod ledger;
 mod merge;
 mod partition;

@@ -13,12 +13,12 @@ use parquet::basic::{Compression as PqCompression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use sluice_core::catalog::{DatasetSnapshot, LakeSnapshot};
 use sluice_core::error::SinkError;
-use sluice_core::sink::{CommitReport, DeadLetter, Sink, UnitWriter};
+use sluice_core::sink::{CommitReport, DeadLetter, KeyValues, KeyedUnit, Sink, UnitState, UnitWriter};
 use sluice_core::source::SourceUnit;
 use sluice_core::spec::{Compression, SinkSpec, WriteMode};
 
 use crate::failures::Failures;
-use crate::ledger::{LEDGER_DIR, Ledger, LedgerRecord};
+use crate::ledger::{LEDGER_DIR, Ledger, LedgerRecord, StateRecord};
 use crate::partition::Partitioner;
 use crate::schema::{Column, Plan};
 
@@ -131,6 +131,27 @@ impl Lake {
                 }
             }
         }
+        // Tails files no live record names (an interrupted commit, a replaced unit).
+        let tails_dir = crate::keyed::tails_dir(&self.inner.root, &self.inner.spec.dataset);
+        if tails_dir.exists() {
+            let named: HashSet<PathBuf> = {
+                let ledger = self.inner.ledger.lock().expect("ledger lock");
+                ledger
+                    .records
+                    .values()
+                    .flat_map(|r| r.state.iter().filter_map(|s| s.tails.as_ref()))
+                    .map(|t| self.inner.root.join(t))
+                    .collect()
+            };
+            let entries = std::fs::read_dir(&tails_dir).map_err(|e| SinkError::io(&tails_dir, e))?;
+            for entry in entries {
+                let path = entry.map_err(|e| SinkError::io(&tails_dir, e))?.path();
+                if !named.contains(&path) {
+                    std::fs::remove_file(&path).map_err(|e| SinkError::io(&path, e))?;
+                    swept += 1;
+                }
+            }
+        }
         if swept > 0 {
             tracing::info!(lake = %self.inner.root.display(), swept, "recovered: removed files of uncommitted units");
         }
@@ -190,7 +211,42 @@ impl Sink for Lake {
             rows: 0,
             rejects: None,
             plan: None,
+            states: Vec::new(),
         }))
+    }
+
+    fn key_history(&self, step: &str, key: &KeyValues) -> Result<Vec<KeyedUnit>, SinkError> {
+        let ledger = self.inner.ledger.lock().expect("ledger lock");
+        let dataset = &self.inner.spec.dataset;
+        let Some(starts) = ledger.keys.get(&(dataset.clone(), step.to_string(), key.clone())) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::with_capacity(starts.len());
+        for (_, unit_id) in starts.keys() {
+            let Some(r) = ledger.records.get(&(dataset.clone(), unit_id.clone())) else { continue };
+            let Some(st) = r.state.iter().find(|s| s.step == step) else { continue };
+            if let Some(range) = st.ranges.iter().find(|g| &g.key == key) {
+                out.push(KeyedUnit {
+                    unit: r.unit.clone(),
+                    unit_id: unit_id.clone(),
+                    range: range.clone(),
+                    lookback: st.lookback,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn state_tails(&self, step: &str, unit_id: &str) -> Result<Option<RecordBatch>, SinkError> {
+        let path = {
+            let ledger = self.inner.ledger.lock().expect("ledger lock");
+            let record = ledger.records.get(&(self.inner.spec.dataset.clone(), unit_id.to_string()));
+            match record.and_then(|r| r.state.iter().find(|s| s.step == step)).and_then(|s| s.tails.clone()) {
+                Some(t) => self.inner.root.join(t),
+                None => return Ok(None),
+            }
+        };
+        crate::keyed::read(&path)
     }
 
     fn dead_letter(&self, letter: &DeadLetter) -> Result<(), SinkError> {
@@ -250,6 +306,8 @@ struct LakeUnitWriter {
     rejects: Option<OpenFile>,
     /// How data of the last seen schema enters the dataset (schema evolution).
     plan: Option<(SchemaRef, Plan)>,
+    /// Keyed state of stateful steps, committed with the data.
+    states: Vec<UnitState>,
 }
 
 /// A deterministic data file name for (unit, fingerprint, partition sequence): a replay writes
@@ -344,6 +402,12 @@ impl LakeUnitWriter {
 }
 
 impl UnitWriter for LakeUnitWriter {
+    fn write_state(&mut self, state: UnitState) -> Result<(), SinkError> {
+        self.states.retain(|s| s.step != state.step);
+        self.states.push(state);
+        Ok(())
+    }
+
     fn write_rejects(&mut self, rejects: &RecordBatch) -> Result<(), SinkError> {
         if self.rejects.is_none() {
             self.rejects = Some(self.open_rejects(&rejects.schema())?);
@@ -386,7 +450,7 @@ impl UnitWriter for LakeUnitWriter {
     }
 
     fn commit(self: Box<Self>) -> Result<CommitReport, SinkError> {
-        let LakeUnitWriter { lake, unit, unit_id, open, rows, rejects, plan, .. } = *self;
+        let LakeUnitWriter { lake, unit, unit_id, open, rows, rejects, plan, states, .. } = *self;
         let dataset = lake.spec.dataset.clone();
         let schema_err = |message: String| SinkError::Schema { dataset: dataset.clone(), message };
         let by_partition = lake.spec.mode != WriteMode::Append;
@@ -405,10 +469,30 @@ impl UnitWriter for LakeUnitWriter {
             staged.push(Staged { tmp: f.tmp, final_path: f.final_path, rows: rows as u64, is_data });
         }
 
+        // Keyed-state tails, staged like the data.
+        let mut old_tails: Vec<String> = Vec::new();
+        let mut state_records = Vec::with_capacity(states.len());
+        let mut staged_tails = Vec::new();
+        for st in states {
+            let tails = match &st.tails {
+                Some(t) if t.num_rows() > 0 => {
+                    let s = crate::keyed::stage(&lake.root, &dataset, &unit_id, &st.step, t)?;
+                    let name = rel(&s.final_path);
+                    staged_tails.push(s);
+                    Some(name)
+                }
+                _ => None,
+            };
+            state_records.push(StateRecord { step: st.step, lookback: st.lookback, ranges: st.ranges, tails });
+        }
+
         // What this commit replaces: the unit's earlier outputs (append), or everything live in
         // the partitions it touches (replace_partition, upsert).
         let (previous, in_partitions, current_schema) = {
             let ledger = lake.ledger.lock().expect("ledger lock");
+            if let Some(r) = ledger.records.get(&(dataset.clone(), unit_id.clone())) {
+                old_tails.extend(r.state.iter().filter_map(|s| s.tails.clone()));
+            }
             let previous = ledger.records.get(&(dataset.clone(), unit_id.clone())).map(|r| r.files.clone());
             let mut in_partitions: BTreeMap<String, Vec<String>> = BTreeMap::new();
             if by_partition {
@@ -452,6 +536,10 @@ impl UnitWriter for LakeUnitWriter {
             dirs.insert(s.final_path.parent().expect("files live in directories").to_path_buf());
             report.files.push(s.final_path.clone());
         }
+        for t in &staged_tails {
+            std::fs::rename(&t.tmp, &t.final_path).map_err(|e| SinkError::io(&t.final_path, e))?;
+            dirs.insert(t.final_path.parent().expect("files live in directories").to_path_buf());
+        }
         for d in &dirs {
             fsync_dir(d)?;
         }
@@ -472,7 +560,9 @@ impl UnitWriter for LakeUnitWriter {
             rows: report.rows,
             bytes: report.bytes,
             committed_at_ms: now_ms(),
+            state: state_records,
         };
+        let new_tails: Vec<String> = record.state.iter().filter_map(|s| s.tails.clone()).collect();
         let schema_changed = {
             let mut ledger = lake.ledger.lock().expect("ledger lock");
             let current = ledger.schemas.get(&dataset).cloned().unwrap_or_default();
@@ -512,6 +602,10 @@ impl UnitWriter for LakeUnitWriter {
                 .cloned()
                 .collect();
             stats.write(&lake.root, &dataset, &live, lake.spec.time_column.as_deref());
+        }
+        // The unit's earlier tails are no longer named by the ledger.
+        for old in old_tails.iter().filter(|t| !new_tails.contains(t)) {
+            let _ = std::fs::remove_file(lake.root.join(old));
         }
         // The replaced files are no longer live; a crash before this line leaves them to the
         // next start's sweep.

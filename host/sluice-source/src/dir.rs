@@ -181,6 +181,13 @@ impl Source for DirSource {
         Ok(units)
     }
 
+    fn unit_fields(&self, unit: &SourceUnit) -> Vec<(String, String)> {
+        match &self.spec.fields {
+            Some(p) => FieldValues::parse(p, &unit.rel_path).map(|f| f.texts()).unwrap_or_default(),
+            None => Vec::new(),
+        }
+    }
+
     fn open(&self, unit: &SourceUnit) -> Result<BatchStream, SourceError> {
         let fields = match &self.spec.fields {
             Some(p) => Some(

@@ -70,6 +70,21 @@ impl FieldValues {
         Ok(FieldValues { values })
     }
 
+    /// The values as text, for grouping units by key (dates as days since the epoch).
+    pub(crate) fn texts(&self) -> Vec<(String, String)> {
+        self.values
+            .iter()
+            .map(|(n, v)| {
+                let t = match v {
+                    Value::Str(s) => s.clone(),
+                    Value::Int(i) => i.to_string(),
+                    Value::Date(d) => d.to_string(),
+                };
+                (n.clone(), t)
+            })
+            .collect()
+    }
+
     pub(crate) fn append_to(&self, batch: RecordBatch) -> Result<RecordBatch, SourceError> {
         let n = batch.num_rows();
         let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();

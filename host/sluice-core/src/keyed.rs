@@ -1,0 +1,524 @@
+//! Keyed state across units: routing keys, lookback seeding from the sink, and late-unit re-runs.
+//!
+//! A stateful step declares key columns, an ordering column and a lookback (`StateSpec`). The
+//! runner keeps one [`KeyedStep`] per stateful step and worker, tied to the life of that step's
+//! handler instance. For every batch on its way into the step it:
+//! - splits the batch by key and takes each key's span of the ordering column;
+//! - on a key's first rows in a unit, checks that the instance's state for that key ends right
+//!   before them (nothing committed in between, nothing later already fed), or else asks the
+//!   runner to redo the unit on a fresh instance ([`Prepared::Stale`]);
+//! - seeds a key the instance has not seen with the last `lookback` rows before it, taken from
+//!   the tails committed units left in the sink; the seed's output is discarded;
+//! - tracks the unit's per-key ranges and tails, committed with the unit ([`UnitState`]).
+//!
+//! After a commit, [`KeyedStep::successors`] names the committed units whose lookback the unit
+//! changed (it arrived earlier in the order than they), which the runner re-runs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, UInt32Array, new_null_array};
+use arrow_cast::display::{ArrayFormatter, FormatOptions};
+use arrow_schema::{DataType, SchemaRef};
+
+use crate::error::SinkError;
+use crate::plugin::StateSpec;
+use crate::sink::{KeyRange, KeyValues, KeyedUnit, Sink, UnitState};
+
+/// Why a batch could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum KeyedError {
+    /// The batch lacks a key or ordering column, or the ordering column is not integral.
+    #[error("{0}")]
+    Data(String),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+/// What the runner must do before passing a batch to the step.
+pub(crate) enum Prepared {
+    /// Feed these seed batches first (discarding their output), then the batch.
+    Go { seeds: Vec<RecordBatch>, groups: Vec<Group> },
+    /// The instance's state does not lead up to this unit's rows of `key`: redo the unit on a
+    /// fresh instance.
+    Stale { key: KeyValues },
+}
+
+/// One key's rows of a batch.
+pub(crate) struct Group {
+    key: KeyValues,
+    /// Row indices with a non-null order value, in order; `None` when every row qualifies and
+    /// the batch is already ordered.
+    rows: Option<UInt32Array>,
+    min: i64,
+    max: i64,
+    count: u64,
+}
+
+#[derive(Debug, Default)]
+struct UnitKey {
+    min: i64,
+    max: i64,
+    rows: u64,
+    tail: Option<RecordBatch>,
+}
+
+/// The runner's view of one stateful step on one worker.
+pub(crate) struct KeyedStep {
+    pub(crate) name: String,
+    pub(crate) spec: StateSpec,
+    /// Highest order value fed to the current instance, per key.
+    carried: HashMap<KeyValues, i64>,
+    /// The current unit's ranges and tails.
+    unit: BTreeMap<KeyValues, UnitKey>,
+    /// Tails read from the sink during this unit, per unit id.
+    tails_cache: HashMap<String, Option<RecordBatch>>,
+}
+
+impl KeyedStep {
+    pub(crate) fn new(name: String, spec: StateSpec) -> Self {
+        KeyedStep { name, spec, carried: HashMap::new(), unit: BTreeMap::new(), tails_cache: HashMap::new() }
+    }
+
+    /// Whether ranges, tails and seeds apply: the step needs history and says how rows are
+    /// ordered. Other stateful steps are only routed (one instance sees a key's units in order).
+    pub(crate) fn tracked(&self) -> bool {
+        self.spec.lookback_rows > 0 && !self.spec.order_by.is_empty()
+    }
+
+    /// A step that needs history but does not say how rows are ordered cannot be seeded, so its
+    /// state cannot carry across units exactly: it gets a fresh instance per unit.
+    pub(crate) fn unit_scoped(&self) -> bool {
+        unit_scoped(&self.spec)
+    }
+
+    /// The handler instance was dropped: its state is gone.
+    pub(crate) fn reset_instance(&mut self) {
+        self.carried.clear();
+    }
+
+    /// A new unit starts.
+    pub(crate) fn begin_unit(&mut self) {
+        self.unit.clear();
+        self.tails_cache.clear();
+    }
+
+    /// Split `batch` by key, check the instance's state per key, and gather seeds.
+    pub(crate) fn prepare(
+        &mut self,
+        batch: &RecordBatch,
+        sink: &dyn Sink,
+        unit_id: &str,
+    ) -> Result<Prepared, KeyedError> {
+        let groups = self.groups(batch)?;
+        let mut seeds = Vec::new();
+        for g in &groups {
+            if self.unit.contains_key(&g.key) {
+                continue;
+            }
+            match self.carried.get(&g.key) {
+                Some(&c) => {
+                    let history = sink.key_history(&self.name, &g.key)?;
+                    let between =
+                        history.iter().any(|v| v.unit_id != unit_id && v.range.max > c && v.range.min < g.min);
+                    if g.min < c || between {
+                        return Ok(Prepared::Stale { key: g.key.clone() });
+                    }
+                }
+                None => {
+                    if let Some(seed) = self.seed(&g.key, g.min, &batch.schema(), sink, unit_id)? {
+                        seeds.push(seed);
+                    }
+                }
+            }
+        }
+        Ok(Prepared::Go { seeds, groups })
+    }
+
+    /// Record that `batch` (split into `groups` by [`Self::prepare`]) went into the instance.
+    pub(crate) fn fed(&mut self, batch: &RecordBatch, groups: Vec<Group>) -> Result<(), KeyedError> {
+        let n = self.spec.lookback_rows as usize;
+        for g in groups {
+            let c = self.carried.entry(g.key.clone()).or_insert(i64::MIN);
+            *c = (*c).max(g.max);
+            let entry = self.unit.entry(g.key).or_insert(UnitKey { min: g.min, max: g.max, ..Default::default() });
+            entry.min = entry.min.min(g.min);
+            entry.max = entry.max.max(g.max);
+            entry.rows += g.count;
+            // The tail: the key's last `n` rows so far, in order.
+            let rows = match &g.rows {
+                Some(idx) => {
+                    let take = idx.slice(idx.len().saturating_sub(n), idx.len().min(n));
+                    take_rows(batch, &take)?
+                }
+                None => batch.slice(batch.num_rows().saturating_sub(n), batch.num_rows().min(n)),
+            };
+            let merged = match entry.tail.take() {
+                Some(prev) if prev.schema() == rows.schema() => {
+                    let all = arrow_select::concat::concat_batches(&rows.schema(), [&prev, &rows])
+                        .map_err(|e| KeyedError::Data(e.to_string()))?;
+                    last_in_order(&all, &self.spec.order_by, n)?
+                }
+                _ => rows,
+            };
+            entry.tail = Some(merged);
+        }
+        Ok(())
+    }
+
+    /// What the unit leaves for later runs, or `None` when it fed this step nothing.
+    pub(crate) fn unit_state(&mut self) -> Result<Option<UnitState>, KeyedError> {
+        if self.unit.is_empty() {
+            return Ok(None);
+        }
+        let unit = std::mem::take(&mut self.unit);
+        let mut ranges = Vec::with_capacity(unit.len());
+        let mut tails: Vec<RecordBatch> = Vec::new();
+        for (key, u) in unit {
+            ranges.push(KeyRange { key, min: u.min, max: u.max, rows: u.rows });
+            if let Some(t) = u.tail {
+                tails.push(t);
+            }
+        }
+        let tails = match tails.first() {
+            Some(first) => {
+                let schema = first.schema();
+                let same: Vec<&RecordBatch> = tails.iter().filter(|t| t.schema() == schema).collect();
+                Some(arrow_select::concat::concat_batches(&schema, same).map_err(|e| KeyedError::Data(e.to_string()))?)
+            }
+            None => None,
+        };
+        Ok(Some(UnitState { step: self.name.clone(), lookback: self.spec.lookback_rows, ranges, tails }))
+    }
+
+    /// Committed units whose lookback a just-committed unit with `ranges` changed: for each key,
+    /// the units after it until `lookback` rows lie between.
+    pub(crate) fn successors(
+        &self,
+        sink: &dyn Sink,
+        unit_id: &str,
+        ranges: &[KeyRange],
+    ) -> Result<Vec<KeyedUnit>, SinkError> {
+        let n = self.spec.lookback_rows;
+        let mut out: Vec<KeyedUnit> = Vec::new();
+        for r in ranges {
+            let mut gap = 0u64;
+            for v in sink.key_history(&self.name, &r.key)? {
+                if v.unit_id == unit_id || v.range.min <= r.max {
+                    continue;
+                }
+                if gap >= n {
+                    break;
+                }
+                gap += v.range.rows;
+                if !out.iter().any(|o| o.unit_id == v.unit_id) {
+                    out.push(v);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The last `lookback` rows of `key` before `before`, from committed units' tails, conformed
+    /// to `schema`.
+    fn seed(
+        &mut self,
+        key: &KeyValues,
+        before: i64,
+        schema: &SchemaRef,
+        sink: &dyn Sink,
+        unit_id: &str,
+    ) -> Result<Option<RecordBatch>, KeyedError> {
+        let n = self.spec.lookback_rows as usize;
+        let mut history: Vec<KeyedUnit> = sink
+            .key_history(&self.name, key)?
+            .into_iter()
+            .filter(|v| v.unit_id != unit_id && v.range.min < before)
+            .collect();
+        if history.is_empty() {
+            return Ok(None);
+        }
+        history.sort_by_key(|v| std::cmp::Reverse(v.range.max));
+        let mut parts: Vec<RecordBatch> = Vec::new();
+        let mut have = 0usize;
+        for v in &history {
+            if have >= n {
+                break;
+            }
+            if v.lookback < self.spec.lookback_rows {
+                tracing::warn!(
+                    step = %self.name, unit = %v.unit.display_name(), kept = v.lookback, needed = self.spec.lookback_rows,
+                    "the lake keeps fewer lookback rows for this unit than the step needs now; \
+                     results after it are approximate until `--force` re-runs it"
+                );
+            }
+            if !self.tails_cache.contains_key(&v.unit_id) {
+                let t = sink.state_tails(&self.name, &v.unit_id)?;
+                self.tails_cache.insert(v.unit_id.clone(), t);
+            }
+            let Some(tails) = self.tails_cache.get(&v.unit_id).cloned().flatten() else { continue };
+            let tails = conform(&tails, schema).map_err(KeyedError::Data)?;
+            let keys = key_strings(&tails, &self.spec.keys)?;
+            let order = order_values(&tails, &self.spec.order_by)?;
+            let idx: Vec<u32> = (0..tails.num_rows())
+                .filter(|&i| keys[i] == *key && order.is_valid(i) && order.value(i) < before)
+                .map(|i| i as u32)
+                .collect();
+            have += idx.len();
+            if !idx.is_empty() {
+                parts.push(take_rows(&tails, &UInt32Array::from(idx))?);
+            }
+        }
+        if parts.is_empty() {
+            return Ok(None);
+        }
+        let all = arrow_select::concat::concat_batches(schema, &parts).map_err(|e| KeyedError::Data(e.to_string()))?;
+        Ok(Some(last_in_order(&all, &self.spec.order_by, n)?))
+    }
+
+    fn groups(&self, batch: &RecordBatch) -> Result<Vec<Group>, KeyedError> {
+        let order = order_values(batch, &self.spec.order_by)?;
+        let n = batch.num_rows();
+        // Fast path: one key in the whole batch (a file per key, the usual layout).
+        let key_cols = key_columns(batch, &self.spec.keys)?;
+        let single = key_cols.iter().all(|c| is_constant(c.as_ref()));
+        let buckets: Vec<(KeyValues, Option<Vec<u32>>)> = if single {
+            vec![(key_at(&key_cols, 0)?, None)]
+        } else {
+            let fields = key_cols.iter().map(|c| arrow_row::SortField::new(c.data_type().clone())).collect::<Vec<_>>();
+            let conv = arrow_row::RowConverter::new(fields).map_err(|e| KeyedError::Data(e.to_string()))?;
+            let rows = conv.convert_columns(&key_cols).map_err(|e| KeyedError::Data(e.to_string()))?;
+            let mut by: HashMap<&[u8], usize> = HashMap::new();
+            let mut out: Vec<(usize, Vec<u32>)> = Vec::new();
+            for i in 0..n {
+                let slot = *by.entry(rows.row(i).data()).or_insert_with(|| {
+                    out.push((i, Vec::new()));
+                    out.len() - 1
+                });
+                out[slot].1.push(i as u32);
+            }
+            out.into_iter()
+                .map(|(first, idx)| Ok::<_, KeyedError>((key_at(&key_cols, first)?, Some(idx))))
+                .collect::<Result<_, _>>()?
+        };
+        let mut groups = Vec::with_capacity(buckets.len());
+        for (key, idx) in buckets {
+            let mut idx: Vec<u32> = match idx {
+                Some(v) => v.into_iter().filter(|&i| order.is_valid(i as usize)).collect(),
+                None if order.null_count() == 0 => {
+                    let v = order.values();
+                    if v.windows(2).all(|w| w[0] <= w[1]) {
+                        if n > 0 {
+                            groups.push(Group { key, rows: None, min: v[0], max: v[n - 1], count: n as u64 });
+                        }
+                        continue;
+                    }
+                    (0..n as u32).collect()
+                }
+                None => (0..n as u32).filter(|&i| order.is_valid(i as usize)).collect(),
+            };
+            if idx.is_empty() {
+                continue;
+            }
+            idx.sort_by_key(|&i| order.value(i as usize));
+            let (min, max) = (order.value(idx[0] as usize), order.value(idx[idx.len() - 1] as usize));
+            let count = idx.len() as u64;
+            groups.push(Group { key, rows: Some(UInt32Array::from(idx)), min, max, count });
+        }
+        Ok(groups)
+    }
+}
+
+/// See [`KeyedStep::unit_scoped`].
+pub(crate) fn unit_scoped(spec: &StateSpec) -> bool {
+    spec.lookback_rows > 0 && spec.order_by.is_empty()
+}
+
+fn key_columns(batch: &RecordBatch, keys: &[String]) -> Result<Vec<ArrayRef>, KeyedError> {
+    keys.iter()
+        .map(|k| {
+            batch
+                .column_by_name(k)
+                .cloned()
+                .ok_or_else(|| KeyedError::Data(format!("key column `{k}` is not in the step's input")))
+        })
+        .collect()
+}
+
+fn is_constant(a: &dyn Array) -> bool {
+    let n = a.len();
+    if n <= 1 {
+        return true;
+    }
+    if a.null_count() > 0 {
+        return a.null_count() == n;
+    }
+    let first = a.slice(0, 1);
+    all_equal(a, &first).unwrap_or_default()
+}
+
+/// Whether every value of `a` equals the single value of `first`, for the common key types.
+fn all_equal(a: &dyn Array, first: &ArrayRef) -> Option<bool> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::*;
+    macro_rules! prim {
+        ($t:ty) => {{
+            let v = a.as_primitive::<$t>().values();
+            let f = first.as_primitive::<$t>().value(0);
+            Some(v.iter().all(|x| *x == f))
+        }};
+    }
+    match a.data_type() {
+        DataType::Utf8 => {
+            let s = a.as_string::<i32>();
+            let f = first.as_string::<i32>().value(0);
+            Some(s.iter().all(|x| x == Some(f)))
+        }
+        DataType::LargeUtf8 => {
+            let s = a.as_string::<i64>();
+            let f = first.as_string::<i64>().value(0);
+            Some(s.iter().all(|x| x == Some(f)))
+        }
+        DataType::Utf8View => {
+            let s = a.as_string_view();
+            let f = first.as_string_view().value(0);
+            Some(s.iter().all(|x| x == Some(f)))
+        }
+        DataType::Int8 => prim!(Int8Type),
+        DataType::Int16 => prim!(Int16Type),
+        DataType::Int32 => prim!(Int32Type),
+        DataType::Int64 => prim!(Int64Type),
+        DataType::UInt8 => prim!(UInt8Type),
+        DataType::UInt16 => prim!(UInt16Type),
+        DataType::UInt32 => prim!(UInt32Type),
+        DataType::UInt64 => prim!(UInt64Type),
+        DataType::Date32 => prim!(Date32Type),
+        DataType::Date64 => prim!(Date64Type),
+        _ => None,
+    }
+}
+
+/// The key values of row `i`, as text.
+fn key_at(cols: &[ArrayRef], i: usize) -> Result<KeyValues, KeyedError> {
+    let opts = FormatOptions::default();
+    cols.iter()
+        .map(|c| {
+            if c.is_null(i) {
+                return Ok(None);
+            }
+            let f = ArrayFormatter::try_new(c.as_ref(), &opts).map_err(|e| KeyedError::Data(e.to_string()))?;
+            Ok(Some(f.value(i).to_string()))
+        })
+        .collect()
+}
+
+/// The key values of every row (for small batches: tails).
+fn key_strings(batch: &RecordBatch, keys: &[String]) -> Result<Vec<KeyValues>, KeyedError> {
+    let cols = key_columns(batch, keys)?;
+    (0..batch.num_rows()).map(|i| key_at(&cols, i)).collect()
+}
+
+/// The ordering column as i64 (integers, timestamps and dates in their own units).
+pub(crate) fn order_values(batch: &RecordBatch, column: &str) -> Result<Int64Array, KeyedError> {
+    let col = batch
+        .column_by_name(column)
+        .ok_or_else(|| KeyedError::Data(format!("ordering column `{column}` is not in the step's input")))?;
+    let ok = col.data_type().is_integer()
+        || matches!(col.data_type(), DataType::Timestamp(..) | DataType::Date32 | DataType::Date64);
+    if !ok {
+        return Err(KeyedError::Data(format!(
+            "ordering column `{column}` is {}; keyed state needs an integer, timestamp or date",
+            col.data_type()
+        )));
+    }
+    let cast = arrow_cast::cast(col, &DataType::Int64).map_err(|e| KeyedError::Data(e.to_string()))?;
+    Ok(cast.as_any().downcast_ref::<Int64Array>().expect("cast to Int64").clone())
+}
+
+fn take_rows(batch: &RecordBatch, idx: &UInt32Array) -> Result<RecordBatch, KeyedError> {
+    arrow_select::take::take_record_batch(batch, idx).map_err(|e| KeyedError::Data(e.to_string()))
+}
+
+/// The last `n` rows of `batch` in order of `order_by` (stable).
+fn last_in_order(batch: &RecordBatch, order_by: &str, n: usize) -> Result<RecordBatch, KeyedError> {
+    let order = order_values(batch, order_by)?;
+    let rows = batch.num_rows();
+    if order.null_count() == 0 && order.values().windows(2).all(|w| w[0] <= w[1]) {
+        return Ok(batch.slice(rows.saturating_sub(n), rows.min(n)));
+    }
+    let mut idx: Vec<u32> = (0..rows as u32).filter(|&i| order.is_valid(i as usize)).collect();
+    idx.sort_by_key(|&i| order.value(i as usize));
+    let keep = idx.split_off(idx.len().saturating_sub(n));
+    take_rows(batch, &UInt32Array::from(keep))
+}
+
+/// `batch` with exactly the columns of `schema`: matched by name and cast, missing ones null.
+fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, String> {
+    if &batch.schema() == schema {
+        return Ok(batch.clone());
+    }
+    let cols = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+            Some(c) => arrow_cast::cast(c, f.data_type()).map_err(|e| format!("lookback column `{}`: {e}", f.name())),
+            None => Ok(new_null_array(f.data_type(), batch.num_rows())),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(Arc::clone(schema), cols).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{Float64Array, StringArray};
+    use arrow_schema::{Field, Schema};
+
+    fn batch(keys: &[&str], t: &[i64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, false),
+            Field::new("t", DataType::Int64, true),
+            Field::new("v", DataType::Float64, false),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(keys.to_vec())),
+                Arc::new(Int64Array::from(t.to_vec())),
+                Arc::new(Float64Array::from(t.iter().map(|&x| x as f64).collect::<Vec<_>>())),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn step(n: u64) -> KeyedStep {
+        KeyedStep::new("s".into(), StateSpec { keys: vec!["k".into()], order_by: "t".into(), lookback_rows: n })
+    }
+
+    #[test]
+    fn groups_split_by_key_and_order_rows() {
+        let s = step(2);
+        let b = batch(&["a", "b", "a", "b", "a"], &[5, 2, 1, 9, 3]);
+        let g = s.groups(&b).unwrap();
+        assert_eq!(g.len(), 2);
+        assert_eq!((g[0].key.clone(), g[0].min, g[0].max, g[0].count), (vec![Some("a".into())], 1, 5, 3));
+        assert_eq!(g[0].rows.as_ref().unwrap().values().to_vec(), vec![2, 4, 0]);
+        let single = s.groups(&batch(&["a", "a", "a"], &[1, 2, 3])).unwrap();
+        assert!(single[0].rows.is_none());
+    }
+
+    #[test]
+    fn tails_keep_the_last_rows_per_key_in_order() {
+        let mut s = step(2);
+        for b in [batch(&["a", "b", "a"], &[1, 10, 2]), batch(&["a", "a", "b"], &[4, 3, 11])] {
+            let g = s.groups(&b).unwrap();
+            s.fed(&b, g).unwrap();
+        }
+        let st = s.unit_state().unwrap().unwrap();
+        assert_eq!(st.ranges.len(), 2);
+        assert_eq!((st.ranges[0].min, st.ranges[0].max, st.ranges[0].rows), (1, 4, 4));
+        let t = order_values(st.tails.as_ref().unwrap(), "t").unwrap();
+        assert_eq!(t.values().to_vec(), vec![3, 4, 10, 11]);
+    }
+}
