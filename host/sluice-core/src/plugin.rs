@@ -22,6 +22,23 @@ pub struct PluginInfo {
     pub contract: String,
 }
 
+/// An output column a handler may add to set rows aside: rows where it is not null go to the
+/// lake's `_rejects` dataset with its text as the reason, and never reach the next step. The host
+/// drops the column from what the next step (or the sink) sees.
+pub const REJECT_COLUMN: &str = "_sluice_reject";
+
+/// `schema` without [`REJECT_COLUMN`].
+pub fn without_reject_column(schema: &arrow_schema::SchemaRef) -> arrow_schema::SchemaRef {
+    match schema.index_of(REJECT_COLUMN) {
+        Ok(i) => {
+            let fields: Vec<_> =
+                schema.fields().iter().enumerate().filter(|(j, _)| *j != i).map(|(_, f)| f.clone()).collect();
+            Arc::new(arrow_schema::Schema::new_with_metadata(fields, schema.metadata().clone()))
+        }
+        Err(_) => schema.clone(),
+    }
+}
+
 /// Keyed state a handler keeps across batches and files.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct StateSpec {

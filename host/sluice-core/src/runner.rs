@@ -18,7 +18,7 @@ use crate::error::{Location, PluginError, SinkError, SourceError};
 use crate::keyed::{KeyedError, KeyedStep, Prepared};
 use crate::plugin::{Handler, Plugin, StateSpec};
 use crate::sink::{DeadLetter, KeyRange, Sink};
-use crate::source::{Source, SourceItem, SourceUnit, rejects_batch};
+use crate::source::{Reject, Source, SourceItem, SourceUnit, rejects_batch};
 use crate::spec::{OnError, PipelineSpec};
 use crate::summary::{RunSummary, StepStats, UnitFailure};
 
@@ -135,7 +135,8 @@ pub fn chain_schema(
             .instantiate(&step.config_json, &step.limits)
             .map_err(|error| RunError::Step { location: Box::new(location.clone()), error })?;
         if let Some(s) = &schema {
-            schema = Some(h.output_schema(s).map_err(|error| RunError::Step { location: Box::new(location), error })?);
+            let out = h.output_schema(s).map_err(|error| RunError::Step { location: Box::new(location), error })?;
+            schema = Some(crate::plugin::without_reject_column(&out));
         }
     }
     Ok(schema)
@@ -498,6 +499,8 @@ struct Chain<'a> {
     stats: Vec<StepStats>,
     /// The id of the unit in flight (excluded from its own lookback).
     unit_id: String,
+    /// Rows handlers set aside (the reject column), waiting to be written.
+    rejects: Vec<Reject>,
 }
 
 impl<'a> Chain<'a> {
@@ -509,6 +512,7 @@ impl<'a> Chain<'a> {
             keyed: (0..n).map(|_| None).collect(),
             stats: job.spec.steps.iter().map(|s| StepStats { name: s.name.clone(), ..Default::default() }).collect(),
             unit_id: String::new(),
+            rejects: Vec::new(),
         }
     }
 
@@ -544,6 +548,7 @@ impl<'a> Chain<'a> {
 
     fn begin_unit(&mut self, unit: &SourceUnit) {
         self.unit_id = unit.id();
+        self.rejects.clear();
         for i in 0..self.handlers.len() {
             if self.keyed[i].as_ref().is_some_and(|k| k.unit_scoped()) {
                 self.drop_instance(i);
@@ -625,8 +630,22 @@ impl<'a> Chain<'a> {
         st.plugin_ns += started.elapsed().as_nanos() as u64;
         match res {
             Ok(out) => {
-                st.rows_out += out.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-                Ok(out)
+                let mut kept = Vec::with_capacity(out.len());
+                for b in out {
+                    match split_rejects(&b, &self.job.spec.steps[i].name) {
+                        Ok((b, rejects)) => {
+                            self.rejects.extend(rejects);
+                            kept.push(b);
+                        }
+                        Err(message) => {
+                            let error = PluginError::BadOutput(message);
+                            return Err(UnitError::Step { index: i, error });
+                        }
+                    }
+                }
+                let st = &mut self.stats[i];
+                st.rows_out += kept.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+                Ok(kept)
             }
             Err(error) => {
                 st.errors += 1;
@@ -664,6 +683,59 @@ impl<'a> Chain<'a> {
             .map(|s| std::mem::replace(s, StepStats { name: s.name.clone(), ..Default::default() }))
             .collect()
     }
+}
+
+/// Split off the rows a handler set aside through [`crate::plugin::REJECT_COLUMN`]: the batch
+/// without the column and its flagged rows, and the rejects (each row rendered as text).
+fn split_rejects(batch: &RecordBatch, step: &str) -> Result<(RecordBatch, Vec<Reject>), String> {
+    use arrow_array::Array;
+    let Ok(ci) = batch.schema().index_of(crate::plugin::REJECT_COLUMN) else {
+        return Ok((batch.clone(), Vec::new()));
+    };
+    let reasons = arrow_cast::cast(batch.column(ci), &arrow_schema::DataType::Utf8)
+        .map_err(|e| format!("column `{}`: {e}", crate::plugin::REJECT_COLUMN))?;
+    let reasons = reasons.as_any().downcast_ref::<arrow_array::StringArray>().expect("cast to Utf8");
+    let mut data = batch.clone();
+    data.remove_column(ci);
+    if reasons.null_count() == reasons.len() {
+        return Ok((data, Vec::new()));
+    }
+    let opts = arrow_cast::display::FormatOptions::default().with_null("null");
+    let formatters = data
+        .columns()
+        .iter()
+        .map(|c| arrow_cast::display::ArrayFormatter::try_new(c.as_ref(), &opts))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let schema = data.schema();
+    let mut rejects = Vec::new();
+    for row in (0..reasons.len()).filter(|&r| reasons.is_valid(r)) {
+        let raw = schema
+            .fields()
+            .iter()
+            .zip(&formatters)
+            .map(|(f, v)| format!("{}={}", f.name(), v.value(row)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        rejects.push(Reject { line: 0, raw, reason: reasons.value(row).to_string(), step: step.to_string() });
+    }
+    let keep = arrow_array::BooleanArray::from_iter((0..reasons.len()).map(|r| Some(reasons.is_null(r))));
+    let data = arrow_select::filter::filter_record_batch(&data, &keep).map_err(|e| e.to_string())?;
+    Ok((data, rejects))
+}
+
+fn drain_rejects(
+    chain: &mut Chain<'_>,
+    unit: &SourceUnit,
+    writer: &mut dyn crate::sink::UnitWriter,
+    rows_rejected: &mut u64,
+) -> Result<(), UnitError> {
+    if chain.rejects.is_empty() {
+        return Ok(());
+    }
+    let rejects = std::mem::take(&mut chain.rejects);
+    *rows_rejected += rejects.len() as u64;
+    writer.write_rejects(&rejects_batch(unit, &rejects)).map_err(UnitError::Sink)
 }
 
 /// Per stateful step: the key ranges a committed unit covered.
@@ -724,10 +796,12 @@ fn process_unit_inner(
             for out in chain.run_from(0, vec![batch])? {
                 writer.write(&out).map_err(UnitError::Sink)?;
             }
+            drain_rejects(chain, unit, &mut *writer, rows_rejected)?;
         }
         for out in chain.finish()? {
             writer.write(&out).map_err(UnitError::Sink)?;
         }
+        drain_rejects(chain, unit, &mut *writer, rows_rejected)?;
         // Keyed state is committed with the data it came from.
         for (index, keyed) in chain.keyed.iter_mut().enumerate() {
             let Some(keyed) = keyed.as_mut().filter(|k| k.tracked()) else { continue };
