@@ -206,7 +206,7 @@ fn the_kline_pipeline_computes_ma20_across_days_in_any_arrival_order() {
     let src = demo.join("data/spot/daily/klines");
     let mut files: Vec<PathBuf> = files_under(&src).into_iter().map(|f| src.join(f)).collect();
     files.sort();
-    let mut rng = Rng::new(0x4B11_4E5);
+    let mut rng = Rng::new(0x04B1_14E5);
     for i in (1..files.len()).rev() {
         files.swap(i, rng.below(i as u64 + 1) as usize);
     }
