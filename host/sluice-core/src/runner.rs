@@ -15,7 +15,7 @@ use arrow_schema::SchemaRef;
 
 use crate::error::{Location, PluginError, SinkError, SourceError};
 use crate::plugin::{Handler, Plugin};
-use crate::sink::{DeadLetter, Sink};
+use crate::sink::{CommitReport, DeadLetter, Freshness, Sink};
 use crate::source::{Source, SourceItem, SourceUnit, rejects_batch};
 use crate::spec::{OnError, PipelineSpec};
 use crate::summary::{RunSummary, StepStats, UnitFailure};
@@ -71,6 +71,9 @@ pub enum RunError {
     Source(#[from] SourceError),
     #[error("sink: {0}")]
     Sink(#[from] SinkError),
+    /// The sink rejected a unit's data (e.g. its schema) under `sink.on_error: fail`.
+    #[error("{location}: {error}")]
+    SinkData { location: Box<Location>, error: SinkError },
     #[error("schema check: {0}")]
     Schema(String),
     #[error("internal error: {0}")]
@@ -90,7 +93,7 @@ struct UnitResult {
     rows_in: u64,
     /// Rows the source set aside into `_rejects`.
     rows_rejected: u64,
-    outcome: Result<crate::sink::CommitReport, UnitError>,
+    outcome: Result<CommitReport, UnitError>,
     steps: Vec<StepStats>,
 }
 
@@ -163,20 +166,24 @@ pub async fn run(
     let plan_job = job.clone();
     let force = opts.force;
     let filter = opts.filter.clone();
-    let (units, unchanged, poisoned) = tokio::task::spawn_blocking(move || -> Result<_, RunError> {
+    let (units, unchanged, poisoned, deleted) = tokio::task::spawn_blocking(move || -> Result<_, RunError> {
         if let Some(schema) = chain_schema(&plan_job.spec, &plan_job.sources, &plan_job.plugins)? {
             plan_job.sink.check_schema(&schema)?;
         }
         let mut units = Vec::new();
         let mut unchanged = 0u64;
         let mut poisoned = Vec::new();
+        let mut deleted = Vec::new();
         for src in &plan_job.sources {
             let retries = plan_job.spec.sources.iter().find(|s| s.name == src.name()).map_or(u32::MAX, |s| s.retries);
-            for unit in src.discover()? {
+            let found = src.discover()?;
+            // Decided from the full listing: units a filter leaves out still exist.
+            deleted.extend(plan_job.sink.remove_deleted(src.name(), &found)?);
+            for unit in found {
                 if filter.as_ref().is_some_and(|f| !f(&unit)) {
                     continue;
                 }
-                if !force && plan_job.sink.is_committed(&unit)? {
+                if !force && is_unchanged(&*plan_job.sink, &**src, &unit)? {
                     unchanged += 1;
                 } else if !force && plan_job.sink.failures(&unit)? >= retries {
                     poisoned.push(unit);
@@ -185,7 +192,7 @@ pub async fn run(
                 }
             }
         }
-        Ok((units, unchanged, poisoned))
+        Ok((units, unchanged, poisoned, deleted))
     })
     .await
     .map_err(|e| RunError::Internal(format!("planner panicked: {e}")))??;
@@ -194,6 +201,10 @@ pub async fn run(
     summary.files_unchanged = unchanged;
     // Poisoned units failed `retries` times with this fingerprint: listed, not retried.
     summary.files_poisoned = poisoned.len() as u64;
+    summary.files_deleted = deleted.len() as u64;
+    for unit in &deleted {
+        tracing::info!(file = %unit.display_name(), "deleted at the source: its outputs were removed");
+    }
     for unit in poisoned {
         let file = unit.display_name();
         let error = "failed too many times; skipped until the file changes or `--force` is given".to_string();
@@ -255,6 +266,32 @@ pub async fn run(
     Ok(summary)
 }
 
+/// True when the sink holds this unit with the same content: the same fingerprint, or, for a
+/// file whose mtime moved but whose size did not (a `touch`, a copy), the same content hash.
+fn is_unchanged(sink: &dyn Sink, source: &dyn Source, unit: &SourceUnit) -> Result<bool, SinkError> {
+    match sink.freshness(unit)? {
+        Freshness::Unchanged => Ok(true),
+        Freshness::New | Freshness::Changed => Ok(false),
+        Freshness::Touched => match source.content_hash(unit) {
+            Ok(Some(hash)) => sink.confirm_unchanged(&SourceUnit { content_hash: Some(hash), ..unit.clone() }),
+            Ok(None) => Ok(false),
+            Err(e) => {
+                tracing::warn!(file = %unit.display_name(), "cannot hash the file to compare it with its commit: {e}");
+                Ok(false)
+            }
+        },
+    }
+}
+
+/// True when a unit's outcome stops the run: a `fail` policy, or a sink I/O or internal error.
+fn stops_run(job: &Job, outcome: &Result<CommitReport, UnitError>) -> bool {
+    match outcome {
+        Err(UnitError::Step { index, .. }) => job.spec.steps[*index].on_error == OnError::Fail,
+        Err(UnitError::Sink(e)) => !e.is_data() || job.spec.sink.on_error == OnError::Fail,
+        _ => false,
+    }
+}
+
 /// Fold a unit result into the summary; returns a fatal error when the policy says stop.
 fn absorb(job: &Job, summary: &mut RunSummary, res: UnitResult, progress: &dyn Progress) -> Option<RunError> {
     for (acc, st) in summary.steps.iter_mut().zip(&res.steps) {
@@ -287,6 +324,16 @@ fn absorb(job: &Job, summary: &mut RunSummary, res: UnitResult, progress: &dyn P
                 }
                 // An unreadable file is recorded and skipped; the next run retries it.
                 UnitError::Source(e) => (None, OnError::SkipFile, e.to_string(), None),
+                // Rows the sink rejects are the unit's data error: `sink.on_error` decides.
+                UnitError::Sink(e) if e.is_data() => {
+                    let policy = job.spec.sink.on_error;
+                    let location =
+                        Location { pipeline: job.spec.name.clone(), file: Some(file.clone()), ..Default::default() };
+                    let message = format!("{location}: {e}");
+                    let fatal = (policy == OnError::Fail)
+                        .then_some(RunError::SinkData { location: Box::new(location), error: e });
+                    (None, policy, message, fatal)
+                }
                 UnitError::Sink(e) => {
                     let message = e.to_string();
                     (None, OnError::Fail, message, Some(RunError::Sink(e)))
@@ -334,12 +381,7 @@ fn worker(
         }
         let res = process_unit(job, &mut chain, unit);
         // A `fail` policy stops the run: take no further units, even ones already queued.
-        let stops = match &res.outcome {
-            Err(UnitError::Step { index, .. }) => job.spec.steps[*index].on_error == OnError::Fail,
-            Err(UnitError::Sink(_)) => true,
-            _ => false,
-        };
-        if stops {
+        if stops_run(job, &res.outcome) {
             abort.store(true, Ordering::SeqCst);
         }
         if tx.blocking_send(res).is_err() {
@@ -463,7 +505,7 @@ fn process_unit_inner(
     unit: &SourceUnit,
     rows_in: &mut u64,
     rows_rejected: &mut u64,
-) -> Result<crate::sink::CommitReport, UnitError> {
+) -> Result<CommitReport, UnitError> {
     let source = job.sources.iter().find(|s| s.name() == unit.source).expect("units come from the job's sources");
     let stream = source.open(unit).map_err(UnitError::Source)?;
     let mut writer = job.sink.begin(unit).map_err(UnitError::Sink)?;
@@ -484,6 +526,10 @@ fn process_unit_inner(
                 SourceItem::Rejects(rejects) => {
                     *rows_rejected += rejects.len() as u64;
                     writer.write_rejects(&rejects_batch(unit, &rejects)).map_err(UnitError::Sink)?;
+                    continue;
+                }
+                SourceItem::ContentHash { hash, bytes } => {
+                    writer.content_hash(&hash, bytes);
                     continue;
                 }
             };
