@@ -505,7 +505,7 @@ fn process_unit_inner(
     unit: &SourceUnit,
     rows_in: &mut u64,
     rows_rejected: &mut u64,
-) -> Result<CommitReport, UnitError> {
+) -> Result<crate::sink::CommitReport, UnitError> {
     let source = job.sources.iter().find(|s| s.name() == unit.source).expect("units come from the job's sources");
     let stream = source.open(unit).map_err(UnitError::Source)?;
     let mut writer = job.sink.begin(unit).map_err(UnitError::Sink)?;
