@@ -62,6 +62,11 @@ fn golden_several_errors() {
     golden("several_errors");
 }
 
+#[test]
+fn golden_sink_options() {
+    golden("sink_options");
+}
+
 /// Every example pipeline validates: the files alone, and with the environment (plugins load,
 /// configs pass, the schema flows) against a demo data directory.
 #[test]

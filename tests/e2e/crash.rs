@@ -65,12 +65,18 @@ pub fn pipeline(root: &Path, lake: &str) -> std::path::PathBuf {
     p
 }
 
-/// The files the ledger says are live: apply each record's additions and removals in order.
+/// The files the ledger says are live: apply each record's additions and removals in order (a
+/// compacted ledger starts with a snapshot line listing live files no record lists).
 pub fn ledger_files(lake: &Path) -> BTreeSet<String> {
     let text = std::fs::read_to_string(lake.join("_sluice/ledger.jsonl")).unwrap_or_default();
     let mut by_unit: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let r: serde_json::Value = serde_json::from_str(line).expect("every ledger line is complete JSON");
+        if let Some(snapshot) = r.get("snapshot") {
+            let live = snapshot["live"].as_array().unwrap().iter().map(|f| f["file"].as_str().unwrap().to_string());
+            by_unit.entry((String::new(), "snapshot".into())).or_default().extend(live);
+            continue;
+        }
         let files: Vec<String> = r["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().into()).collect();
         if let Some(removed) = r.get("removed").and_then(|v| v.as_array()) {
             let removed: BTreeSet<&str> = removed.iter().map(|f| f.as_str().unwrap()).collect();
@@ -84,6 +90,21 @@ pub fn ledger_files(lake: &Path) -> BTreeSet<String> {
         }
     }
     by_unit.into_values().flatten().collect()
+}
+
+/// Every file a ledger record ever replaced or removed, or a snapshot lists as retained: files a
+/// lake may keep on disk, outside the dataset, during `retain_replaced`.
+pub fn ledger_replaced(lake: &Path) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(lake.join("_sluice/ledger.jsonl")).unwrap_or_default();
+    let mut out = BTreeSet::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        let lists = [r.get("removed"), r.get("snapshot").and_then(|s| s.get("retained"))];
+        for f in lists.into_iter().flatten().flat_map(|v| v.as_array().unwrap().iter()) {
+            out.insert(f.as_str().or_else(|| f["file"].as_str()).unwrap().to_string());
+        }
+    }
+    out
 }
 
 /// Data files on disk (relative to the lake), and anything in progress.

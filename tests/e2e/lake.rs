@@ -1,9 +1,11 @@
 //! The lake through the CLI: write modes, idempotent and deterministic re-runs, schema
-//! evolution, hostile partition values.
+//! evolution, hostile partition values, touched files, retention of replaced files, deleted
+//! sources, sink data errors under `on_error`, ledger compaction.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use crate::crash::ledger_files;
+use crate::crash::{ledger_files, ledger_replaced};
 use crate::support::*;
 
 /// A one-step pipeline over `in/*.csv` into `lake`, dataset `t`; `sink_extra` adds sink keys.
@@ -38,12 +40,26 @@ fn sluice_run(p: &Path) -> std::process::Output {
     run(&["run", p.to_str().unwrap()])
 }
 
-/// The lake's data files are exactly the ledger's live files, and none is in progress.
+/// The lake's data files are the ledger's live files, plus replaced files it may still keep
+/// (`retain_replaced`); none is in progress.
 fn assert_consistent(lake: &Path) {
-    let on_disk: std::collections::BTreeSet<String> =
-        files_under(&lake.join("t")).into_iter().map(|f| format!("t/{f}")).collect();
+    let on_disk = data_files(lake);
     assert!(on_disk.iter().all(|f| f.ends_with(".parquet")), "{on_disk:?}");
-    assert_eq!(on_disk, ledger_files(lake));
+    let live = ledger_files(lake);
+    assert!(live.is_subset(&on_disk), "live files missing: {:?}", live.difference(&on_disk).collect::<Vec<_>>());
+    let replaced = ledger_replaced(lake);
+    let orphans: Vec<_> = on_disk.iter().filter(|f| !live.contains(*f) && !replaced.contains(*f)).collect();
+    assert!(orphans.is_empty(), "files no record names: {orphans:?}");
+}
+
+/// Every file under the dataset `t`, relative to the lake.
+fn data_files(lake: &Path) -> BTreeSet<String> {
+    files_under(&lake.join("t")).into_iter().map(|f| format!("t/{f}")).collect()
+}
+
+/// Live files in one partition directory, e.g. `t/sym=A`.
+fn live_in(lake: &Path, dir: &str) -> usize {
+    ledger_files(lake).iter().filter(|f| f.starts_with(&format!("{dir}/"))).count()
 }
 
 /// Bump a file's content and make sure its mtime moves.
@@ -69,7 +85,7 @@ fn replace_partition_replaces_each_touched_partition_in_one_commit() {
         vec![serde_json::json!({"sym": "B", "id": 3, "v": 30}), serde_json::json!({"sym": "A", "id": 7, "v": 70})]
     );
     assert_consistent(&lake);
-    assert_eq!(files_under(&lake.join("t/sym=A")).len(), 1);
+    assert_eq!(live_in(&lake, "t/sym=A"), 1);
     // An unchanged re-run commits nothing and changes nothing.
     let before = files_under(&lake.join("t"));
     let s = root.join("s.json");
@@ -96,8 +112,8 @@ fn upsert_keeps_the_newest_row_per_key() {
     // Within a file the last row wins (id 2); across files the later commit wins (id 3).
     assert_eq!(ids(&lake), [(1, 10), (2, 21), (3, 300), (4, 40), (5, 500)]);
     assert_consistent(&lake);
-    // One file per partition: the touched partition was rewritten, the old file removed.
-    assert_eq!(files_under(&lake.join("t/sym=A")).len(), 1);
+    // One file per partition: the touched partition was rewritten, the old file replaced.
+    assert_eq!(live_in(&lake, "t/sym=A"), 1);
     // A changed source upserts again: its rows are now the newest.
     rewrite(&root.join("in/a.csv"), "sym,id,v\nA,1,11\n");
     assert_eq!(sluice_run(&p).status.code(), Some(0));
@@ -154,16 +170,18 @@ fn append_reruns_are_idempotent_deterministic_and_replace_changed_sources() {
     assert_eq!(query(&lake, "SELECT id, v FROM t ORDER BY id"), r);
     assert_consistent(&lake);
     // `--force` with different bytes (another codec) never overwrites a committed file in
-    // place: the new files take new names, the old ones go once the ledger says so.
-    let before = files_under(&lake.join("t"));
+    // place: the new files take new names, the old ones are replaced once the ledger says so
+    // (and kept on disk for `retain_replaced`).
+    let before = ledger_files(&lake);
     let yaml = std::fs::read_to_string(&p)
         .unwrap()
         .replace("partition_by: [sym]", "partition_by: [sym]\n  compression: snappy");
     write(&p, &yaml);
     assert_eq!(run(&["run", "--force", p.to_str().unwrap()]).status.code(), Some(0));
-    let after = files_under(&lake.join("t"));
+    let after = ledger_files(&lake);
     assert_eq!(after.len(), before.len());
     assert!(after.iter().all(|f| f.ends_with("-g1.parquet") && !before.contains(f)), "{before:?} -> {after:?}");
+    assert!(before.is_subset(&data_files(&lake)), "replaced files are retained");
     assert_eq!(query(&lake, "SELECT id, v FROM t ORDER BY id"), r);
     assert_consistent(&lake);
 }
@@ -312,4 +330,316 @@ fn lake_status_and_verify_report_the_lake_and_its_differences() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("is in the ledger but not on disk"), "{text}");
     assert!(text.contains("the catalog cannot read the dataset") || text.contains("files vs catalog"), "{text}");
+}
+
+/// Run with `--summary-json` and return (exit code, summary).
+fn run_summary(root: &Path, p: &Path) -> (Option<i32>, serde_json::Value) {
+    let s = root.join("summary.json");
+    let _ = std::fs::remove_file(&s);
+    let out = run(&["run", p.to_str().unwrap(), "--summary-json", s.to_str().unwrap()]);
+    (out.status.code(), summary(&s))
+}
+
+/// Move a file's mtime without changing its bytes, as `touch` does.
+fn touch(path: &Path, secs_later: u64) {
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    let t = f.metadata().unwrap().modified().unwrap() + std::time::Duration::from_secs(secs_later);
+    f.set_modified(t).unwrap();
+}
+
+fn ledger_lines(lake: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(lake.join("_sluice/ledger.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn zip_of(members: &[(&str, &str)]) -> Vec<u8> {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    for (name, data) in members {
+        w.start_file(*name, opts).unwrap();
+        w.write_all(data.as_bytes()).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+#[test]
+fn a_touched_file_is_skipped_by_its_content_hash_and_a_same_size_change_is_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    write(&root.join("in/a.csv"), "sym,id,v\nA,1,10\nB,2,20\n");
+    write(&root.join("in/b.csv.gz"), "");
+    std::fs::write(root.join("in/b.csv.gz"), gzip(b"sym,id,v\nC,3,30\n")).unwrap();
+    std::fs::write(
+        root.join("in/z.zip"),
+        zip_of(&[("m1.csv", "sym,id,v\nD,4,40\n"), ("m2.csv", "sym,id,v\nE,5,50\n")]),
+    )
+    .unwrap();
+    let p = pipeline(root, "sym", "");
+    let yaml =
+        std::fs::read_to_string(&p).unwrap().replace("glob: \"*.csv\"", "glob: [\"*.csv\", \"*.gz\", \"*.zip\"]");
+    write(&p, &yaml);
+    let (code, s) = run_summary(root, &p);
+    assert_eq!((code, s["files_committed"].as_u64()), (Some(0), Some(4)));
+    let lake = root.join("lake");
+    // The ledger records each unit's content hash: xxh3 of a file's bytes, a zip member's CRC.
+    let hashes: BTreeSet<String> = ledger_lines(&lake)
+        .iter()
+        .map(|r| r["unit"]["content_hash"].as_str().unwrap().split(':').next().unwrap().to_string())
+        .collect();
+    assert_eq!(hashes, BTreeSet::from(["xxh3".to_string(), "crc32".to_string()]));
+    let files = data_files(&lake);
+
+    // `touch` everything: the same bytes are not processed again, and the new mtimes are
+    // recorded, so the next run does not even hash.
+    for f in ["a.csv", "b.csv.gz", "z.zip"] {
+        touch(&root.join("in").join(f), 5);
+    }
+    let lines = ledger_lines(&lake).len();
+    let (code, s) = run_summary(root, &p);
+    assert_eq!((code, s["files_unchanged"].as_u64(), s["files_committed"].as_u64()), (Some(0), Some(4), Some(0)));
+    assert_eq!(data_files(&lake), files, "a touch rewrote data");
+    let refreshed = ledger_lines(&lake).len() - lines;
+    assert_eq!(refreshed, 2, "a.csv and b.csv.gz get their new mtime recorded; zip members compare CRCs");
+    let (_, s) = run_summary(root, &p);
+    assert_eq!(s["files_unchanged"], 4);
+    assert_eq!(ledger_lines(&lake).len(), lines + refreshed, "nothing to record the second time");
+
+    // Same size, other bytes: processed. The archive rewritten with one member changed: only
+    // that member is processed.
+    write(&root.join("in/a.csv"), "sym,id,v\nA,1,11\nB,2,21\n");
+    touch(&root.join("in/a.csv"), 10);
+    std::fs::write(
+        root.join("in/z.zip"),
+        zip_of(&[("m1.csv", "sym,id,v\nD,4,40\n"), ("m2.csv", "sym,id,v\nE,5,51\n")]),
+    )
+    .unwrap();
+    touch(&root.join("in/z.zip"), 10);
+    let (code, s) = run_summary(root, &p);
+    assert_eq!((code, s["files_committed"].as_u64(), s["files_unchanged"].as_u64()), (Some(0), Some(2), Some(2)));
+    let r = query(&lake, "SELECT id, v FROM t ORDER BY id");
+    let v: Vec<i64> = r.iter().map(|r| r["v"].as_i64().unwrap()).collect();
+    assert_eq!(v, [11, 21, 30, 40, 51]);
+    assert_consistent(&lake);
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn replaced_files_stay_for_readers_of_an_older_catalog_then_go() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    write(&root.join("in/a.csv"), "sym,id,v\nA,1,10\nB,2,20\n");
+    let p = pipeline(root, "sym", "  retain_replaced: 3s");
+    assert_eq!(sluice_run(&p).status.code(), Some(0));
+    let lake = root.join("lake");
+    let l = lake.to_str().unwrap();
+    let first = ledger_files(&lake);
+    // A reader opens the catalog now (a copy of the file stands for its open snapshot).
+    let old = root.join("old");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::copy(lake.join("catalog.duckdb"), old.join("catalog.duckdb")).unwrap();
+
+    rewrite(&root.join("in/a.csv"), "sym,id,v\nA,1,11\nB,2,21\nB,3,31\n");
+    assert_eq!(sluice_run(&p).status.code(), Some(0));
+    // The replaced files are still on disk; the older snapshot reads them, the new one does not.
+    assert!(first.is_subset(&data_files(&lake)));
+    assert!(first.is_disjoint(&ledger_files(&lake)));
+    assert_eq!(query(&old, "SELECT sum(v) AS s FROM t")[0]["s"], 30);
+    assert_eq!(query(&lake, "SELECT sum(v) AS s FROM t")[0]["s"], 63);
+    // Glob readers see both versions during the window (documented).
+    let glob = format!("SELECT count(*) AS n FROM read_parquet('{}/t/**/*.parquet')", lake.display());
+    assert_eq!(query(&lake, &glob)[0]["n"], 5);
+    // Retained files are no orphans; status lists them.
+    let out = run(&["lake", "verify", "--lake", l]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 replaced file(s) retained"));
+    let out = run(&["lake", "status", "--lake", l, "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let retained: BTreeSet<String> =
+        status[0]["retained"].as_array().unwrap().iter().map(|r| r["file"].as_str().unwrap().to_string()).collect();
+    assert_eq!(retained, first);
+    let out = run(&["lake", "status", "--lake", l]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 replaced file(s) kept for readers"));
+    // An orphan is still an orphan.
+    let orphan = lake.join("t/sym=A/part-orphan.parquet");
+    std::fs::copy(lake.join(first.iter().next().unwrap()), &orphan).unwrap();
+    assert_eq!(run(&["lake", "verify", "--lake", l]).status.code(), Some(1));
+    std::fs::remove_file(&orphan).unwrap();
+
+    // Once the retention is over, the next run (here one with nothing to do) deletes them.
+    std::thread::sleep(std::time::Duration::from_millis(3200));
+    let (code, s) = run_summary(root, &p);
+    assert_eq!((code, s["files_committed"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(data_files(&lake), ledger_files(&lake));
+    let out = run(&["query", "--lake", old.to_str().unwrap(), "SELECT sum(v) FROM t"]);
+    assert_ne!(out.status.code(), Some(0), "the old snapshot's files are gone now");
+    assert_eq!(run(&["lake", "verify", "--lake", l]).status.code(), Some(0));
+
+    // `0s`: replaced files go with the commit that replaces them.
+    let p = pipeline(root, "sym", "  retain_replaced: 0s");
+    let before = ledger_files(&lake);
+    rewrite(&root.join("in/a.csv"), "sym,id,v\nA,1,12\n");
+    assert_eq!(sluice_run(&p).status.code(), Some(0));
+    assert!(before.is_disjoint(&data_files(&lake)));
+    assert_eq!(data_files(&lake), ledger_files(&lake));
+}
+
+#[test]
+fn deleted_sources_keep_their_rows_unless_the_sink_says_delete() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    write(&root.join("in/a.csv"), "sym,id,v\nA,1,10\n");
+    write(&root.join("in/b.csv"), "sym,id,v\nA,2,20\nB,3,30\n");
+    write(&root.join("in/c.csv"), "sym,id,v\nC,4,40\n");
+    let p = pipeline(root, "sym", "");
+    assert_eq!(sluice_run(&p).status.code(), Some(0));
+    let lake = root.join("lake");
+    let sum = |lake: &Path| query(lake, "SELECT sum(v) AS s FROM t")[0]["s"].as_i64().unwrap();
+    std::fs::remove_file(root.join("in/b.csv")).unwrap();
+    // By default a deleted source's rows stay.
+    let (code, s) = run_summary(root, &p);
+    assert_eq!((code, s["files_deleted"].as_u64(), s["files_seen"].as_u64()), (Some(0), Some(0), Some(2)));
+    assert_eq!(sum(&lake), 100);
+
+    // `on_source_deleted: delete`: the run removes them, in one ledger record for the file.
+    let p = pipeline(root, "sym", "  on_source_deleted: delete");
+    let files_before = ledger_files(&lake);
+    let (code, s) = run_summary(root, &p);
+    assert_eq!((code, s["files_deleted"].as_u64(), s["files_committed"].as_u64()), (Some(0), Some(1), Some(0)));
+    assert_eq!(sum(&lake), 50);
+    let deleted: Vec<serde_json::Value> = ledger_lines(&lake).into_iter().filter(|r| r["deleted"] == true).collect();
+    assert_eq!(deleted.len(), 1);
+    assert_eq!(deleted[0]["unit"]["rel_path"], "b.csv");
+    assert_eq!(deleted[0]["removed"].as_array().unwrap().len(), 2, "b.csv wrote partitions A and B");
+    // The removed files are retained like replaced ones; the lake verifies.
+    let gone: Vec<String> = files_before.difference(&ledger_files(&lake)).cloned().collect();
+    assert_eq!(gone.len(), 2);
+    assert!(gone.iter().all(|f| lake.join(f).exists()));
+    assert_consistent(&lake);
+    assert_eq!(run(&["lake", "verify", "--lake", lake.to_str().unwrap()]).status.code(), Some(0));
+    // Nothing more to delete on the next run; a re-created file is new again.
+    let (_, s) = run_summary(root, &p);
+    assert_eq!(s["files_deleted"], 0);
+    write(&root.join("in/b.csv"), "sym,id,v\nB,3,33\n");
+    let (_, s) = run_summary(root, &p);
+    assert_eq!(s["files_committed"], 1);
+    assert_eq!(sum(&lake), 83);
+    // A file that still exists but that the glob no longer selects keeps its rows.
+    let yaml = std::fs::read_to_string(&p).unwrap().replace("glob: \"*.csv\"", "glob: \"[ab].csv\"");
+    write(&p, &yaml);
+    let (_, s) = run_summary(root, &p);
+    assert_eq!((s["files_deleted"].as_u64(), sum(&lake)), (Some(0), 83));
+    // A source that lists nothing at all (an unmounted volume?) deletes nothing.
+    for f in ["a.csv", "b.csv", "c.csv"] {
+        std::fs::remove_file(root.join("in").join(f)).unwrap();
+    }
+    let out = run(&["run", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lists no files at all"));
+    assert_eq!(sum(&lake), 83);
+}
+
+#[test]
+fn rows_the_sink_rejects_follow_the_sinks_on_error_and_io_errors_stop_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    write(&root.join("in/a.csv"), "sym,id,v\nA,1,10\n");
+    let p = pipeline(root, "sym", "  schema_policy: freeze\n  on_error: skip_file");
+    assert_eq!(sluice_run(&p).status.code(), Some(0));
+    write(&root.join("in/b.csv"), "sym,id,v\nA,2,oops\n");
+    write(&root.join("in/c.csv"), "sym,id,v,extra\nA,3,30,x\n");
+    write(&root.join("in/d.csv"), "sym,id,v\nB,4,40\n");
+    // Both rejected files are skipped with a message naming the dataset, the column and the
+    // types; the good file still commits. Exit 1: some files failed.
+    let (code, s) = run_summary(root, &p);
+    assert_eq!((code, s["files_committed"].as_u64(), s["files_failed"].as_u64()), (Some(1), Some(1), Some(2)));
+    assert!(s["fatal"].is_null(), "{s}");
+    let failures = s["failures"].as_array().unwrap();
+    assert!(failures.iter().all(|f| f["action"] == "skipped"));
+    let errors: Vec<&str> = failures.iter().map(|f| f["error"].as_str().unwrap()).collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("b.csv") && e.contains("dataset `t`: column `v` changed type from Int64 to Utf8")),
+        "{errors:?}"
+    );
+    assert!(errors.iter().any(|e| e.contains("c.csv") && e.contains("new column `extra`")), "{errors:?}");
+    let lake = root.join("lake");
+    assert_eq!(query(&lake, "SELECT count(*) AS n FROM t")[0]["n"], 2);
+    assert_consistent(&lake);
+
+    // dead_letter: recorded in the dead-letter log.
+    let p = pipeline(root, "sym", "  schema_policy: freeze\n  on_error: dead_letter");
+    let (code, s) = run_summary(root, &p);
+    assert_eq!((code, s["files_failed"].as_u64()), (Some(1), Some(2)));
+    let letters = std::fs::read_to_string(lake.join("_sluice/dead_letter.jsonl")).unwrap();
+    assert_eq!(letters.lines().count(), 2);
+    assert!(letters.contains("changed type from Int64 to Utf8"), "{letters}");
+
+    // fail (the default): the run stops, naming the file.
+    let p = pipeline(root, "sym", "  schema_policy: freeze");
+    let (code, s) = run_summary(root, &p);
+    assert_eq!(code, Some(1));
+    let fatal = s["fatal"].as_str().unwrap();
+    assert!(fatal.contains("pipeline `t`, file ") && fatal.contains("dataset `t`"), "{fatal}");
+
+    // An I/O error is not the data's fault: it stops the run whatever `on_error` says.
+    std::fs::remove_file(root.join("in/b.csv")).unwrap();
+    std::fs::remove_file(root.join("in/c.csv")).unwrap();
+    write(&root.join("in/e.csv"), "sym,id,v\nZ,5,50\n");
+    write(&lake.join("t/sym=Z"), "a file where a partition directory goes");
+    let p = pipeline(root, "sym", "  on_error: skip_file");
+    let (code, s) = run_summary(root, &p);
+    assert_eq!(code, Some(1));
+    assert!(s["fatal"].as_str().unwrap().contains("sym=Z"), "{s}");
+}
+
+#[test]
+fn a_ledger_of_mostly_superseded_records_is_compacted_on_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    write(&root.join("in/a.csv"), "sym,id,v\nA,1,10\nB,2,20\n");
+    write(&root.join("in/b.csv"), "sym,id,v\nA,3,30\n");
+    let p = pipeline(root, "sym", "  retain_replaced: 1h");
+    assert_eq!(sluice_run(&p).status.code(), Some(0));
+    rewrite(&root.join("in/a.csv"), "sym,id,v\nA,1,11\nB,2,21\n");
+    assert_eq!(sluice_run(&p).status.code(), Some(0));
+    let lake = root.join("lake");
+    let (live, replaced_on_disk) = (ledger_files(&lake), data_files(&lake));
+    // 1500 superseded copies of a's first record, as 1500 earlier changes would leave.
+    let path = lake.join("_sluice/ledger.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let first_a = lines.iter().find(|l| l.contains("\"rel_path\":\"a.csv\"")).unwrap();
+    let mut padded = String::new();
+    for _ in 0..1500 {
+        padded.push_str(first_a);
+        padded.push('\n');
+    }
+    padded.push_str(&text);
+    std::fs::write(&path, padded).unwrap();
+
+    let (code, s) = run_summary(root, &p);
+    assert_eq!((code, s["files_unchanged"].as_u64()), (Some(0), Some(2)));
+    let compacted = ledger_lines(&lake);
+    assert_eq!(compacted.len(), 3, "a snapshot line and one record per unit");
+    assert!(compacted[0]["snapshot"]["retained"].as_array().unwrap().len() == 2);
+    assert_eq!(ledger_files(&lake), live);
+    assert_eq!(data_files(&lake), replaced_on_disk, "retained files stay retained");
+    assert_eq!(run(&["lake", "verify", "--lake", lake.to_str().unwrap()]).status.code(), Some(0));
+    // The compacted ledger goes on as usual.
+    write(&root.join("in/c.csv"), "sym,id,v\nC,4,40\n");
+    let (_, s) = run_summary(root, &p);
+    assert_eq!(s["files_committed"], 1);
+    assert_eq!(query(&lake, "SELECT sum(v) AS s FROM t")[0]["s"], 102);
+    assert_consistent(&lake);
 }

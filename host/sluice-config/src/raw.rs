@@ -224,6 +224,34 @@ pub struct RawSink {
     pub schema_policy: Option<RawSchemaPolicy>,
     /// A time column whose min and max the dataset's `stats.json` reports.
     pub time_column: Option<String>,
+    /// How long files that a commit replaced stay on disk for readers of an older catalog
+    /// snapshot, e.g. `30s`, `10m` (the default), `2h`; `0s` deletes them at once.
+    pub retain_replaced: Option<String>,
+    /// When a committed source file is deleted: `keep` (default) its rows, or `delete` them.
+    pub on_source_deleted: Option<RawOnSourceDeleted>,
+    /// What happens to a file whose rows the sink rejects (a column type the `schema_policy`
+    /// refuses, a partition value too long for a directory name): `fail` (default), `skip_file`
+    /// or `dead_letter`.
+    pub on_error: Option<RawOnError>,
+}
+
+/// What a run does with the rows of a committed source file that was deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RawOnSourceDeleted {
+    /// Its rows stay in the dataset.
+    Keep,
+    /// A run removes its rows from the dataset.
+    Delete,
+}
+
+impl From<RawOnSourceDeleted> for sluice_core::spec::OnSourceDeleted {
+    fn from(v: RawOnSourceDeleted) -> Self {
+        match v {
+            RawOnSourceDeleted::Keep => Self::Keep,
+            RawOnSourceDeleted::Delete => Self::Delete,
+        }
+    }
 }
 
 /// How the sink treats new columns and changed types.

@@ -13,7 +13,7 @@ use sluice_core::spec::*;
 use crate::check::{Checker, closest};
 use crate::error::{ConfigError, ConfigErrors};
 use crate::raw::*;
-use crate::units::{parse_duration, parse_size};
+use crate::units::{parse_duration, parse_duration_or_zero, parse_size};
 use crate::yaml::{Kind, Node, Pos, Scalar};
 
 /// One pipeline document as written: its file, its text and its located YAML tree. It maps a
@@ -624,6 +624,22 @@ impl Resolver<'_> {
         if row_group_rows == 0 {
             self.error(&["sink", "row_group_rows"], "sink.row_group_rows must be at least 1", None);
         }
+        let retain_replaced = match raw.retain_replaced.as_deref().map(parse_duration_or_zero) {
+            None => DEFAULT_RETAIN_REPLACED,
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                self.error(&["sink", "retain_replaced"], format!("sink.retain_replaced: {e}"), None);
+                DEFAULT_RETAIN_REPLACED
+            }
+        };
+        if raw.on_source_deleted == Some(RawOnSourceDeleted::Delete) && raw.mode == RawWriteMode::Upsert {
+            self.error(
+                &["sink", "on_source_deleted"],
+                "sink.on_source_deleted `delete` does not work with `mode: upsert`: a merged partition mixes \
+                 the rows of many files",
+                Some("use `mode: append` or `replace_partition`, or keep the rows of deleted files".into()),
+            );
+        }
         SinkSpec {
             lake: self.path(&["sink", "lake"], &raw.lake),
             dataset: raw.dataset.clone(),
@@ -635,6 +651,9 @@ impl Resolver<'_> {
             key: raw.key.clone(),
             schema_policy: raw.schema_policy.map(Into::into).unwrap_or_default(),
             time_column: raw.time_column.clone(),
+            retain_replaced,
+            on_source_deleted: raw.on_source_deleted.map(Into::into).unwrap_or_default(),
+            on_error: raw.on_error.map(Into::into).unwrap_or_default(),
         }
     }
 }

@@ -3,6 +3,15 @@
 use std::time::Duration;
 
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration_or_zero(s)?;
+    if d.is_zero() {
+        return Err(format!("duration `{}` must be positive", s.trim()));
+    }
+    Ok(d)
+}
+
+/// A duration that may be zero (`0s`).
+pub(crate) fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
@@ -14,8 +23,8 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         other => return Err(format!("unknown duration unit `{other}` (use ms, s, m or h)")),
     };
-    if !(secs > 0.0 && secs.is_finite()) {
-        return Err(format!("duration `{s}` must be positive"));
+    if !(secs >= 0.0 && secs.is_finite() && secs < 1e12) {
+        return Err(format!("duration `{s}` is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -51,6 +60,9 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("0s").unwrap_err().contains("must be positive"));
+        assert_eq!(parse_duration_or_zero("0s").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration_or_zero("10m").unwrap(), Duration::from_secs(600));
         assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
         assert_eq!(parse_size("4096").unwrap(), 4096);
         assert!(parse_size("0").is_err());

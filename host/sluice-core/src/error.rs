@@ -101,6 +101,11 @@ pub enum SourceError {
 }
 
 /// A sink failed to write or commit.
+///
+/// Two kinds: [`SinkError::Schema`] is a data error of one unit (its columns or values do not
+/// fit the dataset: a schema the policy rejects, a partition value that cannot be a directory),
+/// which follows the sink's `on_error` like a step's data error; every other variant is an I/O
+/// or internal failure of the sink itself and stops the run.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("{path}: {source}")]
@@ -116,6 +121,11 @@ pub enum SinkError {
 }
 
 impl SinkError {
+    /// True for a unit's data error (see the type's docs); false for I/O and internal errors.
+    pub fn is_data(&self) -> bool {
+        matches!(self, SinkError::Schema { .. })
+    }
+
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
         SinkError::Io { path: path.as_ref().display().to_string(), source }
     }

@@ -17,7 +17,7 @@ use arrow_schema::SchemaRef;
 use crate::error::{Location, PluginError, SinkError, SourceError};
 use crate::keyed::{KeyedError, KeyedStep, Prepared};
 use crate::plugin::{Handler, Plugin, StateSpec};
-use crate::sink::{DeadLetter, KeyRange, Sink};
+use crate::sink::{CommitReport, DeadLetter, Freshness, KeyRange, Sink};
 use crate::source::{Reject, Source, SourceItem, SourceUnit, rejects_batch};
 use crate::spec::{OnError, PipelineSpec};
 use crate::summary::{RunSummary, StepStats, UnitFailure};
@@ -73,6 +73,9 @@ pub enum RunError {
     Source(#[from] SourceError),
     #[error("sink: {0}")]
     Sink(#[from] SinkError),
+    /// The sink rejected a unit's data (e.g. its schema) under `sink.on_error: fail`.
+    #[error("{location}: {error}")]
+    SinkData { location: Box<Location>, error: SinkError },
     #[error("schema check: {0}")]
     Schema(String),
     #[error("internal error: {0}")]
@@ -102,7 +105,7 @@ struct UnitResult {
     rows_in: u64,
     /// Rows the source set aside into `_rejects`.
     rows_rejected: u64,
-    outcome: Result<crate::sink::CommitReport, UnitError>,
+    outcome: Result<CommitReport, UnitError>,
     steps: Vec<StepStats>,
 }
 
@@ -186,12 +189,15 @@ pub async fn run(
         let mut pending = Vec::new();
         for src in &plan_job.sources {
             let retries = plan_job.spec.sources.iter().find(|s| s.name == src.name()).map_or(u32::MAX, |s| s.retries);
-            for unit in src.discover()? {
+            let found = src.discover()?;
+            // Decided from the full listing: units a filter leaves out still exist.
+            plan.deleted.extend(plan_job.sink.remove_deleted(src.name(), &found)?);
+            for unit in found {
                 if filter.as_ref().is_some_and(|f| !f(&unit)) {
                     continue;
                 }
                 plan.all.insert(unit.id(), unit.clone());
-                if !force && plan_job.sink.is_committed(&unit)? {
+                if !force && is_unchanged(&*plan_job.sink, &**src, &unit)? {
                     plan.unchanged += 1;
                 } else if !force && plan_job.sink.failures(&unit)? >= retries {
                     plan.poisoned.push(unit);
@@ -205,13 +211,17 @@ pub async fn run(
     })
     .await
     .map_err(|e| RunError::Internal(format!("planner panicked: {e}")))??;
-    let Plan { groups, unchanged, poisoned, all } = plan;
+    let Plan { groups, unchanged, poisoned, all, deleted } = plan;
     let units: usize = groups.iter().map(|g| g.len()).sum();
 
     summary.files_seen = units as u64 + unchanged + poisoned.len() as u64;
     summary.files_unchanged = unchanged;
     // Poisoned units failed `retries` times with this fingerprint: listed, not retried.
     summary.files_poisoned = poisoned.len() as u64;
+    summary.files_deleted = deleted.len() as u64;
+    for unit in &deleted {
+        tracing::info!(file = %unit.display_name(), "deleted at the source: its outputs were removed");
+    }
     for unit in poisoned {
         let file = unit.display_name();
         let error = "failed too many times; skipped until the file changes or `--force` is given".to_string();
@@ -290,6 +300,8 @@ struct Plan {
     poisoned: Vec<SourceUnit>,
     /// Every discovered unit by id, for re-runs of committed units.
     all: HashMap<String, SourceUnit>,
+    /// Units whose source is gone and whose outputs the sink removed.
+    deleted: Vec<SourceUnit>,
 }
 
 /// Each step's declared keyed state (constructing one instance per step).
@@ -341,6 +353,32 @@ fn group_units(job: &Job, states: &[Option<StateSpec>], units: Vec<SourceUnit>) 
     groups
 }
 
+/// True when the sink holds this unit with the same content: the same fingerprint, or, for a
+/// file whose mtime moved but whose size did not (a `touch`, a copy), the same content hash.
+fn is_unchanged(sink: &dyn Sink, source: &dyn Source, unit: &SourceUnit) -> Result<bool, SinkError> {
+    match sink.freshness(unit)? {
+        Freshness::Unchanged => Ok(true),
+        Freshness::New | Freshness::Changed => Ok(false),
+        Freshness::Touched => match source.content_hash(unit) {
+            Ok(Some(hash)) => sink.confirm_unchanged(&SourceUnit { content_hash: Some(hash), ..unit.clone() }),
+            Ok(None) => Ok(false),
+            Err(e) => {
+                tracing::warn!(file = %unit.display_name(), "cannot hash the file to compare it with its commit: {e}");
+                Ok(false)
+            }
+        },
+    }
+}
+
+/// True when a unit's outcome stops the run: a `fail` policy, or a sink I/O or internal error.
+fn stops_run(job: &Job, outcome: &Result<CommitReport, UnitError>) -> bool {
+    match outcome {
+        Err(UnitError::Step { index, .. }) => job.spec.steps[*index].on_error == OnError::Fail,
+        Err(UnitError::Sink(e)) => !e.is_data() || job.spec.sink.on_error == OnError::Fail,
+        _ => false,
+    }
+}
+
 /// Fold a unit result into the summary; returns a fatal error when the policy says stop.
 fn absorb(job: &Job, summary: &mut RunSummary, res: UnitResult, progress: &dyn Progress) -> Option<RunError> {
     for (acc, st) in summary.steps.iter_mut().zip(&res.steps) {
@@ -381,6 +419,16 @@ fn absorb(job: &Job, summary: &mut RunSummary, res: UnitResult, progress: &dyn P
                 }
                 // An unreadable file is recorded and skipped; the next run retries it.
                 UnitError::Source(e) => (None, OnError::SkipFile, e.to_string(), None),
+                // Rows the sink rejects are the unit's data error: `sink.on_error` decides.
+                UnitError::Sink(e) if e.is_data() => {
+                    let policy = job.spec.sink.on_error;
+                    let location =
+                        Location { pipeline: job.spec.name.clone(), file: Some(file.clone()), ..Default::default() };
+                    let message = format!("{location}: {e}");
+                    let fatal = (policy == OnError::Fail)
+                        .then_some(RunError::SinkData { location: Box::new(location), error: e });
+                    (None, policy, message, fatal)
+                }
                 UnitError::Sink(e) => {
                     let message = e.to_string();
                     (None, OnError::Fail, message, Some(RunError::Sink(e)))
@@ -443,12 +491,7 @@ fn worker(ctx: &WorkerCtx) {
             }
             let (res, ranges) = process_unit(job, &mut chain, unit, rerun);
             // A `fail` policy stops the run: take no further units, even ones already queued.
-            let stops = match &res.outcome {
-                Err(UnitError::Step { index, .. }) => job.spec.steps[*index].on_error == OnError::Fail,
-                Err(UnitError::Sink(_)) => true,
-                _ => false,
-            };
-            if stops {
+            if stops_run(job, &res.outcome) {
                 ctx.abort.store(true, Ordering::SeqCst);
             }
             // A unit that arrived earlier in its keys' order than committed ones changes their
@@ -790,6 +833,10 @@ fn process_unit_inner(
                 SourceItem::Rejects(rejects) => {
                     *rows_rejected += rejects.len() as u64;
                     writer.write_rejects(&rejects_batch(unit, &rejects)).map_err(UnitError::Sink)?;
+                    continue;
+                }
+                SourceItem::ContentHash { hash, bytes } => {
+                    writer.content_hash(&hash, bytes);
                     continue;
                 }
             };

@@ -65,11 +65,41 @@ pub struct KeyedUnit {
     pub lookback: u64,
 }
 
+/// How a discovered unit compares with what a sink committed for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// Never committed.
+    New,
+    /// Committed with this fingerprint.
+    Unchanged,
+    /// Committed with another content.
+    Changed,
+    /// Committed with the same size but another mtime, and the sink knows the content hash:
+    /// hash the unit and ask [`Sink::confirm_unchanged`].
+    Touched,
+}
+
 pub trait Sink: Send + Sync {
     /// Check that the sink can accept batches of this schema (partition columns exist, etc.).
     fn check_schema(&self, schema: &SchemaRef) -> Result<(), SinkError>;
     /// True when this unit, with this fingerprint, is already committed.
     fn is_committed(&self, unit: &SourceUnit) -> Result<bool, SinkError>;
+    /// How this unit compares with what is committed. The default knows only
+    /// [`Sink::is_committed`].
+    fn freshness(&self, unit: &SourceUnit) -> Result<Freshness, SinkError> {
+        Ok(if self.is_committed(unit)? { Freshness::Unchanged } else { Freshness::Changed })
+    }
+    /// A [`Freshness::Touched`] unit, now with its `content_hash`: true when the content is what
+    /// was committed (the sink may remember the new mtime so later runs need not hash again).
+    fn confirm_unchanged(&self, _unit: &SourceUnit) -> Result<bool, SinkError> {
+        Ok(false)
+    }
+    /// After a full discovery of `source`, listing `present`: remove the committed outputs of
+    /// units whose source file is gone, when the sink is asked to (`on_source_deleted: delete`).
+    /// Returns the units removed. Sinks that keep outputs say none.
+    fn remove_deleted(&self, _source: &str, _present: &[SourceUnit]) -> Result<Vec<SourceUnit>, SinkError> {
+        Ok(Vec::new())
+    }
     /// Start writing one unit. Nothing is visible to readers until the writer commits.
     fn begin(&self, unit: &SourceUnit) -> Result<Box<dyn UnitWriter>, SinkError>;
     /// Record a unit that failed under a `dead_letter` policy.
@@ -109,6 +139,8 @@ pub trait UnitWriter: Send {
     fn write_state(&mut self, _state: UnitState) -> Result<(), SinkError> {
         Ok(())
     }
+    /// The content hash of the bytes the unit was read from, recorded at commit.
+    fn content_hash(&mut self, _hash: &str, _bytes: u64) {}
     /// Make the unit's output visible, atomically and durably.
     fn commit(self: Box<Self>) -> Result<CommitReport, SinkError>;
     /// Discard everything written for this unit.

@@ -27,6 +27,11 @@ pub struct SourceUnit {
     pub size: u64,
     /// Modification time, nanoseconds since the epoch.
     pub mtime_ns: i64,
+    /// A hash of the unit's content (`xxh3:<hex>` of a file's bytes, `crc32:<hex>` of a zip
+    /// member), when the source knows it without reading: a zip member's CRC from the archive's
+    /// directory. Other units learn it while they are read ([`SourceItem::ContentHash`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_hash: Option<String>,
 }
 
 impl SourceUnit {
@@ -63,6 +68,13 @@ pub struct Reject {
 pub enum SourceItem {
     Batch(RecordBatch),
     Rejects(Vec<Reject>),
+    /// The hash of exactly the bytes the unit was read from (`hash`, over `bytes` bytes), sent
+    /// once after its last batch by sources that hash while reading. The sink records it, so a
+    /// later run can tell a touched file (new mtime, same bytes) from a changed one.
+    ContentHash {
+        hash: String,
+        bytes: u64,
+    },
 }
 
 /// A stream of items from one unit. Row-level problems are `SourceItem::Rejects` and the stream
@@ -110,4 +122,10 @@ pub trait Source: Send + Sync {
     }
     /// Stream the batches of one unit.
     fn open(&self, unit: &SourceUnit) -> Result<BatchStream, SourceError>;
+    /// The unit's content hash as [`SourceItem::ContentHash`] would report it, computed now (a
+    /// read of the unit). Asked only for a unit whose size is unchanged but whose mtime moved.
+    /// Sources that cannot hash say `None`, and such a unit counts as changed.
+    fn content_hash(&self, _unit: &SourceUnit) -> Result<Option<String>, SourceError> {
+        Ok(None)
+    }
 }

@@ -247,6 +247,28 @@ pub struct SinkSpec {
     pub schema_policy: SchemaPolicy,
     /// A time column whose min and max the dataset's `stats.json` reports.
     pub time_column: Option<String>,
+    /// How long files a commit replaced or removed stay on disk, for readers still holding an
+    /// older catalog snapshot. Zero deletes them right after the commit.
+    pub retain_replaced: Duration,
+    /// What a run does with the outputs of committed files that no longer exist.
+    pub on_source_deleted: OnSourceDeleted,
+    /// What happens to a file whose rows the sink rejects (a schema the policy refuses, a
+    /// partition value that cannot be a directory name). I/O errors always stop the run.
+    pub on_error: OnError,
+}
+
+/// Default `retain_replaced`.
+pub const DEFAULT_RETAIN_REPLACED: Duration = Duration::from_secs(600);
+
+/// What a run does with the outputs of a committed source file that was deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnSourceDeleted {
+    /// Its rows stay in the dataset.
+    #[default]
+    Keep,
+    /// Its files are removed from the dataset (one commit per deleted file).
+    Delete,
 }
 
 /// How a sink treats new columns and changed types.

@@ -50,6 +50,9 @@ pub struct RunSummary {
     pub files_failed: u64,
     /// Units not attempted because they failed `retries` times unchanged (listed in `failures`).
     pub files_poisoned: u64,
+    /// Committed units whose source file is gone and whose outputs this run removed
+    /// (`on_source_deleted: delete`).
+    pub files_deleted: u64,
     pub failures: Vec<UnitFailure>,
     /// Rows read from sources.
     pub rows_in: u64,
@@ -83,11 +86,15 @@ impl RunSummary {
     pub fn render(&self) -> String {
         use std::fmt::Write;
         let mut s = String::new();
-        let _ = writeln!(
+        let _ = write!(
             s,
             "pipeline {}: {} file(s) seen, {} committed, {} unchanged, {} failed",
             self.pipeline, self.files_seen, self.files_committed, self.files_unchanged, self.files_failed
         );
+        if self.files_deleted > 0 {
+            let _ = write!(s, ", {} deleted at the source and removed", self.files_deleted);
+        }
+        s.push('\n');
         if self.files_rerun > 0 {
             let _ = writeln!(
                 s,

@@ -2,11 +2,23 @@
 //!
 //! A unit is committed exactly when its record is in the ledger. Each record adds its `files`
 //! and removes the files named in `removed` (the outputs it replaces: a changed unit's earlier
-//! files, or the partitions a `replace_partition`/`upsert` commit rewrote). Replaying the records
-//! in order gives the set of live files, which is exactly what readers may see. Records written
-//! before `removed` existed replace their unit's previous files.
+//! files, the partitions a `replace_partition`/`upsert` commit rewrote, or, in a `deleted`
+//! record, the outputs of a unit whose source file is gone). Replaying the records in order gives
+//! the set of live files, which is exactly what readers may see. Records written before
+//! `removed` existed replace their unit's previous files.
+//!
+//! Removed files are not deleted at once: they are *retained* until `retain_until_ms` (the
+//! sink's `retain_replaced` after the commit), for readers still holding an older catalog
+//! snapshot, and deleted by a later commit or open. Replay knows them from the records.
+//!
+//! Compaction: when superseded records dominate, the writer rewrites the ledger (under its lock)
+//! as one `{"snapshot": ...}` line (schemas, retained files, live files that no unit's latest
+//! record lists) followed by each unit's latest record, with only its live files and no
+//! removals. The new file is written under a temporary name, fsynced, checked by replaying it,
+//! renamed over the ledger and the directory fsynced: at every instant the ledger on disk is
+//! either the old or the new one, which replay to the same state.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -20,6 +32,13 @@ use crate::schema::Column;
 
 /// The lake's bookkeeping directory, which no dataset glob reaches.
 pub const LEDGER_DIR: &str = "_sluice";
+
+const LEDGER_FILE: &str = "ledger.jsonl";
+/// Where a compaction writes the new ledger before renaming it into place.
+const COMPACT_TMP: &str = ".ledger.jsonl.compact";
+
+/// Compact on open once more records than this are superseded, and more than are current.
+pub(crate) const COMPACT_MIN_SUPERSEDED: u64 = 1000;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LedgerRecord {
@@ -44,6 +63,14 @@ pub struct LedgerRecord {
     /// Keyed state the unit left for its stateful steps.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub state: Vec<StateRecord>,
+    /// Until when (milliseconds since the epoch) the files in `removed` stay on disk for readers
+    /// of older catalog snapshots. Absent: they may be deleted at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_until_ms: Option<u64>,
+    /// The unit's source file is gone and this record removed its outputs
+    /// (`on_source_deleted: delete`): the unit is no longer in the lake.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
 }
 
 /// One stateful step's record of a unit: the key ranges it fed the step, and where the tails
@@ -67,27 +94,93 @@ pub struct LiveFile {
     pub dataset: String,
     /// Rows in the file, when the ledger knows (records before `file_rows` existed do not).
     pub rows: Option<u64>,
+    /// The unit whose commit wrote the file.
+    pub unit_id: String,
+}
+
+/// A file a commit replaced or removed, kept on disk until its deadline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetainedFile {
+    pub dataset: String,
+    /// When the commit that replaced it was made (milliseconds since the epoch).
+    pub removed_at_ms: u64,
+    /// When it may be deleted.
+    pub retain_until_ms: u64,
+}
+
+/// The first line of a compacted ledger: the state that the records after it do not carry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Snapshot {
+    compacted_at_ms: u64,
+    /// Ledger lines this snapshot replaced.
+    records_before: u64,
+    #[serde(default)]
+    schemas: BTreeMap<String, Vec<Column>>,
+    /// Live files that no unit's latest record lists (e.g. a unit's output in a partition its
+    /// later commits no longer touch).
+    #[serde(default)]
+    live: Vec<SnapshotFile>,
+    #[serde(default)]
+    retained: Vec<SnapshotRetained>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct SnapshotFile {
+    file: String,
+    dataset: String,
+    unit_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rows: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct SnapshotRetained {
+    file: String,
+    #[serde(flatten)]
+    retained: RetainedFile,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotLine {
+    snapshot: Snapshot,
 }
 
 pub(crate) struct Ledger {
     path: PathBuf,
     /// `None` when opened read-only (status, verify).
     file: Option<File>,
-    /// Latest record per (dataset, unit id): the fingerprints re-runs compare against.
+    /// Latest record per (dataset, unit id): the fingerprints re-runs compare against. Units
+    /// whose latest record is `deleted` are not here.
     pub(crate) records: HashMap<(String, String), LedgerRecord>,
     /// Live files, relative to the lake root.
     pub(crate) live: BTreeMap<String, LiveFile>,
     /// Each dataset's schema (data columns, without partition columns).
     pub(crate) schemas: HashMap<String, Vec<Column>>,
+    /// Files that are no longer live but may still be on disk, relative to the lake root.
+    pub(crate) retained: BTreeMap<String, RetainedFile>,
     /// Records appended by this process.
     pub(crate) appended: u64,
     /// Keyed-state ranges of the latest records.
     pub(crate) keys: KeyIndex,
+    /// Records replayed (or appended since), and lines that did not parse.
+    lines: u64,
+    unreadable: u64,
+    /// The 0-based number of the file's next line (blank lines count).
+    next_line: u64,
+    /// The line (0-based) of each unit's latest record, for compaction.
+    latest_line: HashMap<(String, String), u64>,
 }
 
 impl Ledger {
     pub(crate) fn open(lake: &Path) -> Result<Self, SinkError> {
-        let path = lake.join(LEDGER_DIR).join("ledger.jsonl");
+        let dir = lake.join(LEDGER_DIR);
+        let path = dir.join(LEDGER_FILE);
+        // A compaction that crashed before its rename left its temporary file: the ledger
+        // itself is intact.
+        let tmp = dir.join(COMPACT_TMP);
+        if tmp.exists() {
+            std::fs::remove_file(&tmp).map_err(|e| SinkError::io(&tmp, e))?;
+        }
         truncate_torn_tail(&path)?;
         let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| SinkError::io(&path, e))?;
         Self::load(path, Some(file))
@@ -96,7 +189,7 @@ impl Ledger {
     /// Replay the ledger without taking the writer lock or changing anything (a torn final line
     /// is skipped, as the next writer will cut it).
     pub(crate) fn read_only(lake: &Path) -> Result<Self, SinkError> {
-        let path = lake.join(LEDGER_DIR).join("ledger.jsonl");
+        let path = lake.join(LEDGER_DIR).join(LEDGER_FILE);
         if !path.exists() {
             return Err(SinkError::io(
                 &path,
@@ -113,20 +206,30 @@ impl Ledger {
             records: HashMap::new(),
             live: BTreeMap::new(),
             schemas: HashMap::new(),
+            retained: BTreeMap::new(),
             appended: 0,
             keys: HashMap::new(),
+            lines: 0,
+            unreadable: 0,
+            next_line: 0,
+            latest_line: HashMap::new(),
         };
         let f = File::open(&path).map_err(|e| SinkError::io(&path, e))?;
         for (i, line) in BufReader::new(f).lines().enumerate() {
             let line = line.map_err(|e| SinkError::io(&path, e))?;
+            ledger.next_line = i as u64 + 1;
             if line.trim().is_empty() {
                 continue;
             }
-            match serde_json::from_str::<LedgerRecord>(&line) {
-                Ok(r) => ledger.apply(r),
-                Err(e) => {
-                    tracing::warn!(ledger = %path.display(), line = i + 1, "ignoring unreadable ledger line: {e}")
-                }
+            ledger.lines += 1;
+            let parsed = if line.starts_with("{\"snapshot\"") {
+                serde_json::from_str::<SnapshotLine>(&line).map(|s| ledger.apply_snapshot(s.snapshot))
+            } else {
+                serde_json::from_str::<LedgerRecord>(&line).map(|r| ledger.apply(r, i as u64))
+            };
+            if let Err(e) = parsed {
+                ledger.unreadable += 1;
+                tracing::warn!(ledger = %path.display(), line = i + 1, "ignoring unreadable ledger line: {e}");
             }
         }
         Ok(ledger)
@@ -144,12 +247,21 @@ impl Ledger {
         }
     }
 
-    fn apply(&mut self, r: LedgerRecord) {
+    fn apply(&mut self, r: LedgerRecord, line: u64) {
+        let retained =
+            RetainedFile { dataset: r.dataset.clone(), removed_at_ms: r.committed_at_ms, retain_until_ms: 0 };
+        let retained = RetainedFile { retain_until_ms: r.retain_until_ms.unwrap_or(r.committed_at_ms), ..retained };
         for f in self.removals_of(&r) {
-            self.live.remove(&f);
+            if let Some(live) = self.live.remove(&f) {
+                self.retained.insert(f, RetainedFile { dataset: live.dataset, ..retained.clone() });
+            }
         }
         for (i, f) in r.files.iter().enumerate() {
-            self.live.insert(f.clone(), LiveFile { dataset: r.dataset.clone(), rows: r.file_rows.get(i).copied() });
+            self.retained.remove(f);
+            self.live.insert(
+                f.clone(),
+                LiveFile { dataset: r.dataset.clone(), rows: r.file_rows.get(i).copied(), unit_id: r.unit_id.clone() },
+            );
         }
         if let Some(schema) = &r.schema {
             self.schemas.insert(r.dataset.clone(), schema.clone());
@@ -164,15 +276,37 @@ impl Ledger {
                 }
             }
         }
-        for st in &r.state {
-            for range in &st.ranges {
-                self.keys
-                    .entry((r.dataset.clone(), st.step.clone(), range.key.clone()))
-                    .or_default()
-                    .insert((range.min, r.unit_id.clone()), ());
+        if !r.deleted {
+            for st in &r.state {
+                for range in &st.ranges {
+                    self.keys
+                        .entry((r.dataset.clone(), st.step.clone(), range.key.clone()))
+                        .or_default()
+                        .insert((range.min, r.unit_id.clone()), ());
+                }
             }
         }
-        self.records.insert((r.dataset.clone(), r.unit_id.clone()), r);
+        let key = (r.dataset.clone(), r.unit_id.clone());
+        if r.deleted {
+            self.records.remove(&key);
+            self.latest_line.remove(&key);
+        } else {
+            self.records.insert(key.clone(), r);
+            self.latest_line.insert(key, line);
+        }
+    }
+
+    fn apply_snapshot(&mut self, s: Snapshot) {
+        self.schemas.extend(s.schemas);
+        for f in s.live {
+            self.retained.remove(&f.file);
+            self.live.insert(f.file, LiveFile { dataset: f.dataset, rows: f.rows, unit_id: f.unit_id });
+        }
+        for r in s.retained {
+            if !self.live.contains_key(&r.file) {
+                self.retained.insert(r.file, r.retained);
+            }
+        }
     }
 
     /// Durably append a record, then apply it.
@@ -183,7 +317,9 @@ impl Ledger {
         let file = self.file.as_mut().expect("appends only to a ledger opened for writing");
         file.write_all(line.as_bytes()).map_err(|e| SinkError::io(&self.path, e))?;
         file.sync_data().map_err(|e| SinkError::io(&self.path, e))?;
-        self.apply(record);
+        self.apply(record, self.next_line);
+        self.next_line += 1;
+        self.lines += 1;
         self.appended += 1;
         Ok(())
     }
@@ -197,6 +333,171 @@ impl Ledger {
             .filter(|(f, _)| !f[prefix.len()..].contains('/'))
             .map(|(f, _)| f.clone())
             .collect()
+    }
+
+    /// Take out the retained files of `dataset` whose time is up: their recorded deadline, or
+    /// `retention_ms` after their removal, whichever comes first (so lowering `retain_replaced`
+    /// takes effect at once). The caller deletes them.
+    pub(crate) fn take_expired(&mut self, dataset: &str, now_ms: u64, retention_ms: u64) -> Vec<String> {
+        let due: Vec<String> = self
+            .retained
+            .iter()
+            .filter(|(_, r)| {
+                r.dataset == dataset && r.retain_until_ms.min(r.removed_at_ms.saturating_add(retention_ms)) <= now_ms
+            })
+            .map(|(f, _)| f.clone())
+            .collect();
+        for f in &due {
+            self.retained.remove(f);
+        }
+        due
+    }
+
+    /// Records that no longer describe the state (superseded by a later record of their unit).
+    pub(crate) fn superseded(&self) -> u64 {
+        self.lines.saturating_sub(self.records.len() as u64)
+    }
+
+    /// Compact when superseded records dominate: more than `min_superseded`, and more than the
+    /// current ones. Returns whether it did.
+    pub(crate) fn compact_if_worthwhile(&mut self, lake: &Path, min_superseded: u64) -> Result<bool, SinkError> {
+        let superseded = self.superseded();
+        if superseded <= min_superseded || superseded <= self.records.len() as u64 {
+            return Ok(false);
+        }
+        if self.unreadable > 0 {
+            tracing::warn!(ledger = %self.path.display(), unreadable = self.unreadable,
+                "not compacting the ledger: it has lines this version cannot read, which a rewrite would lose");
+            return Ok(false);
+        }
+        self.compact(lake, None)?;
+        Ok(true)
+    }
+
+    /// Rewrite the ledger as a snapshot (see the module docs). `crash_after` is a test hook that
+    /// stops at a step, as a crash would: 1 after writing the temporary file, 2 after fsyncing
+    /// it, 3 after the rename.
+    pub(crate) fn compact(&mut self, lake: &Path, crash_after: Option<u8>) -> Result<(), SinkError> {
+        let dir = self.path.parent().expect("the ledger lives in a directory").to_path_buf();
+        let tmp = dir.join(COMPACT_TMP);
+        let before = self.lines;
+        let text = self.snapshot_text(lake)?;
+        let mut f = File::create(&tmp).map_err(|e| SinkError::io(&tmp, e))?;
+        f.write_all(text.as_bytes()).map_err(|e| SinkError::io(&tmp, e))?;
+        if crash_after == Some(1) {
+            return Ok(());
+        }
+        f.sync_all().map_err(|e| SinkError::io(&tmp, e))?;
+        drop(f);
+        if crash_after == Some(2) {
+            return Ok(());
+        }
+        // Check the new ledger by replaying it before it replaces the old one.
+        let replayed = Ledger::load(tmp.clone(), None)?;
+        if let Some(difference) = self.differs_from(&replayed) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(SinkError::Ledger {
+                path: self.path.display().to_string(),
+                message: format!("compaction check failed, ledger left as it was: {difference}"),
+            });
+        }
+        std::fs::rename(&tmp, &self.path).map_err(|e| SinkError::io(&self.path, e))?;
+        if crash_after == Some(3) {
+            return Ok(());
+        }
+        File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| SinkError::io(&dir, e))?;
+        let file = OpenOptions::new().append(true).open(&self.path).map_err(|e| SinkError::io(&self.path, e))?;
+        let appended = self.appended;
+        *self = Ledger { path: self.path.clone(), file: Some(file), appended, ..replayed };
+        tracing::info!(ledger = %self.path.display(), before, after = self.lines, "compacted the ledger");
+        Ok(())
+    }
+
+    /// The compacted ledger's text: the snapshot line, then each unit's latest record as it was
+    /// written (fields this version does not know are kept) with only its live files, no
+    /// removals and no schema.
+    fn snapshot_text(&self, lake: &Path) -> Result<String, SinkError> {
+        let ledger_err = |message: String| SinkError::Ledger { path: self.path.display().to_string(), message };
+        let listed: HashSet<&String> =
+            self.records.values().flat_map(|r| r.files.iter()).filter(|f| self.live.contains_key(*f)).collect();
+        let snapshot = Snapshot {
+            compacted_at_ms: crate::writer::now_ms(),
+            records_before: self.lines,
+            schemas: self.schemas.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            live: self
+                .live
+                .iter()
+                .filter(|(f, _)| !listed.contains(f))
+                .map(|(f, l)| SnapshotFile {
+                    file: f.clone(),
+                    dataset: l.dataset.clone(),
+                    unit_id: l.unit_id.clone(),
+                    rows: l.rows,
+                })
+                .collect(),
+            // Files already deleted need no record.
+            retained: self
+                .retained
+                .iter()
+                .filter(|(f, _)| lake.join(f).exists())
+                .map(|(f, r)| SnapshotRetained { file: f.clone(), retained: r.clone() })
+                .collect(),
+        };
+        let mut out = serde_json::to_string(&SnapshotLine { snapshot }).map_err(|e| ledger_err(e.to_string()))?;
+        out.push('\n');
+        let keep: HashMap<u64, &(String, String)> = self.latest_line.iter().map(|(k, &n)| (n, k)).collect();
+        let f = File::open(&self.path).map_err(|e| SinkError::io(&self.path, e))?;
+        for (i, line) in BufReader::new(f).lines().enumerate() {
+            let line = line.map_err(|e| SinkError::io(&self.path, e))?;
+            let Some(key) = keep.get(&(i as u64)) else { continue };
+            let record = &self.records[*key];
+            let mut value: serde_json::Value =
+                serde_json::from_str(&line).map_err(|e| ledger_err(format!("line {}: {e}", i + 1)))?;
+            let obj = value.as_object_mut().ok_or_else(|| ledger_err(format!("line {}: not an object", i + 1)))?;
+            let (mut files, mut rows) = (Vec::new(), Vec::new());
+            for (j, f) in record.files.iter().enumerate() {
+                if self.live.contains_key(f) {
+                    files.push(f.clone());
+                    rows.extend(record.file_rows.get(j).copied());
+                }
+            }
+            obj.insert("files".into(), serde_json::json!(files));
+            if rows.len() == files.len() && !files.is_empty() {
+                obj.insert("file_rows".into(), serde_json::json!(rows));
+            } else {
+                obj.remove("file_rows");
+            }
+            obj.insert("removed".into(), serde_json::json!([]));
+            for gone in ["schema", "retain_until_ms", "deleted"] {
+                obj.remove(gone);
+            }
+            out.push_str(&serde_json::to_string(&value).map_err(|e| ledger_err(e.to_string()))?);
+            out.push('\n');
+        }
+        Ok(out)
+    }
+
+    /// How another replay differs from this one (for the compaction check), if it does.
+    fn differs_from(&self, other: &Ledger) -> Option<String> {
+        if self.live != other.live {
+            return Some("live files differ".into());
+        }
+        let schemas = |l: &Ledger| l.schemas.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<BTreeMap<_, _>>();
+        if schemas(self) != schemas(other) {
+            return Some("schemas differ".into());
+        }
+        if self.records.len() != other.records.len() {
+            return Some("unit records differ".into());
+        }
+        for (k, r) in &self.records {
+            if other.records.get(k).map(|o| &o.unit) != Some(&r.unit) {
+                return Some(format!("the record of unit {} differs", r.unit.display_name()));
+            }
+        }
+        if other.retained.iter().any(|(f, r)| self.retained.get(f) != Some(r)) {
+            return Some("retained files differ".into());
+        }
+        None
     }
 }
 
@@ -229,6 +530,7 @@ mod tests {
                 member: None,
                 size: 1,
                 mtime_ns: 1,
+                content_hash: None,
             },
             files: files.iter().map(|s| s.to_string()).collect(),
             file_rows: vec![1; files.len()],
@@ -238,13 +540,20 @@ mod tests {
             bytes: 0,
             committed_at_ms: 0,
             state: Vec::new(),
+            retain_until_ms: None,
+            deleted: false,
         }
+    }
+
+    fn lake() -> tempfile::TempDir {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join(LEDGER_DIR)).unwrap();
+        tmp
     }
 
     #[test]
     fn replay_applies_additions_and_removals_in_order() {
-        let tmp = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(tmp.path().join(LEDGER_DIR)).unwrap();
+        let tmp = lake();
         {
             let mut l = Ledger::open(tmp.path()).unwrap();
             l.append(rec("a", &["ds/p=1/a1", "ds/p=2/a2"], None)).unwrap();
@@ -257,5 +566,120 @@ mod tests {
         assert_eq!(live, ["ds/p=1/b1", "ds/p=3/a3"]);
         assert_eq!(l.live_in_dir("ds/p=1"), ["ds/p=1/b1"]);
         assert!(l.live_in_dir("ds/p=").is_empty());
+        // Replaced files are retained, due at once for records without a deadline.
+        let retained: Vec<&String> = l.retained.keys().collect();
+        assert_eq!(retained, ["ds/p=1/a1", "ds/p=2/a2"]);
+        assert_eq!(l.retained["ds/p=1/a1"].retain_until_ms, 0);
+    }
+
+    #[test]
+    fn retained_files_expire_at_their_deadline_or_sooner_when_retention_is_lowered() {
+        let tmp = lake();
+        let mut l = Ledger::open(tmp.path()).unwrap();
+        l.append(rec("a", &["ds/a1"], None)).unwrap();
+        let mut b = rec("a", &["ds/a2"], Some(&["ds/a1"]));
+        (b.committed_at_ms, b.retain_until_ms) = (1_000, Some(61_000));
+        l.append(b).unwrap();
+        assert!(l.take_expired("ds", 60_000, 60_000).is_empty());
+        assert!(l.take_expired("other", 70_000, 0).is_empty(), "another dataset's files are its own business");
+        assert_eq!(l.take_expired("ds", 2_000, 500), ["ds/a1"], "a lower retention applies at once");
+        assert!(l.retained.is_empty());
+        // A deleted unit's files are retained and the unit is forgotten.
+        let mut d = rec("a", &[], Some(&["ds/a2"]));
+        (d.deleted, d.committed_at_ms, d.retain_until_ms) = (true, 5_000, Some(9_000));
+        l.append(d).unwrap();
+        drop(l);
+        let l = Ledger::open(tmp.path()).unwrap();
+        assert!(l.records.is_empty() && l.live.is_empty());
+        assert_eq!(
+            l.retained["ds/a2"],
+            RetainedFile { dataset: "ds".into(), removed_at_ms: 5_000, retain_until_ms: 9_000 }
+        );
+    }
+
+    /// A ledger with superseded records, a live file no latest record lists, a retained file,
+    /// a schema change, a deleted unit, and a field this version does not know.
+    fn busy_ledger(root: &Path) -> Ledger {
+        let mut l = Ledger::open(root).unwrap();
+        let mut first = rec("a", &["ds/p=1/a1", "ds/p=2/a2"], Some(&[]));
+        first.schema = Some(vec![Column { name: "x".into(), data_type: "Int64".into() }]);
+        l.append(first).unwrap();
+        for i in 0..30i64 {
+            let mut r = rec("b", &[&format!("ds/p=3/b{i}")], None);
+            r.removed = Some(if i == 0 { vec![] } else { vec![format!("ds/p=3/b{}", i - 1)] });
+            r.unit.mtime_ns = i;
+            (r.committed_at_ms, r.retain_until_ms) = (i as u64, Some(u64::MAX));
+            l.append(r).unwrap();
+        }
+        // `a` changes: partition 1 only, so a2 stays live though a's latest record omits it.
+        let mut a = rec("a", &["ds/p=1/a3"], Some(&["ds/p=1/a1"]));
+        a.schema = Some(vec![Column { name: "x".into(), data_type: "Float64".into() }]);
+        l.append(a).unwrap();
+        l.append(rec("c", &["ds/p=4/c1"], Some(&[]))).unwrap();
+        let mut gone = rec("c", &[], Some(&["ds/p=4/c1"]));
+        gone.deleted = true;
+        l.append(gone).unwrap();
+        drop(l);
+        // A field from a newer version, on the latest record of `b`.
+        let path = root.join(LEDGER_DIR).join(LEDGER_FILE);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut lines: Vec<String> = text.lines().map(String::from).collect();
+        lines[30] = lines[30].replacen('{', "{\"future\":{\"k\":[1,2]},", 1);
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        // Retained files on disk (one of them deleted already).
+        for f in ["ds/p=3/b28", "ds/p=3/b27", "ds/p=1/a1"] {
+            std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
+            std::fs::write(root.join(f), b"x").unwrap();
+        }
+        Ledger::open(root).unwrap()
+    }
+
+    #[test]
+    fn compaction_keeps_the_state_and_unknown_fields() {
+        let tmp = lake();
+        let root = tmp.path();
+        let mut l = busy_ledger(root);
+        assert_eq!((l.lines, l.records.len(), l.superseded()), (34, 2, 32));
+        assert!(!l.compact_if_worthwhile(root, 100).unwrap(), "below the threshold");
+        assert!(l.compact_if_worthwhile(root, 10).unwrap());
+        let text = std::fs::read_to_string(root.join(LEDGER_DIR).join(LEDGER_FILE)).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(text.starts_with("{\"snapshot\":"), "{text}");
+        assert!(text.contains("\"future\":{\"k\":[1,2]}"), "unknown fields survive: {text}");
+        let again = Ledger::open(root).unwrap();
+        let live: Vec<&String> = again.live.keys().collect();
+        assert_eq!(live, ["ds/p=1/a3", "ds/p=2/a2", "ds/p=3/b29"]);
+        assert_eq!(again.live["ds/p=2/a2"].unit_id, "a");
+        assert_eq!(again.schemas["ds"][0].data_type, "Float64");
+        let retained: Vec<&String> = again.retained.keys().collect();
+        assert_eq!(retained, ["ds/p=1/a1", "ds/p=3/b27", "ds/p=3/b28"], "only files still on disk");
+        assert_eq!(again.records[&("ds".into(), "b".into())].unit.mtime_ns, 29);
+        assert!(!again.records.contains_key(&("ds".into(), "c".into())));
+        // Appends after a compaction land in the new file and replay.
+        drop(again);
+        l.append(rec("d", &["ds/p=5/d1"], Some(&[]))).unwrap();
+        let after = Ledger::open(root).unwrap();
+        assert!(after.live.contains_key("ds/p=5/d1") && after.live.contains_key("ds/p=2/a2"));
+        assert_eq!(after.superseded(), 1);
+    }
+
+    #[test]
+    fn a_crash_at_any_step_of_a_compaction_leaves_an_equivalent_ledger() {
+        for step in 1..=3u8 {
+            let tmp = lake();
+            let root = tmp.path();
+            let mut l = busy_ledger(root);
+            let (live, schemas) = (l.live.clone(), l.schemas.clone());
+            l.compact(root, Some(step)).unwrap();
+            drop(l);
+            let tmp_file = root.join(LEDGER_DIR).join(COMPACT_TMP);
+            assert_eq!(tmp_file.exists(), step < 3, "step {step}");
+            let again = Ledger::open(root).unwrap();
+            assert!(!tmp_file.exists(), "open removes a compaction's leftover");
+            assert_eq!(again.live, live, "step {step}");
+            assert_eq!(again.schemas, schemas, "step {step}");
+            let lines = std::fs::read_to_string(root.join(LEDGER_DIR).join(LEDGER_FILE)).unwrap().lines().count();
+            assert_eq!(lines, if step < 3 { 34 } else { 3 }, "step {step}");
+        }
     }
 }

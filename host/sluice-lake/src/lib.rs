@@ -18,7 +18,7 @@ mod state;
 mod stats;
 mod writer;
 
-pub use ledger::{LEDGER_DIR, LedgerRecord, LiveFile};
+pub use ledger::{LEDGER_DIR, LedgerRecord, LiveFile, RetainedFile};
 pub use partition::escape_partition_value;
 pub use read::ParquetBatches;
 pub use schema::{Column, widens};

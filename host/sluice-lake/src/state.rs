@@ -1,5 +1,6 @@
 //! A read-only view of a lake for `sluice lake status` and `verify`: the ledger's live files per
-//! dataset, what is on disk, and the row counts in the Parquet footers.
+//! dataset, the replaced files still retained on disk, what is on disk, and the row counts in
+//! the Parquet footers.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use sluice_core::error::SinkError;
 
-use crate::ledger::{LEDGER_DIR, Ledger};
+use crate::ledger::{LEDGER_DIR, Ledger, RetainedFile};
 use crate::schema::Column;
 use crate::writer::REJECTS_DIR;
 
@@ -18,6 +19,9 @@ pub struct DatasetState {
     /// Live files (relative to the lake root) and their rows as recorded, when recorded.
     pub files: BTreeMap<String, Option<u64>>,
     pub schema: Vec<Column>,
+    /// Replaced or removed files still on disk for readers of older catalog snapshots (relative
+    /// to the lake root), until their deadline; not part of the dataset.
+    pub retained: BTreeMap<String, RetainedFile>,
 }
 
 impl DatasetState {
@@ -44,6 +48,12 @@ impl LakeState {
         }
         for (name, schema) in &ledger.schemas {
             datasets.entry(name.clone()).or_default().schema = schema.clone();
+        }
+        for (f, r) in &ledger.retained {
+            if root.join(f).exists() {
+                let name = if f.starts_with(REJECTS_DIR) { REJECTS_DIR } else { r.dataset.as_str() };
+                datasets.entry(name.to_string()).or_default().retained.insert(f.clone(), r.clone());
+            }
         }
         Ok(LakeState { root: root.to_path_buf(), datasets })
     }

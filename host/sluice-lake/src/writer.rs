@@ -13,9 +13,9 @@ use parquet::basic::{Compression as PqCompression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use sluice_core::catalog::{DatasetSnapshot, LakeSnapshot};
 use sluice_core::error::SinkError;
-use sluice_core::sink::{CommitReport, DeadLetter, KeyValues, KeyedUnit, Sink, UnitState, UnitWriter};
+use sluice_core::sink::{CommitReport, DeadLetter, Freshness, KeyValues, KeyedUnit, Sink, UnitState, UnitWriter};
 use sluice_core::source::SourceUnit;
-use sluice_core::spec::{Compression, SinkSpec, WriteMode};
+use sluice_core::spec::{Compression, OnSourceDeleted, SinkSpec, WriteMode};
 
 use crate::failures::Failures;
 use crate::ledger::{LEDGER_DIR, Ledger, LedgerRecord, StateRecord};
@@ -45,9 +45,12 @@ struct LakeInner {
     partition_commits: Mutex<()>,
     /// Footer stats of live files, for `_sluice/stats/<dataset>.json`.
     stats: Mutex<crate::stats::StatsCache>,
+    /// Serializes deleting expired retained files with choosing names for new files, so a name
+    /// is never reused while its old file is being deleted.
+    names: Mutex<()>,
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
@@ -89,9 +92,17 @@ impl Lake {
                 failures,
                 partition_commits: Mutex::new(()),
                 stats: Mutex::default(),
+                names: Mutex::new(()),
             }),
         };
+        lake.inner.purge_expired();
         lake.recover()?;
+        let root = lake.inner.root.clone();
+        lake.inner
+            .ledger
+            .lock()
+            .expect("ledger lock")
+            .compact_if_worthwhile(&root, crate::ledger::COMPACT_MIN_SUPERSEDED)?;
         Ok(lake)
     }
 
@@ -104,7 +115,8 @@ impl Lake {
         self.inner.ledger.lock().expect("ledger lock").appended
     }
 
-    /// Remove in-progress files and data files that no ledger record names.
+    /// Remove in-progress files and data files that no ledger record names (neither live nor
+    /// retained for readers of older snapshots).
     fn recover(&self) -> Result<(), SinkError> {
         let dataset_dir = self.inner.root.join(&self.inner.spec.dataset);
         let rejects_dir = self.inner.root.join(REJECTS_DIR).join(format!("dataset={}", self.inner.spec.dataset));
@@ -113,7 +125,7 @@ impl Lake {
         }
         let committed: HashSet<PathBuf> = {
             let ledger = self.inner.ledger.lock().expect("ledger lock");
-            ledger.live.keys().map(|f| self.inner.root.join(f)).collect()
+            ledger.live.keys().chain(ledger.retained.keys()).map(|f| self.inner.root.join(f)).collect()
         };
         let mut swept = 0usize;
         let mut stack: Vec<PathBuf> = [dataset_dir, rejects_dir].into_iter().filter(|d| d.exists()).collect();
@@ -194,11 +206,96 @@ impl Sink for Lake {
     }
 
     fn is_committed(&self, unit: &SourceUnit) -> Result<bool, SinkError> {
+        Ok(self.freshness(unit)? == Freshness::Unchanged)
+    }
+
+    /// Same size and mtime: unchanged. Another size: changed. Same size, another mtime: compare
+    /// content hashes, here when the unit knows its own (a zip member's CRC), else through
+    /// [`Sink::confirm_unchanged`] once the runner hashed it.
+    fn freshness(&self, unit: &SourceUnit) -> Result<Freshness, SinkError> {
         let ledger = self.inner.ledger.lock().expect("ledger lock");
-        Ok(ledger
-            .records
-            .get(&(self.inner.spec.dataset.clone(), unit.id()))
-            .is_some_and(|r| r.unit.size == unit.size && r.unit.mtime_ns == unit.mtime_ns))
+        let Some(r) = ledger.records.get(&(self.inner.spec.dataset.clone(), unit.id())) else {
+            return Ok(Freshness::New);
+        };
+        let was = &r.unit;
+        Ok(match (&was.content_hash, &unit.content_hash) {
+            _ if was.size != unit.size => Freshness::Changed,
+            (Some(a), Some(b)) if a != b => Freshness::Changed,
+            (Some(_), Some(_)) => Freshness::Unchanged,
+            _ if was.mtime_ns == unit.mtime_ns => Freshness::Unchanged,
+            (Some(_), None) => Freshness::Touched,
+            (None, _) => Freshness::Changed,
+        })
+    }
+
+    /// Same content after a touch: append a record with the new mtime (and nothing else), so
+    /// later runs see an unchanged fingerprint without hashing again.
+    fn confirm_unchanged(&self, unit: &SourceUnit) -> Result<bool, SinkError> {
+        let mut ledger = self.inner.ledger.lock().expect("ledger lock");
+        let Some(r) = ledger.records.get(&(self.inner.spec.dataset.clone(), unit.id())) else { return Ok(false) };
+        if unit.content_hash.is_none() || r.unit.content_hash != unit.content_hash || r.unit.size != unit.size {
+            return Ok(false);
+        }
+        let mut refreshed = r.clone();
+        let keep: Vec<usize> = (0..r.files.len()).filter(|&i| ledger.live.contains_key(&r.files[i])).collect();
+        refreshed.files = keep.iter().map(|&i| r.files[i].clone()).collect();
+        refreshed.file_rows = if r.file_rows.len() == r.files.len() {
+            keep.iter().map(|&i| r.file_rows[i]).collect()
+        } else {
+            Vec::new()
+        };
+        refreshed.unit = unit.clone();
+        refreshed.removed = Some(Vec::new());
+        refreshed.schema = None;
+        refreshed.retain_until_ms = None;
+        refreshed.committed_at_ms = now_ms();
+        ledger.append(refreshed)?;
+        tracing::debug!(file = %unit.display_name(), "touched but unchanged: recorded the new mtime");
+        Ok(true)
+    }
+
+    fn remove_deleted(&self, source: &str, present: &[SourceUnit]) -> Result<Vec<SourceUnit>, SinkError> {
+        if self.inner.spec.on_source_deleted != OnSourceDeleted::Delete {
+            return Ok(Vec::new());
+        }
+        let dataset = &self.inner.spec.dataset;
+        let present_ids: HashSet<String> = present.iter().map(SourceUnit::id).collect();
+        let listed: HashSet<&str> = present.iter().map(|u| u.rel_path.as_str()).collect();
+        let mut missing: Vec<LedgerRecord> = {
+            let ledger = self.inner.ledger.lock().expect("ledger lock");
+            ledger
+                .records
+                .values()
+                .filter(|r| &r.dataset == dataset && r.unit.source == source && !present_ids.contains(&r.unit_id))
+                .cloned()
+                .collect()
+        };
+        if missing.is_empty() {
+            return Ok(Vec::new());
+        }
+        // An empty listing is more likely a missing mount than a deliberate `rm *`.
+        if present.is_empty() {
+            tracing::warn!(
+                source,
+                units = missing.len(),
+                "the source lists no files at all: not removing the rows of its committed files"
+            );
+            return Ok(Vec::new());
+        }
+        // Gone means gone: the file does not exist, or its archive no longer holds the member.
+        // A file that still exists but is no longer selected (a changed glob) keeps its rows.
+        let not_found = |p: &Path| matches!(std::fs::metadata(p), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+        missing.retain(|r| match &r.unit.member {
+            None => not_found(&r.unit.path),
+            Some(_) => not_found(&r.unit.path) || listed.contains(r.unit.rel_path.as_str()),
+        });
+        missing.sort_by(|a, b| (&a.unit.rel_path, &a.unit.member).cmp(&(&b.unit.rel_path, &b.unit.member)));
+        let mut deleted = Vec::with_capacity(missing.len());
+        for r in missing {
+            self.inner.delete_unit(&r)?;
+            deleted.push(r.unit);
+        }
+        Ok(deleted)
     }
 
     fn begin(&self, unit: &SourceUnit) -> Result<Box<dyn UnitWriter>, SinkError> {
@@ -212,6 +309,7 @@ impl Sink for Lake {
             rejects: None,
             plan: None,
             states: Vec::new(),
+            content: None,
         }))
     }
 
@@ -308,6 +406,8 @@ struct LakeUnitWriter {
     plan: Option<(SchemaRef, Plan)>,
     /// Keyed state of stateful steps, committed with the data.
     states: Vec<UnitState>,
+    /// The content hash and length of the bytes the unit was read from, when the source sent it.
+    content: Option<(String, u64)>,
 }
 
 /// A deterministic data file name for (unit, fingerprint, partition sequence): a replay writes
@@ -345,9 +445,9 @@ fn same_bytes(a: &Path, b: &Path) -> Result<bool, SinkError> {
 /// A re-commit of the same unit and fingerprint (`--force`) finds its file names taken by live
 /// files. Identical bytes may replace them (a deterministic replay keeps its names); different
 /// bytes take the next free generation name, so a rename never changes a committed file before
-/// the ledger says so.
-fn settle_name(s: &mut Staged) -> Result<(), SinkError> {
-    if !s.final_path.exists() || same_bytes(&s.tmp, &s.final_path)? {
+/// the ledger says so. A name whose replaced file is retained is never reused while retained.
+fn settle_name(s: &mut Staged, retained: &dyn Fn(&Path) -> bool) -> Result<(), SinkError> {
+    if !retained(&s.final_path) && (!s.final_path.exists() || same_bytes(&s.tmp, &s.final_path)?) {
         return Ok(());
     }
     let name = s.final_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -355,7 +455,7 @@ fn settle_name(s: &mut Staged) -> Result<(), SinkError> {
     let mut generation = 1;
     loop {
         let candidate = s.final_path.with_file_name(format!("{base}-g{generation}.parquet"));
-        if !candidate.exists() {
+        if !candidate.exists() && !retained(&candidate) {
             s.final_path = candidate;
             return Ok(());
         }
@@ -449,8 +549,17 @@ impl UnitWriter for LakeUnitWriter {
         Ok(())
     }
 
+    fn content_hash(&mut self, hash: &str, bytes: u64) {
+        self.content = Some((hash.to_string(), bytes));
+    }
+
     fn commit(self: Box<Self>) -> Result<CommitReport, SinkError> {
-        let LakeUnitWriter { lake, unit, unit_id, open, rows, rejects, plan, states, .. } = *self;
+        let LakeUnitWriter { lake, mut unit, unit_id, open, rows, rejects, plan, content, states, .. } = *self;
+        // Record the hash of exactly the bytes read, and their length as the size.
+        if let Some((hash, bytes)) = content {
+            unit.content_hash = Some(hash);
+            unit.size = bytes;
+        }
         let dataset = lake.spec.dataset.clone();
         let schema_err = |message: String| SinkError::Schema { dataset: dataset.clone(), message };
         let by_partition = lake.spec.mode != WriteMode::Append;
@@ -524,17 +633,25 @@ impl UnitWriter for LakeUnitWriter {
             previous
         };
 
-        for s in staged.iter_mut() {
-            settle_name(s)?;
-        }
         // Publish: rename into place, fsync the directories.
         let mut report = CommitReport { rows, ..Default::default() };
         let mut dirs = HashSet::new();
-        for s in &staged {
-            std::fs::rename(&s.tmp, &s.final_path).map_err(|e| SinkError::io(&s.final_path, e))?;
-            report.bytes += std::fs::metadata(&s.final_path).map(|m| m.len()).unwrap_or(0);
-            dirs.insert(s.final_path.parent().expect("files live in directories").to_path_buf());
-            report.files.push(s.final_path.clone());
+        {
+            let _names = lake.names.lock().expect("names lock");
+            let retained = |p: &Path| {
+                let ledger = lake.ledger.lock().expect("ledger lock");
+                p.strip_prefix(&lake.root)
+                    .is_ok_and(|r| ledger.retained.contains_key(&r.to_string_lossy().replace('\\', "/")))
+            };
+            for s in staged.iter_mut() {
+                settle_name(s, &retained)?;
+            }
+            for s in &staged {
+                std::fs::rename(&s.tmp, &s.final_path).map_err(|e| SinkError::io(&s.final_path, e))?;
+                report.bytes += std::fs::metadata(&s.final_path).map(|m| m.len()).unwrap_or(0);
+                dirs.insert(s.final_path.parent().expect("files live in directories").to_path_buf());
+                report.files.push(s.final_path.clone());
+            }
         }
         for t in &staged_tails {
             std::fs::rename(&t.tmp, &t.final_path).map_err(|e| SinkError::io(&t.final_path, e))?;
@@ -549,17 +666,20 @@ impl UnitWriter for LakeUnitWriter {
         removed.dedup();
 
         // Commit: the ledger append is the moment the unit becomes part of the lake.
+        let committed_at_ms = now_ms();
         let mut record = LedgerRecord {
             unit_id,
             dataset: dataset.clone(),
             unit,
             files: files.clone(),
             file_rows: staged.iter().map(|s| s.rows).collect(),
-            removed: Some(removed.clone()),
+            retain_until_ms: (!removed.is_empty()).then(|| committed_at_ms + lake.retention_ms()),
+            removed: Some(removed),
             schema: None,
             rows: report.rows,
             bytes: report.bytes,
-            committed_at_ms: now_ms(),
+            committed_at_ms,
+            deleted: false,
             state: state_records,
         };
         let new_tails: Vec<String> = record.state.iter().filter_map(|s| s.tails.clone()).collect();
@@ -571,9 +691,11 @@ impl UnitWriter for LakeUnitWriter {
                     match crate::schema::plan(&dataset, &current, &plan.output, lake.spec.schema_policy) {
                         Ok(p) => p.dataset,
                         Err(message) => {
-                            drop(ledger);
-                            for f in &report.files {
-                                let _ = std::fs::remove_file(f);
+                            // Never delete a live file whose name this commit reused.
+                            for (f, rel) in report.files.iter().zip(&files) {
+                                if !ledger.live.contains_key(rel) {
+                                    let _ = std::fs::remove_file(f);
+                                }
                             }
                             return Err(schema_err(message));
                         }
@@ -589,34 +711,11 @@ impl UnitWriter for LakeUnitWriter {
         if let Some(schema) = schema_changed {
             lake.write_schema_mirror(&schema);
         }
-        {
-            let mut stats = lake.stats.lock().expect("stats lock");
-            let prefix = format!("{dataset}/");
-            let live: Vec<String> = lake
-                .ledger
-                .lock()
-                .expect("ledger lock")
-                .live
-                .keys()
-                .filter(|f| f.starts_with(&prefix))
-                .cloned()
-                .collect();
-            stats.write(&lake.root, &dataset, &live, lake.spec.time_column.as_deref());
-        }
         // The unit's earlier tails are no longer named by the ledger.
         for old in old_tails.iter().filter(|t| !new_tails.contains(t)) {
             let _ = std::fs::remove_file(lake.root.join(old));
         }
-        // The replaced files are no longer live; a crash before this line leaves them to the
-        // next start's sweep.
-        for old in &removed {
-            let p = lake.root.join(old);
-            if let Err(e) = std::fs::remove_file(&p)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(file = %p.display(), "cannot remove replaced file: {e}");
-            }
-        }
+        lake.after_commit();
         Ok(report)
     }
 
@@ -674,6 +773,81 @@ fn upsert_into(lake: &LakeInner, s: &mut Staged, old: &[String]) -> Result<u64, 
 }
 
 impl LakeInner {
+    fn retention_ms(&self) -> u64 {
+        self.spec.retain_replaced.as_millis() as u64
+    }
+
+    /// After a ledger append: the dataset's stats, and the deletion of expired replaced files.
+    fn after_commit(&self) {
+        {
+            let dataset = &self.spec.dataset;
+            let mut stats = self.stats.lock().expect("stats lock");
+            let prefix = format!("{dataset}/");
+            let live: Vec<String> = self
+                .ledger
+                .lock()
+                .expect("ledger lock")
+                .live
+                .keys()
+                .filter(|f| f.starts_with(&prefix))
+                .cloned()
+                .collect();
+            stats.write(&self.root, dataset, &live, self.spec.time_column.as_deref());
+        }
+        self.purge_expired();
+    }
+
+    /// Delete the dataset's replaced files whose retention is over. The ledger says they are
+    /// not live; a crash before the deletion leaves them to the next open, which deletes them.
+    fn purge_expired(&self) {
+        let _names = self.names.lock().expect("names lock");
+        let expired =
+            self.ledger.lock().expect("ledger lock").take_expired(&self.spec.dataset, now_ms(), self.retention_ms());
+        for f in expired {
+            let p = self.root.join(&f);
+            match std::fs::remove_file(&p) {
+                Ok(()) => tracing::debug!(file = %p.display(), "deleted a replaced file after its retention"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(file = %p.display(), "cannot remove a replaced file: {e}"),
+            }
+        }
+    }
+
+    /// Remove a unit whose source file is gone: one ledger record removes every live file it
+    /// wrote (retained like replaced files) and forgets the unit.
+    fn delete_unit(&self, r: &LedgerRecord) -> Result<(), SinkError> {
+        let _serial =
+            (self.spec.mode != WriteMode::Append).then(|| self.partition_commits.lock().expect("commit lock"));
+        {
+            let mut ledger = self.ledger.lock().expect("ledger lock");
+            let removed: Vec<String> = ledger
+                .live
+                .iter()
+                .filter(|(_, l)| l.unit_id == r.unit_id && l.dataset == r.dataset)
+                .map(|(f, _)| f.clone())
+                .collect();
+            let committed_at_ms = now_ms();
+            ledger.append(LedgerRecord {
+                unit_id: r.unit_id.clone(),
+                dataset: r.dataset.clone(),
+                unit: r.unit.clone(),
+                files: Vec::new(),
+                file_rows: Vec::new(),
+                retain_until_ms: (!removed.is_empty()).then(|| committed_at_ms + self.retention_ms()),
+                removed: Some(removed),
+                schema: None,
+                rows: 0,
+                bytes: 0,
+                committed_at_ms,
+                deleted: true,
+                state: Vec::new(),
+            })?;
+        }
+        tracing::info!(file = %r.unit.display_name(), "source file deleted: removed its rows");
+        self.after_commit();
+        Ok(())
+    }
+
     /// The dataset's schema as committed so far (empty before the first commit).
     fn schema_of(&self, dataset: &str) -> Vec<Column> {
         self.ledger.lock().expect("ledger lock").schemas.get(dataset).cloned().unwrap_or_default()

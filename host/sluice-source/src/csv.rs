@@ -478,6 +478,7 @@ mod tests {
             match item.unwrap() {
                 SourceItem::Batch(b) => batches.push(b),
                 SourceItem::Rejects(r) => rejects.extend(r),
+                SourceItem::ContentHash { .. } => {}
             }
         }
         (batches, rejects)

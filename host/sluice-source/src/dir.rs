@@ -80,6 +80,7 @@ impl DirSource {
                 out.extend(members.into_iter().map(|m| SourceUnit {
                     member: Some(m.name),
                     size: m.size,
+                    content_hash: Some(crate::hash::crc32_hash(m.crc32)),
                     ..unit.clone()
                 }))
             }
@@ -107,6 +108,7 @@ impl DirSource {
             member: None,
             size: meta.len(),
             mtime_ns,
+            content_hash: None,
         })
     }
 }
@@ -197,24 +199,48 @@ impl Source for DirSource {
             None => None,
         };
         let shown = unit.display_name();
-        let bytes = input::open(unit, self.spec.compression, &self.spec.limits)?;
+        let (bytes, hashed) = input::open(unit, self.spec.compression, &self.spec.limits)?;
         let (schema, rows) = (self.format_schema.clone(), self.batch_rows);
+        // Plain Parquet is read by random access, not through `bytes`: hash it first (before,
+        // never after, the read: a file that changes in between then looks changed next run).
+        let mut hashed_first = None;
         let items: BatchStream = match &self.spec.format {
             FormatSpec::Csv(csv) => Box::new(crate::csv::CsvItems::new(bytes, csv, schema, rows, shown.clone())?),
             FormatSpec::Jsonl(_) => Box::new(crate::jsonl::JsonlItems::new(bytes, schema, rows, shown.clone())?),
             FormatSpec::Parquet => {
                 let plain = input::container(&unit.path, self.spec.compression) == SourceCompression::None;
+                if plain && let Some(h) = &hashed {
+                    hashed_first = Some(h.finish()?);
+                }
                 crate::parquet::open(unit, bytes, plain, rows)?
             }
         };
         let items = Budget::wrap(items, self.spec.rejects, shown);
-        Ok(match fields {
+        let items: BatchStream = match fields {
             None => items,
             Some(f) => Box::new(items.map(move |item| match item {
                 Ok(SourceItem::Batch(b)) => f.append_to(b).map(SourceItem::Batch),
                 other => other,
             })),
+        };
+        // After the last batch: the hash of exactly the bytes read.
+        Ok(match hashed {
+            None => items,
+            Some(h) => Box::new(items.chain(std::iter::once_with(move || {
+                let (hash, bytes) = match hashed_first {
+                    Some(done) => done,
+                    None => h.finish()?,
+                };
+                Ok(SourceItem::ContentHash { hash, bytes })
+            }))),
         })
+    }
+
+    fn content_hash(&self, unit: &SourceUnit) -> Result<Option<String>, SourceError> {
+        if unit.member.is_some() {
+            return Ok(unit.content_hash.clone());
+        }
+        crate::hash::hash_file(&unit.path).map(Some)
     }
 }
 
@@ -263,6 +289,7 @@ impl Iterator for Budget {
                 }
                 Some(Ok(SourceItem::Rejects(r)))
             }
+            Some(Ok(hash @ SourceItem::ContentHash { .. })) => Some(Ok(hash)),
             Some(Err(e)) => {
                 self.done = true;
                 Some(Err(e))

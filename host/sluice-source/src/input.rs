@@ -14,6 +14,8 @@ use sluice_core::error::SourceError;
 use sluice_core::source::SourceUnit;
 use sluice_core::spec::{SourceCompression, SourceLimits};
 
+use crate::hash::HashedFile;
+
 /// A unit's decompressed bytes.
 pub(crate) type Input = Box<dyn Read + Send>;
 
@@ -47,6 +49,8 @@ pub(crate) fn container(path: &Path, declared: SourceCompression) -> SourceCompr
 pub(crate) struct ZipMember {
     pub name: String,
     pub size: u64,
+    /// The CRC-32 of the member's bytes, from the central directory.
+    pub crc32: u32,
 }
 
 fn open_archive(path: &Path) -> Result<zip::ZipArchive<BufReader<File>>, SourceError> {
@@ -83,26 +87,28 @@ pub(crate) fn list_members(
         if skip_member(&name) || (!members.is_empty() && !members.is_match(&name)) {
             continue;
         }
-        out.push(ZipMember { name, size: entry.size() });
+        out.push(ZipMember { name, size: entry.size(), crc32: entry.crc32() });
     }
     Ok(out)
 }
 
-/// Open a unit's bytes, decompressed and capped at `limits.max_unit_bytes`.
+/// Open a unit's bytes, decompressed and capped at `limits.max_unit_bytes`. A whole file is
+/// read through a [`HashedFile`] (returned too), which hashes its bytes as they are read; a zip
+/// member's hash is its CRC, known from the listing.
 pub(crate) fn open(
     unit: &SourceUnit,
     compression: SourceCompression,
     limits: &SourceLimits,
-) -> Result<Input, SourceError> {
+) -> Result<(Input, Option<HashedFile>), SourceError> {
     let path = &unit.path;
     let shown = unit.display_name();
     let cap = limits.max_unit_bytes;
     let kind = container(path, compression);
     if kind == SourceCompression::Zip {
-        return open_member(unit, limits);
+        return Ok((open_member(unit, limits)?, None));
     }
-    let file = File::open(path).map_err(|e| io_err(path, e))?;
-    let raw = BufReader::with_capacity(1 << 20, file);
+    let file = HashedFile::open(path)?;
+    let raw = BufReader::with_capacity(1 << 20, file.clone());
     let inner: Input = match kind {
         SourceCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
         SourceCompression::Zstd => {
@@ -110,7 +116,7 @@ pub(crate) fn open(
         }
         _ => Box::new(raw),
     };
-    Ok(Box::new(Capped { inner, left: cap, cap, unit: shown }))
+    Ok((Box::new(Capped { inner, left: cap, cap, unit: shown }), Some(file)))
 }
 
 fn open_member(unit: &SourceUnit, limits: &SourceLimits) -> Result<Input, SourceError> {

@@ -8,6 +8,7 @@ mod dir;
 mod fields;
 #[doc(hidden)]
 pub mod fuzzing;
+mod hash;
 mod input;
 mod jsonl;
 mod parquet;

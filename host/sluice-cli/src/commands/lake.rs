@@ -1,5 +1,6 @@
-//! `sluice lake status` and `sluice lake verify`: what a lake holds, and whether its ledger, the
-//! files on disk and the catalog agree.
+//! `sluice lake status` and `sluice lake verify`: what a lake holds (and which replaced files it
+//! still keeps for readers of older catalog snapshots), and whether its ledger, the files on
+//! disk and the catalog agree.
 
 use std::path::PathBuf;
 
@@ -23,6 +24,20 @@ fn read(args: &LakeArgs) -> Result<LakeState, Exit> {
     LakeState::read(&root).with_context(|| format!("reading the ledger of {}", root.display())).map_err(Exit::config)
 }
 
+/// When a retained file goes, relative to now: `in 9m 58s`, or `due` (the next writer deletes it).
+fn deadline(until_ms: u64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    if until_ms <= now {
+        return "due (the next run deletes it)".into();
+    }
+    let secs = (until_ms - now).div_ceil(1000);
+    match secs {
+        0..60 => format!("in {secs}s"),
+        60..3600 => format!("in {}m {}s", secs / 60, secs % 60),
+        _ => format!("in {}h {}m", secs / 3600, secs % 3600 / 60),
+    }
+}
+
 fn status(args: &LakeArgs) -> Result<u8, Exit> {
     let state = read(args)?;
     let mut out = Vec::new();
@@ -36,9 +51,16 @@ fn status(args: &LakeArgs) -> Result<u8, Exit> {
             };
             bytes += std::fs::metadata(state.root.join(f)).map(|m| m.len()).unwrap_or(0);
         }
+        let retained: Vec<serde_json::Value> = ds
+            .retained
+            .iter()
+            .map(|(f, r)| {
+                serde_json::json!({"file": f, "replaced_at_ms": r.removed_at_ms, "retain_until_ms": r.retain_until_ms})
+            })
+            .collect();
         out.push(serde_json::json!({
             "dataset": name, "partitions": ds.partitions(), "files": ds.files.len(), "rows": rows, "bytes": bytes,
-            "columns": ds.schema.len(),
+            "columns": ds.schema.len(), "retained": retained,
         }));
     }
     if args.json {
@@ -55,6 +77,18 @@ fn status(args: &LakeArgs) -> Result<u8, Exit> {
                 d["rows"],
                 d["bytes"]
             );
+        }
+        for (name, ds) in &state.datasets {
+            if ds.retained.is_empty() {
+                continue;
+            }
+            println!(
+                "{name}: {} replaced file(s) kept for readers of older catalog snapshots (not in the dataset):",
+                ds.retained.len()
+            );
+            for (f, r) in &ds.retained {
+                println!("  {f}  deleted {}", deadline(r.retain_until_ms));
+            }
         }
     }
     Ok(0)
@@ -91,8 +125,16 @@ fn verify(args: &LakeArgs) -> Result<u8, Exit> {
         for f in ds.files.keys().filter(|f| !on_disk.contains(*f)) {
             problems.push(format!("{name}: {f} is in the ledger but not on disk"));
         }
-        for f in on_disk.iter().filter(|f| !ds.files.contains_key(*f)) {
+        for f in on_disk.iter().filter(|f| !ds.files.contains_key(*f) && !ds.retained.contains_key(*f)) {
             problems.push(format!("{name}: {f} is on disk but no ledger record names it"));
+        }
+        if !ds.retained.is_empty() {
+            let last = ds.retained.values().map(|r| r.retain_until_ms).max().unwrap_or(0);
+            notes.push(format!(
+                "{name}: {} replaced file(s) retained for readers of older catalog snapshots, the last deleted {}",
+                ds.retained.len(),
+                deadline(last)
+            ));
         }
         if !inprogress.is_empty() {
             notes.push(format!(
