@@ -11,5 +11,7 @@ pub mod fuzzing;
 mod input;
 mod jsonl;
 mod parquet;
+mod table;
 
 pub use dir::DirSource;
+pub use table::{check_table_file, read_table, read_tables};

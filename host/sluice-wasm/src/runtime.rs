@@ -261,11 +261,12 @@ impl Plugin for WasmPlugin {
         &self.info
     }
 
-    fn instantiate(
+    fn instantiate_with_tables(
         &self,
         config_json: &str,
+        tables: &[Arc<sluice_core::plugin::LookupTable>],
         limits: &Limits,
     ) -> Result<Box<dyn sluice_core::plugin::Handler>, PluginError> {
-        Ok(Box::new(WasmHandler::create(self, config_json, limits)?))
+        Ok(Box::new(WasmHandler::create(self, config_json, tables, limits)?))
     }
 }
