@@ -7,18 +7,22 @@ use std::path::Path;
 
 use crate::support::*;
 
-const CASES: [&str; 11] = [
+const CASES: [&str; 15] = [
     "normalize_time",
     "dedup",
     "filter",
     "derive",
     "indicators",
+    "indicators_time",
     "aggregate",
     "resample",
     "sessionize",
     "sessionize_sessions",
     "normalize",
     "clean",
+    "clean_types",
+    "enrich",
+    "enrich_inner",
 ];
 
 fn copy_dir(from: &Path, to: &Path) {

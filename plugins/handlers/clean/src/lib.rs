@@ -427,7 +427,10 @@ mod tests {
         assert_eq!(schema.field(3).data_type(), &DataType::Timestamp(TimeUnit::Millisecond, None));
         assert_eq!(schema.field(5).name(), REJECT_COLUMN);
         let out = c.process(raw()).unwrap().remove(0);
-        assert_eq!(out.column(0).as_primitive::<Int64Type>().iter().collect::<Vec<_>>(), vec![Some(12), None, None, Some(-3)]);
+        assert_eq!(
+            out.column(0).as_primitive::<Int64Type>().iter().collect::<Vec<_>>(),
+            vec![Some(12), None, None, Some(-3)]
+        );
         assert_eq!(
             out.column(1).as_primitive::<Float64Type>().iter().collect::<Vec<_>>(),
             vec![Some(1.5), Some(2.0), None, Some(1000.0)]
@@ -472,9 +475,11 @@ mod tests {
     fn type_config_errors_name_the_key() {
         let e = Clean::new(parse_config(r#"{"types": {"qty": "int65"}}"#).unwrap()).err().unwrap();
         assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "types.qty"), "{e}");
-        let e = Clean::new(parse_config(r#"{"types": {"qty": {"type": "int64", "unit": "ms"}}}"#).unwrap()).err().unwrap();
+        let e =
+            Clean::new(parse_config(r#"{"types": {"qty": {"type": "int64", "unit": "ms"}}}"#).unwrap()).err().unwrap();
         assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "types.qty.unit"), "{e}");
-        let e = Clean::new(parse_config(r#"{"types": {"qty": {"type": "date", "fmt": "%d"}}}"#).unwrap()).err().unwrap();
+        let e =
+            Clean::new(parse_config(r#"{"types": {"qty": {"type": "date", "fmt": "%d"}}}"#).unwrap()).err().unwrap();
         assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k.starts_with("types.qty")), "{e}");
         let c = Clean::new(parse_config(r#"{"types": {"nope": "int64"}}"#).unwrap()).unwrap();
         let e = c.output_schema(&raw().schema()).unwrap_err();

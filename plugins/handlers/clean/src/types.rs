@@ -4,12 +4,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use handler_kit::time::Unit;
+use sluice_plugin::arrow_array::ArrowPrimitiveType;
 use sluice_plugin::arrow_array::builder::{Date32Builder, PrimitiveBuilder};
 use sluice_plugin::arrow_array::types::{
     Float32Type, Float64Type, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
     TimestampSecondType,
 };
-use sluice_plugin::arrow_array::ArrowPrimitiveType;
 use sluice_plugin::arrow_cast::display::{ArrayFormatter, FormatOptions};
 use sluice_plugin::arrow_cast::{CastOptions, can_cast_types, cast_with_options};
 use sluice_plugin::prelude::*;
@@ -124,18 +124,22 @@ pub fn parse(raw: &BTreeMap<String, serde_json::Value>, default: OnFail) -> Resu
                     #[serde(default)]
                     on_fail: Option<OnFail>,
                 }
-                let f: Full = sluice_plugin::parse_config(&serde_json::Value::Object(o.clone()).to_string())
-                    .map_err(|e| match e {
-                        Error::Config { message, key: k } => Error::config(message)
-                            .key(k.map(|k| format!("{key}.{k}")).unwrap_or_else(|| key.clone())),
+                let f: Full = sluice_plugin::parse_config(&serde_json::Value::Object(o.clone()).to_string()).map_err(
+                    |e| match e {
+                        Error::Config { message, key: k } => {
+                            Error::config(message).key(k.map(|k| format!("{key}.{k}")).unwrap_or_else(|| key.clone()))
+                        }
                         e => e,
-                    })?;
+                    },
+                )?;
                 let to = target(&f.to, &format!("{key}.type"))?;
                 if f.unit.is_some() && to != Target::Timestamp {
                     return Err(Error::config("`unit` applies to timestamp only").key(format!("{key}.unit")));
                 }
                 if f.format.is_some() && !matches!(to, Target::Date | Target::Timestamp) {
-                    return Err(Error::config("`format` applies to date and timestamp only").key(format!("{key}.format")));
+                    return Err(
+                        Error::config("`format` applies to date and timestamp only").key(format!("{key}.format"))
+                    );
                 }
                 Mapping {
                     column: column.clone(),
@@ -146,8 +150,10 @@ pub fn parse(raw: &BTreeMap<String, serde_json::Value>, default: OnFail) -> Resu
                 }
             }
             _ => {
-                return Err(Error::config(format!("expected a type name ({TYPES}) or {{type, unit, format, on_fail}}"))
-                    .key(key));
+                return Err(Error::config(format!(
+                    "expected a type name ({TYPES}) or {{type, unit, format, on_fail}}"
+                ))
+                .key(key));
             }
         };
         out.push(m);
@@ -163,7 +169,9 @@ pub fn check(m: &Mapping, from: &DataType) -> Result<(), Error> {
             .key(format!("{key}.format")));
     }
     if !can_cast_types(from, &m.data_type()) {
-        return Err(Error::config(format!("column `{}` of type {from} cannot become {}", m.column, m.describe())).key(key));
+        return Err(
+            Error::config(format!("column `{}` of type {from} cannot become {}", m.column, m.describe())).key(key)
+        );
     }
     Ok(())
 }

@@ -126,9 +126,7 @@ the key. Added columns must not clash with input columns.
             None => match tables.len() {
                 1 => tables.iter().next().expect("one table"),
                 0 => {
-                    return Err(Error::config(
-                        "enrich needs a lookup table: give the step `tables: {name: file.csv}`",
-                    ));
+                    return Err(Error::config("enrich needs a lookup table: give the step `tables: {name: file.csv}`"));
                 }
                 _ => {
                     return Err(Error::config(format!(
@@ -174,12 +172,9 @@ the key. Added columns must not clash with input columns.
         }
         let columns: Vec<String> = match &config.columns {
             Some(c) => c.clone(),
-            None => schema
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .filter(|n| !keys.iter().any(|(_, k)| k == n))
-                .collect(),
+            None => {
+                schema.fields().iter().map(|f| f.name().clone()).filter(|n| !keys.iter().any(|(_, k)| k == n)).collect()
+            }
         };
         let mut added = Vec::new();
         for (i, c) in columns.iter().enumerate() {
@@ -194,8 +189,9 @@ the key. Added columns must not clash with input columns.
         }
         for from in config.rename.keys() {
             if !columns.contains(from) {
-                return Err(Error::config(format!("`{from}` is not one of the added columns"))
-                    .key(format!("rename.{from}")));
+                return Err(
+                    Error::config(format!("`{from}` is not one of the added columns")).key(format!("rename.{from}"))
+                );
             }
         }
         let batch = table.concat()?;
@@ -261,8 +257,10 @@ the key. Added columns must not clash with input columns.
                 return Err(Error::config(format!("column `{out}` already exists in the input")).key(key));
             }
         }
-        let extra =
-            self.added.iter().map(|(idx, out)| Arc::new(Field::new(out, tschema.field(*idx).data_type().clone(), true)));
+        let extra = self
+            .added
+            .iter()
+            .map(|(idx, out)| Arc::new(Field::new(out, tschema.field(*idx).data_type().clone(), true)));
         Ok(handler_kit::schema_with(input, extra))
     }
 

@@ -379,8 +379,10 @@ config:
                     let ms = parse_duration_ms(d).map_err(|e| Error::config(e).key(key.clone()))?;
                     let (mul, div) = Unit::Ms.factor(unit);
                     if ms % div != 0 {
-                        return Err(Error::config(format!("window `{d}` is not a whole number of {unit:?}").to_lowercase())
-                            .key(key));
+                        return Err(Error::config(
+                            format!("window `{d}` is not a whole number of {unit:?}").to_lowercase(),
+                        )
+                        .key(key));
                     }
                     windows.push(Window::Span(ms / div * mul));
                     None
@@ -680,8 +682,10 @@ mod tests {
         .unwrap();
         assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "indicators.0.window"), "{e}");
         let e = Indicators::new(
-            parse_config(r#"{"order_by":"t","unit":"s","indicators":[{"kind":"sma","column":"v","window":"500ms","as":"x"}]}"#)
-                .unwrap(),
+            parse_config(
+                r#"{"order_by":"t","unit":"s","indicators":[{"kind":"sma","column":"v","window":"500ms","as":"x"}]}"#,
+            )
+            .unwrap(),
         )
         .err()
         .unwrap();
