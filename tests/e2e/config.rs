@@ -58,6 +58,16 @@ fn golden_schema_mismatch() {
 }
 
 #[test]
+fn golden_bad_table() {
+    golden("bad_table");
+}
+
+#[test]
+fn golden_bad_table_path() {
+    golden("bad_table_path");
+}
+
+#[test]
 fn golden_several_errors() {
     golden("several_errors");
 }
