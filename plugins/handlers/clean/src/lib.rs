@@ -488,4 +488,41 @@ mod tests {
         let e = c.output_schema(&raw().schema()).unwrap_err();
         assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "types.x.format"), "{e}");
     }
+
+    #[test]
+    fn types_from_numbers_booleans_and_timestamps() {
+        use sluice_plugin::arrow_array::TimestampSecondArray;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("i", DataType::Int64, true),
+            Field::new("b", DataType::Boolean, true),
+            Field::new("t", DataType::Timestamp(TimeUnit::Second, None), true),
+            Field::new("n", DataType::Int64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![Some(1_700_000_000_000), None])),
+                Arc::new(BooleanArray::from(vec![Some(true), Some(false)])),
+                Arc::new(TimestampSecondArray::from(vec![Some(1_700_000_000), None])),
+                Arc::new(Int64Array::from(vec![Some(42), Some(-1)])),
+            ],
+        )
+        .unwrap();
+        let cfg =
+            r#"{"types": {"i": "timestamp", "b": "int64", "t": {"type": "timestamp", "unit": "ms"}, "n": "utf8"}}"#;
+        let mut c = Clean::new(parse_config(cfg).unwrap()).unwrap();
+        let out = c.process(batch).unwrap().remove(0);
+        let i = out.column(0).as_primitive::<sluice_plugin::arrow_array::types::TimestampMillisecondType>();
+        assert_eq!(i.iter().collect::<Vec<_>>(), vec![Some(1_700_000_000_000), None]);
+        assert_eq!(out.column(1).as_primitive::<Int64Type>().values().to_vec(), vec![1, 0]);
+        let t = out.column(2).as_primitive::<sluice_plugin::arrow_array::types::TimestampMillisecondType>();
+        assert_eq!(t.iter().collect::<Vec<_>>(), vec![Some(1_700_000_000_000), None]);
+        assert_eq!(out.column(3).as_string::<i32>().iter().collect::<Vec<_>>(), vec![Some("42"), Some("-1")]);
+        assert_eq!(reasons(&out), vec![None, None]);
+        // A date column cannot become an int64.
+        let c = Clean::new(parse_config(r#"{"types": {"d": "int64"}}"#).unwrap()).unwrap();
+        let s = Arc::new(Schema::new(vec![Field::new("d", DataType::Date32, true)]));
+        let e = c.output_schema(&s).unwrap_err();
+        assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "types.d"), "{e}");
+    }
 }

@@ -3,15 +3,16 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use handler_kit::num::{is_numeric, to_f64, to_i64};
 use handler_kit::time::Unit;
-use sluice_plugin::arrow_array::ArrowPrimitiveType;
-use sluice_plugin::arrow_array::builder::{Date32Builder, PrimitiveBuilder};
+use sluice_plugin::arrow_array::builder::PrimitiveBuilder;
 use sluice_plugin::arrow_array::types::{
-    Float32Type, Float64Type, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    Date32Type, Float64Type, Int64Type, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
     TimestampSecondType,
 };
+use sluice_plugin::arrow_array::{ArrowPrimitiveType, PrimitiveArray};
 use sluice_plugin::arrow_cast::display::{ArrayFormatter, FormatOptions};
-use sluice_plugin::arrow_cast::{CastOptions, can_cast_types, cast_with_options};
+use sluice_plugin::arrow_cast::parse::Parser;
 use sluice_plugin::prelude::*;
 
 /// What happens to a value that does not convert.
@@ -161,6 +162,18 @@ pub fn parse(raw: &BTreeMap<String, serde_json::Value>, default: OnFail) -> Resu
     Ok(out)
 }
 
+/// Whether a column of type `from` can become `to` (a `format` needs text).
+fn supported(from: &DataType, to: Target) -> bool {
+    let text = matches!(from, DataType::Utf8 | DataType::LargeUtf8);
+    let num = is_numeric(from) && !matches!(from, DataType::Decimal128(_, _));
+    match to {
+        Target::Utf8 => true,
+        Target::Int64 | Target::Float64 | Target::Bool => text || num || from == &DataType::Boolean,
+        Target::Date => text || from == &DataType::Date32,
+        Target::Timestamp => text || from.is_integer() || matches!(from, DataType::Timestamp(_, _) | DataType::Date32),
+    }
+}
+
 /// Checks that `from` can be mapped (config error on `types.<column>`).
 pub fn check(m: &Mapping, from: &DataType) -> Result<(), Error> {
     let key = format!("types.{}", m.column);
@@ -168,7 +181,7 @@ pub fn check(m: &Mapping, from: &DataType) -> Result<(), Error> {
         return Err(Error::config(format!("`format` needs a text column; `{}` is {from}", m.column))
             .key(format!("{key}.format")));
     }
-    if !can_cast_types(from, &m.data_type()) {
+    if !supported(from, m.to) {
         return Err(
             Error::config(format!("column `{}` of type {from} cannot become {}", m.column, m.describe())).key(key)
         );
@@ -176,40 +189,127 @@ pub fn check(m: &Mapping, from: &DataType) -> Result<(), Error> {
     Ok(())
 }
 
-/// Converts `a`; rows that fail are null in the result and listed in the second value.
+fn parse_bool(s: &str) -> Option<bool> {
+    const T: [&str; 6] = ["true", "t", "yes", "y", "on", "1"];
+    const F: [&str; 6] = ["false", "f", "no", "n", "off", "0"];
+    if T.iter().any(|t| s.eq_ignore_ascii_case(t)) {
+        Some(true)
+    } else if F.iter().any(|f| s.eq_ignore_ascii_case(f)) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Text values through `f`, into a primitive array.
+fn from_text<T: ArrowPrimitiveType>(s: &[Option<&str>], f: impl Fn(&str) -> Option<T::Native>) -> ArrayRef {
+    let mut b = PrimitiveBuilder::<T>::with_capacity(s.len());
+    for v in s {
+        b.append_option(v.and_then(&f));
+    }
+    Arc::new(b.finish())
+}
+
+fn timestamp_array(unit: Unit, v: Int64Array) -> ArrayRef {
+    let (values, nulls) = (v.values().clone(), v.nulls().cloned());
+    match unit {
+        Unit::S => Arc::new(PrimitiveArray::<TimestampSecondType>::new(values, nulls)),
+        Unit::Ms => Arc::new(PrimitiveArray::<TimestampMillisecondType>::new(values, nulls)),
+        Unit::Us => Arc::new(PrimitiveArray::<TimestampMicrosecondType>::new(values, nulls)),
+        Unit::Ns => Arc::new(PrimitiveArray::<TimestampNanosecondType>::new(values, nulls)),
+    }
+}
+
+/// Converts `a`; rows that fail are null in the result and listed in the second value. Parses
+/// text with arrow-cast's small per-type parsers (not its cast kernels, which would add
+/// megabytes to the component).
 pub fn convert(m: &Mapping, a: &ArrayRef) -> Result<(ArrayRef, Vec<usize>), Error> {
     let to = m.data_type();
     if a.data_type() == &to {
         return Ok((a.clone(), vec![]));
     }
-    let out = match (&m.format, a.data_type()) {
-        (Some(fmt), DataType::Utf8) => with_format(m, fmt, a.as_string::<i32>()),
-        (Some(fmt), DataType::LargeUtf8) => {
-            let s = sluice_plugin::arrow_cast::cast(a, &DataType::Utf8)?;
-            with_format(m, fmt, s.as_string::<i32>())
-        }
-        _ => cast_with_options(a, &to, &CastOptions { safe: true, ..Default::default() })?,
-    };
-    let mut failed: Vec<usize> = (0..a.len()).filter(|&i| a.is_valid(i) && out.is_null(i)).collect();
-    // A cast from floats to integers truncates: a value with a fraction fails instead.
-    if m.to == Target::Int64 {
-        let fractional = |i: usize| match a.data_type() {
-            DataType::Float64 => a.as_primitive::<Float64Type>().value(i).fract() != 0.0,
-            DataType::Float32 => a.as_primitive::<Float32Type>().value(i).fract() != 0.0,
-            _ => false,
-        };
-        let extra: Vec<usize> = (0..a.len()).filter(|&i| a.is_valid(i) && out.is_valid(i) && fractional(i)).collect();
-        if !extra.is_empty() {
-            failed.extend(extra);
-            failed.sort_unstable();
-            let mut nulls: Vec<bool> = (0..out.len()).map(|i| out.is_valid(i)).collect();
-            for &i in &failed {
-                nulls[i] = false;
+    let out: ArrayRef = match a.data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 => {
+            let text: Vec<Option<&str>> = match a.data_type() {
+                DataType::Utf8 => a.as_string::<i32>().iter().collect(),
+                _ => a.as_string::<i64>().iter().collect(),
+            };
+            match (m.to, &m.format) {
+                (Target::Int64, _) => from_text::<Int64Type>(&text, |s| Int64Type::parse(s.trim())),
+                (Target::Float64, _) => from_text::<Float64Type>(&text, |s| Float64Type::parse(s.trim())),
+                (Target::Bool, _) => {
+                    Arc::new(text.iter().map(|v| v.and_then(|s| parse_bool(s.trim()))).collect::<BooleanArray>())
+                }
+                (Target::Utf8, _) => Arc::new(text.iter().copied().collect::<StringArray>()),
+                (Target::Date, Some(fmt)) => from_text::<Date32Type>(&text, |s| Date32Type::parse_formatted(s, fmt)),
+                (Target::Date, None) => from_text::<Date32Type>(&text, |s| Date32Type::parse(s.trim())),
+                (Target::Timestamp, Some(fmt)) => with_format(m.unit, fmt, &text),
+                (Target::Timestamp, None) => match m.unit {
+                    Unit::S => from_text::<TimestampSecondType>(&text, |s| TimestampSecondType::parse(s.trim())),
+                    Unit::Ms => {
+                        from_text::<TimestampMillisecondType>(&text, |s| TimestampMillisecondType::parse(s.trim()))
+                    }
+                    Unit::Us => {
+                        from_text::<TimestampMicrosecondType>(&text, |s| TimestampMicrosecondType::parse(s.trim()))
+                    }
+                    Unit::Ns => {
+                        from_text::<TimestampNanosecondType>(&text, |s| TimestampNanosecondType::parse(s.trim()))
+                    }
+                },
             }
-            let data = out.to_data().into_builder().nulls(Some(nulls.into())).build()?;
-            return Ok((sluice_plugin::arrow_array::make_array(data), failed));
         }
-    }
+        _ if m.to == Target::Utf8 => {
+            let f = ArrayFormatter::try_new(a.as_ref(), &FormatOptions::default())?;
+            Arc::new((0..a.len()).map(|i| a.is_valid(i).then(|| f.value(i).to_string())).collect::<StringArray>())
+        }
+        DataType::Boolean => {
+            let b = a.as_boolean();
+            match m.to {
+                Target::Int64 => Arc::new(b.iter().map(|v| v.map(i64::from)).collect::<Int64Array>()),
+                Target::Float64 => {
+                    Arc::new(b.iter().map(|v| v.map(|v| f64::from(u8::from(v)))).collect::<Float64Array>())
+                }
+                _ => a.clone(),
+            }
+        }
+        DataType::Timestamp(u, _) if m.to == Target::Timestamp => {
+            let (mul, div) = Unit::of(*u).factor(m.unit);
+            let v = to_i64(a.as_ref()).expect("a timestamp");
+            let v: Int64Array =
+                v.iter().map(|x| x.and_then(|x| x.checked_mul(mul)).map(|x| x.div_euclid(div))).collect();
+            timestamp_array(m.unit, v)
+        }
+        DataType::Date32 => {
+            let days = a.as_primitive::<Date32Type>();
+            let per_day = 86_400 * m.unit.per_second();
+            let v: Int64Array = days.iter().map(|d| d.and_then(|d| i64::from(d).checked_mul(per_day))).collect();
+            timestamp_array(m.unit, v)
+        }
+        t if t.is_floating() => {
+            let f = to_f64(a.as_ref()).expect("numeric");
+            match m.to {
+                // A fraction or an out-of-range value fails instead of truncating.
+                Target::Int64 => Arc::new(
+                    f.iter()
+                        .map(|v| v.filter(|v| v.fract() == 0.0 && v.abs() < 9.2e18).map(|v| v as i64))
+                        .collect::<Int64Array>(),
+                ),
+                Target::Bool => Arc::new(f.iter().map(|v| v.map(|v| v != 0.0)).collect::<BooleanArray>()),
+                _ => Arc::new(f),
+            }
+        }
+        _ => {
+            // Integers (checked above).
+            let i = to_i64(a.as_ref()).expect("integer");
+            match m.to {
+                Target::Float64 => Arc::new(to_f64(a.as_ref()).expect("numeric")),
+                Target::Bool => Arc::new(i.iter().map(|v| v.map(|v| v != 0)).collect::<BooleanArray>()),
+                Target::Timestamp => timestamp_array(m.unit, i),
+                _ => Arc::new(i),
+            }
+        }
+    };
+    let failed: Vec<usize> = (0..a.len()).filter(|&i| a.is_valid(i) && out.is_null(i)).collect();
     Ok((out, failed))
 }
 
@@ -224,51 +324,34 @@ pub fn render(a: &ArrayRef, i: usize) -> String {
 }
 
 fn ts<T: ArrowPrimitiveType<Native = i64>>(
-    s: &StringArray,
+    s: &[Option<&str>],
     f: impl Fn(&str) -> Option<chrono::NaiveDateTime>,
     unit: Unit,
 ) -> ArrayRef {
-    let mut b = PrimitiveBuilder::<T>::with_capacity(s.len());
-    for v in s.iter() {
-        let t = v.and_then(&f).and_then(|t| {
-            let t = t.and_utc();
-            match unit {
-                Unit::S => Some(t.timestamp()),
-                Unit::Ms => Some(t.timestamp_millis()),
-                Unit::Us => Some(t.timestamp_micros()),
-                Unit::Ns => t.timestamp_nanos_opt(),
-            }
-        });
-        b.append_option(t);
-    }
-    Arc::new(b.finish())
+    from_text::<T>(s, |v| {
+        let t = f(v)?.and_utc();
+        match unit {
+            Unit::S => Some(t.timestamp()),
+            Unit::Ms => Some(t.timestamp_millis()),
+            Unit::Us => Some(t.timestamp_micros()),
+            Unit::Ns => t.timestamp_nanos_opt(),
+        }
+    })
 }
 
-fn with_format(m: &Mapping, fmt: &str, s: &StringArray) -> ArrayRef {
+/// Timestamps from text with a strftime `fmt` (with or without an offset, or a date only).
+fn with_format(unit: Unit, fmt: &str, s: &[Option<&str>]) -> ArrayRef {
     use chrono::{DateTime, NaiveDate, NaiveDateTime};
-    match m.to {
-        Target::Date => {
-            let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid");
-            let mut b = Date32Builder::with_capacity(s.len());
-            for v in s.iter() {
-                let d = v.and_then(|v| NaiveDate::parse_from_str(v, fmt).ok());
-                b.append_option(d.map(|d| (d - epoch).num_days() as i32));
-            }
-            Arc::new(b.finish())
-        }
-        _ => {
-            let parse = |v: &str| {
-                NaiveDateTime::parse_from_str(v, fmt)
-                    .ok()
-                    .or_else(|| DateTime::parse_from_str(v, fmt).ok().map(|t| t.naive_utc()))
-                    .or_else(|| NaiveDate::parse_from_str(v, fmt).ok().and_then(|d| d.and_hms_opt(0, 0, 0)))
-            };
-            match m.unit {
-                Unit::S => ts::<TimestampSecondType>(s, parse, m.unit),
-                Unit::Ms => ts::<TimestampMillisecondType>(s, parse, m.unit),
-                Unit::Us => ts::<TimestampMicrosecondType>(s, parse, m.unit),
-                Unit::Ns => ts::<TimestampNanosecondType>(s, parse, m.unit),
-            }
-        }
+    let parse = |v: &str| {
+        NaiveDateTime::parse_from_str(v, fmt)
+            .ok()
+            .or_else(|| DateTime::parse_from_str(v, fmt).ok().map(|t| t.naive_utc()))
+            .or_else(|| NaiveDate::parse_from_str(v, fmt).ok().and_then(|d| d.and_hms_opt(0, 0, 0)))
+    };
+    match unit {
+        Unit::S => ts::<TimestampSecondType>(s, parse, unit),
+        Unit::Ms => ts::<TimestampMillisecondType>(s, parse, unit),
+        Unit::Us => ts::<TimestampMicrosecondType>(s, parse, unit),
+        Unit::Ns => ts::<TimestampNanosecondType>(s, parse, unit),
     }
 }
