@@ -156,10 +156,8 @@ fn enrich_joins_a_table_file_and_clean_sends_bad_values_to_rejects() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let lake = root.join("lake-left");
     let rows = query(&lake, "SELECT symbol, qty, symbol_name, tick FROM joined ORDER BY qty");
-    let got: Vec<String> = rows
-        .iter()
-        .map(|r| format!("{} {} {} {}", r["symbol"], r["qty"], r["symbol_name"], r["tick"]))
-        .collect();
+    let got: Vec<String> =
+        rows.iter().map(|r| format!("{} {} {} {}", r["symbol"], r["qty"], r["symbol_name"], r["tick"])).collect();
     assert_eq!(got, vec![r#""BTC" 1 "Bitcoin" 0.01"#, r#""DOGE" 3 null null"#, r#""ETH" 4 "Ether" 0.1"#]);
     // The row whose qty is not an integer went to `_rejects`, with the step and a reason.
     let rej = query(

@@ -592,10 +592,8 @@ mod tests {
         assert_eq!(tail_times(&mut span_step(4, 3), std::slice::from_ref(&ordered)), vec![2, 8, 9, 10]);
         // Shuffled, several keys, and a later batch moving the key's latest forward.
         let mut s = span_step(0, 3);
-        let t = tail_times(
-            &mut s,
-            &[batch(&["a", "b", "a", "a"], &[9, 50, 2, 8]), batch(&["a", "b", "a"], &[10, 40, 12])],
-        );
+        let t =
+            tail_times(&mut s, &[batch(&["a", "b", "a", "a"], &[9, 50, 2, 8]), batch(&["a", "b", "a"], &[10, 40, 12])]);
         assert_eq!(t, vec![10, 12, 50]);
     }
 
@@ -652,7 +650,9 @@ mod tests {
     fn seed_times(s: &mut KeyedStep, sink: &History, first: i64) -> Vec<i64> {
         let b = batch(&["a"], &[first]);
         match s.prepare(&b, sink, "new").unwrap() {
-            Prepared::Go { seeds, .. } => seeds.iter().flat_map(|b| order_values(b, "t").unwrap().values().to_vec()).collect(),
+            Prepared::Go { seeds, .. } => {
+                seeds.iter().flat_map(|b| order_values(b, "t").unwrap().values().to_vec()).collect()
+            }
             Prepared::Stale { .. } => panic!("stale"),
         }
     }
