@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::crash::Rng;
-use crate::support::*;
+use crate::support::{self, *};
 
 /// Daily files per symbol; uneven row counts, some shorter than the lookback (19 rows), so a
 /// day's lookback can span several earlier files.
@@ -143,7 +143,7 @@ fn files_arriving_one_per_run_in_shuffled_order_give_the_same_result() {
             continue;
         }
         let s = run_ok(&yaml);
-        reruns += s["files_rerun"].as_u64().unwrap();
+        reruns += s["files_rerun"].as_u64().unwrap_or_else(|| panic!("no files_rerun in {s}"));
     }
     run_ok(&yaml);
     assert!(reruns > 0, "late days must re-run the committed days after them");
@@ -295,4 +295,57 @@ fn time_windows_are_continuous_across_files_and_late_arrivals() {
     }
     assert!(reruns > 0, "late days must re-run the committed days within the span after them");
     assert_eq!(check_time(&shuffled.join("lake")), (0, total_rows()));
+}
+
+/// The repository's kline pipeline (`pipelines/klines.yaml`) on `sluice demo` data: ma20 equals a
+/// single pass over the sorted data after one run, and after the same files arrive one per run
+/// in shuffled order (symbols and days interleaved).
+#[test]
+fn the_kline_pipeline_computes_ma20_across_days_in_any_arrival_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let demo = root.join("demo");
+    let out =
+        run(&["demo", "-q", "--dir", demo.to_str().unwrap(), "--symbols", "2", "--days", "5", "--rows-per-day", "37"]);
+    assert_eq!(out.status.code(), Some(0));
+    let ma20_check = "SELECT count(*) AS n, count(*) FILTER (WHERE (ma20 IS NULL) <> (e IS NULL) OR abs(ma20 - e) > 1e-9) \
+        AS bad FROM (SELECT ma20, CASE WHEN count(*) OVER w = 20 THEN avg(close) OVER w END AS e FROM klines \
+        WINDOW w AS (PARTITION BY symbol ORDER BY open_time ROWS 19 PRECEDING))";
+    let counts = |lake: &Path| {
+        let r = query(lake, ma20_check);
+        let n = |k: &str| r[0][k].as_u64().unwrap_or_else(|| r[0][k].as_str().unwrap().parse().unwrap());
+        (n("bad"), n("n"))
+    };
+    assert_eq!(counts(&demo.join("lake")), (0, 2 * 5 * 37));
+
+    // The same files, one (or two) per run, shuffled.
+    let src = demo.join("data/spot/daily/klines");
+    let mut files: Vec<PathBuf> = files_under(&src).into_iter().map(|f| src.join(f)).collect();
+    files.sort();
+    let mut rng = Rng::new(0x04B1_14E5);
+    for i in (1..files.len()).rev() {
+        files.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let (data, lake) = (root.join("data"), root.join("lake"));
+    let dest = data.join("spot/daily/klines");
+    let pipeline = support::repo().join("pipelines/klines.yaml");
+    for (i, f) in files.iter().enumerate() {
+        let rel = f.strip_prefix(&src).unwrap();
+        std::fs::create_dir_all(dest.join(rel).parent().unwrap()).unwrap();
+        std::fs::copy(f, dest.join(rel)).unwrap();
+        if i % 3 == 1 {
+            continue;
+        }
+        let out = sluice()
+            .args(["run", "-q", pipeline.to_str().unwrap()])
+            .env("DATA_DIR", &data)
+            .env("LAKE_DIR", &lake)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out =
+        sluice().args(["run", "-q", pipeline.to_str().unwrap()]).env("DATA_DIR", &data).env("LAKE_DIR", &lake).output();
+    assert_eq!(out.unwrap().status.code(), Some(0));
+    assert_eq!(counts(&lake), (0, 2 * 5 * 37));
 }

@@ -471,7 +471,8 @@ fn worker(ctx: &WorkerCtx) {
                                     Some(u) => reruns.push((u.clone(), true)),
                                     None => tracing::warn!(
                                         file = %v.unit.display_name(), step = %step.name,
-                                        "its lookback changed but its source is gone; its output keeps the old lookback"
+                                        "its lookback changed but its source is not part of this run (gone, or not ready); \
+                                         its output keeps the old lookback until it is re-run"
                                     ),
                                 }
                             }
