@@ -58,6 +58,16 @@ fn golden_schema_mismatch() {
 }
 
 #[test]
+fn golden_bad_table() {
+    golden("bad_table");
+}
+
+#[test]
+fn golden_bad_table_path() {
+    golden("bad_table_path");
+}
+
+#[test]
 fn golden_several_errors() {
     golden("several_errors");
 }
@@ -129,6 +139,24 @@ fn schema_is_json_and_names_the_language() {
 }
 
 /// `plugin test` passes on matching rows and prints a readable diff (exit 1) otherwise.
+#[test]
+fn plugin_test_gives_the_plugin_lookup_tables() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |n: &str| tmp.path().join(n).display().to_string();
+    crate::support::write(&tmp.path().join("in.csv"), "symbol,close\nA,1.5\nB,2.5\n");
+    crate::support::write(&tmp.path().join("names.csv"), "symbol,name\nA,Alpha\n");
+    crate::support::write(&tmp.path().join("want.csv"), "symbol,close,name\nA,1.5,Alpha\n");
+    let table = format!("names={}", p("names.csv"));
+    let (input, want) = (p("in.csv"), p("want.csv"));
+    let base = ["plugin", "test", "enrich", "--config", "{on: [symbol], how: inner}", "--input", &input];
+    let out = run(&[&base[..], &["--expect", &want, "--table", &table]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // Without the table, enrich refuses to start (a config error).
+    let out = run(&[&base[..], &["--expect", &want]].concat());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tables:"));
+}
+
 #[test]
 fn plugin_test_compares_batches() {
     let tmp = tempfile::tempdir().unwrap();

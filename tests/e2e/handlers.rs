@@ -7,18 +7,22 @@ use std::path::Path;
 
 use crate::support::*;
 
-const CASES: [&str; 11] = [
+const CASES: [&str; 15] = [
     "normalize_time",
     "dedup",
     "filter",
     "derive",
     "indicators",
+    "indicators_time",
     "aggregate",
     "resample",
     "sessionize",
     "sessionize_sessions",
     "normalize",
     "clean",
+    "clean_types",
+    "enrich",
+    "enrich_inner",
 ];
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -123,4 +127,71 @@ fn handler_config_errors_name_the_key_and_point_into_expressions() {
         assert_eq!(out.status.code(), Some(code), "{step}: {text}");
         assert!(text.contains(needle), "{step}: expected `{needle}` in:\n{text}");
     }
+}
+
+#[test]
+fn enrich_joins_a_table_file_and_clean_sends_bad_values_to_rejects() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    write(&root.join("in/a.csv"), "symbol,qty\nBTC,1\nETH,x7\nDOGE,3\nETH,4\n");
+    write(&root.join("ref/symbols.csv"), "symbol,name,tick\nBTC,Bitcoin,0.01\nETH,Ether,0.1\n");
+    write(&root.join("ref/dups.csv"), "symbol,name\nBTC,Bitcoin\nETH,Ether\nBTC,Bitcoin Cash\n");
+    let pipeline = |how: &str, table: &str| {
+        format!(
+            "pipeline: joined\nsources:\n  s:\n    path: in\n    glob: \"*.csv\"\n    format:\n      csv: {{header: true, columns: {{symbol: utf8, qty: utf8}}}}\n\
+             steps:\n  - plugin: clean\n    config: {{types: {{qty: int64}}}}\n\
+             \x20 - plugin: enrich\n    tables: {{symbols: {table}}}\n    config: {{on: [symbol], how: {how}, rename: {{name: symbol_name}}}}\n\
+             sink: {{lake: lake-{how}, dataset: joined}}\n"
+        )
+    };
+    let text = |out: &std::process::Output| {
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    };
+
+    let p = root.join("left.yaml");
+    write(&p, &pipeline("left", "ref/symbols.csv"));
+    let out = run(&["validate", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = run(&["run", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let lake = root.join("lake-left");
+    let rows = query(&lake, "SELECT symbol, qty, symbol_name, tick FROM joined ORDER BY qty");
+    let got: Vec<String> =
+        rows.iter().map(|r| format!("{} {} {} {}", r["symbol"], r["qty"], r["symbol_name"], r["tick"])).collect();
+    assert_eq!(got, vec![r#""BTC" 1 "Bitcoin" 0.01"#, r#""DOGE" 3 null null"#, r#""ETH" 4 "Ether" 0.1"#]);
+    // The row whose qty is not an integer went to `_rejects`, with the step and a reason.
+    let rej = query(
+        &lake,
+        &format!("SELECT reason, step, raw FROM read_parquet('{}/_rejects/**/*.parquet')", lake.display()),
+    );
+    assert_eq!(rej.len(), 1, "{rej:?}");
+    assert_eq!(rej[0]["reason"], "column `qty`: `x7` is not a valid int64");
+    assert_eq!(rej[0]["step"], "clean");
+    assert!(rej[0]["raw"].as_str().unwrap().contains("symbol=ETH"), "{rej:?}");
+
+    let p = root.join("inner.yaml");
+    write(&p, &pipeline("inner", "ref/symbols.csv"));
+    let out = run(&["run", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let rows = query(&root.join("lake-inner"), "SELECT count(*) AS n FROM joined");
+    assert_eq!(rows[0]["n"].to_string().trim_matches('"'), "2");
+
+    // A table with a duplicate key is a config error naming the table and the key (exit 2).
+    let p = root.join("dups.yaml");
+    write(&p, &pipeline("left", "ref/dups.csv"));
+    for cmd in ["validate", "run"] {
+        let out = run(&[cmd, p.to_str().unwrap()]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {t}");
+        assert!(t.contains("table `symbols`") && t.contains("symbol=BTC"), "{cmd}: {t}");
+    }
+    // A missing table file: validate points at the entry; run refuses before any data.
+    let p = root.join("missing.yaml");
+    write(&p, &pipeline("left", "ref/nope.csv"));
+    let out = run(&["validate", p.to_str().unwrap()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains(&format!("{}:12:", p.display())) && t.contains("does not exist"), "{t}");
+    let out = run(&["run", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }

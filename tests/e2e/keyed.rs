@@ -181,6 +181,122 @@ fn a_run_killed_in_the_middle_resumes_from_the_lake() {
     assert_eq!((bad, n), (0, total_rows()));
 }
 
+/// Like [`write_days`], with irregular gaps between rows (1 to 3 seconds), so that a time window
+/// holds a varying number of rows and often reaches back across several files.
+fn write_gappy_days(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for (s, sym) in SYMBOLS.iter().enumerate() {
+        let mut t: i64 = 1_700_000_000_000 + s as i64 * 7;
+        for (d, rows) in DAYS.iter().enumerate() {
+            let mut text = String::new();
+            for i in 0..*rows {
+                t += 1000 + ((i * 7 + d * 3 + s) % 5) as i64 * 500;
+                let close = 100.0 + ((i * 37 + d * 11 + s * 5) % 97) as f64 / 4.0;
+                text.push_str(&format!("{t},{close},{}\n", t + 999));
+            }
+            let p = dir.join(format!("{sym}-1s-2024-01-{:02}.csv", d + 1));
+            write(&p, &text);
+            files.push(p);
+        }
+    }
+    files
+}
+
+fn time_pipeline(root: &Path, data: &Path) -> PathBuf {
+    let p = root.join("time.yaml");
+    write(
+        &p,
+        &format!(
+            r#"
+pipeline: keyed_time
+sources:
+  klines:
+    path: {data}
+    glob: "*.csv"
+    fields: "{{symbol}}-1s-{{date:date}}.csv"
+    format:
+      csv:
+        header: false
+        columns: {{open_time: int64, close: float64, close_time: int64}}
+steps:
+  - plugin: indicators
+    config:
+      keys: [symbol]
+      order_by: open_time
+      unit: ms
+      indicators:
+        - {{kind: sma, column: close, window: 15s, as: ma15s}}
+        - {{kind: rolling_max, column: close, window: 6s, as: max6s}}
+        - {{kind: rolling_std, column: close, window: 10s, as: sd10s}}
+sink:
+  lake: lake
+  dataset: klines
+  partition_by: [symbol, date]
+settings: {{workers: 2, batch_rows: 9}}
+"#,
+            data = data.display()
+        ),
+    );
+    p
+}
+
+/// Rows whose time-window indicators differ from a single SQL pass (integer RANGE windows over
+/// the epoch-ms column), and the row count.
+fn check_time(lake: &Path) -> (u64, u64) {
+    let rows = query(
+        lake,
+        "WITH x AS (SELECT ma15s, max6s, sd10s, \
+           avg(close) OVER (PARTITION BY symbol ORDER BY open_time RANGE BETWEEN 15000 PRECEDING AND CURRENT ROW) AS e15, \
+           max(close) OVER (PARTITION BY symbol ORDER BY open_time RANGE BETWEEN 6000 PRECEDING AND CURRENT ROW) AS e6, \
+           stddev_samp(close) OVER (PARTITION BY symbol ORDER BY open_time RANGE BETWEEN 10000 PRECEDING AND CURRENT ROW) AS e10 \
+         FROM klines) \
+         SELECT count(*) AS n, \
+           count(*) FILTER (WHERE (ma15s IS NULL) <> (e15 IS NULL) OR abs(ma15s - e15) > 1e-9 \
+             OR (max6s IS NULL) <> (e6 IS NULL) OR max6s <> e6 \
+             OR (sd10s IS NULL) <> (e10 IS NULL) OR abs(sd10s - e10) > 1e-9) AS bad FROM x",
+    );
+    let r = &rows[0];
+    let n = |k: &str| r[k].as_u64().unwrap_or_else(|| r[k].as_str().unwrap().parse().unwrap());
+    (n("bad"), n("n"))
+}
+
+#[test]
+fn time_windows_are_continuous_across_files_and_late_arrivals() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    // All at once: state carries from file to file of a symbol.
+    write_gappy_days(&root.join("all"));
+    let one = root.join("one");
+    std::fs::create_dir_all(&one).unwrap();
+    let yaml = time_pipeline(&one, &root.join("all"));
+    run_ok(&yaml);
+    assert_eq!(check_time(&one.join("lake")), (0, total_rows()));
+    // One file per run in shuffled order: fresh instances are seeded with the rows within the
+    // span before them, and committed later files re-run when an earlier one arrives late.
+    let files: Vec<PathBuf> = {
+        let mut f: Vec<PathBuf> = std::fs::read_dir(root.join("all")).unwrap().map(|e| e.unwrap().path()).collect();
+        f.sort();
+        f
+    };
+    let shuffled = root.join("shuffled");
+    let data = shuffled.join("in");
+    std::fs::create_dir_all(&data).unwrap();
+    let yaml = time_pipeline(&shuffled, &data);
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    let mut rng = Rng::new(0x7135_5EED);
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let mut reruns = 0;
+    for &i in &order {
+        let f = &files[i];
+        std::fs::copy(f, data.join(f.file_name().unwrap())).unwrap();
+        reruns += run_ok(&yaml)["files_rerun"].as_u64().unwrap();
+    }
+    assert!(reruns > 0, "late days must re-run the committed days within the span after them");
+    assert_eq!(check_time(&shuffled.join("lake")), (0, total_rows()));
+}
+
 /// The repository's kline pipeline (`pipelines/klines.yaml`) on `sluice demo` data: ma20 equals a
 /// single pass over the sorted data after one run, and after the same files arrive one per run
 /// in shuffled order (symbols and days interleaved).

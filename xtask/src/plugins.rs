@@ -48,6 +48,7 @@ pub const PLUGINS: &[Plugin] = &[
     Plugin { name: "sessionize", dir: "handlers", kind: Kind::Standard },
     Plugin { name: "normalize", dir: "handlers", kind: Kind::Standard },
     Plugin { name: "clean", dir: "handlers", kind: Kind::Standard },
+    Plugin { name: "enrich", dir: "handlers", kind: Kind::Standard },
     Plugin { name: "hostile-spin", dir: "hostile/spin", kind: Kind::Test },
     Plugin { name: "hostile-hog", dir: "hostile/hog", kind: Kind::Test },
     Plugin { name: "hostile-panic", dir: "hostile/panic", kind: Kind::Test },

@@ -161,6 +161,10 @@ pub struct PluginTestArgs {
     /// Expected output rows: a .csv (with a header) or .parquet file.
     #[arg(long)]
     pub expect: PathBuf,
+    /// A lookup table for the plugin, as in a step's `tables:`: NAME=FILE (.csv with a header
+    /// or .parquet). Repeatable.
+    #[arg(long = "table", value_name = "NAME=FILE")]
+    pub tables: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use sluice_core::plugin::PluginRuntime;
+use sluice_core::plugin::{PluginRuntime, WithTables};
 use sluice_core::runner::Job;
 use sluice_core::source::Source;
 use sluice_core::spec::PipelineSpec;
@@ -47,7 +47,11 @@ pub fn job(spec: &PipelineSpec, rt: &WasmRuntime) -> Result<(Job, Arc<Lake>), Ex
         let p = rt.load(&step.plugin).map_err(|e| {
             Exit::config(anyhow::anyhow!("{}: step {} `{}`: {e}", spec.origin.display(), i + 1, step.name))
         })?;
-        plugins.push(p);
+        // Lookup tables are read once, here, and given to every instance of the step.
+        let tables = sluice_source::read_tables(&step.tables).map_err(|e| {
+            Exit::config(anyhow::anyhow!("{}: step {} `{}`: {e}", spec.origin.display(), i + 1, step.name))
+        })?;
+        plugins.push(WithTables::bind(p, tables));
     }
     let mut sources: Vec<Arc<dyn Source>> = Vec::new();
     for s in &spec.sources {

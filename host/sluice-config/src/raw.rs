@@ -183,6 +183,10 @@ pub struct RawStep {
     /// What happens to a file when this step fails on it: `fail` (default), `skip_file` or
     /// `dead_letter`.
     pub on_error: Option<RawOnError>,
+    /// Lookup tables for the plugin (e.g. `enrich`): `{name: path}`, each a `.csv` file with a
+    /// header line or a `.parquet` file (at most 64 MiB), relative to the pipeline file. The host
+    /// reads them and gives them to the plugin's constructor.
+    pub tables: Option<IndexMap<String, String>>,
 }
 
 /// Resource limits of one plugin instance.

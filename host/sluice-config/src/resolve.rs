@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use arrow_schema::{DataType, TimeUnit};
+use indexmap::IndexMap;
 use sluice_core::spec::*;
 
 use crate::check::{Checker, closest};
@@ -563,7 +564,36 @@ impl Resolver<'_> {
             config_json: config.to_string(),
             limits: self.limits(&["steps", &idx], raw.limits.as_ref(), *defaults),
             on_error: raw.on_error.map(Into::into).unwrap_or_default(),
+            tables: self.tables(&idx, raw.tables.as_ref()),
         }
+    }
+
+    /// A step's `tables:`: names are identifiers, paths resolve relative to the pipeline file
+    /// and name a `.csv` or `.parquet` file. Nothing is read here (see the CLI's `validate`).
+    fn tables(&mut self, idx: &str, raw: Option<&IndexMap<String, String>>) -> Vec<TableSpec> {
+        let mut out = Vec::new();
+        for (name, path) in raw.into_iter().flatten() {
+            let at = ["steps", idx, "tables", name.as_str()];
+            if !valid_name(name) {
+                self.error_at_key(
+                    &at,
+                    format!("table name `{name}` is not valid"),
+                    Some("use letters, digits, `_` and `-`".into()),
+                );
+                continue;
+            }
+            let path = self.path(&at, path);
+            let Some(format) = TableFormat::of(&path) else {
+                self.error(
+                    &at,
+                    format!("table `{name}`: {} is neither a `.csv` nor a `.parquet` file", path.display()),
+                    Some("a lookup table is a CSV file with a header line, or a Parquet file".into()),
+                );
+                continue;
+            };
+            out.push(TableSpec { name: name.clone(), path, format });
+        }
+        out
     }
 
     /// The step config as JSON, with `${VAR}` expanded in its strings.

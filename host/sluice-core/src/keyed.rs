@@ -7,8 +7,9 @@
 //! - on a key's first rows in a unit, checks that the instance's state for that key ends right
 //!   before them (nothing committed in between, nothing later already fed), or else asks the
 //!   runner to redo the unit on a fresh instance ([`Prepared::Stale`]);
-//! - seeds a key the instance has not seen with the last `lookback` rows before it, taken from
-//!   the tails committed units left in the sink; the seed's output is discarded;
+//! - seeds a key the instance has not seen with the last `lookback_rows` rows before it, and the
+//!   rows within `lookback_span` (of the ordering column) before it, taken from the tails
+//!   committed units left in the sink; the seed's output is discarded;
 //! - tracks the unit's per-key ranges and tails, committed with the unit ([`UnitState`]).
 //!
 //! After a commit, [`KeyedStep::successors`] names the committed units whose lookback the unit
@@ -80,10 +81,11 @@ impl KeyedStep {
         KeyedStep { name, spec, carried: HashMap::new(), unit: BTreeMap::new(), tails_cache: HashMap::new() }
     }
 
-    /// Whether ranges, tails and seeds apply: the step needs history and says how rows are
-    /// ordered. Other stateful steps are only routed (one instance sees a key's units in order).
+    /// Whether ranges, tails and seeds apply: the step needs history (rows or a span) and says
+    /// how rows are ordered. Other stateful steps are only routed (one instance sees a key's
+    /// units in order).
     pub(crate) fn tracked(&self) -> bool {
-        self.spec.lookback_rows > 0 && !self.spec.order_by.is_empty()
+        self.spec.needs_history() && !self.spec.order_by.is_empty()
     }
 
     /// A step that needs history but does not say how rows are ordered cannot be seeded, so its
@@ -138,6 +140,11 @@ impl KeyedStep {
     /// Record that `batch` (split into `groups` by [`Self::prepare`]) went into the instance.
     pub(crate) fn fed(&mut self, batch: &RecordBatch, groups: Vec<Group>) -> Result<(), KeyedError> {
         let n = self.spec.lookback_rows as usize;
+        let span = self.spec.span();
+        let order = match span {
+            Some(_) => Some(order_values(batch, &self.spec.order_by)?),
+            None => None,
+        };
         for g in groups {
             let c = self.carried.entry(g.key.clone()).or_insert(i64::MIN);
             *c = (*c).max(g.max);
@@ -145,19 +152,27 @@ impl KeyedStep {
             entry.min = entry.min.min(g.min);
             entry.max = entry.max.max(g.max);
             entry.rows += g.count;
-            // The tail: the key's last `n` rows so far, in order.
+            // The tail: the key's last `n` rows so far, and those within `span` of its latest, in
+            // order. Both are a suffix of the key's rows in order.
+            let from = span.map(|s| tail_threshold(entry.max, s));
             let rows = match &g.rows {
                 Some(idx) => {
-                    let take = idx.slice(idx.len().saturating_sub(n), idx.len().min(n));
-                    take_rows(batch, &take)?
+                    let values: Option<Vec<i64>> =
+                        order.as_ref().map(|o| idx.values().iter().map(|&i| o.value(i as usize)).collect());
+                    let keep = suffix_len(values.as_deref().unwrap_or(&[]), idx.len(), n, from);
+                    take_rows(batch, &idx.slice(idx.len() - keep, keep))?
                 }
-                None => batch.slice(batch.num_rows().saturating_sub(n), batch.num_rows().min(n)),
+                None => {
+                    let all = batch.num_rows();
+                    let keep = suffix_len(order.as_ref().map_or(&[][..], |o| o.values()), all, n, from);
+                    batch.slice(all - keep, keep)
+                }
             };
             let merged = match entry.tail.take() {
                 Some(prev) if prev.schema() == rows.schema() => {
                     let all = arrow_select::concat::concat_batches(&rows.schema(), [&prev, &rows])
                         .map_err(|e| KeyedError::Data(e.to_string()))?;
-                    last_in_order(&all, &self.spec.order_by, n)?
+                    last_in_order(&all, &self.spec.order_by, n, from)?
                 }
                 _ => rows,
             };
@@ -192,7 +207,8 @@ impl KeyedStep {
     }
 
     /// Committed units whose lookback a just-committed unit with `ranges` changed: for each key,
-    /// the units after it until `lookback` rows lie between.
+    /// the units after it until `lookback` rows lie between, and every later unit that starts
+    /// within the span of the unit's end.
     pub(crate) fn successors(
         &self,
         sink: &dyn Sink,
@@ -200,6 +216,7 @@ impl KeyedStep {
         ranges: &[KeyRange],
     ) -> Result<Vec<KeyedUnit>, SinkError> {
         let n = self.spec.lookback_rows;
+        let span = self.spec.span();
         let mut out: Vec<KeyedUnit> = Vec::new();
         for r in ranges {
             let mut gap = 0u64;
@@ -207,7 +224,8 @@ impl KeyedStep {
                 if v.unit_id == unit_id || v.range.min <= r.max {
                     continue;
                 }
-                if gap >= n {
+                let within_span = span.is_some_and(|s| v.range.min <= r.max.saturating_add(s));
+                if gap >= n && !within_span {
                     break;
                 }
                 gap += v.range.rows;
@@ -219,8 +237,8 @@ impl KeyedStep {
         Ok(out)
     }
 
-    /// The last `lookback` rows of `key` before `before`, from committed units' tails, conformed
-    /// to `schema`.
+    /// The last `lookback_rows` rows of `key` before `before`, and those within `lookback_span`
+    /// of it, from committed units' tails, conformed to `schema`.
     fn seed(
         &mut self,
         key: &KeyValues,
@@ -230,6 +248,8 @@ impl KeyedStep {
         unit_id: &str,
     ) -> Result<Option<RecordBatch>, KeyedError> {
         let n = self.spec.lookback_rows as usize;
+        // Rows at or after `from` are within the span.
+        let from = self.spec.span().map(|s| before.saturating_sub(s));
         let mut history: Vec<KeyedUnit> = sink
             .key_history(&self.name, key)?
             .into_iter()
@@ -242,7 +262,7 @@ impl KeyedStep {
         let mut parts: Vec<RecordBatch> = Vec::new();
         let mut have = 0usize;
         for v in &history {
-            if have >= n {
+            if have >= n && from.is_none_or(|f| v.range.max < f) {
                 break;
             }
             if v.lookback < self.spec.lookback_rows {
@@ -273,7 +293,7 @@ impl KeyedStep {
             return Ok(None);
         }
         let all = arrow_select::concat::concat_batches(schema, &parts).map_err(|e| KeyedError::Data(e.to_string()))?;
-        Ok(Some(last_in_order(&all, &self.spec.order_by, n)?))
+        Ok(Some(last_in_order(&all, &self.spec.order_by, n, from)?))
     }
 
     fn groups(&self, batch: &RecordBatch) -> Result<Vec<Group>, KeyedError> {
@@ -331,7 +351,23 @@ impl KeyedStep {
 
 /// See [`KeyedStep::unit_scoped`].
 pub(crate) fn unit_scoped(spec: &StateSpec) -> bool {
-    spec.lookback_rows > 0 && spec.order_by.is_empty()
+    spec.needs_history() && spec.order_by.is_empty()
+}
+
+/// The first order value a tail keeps for a key whose latest is `max`: a later unit starts after
+/// `max`, so it needs the rows after `max - span`.
+fn tail_threshold(max: i64, span: i64) -> i64 {
+    max.saturating_sub(span).saturating_add(1)
+}
+
+/// How many of `len` rows, in order, a tail or seed keeps: the last `n`, and every row whose
+/// order value (`values`, ascending) is at least `from`.
+fn suffix_len(values: &[i64], len: usize, n: usize, from: Option<i64>) -> usize {
+    let by_span = match from {
+        Some(f) => len - values.partition_point(|&v| v < f),
+        None => 0,
+    };
+    n.min(len).max(by_span)
 }
 
 fn key_columns(batch: &RecordBatch, keys: &[String]) -> Result<Vec<ArrayRef>, KeyedError> {
@@ -439,16 +475,20 @@ fn take_rows(batch: &RecordBatch, idx: &UInt32Array) -> Result<RecordBatch, Keye
     arrow_select::take::take_record_batch(batch, idx).map_err(|e| KeyedError::Data(e.to_string()))
 }
 
-/// The last `n` rows of `batch` in order of `order_by` (stable).
-fn last_in_order(batch: &RecordBatch, order_by: &str, n: usize) -> Result<RecordBatch, KeyedError> {
+/// The last `n` rows of `batch` in order of `order_by` (stable), and every row whose order value
+/// is at least `from`.
+fn last_in_order(batch: &RecordBatch, order_by: &str, n: usize, from: Option<i64>) -> Result<RecordBatch, KeyedError> {
     let order = order_values(batch, order_by)?;
     let rows = batch.num_rows();
     if order.null_count() == 0 && order.values().windows(2).all(|w| w[0] <= w[1]) {
-        return Ok(batch.slice(rows.saturating_sub(n), rows.min(n)));
+        let keep = suffix_len(order.values(), rows, n, from);
+        return Ok(batch.slice(rows - keep, keep));
     }
     let mut idx: Vec<u32> = (0..rows as u32).filter(|&i| order.is_valid(i as usize)).collect();
     idx.sort_by_key(|&i| order.value(i as usize));
-    let keep = idx.split_off(idx.len().saturating_sub(n));
+    let values: Vec<i64> = idx.iter().map(|&i| order.value(i as usize)).collect();
+    let keep = suffix_len(&values, idx.len(), n, from);
+    let keep = idx.split_off(idx.len() - keep);
     take_rows(batch, &UInt32Array::from(keep))
 }
 
@@ -493,7 +533,10 @@ mod tests {
     }
 
     fn step(n: u64) -> KeyedStep {
-        KeyedStep::new("s".into(), StateSpec { keys: vec!["k".into()], order_by: "t".into(), lookback_rows: n })
+        KeyedStep::new(
+            "s".into(),
+            StateSpec { keys: vec!["k".into()], order_by: "t".into(), lookback_rows: n, lookback_span: None },
+        )
     }
 
     #[test]
@@ -520,5 +563,126 @@ mod tests {
         assert_eq!((st.ranges[0].min, st.ranges[0].max, st.ranges[0].rows), (1, 4, 4));
         let t = order_values(st.tails.as_ref().unwrap(), "t").unwrap();
         assert_eq!(t.values().to_vec(), vec![3, 4, 10, 11]);
+    }
+
+    fn span_step(n: u64, span: i64) -> KeyedStep {
+        KeyedStep::new(
+            "s".into(),
+            StateSpec { keys: vec!["k".into()], order_by: "t".into(), lookback_rows: n, lookback_span: Some(span) },
+        )
+    }
+
+    fn tail_times(s: &mut KeyedStep, batches: &[RecordBatch]) -> Vec<i64> {
+        for b in batches {
+            let g = s.groups(b).unwrap();
+            s.fed(b, g).unwrap();
+        }
+        let st = s.unit_state().unwrap().unwrap();
+        order_values(st.tails.as_ref().unwrap(), "t").unwrap().values().to_vec()
+    }
+
+    #[test]
+    fn tails_keep_the_rows_within_the_span_and_the_last_rows() {
+        assert!(span_step(0, 3).tracked());
+        assert!(!step(0).tracked());
+        // Span 3 after the latest (10): rows after 7.
+        let ordered = batch(&["a"; 5], &[1, 2, 8, 9, 10]);
+        assert_eq!(tail_times(&mut span_step(1, 3), std::slice::from_ref(&ordered)), vec![8, 9, 10]);
+        // The last 4 rows reach further back than the span.
+        assert_eq!(tail_times(&mut span_step(4, 3), std::slice::from_ref(&ordered)), vec![2, 8, 9, 10]);
+        // Shuffled, several keys, and a later batch moving the key's latest forward.
+        let mut s = span_step(0, 3);
+        let t =
+            tail_times(&mut s, &[batch(&["a", "b", "a", "a"], &[9, 50, 2, 8]), batch(&["a", "b", "a"], &[10, 40, 12])]);
+        assert_eq!(t, vec![10, 12, 50]);
+    }
+
+    /// A sink that knows committed units' key ranges and tails, for seeds and successors.
+    struct History(Vec<(KeyedUnit, RecordBatch)>);
+
+    impl Sink for History {
+        fn check_schema(&self, _: &SchemaRef) -> Result<(), SinkError> {
+            Ok(())
+        }
+        fn is_committed(&self, _: &crate::source::SourceUnit) -> Result<bool, SinkError> {
+            Ok(true)
+        }
+        fn begin(&self, _: &crate::source::SourceUnit) -> Result<Box<dyn crate::sink::UnitWriter>, SinkError> {
+            unimplemented!()
+        }
+        fn dead_letter(&self, _: &crate::sink::DeadLetter) -> Result<(), SinkError> {
+            Ok(())
+        }
+        fn snapshot(&self) -> Result<crate::catalog::LakeSnapshot, SinkError> {
+            Ok(Default::default())
+        }
+        fn key_history(&self, _: &str, key: &KeyValues) -> Result<Vec<KeyedUnit>, SinkError> {
+            Ok(self.0.iter().filter(|(u, _)| &u.range.key == key).map(|(u, _)| u.clone()).collect())
+        }
+        fn state_tails(&self, _: &str, unit_id: &str) -> Result<Option<RecordBatch>, SinkError> {
+            Ok(self.0.iter().find(|(u, _)| u.unit_id == unit_id).map(|(_, t)| t.clone()))
+        }
+    }
+
+    /// Committed units of key `a`, one per (min, max, tail times).
+    fn history(units: &[(i64, i64, &[i64])]) -> History {
+        History(
+            units
+                .iter()
+                .enumerate()
+                .map(|(i, (min, max, tail))| {
+                    let unit = crate::source::SourceUnit {
+                        source: "src".into(),
+                        path: format!("u{i}").into(),
+                        rel_path: format!("u{i}"),
+                        member: None,
+                        size: 0,
+                        mtime_ns: 0,
+                        content_hash: None,
+                    };
+                    let range = KeyRange { key: vec![Some("a".into())], min: *min, max: *max, rows: tail.len() as u64 };
+                    let keyed = KeyedUnit { unit, unit_id: format!("u{i}"), range, lookback: 0 };
+                    (keyed, batch(&vec!["a"; tail.len()], tail))
+                })
+                .collect(),
+        )
+    }
+
+    fn seed_times(s: &mut KeyedStep, sink: &History, first: i64) -> Vec<i64> {
+        let b = batch(&["a"], &[first]);
+        match s.prepare(&b, sink, "new").unwrap() {
+            Prepared::Go { seeds, .. } => {
+                seeds.iter().flat_map(|b| order_values(b, "t").unwrap().values().to_vec()).collect()
+            }
+            Prepared::Stale { .. } => panic!("stale"),
+        }
+    }
+
+    #[test]
+    fn seeds_take_the_rows_within_the_span_before_the_boundary() {
+        // Two committed units; their tails were cut for a span of 10.
+        let sink = history(&[(0, 20, &[11, 15, 20]), (30, 40, &[31, 35, 40])]);
+        // Boundary 45, span 10: rows at 35 and later, from the second unit only.
+        assert_eq!(seed_times(&mut span_step(0, 10), &sink, 45), vec![35, 40]);
+        // Boundary 32: rows at 22 and later, across both units, and only those before 32.
+        assert_eq!(seed_times(&mut span_step(0, 10), &sink, 32), vec![31]);
+        assert_eq!(seed_times(&mut span_step(0, 20), &sink, 32), vec![15, 20, 31]);
+        // The last 4 rows reach further back than the span.
+        assert_eq!(seed_times(&mut span_step(4, 5), &sink, 45), vec![20, 31, 35, 40]);
+    }
+
+    #[test]
+    fn successors_of_a_late_unit_include_those_starting_within_the_span() {
+        let sink = history(&[(0, 9, &[9]), (100, 109, &[109]), (115, 120, &[120]), (200, 210, &[210])]);
+        let late = KeyRange { key: vec![Some("a".into())], min: 95, max: 99, rows: 5 };
+        let ids = |s: &KeyedStep| -> Vec<String> {
+            s.successors(&sink, "late", std::slice::from_ref(&late)).unwrap().into_iter().map(|u| u.unit_id).collect()
+        };
+        // Span 20 after 99: the units starting at 100 and 115, not 200.
+        assert_eq!(ids(&span_step(0, 20)), vec!["u1", "u2"]);
+        // No span, one row of lookback: only the next unit.
+        assert_eq!(ids(&step(1)), vec!["u1"]);
+        // A span of 0 is no span: no history, no successors.
+        assert_eq!(ids(&span_step(0, 0)), Vec::<String>::new());
     }
 }

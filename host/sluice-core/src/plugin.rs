@@ -18,7 +18,7 @@ pub struct PluginInfo {
     pub version: String,
     pub summary: String,
     pub config_doc: String,
-    /// The contract the component was built against, e.g. `sluice:plugin@0.1.0`.
+    /// The contract the component was built against, e.g. `sluice:plugin@0.2.0`.
     pub contract: String,
 }
 
@@ -40,11 +40,38 @@ pub fn without_reject_column(schema: &arrow_schema::SchemaRef) -> arrow_schema::
 }
 
 /// Keyed state a handler keeps across batches and files.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
 pub struct StateSpec {
     pub keys: Vec<String>,
     pub order_by: String,
+    /// The last rows per key the handler needs to resume exactly.
     pub lookback_rows: u64,
+    /// History per key as a span of `order_by`, in that column's own units: the rows within
+    /// this span before the first row a fresh instance is given. Kept in addition to the last
+    /// `lookback_rows` rows.
+    pub lookback_span: Option<i64>,
+}
+
+impl StateSpec {
+    /// The span, when one is set and positive.
+    pub fn span(&self) -> Option<i64> {
+        self.lookback_span.filter(|&s| s > 0)
+    }
+
+    /// Whether the handler needs any history.
+    pub fn needs_history(&self) -> bool {
+        self.lookback_rows > 0 || self.span().is_some()
+    }
+}
+
+/// A lookup table a step passes to its handler's constructor (the step's `tables:`), read by
+/// the host when the job is built.
+#[derive(Debug, Clone)]
+pub struct LookupTable {
+    /// The name under the step's `tables:`.
+    pub name: String,
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
 }
 
 /// Loads plugins. Implementations cache compiled code; loading is cheap after the first time.
@@ -58,7 +85,47 @@ pub trait PluginRuntime: Send + Sync {
 pub trait Plugin: Send + Sync {
     fn info(&self) -> &PluginInfo;
     /// Construct a handler from its step's config (JSON text), with the given limits.
-    fn instantiate(&self, config_json: &str, limits: &Limits) -> Result<Box<dyn Handler>, PluginError>;
+    fn instantiate(&self, config_json: &str, limits: &Limits) -> Result<Box<dyn Handler>, PluginError> {
+        self.instantiate_with_tables(config_json, &[], limits)
+    }
+    /// Construct a handler from its step's config and lookup tables, with the given limits.
+    fn instantiate_with_tables(
+        &self,
+        config_json: &str,
+        tables: &[Arc<LookupTable>],
+        limits: &Limits,
+    ) -> Result<Box<dyn Handler>, PluginError>;
+}
+
+/// A plugin bound to a step's lookup tables: every instance it makes is given them. The job
+/// wraps the plugin of each step that lists `tables:`, so the runner needs no notion of tables.
+pub struct WithTables {
+    pub plugin: Arc<dyn Plugin>,
+    pub tables: Vec<Arc<LookupTable>>,
+}
+
+impl WithTables {
+    /// `plugin` itself when there are no tables, else the plugin bound to them.
+    pub fn bind(plugin: Arc<dyn Plugin>, tables: Vec<Arc<LookupTable>>) -> Arc<dyn Plugin> {
+        if tables.is_empty() { plugin } else { Arc::new(WithTables { plugin, tables }) }
+    }
+}
+
+impl Plugin for WithTables {
+    fn info(&self) -> &PluginInfo {
+        self.plugin.info()
+    }
+
+    fn instantiate_with_tables(
+        &self,
+        config_json: &str,
+        tables: &[Arc<LookupTable>],
+        limits: &Limits,
+    ) -> Result<Box<dyn Handler>, PluginError> {
+        let mut all = self.tables.clone();
+        all.extend(tables.iter().cloned());
+        self.plugin.instantiate_with_tables(config_json, &all, limits)
+    }
 }
 
 /// One configured handler instance. Not shared between threads; one per step per worker.

@@ -212,7 +212,44 @@ pub struct StepSpec {
     pub config_json: String,
     pub limits: Limits,
     pub on_error: OnError,
+    /// Lookup tables read by the host and given to the handler's constructor, in YAML order.
+    pub tables: Vec<TableSpec>,
 }
+
+/// A step's lookup table: `tables: {name: path}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TableSpec {
+    /// The name the plugin knows the table by.
+    pub name: String,
+    /// The file, resolved relative to the pipeline file.
+    pub path: PathBuf,
+    pub format: TableFormat,
+}
+
+/// The format of a lookup table file, by its extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TableFormat {
+    /// `.csv`: comma-separated with a header line; types inferred; empty fields are null.
+    Csv,
+    /// `.parquet`.
+    Parquet,
+}
+
+impl TableFormat {
+    /// The format of a file name, by extension.
+    pub fn of(path: &std::path::Path) -> Option<TableFormat> {
+        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+            "csv" => Some(TableFormat::Csv),
+            "parquet" => Some(TableFormat::Parquet),
+            _ => None,
+        }
+    }
+}
+
+/// The largest lookup table file a step may name: tables are held in memory and copied into
+/// every instance of the step.
+pub const MAX_TABLE_BYTES: u64 = 64 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
 #[serde(rename_all = "snake_case")]

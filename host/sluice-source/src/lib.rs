@@ -12,5 +12,7 @@ mod hash;
 mod input;
 mod jsonl;
 mod parquet;
+mod table;
 
 pub use dir::DirSource;
+pub use table::{check_table_file, read_table, read_tables};

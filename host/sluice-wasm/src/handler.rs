@@ -3,7 +3,7 @@
 use arrow_array::RecordBatch;
 use arrow_schema::{Schema, SchemaRef};
 use sluice_core::error::PluginError;
-use sluice_core::plugin::{Handler, PluginInfo, StateSpec};
+use sluice_core::plugin::{Handler, LookupTable, PluginInfo, StateSpec};
 use sluice_core::spec::Limits;
 use wasmtime::component::ResourceAny;
 use wasmtime::{Store, Trap};
@@ -75,12 +75,24 @@ impl WasmHandler {
         })
     }
 
-    pub(crate) fn create(plugin: &WasmPlugin, config_json: &str, limits: &Limits) -> Result<Self, PluginError> {
+    pub(crate) fn create(
+        plugin: &WasmPlugin,
+        config_json: &str,
+        tables: &[std::sync::Arc<LookupTable>],
+        limits: &Limits,
+    ) -> Result<Self, PluginError> {
+        let tables = tables
+            .iter()
+            .map(|t| {
+                let batches: Vec<&RecordBatch> = t.batches.iter().collect();
+                Ok((t.name.clone(), ipc::encode(&t.schema, &batches)?))
+            })
+            .collect::<Result<Vec<_>, PluginError>>()?;
         let (mut store, bindings) = new_store(plugin, limits)?;
         let created = bindings
             .sluice_plugin_handler()
             .instance()
-            .call_create(&mut store, config_json)
+            .call_create(&mut store, config_json, &tables)
             .map_err(|e| classify(&store, limits, e))?;
         let resource = created.map_err(from_wit)?;
         Ok(WasmHandler { store, bindings, resource: Some(resource), limits: *limits, poisoned: false, declared: None })
@@ -155,7 +167,12 @@ impl Handler for WasmHandler {
 
     fn state(&mut self) -> Result<Option<StateSpec>, PluginError> {
         let spec = self.call(|store, g, r| g.call_state(store, r).map(Ok))?;
-        Ok(spec.map(|s| StateSpec { keys: s.keys, order_by: s.order_by, lookback_rows: s.lookback_rows }))
+        Ok(spec.map(|s| StateSpec {
+            keys: s.keys,
+            order_by: s.order_by,
+            lookback_rows: s.lookback_rows,
+            lookback_span: s.lookback_span,
+        }))
     }
 
     fn process(&mut self, batch: &RecordBatch) -> Result<Vec<RecordBatch>, PluginError> {

@@ -191,6 +191,13 @@ fn unknown_plugin_message(name: &str, known: &[String]) -> String {
     msg
 }
 
+/// Whether a component built against contract version `built` runs on a host implementing
+/// `host` (semver: 0.x.y only with 0.x.*, otherwise the same major version).
+fn compatible(built: &str, host: &str) -> bool {
+    let (ma, mb) = (built.split('.').collect::<Vec<_>>(), host.split('.').collect::<Vec<_>>());
+    if ma.first() == Some(&"0") { ma.get(..2) == mb.get(..2) } else { ma.first() == mb.first() }
+}
+
 /// Find the contract version the component exports, and check it is compatible.
 fn contract_of(engine: &Engine, component: &Component, name: &str) -> Result<String, PluginError> {
     let ty = component.component_type();
@@ -205,10 +212,6 @@ fn contract_of(engine: &Engine, component: &Component, name: &str) -> Result<Str
         )));
     };
     let version = &export[prefix.len()..];
-    let compatible = |a: &str, b: &str| {
-        let (ma, mb) = (a.split('.').collect::<Vec<_>>(), b.split('.').collect::<Vec<_>>());
-        if ma.first() == Some(&"0") { ma.get(..2) == mb.get(..2) } else { ma.first() == mb.first() }
-    };
     if !compatible(version, crate::CONTRACT_VERSION) {
         return Err(PluginError::Load(format!(
             "`{name}` was built against {}@{version}; this host implements {}@{}",
@@ -261,11 +264,26 @@ impl Plugin for WasmPlugin {
         &self.info
     }
 
-    fn instantiate(
+    fn instantiate_with_tables(
         &self,
         config_json: &str,
+        tables: &[Arc<sluice_core::plugin::LookupTable>],
         limits: &Limits,
     ) -> Result<Box<dyn sluice_core::plugin::Handler>, PluginError> {
-        Ok(Box::new(WasmHandler::create(self, config_json, limits)?))
+        Ok(Box::new(WasmHandler::create(self, config_json, tables, limits)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compatible;
+
+    #[test]
+    fn contract_versions_follow_semver_for_0_x() {
+        assert_eq!(crate::CONTRACT_VERSION, "0.2.0");
+        assert!(compatible("0.2.0", "0.2.0") && compatible("0.2.3", "0.2.0"));
+        // 0.1 components (create without tables, state-spec without a span) are refused.
+        assert!(!compatible("0.1.0", "0.2.0") && !compatible("0.3.0", "0.2.0"));
+        assert!(compatible("1.4.0", "1.0.0") && !compatible("2.0.0", "1.0.0"));
     }
 }

@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use sluice_plugin::arrow_array::types::{Float64Type, Int64Type};
+use sluice_plugin::arrow_array::types::{Date32Type, Float64Type, Int64Type, TimestampMillisecondType};
 use sluice_plugin::prelude::*;
 use sluice_plugin::{Handler, parse_config};
 
@@ -27,7 +27,13 @@ pub struct Case {
     pub plugin: &'static str,
     pub config: String,
     pub input: RecordBatch,
+    /// Lookup tables (the step's `tables:`), written as `ref/<name>.csv`.
+    pub tables: Vec<(&'static str, RecordBatch)>,
+    /// The rows the host keeps: the handler's output without the rows it rejected (and
+    /// without the reject column).
     pub output: Vec<RecordBatch>,
+    /// Rows the handler set aside through the reject column.
+    pub rejected: usize,
     /// Columns the check selects, and the ORDER BY.
     pub select: Vec<String>,
     pub order_by: &'static str,
@@ -129,7 +135,18 @@ pub fn klines_with(rows: usize, unit_mix: bool, dups: bool, gappy: bool, dirty: 
 
 /// Runs handler `H` natively over `input` in batches of [`BATCH_ROWS`], then finishes.
 pub fn run_native<H: Handler>(config: &str, input: &RecordBatch) -> Vec<RecordBatch> {
-    let mut h = H::new(parse_config(config).unwrap_or_else(|e| panic!("{e}"))).unwrap_or_else(|e| panic!("{e}"));
+    run_native_with::<H>(config, &[], input)
+}
+
+/// [`run_native`] with lookup tables.
+pub fn run_native_with<H: Handler>(
+    config: &str,
+    tables: &[(&str, RecordBatch)],
+    input: &RecordBatch,
+) -> Vec<RecordBatch> {
+    let tables = Tables::new(tables.iter().map(|(n, b)| Table::new(*n, b.schema(), vec![b.clone()])).collect());
+    let config = parse_config(config).unwrap_or_else(|e| panic!("{e}"));
+    let mut h = H::new_with_tables(config, tables).unwrap_or_else(|e| panic!("{e}"));
     let schema = h.output_schema(&input.schema()).unwrap_or_else(|e| panic!("{e}"));
     let mut out = Vec::new();
     let mut start = 0;
@@ -152,12 +169,135 @@ fn case<H: Handler>(
     input: RecordBatch,
     order_by: &'static str,
 ) -> Case {
-    let output = run_native::<H>(config, &input);
+    case_with::<H>(name, plugin, config, vec![], input, order_by)
+}
+
+/// What the host does with a handler's output: rows with a reject reason go to `_rejects`,
+/// the reject column is dropped. Returns the kept rows and the number rejected.
+pub fn apply_rejects(out: Vec<RecordBatch>) -> (Vec<RecordBatch>, usize) {
+    let mut rejected = 0;
+    let mut kept = Vec::new();
+    for b in out {
+        let Ok(i) = b.schema().index_of(REJECT_COLUMN) else {
+            kept.push(b);
+            continue;
+        };
+        let reasons = b.column(i).clone();
+        rejected += reasons.len() - reasons.null_count();
+        let keep = BooleanArray::from((0..b.num_rows()).map(|r| reasons.is_null(r)).collect::<Vec<_>>());
+        let mut b = sluice_plugin::arrow_select::filter::filter_record_batch(&b, &keep).unwrap();
+        b.remove_column(i);
+        kept.push(b);
+    }
+    (kept, rejected)
+}
+
+fn case_with<H: Handler>(
+    name: &'static str,
+    plugin: &'static str,
+    config: &str,
+    tables: Vec<(&'static str, RecordBatch)>,
+    input: RecordBatch,
+    order_by: &'static str,
+) -> Case {
+    let (output, rejected) = apply_rejects(run_native_with::<H>(config, &tables, &input));
     let select = match output.first() {
-        Some(b) => b.schema().fields().iter().map(|f| f.name().clone()).collect(),
+        Some(b) => b
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                // Compared as text and epoch numbers, whatever the query engine prints.
+                DataType::Date32 => format!("CAST({0} AS VARCHAR) AS {0}", f.name()),
+                DataType::Timestamp(TimeUnit::Millisecond, None) => format!("epoch_ms({0}) AS {0}", f.name()),
+                _ => f.name().clone(),
+            })
+            .collect(),
         None => vec![],
     };
-    Case { name, plugin, config: config.to_string(), input, output, select, order_by }
+    Case { name, plugin, config: config.to_string(), input, tables, output, rejected, select, order_by }
+}
+
+/// `YYYY-MM-DD` of days since 1970-01-01 (proleptic Gregorian).
+fn civil(days: i32) -> String {
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Symbol reference data for `enrich`: two of the three klines symbols, plus one absent there.
+pub fn symbols_table() -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("symbol", DataType::Utf8, true),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("tick_size", DataType::Float64, true),
+        Field::new("rank", DataType::Int64, true),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(vec!["BTCUSDT", "SOLUSDT", "ETHUSDT"])),
+            Arc::new(StringArray::from(vec!["Bitcoin", "Solana", "Ether"])),
+            Arc::new(Float64Array::from(vec![0.01, 0.001, 0.05])),
+            Arc::new(Int64Array::from(vec![1, 5, 2])),
+        ],
+    )
+    .unwrap()
+}
+
+/// Raw text columns for `clean`'s type mapping: numbers, booleans, dates and times, some of
+/// them malformed in every way the mapping must catch.
+pub fn raw_text(rows: usize) -> RecordBatch {
+    let (mut seq, mut qty, mut price, mut flag, mut day, mut ts) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for i in 0..rows {
+        seq.push(i as i64);
+        qty.push(match i % 11 {
+            3 => Some("x7".to_string()),
+            7 => Some("2.5".to_string()),
+            9 => None,
+            _ => Some(format!("{}", (i * 13) % 97)),
+        });
+        price.push(match i % 7 {
+            5 => Some("n/a".to_string()),
+            _ => Some(format!("{}.{}", i % 50, i % 10)),
+        });
+        flag.push(Some(["true", "false", "yes", "0", "maybe"][i % 5].to_string()).filter(|_| i % 13 != 12));
+        day.push(match i % 17 {
+            4 => "31/02/2024".to_string(),
+            _ => format!("{:02}/{:02}/2024", 1 + i % 28, 1 + i % 12),
+        });
+        ts.push(match i % 19 {
+            6 => "soon".to_string(),
+            _ => format!("2024-03-{:02}T{:02}:{:02}:{:02}Z", 1 + i % 28, i % 24, (i * 7) % 60, (i * 11) % 60),
+        });
+    }
+    let text = |n: &str| Field::new(n, DataType::Utf8, true);
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("seq", DataType::Int64, true),
+            text("qty"),
+            text("price"),
+            text("flag"),
+            text("day"),
+            text("ts"),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(seq)),
+            Arc::new(StringArray::from(qty)),
+            Arc::new(StringArray::from(price)),
+            Arc::new(StringArray::from(flag)),
+            Arc::new(StringArray::from(day)),
+            Arc::new(StringArray::from(ts)),
+        ],
+    )
+    .unwrap()
 }
 
 /// Every case.
@@ -239,6 +379,44 @@ pub fn cases() -> Vec<Case> {
             "seq",
         ),
         case::<clean::Clean>(
+            "clean_types",
+            "clean",
+            r#"{"types": {"qty": "int64", "price": {"type": "float64", "on_fail": "null"}, "flag": "bool",
+                "day": {"type": "date", "format": "%d/%m/%Y"}, "ts": {"type": "timestamp", "unit": "ms"}},
+                "on_fail": "reject", "nulls": {"price": {"default": -1}}}"#,
+            raw_text(120),
+            "seq",
+        ),
+        case_with::<enrich::Enrich>(
+            "enrich",
+            "enrich",
+            r#"{"on": ["symbol"], "columns": ["name", "tick_size"], "rename": {"name": "symbol_name"}}"#,
+            vec![("symbols", symbols_table())],
+            klines(60, false, false),
+            "seq",
+        ),
+        case_with::<enrich::Enrich>(
+            "enrich_inner",
+            "enrich",
+            r#"{"table": "symbols", "on": [{"symbol": "symbol"}], "how": "inner"}"#,
+            vec![("symbols", symbols_table())],
+            klines(60, false, false),
+            "seq",
+        ),
+        case::<indicators::Indicators>(
+            "indicators_time",
+            "indicators",
+            r#"{"keys": ["symbol"], "order_by": "open_time", "unit": "ms", "indicators": [
+                {"kind": "sma", "column": "close", "window": "4s", "as": "sma4s"},
+                {"kind": "rolling_min", "column": "low", "window": "3s", "as": "min3s"},
+                {"kind": "rolling_max", "column": "high", "window": "3s", "as": "max3s"},
+                {"kind": "rolling_std", "column": "close", "window": "5s", "as": "std5s"},
+                {"kind": "bollinger", "column": "close", "window": "4s", "as": "bb", "k": 2},
+                {"kind": "sma", "column": "close", "window": 3, "as": "sma3"}]}"#,
+            klines_with(150, false, false, true, false),
+            "seq",
+        ),
+        case::<clean::Clean>(
             "clean",
             "clean",
             r#"{"nulls": {"close": "drop", "volume": {"default": 0}}, "strings": {"columns": ["symbol"]}}"#,
@@ -264,6 +442,10 @@ fn cell(a: &dyn Array, row: usize, out: &mut String) {
         DataType::Float64 => write!(out, "{}", a.as_primitive::<Float64Type>().value(row)),
         DataType::Utf8 => write!(out, "{}", a.as_string::<i32>().value(row)),
         DataType::Boolean => write!(out, "{}", a.as_boolean().value(row)),
+        DataType::Date32 => write!(out, "{}", civil(a.as_primitive::<Date32Type>().value(row))),
+        DataType::Timestamp(TimeUnit::Millisecond, None) => {
+            write!(out, "{}", a.as_primitive::<TimestampMillisecondType>().value(row))
+        }
         t => panic!("fixture cell of type {t}"),
     };
 }
@@ -317,13 +499,35 @@ pub fn csv(batches: &[RecordBatch], order: &[&str]) -> String {
 impl Case {
     /// The files of the case directory: (relative path, contents).
     pub fn files(&self) -> Vec<(String, String)> {
-        let columns = COLUMNS.iter().map(|(n, t)| format!("{n}: {t}")).collect::<Vec<_>>().join(", ");
+        let columns = self
+            .input
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| {
+                let t = match f.data_type() {
+                    DataType::Int64 => "int64",
+                    DataType::Float64 => "float64",
+                    DataType::Utf8 => "utf8",
+                    t => panic!("fixture input column of type {t}"),
+                };
+                format!("{}: {t}", f.name())
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
         let config = self.config.split_whitespace().collect::<Vec<_>>().join(" ");
+        let tables = match self.tables.as_slice() {
+            [] => String::new(),
+            t => format!(
+                "    tables: {{{}}}\n",
+                t.iter().map(|(n, _)| format!("{n}: ref/{n}.csv")).collect::<Vec<_>>().join(", ")
+            ),
+        };
         let pipeline = format!(
             "# Generated by `SLUICE_BLESS=1 cargo test -p handler-fixtures` (plugins/handler-fixtures).\n\
              pipeline: {name}\n\
              sources:\n  input:\n    path: in\n    glob: \"*.csv\"\n    format:\n      csv:\n        header: true\n        null: [\"\"]\n        columns: {{{columns}}}\n\
-             steps:\n  - plugin: {plugin}\n    config: {config}\n\
+             steps:\n  - plugin: {plugin}\n{tables}    config: {config}\n\
              sink: {{lake: lake, dataset: {name}}}\n\
              settings: {{batch_rows: {BATCH_ROWS}, workers: 1}}\n",
             name = self.name,
@@ -331,12 +535,16 @@ impl Case {
         );
         let order: Vec<&str> = self.order_by.split(',').map(str::trim).collect();
         let check = format!("SELECT {} FROM {} ORDER BY {}\n", self.select.join(", "), self.name, self.order_by);
-        vec![
+        let mut files = vec![
             ("pipeline.yaml".into(), pipeline),
             ("in/input.csv".into(), csv(std::slice::from_ref(&self.input), &[])),
             ("check.sql".into(), check),
             ("expected.csv".into(), csv(&self.output, &order)),
-        ]
+        ];
+        for (n, t) in &self.tables {
+            files.push((format!("ref/{n}.csv"), csv(std::slice::from_ref(t), &[])));
+        }
+        files
     }
 }
 
@@ -384,6 +592,12 @@ mod tests {
         assert_eq!(rows(by("resample")), 12);
         // aggregate: 50 seconds per symbol in 20 s buckets -> 3 (or 4 if misaligned) per symbol.
         assert!(rows(by("aggregate")) >= 9);
+        // clean_types rejects some rows and keeps most; enrich keeps every row, inner only the
+        // two symbols the table knows.
+        let ct = by("clean_types");
+        assert!(ct.rejected > 10 && rows(ct) > 40 && rows(ct) + ct.rejected == 120, "{}", ct.rejected);
+        assert_eq!(rows(by("enrich")), 60);
+        assert_eq!(rows(by("enrich_inner")), 40);
     }
 }
 
@@ -414,6 +628,10 @@ mod bench {
         let plain = klines(rows, false, false);
         let mixed = klines(rows, true, false);
         for c in cases() {
+            // Cases with their own input or tables are not timed on klines.
+            if matches!(c.name, "clean_types" | "enrich" | "enrich_inner") {
+                continue;
+            }
             let input = if c.name == "normalize_time" { &mixed } else { &plain };
             let r = match c.plugin {
                 "normalize_time" => time::<normalize_time::NormalizeTime>(&c.config, input),

@@ -35,8 +35,12 @@ pub use arrow_select;
 mod config;
 mod error;
 pub mod ipc;
+pub mod reject;
+pub mod tables;
 
 pub use config::parse_config;
+pub use reject::{REJECT_COLUMN, Rejects};
+pub use tables::{Table, Tables};
 
 /// Compiles the README's example plugin as a doctest.
 #[cfg(doctest)]
@@ -54,7 +58,7 @@ pub mod prelude {
         RecordBatch, StringArray, TimestampMicrosecondArray, TimestampMillisecondArray, UInt64Array, cast::AsArray,
     };
     pub use crate::arrow_schema::{self, DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
-    pub use crate::{Error, Handler, Level, StateSpec};
+    pub use crate::{Error, Handler, Level, REJECT_COLUMN, Rejects, StateSpec, Table, Tables};
 }
 
 /// Keyed state a handler declares so that the host routes all rows of a key
@@ -67,6 +71,10 @@ pub struct StateSpec {
     pub order_by: String,
     /// Rows of history per key the handler needs to resume exactly.
     pub lookback_rows: u64,
+    /// History per key as a span of `order_by`, in that column's own units (ms for an Int64
+    /// epoch-ms column, the unit of a timestamp column): the rows within this span before the
+    /// first row the handler is given. Both this and `lookback_rows` are kept when both are set.
+    pub lookback_span: Option<i64>,
 }
 
 /// A batch transformer. One value is created per step per worker from the
@@ -82,6 +90,19 @@ pub trait Handler: Sized + 'static {
 
     /// Builds the handler from its config.
     fn new(config: Self::Config) -> Result<Self, Error>;
+
+    /// Builds the handler from its config and the step's lookup tables (`tables:` in the
+    /// pipeline). What the host calls; the default refuses tables and calls [`Handler::new`],
+    /// so only plugins that use tables override it.
+    fn new_with_tables(config: Self::Config, tables: Tables) -> Result<Self, Error> {
+        if !tables.is_empty() {
+            return Err(Error::config(format!(
+                "this plugin takes no lookup tables, but the step gives it {} (`tables:`)",
+                tables.names().join(", ")
+            )));
+        }
+        Self::new(config)
+    }
 
     /// The schema output for the given input schema. Called before any batch
     /// with that schema; every batch returned must have exactly this schema.
@@ -154,7 +175,7 @@ macro_rules! export_handler {
         #[doc(hidden)]
         #[cfg(target_arch = "wasm32")]
         type __SluiceExport = $crate::__private::Adapter<$ty>;
-        // Exports only exist on wasm: their names (`sluice:plugin/handler@0.1.0#info`)
+        // Exports only exist on wasm: their names (`sluice:plugin/handler@0.2.0#info`)
         // are not valid in a native linker's version script.
         #[cfg(target_arch = "wasm32")]
         $crate::__private::export!(__SluiceExport with_types_in $crate::__private);
@@ -327,10 +348,11 @@ pub mod __private {
     }
 
     impl<H: Handler> GuestInstance for InstanceAdapter<H> {
-        fn create(config: String) -> Result<Instance, WitError> {
+        fn create(config: String, tables: Vec<(String, Vec<u8>)>) -> Result<Instance, WitError> {
             install_panic_hook();
             let config = parse_config::<H::Config>(&config)?;
-            let handler = H::new(config)?;
+            let tables = Tables::from_ipc(tables)?;
+            let handler = H::new_with_tables(config, tables)?;
             Ok(Instance::new(InstanceAdapter::new(handler)))
         }
 
@@ -343,6 +365,7 @@ pub mod __private {
                 keys: s.keys,
                 order_by: s.order_by,
                 lookback_rows: s.lookback_rows,
+                lookback_span: s.lookback_span,
             })
         }
 

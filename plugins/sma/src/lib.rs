@@ -396,6 +396,7 @@ config: {column: price, window: 20, as: price_sma20, key: symbol, order_by: ts}
             keys: self.config.key.iter().cloned().collect(),
             order_by: self.config.order_by.clone().unwrap_or_default(),
             lookback_rows: self.config.window as u64 - 1,
+            lookback_span: None,
         })
     }
 }
@@ -436,7 +437,10 @@ mod tests {
         let b2 = batch(Arc::new(StringArray::from(vec!["b", "a"])), vec![Some(20.0), Some(5.0)]);
         let out = s.process(b2).unwrap().remove(0);
         assert_eq!(result(&out), vec![Some(15.0), Some(4.0)]);
-        assert_eq!(s.state(), Some(StateSpec { keys: vec!["k".into()], order_by: String::new(), lookback_rows: 1 }));
+        assert_eq!(
+            s.state(),
+            Some(StateSpec { keys: vec!["k".into()], order_by: String::new(), lookback_rows: 1, lookback_span: None })
+        );
     }
 
     #[test]

@@ -124,7 +124,20 @@ fn test(args: &PluginTestArgs, g: &Global) -> Result<u8, Exit> {
 
     let rt = crate::context::runtime(g.plugin_dir.clone())?;
     let plugin = rt.load(&plugin_ref(&args.plugin)).map_err(Exit::config)?;
-    let mut h = plugin.instantiate(&config.to_string(), &Limits::default()).map_err(Exit::config)?;
+    let mut tables = Vec::new();
+    for t in &args.tables {
+        let Some((name, path)) = t.split_once('=') else {
+            return Err(Exit::config(anyhow::anyhow!("--table `{t}`: expected NAME=FILE")));
+        };
+        let path = std::path::PathBuf::from(path);
+        let format = sluice_core::spec::TableFormat::of(&path)
+            .ok_or_else(|| Exit::config(anyhow::anyhow!("--table `{t}`: the file must be .csv or .parquet")))?;
+        let spec = sluice_core::spec::TableSpec { name: name.to_string(), path, format };
+        tables
+            .push(std::sync::Arc::new(sluice_source::read_table(&spec).map_err(|e| Exit::config(anyhow::anyhow!(e)))?));
+    }
+    let mut h =
+        plugin.instantiate_with_tables(&config.to_string(), &tables, &Limits::default()).map_err(Exit::config)?;
     let out_schema = h.output_schema(&in_schema).map_err(Exit::config)?;
     let mut output = Vec::new();
     for b in &input {

@@ -2,8 +2,8 @@
 //! each at its file:line:column.
 //!
 //! Beyond the file itself (syntax, keys, types, values, `${VAR}`), and unless
-//! `--no-environment`: plugins load, each step's config passes the plugin's own constructor,
-//! source directories exist, and the schema flows through the chain (each plugin's declared
+//! `--no-environment`: plugins load, lookup tables read, each step's config passes the plugin's
+//! own constructor (given its tables), source directories exist, and the schema flows through the chain (each plugin's declared
 //! output schema), so a column a previous step dropped is caught before any data moves.
 
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use arrow_schema::SchemaRef;
 use sluice_config::{ConfigError, ConfigErrors, LoadedPipeline};
 use sluice_core::error::PluginError;
-use sluice_core::plugin::{Plugin, PluginRuntime};
+use sluice_core::plugin::{Plugin, PluginRuntime, WithTables};
 use sluice_core::source::Source;
 use sluice_core::spec::PluginRef;
 use sluice_source::DirSource;
@@ -92,7 +92,24 @@ fn check_environment(lp: &LoadedPipeline, rt: &dyn PluginRuntime) -> Vec<ConfigE
                 }
             },
         };
-        plugins.push(loaded);
+        // Lookup tables: each file exists, is small enough and reads as a table.
+        let mut tables = Vec::new();
+        let mut tables_ok = true;
+        for t in &step.tables {
+            match sluice_source::read_table(t) {
+                Ok(table) => tables.push(Arc::new(table)),
+                Err(e) => {
+                    tables_ok = false;
+                    errs.push(doc.error(
+                        &["steps", idx.as_str(), "tables", t.name.as_str()],
+                        format!("{what}: {e}"),
+                        Some("a table path is relative to the pipeline file; a table is a CSV file with a header line or a Parquet file".into()),
+                    ));
+                }
+            }
+        }
+        // A step whose tables do not read cannot be constructed as it will run.
+        plugins.push(loaded.filter(|_| tables_ok).map(|p| WithTables::bind(p, tables)));
     }
 
     let mut sources: Vec<Arc<dyn Source>> = Vec::new();

@@ -1,4 +1,6 @@
-//! `clean`: a null policy per column and string cleanup.
+//! `clean`: a null policy per column, string cleanup, and type mapping with a failure policy.
+
+pub mod types;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -8,6 +10,9 @@ use sluice_plugin::arrow_array::builder::StringBuilder;
 use sluice_plugin::arrow_array::{Float64Array, Scalar};
 use sluice_plugin::arrow_select;
 use sluice_plugin::prelude::*;
+use sluice_plugin::reject::with_reject_column;
+
+pub use types::{Mapping, OnFail, Target};
 
 /// What to do with the nulls of a column.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
@@ -54,12 +59,20 @@ pub struct Config {
     pub nulls: BTreeMap<String, NullPolicy>,
     #[serde(default)]
     pub strings: Option<Strings>,
+    /// `{column: type}` or `{column: {type, unit, format, on_fail}}`.
+    #[serde(default)]
+    pub types: BTreeMap<String, serde_json::Value>,
+    /// What happens to a value that does not convert, for mappings that do not say.
+    #[serde(default)]
+    pub on_fail: OnFail,
 }
 
 /// The handler.
 pub struct Clean {
     config: Config,
+    types: Vec<Mapping>,
     dropped: u64,
+    rejected: u64,
 }
 
 /// Cleans one string into the builder's current value.
@@ -91,6 +104,11 @@ fn clean_into(s: &str, o: &Strings, b: &mut StringBuilder) -> bool {
 }
 
 impl Clean {
+    /// Whether some mapping sends failures to the rejects (the output has the reject column).
+    fn rejects(&self) -> bool {
+        self.types.iter().any(|m| m.on_fail == OnFail::Reject)
+    }
+
     fn string_columns(&self, schema: &Schema) -> Vec<String> {
         match &self.config.strings {
             None => vec![],
@@ -125,18 +143,38 @@ Cleans columns in place.
   (default true), remove `control` characters (default true), and
   `empty_as_null` (default false). Cleanup runs before the null policy.
 
-Type mapping with a failure policy that sends rows to the rejects is not part
-of this plugin yet (it needs the host's reject channel); use `cast`.
+- `types` (optional): a map of column to target type, `int64`, `float64`,
+  `bool`, `date`, `timestamp` or `utf8`, or to `{type, unit, format, on_fail}`:
+  `unit` of a timestamp (`s`, `ms` (default), `us`, `ns`); `format` of a date
+  or timestamp read from text, strftime style (`%d/%m/%Y %H:%M:%S`; default
+  ISO 8601: `2024-01-02`, `2024-01-02T03:04:05Z`, `2024-01-02 03:04:05.123`);
+  `on_fail` (default: the top-level `on_fail`).
+- `on_fail` (optional, default `reject`): what happens to a value that does
+  not convert (`x7` to int64, `3.5` to int64, `2024-02-30` to date):
+  `reject` sends the row to the lake's `_rejects` with the reason
+  ``column `qty`: `x7` is not a valid int64`` (counted in `clean.rejected_rows`);
+  `null` makes the value null; `fail` fails the file (the step's `on_error`
+  applies).
+
+Order: string cleanup, then types, then the null policy (a rejected row is
+never dropped by `drop`: it goes to `_rejects`).
 
 ```yaml
 config:
   nulls: {close: drop, volume: {default: 0}, note: keep}
   strings: {columns: [symbol, note], empty_as_null: true}
+  types:
+    qty: int64
+    price: {type: float64, on_fail: null}
+    day: {type: date, format: \"%d/%m/%Y\"}
+    ts: {type: timestamp, unit: ms}
+  on_fail: reject
 ```
 ";
 
     fn new(config: Config) -> Result<Self, Error> {
-        Ok(Clean { config, dropped: 0 })
+        let types = types::parse(&config.types, config.on_fail)?;
+        Ok(Clean { config, types, dropped: 0, rejected: 0 })
     }
 
     fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef, Error> {
@@ -150,6 +188,11 @@ config:
             }
         }
         let mut fields: Vec<FieldRef> = input.fields().iter().cloned().collect();
+        for m in &self.types {
+            let idx = handler_kit::column_index(input, &m.column, &format!("types.{}", m.column))?;
+            types::check(m, fields[idx].data_type())?;
+            fields[idx] = Arc::new(Field::new(&m.column, m.data_type(), true));
+        }
         for (c, p) in &self.config.nulls {
             let key = format!("nulls.{c}");
             let idx = handler_kit::column_index(input, c, &key)?;
@@ -165,7 +208,8 @@ config:
                 fields[idx] = Arc::new(fields[idx].as_ref().clone().with_nullable(false));
             }
         }
-        Ok(Arc::new(Schema::new_with_metadata(fields, input.metadata().clone())))
+        let out = Arc::new(Schema::new_with_metadata(fields, input.metadata().clone()));
+        Ok(if self.rejects() { with_reject_column(&out) } else { out })
     }
 
     fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, Error> {
@@ -192,6 +236,26 @@ config:
                 cols[i] = Arc::new(b.finish());
             }
         }
+        let mut rejects = Rejects::new(batch.num_rows());
+        for m in &self.types {
+            let i = batch.schema().index_of(&m.column)?;
+            let (converted, failed) = types::convert(m, &cols[i])?;
+            for &row in &failed {
+                let reason = format!(
+                    "column `{}`: `{}` is not a valid {}",
+                    m.column,
+                    types::render(&cols[i], row),
+                    m.describe()
+                );
+                match m.on_fail {
+                    OnFail::Null => {}
+                    OnFail::Reject => rejects.reject(row, reason),
+                    OnFail::Fail => return Err(Error::data(reason).row(row).column(&m.column)),
+                }
+            }
+            cols[i] = converted;
+        }
+        self.rejected += rejects.count() as u64;
         let mut keep: Option<BooleanArray> = None;
         for (c, p) in &self.config.nulls {
             let i = batch.schema().index_of(c)?;
@@ -216,6 +280,14 @@ config:
                 }
             }
         }
+        if self.rejects() {
+            cols.push(rejects.to_array());
+            // Rows set aside reach the host's `_rejects`, whatever the null policy says.
+            if let Some(k) = keep.as_mut().filter(|_| rejects.count() > 0) {
+                let kept: Vec<bool> = (0..k.len()).map(|i| k.value(i) || rejects.is_rejected(i)).collect();
+                *k = BooleanArray::from(kept);
+            }
+        }
         let out = RecordBatch::try_new(schema, cols)?;
         Ok(match keep {
             None => vec![out],
@@ -235,6 +307,10 @@ config:
         if self.dropped > 0 {
             sluice_plugin::counter_add("clean.dropped_rows", self.dropped);
             self.dropped = 0;
+        }
+        if self.rejected > 0 {
+            sluice_plugin::counter_add("clean.rejected_rows", self.rejected);
+            self.rejected = 0;
         }
         Ok(vec![])
     }
@@ -308,5 +384,145 @@ mod tests {
         assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k.starts_with("nulls.s")), "{e}");
         let e = parse_config::<Config>(r#"{"strings":{"trim":true,"lower":true}}"#).unwrap_err();
         assert!(e.message().contains("lower"), "{e}");
+    }
+
+    fn raw() -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("qty", DataType::Utf8, true),
+            Field::new("px", DataType::Utf8, true),
+            Field::new("day", DataType::Utf8, true),
+            Field::new("ts", DataType::Utf8, true),
+            Field::new("x", DataType::Float64, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec![Some("12"), Some("x7"), None, Some("-3")])),
+                Arc::new(StringArray::from(vec![Some("1.5"), Some("2"), Some("abc"), Some("1e3")])),
+                Arc::new(StringArray::from(vec![Some("02/01/2024"), Some("31/02/2024"), Some("01/03/2024"), None])),
+                Arc::new(StringArray::from(vec![
+                    Some("2024-01-02T03:04:05Z"),
+                    Some("2024-01-02 03:04:05.5"),
+                    Some("yesterday"),
+                    None,
+                ])),
+                Arc::new(Float64Array::from(vec![Some(1.0), Some(2.5), None, Some(-4.0)])),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn reasons(b: &RecordBatch) -> Vec<Option<String>> {
+        b.column_by_name(REJECT_COLUMN).unwrap().as_string::<i32>().iter().map(|s| s.map(str::to_string)).collect()
+    }
+
+    #[test]
+    fn types_convert_and_reject_with_reasons() {
+        let cfg = r#"{"types": {"qty": "int64", "px": {"type": "float64", "on_fail": "null"},
+            "day": {"type": "date", "format": "%d/%m/%Y"}, "ts": {"type": "timestamp", "unit": "ms"}, "x": "int64"}}"#;
+        let mut c = Clean::new(parse_config(cfg).unwrap()).unwrap();
+        let schema = c.output_schema(&raw().schema()).unwrap();
+        assert_eq!(schema.field(0).data_type(), &DataType::Int64);
+        assert_eq!(schema.field(2).data_type(), &DataType::Date32);
+        assert_eq!(schema.field(3).data_type(), &DataType::Timestamp(TimeUnit::Millisecond, None));
+        assert_eq!(schema.field(5).name(), REJECT_COLUMN);
+        let out = c.process(raw()).unwrap().remove(0);
+        assert_eq!(
+            out.column(0).as_primitive::<Int64Type>().iter().collect::<Vec<_>>(),
+            vec![Some(12), None, None, Some(-3)]
+        );
+        assert_eq!(
+            out.column(1).as_primitive::<Float64Type>().iter().collect::<Vec<_>>(),
+            vec![Some(1.5), Some(2.0), None, Some(1000.0)]
+        );
+        let days = out.column(2).as_primitive::<sluice_plugin::arrow_array::types::Date32Type>();
+        assert_eq!(days.iter().collect::<Vec<_>>(), vec![Some(19724), None, Some(19783), None]);
+        let ts = out.column(3).as_primitive::<sluice_plugin::arrow_array::types::TimestampMillisecondType>();
+        assert_eq!(ts.value(0), 1_704_164_645_000);
+        assert_eq!(ts.value(1), 1_704_164_645_500);
+        assert_eq!(
+            reasons(&out),
+            vec![
+                None,
+                Some("column `day`: `31/02/2024` is not a valid date; column `qty`: `x7` is not a valid int64; column `x`: `2.5` is not a valid int64".into()),
+                Some("column `ts`: `yesterday` is not a valid timestamp[ms]".into()),
+                None
+            ]
+        );
+        assert_eq!(c.rejected, 2);
+    }
+
+    #[test]
+    fn on_fail_fail_is_a_data_error_and_null_keeps_no_reject_column() {
+        let mut c = Clean::new(parse_config(r#"{"types": {"qty": "int64"}, "on_fail": "fail"}"#).unwrap()).unwrap();
+        let e = c.process(raw()).unwrap_err();
+        assert!(matches!(e, Error::Data { row: Some(1), column: Some(ref col), .. } if col == "qty"), "{e}");
+        let c = Clean::new(parse_config(r#"{"types": {"qty": "int64"}, "on_fail": "null"}"#).unwrap()).unwrap();
+        assert!(c.output_schema(&raw().schema()).unwrap().index_of(REJECT_COLUMN).is_err());
+    }
+
+    #[test]
+    fn rejected_rows_are_not_dropped_by_the_null_policy() {
+        let cfg = r#"{"types": {"qty": "int64"}, "nulls": {"qty": "drop"}}"#;
+        let mut c = Clean::new(parse_config(cfg).unwrap()).unwrap();
+        let out = c.process(raw()).unwrap().remove(0);
+        // Row 2 (null qty) is dropped; row 1 (x7) stays, to be set aside by the host.
+        assert_eq!(out.num_rows(), 3);
+        assert_eq!(reasons(&out)[1].as_deref(), Some("column `qty`: `x7` is not a valid int64"));
+    }
+
+    #[test]
+    fn type_config_errors_name_the_key() {
+        let e = Clean::new(parse_config(r#"{"types": {"qty": "int65"}}"#).unwrap()).err().unwrap();
+        assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "types.qty"), "{e}");
+        let e =
+            Clean::new(parse_config(r#"{"types": {"qty": {"type": "int64", "unit": "ms"}}}"#).unwrap()).err().unwrap();
+        assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "types.qty.unit"), "{e}");
+        let e =
+            Clean::new(parse_config(r#"{"types": {"qty": {"type": "date", "fmt": "%d"}}}"#).unwrap()).err().unwrap();
+        assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k.starts_with("types.qty")), "{e}");
+        let c = Clean::new(parse_config(r#"{"types": {"nope": "int64"}}"#).unwrap()).unwrap();
+        let e = c.output_schema(&raw().schema()).unwrap_err();
+        assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "types.nope"), "{e}");
+        let c = Clean::new(parse_config(r#"{"types": {"x": {"type": "date", "format": "%d"}}}"#).unwrap()).unwrap();
+        let e = c.output_schema(&raw().schema()).unwrap_err();
+        assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "types.x.format"), "{e}");
+    }
+
+    #[test]
+    fn types_from_numbers_booleans_and_timestamps() {
+        use sluice_plugin::arrow_array::TimestampSecondArray;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("i", DataType::Int64, true),
+            Field::new("b", DataType::Boolean, true),
+            Field::new("t", DataType::Timestamp(TimeUnit::Second, None), true),
+            Field::new("n", DataType::Int64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![Some(1_700_000_000_000), None])),
+                Arc::new(BooleanArray::from(vec![Some(true), Some(false)])),
+                Arc::new(TimestampSecondArray::from(vec![Some(1_700_000_000), None])),
+                Arc::new(Int64Array::from(vec![Some(42), Some(-1)])),
+            ],
+        )
+        .unwrap();
+        let cfg =
+            r#"{"types": {"i": "timestamp", "b": "int64", "t": {"type": "timestamp", "unit": "ms"}, "n": "utf8"}}"#;
+        let mut c = Clean::new(parse_config(cfg).unwrap()).unwrap();
+        let out = c.process(batch).unwrap().remove(0);
+        let i = out.column(0).as_primitive::<sluice_plugin::arrow_array::types::TimestampMillisecondType>();
+        assert_eq!(i.iter().collect::<Vec<_>>(), vec![Some(1_700_000_000_000), None]);
+        assert_eq!(out.column(1).as_primitive::<Int64Type>().values().to_vec(), vec![1, 0]);
+        let t = out.column(2).as_primitive::<sluice_plugin::arrow_array::types::TimestampMillisecondType>();
+        assert_eq!(t.iter().collect::<Vec<_>>(), vec![Some(1_700_000_000_000), None]);
+        assert_eq!(out.column(3).as_string::<i32>().iter().collect::<Vec<_>>(), vec![Some("42"), Some("-1")]);
+        assert_eq!(reasons(&out), vec![None, None]);
+        // A date column cannot become an int64.
+        let c = Clean::new(parse_config(r#"{"types": {"d": "int64"}}"#).unwrap()).unwrap();
+        let s = Arc::new(Schema::new(vec![Field::new("d", DataType::Date32, true)]));
+        let e = c.output_schema(&s).unwrap_err();
+        assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "types.d"), "{e}");
     }
 }

@@ -185,6 +185,7 @@ config: {keys: [symbol, open_time], keep: first}
             keys: self.config.keys.clone(),
             order_by: self.config.order_by.clone().unwrap_or_default(),
             lookback_rows: 0,
+            lookback_span: None,
         })
     }
 }

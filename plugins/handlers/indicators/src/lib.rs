@@ -1,11 +1,12 @@
 //! `indicators`: per-key market indicators over a numeric column, ordered by a
-//! time column, with windows in rows, carried across batches and files.
+//! time column, with windows in rows or in time, carried across batches and files.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use handler_kit::keys::{KeyMap, check_key_columns, key_columns};
 use handler_kit::num::{is_integer_like, is_numeric, to_f64, to_i64};
+use handler_kit::time::{Unit, parse_duration_ms};
 use sluice_plugin::arrow_array::Float64Array;
 use sluice_plugin::arrow_buffer::{NullBuffer, ScalarBuffer};
 use sluice_plugin::prelude::*;
@@ -31,9 +32,10 @@ pub enum Kind {
 pub struct Spec {
     pub kind: Kind,
     pub column: String,
-    /// Window (periods for returns) in rows; default 1 for returns, required otherwise.
+    /// Window: rows (a number; periods for returns; default 1 for returns,
+    /// required otherwise), or a duration (`5m`) for sma, rolling_* and bollinger.
     #[serde(default)]
-    pub window: Option<u32>,
+    pub window: Option<serde_json::Value>,
     /// Output column name (bollinger: the prefix of `_lower`, `_mid`, `_upper`).
     #[serde(rename = "as")]
     pub output: String,
@@ -51,13 +53,28 @@ pub struct Config {
     pub keys: Vec<String>,
     /// The time column rows are ordered by.
     pub order_by: String,
+    /// The unit of `order_by` for time windows (default ms; a timestamp column's must match).
+    #[serde(default)]
+    pub unit: Option<Unit>,
     pub indicators: Vec<Spec>,
+}
+
+/// A resolved window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// The last N rows.
+    Rows(usize),
+    /// Rows whose time is within this span (in `order_by`'s units) of the current row's,
+    /// both ends included.
+    Span(i64),
 }
 
 /// Per key and indicator state.
 #[derive(Debug, Clone, Default)]
 struct St {
     ring: VecDeque<f64>,
+    /// Times of `ring`'s values (time windows).
+    times: VecDeque<i64>,
     ema: f64,
     n: u64,
     prev: f64,
@@ -69,7 +86,7 @@ struct St {
 /// The handler.
 pub struct Indicators {
     config: Config,
-    windows: Vec<usize>,
+    windows: Vec<Window>,
     keys: KeyMap,
     states: Vec<Vec<St>>,
     slots: Vec<u32>,
@@ -144,7 +161,50 @@ impl Indicators {
             self.last_t[slot] = self.last_t[slot].max(t);
             let mut o = 0;
             for (ii, spec) in self.config.indicators.iter().enumerate() {
-                let w = self.windows[ii];
+                let w = match self.windows[ii] {
+                    Window::Rows(w) => w,
+                    Window::Span(span) => {
+                        let width = if spec.kind == Kind::Bollinger { 3 } else { 1 };
+                        let v = &values[ii];
+                        if !v.is_null(row) {
+                            let st = &mut self.states[slot][ii];
+                            st.last_t = t;
+                            st.ring.push_back(v.value(row));
+                            st.times.push_back(t);
+                            let from = t.saturating_sub(span);
+                            while st.times.front().is_some_and(|&f| f < from) {
+                                st.times.pop_front();
+                                st.ring.pop_front();
+                            }
+                            let n = st.ring.len();
+                            let mut put = |k: usize, y: f64| {
+                                out[o + k][row] = y;
+                                valid[o + k][row] = !y.is_nan();
+                            };
+                            match spec.kind {
+                                Kind::Sma => put(0, st.ring.iter().sum::<f64>() / n as f64),
+                                Kind::RollingMin => put(0, st.ring.iter().copied().fold(f64::INFINITY, f64::min)),
+                                Kind::RollingMax => put(0, st.ring.iter().copied().fold(f64::NEG_INFINITY, f64::max)),
+                                Kind::RollingStd => {
+                                    if n >= 2 {
+                                        let (_, ss) = window_stats(&st.ring);
+                                        put(0, (ss / (n as f64 - 1.0)).sqrt());
+                                    }
+                                }
+                                _ => {
+                                    let (mean, ss) = window_stats(&st.ring);
+                                    let sd = (ss / n as f64).sqrt();
+                                    let k = spec.k.unwrap_or(2.0);
+                                    put(0, mean - k * sd);
+                                    put(1, mean);
+                                    put(2, mean + k * sd);
+                                }
+                            }
+                        }
+                        o += width;
+                        continue;
+                    }
+                };
                 let width = if spec.kind == Kind::Bollinger { 3 } else { 1 };
                 let v = &values[ii];
                 if v.is_null(row) {
@@ -257,7 +317,16 @@ carried across batches and files.
   batch are processed in time order (the batch is sorted internally; outputs
   stay in input order). Rows older than the key's latest are counted in
   `indicators.out_of_order_rows`.
-- `indicators` (required): a list of `{kind, column, window, as}`:
+- `unit` (optional): the unit of `order_by` for time windows: `s`, `ms`
+  (default), `us` or `ns`. A timestamp column's unit must match it (the state
+  the step declares is in the column's units).
+- `indicators` (required): a list of `{kind, column, window, as}`. `window` is a
+  number of rows, or for `sma`, `rolling_min`, `rolling_max`, `rolling_std` and
+  `bollinger` a duration (`500ms`, `30s`, `5m`, `1h`, `1d`): the rows of the key
+  whose time is within that span of the current row's, both ends included (SQL
+  `RANGE BETWEEN INTERVAL '5 minutes' PRECEDING AND CURRENT ROW`, with rows of
+  the same time counted up to the current one). Time windows output from the
+  first row (rolling_std from the second).
   - `sma`: mean of the last `window` values;
   - `ema`: exponential average, alpha = 2 / (window + 1), seeded with the first
     value (pandas `ewm(span=window, adjust=False)`);
@@ -271,7 +340,9 @@ carried across batches and files.
 
 State: declared on `keys`, ordered by `order_by`, with the lookback the
 longest indicator needs (window rows; 10 x window for ema and 20 x window for
-rsi, whose weight of older rows is below 1e-8 by then).
+rsi, whose weight of older rows is below 1e-8 by then), and the longest time
+window as a lookback span, so that a file continues the previous file's
+windows exactly.
 
 ```yaml
 config:
@@ -281,6 +352,7 @@ config:
     - {kind: sma, column: close, window: 20, as: ma20}
     - {kind: rsi, column: close, window: 14, as: rsi14}
     - {kind: bollinger, column: close, window: 20, as: bb}
+    - {kind: sma, column: close, window: 5m, as: ma_5m}
 ```
 ";
 
@@ -288,10 +360,51 @@ config:
         if config.indicators.is_empty() {
             return Err(Error::config("list at least one indicator").key("indicators"));
         }
+        let unit = config.unit.unwrap_or(Unit::Ms);
         let mut windows = Vec::new();
         for (i, s) in config.indicators.iter().enumerate() {
             let key = format!("indicators.{i}.window");
-            let w = match (s.window, s.kind) {
+            let rows = match &s.window {
+                Some(serde_json::Value::String(d)) => {
+                    if !matches!(
+                        s.kind,
+                        Kind::Sma | Kind::RollingMin | Kind::RollingMax | Kind::RollingStd | Kind::Bollinger
+                    ) {
+                        return Err(Error::config(format!(
+                            "{} takes a window in rows; time windows apply to sma, rolling_min, rolling_max, rolling_std and bollinger",
+                            format!("{:?}", s.kind).to_lowercase()
+                        ))
+                        .key(key));
+                    }
+                    let ms = parse_duration_ms(d).map_err(|e| Error::config(e).key(key.clone()))?;
+                    let (mul, div) = Unit::Ms.factor(unit);
+                    if ms % div != 0 {
+                        return Err(Error::config(
+                            format!("window `{d}` is not a whole number of {unit:?}").to_lowercase(),
+                        )
+                        .key(key));
+                    }
+                    windows.push(Window::Span(ms / div * mul));
+                    None
+                }
+                Some(v) => match v.as_u64() {
+                    Some(w) => Some(w),
+                    None => {
+                        return Err(Error::config(format!(
+                            "`window` is a number of rows or a duration like 5m, not {v}"
+                        ))
+                        .key(key));
+                    }
+                },
+                None => None,
+            };
+            if s.k.is_some() && s.kind != Kind::Bollinger {
+                return Err(Error::config("`k` applies to bollinger only").key(format!("indicators.{i}.k")));
+            }
+            if matches!(s.window, Some(serde_json::Value::String(_))) {
+                continue;
+            }
+            let w = match (rows, s.kind) {
                 (None, Kind::Returns | Kind::LogReturns) => 1,
                 (None, _) => {
                     return Err(Error::config(format!("`window` is required for {:?}", s.kind).to_lowercase()).key(key));
@@ -302,10 +415,7 @@ config:
                 }
                 (Some(w), _) => w as usize,
             };
-            if s.k.is_some() && s.kind != Kind::Bollinger {
-                return Err(Error::config("`k` applies to bollinger only").key(format!("indicators.{i}.k")));
-            }
-            windows.push(w);
+            windows.push(Window::Rows(w));
         }
         Ok(Indicators {
             config,
@@ -323,6 +433,20 @@ config:
         if !is_integer_like(input.field(t).data_type()) {
             return Err(Error::config(format!("`{}` is not an integer epoch or a timestamp", self.config.order_by))
                 .key("order_by"));
+        }
+        if let DataType::Timestamp(u, _) = input.field(t).data_type()
+            && self.windows.iter().any(|w| matches!(w, Window::Span(_)))
+        {
+            let (have, want) = (Unit::of(*u), self.config.unit.unwrap_or(Unit::Ms));
+            if have != want {
+                let have = format!("{have:?}").to_lowercase();
+                return Err(Error::config(format!(
+                    "`{}` is a timestamp in {have} but time windows are in {}: set `unit: {have}`",
+                    self.config.order_by,
+                    format!("{want:?}").to_lowercase()
+                ))
+                .key("unit"));
+            }
         }
         for (i, s) in self.config.indicators.iter().enumerate() {
             let c = handler_kit::column_index(input, &s.column, &format!("indicators.{i}.column"))?;
@@ -357,18 +481,28 @@ config:
             .indicators
             .iter()
             .zip(&self.windows)
-            .map(|(s, &w)| match s.kind {
-                Kind::Ema => 10 * w,
-                Kind::Rsi => 20 * w,
-                Kind::Returns | Kind::LogReturns => w,
-                _ => w - 1,
+            .map(|(s, &w)| match (w, s.kind) {
+                (Window::Span(_), _) => 0,
+                (Window::Rows(w), Kind::Ema) => 10 * w,
+                (Window::Rows(w), Kind::Rsi) => 20 * w,
+                (Window::Rows(w), Kind::Returns | Kind::LogReturns) => w,
+                (Window::Rows(w), _) => w - 1,
             })
             .max()
             .unwrap_or(0);
+        let span = self
+            .windows
+            .iter()
+            .filter_map(|w| match w {
+                Window::Span(s) => Some(*s),
+                Window::Rows(_) => None,
+            })
+            .max();
         Some(StateSpec {
             keys: self.config.keys.clone(),
             order_by: self.config.order_by.clone(),
             lookback_rows: lookback as u64,
+            lookback_span: span,
         })
     }
 }
@@ -490,5 +624,79 @@ mod tests {
         let h = ind(r#"{"order_by":"t","indicators":[{"kind":"sma","column":"w","window":2,"as":"x"}]}"#);
         let e = h.output_schema(&batch(vec![], vec![], vec![]).schema()).unwrap_err();
         assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "indicators.0.column"), "{e}");
+    }
+
+    const TIMED: &str = r#"{"keys":["k"],"order_by":"t","indicators":[
+        {"kind":"sma","column":"v","window":"3s","as":"sma"},
+        {"kind":"rolling_min","column":"v","window":"3s","as":"mn"},
+        {"kind":"rolling_max","column":"v","window":"3s","as":"mx"},
+        {"kind":"rolling_std","column":"v","window":"3s","as":"sd"},
+        {"kind":"bollinger","column":"v","window":"3s","as":"bb","k":1},
+        {"kind":"sma","column":"v","window":2,"as":"sma2"}]}"#;
+
+    #[test]
+    fn time_windows_cover_the_span_before_each_row() {
+        let mut h = ind(TIMED);
+        let b = batch(vec!["a"; 5], vec![0, 1000, 2500, 4000, 10_000], vec![1.0, 2.0, 4.0, 3.0, 5.0]);
+        let out = h.process(b).unwrap().remove(0);
+        // At 4000 the window is [1000, 4000]: 2, 4, 3. At 10000 only itself.
+        assert_eq!(col(&out, "sma"), vec![Some(1.0), Some(1.5), Some(7.0 / 3.0), Some(3.0), Some(5.0)]);
+        assert_eq!(col(&out, "mn"), vec![Some(1.0), Some(1.0), Some(1.0), Some(2.0), Some(5.0)]);
+        assert_eq!(col(&out, "mx"), vec![Some(1.0), Some(2.0), Some(4.0), Some(4.0), Some(5.0)]);
+        assert_eq!(col(&out, "sd")[0], None);
+        assert!(close(col(&out, "sd")[3], 1.0) && col(&out, "sd")[4].is_none());
+        assert!(close(col(&out, "bb_upper")[3], 3.0 + (2.0f64 / 3.0).sqrt()));
+        let s = h.state().unwrap();
+        assert_eq!((s.lookback_rows, s.lookback_span), (1, Some(3000)));
+        // Seconds: the span is in the column's unit.
+        let h = ind(r#"{"order_by":"t","unit":"s","indicators":[{"kind":"sma","column":"v","window":"5m","as":"m"}]}"#);
+        assert_eq!(h.state().unwrap().lookback_span, Some(300));
+    }
+
+    #[test]
+    fn time_windows_split_across_batches_equal_one_pass() {
+        let n = 300;
+        let keys: Vec<&str> = (0..n).map(|i| ["x", "y"][i % 2]).collect();
+        let t: Vec<i64> = (0..n as i64).map(|i| i * 700 + (i * i) % 900).collect();
+        let v: Vec<f64> = (0..n).map(|i| ((i * 37) % 101) as f64).collect();
+        let whole = ind(TIMED).process(batch(keys.clone(), t.clone(), v.clone())).unwrap().remove(0);
+        let mut split = ind(TIMED);
+        let mut got: Vec<Option<f64>> = Vec::new();
+        for (lo, hi) in [(0, 11), (11, 150), (150, n)] {
+            let out = split.process(batch(keys[lo..hi].to_vec(), t[lo..hi].to_vec(), v[lo..hi].to_vec())).unwrap();
+            got.extend(col(&out[0], "sd"));
+        }
+        assert_eq!(got.len(), n);
+        for (i, (g, w)) in got.iter().zip(col(&whole, "sd")).enumerate() {
+            assert!(*g == w || (g.unwrap() - w.unwrap()).abs() < 1e-9, "row {i}: {g:?} vs {w:?}");
+        }
+    }
+
+    #[test]
+    fn time_window_config_errors() {
+        let e = Indicators::new(
+            parse_config(r#"{"order_by":"t","indicators":[{"kind":"ema","column":"v","window":"5m","as":"x"}]}"#)
+                .unwrap(),
+        )
+        .err()
+        .unwrap();
+        assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "indicators.0.window"), "{e}");
+        let e = Indicators::new(
+            parse_config(
+                r#"{"order_by":"t","unit":"s","indicators":[{"kind":"sma","column":"v","window":"500ms","as":"x"}]}"#,
+            )
+            .unwrap(),
+        )
+        .err()
+        .unwrap();
+        assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "indicators.0.window"), "{e}");
+        let h = ind(r#"{"order_by":"t","indicators":[{"kind":"sma","column":"v","window":"1m","as":"x"}]}"#);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("t", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+            Field::new("v", DataType::Float64, true),
+        ]));
+        let e = h.output_schema(&schema).unwrap_err();
+        assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "unit"), "{e}");
+        assert!(e.message().contains("unit: us"), "{e}");
     }
 }

@@ -243,6 +243,48 @@ impl KeyMap {
     }
 }
 
+impl KeyMap {
+    /// The slot of `bytes`, if that key was seen.
+    fn find(&self, bytes: &[u8]) -> Option<u32> {
+        let mut s = self.heads.get(&hash(bytes)).copied().unwrap_or(NONE);
+        while s != NONE {
+            if self.key(s) == bytes {
+                return Some(s);
+            }
+            s = self.chain[s as usize];
+        }
+        None
+    }
+
+    /// Looks up the `n` rows keyed by `cols` without adding keys: `out` gets each row's slot,
+    /// or `None` for a key never seen and (when `null_matches` is false) for a row with a null
+    /// key value, as in a SQL join.
+    pub fn lookup(
+        &mut self,
+        cols: &[&ArrayRef],
+        n: usize,
+        null_matches: bool,
+        out: &mut Vec<Option<u32>>,
+    ) -> Result<(), Error> {
+        out.clear();
+        let encs = cols.iter().map(|c| Enc::new(c.as_ref())).collect::<Result<Vec<_>, _>>()?;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        for row in 0..n {
+            if !null_matches && cols.iter().any(|c| c.is_null(row)) {
+                out.push(None);
+                continue;
+            }
+            scratch.clear();
+            for e in &encs {
+                e.write(row, &mut scratch);
+            }
+            out.push(self.find(&scratch));
+        }
+        self.scratch = scratch;
+        Ok(())
+    }
+}
+
 /// The key columns named `names` of `batch`, or a data error naming the missing one.
 pub fn key_columns<'a>(batch: &'a RecordBatch, names: &[String]) -> Result<Vec<&'a ArrayRef>, Error> {
     names.iter().map(|n| batch.column_by_name(n).ok_or_else(|| Error::data("key column not found").column(n))).collect()
@@ -284,6 +326,21 @@ mod tests {
         let c2: ArrayRef = Arc::new(StringArray::from(vec!["c", "bc"]));
         m.slots(&[&c1, &c2], 2, &mut out).unwrap();
         assert_ne!(out[0], out[1]);
+    }
+
+    #[test]
+    fn lookup_finds_without_adding() {
+        let mut m = KeyMap::default();
+        let a: ArrayRef = Arc::new(StringArray::from(vec![Some("x"), Some("y"), None]));
+        let mut out = Vec::new();
+        m.slots(&[&a], 3, &mut out).unwrap();
+        let q: ArrayRef = Arc::new(StringArray::from(vec![Some("y"), Some("z"), None, Some("x")]));
+        let mut found = Vec::new();
+        m.lookup(&[&q], 4, false, &mut found).unwrap();
+        assert_eq!(found, vec![Some(1), None, None, Some(0)]);
+        m.lookup(&[&q], 4, true, &mut found).unwrap();
+        assert_eq!(found[2], Some(2));
+        assert_eq!(m.len(), 3);
     }
 
     #[test]

@@ -264,7 +264,12 @@ config: {keys: [user], time: ts, gap: 30m}
     }
 
     fn state(&self) -> Option<StateSpec> {
-        Some(StateSpec { keys: self.config.keys.clone(), order_by: self.config.time.clone(), lookback_rows: 1 })
+        Some(StateSpec {
+            keys: self.config.keys.clone(),
+            order_by: self.config.time.clone(),
+            lookback_rows: 1,
+            lookback_span: None,
+        })
     }
 }
 

@@ -50,7 +50,7 @@ impl Guest for BadIpc {
 }
 
 impl GuestInstance for BadIpcInstance {
-    fn create(config: String) -> Result<Instance, WitError> {
+    fn create(config: String, _tables: Vec<(String, Vec<u8>)>) -> Result<Instance, WitError> {
         let config: Config = sluice_plugin::parse_config(&config)?;
         Ok(Instance::new(BadIpcInstance {
             trigger: config.trigger_column,

@@ -62,7 +62,7 @@ impl Guest for BadSchema {
 }
 
 impl GuestInstance for BadSchemaInstance {
-    fn create(config: String) -> Result<Instance, WitError> {
+    fn create(config: String, _tables: Vec<(String, Vec<u8>)>) -> Result<Instance, WitError> {
         let config: Config = sluice_plugin::parse_config(&config)?;
         Ok(Instance::new(BadSchemaInstance {
             trigger: config.trigger_column,
