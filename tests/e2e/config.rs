@@ -58,6 +58,11 @@ fn golden_schema_mismatch() {
 }
 
 #[test]
+fn golden_bad_watch() {
+    golden("bad_watch");
+}
+
+#[test]
 fn golden_several_errors() {
     golden("several_errors");
 }

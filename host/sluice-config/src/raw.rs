@@ -108,11 +108,13 @@ pub enum RawReady {
     Options(RawReadyOptions),
 }
 
-/// A readiness policy without options.
+/// A readiness policy without options: `renamed` (writers rename complete files into place, so
+/// a file under its final name is complete).
+// No doc comments on the variants: schemars then emits a plain string enum, whose type the
+// structural check matches when it explains a bad `ready:` value.
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RawReadyKeyword {
-    /// Writers rename complete files into place: a file under its final name is complete.
     Renamed,
 }
 

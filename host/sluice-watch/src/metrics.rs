@@ -73,7 +73,7 @@ impl Default for Metrics {
             publish_seconds: Family::new_with_constructor(publish_histogram as fn() -> Histogram),
             registry: Registry::default(),
         };
-        r.register("files_seen", "New files and new versions of files seen", m.files_seen.clone());
+        r.register("files_seen", "Files seen (again when rewritten after their commit)", m.files_seen.clone());
         r.register("files_committed", "Files committed to the lake", m.files_committed.clone());
         r.register("files_failed", "Failed attempts at files", m.files_failed.clone());
         r.register("rows_in", "Rows read from committed and failed files", m.rows_in.clone());

@@ -215,9 +215,9 @@ async fn watch_loop(
             .await
             .map_err(|e| WatchError::Internal(format!("scan panicked: {e}")))?
             .map_err(|error| WatchError::Sink { pipeline: name.clone(), error })?;
-        tracing::debug!(pipeline = %name, ready = scanned.ready.len(), new = scanned.new_versions,
+        tracing::debug!(pipeline = %name, ready = scanned.ready.len(), new = scanned.new_files,
             waiting_ms = scanned.next.map(|t| t.saturating_duration_since(Instant::now()).as_millis() as u64), "scanned");
-        pm.seen(scanned.new_versions);
+        pm.seen(scanned.new_files);
         pm.queue_depth(tracker.lock().expect("tracker lock").queued());
         next = scanned.next;
         retry_at = scanned.listing_failed.then(|| Instant::now() + RETRY);
@@ -254,12 +254,12 @@ async fn watch_loop(
 struct Scanned {
     ready: Vec<SourceUnit>,
     next: Option<Instant>,
-    new_versions: u64,
+    new_files: u64,
     listing_failed: bool,
 }
 
 fn scan(job: &Job, tracker: &Mutex<Tracker>) -> Result<Scanned, sluice_core::error::SinkError> {
-    let mut out = Scanned { ready: Vec::new(), next: None, new_versions: 0, listing_failed: false };
+    let mut out = Scanned { ready: Vec::new(), next: None, new_files: 0, listing_failed: false };
     for source in &job.sources {
         let units = match source.discover() {
             Ok(u) => u,
@@ -272,7 +272,7 @@ fn scan(job: &Job, tracker: &Mutex<Tracker>) -> Result<Scanned, sluice_core::err
         let now = Instant::now();
         let s = tracker.lock().expect("tracker lock").observe(source.name(), &units, &*job.sink, now)?;
         out.ready.extend(s.ready);
-        out.new_versions += s.new_versions;
+        out.new_files += s.new_files;
         out.next = match (out.next, s.next) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -59,8 +59,8 @@ pub struct Scan {
     /// The earliest moment a waiting unit may become ready (end of a stability window or of a
     /// failure backoff); `None` when nothing waits on the clock.
     pub next: Option<Instant>,
-    /// New files, and new versions of known ones, seen by this scan.
-    pub new_versions: u64,
+    /// Files seen for the first time, or again after they were committed (rewritten).
+    pub new_files: u64,
 }
 
 struct Policy {
@@ -105,7 +105,7 @@ impl Tracker {
             }
             listed.insert(k.clone());
             let e = self.entries.entry(k).or_insert_with(|| {
-                scan.new_versions += 1;
+                scan.new_files += 1;
                 Entry {
                     size: unit.size,
                     mtime_ns: unit.mtime_ns,
@@ -117,8 +117,7 @@ impl Tracker {
                 }
             });
             if (e.size, e.mtime_ns) != (unit.size, unit.mtime_ns) {
-                // Written again: a new version, whose window starts now.
-                scan.new_versions += 1;
+                // Still being written, or written again: the window starts over.
                 (e.size, e.mtime_ns, e.since) = (unit.size, unit.mtime_ns, now);
                 e.attempts = 0;
                 e.hold_until = None;
@@ -259,7 +258,7 @@ mod tests {
         let s = t.observe("s", &[unit(dir, "a", 10, 1)], &sink, t0).unwrap();
         assert!(s.ready.is_empty());
         assert_eq!(s.next, Some(t0 + window));
-        assert_eq!(s.new_versions, 1);
+        assert_eq!(s.new_files, 1);
         // Still growing 400 ms later: the window restarts.
         let t1 = t0 + Duration::from_millis(400);
         let s = t.observe("s", &[unit(dir, "a", 20, 2)], &sink, t1).unwrap();
@@ -282,7 +281,7 @@ mod tests {
         let t2 = t1 + window * 3;
         let s = t.observe("s", &[unit(dir, "a", 30, 3)], &sink, t2).unwrap();
         assert!(s.ready.is_empty());
-        assert_eq!(s.new_versions, 1);
+        assert_eq!(s.new_files, 1);
         let s = t.observe("s", &[unit(dir, "a", 30, 3)], &sink, t2 + window).unwrap();
         assert_eq!(names(&s), ["a"]);
     }
