@@ -369,30 +369,28 @@ fn watch_poll_mode_with_markers_per_file_and_per_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     // Two sources: `{file}.done` markers in in/a, one `_SUCCESS` for the directory in/b.
-    let yaml = format!(
-        r#"
+    let yaml = r#"
 pipeline: w
 sources:
   a:
     path: in/a
     glob: "*.csv"
-    format: {{csv: {{header: true, columns: {{id: int64, v: float64}}}}}}
-    ready: {{marker: "{{file}}.done"}}
-    watch: {{mode: poll, poll_interval: 100ms}}
+    format: {csv: {header: true, columns: {id: int64, v: float64}}}
+    ready: {marker: "{file}.done"}
+    watch: {mode: poll, poll_interval: 100ms}
   b:
     path: in/b
     glob: "*.csv"
-    format: {{csv: {{header: true, columns: {{id: int64, v: float64}}}}}}
-    ready: {{marker: _SUCCESS}}
-    watch: {{mode: poll, poll_interval: 100ms}}
-sink: {{lake: lake, dataset: t}}
-settings: {{workers: 2}}
-"#
-    );
+    format: {csv: {header: true, columns: {id: int64, v: float64}}}
+    ready: {marker: _SUCCESS}
+    watch: {mode: poll, poll_interval: 100ms}
+sink: {lake: lake, dataset: t}
+settings: {workers: 2}
+"#;
     std::fs::create_dir_all(root.join("in/a")).unwrap();
     std::fs::create_dir_all(root.join("in/b")).unwrap();
     let yaml_path = root.join("w.yaml");
-    write(&yaml_path, &yaml);
+    write(&yaml_path, yaml);
     let lake = root.join("lake");
     const ROWS: usize = 20;
     for k in 0..4 {
@@ -446,5 +444,33 @@ fn watch_rewritten_file_replaces_its_rows() {
     write(&root.join("in/a.csv"), &text);
     wait_for_totals(&w, &lake, (25, 25, (100..125).sum()));
     assert_eq!(ledger_records(&lake).get("a.csv"), Some(&2));
+    stop_cleanly(w, &lake);
+}
+
+#[test]
+fn watch_failed_file_is_retried_then_poisoned_until_it_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let yaml = pipeline(root, "    ready: {stable_for: 200ms}\n    retries: 2");
+    let lake = root.join("lake");
+    write(&root.join("in/good.csv"), &rows_of(0, 10));
+    // Not a single row parses: the file fails as unreadable (and is skipped, the watch goes on).
+    write(&root.join("in/bad.csv"), "id,v\nx,y\nz,w\n");
+    let w = Watch::start(&yaml, &["--listen", "127.0.0.1:0"]);
+    let addr = w.metrics_addr();
+    wait_for_totals(&w, &lake, expected(1, 10));
+    // Two attempts (the second after a backoff), then poisoned: out of the queue, not retried.
+    wait_until("two failed attempts and an empty queue", &w, || {
+        let m = http_get(&addr, "/metrics");
+        let failed = metric(&m, "sluice_files_failed_total{pipeline=\"w\"}");
+        assert!(failed <= Some(2.0), "retried past `retries`: {failed:?}");
+        (failed == Some(2.0) && metric(&m, "sluice_queue_depth{pipeline=\"w\"}") == Some(0.0)).then_some(())
+    });
+    let failures = std::fs::read_to_string(lake.join("_sluice/failures.jsonl")).unwrap();
+    assert_eq!(failures.lines().count(), 2, "{failures}");
+    assert!(w.log().contains("failed too many times"), "the poisoned file is logged");
+    // Fixed: a changed file starts over and is ingested.
+    write(&root.join("in/bad.csv"), &rows_of(1, 10));
+    wait_for_totals(&w, &lake, expected(2, 10));
     stop_cleanly(w, &lake);
 }

@@ -183,7 +183,7 @@ impl Source for DirSource {
                 .map(|c| c.as_os_str().to_string_lossy())
                 .collect::<Vec<_>>()
                 .join("/");
-            if !self.include.is_match(&rel) || self.exclude.is_match(&rel) || self.is_marker(&entry.file_name()) {
+            if !self.include.is_match(&rel) || self.exclude.is_match(&rel) || self.is_marker(entry.file_name()) {
                 continue;
             }
             if let Some(p) = &self.spec.fields

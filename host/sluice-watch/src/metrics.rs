@@ -210,14 +210,16 @@ mod tests {
         p.committed(100, 2048, 1024, Some(Duration::from_millis(700)));
         p.failed();
         p.queue_depth(2);
-        let mut summary = RunSummary::default();
-        summary.rows_in = 120;
-        summary.steps.push(sluice_core::summary::StepStats {
-            name: "sma".into(),
-            calls: 4,
-            plugin_ns: 2_000_000,
+        let summary = RunSummary {
+            rows_in: 120,
+            steps: vec![sluice_core::summary::StepStats {
+                name: "sma".into(),
+                calls: 4,
+                plugin_ns: 2_000_000,
+                ..Default::default()
+            }],
             ..Default::default()
-        });
+        };
         p.pass(&summary);
         p.published(Duration::from_millis(20), true);
         p.visible_after(Duration::from_millis(800));

@@ -175,15 +175,17 @@ async fn watch_loop(
     let name = job.spec.name.clone();
     let mut report = Report { pipeline: name.clone(), ..Default::default() };
     let mut next_poll = poll_every.map(|d| Instant::now() + d);
-    // The first scan is the catch-up: everything the ledger has not committed.
-    let mut catch_up = true;
+    // The first scan is the catch-up: everything the ledger has not committed. A scan also
+    // follows every pass at once: files may have arrived meanwhile (poll mode), and failed
+    // units now wait on a backoff deadline.
+    let mut scan_now = true;
     let mut next: Option<Instant> = None;
     let mut retry_at: Option<Instant> = None;
     loop {
         if shutdown.is_triggered() {
             break;
         }
-        if !catch_up {
+        if !scan_now {
             let deadline = [next, next_poll, retry_at].into_iter().flatten().min();
             tokio::select! {
                 _ = shutdown.wait() => break,
@@ -201,7 +203,7 @@ async fn watch_loop(
                 _ = sleep_until(deadline) => {}
             }
         }
-        catch_up = false;
+        scan_now = false;
         wake.take();
         if let (Some(at), Some(every)) = (next_poll, poll_every)
             && at <= Instant::now()
@@ -230,6 +232,7 @@ async fn watch_loop(
         let filter: UnitFilter = Arc::new(move |u: &SourceUnit| accept.contains(&(key(u), u.size, u.mtime_ns)));
         let run_opts = RunOptions { force: false, workers: opts.workers, filter: Some(filter) };
         tracing::debug!(pipeline = %name, units = scanned.ready.len(), "pass");
+        scan_now = true;
         match runner::run(job.clone(), run_opts, progress.clone(), shutdown.flag()).await {
             Ok(summary) => {
                 report.absorb(&summary);

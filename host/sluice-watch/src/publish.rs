@@ -1,6 +1,8 @@
-//! Debounced catalog publishing: a lone commit is published almost at once, a burst of commits
-//! at most every `min_gap` (and never later than `max_delay` after its first commit), so a burst
-//! does not rebuild the catalog once per file.
+//! Debounced catalog publishing: a lone commit is published almost at once; during a burst of
+//! commits, publishes are spaced by at least twice the time the last one took (so rebuilding the
+//! catalog takes at most about a third of a core, however large the lake), yet a commit is never
+//! left unpublished longer than `max_delay` beyond that. A burst does not rebuild the catalog
+//! once per file.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -21,8 +23,10 @@ pub struct PublishTiming {
     pub quiet: Duration,
     /// At least this long between two publishes.
     pub min_gap: Duration,
-    /// At most this long from a commit to the publish that shows it (bounds `quiet` in a
-    /// steady stream of commits).
+    /// The gap is also at least this many times the last publish's duration.
+    pub gap_factor: u32,
+    /// A commit waits at most this long for the gap (bounds `quiet` in a steady stream of
+    /// commits); a publish that is itself slower delays it further.
     pub max_delay: Duration,
 }
 
@@ -30,7 +34,8 @@ impl Default for PublishTiming {
     fn default() -> Self {
         PublishTiming {
             quiet: Duration::from_millis(25),
-            min_gap: Duration::from_millis(250),
+            min_gap: Duration::from_millis(100),
+            gap_factor: 2,
             max_delay: Duration::from_millis(500),
         }
     }
@@ -41,7 +46,8 @@ struct State {
     /// The first commit not yet published.
     dirty_since: Option<Instant>,
     last_change: Option<Instant>,
-    last_publish: Option<Instant>,
+    /// When the last publish ended, and how long it took.
+    last_publish: Option<(Instant, Duration)>,
     /// Arrival times of the units committed since the last publish, for the latency metric.
     arrivals: Vec<Instant>,
     stop: bool,
@@ -150,7 +156,7 @@ impl Drop for Publisher {
 fn due(st: &State, t: &PublishTiming) -> Option<Instant> {
     let since = st.dirty_since?;
     let quiet = st.last_change.unwrap_or(since) + t.quiet;
-    let gap = st.last_publish.map_or(quiet, |p| p + t.min_gap);
+    let gap = st.last_publish.map_or(quiet, |(end, took)| end + t.min_gap.max(took * t.gap_factor));
     Some(quiet.max(gap).min(since + t.max_delay))
 }
 
@@ -173,14 +179,14 @@ fn run(shared: &Shared, worker: &Worker, timing: PublishTiming) -> Result<(), Ca
             continue;
         }
         st.dirty_since = None;
-        st.last_publish = Some(now);
         let arrivals = std::mem::take(&mut st.arrivals);
         drop(st);
         if let Err(e) = worker.publish(arrivals) {
             tracing::warn!("publishing the catalog: {e}");
         }
         st = shared.state.lock().expect("publisher lock");
-        st.last_publish = Some(Instant::now());
+        let end = Instant::now();
+        st.last_publish = Some((end, end - now));
     }
 }
 
@@ -195,9 +201,15 @@ mod tests {
         let mut st = State { dirty_since: Some(t0), last_change: Some(t0), ..Default::default() };
         assert_eq!(due(&st, &t), Some(t0 + t.quiet));
         // Just published: the next one waits for the gap.
-        st.last_publish = Some(t0);
+        st.last_publish = Some((t0, Duration::from_millis(10)));
         assert_eq!(due(&st, &t), Some(t0 + t.min_gap));
+        // A slow publish widens the gap, up to max_delay.
+        st.last_publish = Some((t0, Duration::from_millis(150)));
+        assert_eq!(due(&st, &t), Some(t0 + Duration::from_millis(300)));
+        st.last_publish = Some((t0, Duration::from_secs(1)));
+        assert_eq!(due(&st, &t), Some(t0 + t.max_delay));
         // Commits keep coming: never later than max_delay after the first.
+        st.last_publish = None;
         st.last_change = Some(t0 + Duration::from_secs(10));
         assert_eq!(due(&st, &t), Some(t0 + t.max_delay));
         st.dirty_since = None;
