@@ -502,16 +502,12 @@ impl UnitWriter for LakeUnitWriter {
         {
             let mut stats = lake.stats.lock().expect("stats lock");
             let prefix = format!("{dataset}/");
-            let live: Vec<String> = lake
-                .ledger
-                .lock()
-                .expect("ledger lock")
-                .live
-                .keys()
-                .filter(|f| f.starts_with(&prefix))
-                .cloned()
-                .collect();
-            stats.write(&lake.root, &dataset, &live, lake.spec.time_column.as_deref());
+            // Every live file only the first time; then what this commit added and removed.
+            let live = || -> Vec<String> {
+                let ledger = lake.ledger.lock().expect("ledger lock");
+                ledger.live.keys().filter(|f| f.starts_with(&prefix)).cloned().collect()
+            };
+            stats.update(&lake.root, &dataset, live, &files, &removed, lake.spec.time_column.as_deref());
         }
         // The replaced files are no longer live; a crash before this line leaves them to the
         // next start's sweep.
