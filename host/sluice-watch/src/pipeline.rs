@@ -213,11 +213,13 @@ async fn watch_loop(
 
         // List every source and fold the listings into the tracker: blocking I/O and lookups.
         let (j, t) = (job.clone(), tracker.clone());
+        let scan_started = Instant::now();
         let scanned = tokio::task::spawn_blocking(move || scan(&j, &t))
             .await
             .map_err(|e| WatchError::Internal(format!("scan panicked: {e}")))?
             .map_err(|error| WatchError::Sink { pipeline: name.clone(), error })?;
         tracing::debug!(pipeline = %name, ready = scanned.ready.len(), new = scanned.new_files,
+            took_ms = scan_started.elapsed().as_millis() as u64,
             waiting_ms = scanned.next.map(|t| t.saturating_duration_since(Instant::now()).as_millis() as u64), "scanned");
         pm.seen(scanned.new_files);
         pm.queue_depth(tracker.lock().expect("tracker lock").queued());
