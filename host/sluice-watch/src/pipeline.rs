@@ -28,7 +28,8 @@ pub struct Pipeline {
 pub struct WatchOptions {
     /// Workers per pass (default: the pipeline's `settings.workers`).
     pub workers: Option<usize>,
-    /// After a filesystem event, wait this long for more before listing the sources.
+    /// After a filesystem event, wait this long for more before listing the sources (or twice
+    /// the last listing's duration, when that is longer).
     pub debounce: Duration,
     pub publish: PublishTiming,
 }
@@ -62,6 +63,9 @@ impl Report {
 
 /// How long to wait before listing a source again after it could not be listed.
 const RETRY: Duration = Duration::from_secs(1);
+
+/// How often sources watched through events are listed anyway.
+const SAFETY_SCAN: Duration = Duration::from_secs(30);
 
 /// Observes a pass's units for the tracker, the metrics, the publisher and the commit log.
 struct WatchProgress {
@@ -126,11 +130,13 @@ pub async fn watch(
         let Some(spec) = job.spec.sources.iter().find(|s| s.name == source.name()) else { continue };
         triggers.push(crate::trigger::start(source.clone(), spec, wake.clone())?);
     }
+    // Event-watched sources are listed now and then all the same, for what events can miss (a
+    // source directory removed and created again, which ends its watch).
     let poll_every = triggers
         .iter()
-        .filter_map(|t| match t {
-            Trigger::Poll(d) => Some(*d),
-            Trigger::Events(_) => None,
+        .map(|t| match t {
+            Trigger::Poll(d) => *d,
+            Trigger::Events(_) => SAFETY_SCAN,
         })
         .min();
     let publisher = match p.catalog {
@@ -181,6 +187,7 @@ async fn watch_loop(
     let mut scan_now = true;
     let mut next: Option<Instant> = None;
     let mut retry_at: Option<Instant> = None;
+    let mut last_scan = Duration::ZERO;
     loop {
         if shutdown.is_triggered() {
             break;
@@ -190,10 +197,13 @@ async fn watch_loop(
             tokio::select! {
                 _ = shutdown.wait() => break,
                 _ = wake.wait() => {
-                    // Let a burst of events settle, then list once for all of them.
+                    // Let a burst of events settle, then list once for all of them. A large
+                    // directory waits longer, so that listing it takes at most a third of a core
+                    // while a file is being written for minutes.
+                    let settle = opts.debounce.max(last_scan * 2);
                     tokio::select! {
                         _ = shutdown.wait() => break,
-                        _ = tokio::time::sleep(opts.debounce) => {}
+                        _ = tokio::time::sleep(settle) => {}
                     }
                     let due = [next, next_poll, retry_at].into_iter().flatten().any(|t| t <= Instant::now());
                     if !wake.take() && !due {
@@ -218,8 +228,9 @@ async fn watch_loop(
             .await
             .map_err(|e| WatchError::Internal(format!("scan panicked: {e}")))?
             .map_err(|error| WatchError::Sink { pipeline: name.clone(), error })?;
+        last_scan = scan_started.elapsed();
         tracing::debug!(pipeline = %name, ready = scanned.ready.len(), new = scanned.new_files,
-            took_ms = scan_started.elapsed().as_millis() as u64,
+            took_ms = last_scan.as_millis() as u64,
             waiting_ms = scanned.next.map(|t| t.saturating_duration_since(Instant::now()).as_millis() as u64), "scanned");
         pm.seen(scanned.new_files);
         pm.queue_depth(tracker.lock().expect("tracker lock").queued());
