@@ -68,6 +68,11 @@ fn golden_bad_table_path() {
 }
 
 #[test]
+fn golden_bad_watch() {
+    golden("bad_watch");
+}
+
+#[test]
 fn golden_several_errors() {
     golden("several_errors");
 }

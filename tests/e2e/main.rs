@@ -11,3 +11,4 @@ mod readers;
 mod run_csv;
 mod sources;
 mod support;
+mod watch;

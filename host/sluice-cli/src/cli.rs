@@ -39,6 +39,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Run pipelines once over the files available now.
     Run(RunArgs),
+    /// Run pipelines continuously: ingest each file once it is complete, until SIGINT/SIGTERM.
+    Watch(WatchArgs),
     /// Check pipelines without side effects.
     Validate(ValidateArgs),
     /// Run SQL against a lake's catalog.
@@ -70,6 +72,23 @@ pub struct RunArgs {
     #[arg(long)]
     pub summary_json: Option<PathBuf>,
     /// Do not publish the DuckDB catalog after the run.
+    #[arg(long)]
+    pub no_catalog: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Pipeline files or directories of them (each pipeline needs a lake of its own).
+    #[arg(required = true)]
+    pub pipelines: Vec<PathBuf>,
+    /// Worker threads per pipeline (default: the pipeline's `settings.workers`).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Serve Prometheus metrics (`/metrics`) and a health check (`/healthz`) on this address,
+    /// e.g. 127.0.0.1:9464. Off by default.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Do not publish the DuckDB catalog.
     #[arg(long)]
     pub no_catalog: bool,
 }

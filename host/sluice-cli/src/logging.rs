@@ -4,11 +4,14 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Global, LogFormat};
 
-pub fn init(g: &Global) {
+/// `service`: a long-running command (`watch`), which logs each commit by default (as
+/// `sluice::commit` records, instead of the runner's own per-unit lines).
+pub fn init(g: &Global, service: bool) {
     let level = if g.quiet {
         "error"
     } else {
         match g.verbose {
+            0 if service => "info,sluice_core::runner=warn",
             0 => "warn",
             1 => "info",
             2 => "debug",

@@ -8,6 +8,7 @@ mod context;
 mod logging;
 mod output;
 mod progress;
+mod signals;
 
 use std::process::ExitCode;
 
@@ -42,7 +43,7 @@ impl<E: Into<anyhow::Error>> From<E> for Exit {
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    logging::init(&args.global);
+    logging::init(&args.global, matches!(args.command, cli::Command::Watch(_)));
     match commands::dispatch(args) {
         Ok(code) => ExitCode::from(code),
         Err(Exit { code, error }) => {

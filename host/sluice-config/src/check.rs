@@ -291,6 +291,10 @@ fn schema_accepts_kind(schema: &Value, kind: &str, defs: &Map<String, Value>) ->
         Some(n) => defs.get(n).unwrap_or(schema),
         None => schema,
     };
+    // Nested alternatives (an untagged enum): any branch that takes this kind.
+    if let Some(branches) = schema.get("anyOf").or_else(|| schema.get("oneOf")).and_then(Value::as_array) {
+        return branches.iter().any(|b| schema_accepts_kind(b, kind, defs));
+    }
     let matches = |t: &str| t == kind || (t == "number" && kind == "integer");
     match schema.get("type") {
         Some(Value::String(t)) => matches(t),

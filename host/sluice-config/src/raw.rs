@@ -90,6 +90,76 @@ pub struct RawSource {
     /// Failed attempts after which a file is poisoned (skipped until it changes or `--force`).
     /// Default 3.
     pub retries: Option<u32>,
+    /// When a file is complete: `{stable_for: 500ms}` (the default: size and modification time
+    /// unchanged that long), `{marker: "{file}.done"}` or `{marker: _SUCCESS}` (a marker file
+    /// per file or per directory), or `renamed` (writers rename complete files into place).
+    pub ready: Option<RawReady>,
+    /// How `sluice watch` notices new files: `{mode: auto|events|poll, poll_interval: 1s}`.
+    pub watch: Option<RawWatch>,
+}
+
+/// When a file is complete: a policy name, or exactly one option.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawReady {
+    /// `renamed`: writers rename complete files into place.
+    Keyword(RawReadyKeyword),
+    /// `{stable_for: DURATION}` or `{marker: NAME}`.
+    Options(RawReadyOptions),
+}
+
+/// A readiness policy without options: `renamed` (writers rename complete files into place, so
+/// a file under its final name is complete).
+// No doc comments on the variants: schemars then emits a plain string enum, whose type the
+// structural check matches when it explains a bad `ready:` value.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RawReadyKeyword {
+    Renamed,
+}
+
+/// Exactly one of `stable_for` or `marker`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawReadyOptions {
+    /// Size and modification time unchanged for this long, e.g. `500ms` (the default) or `2s`.
+    pub stable_for: Option<String>,
+    /// A marker file: `{file}.done` (one per data file, named after it) or a fixed name such as
+    /// `_SUCCESS` (one per directory). It must be at least as new as the data file.
+    pub marker: Option<String>,
+}
+
+/// How `sluice watch` notices new and changed files.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawWatch {
+    /// `auto` (default: events, or polling on network and FUSE filesystems or when events cannot
+    /// be set up), `events` or `poll`.
+    pub mode: Option<RawWatchMode>,
+    /// How often `poll` mode lists the directory, e.g. `1s` (the default).
+    pub poll_interval: Option<String>,
+}
+
+/// Filesystem events or polling.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RawWatchMode {
+    /// Events, or polling where the filesystem has none (network mounts, FUSE).
+    Auto,
+    /// Filesystem events (inotify).
+    Events,
+    /// List the directory every `poll_interval`.
+    Poll,
+}
+
+impl From<RawWatchMode> for sluice_core::spec::WatchMode {
+    fn from(v: RawWatchMode) -> Self {
+        match v {
+            RawWatchMode::Auto => Self::Auto,
+            RawWatchMode::Events => Self::Events,
+            RawWatchMode::Poll => Self::Poll,
+        }
+    }
 }
 
 /// How a source's files are compressed.

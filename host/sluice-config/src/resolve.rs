@@ -480,6 +480,8 @@ impl Resolver<'_> {
                 }
             }
         }
+        let ready = self.ready(name, raw.ready.as_ref());
+        let watch = self.watch(name, raw.watch.as_ref());
         SourceSpec {
             name: name.to_string(),
             path: self.path(&["sources", name, "path"], &raw.path),
@@ -493,7 +495,73 @@ impl Resolver<'_> {
             limits,
             rejects,
             retries: raw.retries.unwrap_or(DEFAULT_RETRIES),
+            ready,
+            watch,
         }
+    }
+
+    /// `ready:`: `renamed`, or exactly one of `stable_for` and `marker`.
+    fn ready(&mut self, source: &str, raw: Option<&RawReady>) -> ReadyPolicy {
+        let opts = match raw {
+            None => return ReadyPolicy::default(),
+            Some(RawReady::Keyword(RawReadyKeyword::Renamed)) => return ReadyPolicy::Renamed,
+            Some(RawReady::Options(o)) => o,
+        };
+        let at = |k: &'static str| -> Vec<&str> { vec!["sources", source, "ready", k] };
+        match (&opts.stable_for, &opts.marker) {
+            (Some(d), None) => match parse_duration(d) {
+                Ok(d) => ReadyPolicy::StableFor(d),
+                Err(e) => {
+                    self.error(&at("stable_for"), format!("sources.{source}.ready.stable_for: {e}"), None);
+                    ReadyPolicy::default()
+                }
+            },
+            (None, Some(m)) => match Marker::parse(m) {
+                Ok(m) => ReadyPolicy::Marker(m),
+                Err(e) => {
+                    self.error(
+                        &at("marker"),
+                        format!("sources.{source}.ready.marker: {e}"),
+                        Some("e.g. `{file}.done` or `_SUCCESS`".into()),
+                    );
+                    ReadyPolicy::default()
+                }
+            },
+            _ => {
+                self.error(
+                    &["sources", source, "ready"],
+                    format!(
+                        "sources.{source}.ready: name exactly one of `stable_for` and `marker`, or write `renamed`"
+                    ),
+                    Some("e.g. `ready: {stable_for: 500ms}` or `ready: {marker: \"{file}.done\"}`".into()),
+                );
+                ReadyPolicy::default()
+            }
+        }
+    }
+
+    fn watch(&mut self, source: &str, raw: Option<&RawWatch>) -> WatchSpec {
+        let mut w = WatchSpec::default();
+        let Some(raw) = raw else { return w };
+        if let Some(m) = raw.mode {
+            w.mode = m.into();
+        }
+        if let Some(p) = &raw.poll_interval {
+            match parse_duration(p) {
+                Ok(d) if d < Duration::from_millis(10) => self.error(
+                    &["sources", source, "watch", "poll_interval"],
+                    format!("sources.{source}.watch.poll_interval: at least 10ms"),
+                    None,
+                ),
+                Ok(d) => w.poll_interval = d,
+                Err(e) => self.error(
+                    &["sources", source, "watch", "poll_interval"],
+                    format!("sources.{source}.watch.poll_interval: {e}"),
+                    None,
+                ),
+            }
+        }
+        w
     }
 
     /// Typed columns (`name: type`), each unknown type located at its value.

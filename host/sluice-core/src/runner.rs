@@ -58,6 +58,8 @@ impl std::fmt::Debug for RunOptions {
 pub trait Progress: Send + Sync {
     fn planned(&self, _units: u64, _bytes: u64) {}
     fn unit_finished(&self, _unit: &SourceUnit, _rows: u64, _ok: bool) {}
+    /// A unit committed (called after `unit_finished`): what it wrote.
+    fn unit_committed(&self, _unit: &SourceUnit, _report: &crate::sink::CommitReport) {}
 }
 
 /// No progress reporting.
@@ -403,6 +405,7 @@ fn absorb(job: &Job, summary: &mut RunSummary, res: UnitResult, progress: &dyn P
             summary.bytes_in += res.unit.size;
             tracing::info!(file = %file, rows = report.rows, files = report.files.len(), bytes = report.bytes, "committed");
             progress.unit_finished(&res.unit, res.rows_in, true);
+            progress.unit_committed(&res.unit, &report);
             None
         }
         Err(err) => {

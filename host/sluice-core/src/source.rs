@@ -4,7 +4,7 @@
 //! The trait is shaped so that non-file sources (an HTTP listing with a manifest, a Postgres
 //! extract) fit: `discover` lists units with fingerprints, `open` streams one unit.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::{RecordBatch, StringArray, UInt64Array};
@@ -127,5 +127,15 @@ pub trait Source: Send + Sync {
     /// Sources that cannot hash say `None`, and such a unit counts as changed.
     fn content_hash(&self, _unit: &SourceUnit) -> Result<Option<String>, SourceError> {
         Ok(None)
+    }
+    /// Directories whose changes may change what `discover` returns, for watching them. Sources
+    /// that are not directories return none (a watcher then polls them).
+    fn watch_roots(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
+    /// Whether a change at `path` (under a watch root) may change what `discover` returns or
+    /// whether a unit is complete (a marker file), so that a watcher ignores unrelated churn.
+    fn affects(&self, _path: &Path) -> bool {
+        true
     }
 }

@@ -44,6 +44,114 @@ pub struct SourceSpec {
     pub rejects: RejectPolicy,
     /// Failed attempts after which a unit is poisoned (skipped until it changes or `--force`).
     pub retries: u32,
+    /// When a file is complete and may be ingested.
+    pub ready: ReadyPolicy,
+    /// How `sluice watch` learns about new and changed files.
+    pub watch: WatchSpec,
+}
+
+/// When a file is complete. Temporary names (`.*`, `_*`, `*.partial`, `*.tmp`, ...) are never
+/// complete, whatever the policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadyPolicy {
+    /// Size and modification time unchanged for this long (`sluice watch`; `sluice run` takes
+    /// files as they are).
+    StableFor(Duration),
+    /// A marker file says the data is complete.
+    Marker(Marker),
+    /// Writers rename complete files into place: a file under its final name is complete.
+    Renamed,
+}
+
+/// Default `ready`: size and modification time unchanged for 500 ms.
+pub const DEFAULT_STABLE_FOR: Duration = Duration::from_millis(500);
+
+impl Default for ReadyPolicy {
+    fn default() -> Self {
+        ReadyPolicy::StableFor(DEFAULT_STABLE_FOR)
+    }
+}
+
+/// A marker file name: with `{file}` (e.g. `{file}.done`) one marker per data file, named after
+/// it; without (e.g. `_SUCCESS`) one marker per directory, for every file in it. Either way the
+/// marker sits in the data file's directory, must be at least as new as the data file, and is
+/// never data itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Marker {
+    pub template: String,
+}
+
+impl Marker {
+    /// The placeholder for the data file's name.
+    pub const FILE: &'static str = "{file}";
+
+    /// Check a template: a file name (no `/`), `{file}` at most once and not alone.
+    pub fn parse(template: &str) -> Result<Self, String> {
+        if template.is_empty() || template.contains('/') || template.contains('\\') {
+            return Err(format!("marker `{template}` must be a file name, without directories"));
+        }
+        if template.matches(Self::FILE).count() > 1 {
+            return Err(format!("marker `{template}` may use `{{file}}` once"));
+        }
+        if template == Self::FILE {
+            return Err("marker `{file}` names the data file itself; add a suffix such as `{file}.done`".into());
+        }
+        if template.replacen(Self::FILE, "", 1).contains(['{', '}']) {
+            return Err(format!("marker `{template}`: the only placeholder is `{{file}}`"));
+        }
+        Ok(Marker { template: template.to_string() })
+    }
+
+    /// One marker per data file (the template uses `{file}`).
+    pub fn per_file(&self) -> bool {
+        self.template.contains(Self::FILE)
+    }
+
+    /// The marker of a data file.
+    pub fn path_for(&self, file: &std::path::Path) -> PathBuf {
+        let name = file.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        file.with_file_name(self.template.replacen(Self::FILE, &name, 1))
+    }
+
+    /// True when a file name is a marker's (so never data).
+    pub fn matches(&self, name: &str) -> bool {
+        match self.template.split_once(Self::FILE) {
+            Some((pre, post)) => name.len() > pre.len() + post.len() && name.starts_with(pre) && name.ends_with(post),
+            None => name == self.template,
+        }
+    }
+}
+
+/// How `sluice watch` learns about new and changed files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct WatchSpec {
+    pub mode: WatchMode,
+    /// How often `poll` mode lists the directory.
+    pub poll_interval: Duration,
+}
+
+/// Default `watch.poll_interval`.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+impl Default for WatchSpec {
+    fn default() -> Self {
+        WatchSpec { mode: WatchMode::Auto, poll_interval: DEFAULT_POLL_INTERVAL }
+    }
+}
+
+/// Filesystem events, polling, or the right one for the directory's filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchMode {
+    /// Events, unless the directory is on a network or FUSE filesystem (NFS, SMB, 9p, ...) or
+    /// events cannot be set up: then polling.
+    #[default]
+    Auto,
+    /// Filesystem events (inotify on Linux).
+    Events,
+    /// List the directory every `poll_interval`.
+    Poll,
 }
 
 /// How a source's files are compressed.
@@ -437,5 +545,22 @@ mod tests {
         assert!(p.captures("BTCUSDT-1s-2024-01-02.csv.bak").is_none());
         assert!(FieldsPattern::parse("{a}{b}").is_err());
         assert!(FieldsPattern::parse("{a:float}").is_err());
+    }
+
+    #[test]
+    fn markers_per_file_and_per_directory() {
+        let done = Marker::parse("{file}.done").unwrap();
+        assert!(done.per_file());
+        assert_eq!(done.path_for(std::path::Path::new("/in/a.csv")), PathBuf::from("/in/a.csv.done"));
+        assert!(done.matches("a.csv.done"));
+        assert!(!done.matches(".done"));
+        assert!(!done.matches("a.csv"));
+        let success = Marker::parse("_SUCCESS").unwrap();
+        assert!(!success.per_file());
+        assert_eq!(success.path_for(std::path::Path::new("/in/d/a.csv")), PathBuf::from("/in/d/_SUCCESS"));
+        assert!(success.matches("_SUCCESS") && !success.matches("a.csv"));
+        for bad in ["", "{file}", "d/{file}.done", "{file}.{file}", "{name}.done"] {
+            assert!(Marker::parse(bad).is_err(), "{bad}");
+        }
     }
 }

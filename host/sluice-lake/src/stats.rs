@@ -2,7 +2,7 @@
 //! from the Parquet footers of the live files: rows, partitions, files, the min and max of the
 //! sink's `time_column` (when it is stored in the files), and the null rate per column.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::Path;
 
@@ -42,61 +42,154 @@ fn read(path: &Path, time_column: Option<&str>) -> Result<FileStats, String> {
     Ok(out)
 }
 
-/// Footer stats cached per live file, so each commit reads only the new files' footers.
+/// What the live files of one column add up to.
+#[derive(Debug, Clone, Copy, Default)]
+struct ColumnTotals {
+    /// Live files that have the column.
+    files: usize,
+    /// Their rows.
+    rows: u64,
+    /// Their nulls in it.
+    nulls: u64,
+}
+
+/// Footer stats cached per live file, and their totals kept up to date commit by commit: each
+/// commit reads only the new files' footers and costs O(columns + partitions), not O(live
+/// files), so a long-running ingest does not slow down as the dataset grows.
 #[derive(Default)]
 pub(crate) struct StatsCache {
+    /// The dataset the totals are for, once built from its live files.
+    built: Option<String>,
     files: HashMap<String, FileStats>,
+    rows: u64,
+    columns: BTreeMap<String, ColumnTotals>,
+    /// Live files per partition directory.
+    partitions: HashMap<String, usize>,
+    time: Option<(i64, i64)>,
+}
+
+fn partition_of(f: &str) -> &str {
+    f.rsplit_once('/').map_or("", |(d, _)| d)
+}
+
+fn widen(time: Option<(i64, i64)>, (lo, hi): (i64, i64)) -> Option<(i64, i64)> {
+    Some(time.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))))
 }
 
 impl StatsCache {
-    /// Rewrite `<lake>/_sluice/stats/<dataset>.json` for the dataset's live files (relative
-    /// paths). Best effort: a failure is logged, never fails the commit.
-    pub(crate) fn write(&mut self, root: &Path, dataset: &str, live: &[String], time_column: Option<&str>) {
-        if let Err(e) = self.try_write(root, dataset, live, time_column) {
-            tracing::warn!(dataset, "cannot update stats.json: {e}");
-        }
-    }
-
-    fn try_write(
+    /// After a commit of `dataset` that made `added` live and `removed` dead (paths relative to
+    /// the lake; other datasets' files are ignored), rewrite
+    /// `<lake>/_sluice/stats/<dataset>.json`. The first time, the totals are built from all of
+    /// the dataset's live files, which `live` lists. Best effort: a failure is logged, never
+    /// fails the commit (and the totals are rebuilt next time).
+    pub(crate) fn update(
         &mut self,
         root: &Path,
         dataset: &str,
-        live: &[String],
+        live: impl FnOnce() -> Vec<String>,
+        added: &[String],
+        removed: &[String],
+        time_column: Option<&str>,
+    ) {
+        if let Err(e) = self.try_update(root, dataset, live, added, removed, time_column) {
+            tracing::warn!(dataset, "cannot update stats.json: {e}");
+            self.built = None;
+        }
+    }
+
+    fn try_update(
+        &mut self,
+        root: &Path,
+        dataset: &str,
+        live: impl FnOnce() -> Vec<String>,
+        added: &[String],
+        removed: &[String],
         time_column: Option<&str>,
     ) -> Result<(), String> {
-        let keep: BTreeSet<&String> = live.iter().collect();
-        self.files.retain(|f, _| keep.contains(f));
-        let (mut rows, mut nulls, mut time) = (0u64, BTreeMap::<String, u64>::new(), None::<(i64, i64)>);
-        let mut partitions = BTreeSet::new();
-        for f in live {
-            if !self.files.contains_key(f) {
-                self.files.insert(f.clone(), read(&root.join(f), time_column)?);
+        if self.built.as_deref() != Some(dataset) {
+            *self = StatsCache::default();
+            for f in live() {
+                self.add(root, f, time_column)?;
             }
-            let s = &self.files[f];
-            rows += s.rows;
-            partitions.insert(f.rsplit_once('/').map_or("", |(d, _)| d));
-            for (c, n) in &s.nulls {
-                *nulls.entry(c.clone()).or_default() += n;
+            self.built = Some(dataset.to_string());
+        } else {
+            let prefix = format!("{dataset}/");
+            let mut time_stale = false;
+            for f in removed.iter().filter(|f| f.starts_with(&prefix)) {
+                time_stale |= self.remove(f);
             }
-            // A column missing from a file reads as NULL for all its rows.
-            if let Some((lo, hi)) = s.time {
-                time = Some(time.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+            for f in added.iter().filter(|f| f.starts_with(&prefix)) {
+                self.add(root, f.clone(), time_column)?;
+            }
+            if time_stale {
+                self.time = self.files.values().filter_map(|s| s.time).fold(None, widen);
             }
         }
-        let mut null_rate = BTreeMap::new();
-        for c in nulls.keys() {
-            let null_rows: u64 =
-                live.iter().map(|f| &self.files[f]).map(|s| s.nulls.get(c).copied().unwrap_or(s.rows)).sum();
-            null_rate.insert(c.clone(), if rows == 0 { 0.0 } else { null_rows as f64 / rows as f64 });
+        self.write_json(root, dataset, time_column)
+    }
+
+    fn add(&mut self, root: &Path, f: String, time_column: Option<&str>) -> Result<(), String> {
+        if self.files.contains_key(&f) {
+            return Ok(());
         }
+        let s = read(&root.join(&f), time_column)?;
+        self.rows += s.rows;
+        for (c, n) in &s.nulls {
+            let t = self.columns.entry(c.clone()).or_default();
+            t.files += 1;
+            t.rows += s.rows;
+            t.nulls += n;
+        }
+        if let Some(range) = s.time {
+            self.time = widen(self.time, range);
+        }
+        *self.partitions.entry(partition_of(&f).to_string()).or_default() += 1;
+        self.files.insert(f, s);
+        Ok(())
+    }
+
+    /// Forget a file; true when it held the time range's min or max (which then needs a recount).
+    fn remove(&mut self, f: &str) -> bool {
+        let Some(s) = self.files.remove(f) else { return false };
+        self.rows -= s.rows;
+        for (c, n) in &s.nulls {
+            if let Some(t) = self.columns.get_mut(c) {
+                t.files -= 1;
+                t.rows -= s.rows;
+                t.nulls -= n;
+                if t.files == 0 {
+                    self.columns.remove(c);
+                }
+            }
+        }
+        let dir = partition_of(f);
+        if let Some(n) = self.partitions.get_mut(dir) {
+            *n -= 1;
+            if *n == 0 {
+                self.partitions.remove(dir);
+            }
+        }
+        matches!((s.time, self.time), (Some((lo, hi)), Some((a, b))) if lo == a || hi == b)
+    }
+
+    fn write_json(&self, root: &Path, dataset: &str, time_column: Option<&str>) -> Result<(), String> {
+        // A column missing from a file reads as NULL for all its rows.
+        let null_rate: BTreeMap<&String, f64> = self
+            .columns
+            .iter()
+            .map(|(c, t)| {
+                let null_rows = t.nulls + (self.rows - t.rows);
+                (c, if self.rows == 0 { 0.0 } else { null_rows as f64 / self.rows as f64 })
+            })
+            .collect();
         let json = serde_json::json!({
             "dataset": dataset,
-            "rows": rows,
-            "files": live.len(),
-            "partitions": partitions.len(),
+            "rows": self.rows,
+            "files": self.files.len(),
+            "partitions": self.partitions.len(),
             "time_column": time_column,
-            "time_min": time.map(|t| t.0),
-            "time_max": time.map(|t| t.1),
+            "time_min": self.time.map(|t| t.0),
+            "time_max": self.time.map(|t| t.1),
             "null_rate": null_rate,
         });
         let dir = root.join(crate::ledger::LEDGER_DIR).join("stats");
@@ -106,5 +199,67 @@ impl StatsCache {
         std::fs::write(&tmp, serde_json::to_vec_pretty(&json).unwrap_or_default())
             .and_then(|_| std::fs::rename(&tmp, &path))
             .map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{Int64Array, RecordBatch};
+    use arrow_schema::{DataType, Field, Schema};
+
+    use super::*;
+
+    /// A Parquet file with `ts` and a nullable `x` (null on odd rows), or `ts` alone.
+    fn file(root: &Path, rel: &str, ts: std::ops::Range<i64>, with_x: bool) {
+        let mut fields = vec![Field::new("ts", DataType::Int64, false)];
+        let mut cols: Vec<arrow_array::ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(ts.clone()))];
+        if with_x {
+            fields.push(Field::new("x", DataType::Int64, true));
+            cols.push(Arc::new(Int64Array::from_iter(ts.map(|t| (t % 2 == 0).then_some(t)))));
+        }
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(File::create(path).unwrap(), batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+    }
+
+    fn json(root: &Path) -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(root.join("_sluice/stats/d.json")).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn commit_by_commit_totals_equal_a_fresh_count() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        file(root, "d/p=1/a.parquet", 0..10, true);
+        file(root, "d/p=1/b.parquet", 10..14, false);
+        file(root, "d/p=2/c.parquet", 100..103, true);
+        file(root, "d/p=2/e.parquet", 5..8, true);
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let mut inc = StatsCache::default();
+        let t = Some("ts");
+        inc.update(root, "d", || s(&["d/p=1/a.parquet"]), &s(&["d/p=1/a.parquet"]), &[], t);
+        inc.update(root, "d", Vec::new, &s(&["d/p=1/b.parquet", "_rejects/x.parquet"]), &[], t);
+        // c replaces a (which held the time minimum): the range is recounted.
+        inc.update(root, "d", Vec::new, &s(&["d/p=2/c.parquet"]), &s(&["d/p=1/a.parquet"]), t);
+        inc.update(root, "d", Vec::new, &s(&["d/p=2/e.parquet"]), &[], t);
+        let incremental = json(root);
+
+        let mut fresh = StatsCache::default();
+        let live = s(&["d/p=1/b.parquet", "d/p=2/c.parquet", "d/p=2/e.parquet"]);
+        fresh.update(root, "d", || live.clone(), &[], &[], t);
+        assert_eq!(incremental, json(root));
+        assert_eq!(incremental["rows"], 10);
+        assert_eq!(incremental["files"], 3);
+        assert_eq!(incremental["partitions"], 2);
+        assert_eq!(incremental["time_min"], 5);
+        assert_eq!(incremental["time_max"], 102);
+        // x: b lacks it (4 rows), c has one null (101), e two (5 and 7).
+        assert_eq!(incremental["null_rate"]["x"], serde_json::json!(7.0 / 10.0));
+        assert_eq!(incremental["null_rate"]["ts"], serde_json::json!(0.0));
     }
 }

@@ -674,7 +674,7 @@ impl UnitWriter for LakeUnitWriter {
             files: files.clone(),
             file_rows: staged.iter().map(|s| s.rows).collect(),
             retain_until_ms: (!removed.is_empty()).then(|| committed_at_ms + lake.retention_ms()),
-            removed: Some(removed),
+            removed: Some(removed.clone()),
             schema: None,
             rows: report.rows,
             bytes: report.bytes,
@@ -715,7 +715,7 @@ impl UnitWriter for LakeUnitWriter {
         for old in old_tails.iter().filter(|t| !new_tails.contains(t)) {
             let _ = std::fs::remove_file(lake.root.join(old));
         }
-        lake.after_commit();
+        lake.after_commit(&files, &removed);
         Ok(report)
     }
 
@@ -778,21 +778,19 @@ impl LakeInner {
     }
 
     /// After a ledger append: the dataset's stats, and the deletion of expired replaced files.
-    fn after_commit(&self) {
+    /// After a commit that made `added` live and `removed` dead: update `stats.json` and delete
+    /// replaced files whose retention is over.
+    fn after_commit(&self, added: &[String], removed: &[String]) {
         {
             let dataset = &self.spec.dataset;
             let mut stats = self.stats.lock().expect("stats lock");
             let prefix = format!("{dataset}/");
-            let live: Vec<String> = self
-                .ledger
-                .lock()
-                .expect("ledger lock")
-                .live
-                .keys()
-                .filter(|f| f.starts_with(&prefix))
-                .cloned()
-                .collect();
-            stats.write(&self.root, dataset, &live, self.spec.time_column.as_deref());
+            // Every live file only the first time; then what this commit added and removed.
+            let live = || -> Vec<String> {
+                let ledger = self.ledger.lock().expect("ledger lock");
+                ledger.live.keys().filter(|f| f.starts_with(&prefix)).cloned().collect()
+            };
+            stats.update(&self.root, dataset, live, added, removed, self.spec.time_column.as_deref());
         }
         self.purge_expired();
     }
@@ -818,7 +816,7 @@ impl LakeInner {
     fn delete_unit(&self, r: &LedgerRecord) -> Result<(), SinkError> {
         let _serial =
             (self.spec.mode != WriteMode::Append).then(|| self.partition_commits.lock().expect("commit lock"));
-        {
+        let removed = {
             let mut ledger = self.ledger.lock().expect("ledger lock");
             let removed: Vec<String> = ledger
                 .live
@@ -834,7 +832,7 @@ impl LakeInner {
                 files: Vec::new(),
                 file_rows: Vec::new(),
                 retain_until_ms: (!removed.is_empty()).then(|| committed_at_ms + self.retention_ms()),
-                removed: Some(removed),
+                removed: Some(removed.clone()),
                 schema: None,
                 rows: 0,
                 bytes: 0,
@@ -842,9 +840,10 @@ impl LakeInner {
                 deleted: true,
                 state: Vec::new(),
             })?;
-        }
+            removed
+        };
         tracing::info!(file = %r.unit.display_name(), "source file deleted: removed its rows");
-        self.after_commit();
+        self.after_commit(&[], &removed);
         Ok(())
     }
 

@@ -67,6 +67,8 @@ fn spec(dir: &Path, glob: &str) -> SourceSpec {
         limits: SourceLimits::default(),
         rejects: RejectPolicy::default(),
         retries: 3,
+        ready: Default::default(),
+        watch: Default::default(),
     }
 }
 

@@ -7,7 +7,7 @@ use arrow_schema::{Field, Schema, SchemaRef};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use sluice_core::error::SourceError;
 use sluice_core::source::{BatchStream, Source, SourceItem, SourceUnit};
-use sluice_core::spec::{FileOrder, FormatSpec, RejectPolicy, SourceCompression, SourceSpec};
+use sluice_core::spec::{FileOrder, FormatSpec, ReadyPolicy, RejectPolicy, SourceCompression, SourceSpec};
 
 use crate::fields::FieldValues;
 use crate::input;
@@ -23,6 +23,8 @@ pub struct DirSource {
     format_schema: Option<SchemaRef>,
     /// The full output schema when known without reading.
     schema: Option<SchemaRef>,
+    /// `path` made absolute with symlinks resolved, on first use (for watchers).
+    resolved_root: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 fn glob_set(source: &str, patterns: &[String]) -> Result<GlobSet, SourceError> {
@@ -61,7 +63,16 @@ impl DirSource {
             Arc::new(Schema::new(cols.iter().map(|(n, t)| Field::new(n, t.clone(), true)).collect::<Vec<_>>()))
         });
         let schema = format_schema.as_ref().map(|s| with_fields(s, spec));
-        Ok(DirSource { spec: spec.clone(), include, exclude, members, batch_rows, format_schema, schema })
+        Ok(DirSource {
+            spec: spec.clone(),
+            include,
+            exclude,
+            members,
+            batch_rows,
+            format_schema,
+            schema,
+            resolved_root: Default::default(),
+        })
     }
 
     /// The units of one file: the file itself, or each selected member of a zip archive. An
@@ -90,6 +101,18 @@ impl DirSource {
             }
         }
         Ok(())
+    }
+
+    /// The root as event watchers report paths under it: absolute, symlinks resolved.
+    fn resolved_root(&self) -> &Path {
+        self.resolved_root.get_or_init(|| {
+            self.spec.path.canonicalize().or_else(|_| std::path::absolute(&self.spec.path)).unwrap_or_default()
+        })
+    }
+
+    /// A marker file of the `ready` policy: never data.
+    fn is_marker(&self, name: &std::ffi::OsStr) -> bool {
+        matches!(&self.spec.ready, ReadyPolicy::Marker(m) if m.matches(&name.to_string_lossy()))
     }
 
     fn unit_for(&self, path: &Path, rel: String) -> Result<SourceUnit, SourceError> {
@@ -162,7 +185,7 @@ impl Source for DirSource {
                 .map(|c| c.as_os_str().to_string_lossy())
                 .collect::<Vec<_>>()
                 .join("/");
-            if !self.include.is_match(&rel) || self.exclude.is_match(&rel) {
+            if !self.include.is_match(&rel) || self.exclude.is_match(&rel) || self.is_marker(entry.file_name()) {
                 continue;
             }
             if let Some(p) = &self.spec.fields
@@ -188,6 +211,33 @@ impl Source for DirSource {
             Some(p) => FieldValues::parse(p, &unit.rel_path).map(|f| f.texts()).unwrap_or_default(),
             None => Vec::new(),
         }
+    }
+
+    fn watch_roots(&self) -> Vec<std::path::PathBuf> {
+        vec![self.resolved_root().to_path_buf()]
+    }
+
+    /// A change matters when it is at a file `discover` could list, at a marker, or at a
+    /// directory (whose new files an event watcher may not have seen one by one).
+    fn affects(&self, path: &Path) -> bool {
+        let Ok(rel) = path.strip_prefix(self.resolved_root()).or_else(|_| path.strip_prefix(&self.spec.path)) else {
+            return false;
+        };
+        if rel.as_os_str().is_empty() {
+            return true;
+        }
+        if path.file_name().is_some_and(|n| self.is_marker(n)) {
+            return true;
+        }
+        let parts: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+        if parts.iter().any(|p| is_temporary(p)) {
+            return false;
+        }
+        if path.is_dir() {
+            return true;
+        }
+        let rel = parts.join("/");
+        self.include.is_match(&rel) && !self.exclude.is_match(&rel)
     }
 
     fn open(&self, unit: &SourceUnit) -> Result<BatchStream, SourceError> {

@@ -53,6 +53,8 @@ pub fn zip(dir: &std::path::Path, data: &[u8]) {
         limits: SourceLimits { max_members: 64, max_unit_bytes: 1 << 20 },
         rejects: RejectPolicy::default(),
         retries: 3,
+        ready: Default::default(),
+        watch: Default::default(),
     };
     let Ok(source) = crate::DirSource::new(&spec, 64) else { return };
     let Ok(units) = source.discover() else { return };

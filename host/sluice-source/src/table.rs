@@ -65,6 +65,8 @@ pub fn read_table(spec: &TableSpec) -> Result<LookupTable, String> {
         limits: SourceLimits { max_members: 1, max_unit_bytes: MAX_TABLE_BYTES },
         rejects: RejectPolicy { max_errors: Some(0), max_error_rate: None },
         retries: 0,
+        ready: Default::default(),
+        watch: Default::default(),
     };
     let reader = DirSource::new(&source, 65_536).map_err(|e| fail(e.to_string()))?;
     let unit = SourceUnit {

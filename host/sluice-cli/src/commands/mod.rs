@@ -7,6 +7,7 @@ mod query;
 mod run;
 mod schema;
 mod validate;
+mod watch;
 
 use crate::Exit;
 use crate::cli::{Cli, Command};
@@ -15,6 +16,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, Exit> {
     let g = &cli.global;
     match cli.command {
         Command::Run(a) => run::run(&a, g),
+        Command::Watch(a) => watch::watch(&a, g),
         Command::Validate(a) => validate::validate(&a, g),
         Command::Query(a) => query::query(&a),
         Command::Lake(c) => lake::lake(c),

@@ -43,7 +43,7 @@ pub fn run_specs(
     for spec in specs {
         let (job, lake) = crate::context::job(spec, &rt)?;
         let progress = Arc::new(RunProgress::new(g.quiet));
-        let opts = RunOptions { force: args.force, workers: args.workers, filter: None };
+        let opts = RunOptions { force: args.force, workers: args.workers, filter: marker_filter(spec) };
         // Catalog readers follow the ingest: publish after commits, at most twice a second.
         let publisher = (!args.no_catalog).then(|| {
             let catalog = sluice_catalog::DuckCatalog::for_lake(lake.root());
@@ -58,7 +58,8 @@ pub fn run_specs(
             sluice_catalog::BackgroundPublisher::start(catalog, std::time::Duration::from_millis(500), changed)
         });
         let result = tokio.block_on(async {
-            let signals = tokio::spawn(watch_signals(cancel.clone()));
+            let flag = cancel.clone();
+            let signals = tokio::spawn(crate::signals::watch_signals(move || flag.store(true, Ordering::SeqCst)));
             let r = runner::run(Arc::new(job), opts, progress.clone(), cancel.clone()).await;
             signals.abort();
             let _ = signals.await;
@@ -89,30 +90,27 @@ pub fn run_specs(
     Ok(summaries)
 }
 
-/// First SIGINT/SIGTERM: stop taking new files and finish the ones in flight. Second: abort now;
-/// the next start recovers (uncommitted output is swept).
-async fn watch_signals(cancel: Arc<AtomicBool>) {
-    #[cfg(unix)]
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    loop {
-        #[cfg(unix)]
-        let got = async {
-            match term.as_mut() {
-                Some(t) => tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = t.recv() => {} },
-                None => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        };
-        #[cfg(not(unix))]
-        let got = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
-        got.await;
-        if cancel.swap(true, Ordering::SeqCst) {
-            eprintln!("second signal: aborting; the next run recovers");
-            std::process::exit(130);
-        }
-        eprintln!("signal received: finishing files in flight (signal again to abort)");
+/// Sources whose `ready` policy is a marker file: take only the files whose marker is there (the
+/// other policies are about timing, which a one-off run does not wait for).
+fn marker_filter(spec: &sluice_core::spec::PipelineSpec) -> Option<runner::UnitFilter> {
+    use sluice_core::spec::ReadyPolicy;
+    let markers: std::collections::HashMap<String, sluice_core::spec::Marker> = spec
+        .sources
+        .iter()
+        .filter_map(|s| match &s.ready {
+            ReadyPolicy::Marker(m) => Some((s.name.clone(), m.clone())),
+            _ => None,
+        })
+        .collect();
+    if markers.is_empty() {
+        return None;
     }
+    Some(Arc::new(move |unit: &sluice_core::source::SourceUnit| match markers.get(&unit.source) {
+        Some(m) if !sluice_watch::marker_ready(m, unit) => {
+            tracing::info!(file = %unit.display_name(), marker = %m.path_for(&unit.path).display(),
+                "no marker yet: not complete, skipped");
+            false
+        }
+        _ => true,
+    }))
 }
