@@ -16,7 +16,9 @@ work="${BENCH_DIR:-$HOME/.cache/sluice/bench}"
 mkdir -p "$work"
 if [ -z "${SLUICE_BIN:-}" ]; then
     cargo build --release -p sluice-cli >&2
-    SLUICE_BIN="$CARGO_TARGET_DIR/release/sluice"
+    # A private copy: the shared target directory's binary may be rebuilt by another checkout.
+    cp "$CARGO_TARGET_DIR/release/sluice" "$work/sluice"
+    SLUICE_BIN="$work/sluice"
 fi
 if [ ! -x "$work/venv/bin/python" ]; then
     python3 -m venv "$work/venv"
