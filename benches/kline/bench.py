@@ -65,13 +65,25 @@ def ensure_data(a, days: int) -> pathlib.Path:
     return d
 
 
-def run_sluice(a, data: pathlib.Path, workers: int) -> dict:
+def du_mb(path: str) -> float:
+    return sum(f.stat().st_size for f in pathlib.Path(path).rglob("*.parquet")) / 1e6
+
+
+def machine() -> str:
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    mem = next((int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
+    return f"{os.cpu_count()} CPUs ({cpu}), {mem / 1024 / 1024:.0f} GiB RAM, Linux {os.uname().release}"
+
+
+def run_sluice(a, data: pathlib.Path, workers: int, pin: str | None = None) -> dict:
     lake = a.work / "out-sluice"
     shutil.rmtree(lake, ignore_errors=True)
     summary = a.work / "summary.json"
     pipeline = HERE / ("klines-zip.yaml" if a.zip else "klines.yaml")
     env = dict(os.environ, DATA_DIR=str(data), LAKE_DIR=str(lake))
     cmd = [a.bin, "run", str(pipeline), "--workers", str(workers), "--summary-json", str(summary), "-q"]
+    if pin is not None:
+        cmd = ["taskset", "-c", pin] + cmd
     if a.no_catalog:
         cmd.append("--no-catalog")
     r = timed(cmd, env)
@@ -85,6 +97,8 @@ def run_sluice(a, data: pathlib.Path, workers: int) -> dict:
     r["rows_rejected"] = s["rows_rejected"]
     r["files_failed"] = s["files_failed"]
     r["out"] = str(lake / "klines")
+    r["out_mb"] = du_mb(r["out"])
+    r["load"] = os.getloadavg()[0]
     return r
 
 
@@ -96,6 +110,8 @@ def run_duckdb(a, data: pathlib.Path) -> dict:
         cmd.append("--zip")
     r = timed(cmd)
     r["out"] = str(out)
+    r["out_mb"] = du_mb(r["out"])
+    r["load"] = os.getloadavg()[0]
     return r
 
 
@@ -160,9 +176,10 @@ def table(rows: list[tuple]) -> str:
 def side_rows(label: str, runs: list[dict]) -> list[tuple]:
     rows = []
     for i, r in enumerate(runs):
-        rows.append((label, i + 1, f"{r['wall_s']:.2f}", f"{r['cpu_s']:.2f}", f"{r['rss_mib']:.0f}"))
+        rows.append((label, i + 1, f"{r['wall_s']:.2f}", f"{r['cpu_s']:.2f}", f"{r['rss_mib']:.0f}",
+                     f"{r['out_mb']:.0f}", f"{r['load']:.1f}"))
     rows.append((f"**{label} median**", "", f"**{med(runs, 'wall_s'):.2f}**", f"**{med(runs, 'cpu_s'):.2f}**",
-                 f"**{med(runs, 'rss_mib'):.0f}**"))
+                 f"**{med(runs, 'rss_mib'):.0f}**", "", ""))
     return rows
 
 
@@ -202,7 +219,9 @@ def main() -> int:
     print(f"\n### {manifest['files']} files, {manifest['csv_bytes'] / 1e9:.2f} GB of CSV"
           f"{' (zipped: %.2f GB)' % (manifest['disk_bytes'] / 1e9) if a.zip else ''}, {manifest['rows']:,} rows, "
           f"{a.threads} workers/threads\n")
-    rows = [("side", "run", "wall s", "CPU s", "peak RSS MiB")] + side_rows("Sluice", s_runs)
+    print(f"Machine: {machine()}. Last column: 1-minute load average after the run (the machine is shared; "
+          f"above {a.threads} other work competed for the cores).\n")
+    rows = [("side", "run", "wall s", "CPU s", "peak RSS MiB", "Parquet MB", "load")] + side_rows("Sluice", s_runs)
     if d_runs:
         rows += side_rows("DuckDB", d_runs)
     print(table(rows))
@@ -244,16 +263,28 @@ def main() -> int:
                       "routing will carry it across files).")
 
     if a.scaling:
-        one = []
+        # A worker is a pipeline of two threads (the reader parses while the worker runs the chain
+        # and writes), so one worker alone already uses more than one core: also measure it
+        # pinned to one core, which is the per-core baseline.
+        one, pinned = [], []
         for i in range(a.runs):
             r = run_sluice(a, data, 1)
             one.append(r)
-            log(f"run {i + 1} sluice 1 worker: wall {r['wall_s']:.2f} s, cpu {r['cpu_s']:.2f} s")
-        results["sluice_1_worker"] = one
-        speedup = med(one, "wall_s") / med(s_runs, "wall_s")
-        results["scaling"] = speedup
-        print(f"\nWorkers: 1 -> {a.threads}: median wall {med(one, 'wall_s'):.2f} s -> {med(s_runs, 'wall_s'):.2f} s, "
-              f"throughput x{speedup:.2f} (target >= 1.8x); CPU {med(one, 'cpu_s'):.2f} s -> {med(s_runs, 'cpu_s'):.2f} s")
+            p = run_sluice(a, data, 1, pin="0")
+            pinned.append(p)
+            log(f"run {i + 1} sluice 1 worker: wall {r['wall_s']:.2f} s, cpu {r['cpu_s']:.2f} s; "
+                f"on 1 core: wall {p['wall_s']:.2f} s")
+        results["sluice_1_worker"], results["sluice_1_worker_1_core"] = one, pinned
+        base = med(s_runs, "wall_s")
+        results["scaling"] = med(one, "wall_s") / base
+        results["scaling_per_core"] = med(pinned, "wall_s") / base
+        print("\nScaling (median wall times; throughput relative to 1 worker on 1 core; target >= 1.8x):\n")
+        print(table([("configuration", "wall s", "CPU s", "throughput"),
+                     ("1 worker on 1 core (taskset)", f"{med(pinned, 'wall_s'):.2f}", f"{med(pinned, 'cpu_s'):.2f}", "1.00x"),
+                     ("1 worker on 2 cores", f"{med(one, 'wall_s'):.2f}", f"{med(one, 'cpu_s'):.2f}",
+                      f"{med(pinned, 'wall_s') / med(one, 'wall_s'):.2f}x"),
+                     (f"{a.threads} workers on 2 cores", f"{base:.2f}", f"{med(s_runs, 'cpu_s'):.2f}",
+                      f"{results['scaling_per_core']:.2f}x (vs 1 worker: {results['scaling']:.2f}x)")]))
 
     if a.rss_days:
         rss_rows = [("input", "rows", "Sluice wall s", "Sluice peak RSS MiB", "DuckDB wall s", "DuckDB peak RSS MiB")]

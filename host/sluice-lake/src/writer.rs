@@ -574,8 +574,8 @@ fn upsert_into(lake: &LakeInner, s: &mut Staged, old: &[String]) -> Result<u64, 
     ));
     let file = File::create(&tmp).map_err(|e| SinkError::io(&tmp, e))?;
     let props = crate::dictionary::props_for(&lake.props, &merged);
-    let mut w = ArrowWriter::try_new(file, merged.schema(), Some(props))
-        .map_err(|e| enc(format!("{}: {e}", tmp.display())))?;
+    let mut w =
+        ArrowWriter::try_new(file, merged.schema(), Some(props)).map_err(|e| enc(format!("{}: {e}", tmp.display())))?;
     w.write(&merged).map_err(|e| enc(format!("{}: {e}", tmp.display())))?;
     let file = w.into_inner().map_err(|e| enc(format!("{}: {e}", tmp.display())))?;
     file.sync_all().map_err(|e| SinkError::io(&tmp, e))?;

@@ -365,7 +365,8 @@ impl CsvItems {
                     // SAFETY: the record's bytes, so this field's, are all ASCII, which is UTF-8.
                     unsafe { std::str::from_utf8_unchecked(field) }
                 } else {
-                    std::str::from_utf8(field).map_err(|_| (format!("column `{}`: invalid UTF-8", col.name), "parse"))?
+                    std::str::from_utf8(field)
+                        .map_err(|_| (format!("column `{}`: invalid UTF-8", col.name), "parse"))?
                 };
                 col.parse(s).ok_or_else(|| {
                     let shown: String = s.chars().take(64).collect();
@@ -562,9 +563,32 @@ mod tests {
             rng
         };
         let mut texts: Vec<String> = [
-            "0", "-0", "0.0", "-0.000", "1", "42283.58000000", "0.1", "0.3", "123456789012345.6", "9007199254740993",
-            "9007199254740992", "0.0000000000000000000001", "1.00000000000000000000000", "00012.50", ".5", "5.", "+1",
-            "1e5", "-", "", "1.2.3", "n/a", "inf", "NaN", "1_000", " 1",
+            "0",
+            "-0",
+            "0.0",
+            "-0.000",
+            "1",
+            "42283.58000000",
+            "0.1",
+            "0.3",
+            "123456789012345.6",
+            "9007199254740993",
+            "9007199254740992",
+            "0.0000000000000000000001",
+            "1.00000000000000000000000",
+            "00012.50",
+            ".5",
+            "5.",
+            "+1",
+            "1e5",
+            "-",
+            "",
+            "1.2.3",
+            "n/a",
+            "inf",
+            "NaN",
+            "1_000",
+            " 1",
         ]
         .iter()
         .map(|s| s.to_string())

@@ -416,6 +416,6 @@ mod tests {
         push_fixed(&mut b, 6_012, 4);
         b.push(b' ');
         push_quote(&mut b, 513_289 * 4_228_358, 7);
-        assert_eq!(String::from_utf8(b).unwrap(), "42283.58000000 0.60120000 217043.31461830");
+        assert_eq!(String::from_utf8(b).unwrap(), "42283.58000000 0.60120000 217036.96494620");
     }
 }
