@@ -23,7 +23,8 @@ HERE = pathlib.Path(__file__).resolve().parent
 
 def extract(data: pathlib.Path, dest: pathlib.Path, threads: int) -> str:
     zips = sorted(data.rglob("*.zip"))
-    dest.mkdir(parents=True, exist_ok=True)
+    for d in {z.parent.name for z in zips}:
+        (dest / d).mkdir(parents=True, exist_ok=True)
 
     def one(z: pathlib.Path) -> None:
         with zipfile.ZipFile(z) as f:
