@@ -55,6 +55,9 @@ pub enum Command {
     Plugin(PluginCommand),
     /// Generate a small kline dataset, run the example pipeline on it, and query the lake.
     Demo(DemoArgs),
+    /// Benchmark tools (the DuckDB reference job in benches/kline).
+    #[command(subcommand)]
+    Bench(BenchCommand),
 }
 
 #[derive(Debug, Args)]
@@ -200,4 +203,36 @@ pub struct DemoArgs {
     /// One-second klines per day (86400 is a full day).
     #[arg(long, default_value_t = 20_000)]
     pub rows_per_day: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Write the benchmark's kline workload: one headerless 12-column CSV (or zip) per symbol and
+    /// day, with malformed rows, duplicates and microsecond files, plus manifest.json.
+    Generate(BenchGenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchGenerateArgs {
+    /// The output directory (`<out>/<SYMBOL>/<SYMBOL>-1s-<date>.csv`).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Number of symbols.
+    #[arg(long, default_value_t = 6)]
+    pub symbols: usize,
+    /// Number of days per symbol (from 2024-01-01).
+    #[arg(long, default_value_t = 14)]
+    pub days: usize,
+    /// One-second klines per day (86400 is a full day).
+    #[arg(long, default_value_t = 86_400)]
+    pub rows_per_day: usize,
+    /// Write each day as a zip archive holding the CSV (as exchanges publish them).
+    #[arg(long)]
+    pub zip: bool,
+    /// The seed of the generator: the same seed writes the same bytes.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Threads generating files (default: the number of CPUs).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }

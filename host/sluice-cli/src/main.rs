@@ -41,7 +41,20 @@ impl<E: Into<anyhow::Error>> From<E> for Exit {
     }
 }
 
+/// Keep large freed blocks in the process: batches and their IPC copies are megabytes each, and
+/// glibc's defaults return them to the kernel (mmap/munmap or heap trimming), so the next batch
+/// faults its pages in again (about 4% of a kline run's CPU).
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any other thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
+    }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let args = cli::Cli::parse();
     logging::init(&args.global, matches!(args.command, cli::Command::Watch(_)));
     match commands::dispatch(args) {

@@ -669,12 +669,13 @@ impl<'a> Chain<'a> {
         f: impl FnOnce(&mut Box<dyn Handler>) -> Result<Vec<RecordBatch>, PluginError>,
         rows_in: u64,
     ) -> Result<Vec<RecordBatch>, UnitError> {
-        let started = Instant::now();
+        let (started, cpu) = (Instant::now(), crate::summary::thread_cpu_ns());
         let res = self.handler(i).and_then(f);
         let st = &mut self.stats[i];
         st.calls += 1;
         st.rows_in += rows_in;
         st.plugin_ns += started.elapsed().as_nanos() as u64;
+        st.plugin_cpu_ns += crate::summary::thread_cpu_ns().saturating_sub(cpu);
         match res {
             Ok(out) => {
                 let mut kept = Vec::with_capacity(out.len());

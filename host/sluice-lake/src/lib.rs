@@ -7,6 +7,7 @@
 //! ledger is the source of truth: on open, in-progress files and data files no ledger record
 //! names (the orphans of a crash between rename and ledger append) are swept.
 
+mod dictionary;
 mod failures;
 mod keyed;
 mod ledger;

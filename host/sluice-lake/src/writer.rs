@@ -483,7 +483,9 @@ impl LakeUnitWriter {
         Ok(OpenFile { tmp, final_path, writer })
     }
 
-    fn file_for(&mut self, dir: &str, schema: &SchemaRef) -> Result<&mut OpenFile, SinkError> {
+    /// The open file of partition `dir`, created for `first` (the batch about to be written) when
+    /// the unit has none yet.
+    fn file_for(&mut self, dir: &str, schema: &SchemaRef, first: &RecordBatch) -> Result<&mut OpenFile, SinkError> {
         if !self.open.contains_key(dir) {
             let dataset = self.lake.root.join(&self.lake.spec.dataset);
             let dir_path = if dir.is_empty() { dataset } else { dataset.join(dir) };
@@ -493,7 +495,8 @@ impl LakeUnitWriter {
             let final_path = dir_path.join(&name);
             let tmp = dir_path.join(format!(".{name}{INPROGRESS}"));
             let file = File::create(&tmp).map_err(|e| SinkError::io(&tmp, e))?;
-            let writer = ArrowWriter::try_new(file, schema.clone(), Some(self.lake.props.clone()))
+            let props = crate::dictionary::props_for(&self.lake.props, first);
+            let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))
                 .map_err(|e| SinkError::Encode(format!("{}: {e}", tmp.display())))?;
             self.open.insert(dir.to_string(), OpenFile { tmp, final_path, writer });
         }
@@ -543,7 +546,7 @@ impl UnitWriter for LakeUnitWriter {
             let batch = plan
                 .apply(&slice.batch)
                 .map_err(|message| SinkError::Schema { dataset: self.lake.spec.dataset.clone(), message })?;
-            let f = self.file_for(&slice.dir, &output)?;
+            let f = self.file_for(&slice.dir, &output, &batch)?;
             f.writer.write(&batch).map_err(|e| SinkError::Encode(format!("{}: {e}", f.tmp.display())))?;
         }
         Ok(())
@@ -763,8 +766,9 @@ fn upsert_into(lake: &LakeInner, s: &mut Staged, old: &[String]) -> Result<u64, 
         s.tmp.file_name().map(|n| n.to_string_lossy()).unwrap_or_default().trim_end_matches(INPROGRESS)
     ));
     let file = File::create(&tmp).map_err(|e| SinkError::io(&tmp, e))?;
-    let mut w = ArrowWriter::try_new(file, merged.schema(), Some(lake.props.clone()))
-        .map_err(|e| enc(format!("{}: {e}", tmp.display())))?;
+    let props = crate::dictionary::props_for(&lake.props, &merged);
+    let mut w =
+        ArrowWriter::try_new(file, merged.schema(), Some(props)).map_err(|e| enc(format!("{}: {e}", tmp.display())))?;
     w.write(&merged).map_err(|e| enc(format!("{}: {e}", tmp.display())))?;
     let file = w.into_inner().map_err(|e| enc(format!("{}: {e}", tmp.display())))?;
     file.sync_all().map_err(|e| SinkError::io(&tmp, e))?;

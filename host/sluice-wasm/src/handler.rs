@@ -1,6 +1,10 @@
 //! One sandboxed handler instance: its own Store, limits enforced on every call, output validated.
 
+use std::cell::RefCell;
+use std::sync::Arc;
+
 use arrow_array::RecordBatch;
+use arrow_buffer::Buffer;
 use arrow_schema::{Schema, SchemaRef};
 use sluice_core::error::PluginError;
 use sluice_core::plugin::{Handler, LookupTable, PluginInfo, StateSpec};
@@ -14,6 +18,28 @@ use crate::bindings::sluice::plugin::types::Error as WitError;
 use crate::host::HostState;
 use crate::ipc;
 use crate::runtime::{TICK, WasmPlugin};
+
+thread_local! {
+    /// The last single-batch output a guest returned on this thread, with the IPC stream it was
+    /// decoded from (the batch's arrays point into it).
+    static LAST_OUTPUT: RefCell<Option<(RecordBatch, Buffer)>> = const { RefCell::new(None) };
+}
+
+/// The IPC stream of `batch` when it is exactly the last guest output on this thread: the next
+/// step of a chain then gets the bytes the previous guest wrote (already decoded and validated
+/// by [`WasmHandler::accept`]) instead of an encoding of its own, which saves a copy of the batch
+/// per step. Identity is by array pointers, so any other batch is encoded as usual.
+fn forwarded(batch: &RecordBatch) -> Option<Buffer> {
+    LAST_OUTPUT.with(|last| {
+        let mut last = last.borrow_mut();
+        let (prev, _) = last.as_ref()?;
+        let same = prev.num_rows() == batch.num_rows()
+            && prev.num_columns() == batch.num_columns()
+            && (Arc::ptr_eq(prev.schema_ref(), batch.schema_ref()) || prev.schema_ref() == batch.schema_ref())
+            && prev.columns().iter().zip(batch.columns()).all(|(a, b)| Arc::ptr_eq(a, b));
+        if same { last.take().map(|(_, stream)| stream) } else { None }
+    })
+}
 
 pub(crate) struct WasmHandler {
     store: Store<HostState>,
@@ -88,6 +114,7 @@ impl WasmHandler {
                 Ok((t.name.clone(), ipc::encode(&t.schema, &batches)?))
             })
             .collect::<Result<Vec<_>, PluginError>>()?;
+        let tables: Vec<(&str, &[u8])> = tables.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
         let (mut store, bindings) = new_store(plugin, limits)?;
         let created = bindings
             .sluice_plugin_handler()
@@ -119,19 +146,24 @@ impl WasmHandler {
         }
     }
 
-    /// Check a guest's IPC output: size cap, decodes, matches the declared schema.
+    /// Check a guest's IPC output: size cap, decodes, matches the declared schema. A single
+    /// output batch is remembered with its stream for [`forwarded`].
     fn accept(&mut self, bytes: Vec<u8>, expected: &Schema) -> Result<Vec<RecordBatch>, PluginError> {
         let res = (|| {
             if bytes.len() as u64 > self.limits.output_bytes {
                 return Err(PluginError::OutputTooLarge { size: bytes.len() as u64, limit: self.limits.output_bytes });
             }
-            let (schema, batches) = ipc::decode(bytes)?;
+            let stream = Buffer::from(bytes);
+            let (schema, batches) = ipc::decode_stream(stream.clone())?;
             if !ipc::same_shape(&schema, expected) {
                 return Err(PluginError::BadOutput(format!(
                     "output schema {} differs from the declared schema {}",
                     ipc::describe(&schema),
                     ipc::describe(expected)
                 )));
+            }
+            if let [batch] = batches.as_slice() {
+                LAST_OUTPUT.with(|last| *last.borrow_mut() = Some((batch.clone(), stream)));
             }
             Ok(batches)
         })();
@@ -143,7 +175,7 @@ impl WasmHandler {
 
     fn declared_for(&mut self, input: &SchemaRef) -> Result<SchemaRef, PluginError> {
         if let Some((i, o)) = &self.declared
-            && (std::sync::Arc::ptr_eq(i, input) || ipc::same_shape(i, input))
+            && (Arc::ptr_eq(i, input) || ipc::same_shape(i, input))
         {
             return Ok(o.clone());
         }
@@ -178,8 +210,11 @@ impl Handler for WasmHandler {
     fn process(&mut self, batch: &RecordBatch) -> Result<Vec<RecordBatch>, PluginError> {
         let schema = batch.schema();
         let expected = self.declared_for(&schema)?;
-        let input = ipc::encode(&schema, &[batch])?;
-        let out = self.call(|store, g, r| g.call_process(store, r, &input))?;
+        let input = match forwarded(batch) {
+            Some(stream) => stream,
+            None => Buffer::from(ipc::encode(&schema, &[batch])?),
+        };
+        let out = self.call(|store, g, r| g.call_process(store, r, input.as_slice()))?;
         self.accept(out, &expected)
     }
 

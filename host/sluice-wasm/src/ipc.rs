@@ -10,7 +10,10 @@ use sluice_core::error::PluginError;
 /// Encode a schema and batches as one IPC stream.
 pub(crate) fn encode(schema: &Schema, batches: &[&RecordBatch]) -> Result<Vec<u8>, PluginError> {
     let internal = |e: arrow_schema::ArrowError| PluginError::Internal(format!("encoding IPC for the plugin: {e}"));
-    let mut w = StreamWriter::try_new(Vec::new(), schema).map_err(internal)?;
+    // Sized up front: growing a multi-megabyte Vec by doubling copies it and faults in new pages
+    // each time. (Buffers of sliced arrays count whole, so cap the guess.)
+    let guess = 4096 + batches.iter().map(|b| b.get_array_memory_size()).sum::<usize>();
+    let mut w = StreamWriter::try_new(Vec::with_capacity(guess.min(1 << 28)), schema).map_err(internal)?;
     for b in batches {
         w.write(b).map_err(internal)?;
     }
@@ -23,9 +26,14 @@ pub(crate) fn encode(schema: &Schema, batches: &[&RecordBatch]) -> Result<Vec<u8
 /// the host allocate more than the guest actually returned; buffers are validated against their
 /// declared types; and a panic inside the decoder on hostile input is caught and reported.
 pub(crate) fn decode(bytes: Vec<u8>) -> Result<(SchemaRef, Vec<RecordBatch>), PluginError> {
+    decode_stream(Buffer::from(bytes))
+}
+
+/// [`decode`] from a buffer (the decoded arrays share it: their values are not copied).
+pub(crate) fn decode_stream(stream: Buffer) -> Result<(SchemaRef, Vec<RecordBatch>), PluginError> {
     let bad = |e: arrow_schema::ArrowError| PluginError::BadOutput(format!("IPC does not decode: {e}"));
     let run = move || -> Result<(SchemaRef, Vec<RecordBatch>), PluginError> {
-        let mut buf = Buffer::from(bytes);
+        let mut buf = stream;
         let mut decoder = StreamDecoder::new();
         let mut batches = Vec::new();
         while !buf.is_empty() {

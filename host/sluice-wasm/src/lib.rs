@@ -38,5 +38,8 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "../../wit",
         world: "handler-plugin",
+        // Export parameters borrow (`&[u8]`), so a batch's IPC bytes can be passed from any
+        // buffer without first copying them into a Vec.
+        ownership: Borrowing { duplicate_if_necessary: true },
     });
 }

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+mod bench;
 mod demo;
 mod lake;
 mod plugin;
@@ -23,6 +24,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, Exit> {
         Command::Schema => schema::schema(),
         Command::Plugin(p) => plugin::plugin(p, g),
         Command::Demo(a) => demo::demo(&a, g),
+        Command::Bench(c) => bench::bench(c),
     }
 }
 

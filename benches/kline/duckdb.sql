@@ -1,0 +1,35 @@
+-- The DuckDB reference job (docs/benchmarks.md, "DuckDB reference job"), DuckDB side: the same
+-- seven steps as klines.yaml in one statement. The driver replaces {input} (a read_csv path or
+-- list) and {out} (the output directory).
+COPY (
+    WITH raw AS (
+        -- 1. explicit schema; 2. malformed rows dropped (ignore_errors)
+        SELECT * FROM read_csv({input},
+            header = false, auto_detect = false, delim = ',', quote = '"', escape = '"',
+            columns = {'open_time': 'BIGINT', 'open': 'DOUBLE', 'high': 'DOUBLE', 'low': 'DOUBLE',
+                       'close': 'DOUBLE', 'volume': 'DOUBLE', 'close_time': 'BIGINT',
+                       'quote_volume': 'DOUBLE', 'trades': 'BIGINT', 'taker_buy_base': 'DOUBLE',
+                       'taker_buy_quote': 'DOUBLE', 'ignore': 'VARCHAR'},
+            ignore_errors = true, filename = true)
+    ),
+    named AS (
+        -- 3. µs (values above 1e14) to ms; 5. symbol and date from the file name
+        SELECT * EXCLUDE (filename) REPLACE (
+                CASE WHEN open_time > 100000000000000 THEN open_time // 1000 ELSE open_time END AS open_time,
+                CASE WHEN close_time > 100000000000000 THEN close_time // 1000 ELSE close_time END AS close_time),
+            regexp_extract(filename, '([A-Za-z0-9]+)-1s-(\d{4}-\d{2}-\d{2})\.(csv|zip)$', 1) AS symbol,
+            CAST(regexp_extract(filename, '([A-Za-z0-9]+)-1s-(\d{4}-\d{2}-\d{2})\.(csv|zip)$', 2) AS DATE) AS date
+        FROM raw
+    ),
+    dedup AS (
+        -- 4. one row per (symbol, open_time)
+        SELECT * FROM named QUALIFY row_number() OVER (PARTITION BY symbol, open_time) = 1
+    )
+    -- 6. 20-row moving average of close per symbol by open_time, NULL until the window is full
+    --    (Sluice's sma), continuous across files
+    SELECT *, CASE WHEN count(close) OVER w = 20 THEN avg(close) OVER w END AS ma20
+    FROM dedup
+    WINDOW w AS (PARTITION BY symbol ORDER BY open_time ROWS BETWEEN 19 PRECEDING AND CURRENT ROW)
+)
+-- 7. Parquet partitioned by symbol and date, zstd
+TO '{out}' (FORMAT parquet, PARTITION_BY (symbol, date), COMPRESSION zstd);

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The DuckDB reference job: Sluice vs DuckDB on ~1 GB of 1-second kline CSV (docs/benchmarks.md).
+#
+#   bash benches/kline/run.sh                      # 6 symbols x 14 days, 3 alternating runs each
+#   bash benches/kline/run.sh --scaling --rss-days 7,28   # + 1-worker runs, + peak RSS at other sizes
+#   bash benches/kline/run.sh --zip                # zipped day files
+#   bash benches/kline/run.sh --days 2 --runs 1    # a quick check
+#
+# Any flag is passed to bench.py (--help lists them). Builds the release binary, installs the
+# python duckdb package into a venv, generates the data once per size (under $BENCH_DIR,
+# default ~/.cache/sluice/bench), and prints Markdown tables (results.json has every number).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}"
+work="${BENCH_DIR:-$HOME/.cache/sluice/bench}"
+mkdir -p "$work"
+if [ -z "${SLUICE_BIN:-}" ]; then
+    cargo build --release -p sluice-cli >&2
+    # A private copy: the shared target directory's binary may be rebuilt by another checkout.
+    cp "$CARGO_TARGET_DIR/release/sluice" "$work/sluice"
+    SLUICE_BIN="$work/sluice"
+fi
+if [ ! -x "$work/venv/bin/python" ]; then
+    python3 -m venv "$work/venv"
+fi
+"$work/venv/bin/python" -c "import duckdb" 2>/dev/null || "$work/venv/bin/pip" install -q duckdb >&2
+exec "$work/venv/bin/python" benches/kline/bench.py --bin "$SLUICE_BIN" --work "$work" "$@"
