@@ -501,29 +501,30 @@ fn worker(ctx: &WorkerCtx) {
             // lookback: re-run them (not the ones still queued), right after it. Re-runs do not
             // change their own input rows, so they trigger no further re-runs.
             if res.outcome.is_ok() && !rerun {
-                let queued: HashSet<String> = queue.iter().map(|(u, _)| u.id()).collect();
-                let mut reruns = Vec::new();
+                let mut succ = Vec::new();
                 for (index, ranges) in &ranges {
                     let Some(step) = chain.keyed[*index].as_ref() else { continue };
                     match step.successors(&*job.sink, &res.unit.id(), ranges) {
-                        Ok(succ) => {
-                            for v in succ {
-                                if queued.contains(&v.unit_id)
-                                    || reruns.iter().any(|(u, _): &(SourceUnit, bool)| u.id() == v.unit_id)
-                                {
-                                    continue;
-                                }
-                                match ctx.all.get(&v.unit_id) {
-                                    Some(u) => reruns.push((u.clone(), true)),
-                                    None => tracing::warn!(
-                                        file = %v.unit.display_name(), step = %step.name,
-                                        "its lookback changed but its source is not part of this run (gone, or not ready); \
-                                         its output keeps the old lookback until it is re-run"
-                                    ),
-                                }
-                            }
-                        }
+                        Ok(found) => succ.extend(found.into_iter().map(|v| (step.name.clone(), v))),
                         Err(e) => tracing::warn!(step = %step.name, "cannot look up units to re-run: {e}"),
+                    }
+                }
+                // Units still queued run anyway; each unit is re-run once. The queue's ids are
+                // hashed only when there is something to re-run.
+                let mut skip: HashSet<String> =
+                    if succ.is_empty() { HashSet::new() } else { queue.iter().map(|(u, _)| u.id()).collect() };
+                let mut reruns = Vec::new();
+                for (step, v) in succ {
+                    if !skip.insert(v.unit_id.clone()) {
+                        continue;
+                    }
+                    match ctx.all.get(&v.unit_id) {
+                        Some(u) => reruns.push((u.clone(), true)),
+                        None => tracing::warn!(
+                            file = %v.unit.display_name(), step = %step,
+                            "its lookback changed but its source is not part of this run (gone, or not ready); \
+                             its output keeps the old lookback until it is re-run"
+                        ),
                     }
                 }
                 for r in reruns.into_iter().rev() {
