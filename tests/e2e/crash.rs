@@ -123,13 +123,16 @@ fn per_partition(lake: &Path) -> Vec<serde_json::Value> {
     )
 }
 
-const FILES: usize = 64;
+/// Enough files that at least 15 of the kills land mid-ingest: every optimization of the run makes
+/// a clean ingest shorter, so a restart is likelier to finish the whole dataset before its kill.
+const FILES: usize = 96;
+const ROWS: usize = 40_000;
 
 #[test]
 fn sigkill_at_random_moments_then_restart_equals_a_clean_run() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    write_ticks(&root.join("in"), FILES, 40_000);
+    write_ticks(&root.join("in"), FILES, ROWS);
 
     // The reference: one clean run, timed to spread the kills over a run's duration.
     let clean_yaml = pipeline(root, "clean");
@@ -192,8 +195,8 @@ fn sigkill_at_random_moments_then_restart_equals_a_clean_run() {
     }
     assert_eq!(per_partition(&crashed), expect);
     let total = query(&crashed, "SELECT count(*) AS n, count(DISTINCT ts) AS d FROM ticks");
-    assert_eq!(total[0]["n"], serde_json::json!(FILES * 40_000));
-    assert_eq!(total[0]["d"], serde_json::json!(FILES * 40_000));
+    assert_eq!(total[0]["n"], serde_json::json!(FILES * ROWS));
+    assert_eq!(total[0]["d"], serde_json::json!(FILES * ROWS));
 
     // No partial or orphan files: every data file on disk is named by the ledger, and vice versa.
     for lake in [&clean, &crashed] {
