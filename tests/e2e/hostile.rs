@@ -112,3 +112,69 @@ fn dead_letter_policy_records_the_unit_and_goes_on() {
     assert_eq!(letter["step"], "villain");
     assert!(letter["error"].as_str().unwrap().contains("deadline"));
 }
+
+/// `hostile-bad-patch` reading `x` of `x,shadow,y` in the given mode, one file, `skip_file`.
+fn patch_case(mode: &str) -> (Option<i32>, serde_json::Value, String, tempfile::TempDir) {
+    let tmp = tempfile::tempdir().unwrap();
+    write(&tmp.path().join("in/a.csv"), "x,shadow,y\n1,1,10\n2,2,20\n3,3,30\n");
+    let yaml = format!(
+        r#"
+pipeline: patches
+sources:
+  s: {{path: in, glob: "*.csv", format: {{csv: {{header: true}}}}}}
+steps:
+  - plugin: {plugin}
+    name: patcher
+    config: {{reads: [x], mode: {mode}}}
+    on_error: skip_file
+sink: {{lake: lake, dataset: out}}
+"#,
+        plugin = test_plugin("hostile-bad-patch").display()
+    );
+    let p = tmp.path().join("p.yaml");
+    write(&p, &yaml);
+    let sj = tmp.path().join("s.json");
+    let out = run(&["run", p.to_str().unwrap(), "--workers", "1", "--summary-json", sj.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let s = if sj.exists() { summary(&sj) } else { serde_json::Value::Null };
+    (out.status.code(), s, stderr, tmp)
+}
+
+#[test]
+fn a_valid_patch_selects_rows_and_keeps_the_unread_columns() {
+    let (code, s, stderr, tmp) = patch_case("ok");
+    assert_eq!(code, Some(0), "{s} {stderr}");
+    let r = query(&tmp.path().join("lake"), "SELECT x, shadow, y, first FROM out ORDER BY x");
+    let rows: Vec<(i64, i64, i64, String)> = r
+        .iter()
+        .map(|r| {
+            let i = |k: &str| r[k].as_i64().unwrap();
+            (i("x"), i("shadow"), i("y"), r["first"].as_str().unwrap().to_string())
+        })
+        .collect();
+    assert_eq!(rows, vec![(1, 1, 10, "row0".to_string()), (3, 3, 30, "row2".to_string())]);
+}
+
+#[test]
+fn bad_patches_are_refused_with_a_reason() {
+    for (mode, expected) in [
+        ("out_of_range", "`_sluice_row` has row 8, but the input has 3 rows"),
+        ("short", "the patches cover 2 of the input's 3 rows"),
+        ("holds", "cannot hold rows, but `finish` returned 3"),
+    ] {
+        let (code, s, stderr, tmp) = patch_case(mode);
+        assert_eq!(code, Some(1), "{mode}: {s} {stderr}");
+        let err = s["failures"][0]["error"].as_str().unwrap_or_default();
+        assert!(err.contains(expected) && err.contains("patcher") && err.contains("a.csv"), "{mode}: `{err}`");
+        let out = tmp.path().join("lake/out");
+        assert!(!out.exists() || files_under(&out).is_empty(), "{mode}: nothing is committed");
+    }
+}
+
+#[test]
+fn a_patch_column_that_would_shadow_an_unread_column_is_a_config_error() {
+    let (code, s, stderr, _tmp) = patch_case("shadow");
+    assert_ne!(code, Some(0));
+    let all = format!("{s} {stderr}");
+    assert!(all.contains("outputs a column `shadow`, which its input already has"), "{all}");
+}

@@ -55,6 +55,7 @@ pub const PLUGINS: &[Plugin] = &[
     Plugin { name: "hostile-bad-ipc", dir: "hostile/bad-ipc", kind: Kind::Test },
     Plugin { name: "hostile-bad-schema", dir: "hostile/bad-schema", kind: Kind::Test },
     Plugin { name: "hostile-explode", dir: "hostile/explode", kind: Kind::Test },
+    Plugin { name: "hostile-bad-patch", dir: "hostile/bad-patch", kind: Kind::Test },
 ];
 
 impl Plugin {

@@ -9,6 +9,7 @@ pub mod error;
 pub mod hint;
 mod keyed;
 pub mod plugin;
+pub mod projection;
 pub mod runner;
 pub mod sink;
 pub mod source;

@@ -18,7 +18,7 @@ pub struct PluginInfo {
     pub version: String,
     pub summary: String,
     pub config_doc: String,
-    /// The contract the component was built against, e.g. `sluice:plugin@0.2.0`.
+    /// The contract the component was built against, e.g. `sluice:plugin@0.3.0`.
     pub contract: String,
 }
 
@@ -134,6 +134,11 @@ pub trait Handler: Send {
     fn output_schema(&mut self, input: &SchemaRef) -> Result<SchemaRef, PluginError>;
     /// Keyed state the handler declares, if any.
     fn state(&mut self) -> Result<Option<StateSpec>, PluginError>;
+    /// The input columns the handler reads, when it works on patches (see
+    /// [`projection`](crate::projection)); `None` when it takes whole batches.
+    fn projection(&mut self) -> Result<Option<Vec<String>>, PluginError> {
+        Ok(None)
+    }
     /// Transform one batch. Output batches have the declared output schema.
     fn process(&mut self, batch: &RecordBatch) -> Result<Vec<RecordBatch>, PluginError>;
     /// End of input: batches still held.

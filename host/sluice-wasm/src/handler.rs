@@ -207,6 +207,10 @@ impl Handler for WasmHandler {
         }))
     }
 
+    fn projection(&mut self) -> Result<Option<Vec<String>>, PluginError> {
+        self.call(|store, g, r| g.call_projection(store, r).map(Ok))
+    }
+
     fn process(&mut self, batch: &RecordBatch) -> Result<Vec<RecordBatch>, PluginError> {
         let schema = batch.schema();
         let expected = self.declared_for(&schema)?;

@@ -270,7 +270,9 @@ impl Plugin for WasmPlugin {
         tables: &[Arc<sluice_core::plugin::LookupTable>],
         limits: &Limits,
     ) -> Result<Box<dyn sluice_core::plugin::Handler>, PluginError> {
-        Ok(Box::new(WasmHandler::create(self, config_json, tables, limits)?))
+        // A handler that declares the columns it reads is sent only those, and its patches are
+        // merged back by the core.
+        sluice_core::projection::wrap(Box::new(WasmHandler::create(self, config_json, tables, limits)?))
     }
 }
 
@@ -280,10 +282,10 @@ mod tests {
 
     #[test]
     fn contract_versions_follow_semver_for_0_x() {
-        assert_eq!(crate::CONTRACT_VERSION, "0.2.0");
-        assert!(compatible("0.2.0", "0.2.0") && compatible("0.2.3", "0.2.0"));
-        // 0.1 components (create without tables, state-spec without a span) are refused.
-        assert!(!compatible("0.1.0", "0.2.0") && !compatible("0.3.0", "0.2.0"));
+        assert_eq!(crate::CONTRACT_VERSION, "0.3.0");
+        assert!(compatible("0.3.0", "0.3.0") && compatible("0.3.2", "0.3.0"));
+        // 0.2 components (no `projection`) and 0.1 ones are refused.
+        assert!(!compatible("0.2.0", "0.3.0") && !compatible("0.1.0", "0.3.0") && !compatible("0.4.0", "0.3.0"));
         assert!(compatible("1.4.0", "1.0.0") && !compatible("2.0.0", "1.0.0"));
     }
 }

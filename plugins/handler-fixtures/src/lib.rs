@@ -147,12 +147,13 @@ pub fn run_native_with<H: Handler>(
     let tables = Tables::new(tables.iter().map(|(n, b)| Table::new(*n, b.schema(), vec![b.clone()])).collect());
     let config = parse_config(config).unwrap_or_else(|e| panic!("{e}"));
     let mut h = H::new_with_tables(config, tables).unwrap_or_else(|e| panic!("{e}"));
-    let schema = h.output_schema(&input.schema()).unwrap_or_else(|e| panic!("{e}"));
+    // As the host does: a projecting handler gets its columns and returns patches.
+    let schema = sluice_plugin::patch::output_schema(&h, &input.schema()).unwrap_or_else(|e| panic!("{e}"));
     let mut out = Vec::new();
     let mut start = 0;
     while start < input.num_rows() {
         let len = BATCH_ROWS.min(input.num_rows() - start);
-        out.extend(h.process(input.slice(start, len)).unwrap_or_else(|e| panic!("{e}")));
+        out.extend(sluice_plugin::patch::process(&mut h, &input.slice(start, len)).unwrap_or_else(|e| panic!("{e}")));
         start += len;
     }
     out.extend(h.finish().unwrap_or_else(|e| panic!("{e}")));
@@ -614,7 +615,7 @@ mod bench {
         let mut off = 0;
         while off < input.num_rows() {
             let len = 65_536.min(input.num_rows() - off);
-            std::hint::black_box(h.process(input.slice(off, len)).unwrap());
+            std::hint::black_box(sluice_plugin::patch::process(&mut h, &input.slice(off, len)).unwrap());
             off += len;
         }
         std::hint::black_box(h.finish().unwrap());

@@ -35,6 +35,7 @@ pub use arrow_select;
 mod config;
 mod error;
 pub mod ipc;
+pub mod patch;
 pub mod reject;
 pub mod tables;
 
@@ -55,9 +56,10 @@ pub mod prelude {
     //! The items most plugins need: `use sluice_plugin::prelude::*;`.
     pub use crate::arrow_array::{
         self, Array, ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array, LargeStringArray,
-        RecordBatch, StringArray, TimestampMicrosecondArray, TimestampMillisecondArray, UInt64Array, cast::AsArray,
+        RecordBatch, StringArray, TimestampMicrosecondArray, TimestampMillisecondArray, UInt32Array, UInt64Array, cast::AsArray,
     };
     pub use crate::arrow_schema::{self, DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
+    pub use crate::patch::ROW_COLUMN;
     pub use crate::{Error, Handler, Level, REJECT_COLUMN, Rejects, StateSpec, Table, Tables};
 }
 
@@ -120,6 +122,18 @@ pub trait Handler: Sized + 'static {
     fn state(&self) -> Option<StateSpec> {
         None
     }
+
+    /// The input columns this handler reads, or `None` (the default) to get whole batches.
+    ///
+    /// When `Some`, the handler works on patches (see [`patch`]): `output_schema` and `process`
+    /// see only these columns (those the input has), and each batch `process` returns holds
+    /// only the columns it changes or adds, plus [`ROW_COLUMN`](patch::ROW_COLUMN) when it
+    /// selects or reorders rows. The host re-attaches every other column, so a step that reads
+    /// 2 of 15 columns moves 2 across the boundary instead of 15 twice. Such a handler may not
+    /// hold rows across calls (`finish` returns nothing). Asked once per instance.
+    fn projection(&self) -> Option<Vec<String>> {
+        None
+    }
 }
 
 /// Log levels of [`log`].
@@ -175,7 +189,7 @@ macro_rules! export_handler {
         #[doc(hidden)]
         #[cfg(target_arch = "wasm32")]
         type __SluiceExport = $crate::__private::Adapter<$ty>;
-        // Exports only exist on wasm: their names (`sluice:plugin/handler@0.2.0#info`)
+        // Exports only exist on wasm: their names (`sluice:plugin/handler@0.3.0#info`)
         // are not valid in a native linker's version script.
         #[cfg(target_arch = "wasm32")]
         $crate::__private::export!(__SluiceExport with_types_in $crate::__private);
@@ -332,6 +346,11 @@ pub mod __private {
         pub fn state(&self) -> Option<StateSpec> {
             self.handler.borrow().state()
         }
+
+        /// `projection`.
+        pub fn projection(&self) -> Option<Vec<String>> {
+            self.handler.borrow().projection()
+        }
     }
 
     /// Every returned batch must carry the declared output schema.
@@ -367,6 +386,10 @@ pub mod __private {
                 lookback_rows: s.lookback_rows,
                 lookback_span: s.lookback_span,
             })
+        }
+
+        fn projection(&self) -> Option<Vec<String>> {
+            InstanceAdapter::projection(self)
         }
 
         fn process(&self, input: Vec<u8>) -> Result<Vec<u8>, WitError> {

@@ -1,7 +1,10 @@
 //! `dedup`: drops duplicate rows by key columns, keeping the first or the last
 //! occurrence, within a batch and across batches (and files) of a run.
 
+use std::sync::Arc;
+
 use sluice_plugin::arrow_select::filter::filter_record_batch;
+use sluice_plugin::patch::{self, row_field};
 use sluice_plugin::prelude::*;
 
 use handler_kit::keys::{KeyMap, check_key_columns, key_columns};
@@ -74,6 +77,15 @@ impl Dedup {
         Ok(BooleanArray::from(mask))
     }
 
+    /// keep: first, as a patch: the input rows to keep.
+    fn first_rows(&mut self, batch: &RecordBatch) -> Result<RecordBatch, Error> {
+        let mask = self.first(batch)?;
+        self.dropped += (batch.num_rows() - mask.true_count()) as u64;
+        let rows: Vec<u32> = mask.values().set_indices().map(|i| i as u32).collect();
+        let schema = Arc::new(Schema::new(vec![row_field()]));
+        Ok(RecordBatch::try_new(schema, vec![patch::rows(rows)])?)
+    }
+
     fn emit(&mut self, batch: &RecordBatch, mask: &BooleanArray) -> Result<Option<RecordBatch>, Error> {
         let kept = mask.true_count();
         self.dropped += (batch.num_rows() - kept) as u64;
@@ -127,14 +139,25 @@ config: {keys: [symbol, open_time], keep: first}
         if let Some(o) = &self.config.order_by {
             handler_kit::column_index(input, o, "order_by")?;
         }
-        Ok(input.clone())
+        Ok(match self.config.keep {
+            // A patch that only selects rows.
+            Keep::First => Arc::new(Schema::new(vec![row_field()])),
+            Keep::Last => input.clone(),
+        })
+    }
+
+    /// `keep: first` streams, so it reads only the key columns and returns the rows to keep;
+    /// `keep: last` holds whole batches until the end of the file.
+    fn projection(&self) -> Option<Vec<String>> {
+        (self.config.keep == Keep::First)
+            .then(|| self.config.keys.iter().chain(&self.config.order_by).cloned().collect())
     }
 
     fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, Error> {
         match self.config.keep {
             Keep::First => {
-                let mask = self.first(&batch)?;
-                Ok(self.emit(&batch, &mask)?.into_iter().collect())
+                let rows = self.first_rows(&batch)?;
+                Ok(if rows.num_rows() == 0 { vec![] } else { vec![rows] })
             }
             Keep::Last => {
                 self.held.push(batch);
@@ -216,15 +239,15 @@ mod tests {
     #[test]
     fn first_within_and_across_batches_and_files() {
         let mut d = dedup(r#"{"keys":["k"]}"#);
-        let out = d.process(batch(vec!["a", "b", "a", "c"], vec![1, 2, 3, 4])).unwrap();
+        let out = patch::process(&mut d, &batch(vec!["a", "b", "a", "c"], vec![1, 2, 3, 4])).unwrap();
         assert_eq!(ts(&out), vec![1, 2, 4]);
-        let out = d.process(batch(vec!["c", "d", "d"], vec![5, 6, 7])).unwrap();
+        let out = patch::process(&mut d, &batch(vec!["c", "d", "d"], vec![5, 6, 7])).unwrap();
         assert_eq!(ts(&out), vec![6]);
         d.finish().unwrap();
         // The next file of the run still knows the keys.
-        let out = d.process(batch(vec!["a", "e"], vec![8, 9])).unwrap();
+        let out = patch::process(&mut d, &batch(vec!["a", "e"], vec![8, 9])).unwrap();
         assert_eq!(ts(&out), vec![9]);
-        let out = d.process(batch(vec!["a"], vec![10])).unwrap();
+        let out = patch::process(&mut d, &batch(vec!["a"], vec![10])).unwrap();
         assert!(out.is_empty());
         assert_eq!(d.state().unwrap().keys, vec!["k".to_string()]);
         assert_eq!(d.state().unwrap().lookback_rows, 0);
@@ -233,10 +256,10 @@ mod tests {
     #[test]
     fn multi_column_keys_and_file_scope() {
         let mut d = dedup(r#"{"keys":["k","t"],"scope":"file"}"#);
-        let out = d.process(batch(vec!["a", "a", "a"], vec![1, 1, 2])).unwrap();
+        let out = patch::process(&mut d, &batch(vec!["a", "a", "a"], vec![1, 1, 2])).unwrap();
         assert_eq!(ts(&out), vec![1, 2]);
         d.finish().unwrap();
-        let out = d.process(batch(vec!["a"], vec![1])).unwrap();
+        let out = patch::process(&mut d, &batch(vec!["a"], vec![1])).unwrap();
         assert_eq!(ts(&out), vec![1]);
         assert!(d.state().is_none());
     }
@@ -244,8 +267,8 @@ mod tests {
     #[test]
     fn last_holds_until_the_end_of_the_file() {
         let mut d = dedup(r#"{"keys":["k"],"keep":"last","scope":"file"}"#);
-        assert!(d.process(batch(vec!["a", "b", "a"], vec![1, 2, 3])).unwrap().is_empty());
-        assert!(d.process(batch(vec!["b", "c"], vec![4, 5])).unwrap().is_empty());
+        assert!(patch::process(&mut d, &batch(vec!["a", "b", "a"], vec![1, 2, 3])).unwrap().is_empty());
+        assert!(patch::process(&mut d, &batch(vec!["b", "c"], vec![4, 5])).unwrap().is_empty());
         let out = d.finish().unwrap();
         assert_eq!(ts(&out), vec![3, 4, 5]);
         assert!(d.finish().unwrap().is_empty());

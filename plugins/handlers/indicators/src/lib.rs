@@ -464,15 +464,21 @@ config:
             }
             names.push(o.clone());
         }
-        Ok(handler_kit::schema_with(input, outs.iter().map(|o| Arc::new(Field::new(o, DataType::Float64, true)))))
+        // A row-for-row patch of just the new columns.
+        Ok(Arc::new(Schema::new(outs.iter().map(|o| Field::new(o, DataType::Float64, true)).collect::<Vec<_>>())))
+    }
+
+    /// Reads the key, order and input columns; returns only the indicator columns.
+    fn projection(&self) -> Option<Vec<String>> {
+        let c = &self.config;
+        Some(c.keys.iter().chain([&c.order_by]).chain(c.indicators.iter().map(|s| &s.column)).cloned().collect())
     }
 
     fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, Error> {
         let schema = self.output_schema(&batch.schema())?;
         let extra = self.compute(&batch)?;
-        let mut cols = batch.columns().to_vec();
-        cols.extend(extra);
-        Ok(vec![RecordBatch::try_new(schema, cols)?])
+        let options = sluice_plugin::arrow_array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        Ok(vec![RecordBatch::try_new_with_options(schema, extra, &options)?])
     }
 
     fn state(&self) -> Option<StateSpec> {
@@ -555,7 +561,7 @@ mod tests {
     fn values_match_hand_computation() {
         let mut h = ind(ALL);
         let b = batch(vec!["a"; 4], vec![1, 2, 3, 4], vec![1.0, 2.0, 4.0, 3.0]);
-        let out = h.process(b).unwrap().remove(0);
+        let out = sluice_plugin::patch::process(&mut h, &b).unwrap().remove(0);
         assert_eq!(col(&out, "sma")[..2], [None, None]);
         assert!(close(col(&out, "sma")[2], 7.0 / 3.0) && close(col(&out, "sma")[3], 3.0));
         // ema alpha 0.5: 1, 1.5, 2.75, 2.875; output from the 3rd value.
@@ -579,7 +585,7 @@ mod tests {
         let t: Vec<i64> = (0..n as i64).collect();
         let v: Vec<f64> = (0..n).map(|i| ((i * 37) % 101) as f64 + 1.0).collect();
         let mut one = ind(ALL);
-        let whole = one.process(batch(keys.clone(), t.clone(), v.clone())).unwrap().remove(0);
+        let whole = sluice_plugin::patch::process(&mut one, &batch(keys.clone(), t.clone(), v.clone())).unwrap().remove(0);
         let mut split = ind(ALL);
         let mut parts = Vec::new();
         for (lo, hi) in [(0, 7), (7, 100), (100, n)] {
@@ -588,7 +594,7 @@ mod tests {
                 x.iter().rev().cloned().collect()
             }
             let b = batch(rev(&keys[lo..hi]), rev(&t[lo..hi]), rev(&v[lo..hi]));
-            let out = split.process(b).unwrap().remove(0);
+            let out = sluice_plugin::patch::process(&mut split, &b).unwrap().remove(0);
             parts.push(out);
         }
         for name in ["sma", "ema", "mn", "mx", "sd", "rsi", "bb_mid", "r", "lr"] {
@@ -638,7 +644,7 @@ mod tests {
     fn time_windows_cover_the_span_before_each_row() {
         let mut h = ind(TIMED);
         let b = batch(vec!["a"; 5], vec![0, 1000, 2500, 4000, 10_000], vec![1.0, 2.0, 4.0, 3.0, 5.0]);
-        let out = h.process(b).unwrap().remove(0);
+        let out = sluice_plugin::patch::process(&mut h, &b).unwrap().remove(0);
         // At 4000 the window is [1000, 4000]: 2, 4, 3. At 10000 only itself.
         assert_eq!(col(&out, "sma"), vec![Some(1.0), Some(1.5), Some(7.0 / 3.0), Some(3.0), Some(5.0)]);
         assert_eq!(col(&out, "mn"), vec![Some(1.0), Some(1.0), Some(1.0), Some(2.0), Some(5.0)]);
@@ -659,11 +665,11 @@ mod tests {
         let keys: Vec<&str> = (0..n).map(|i| ["x", "y"][i % 2]).collect();
         let t: Vec<i64> = (0..n as i64).map(|i| i * 700 + (i * i) % 900).collect();
         let v: Vec<f64> = (0..n).map(|i| ((i * 37) % 101) as f64).collect();
-        let whole = ind(TIMED).process(batch(keys.clone(), t.clone(), v.clone())).unwrap().remove(0);
+        let whole = sluice_plugin::patch::process(&mut ind(TIMED), &batch(keys.clone(), t.clone(), v.clone())).unwrap().remove(0);
         let mut split = ind(TIMED);
         let mut got: Vec<Option<f64>> = Vec::new();
         for (lo, hi) in [(0, 11), (11, 150), (150, n)] {
-            let out = split.process(batch(keys[lo..hi].to_vec(), t[lo..hi].to_vec(), v[lo..hi].to_vec())).unwrap();
+            let out = sluice_plugin::patch::process(&mut split, &batch(keys[lo..hi].to_vec(), t[lo..hi].to_vec(), v[lo..hi].to_vec())).unwrap();
             got.extend(col(&out[0], "sd"));
         }
         assert_eq!(got.len(), n);

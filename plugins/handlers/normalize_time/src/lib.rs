@@ -218,6 +218,11 @@ config: {columns: [open_time, close_time], to: ms}
         Ok(vec![RecordBatch::try_new(schema, cols)?])
     }
 
+    /// Reads only its columns, and returns them converted: a row-for-row patch.
+    fn projection(&self) -> Option<Vec<String>> {
+        Some(self.config.columns.clone())
+    }
+
     fn finish(&mut self) -> Result<Vec<RecordBatch>, Error> {
         // The end of a file: the next file detects its own unit.
         self.file_units.iter_mut().for_each(|u| *u = None);

@@ -67,6 +67,10 @@ impl GuestInstance for BadIpcInstance {
         None
     }
 
+    fn projection(&self) -> Option<Vec<String>> {
+        None
+    }
+
     fn process(&self, input: Vec<u8>) -> Result<Vec<u8>, WitError> {
         if !triggered(&self.trigger, &input) {
             *self.last_input.borrow_mut() = Some(input.clone());

@@ -79,6 +79,10 @@ impl GuestInstance for BadSchemaInstance {
         None
     }
 
+    fn projection(&self) -> Option<Vec<String>> {
+        None
+    }
+
     fn process(&self, input: Vec<u8>) -> Result<Vec<u8>, WitError> {
         if !triggered(&self.trigger, &input) {
             *self.last_input.borrow_mut() = Some(input.clone());
