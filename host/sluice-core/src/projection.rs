@@ -316,8 +316,9 @@ mod tests {
                 Some(f) => f(batch.num_rows()),
                 None => (0..batch.num_rows() as u32).collect(),
             };
-            let mut cols: Vec<ArrayRef> =
-                vec![Arc::new(Int64Array::from(idx.iter().map(|&i| t.value((i as usize).min(t.len() - 1)) * 10).collect::<Vec<_>>()))];
+            let mut cols: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(
+                idx.iter().map(|&i| t.value((i as usize).min(t.len() - 1)) * 10).collect::<Vec<_>>(),
+            ))];
             if self.extra.is_some() {
                 cols.push(Arc::new(StringArray::from(vec!["x"; idx.len()])));
             }
@@ -386,10 +387,12 @@ mod tests {
         ] {
             let out = run(Fake { rows: Some(f), extra: Some("e"), ..Fake::new() }).unwrap();
             assert_eq!(col(&out, "s"), s);
-            assert_eq!(out[0].schema().fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>(), [
-                "s", "t", "v", "e"
-            ]);
-            let t: Vec<String> = col(&out, "v").iter().map(|v| ((v.parse::<i64>().unwrap() - 4) * 10).to_string()).collect();
+            assert_eq!(
+                out[0].schema().fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>(),
+                ["s", "t", "v", "e"]
+            );
+            let t: Vec<String> =
+                col(&out, "v").iter().map(|v| ((v.parse::<i64>().unwrap() - 4) * 10).to_string()).collect();
             assert_eq!(col(&out, "t"), t, "t and v stay aligned");
         }
     }
