@@ -56,7 +56,8 @@ pub mod prelude {
     //! The items most plugins need: `use sluice_plugin::prelude::*;`.
     pub use crate::arrow_array::{
         self, Array, ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array, LargeStringArray,
-        RecordBatch, StringArray, TimestampMicrosecondArray, TimestampMillisecondArray, UInt32Array, UInt64Array, cast::AsArray,
+        RecordBatch, StringArray, TimestampMicrosecondArray, TimestampMillisecondArray, UInt32Array, UInt64Array,
+        cast::AsArray,
     };
     pub use crate::arrow_schema::{self, DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
     pub use crate::patch::ROW_COLUMN;

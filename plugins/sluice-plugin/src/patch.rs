@@ -193,7 +193,7 @@ mod tests {
     fn row_for_row_patches_must_cover_the_input() {
         let schema = Arc::new(Schema::new(vec![Field::new("d", DataType::Int64, false)]));
         let short = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![5, 6]))]).unwrap();
-        assert!(apply(&input(), &[short.clone()]).is_err());
+        assert!(apply(&input(), std::slice::from_ref(&short)).is_err());
         let out = apply(&input(), &[short.clone(), short.slice(0, 1)]).unwrap();
         assert_eq!(out.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
     }

@@ -585,7 +585,8 @@ mod tests {
         let t: Vec<i64> = (0..n as i64).collect();
         let v: Vec<f64> = (0..n).map(|i| ((i * 37) % 101) as f64 + 1.0).collect();
         let mut one = ind(ALL);
-        let whole = sluice_plugin::patch::process(&mut one, &batch(keys.clone(), t.clone(), v.clone())).unwrap().remove(0);
+        let whole =
+            sluice_plugin::patch::process(&mut one, &batch(keys.clone(), t.clone(), v.clone())).unwrap().remove(0);
         let mut split = ind(ALL);
         let mut parts = Vec::new();
         for (lo, hi) in [(0, 7), (7, 100), (100, n)] {
@@ -665,11 +666,17 @@ mod tests {
         let keys: Vec<&str> = (0..n).map(|i| ["x", "y"][i % 2]).collect();
         let t: Vec<i64> = (0..n as i64).map(|i| i * 700 + (i * i) % 900).collect();
         let v: Vec<f64> = (0..n).map(|i| ((i * 37) % 101) as f64).collect();
-        let whole = sluice_plugin::patch::process(&mut ind(TIMED), &batch(keys.clone(), t.clone(), v.clone())).unwrap().remove(0);
+        let whole = sluice_plugin::patch::process(&mut ind(TIMED), &batch(keys.clone(), t.clone(), v.clone()))
+            .unwrap()
+            .remove(0);
         let mut split = ind(TIMED);
         let mut got: Vec<Option<f64>> = Vec::new();
         for (lo, hi) in [(0, 11), (11, 150), (150, n)] {
-            let out = sluice_plugin::patch::process(&mut split, &batch(keys[lo..hi].to_vec(), t[lo..hi].to_vec(), v[lo..hi].to_vec())).unwrap();
+            let out = sluice_plugin::patch::process(
+                &mut split,
+                &batch(keys[lo..hi].to_vec(), t[lo..hi].to_vec(), v[lo..hi].to_vec()),
+            )
+            .unwrap();
             got.extend(col(&out[0], "sd"));
         }
         assert_eq!(got.len(), n);

@@ -73,9 +73,7 @@ impl Handler for BadPatch {
                 self.held = Some(RecordBatch::try_new(schema, vec![rows((0..n).collect())])?);
                 return Ok(vec![]);
             }
-            Mode::Shadow => {
-                RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec!["x"; n as usize]))])?
-            }
+            Mode::Shadow => RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec!["x"; n as usize]))])?,
             Mode::Ok => {
                 let keep: Vec<u32> = (0..n).step_by(2).collect();
                 let tags: StringArray = keep.iter().map(|r| Some(format!("row{r}"))).collect();
@@ -104,8 +102,11 @@ mod tests {
             Field::new("a", DataType::Int64, false),
             Field::new("shadow", DataType::Int64, false),
         ]));
-        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1, 2, 3])), Arc::new(Int64Array::from(vec![4, 5, 6]))])
-            .unwrap()
+        RecordBatch::try_new(
+            schema,
+            vec![Arc::new(Int64Array::from(vec![1, 2, 3])), Arc::new(Int64Array::from(vec![4, 5, 6]))],
+        )
+        .unwrap()
     }
 
     fn handler(mode: &str) -> BadPatch {
@@ -119,7 +120,14 @@ mod tests {
         let ok = patch::process(&mut handler("ok"), &input()).unwrap();
         assert_eq!(ok[0].num_rows(), 2);
         assert_eq!(ok[0].column_by_name("first").unwrap().as_string::<i32>().value(1), "row2");
-        assert_eq!(ok[0].column_by_name("shadow").unwrap().as_primitive::<sluice_plugin::arrow_array::types::Int64Type>().value(1), 6);
+        assert_eq!(
+            ok[0]
+                .column_by_name("shadow")
+                .unwrap()
+                .as_primitive::<sluice_plugin::arrow_array::types::Int64Type>()
+                .value(1),
+            6
+        );
         let mut h = handler("holds");
         assert!(patch::process(&mut h, &input()).unwrap().is_empty());
         assert_eq!(h.finish().unwrap().len(), 1);
