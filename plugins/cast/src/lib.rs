@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use sluice_plugin::arrow_array::RecordBatchOptions;
 use sluice_plugin::arrow_cast::{self, CastOptions, display::array_value_to_string};
 use sluice_plugin::prelude::*;
 
@@ -146,6 +147,12 @@ config:
         Ok(Arc::new(Schema::new_with_metadata(fields, input.metadata().clone())))
     }
 
+    /// Reads only the columns it casts, and returns them cast: a row-for-row patch (every
+    /// column it is given is one it casts).
+    fn projection(&self) -> Option<Vec<String>> {
+        Some(self.targets.iter().map(|(name, _)| name.clone()).collect())
+    }
+
     fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, Error> {
         let schema = self.output_schema(&batch.schema())?;
         let columns = batch
@@ -158,7 +165,9 @@ config:
                 None => Ok(a.clone()),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(vec![RecordBatch::try_new(schema, columns)?])
+        // `columns: {}` casts nothing: a patch without columns, which passes the rows through.
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        Ok(vec![RecordBatch::try_new_with_options(schema, columns, &options)?])
     }
 }
 
@@ -170,7 +179,7 @@ mod tests {
 
     use super::*;
     use sluice_plugin::arrow_array::types::{Int64Type, TimestampMillisecondType};
-    use sluice_plugin::parse_config;
+    use sluice_plugin::{parse_config, patch};
 
     fn batch() -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
@@ -196,7 +205,7 @@ mod tests {
     #[test]
     fn on_fail_error_names_row_and_column() {
         let mut c = cast(r#"{"columns": {"n": "int64"}}"#).unwrap();
-        match c.process(batch()).unwrap_err() {
+        match patch::process(&mut c, &batch()).unwrap_err() {
             Error::Data { row, column, message } => {
                 assert_eq!(row, Some(2));
                 assert_eq!(column.as_deref(), Some("n"));
@@ -209,21 +218,43 @@ mod tests {
     #[test]
     fn on_fail_null() {
         let mut c = cast(r#"{"columns": {"n": "int64", "t": "timestamp_ms"}, "on_fail": "null"}"#).unwrap();
-        let out = c.process(batch()).unwrap().remove(0);
+        let out = patch::process(&mut c, &batch()).unwrap().remove(0);
         let n = out.column(0).as_primitive::<Int64Type>();
         assert_eq!(n.value(0), 1);
         assert!(n.is_null(1) && n.is_null(2));
         let t = out.column(1).as_primitive::<TimestampMillisecondType>();
         assert_eq!(t.value(1) - t.value(0), 1000);
-        assert_eq!(out.schema(), c.output_schema(&batch().schema()).unwrap());
+        assert_eq!(out.schema(), patch::output_schema(&c, &batch().schema()).unwrap());
+        assert_eq!(out.column(2), batch().column(2));
+    }
+
+    #[test]
+    fn reads_and_returns_only_the_cast_columns() {
+        let mut c = cast(r#"{"columns": {"t": "timestamp_ms", "n": "int64"}, "on_fail": "null"}"#).unwrap();
+        assert_eq!(c.projection().unwrap(), ["n", "t"]);
+        let meta = std::collections::HashMap::from([("unit".to_string(), "pcs".to_string())]);
+        let fields: Vec<Field> =
+            batch().schema().fields().iter().map(|f| f.as_ref().clone().with_metadata(meta.clone())).collect();
+        let b = RecordBatch::try_new(Arc::new(Schema::new(fields)), batch().columns().to_vec()).unwrap();
+        let p = c.process(patch::project(&b, &c.projection().unwrap())).unwrap().remove(0);
+        let names: Vec<_> = p.schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(names, ["n", "t"]);
+        let out = patch::process(&mut c, &b).unwrap().remove(0);
+        assert_eq!(out.schema().field(0).metadata(), &meta, "a cast keeps the field's metadata");
+        assert_eq!(out.schema().field(2), b.schema().field(2));
+        // Nothing to cast: nothing is read and the batch comes back as it was.
+        let mut none = cast(r#"{"columns": {}}"#).unwrap();
+        assert_eq!(none.projection().unwrap(), Vec::<String>::new());
+        assert_eq!(patch::process(&mut none, &b).unwrap(), vec![b]);
     }
 
     #[test]
     fn unknown_type_and_column() {
         let e = cast(r#"{"columns": {"n": "int65"}}"#).err().unwrap();
         assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "columns.n"));
+        // A column not in the input is not sent: the check still names its key.
         let c = cast(r#"{"columns": {"nope": "int64"}}"#).unwrap();
-        let e = c.output_schema(&batch().schema()).unwrap_err();
+        let e = patch::output_schema(&c, &batch().schema()).unwrap_err();
         assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "columns.nope"));
         assert!(cast(r#"{"columns": {}, "on_fail": "skip"}"#).is_err());
     }

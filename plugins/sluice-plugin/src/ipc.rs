@@ -71,6 +71,17 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_without_columns_keeps_its_rows() {
+        // What a projecting handler gets when it reads no input column, or returns when it
+        // changes none.
+        let schema = Arc::new(Schema::empty());
+        let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(5));
+        let b = RecordBatch::try_new_with_options(schema.clone(), vec![], &options).unwrap();
+        let (_, batches) = read_stream(write_stream(&schema, &[b]).unwrap()).unwrap();
+        assert_eq!(batches.iter().map(|b| (b.num_columns(), b.num_rows())).collect::<Vec<_>>(), [(0, 5)]);
+    }
+
+    #[test]
     fn garbage_is_a_data_error() {
         assert!(matches!(read_stream(b"hello world, not arrow".to_vec()), Err(Error::Data { .. })));
         assert!(read_stream(Vec::new()).is_err());

@@ -378,17 +378,27 @@ config: {column: price, window: 20, as: price_sma20, key: symbol, order_by: ts}
         if input.index_of(&c.output).is_ok() {
             return Err(Error::config(format!("column `{}` already exists in the input", c.output)).key("as"));
         }
-        let mut fields: Vec<FieldRef> = input.fields().iter().cloned().collect();
-        fields.push(Arc::new(Field::new(&c.output, DataType::Float64, true)));
-        Ok(Arc::new(Schema::new_with_metadata(fields, input.metadata().clone())))
+        // A row-for-row patch of just the average.
+        Ok(Arc::new(Schema::new(vec![Field::new(&c.output, DataType::Float64, true)])))
+    }
+
+    /// Reads the value, key and order columns, and `as`: it is not in a valid input, so
+    /// nothing more is sent, but when it is, the clash is reported at `as`.
+    fn projection(&self) -> Option<Vec<String>> {
+        let c = &self.config;
+        Some(
+            [Some(&c.column), c.key.as_ref(), c.order_by.as_ref(), Some(&c.output)]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect(),
+        )
     }
 
     fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, Error> {
         let schema = self.output_schema(&batch.schema())?;
         let sma = self.compute(&batch)?;
-        let mut columns = batch.columns().to_vec();
-        columns.push(Arc::new(sma));
-        Ok(vec![RecordBatch::try_new(schema, columns)?])
+        Ok(vec![RecordBatch::try_new(schema, vec![Arc::new(sma)])?])
     }
 
     fn state(&self) -> Option<StateSpec> {
@@ -410,7 +420,7 @@ mod tests {
     use super::*;
     use sluice_plugin::arrow_array::DictionaryArray;
     use sluice_plugin::arrow_array::types::Int32Type;
-    use sluice_plugin::parse_config;
+    use sluice_plugin::{parse_config, patch};
 
     fn sma(json: &str) -> Sma {
         Sma::new(parse_config(json).unwrap()).unwrap()
@@ -432,10 +442,10 @@ mod tests {
     fn keyed_across_batches() {
         let mut s = sma(r#"{"column":"v","window":2,"as":"avg","key":"k"}"#);
         let b1 = batch(Arc::new(StringArray::from(vec!["a", "b", "a"])), vec![Some(1.0), Some(10.0), Some(3.0)]);
-        let out = s.process(b1).unwrap().remove(0);
+        let out = patch::process(&mut s, &b1).unwrap().remove(0);
         assert_eq!(result(&out), vec![None, None, Some(2.0)]);
         let b2 = batch(Arc::new(StringArray::from(vec!["b", "a"])), vec![Some(20.0), Some(5.0)]);
-        let out = s.process(b2).unwrap().remove(0);
+        let out = patch::process(&mut s, &b2).unwrap().remove(0);
         assert_eq!(result(&out), vec![Some(15.0), Some(4.0)]);
         assert_eq!(
             s.state(),
@@ -453,17 +463,17 @@ mod tests {
         let strs = batch(Arc::new(StringArray::from(vec!["1", "2", "1", "2", "1"])), vals.clone());
         let dict: DictionaryArray<Int32Type> = vec!["1", "2", "1", "2", "1"].into_iter().collect();
         let dict = batch(Arc::new(dict), vals);
-        let r = result(&a.process(ints).unwrap()[0]);
+        let r = result(&patch::process(&mut a, &ints).unwrap()[0]);
         assert_eq!(r, vec![None, None, Some(2.0), Some(3.0), Some(4.0)]);
-        assert_eq!(result(&b.process(strs).unwrap()[0]), r);
-        assert_eq!(result(&c.process(dict).unwrap()[0]), r);
+        assert_eq!(result(&patch::process(&mut b, &strs).unwrap()[0]), r);
+        assert_eq!(result(&patch::process(&mut c, &dict).unwrap()[0]), r);
     }
 
     #[test]
     fn min_periods_and_nulls() {
         let mut s = sma(r#"{"column":"v","window":3,"as":"avg","min_periods":1}"#);
         let b = batch(Arc::new(StringArray::from(vec!["x"; 5])), vec![None, Some(2.0), Some(4.0), None, Some(9.0)]);
-        let r = result(&s.process(b).unwrap()[0]);
+        let r = result(&patch::process(&mut s, &b).unwrap()[0]);
         assert_eq!(r, vec![None, Some(2.0), Some(3.0), Some(3.0), Some(6.5)]);
     }
 
@@ -472,7 +482,7 @@ mod tests {
         let mut s = sma(r#"{"column":"v","window":7,"as":"avg"}"#);
         let vals: Vec<f64> = (0..10_000).map(|i| ((i * 7919) % 1000) as f64 * 0.1 + 1e6).collect();
         let b = batch(Arc::new(StringArray::from(vec!["k"; vals.len()])), vals.iter().copied().map(Some).collect());
-        let r = result(&s.process(b).unwrap()[0]);
+        let r = result(&patch::process(&mut s, &b).unwrap()[0]);
         for i in 6..vals.len() {
             let naive: f64 = vals[i - 6..=i].iter().sum::<f64>() / 7.0;
             assert!((r[i].unwrap() - naive).abs() < 1e-6, "row {i}");
@@ -492,13 +502,43 @@ mod tests {
     }
 
     #[test]
+    fn reads_its_columns_and_returns_the_average() {
+        let mut s = sma(r#"{"column":"v","window":2,"as":"avg","key":"k","order_by":"t"}"#);
+        assert_eq!(s.projection().unwrap(), ["v", "k", "t", "avg"]);
+        let b = batch(Arc::new(StringArray::from(vec!["a", "a"])), vec![Some(1.0), Some(3.0)]);
+        let mut fields: Vec<Field> = b.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new("t", DataType::Int64, false));
+        fields.push(Field::new("other", DataType::Utf8, false));
+        let mut cols = b.columns().to_vec();
+        cols.push(Arc::new(Int64Array::from(vec![1, 2])));
+        cols.push(Arc::new(StringArray::from(vec!["x", "y"])));
+        let b = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
+        let p = s.process(patch::project(&b, &s.projection().unwrap())).unwrap().remove(0);
+        assert_eq!(p.num_columns(), 1);
+        let mut s = sma(r#"{"column":"v","window":2,"as":"avg","key":"k","order_by":"t","min_periods":1}"#);
+        let out = patch::process(&mut s, &b).unwrap().remove(0);
+        let names: Vec<_> = out.schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(names, ["k", "v", "t", "other", "avg"]);
+        assert_eq!(out.schema(), patch::output_schema(&s, &b.schema()).unwrap());
+        assert_eq!(result(&out), vec![Some(1.0), Some(2.0)]);
+        assert_eq!(out.column(3), b.column(3), "unread columns pass through");
+        // `as` naming an input column is still an error at `as`, and a missing `order_by` at `order_by`.
+        let s = sma(r#"{"column":"v","window":2,"as":"other"}"#);
+        let e = patch::output_schema(&s, &b.schema()).unwrap_err();
+        assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "as"), "{e}");
+        let s = sma(r#"{"column":"v","window":2,"as":"a","order_by":"ts"}"#);
+        let e = patch::output_schema(&s, &b.schema()).unwrap_err();
+        assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "order_by"), "{e}");
+    }
+
+    #[test]
     fn config_errors() {
         let e = Sma::new(parse_config(r#"{"column":"v","window":0,"as":"a"}"#).unwrap()).err().unwrap();
         assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "window"));
         assert!(parse_config::<Config>(r#"{"column":"v","window":2,"as":"a","extra":1}"#).is_err());
         let s = sma(r#"{"column":"nope","window":2,"as":"a"}"#);
         let schema = batch(Arc::new(StringArray::from(vec!["a"])), vec![Some(1.0)]).schema();
-        let e = s.output_schema(&schema).unwrap_err();
+        let e = patch::output_schema(&s, &schema).unwrap_err();
         assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "column"));
     }
 }

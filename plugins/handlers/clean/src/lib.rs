@@ -7,8 +7,9 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use sluice_plugin::arrow_array::builder::StringBuilder;
-use sluice_plugin::arrow_array::{Float64Array, Scalar};
+use sluice_plugin::arrow_array::{Float64Array, RecordBatchOptions, Scalar};
 use sluice_plugin::arrow_select;
+use sluice_plugin::patch::{self, row_field};
 use sluice_plugin::prelude::*;
 use sluice_plugin::reject::with_reject_column;
 
@@ -71,6 +72,8 @@ pub struct Config {
 pub struct Clean {
     config: Config,
     types: Vec<Mapping>,
+    /// The columns read, when the config names them all (see [`Clean::reads`]).
+    reads: Option<Vec<String>>,
     dropped: u64,
     rejected: u64,
 }
@@ -107,6 +110,36 @@ impl Clean {
     /// Whether some mapping sends failures to the rejects (the output has the reject column).
     fn rejects(&self) -> bool {
         self.types.iter().any(|m| m.on_fail == OnFail::Reject)
+    }
+
+    /// Whether some null policy drops rows (a patch then selects the rows it keeps).
+    fn drops(&self) -> bool {
+        self.config.nulls.values().any(|p| *p == NullPolicy::Drop)
+    }
+
+    /// Every column the config names, or `None` when `strings` has no `columns` (it then
+    /// cleans every Utf8 column, which only the whole batch shows).
+    fn reads(config: &Config) -> Option<Vec<String>> {
+        let strings = match &config.strings {
+            None => &[][..],
+            Some(Strings { columns: Some(c), .. }) => c.as_slice(),
+            Some(_) => return None,
+        };
+        let mut reads: Vec<String> = Vec::new();
+        for c in strings.iter().chain(config.types.keys()).chain(config.nulls.keys()) {
+            if !reads.contains(c) {
+                reads.push(c.clone());
+            }
+        }
+        Some(reads)
+    }
+
+    /// Whether the column's values can change (a column only dropped on or kept as it is
+    /// passes through).
+    fn changes(&self, column: &str) -> bool {
+        self.config.strings.as_ref().and_then(|s| s.columns.as_ref()).is_some_and(|c| c.iter().any(|c| c == column))
+            || self.config.types.contains_key(column)
+            || matches!(self.config.nulls.get(column), Some(NullPolicy::Default(_)))
     }
 
     fn string_columns(&self, schema: &Schema) -> Vec<String> {
@@ -174,7 +207,8 @@ config:
 
     fn new(config: Config) -> Result<Self, Error> {
         let types = types::parse(&config.types, config.on_fail)?;
-        Ok(Clean { config, types, dropped: 0, rejected: 0 })
+        let reads = Self::reads(&config);
+        Ok(Clean { config, types, reads, dropped: 0, rejected: 0 })
     }
 
     fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef, Error> {
@@ -208,8 +242,26 @@ config:
                 fields[idx] = Arc::new(fields[idx].as_ref().clone().with_nullable(false));
             }
         }
+        if self.reads.is_some() {
+            // A patch: the columns that change, the reject column, the rows kept.
+            fields.retain(|f| self.changes(f.name()));
+            if self.rejects() {
+                fields.push(sluice_plugin::reject::reject_field());
+            }
+            if self.drops() {
+                fields.push(row_field());
+            }
+            return Ok(Arc::new(Schema::new(fields)));
+        }
         let out = Arc::new(Schema::new_with_metadata(fields, input.metadata().clone()));
         Ok(if self.rejects() { with_reject_column(&out) } else { out })
+    }
+
+    /// With `strings.columns` given (or no `strings`), reads only the columns the config names
+    /// and returns a patch: the converted, cleaned and filled columns, the reject column, and
+    /// with a `drop` policy the rows kept.
+    fn projection(&self) -> Option<Vec<String>> {
+        self.reads.clone()
     }
 
     fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, Error> {
@@ -280,6 +332,12 @@ config:
                 }
             }
         }
+        if self.reads.is_some() {
+            // The patch's columns: those that change (the others pass through on the host).
+            let input = batch.schema();
+            cols =
+                schema.fields().iter().filter_map(|f| input.index_of(f.name()).ok().map(|i| cols[i].clone())).collect();
+        }
         if self.rejects() {
             cols.push(rejects.to_array());
             // Rows set aside reach the host's `_rejects`, whatever the null policy says.
@@ -288,19 +346,24 @@ config:
                 *k = BooleanArray::from(kept);
             }
         }
-        let out = RecordBatch::try_new(schema, cols)?;
-        Ok(match keep {
-            None => vec![out],
-            Some(k) => {
-                let n = k.true_count();
-                self.dropped += (out.num_rows() - n) as u64;
-                match n {
-                    0 => vec![],
-                    n if n == out.num_rows() => vec![out],
-                    _ => vec![arrow_select::filter::filter_record_batch(&out, &k)?],
-                }
+        let mut len = batch.num_rows();
+        if let Some(k) = keep {
+            let n = k.true_count();
+            self.dropped += (len - n) as u64;
+            if n == 0 {
+                return Ok(vec![]);
             }
-        })
+            if n < len {
+                cols = cols.iter().map(|c| arrow_select::filter::filter(c, &k)).collect::<Result<_, _>>()?;
+            }
+            if self.reads.is_some() {
+                cols.push(patch::rows(k.values().set_indices().map(|i| i as u32).collect()));
+            }
+            len = n;
+        }
+        // A patch may have no columns (`nulls: {x: keep}` changes nothing), only rows.
+        let options = RecordBatchOptions::new().with_row_count(Some(len));
+        Ok(vec![RecordBatch::try_new_with_options(schema, cols, &options)?])
     }
 
     fn finish(&mut self) -> Result<Vec<RecordBatch>, Error> {
@@ -330,7 +393,7 @@ sluice_plugin::export_handler!(Clean);
 mod tests {
     use super::*;
     use sluice_plugin::arrow_array::types::{Float64Type, Int64Type};
-    use sluice_plugin::parse_config;
+    use sluice_plugin::{parse_config, patch};
 
     fn batch() -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
@@ -353,7 +416,7 @@ mod tests {
     fn strings_and_null_policies() {
         let cfg = r#"{"nulls":{"x":"drop","n":{"default":0}},"strings":{"empty_as_null":true}}"#;
         let mut c = Clean::new(parse_config(cfg).unwrap()).unwrap();
-        let out = c.process(batch()).unwrap().remove(0);
+        let out = patch::process(&mut c, &batch()).unwrap().remove(0);
         assert_eq!(out.num_rows(), 3);
         assert_eq!(out.column(0).as_string::<i32>().iter().collect::<Vec<_>>(), vec![Some("a b"), None, Some("ok")]);
         assert_eq!(out.column(1).as_primitive::<Float64Type>().values().to_vec(), vec![1.0, 3.0, 4.0]);
@@ -363,22 +426,60 @@ mod tests {
     }
 
     #[test]
+    fn named_columns_are_read_and_patched_the_same_as_whole_batches() {
+        let whole = r#"{"nulls":{"x":"drop","n":{"default":0},"s":"keep"},"strings":{"empty_as_null":true}}"#;
+        let named =
+            r#"{"nulls":{"x":"drop","n":{"default":0},"s":"keep"},"strings":{"columns":["s"],"empty_as_null":true}}"#;
+        let mut w = Clean::new(parse_config(whole).unwrap()).unwrap();
+        let mut c = Clean::new(parse_config(named).unwrap()).unwrap();
+        // Every Utf8 column is cleaned: only the whole batch tells which.
+        assert!(w.projection().is_none());
+        assert_eq!(c.projection().unwrap(), ["s", "n", "x"]);
+        let mut b = batch();
+        b = {
+            let mut fields: Vec<Field> = b.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+            fields.insert(0, Field::new("extra", DataType::Int64, false));
+            let mut cols = b.columns().to_vec();
+            cols.insert(0, Arc::new(Int64Array::from(vec![10, 20, 30, 40])));
+            RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
+        };
+        // The patch: the cleaned `s`, the filled `n`, and the rows kept (`x` only selects).
+        let p = c.process(patch::project(&b, &c.projection().unwrap())).unwrap().remove(0);
+        let names: Vec<_> = p.schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(names, ["s", "n", ROW_COLUMN]);
+        assert_eq!(
+            p.column(2).as_primitive::<sluice_plugin::arrow_array::types::UInt32Type>().values().to_vec(),
+            [0, 2, 3]
+        );
+        let out = patch::process(&mut c, &b).unwrap();
+        assert_eq!(out, patch::process(&mut w, &b).unwrap());
+        assert_eq!(out[0].schema(), patch::output_schema(&c, &b.schema()).unwrap());
+        assert_eq!(out[0].column(0).as_primitive::<Int64Type>().values().to_vec(), vec![10, 30, 40]);
+        assert!(!out[0].schema().field(3).is_nullable());
+        assert_eq!(c.dropped, 2, "row 1, in each of the two calls");
+        // Nothing changes and nothing drops: an empty patch, and the batch as it was.
+        let mut k = Clean::new(parse_config(r#"{"nulls":{"x":"keep"}}"#).unwrap()).unwrap();
+        assert_eq!(k.projection().unwrap(), ["x"]);
+        assert_eq!(patch::process(&mut k, &b).unwrap(), vec![b]);
+    }
+
+    #[test]
     fn no_collapse_keeps_inner_whitespace() {
         let cfg = r#"{"strings":{"collapse":false,"trim":true,"control":true}}"#;
         let mut c = Clean::new(parse_config(cfg).unwrap()).unwrap();
-        let out = c.process(batch()).unwrap().remove(0);
+        let out = patch::process(&mut c, &batch()).unwrap().remove(0);
         // The tab and the bell are control characters.
         assert_eq!(out.column(0).as_string::<i32>().value(0), "a  b");
         let cfg = r#"{"strings":{"collapse":false,"control":false}}"#;
         let mut c = Clean::new(parse_config(cfg).unwrap()).unwrap();
-        let out = c.process(batch()).unwrap().remove(0);
+        let out = patch::process(&mut c, &batch()).unwrap().remove(0);
         assert_eq!(out.column(0).as_string::<i32>().value(0), "a \t b\u{7}");
     }
 
     #[test]
     fn config_errors_name_the_key() {
         let c = Clean::new(parse_config(r#"{"nulls":{"s":{"default":1}}}"#).unwrap()).unwrap();
-        let e = c.output_schema(&batch().schema()).unwrap_err();
+        let e = patch::output_schema(&c, &batch().schema()).unwrap_err();
         assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "nulls.s"), "{e}");
         let e = parse_config::<Config>(r#"{"nulls":{"s":"zero"}}"#).unwrap_err();
         assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k.starts_with("nulls.s")), "{e}");
@@ -421,12 +522,12 @@ mod tests {
         let cfg = r#"{"types": {"qty": "int64", "px": {"type": "float64", "on_fail": "null"},
             "day": {"type": "date", "format": "%d/%m/%Y"}, "ts": {"type": "timestamp", "unit": "ms"}, "x": "int64"}}"#;
         let mut c = Clean::new(parse_config(cfg).unwrap()).unwrap();
-        let schema = c.output_schema(&raw().schema()).unwrap();
+        let schema = patch::output_schema(&c, &raw().schema()).unwrap();
         assert_eq!(schema.field(0).data_type(), &DataType::Int64);
         assert_eq!(schema.field(2).data_type(), &DataType::Date32);
         assert_eq!(schema.field(3).data_type(), &DataType::Timestamp(TimeUnit::Millisecond, None));
         assert_eq!(schema.field(5).name(), REJECT_COLUMN);
-        let out = c.process(raw()).unwrap().remove(0);
+        let out = patch::process(&mut c, &raw()).unwrap().remove(0);
         assert_eq!(
             out.column(0).as_primitive::<Int64Type>().iter().collect::<Vec<_>>(),
             vec![Some(12), None, None, Some(-3)]
@@ -455,17 +556,17 @@ mod tests {
     #[test]
     fn on_fail_fail_is_a_data_error_and_null_keeps_no_reject_column() {
         let mut c = Clean::new(parse_config(r#"{"types": {"qty": "int64"}, "on_fail": "fail"}"#).unwrap()).unwrap();
-        let e = c.process(raw()).unwrap_err();
+        let e = patch::process(&mut c, &raw()).unwrap_err();
         assert!(matches!(e, Error::Data { row: Some(1), column: Some(ref col), .. } if col == "qty"), "{e}");
         let c = Clean::new(parse_config(r#"{"types": {"qty": "int64"}, "on_fail": "null"}"#).unwrap()).unwrap();
-        assert!(c.output_schema(&raw().schema()).unwrap().index_of(REJECT_COLUMN).is_err());
+        assert!(patch::output_schema(&c, &raw().schema()).unwrap().index_of(REJECT_COLUMN).is_err());
     }
 
     #[test]
     fn rejected_rows_are_not_dropped_by_the_null_policy() {
         let cfg = r#"{"types": {"qty": "int64"}, "nulls": {"qty": "drop"}}"#;
         let mut c = Clean::new(parse_config(cfg).unwrap()).unwrap();
-        let out = c.process(raw()).unwrap().remove(0);
+        let out = patch::process(&mut c, &raw()).unwrap().remove(0);
         // Row 2 (null qty) is dropped; row 1 (x7) stays, to be set aside by the host.
         assert_eq!(out.num_rows(), 3);
         assert_eq!(reasons(&out)[1].as_deref(), Some("column `qty`: `x7` is not a valid int64"));
@@ -482,10 +583,10 @@ mod tests {
             Clean::new(parse_config(r#"{"types": {"qty": {"type": "date", "fmt": "%d"}}}"#).unwrap()).err().unwrap();
         assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k.starts_with("types.qty")), "{e}");
         let c = Clean::new(parse_config(r#"{"types": {"nope": "int64"}}"#).unwrap()).unwrap();
-        let e = c.output_schema(&raw().schema()).unwrap_err();
+        let e = patch::output_schema(&c, &raw().schema()).unwrap_err();
         assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "types.nope"), "{e}");
         let c = Clean::new(parse_config(r#"{"types": {"x": {"type": "date", "format": "%d"}}}"#).unwrap()).unwrap();
-        let e = c.output_schema(&raw().schema()).unwrap_err();
+        let e = patch::output_schema(&c, &raw().schema()).unwrap_err();
         assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "types.x.format"), "{e}");
     }
 
@@ -511,7 +612,7 @@ mod tests {
         let cfg =
             r#"{"types": {"i": "timestamp", "b": "int64", "t": {"type": "timestamp", "unit": "ms"}, "n": "utf8"}}"#;
         let mut c = Clean::new(parse_config(cfg).unwrap()).unwrap();
-        let out = c.process(batch).unwrap().remove(0);
+        let out = patch::process(&mut c, &batch).unwrap().remove(0);
         let i = out.column(0).as_primitive::<sluice_plugin::arrow_array::types::TimestampMillisecondType>();
         assert_eq!(i.iter().collect::<Vec<_>>(), vec![Some(1_700_000_000_000), None]);
         assert_eq!(out.column(1).as_primitive::<Int64Type>().values().to_vec(), vec![1, 0]);
@@ -522,7 +623,7 @@ mod tests {
         // A date column cannot become an int64.
         let c = Clean::new(parse_config(r#"{"types": {"d": "int64"}}"#).unwrap()).unwrap();
         let s = Arc::new(Schema::new(vec![Field::new("d", DataType::Date32, true)]));
-        let e = c.output_schema(&s).unwrap_err();
+        let e = patch::output_schema(&c, &s).unwrap_err();
         assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "types.d"), "{e}");
     }
 }

@@ -44,6 +44,9 @@ pub struct Config {
 /// The handler.
 pub struct Derive {
     columns: Vec<(String, String, Expr)>,
+    /// The columns read: those the expressions name, and those derived (an existing one is
+    /// replaced, so it must be read; a new one is not in the input, so nothing is sent).
+    reads: Vec<String>,
 }
 
 impl Handler for Derive {
@@ -81,9 +84,18 @@ config:
                 Ok((name, src, e))
             })
             .collect::<Result<Vec<_>, Error>>()?;
-        Ok(Derive { columns })
+        let mut reads: Vec<String> = Vec::new();
+        for (name, _, e) in &columns {
+            for c in e.columns().into_iter().chain([name.clone()]) {
+                if !reads.contains(&c) {
+                    reads.push(c);
+                }
+            }
+        }
+        Ok(Derive { columns, reads })
     }
 
+    /// A row-for-row patch of the derived columns (new ones in the order written).
     fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef, Error> {
         let mut fields: Vec<FieldRef> = input.fields().iter().cloned().collect();
         for (name, src, e) in &self.columns {
@@ -100,7 +112,13 @@ config:
                 None => fields.push(f),
             }
         }
-        Ok(Arc::new(Schema::new_with_metadata(fields, input.metadata().clone())))
+        fields.retain(|f| self.columns.iter().any(|(name, _, _)| name == f.name()));
+        Ok(Arc::new(Schema::new(fields)))
+    }
+
+    /// Reads the columns the expressions name and the ones it replaces.
+    fn projection(&self) -> Option<Vec<String>> {
+        Some(self.reads.clone())
     }
 
     fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, Error> {
@@ -124,7 +142,9 @@ config:
             }
             current = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?;
         }
-        Ok(vec![RecordBatch::try_new(schema, current.columns().to_vec())?])
+        let cols =
+            schema.fields().iter().map(|f| current.column_by_name(f.name()).cloned().expect("derived above")).collect();
+        Ok(vec![RecordBatch::try_new(schema, cols)?])
     }
 }
 
@@ -134,7 +154,7 @@ sluice_plugin::export_handler!(Derive);
 mod tests {
     use super::*;
     use sluice_plugin::arrow_array::types::{Float64Type, Int64Type};
-    use sluice_plugin::parse_config;
+    use sluice_plugin::{parse_config, patch};
 
     fn batch() -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
@@ -161,14 +181,40 @@ mod tests {
             r#"{"columns":{"mid":"(high + low) / 2","symbol":"lower(symbol)","wide":"mid * 2 > 5","n2":"n * 2"}}"#;
         let mut d = Derive::new(parse_config(cfg).unwrap()).unwrap();
         let b = batch();
-        let schema = d.output_schema(&b.schema()).unwrap();
+        let schema = patch::output_schema(&d, &b.schema()).unwrap();
         let names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         assert_eq!(names, vec!["symbol", "high", "low", "n", "mid", "wide", "n2"]);
-        let out = d.process(b).unwrap().remove(0);
+        let out = patch::process(&mut d, &b).unwrap().remove(0);
+        assert_eq!(out.schema(), schema);
         assert_eq!(out.column(4).as_primitive::<Float64Type>().values().to_vec(), vec![2.0, 4.5]);
         assert_eq!(out.column(0).as_string::<i32>().iter().collect::<Vec<_>>(), vec![Some("btcusdt"), None]);
         assert_eq!(out.column(5).as_boolean().iter().collect::<Vec<_>>(), vec![Some(false), Some(true)]);
         assert_eq!(out.column(6).as_primitive::<Int64Type>().iter().collect::<Vec<_>>(), vec![Some(14), None]);
+    }
+
+    #[test]
+    fn reads_its_inputs_and_returns_only_the_derived_columns() {
+        let cfg = r#"{"columns":{"mid":"(high + low) / 2","wide":"mid * 2 > 5","high":"1","one":"1"}}"#;
+        let mut d = Derive::new(parse_config(cfg).unwrap()).unwrap();
+        // `high` is replaced, so it is read; `mid` and `one` are new, so nothing is sent for them.
+        assert_eq!(d.projection().unwrap(), ["high", "low", "mid", "wide", "one"]);
+        let b = batch();
+        let projected = patch::project(&b, &d.projection().unwrap());
+        assert_eq!(projected.num_columns(), 2);
+        let p = d.process(projected).unwrap().remove(0);
+        let names: Vec<_> = p.schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(names, vec!["high", "mid", "wide", "one"]);
+        let out = patch::process(&mut d, &b).unwrap().remove(0);
+        let names: Vec<_> = out.schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(names, vec!["symbol", "high", "low", "n", "mid", "wide", "one"]);
+        assert_eq!(out.column(1).as_primitive::<Int64Type>().values().to_vec(), vec![1, 1]);
+        assert_eq!(out.column(4).as_primitive::<Float64Type>().values().to_vec(), vec![2.0, 4.5]);
+        assert_eq!(out.column(0), b.column(0), "unread columns pass through");
+        // Only literals: nothing is read, the row count still comes through.
+        let mut d = Derive::new(parse_config(r#"{"columns":{"k":"'x'"}}"#).unwrap()).unwrap();
+        assert_eq!(d.projection().unwrap(), ["k"]);
+        let out = patch::process(&mut d, &b).unwrap().remove(0);
+        assert_eq!(out.column(4).as_string::<i32>().iter().collect::<Vec<_>>(), vec![Some("x"), Some("x")]);
     }
 
     #[test]
@@ -177,8 +223,12 @@ mod tests {
         assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "columns.x"), "{e}");
         assert!(e.message().contains("at column 7"), "{e}");
         let d = Derive::new(parse_config(r#"{"columns":{"x":"upper(high)"}}"#).unwrap()).unwrap();
-        let e = d.output_schema(&batch().schema()).unwrap_err();
+        let e = patch::output_schema(&d, &batch().schema()).unwrap_err();
         assert!(e.message().contains("expected a string") && e.message().contains("at column 7"), "{e}");
+        let d = Derive::new(parse_config(r#"{"columns":{"x":"hgh + 1"}}"#).unwrap()).unwrap();
+        let e = patch::output_schema(&d, &batch().schema()).unwrap_err();
+        assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "columns.x"), "{e}");
+        assert!(e.message().contains("unknown column `hgh`"), "{e}");
         let e = parse_config::<Config>(r#"{"columns":{"x":"1"},"column":{}}"#).unwrap_err();
         assert!(e.message().contains("column"), "{e}");
     }

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use handler_kit::keys::{KeyMap, key_columns, supported};
-use sluice_plugin::arrow_array::UInt32Array;
+use sluice_plugin::arrow_array::{RecordBatchOptions, UInt32Array};
 use sluice_plugin::arrow_cast::display::{ArrayFormatter, FormatOptions};
 use sluice_plugin::arrow_select;
+use sluice_plugin::patch::{self, row_field};
 use sluice_plugin::prelude::*;
 
 /// One key: the same column name on both sides, or `{input_column: table_column}`.
@@ -257,11 +258,23 @@ the key. Added columns must not clash with input columns.
                 return Err(Error::config(format!("column `{out}` already exists in the input")).key(key));
             }
         }
-        let extra = self
+        // A patch of the added columns; an inner join also selects the rows that matched.
+        let mut fields: Vec<FieldRef> = self
             .added
             .iter()
-            .map(|(idx, out)| Arc::new(Field::new(out, tschema.field(*idx).data_type().clone(), true)));
-        Ok(handler_kit::schema_with(input, extra))
+            .map(|(idx, out)| Arc::new(Field::new(out, tschema.field(*idx).data_type().clone(), true)))
+            .collect();
+        if self.how == How::Inner {
+            fields.push(row_field());
+        }
+        Ok(Arc::new(Schema::new(fields)))
+    }
+
+    /// Reads the key columns, and the added columns' names: they are not in a valid input, so
+    /// nothing more is sent, but when one is, the clash is reported with its config key.
+    fn projection(&self) -> Option<Vec<String>> {
+        let keys = self.keys.iter().map(|(input, _)| input);
+        Some(keys.chain(self.added.iter().map(|(_, out)| out)).cloned().collect())
     }
 
     fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, Error> {
@@ -275,26 +288,26 @@ the key. Added columns must not clash with input columns.
         self.found = found;
         let matched = rows.iter().filter(|r| r.is_some()).count();
         self.unmatched += (batch.num_rows() - matched) as u64;
-        let (base, idx) = match self.how {
-            How::Left => (batch, UInt32Array::from(rows)),
+        let (idx, selected) = match self.how {
+            How::Left => (UInt32Array::from(rows), None),
             How::Inner => {
                 if matched == 0 {
                     return Ok(vec![]);
                 }
-                let keep = BooleanArray::from(rows.iter().map(|r| r.is_some()).collect::<Vec<_>>());
-                let base = if matched == batch.num_rows() {
-                    batch
-                } else {
-                    arrow_select::filter::filter_record_batch(&batch, &keep)?
-                };
-                (base, UInt32Array::from(rows.into_iter().flatten().collect::<Vec<u32>>()))
+                let selected: Vec<u32> = (0..rows.len() as u32).filter(|&i| rows[i as usize].is_some()).collect();
+                (UInt32Array::from(rows.into_iter().flatten().collect::<Vec<u32>>()), Some(selected))
             }
         };
-        let mut out = base.columns().to_vec();
+        let mut out = Vec::with_capacity(self.added.len() + 1);
         for (i, _) in &self.added {
             out.push(arrow_select::take::take(self.table.column(*i).as_ref(), &idx, None)?);
         }
-        Ok(vec![RecordBatch::try_new(schema, out)?])
+        if let Some(selected) = selected {
+            out.push(patch::rows(selected));
+        }
+        // `columns: []` adds nothing: a left join's patch then has rows but no columns.
+        let options = RecordBatchOptions::new().with_row_count(Some(idx.len()));
+        Ok(vec![RecordBatch::try_new_with_options(schema, out, &options)?])
     }
 
     fn finish(&mut self) -> Result<Vec<RecordBatch>, Error> {
@@ -313,6 +326,7 @@ mod tests {
     use super::*;
     use sluice_plugin::arrow_array::types::Float64Type;
     use sluice_plugin::parse_config;
+    use sluice_plugin::patch;
 
     fn symbols(rows: &[(&str, &str, f64)]) -> Table {
         let schema = Arc::new(Schema::new(vec![
@@ -362,7 +376,7 @@ mod tests {
     #[test]
     fn left_join_adds_columns_with_renames_and_nulls() {
         let mut e = enrich(r#"{"on": [{"sym": "symbol"}], "rename": {"name": "full_name"}}"#, table()).unwrap();
-        let out = e.process(input()).unwrap().remove(0);
+        let out = patch::process(&mut e, &input()).unwrap().remove(0);
         let names: Vec<String> = out.schema().fields().iter().map(|f| f.name().clone()).collect();
         assert_eq!(names, vec!["sym", "px", "full_name", "tick"]);
         assert_eq!(
@@ -377,11 +391,32 @@ mod tests {
     #[test]
     fn inner_join_drops_unmatched_rows() {
         let mut e = enrich(r#"{"on": [{"sym": "symbol"}], "columns": ["tick"], "how": "inner"}"#, table()).unwrap();
-        let out = e.process(input()).unwrap().remove(0);
+        let out = patch::process(&mut e, &input()).unwrap().remove(0);
         assert_eq!(out.num_columns(), 3);
         assert_eq!(strings(&out, "sym"), vec![Some("ETH".into()), Some("BTC".into()), Some("ETH".into())]);
         let px = out.column_by_name("px").unwrap().as_primitive::<Float64Type>();
         assert_eq!(px.values().to_vec(), vec![1.0, 4.0, 5.0]);
+    }
+
+    #[test]
+    fn reads_the_keys_and_returns_the_looked_up_columns() {
+        let mut e =
+            enrich(r#"{"on": [{"sym": "symbol"}], "columns": ["tick", "name"], "how": "inner"}"#, table()).unwrap();
+        assert_eq!(e.projection().unwrap(), ["sym", "tick", "name"]);
+        let projected = patch::project(&input(), &e.projection().unwrap());
+        assert_eq!(projected.num_columns(), 1, "`tick` and `name` are not in the input");
+        let p = e.process(projected).unwrap().remove(0);
+        let names: Vec<_> = p.schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(names, ["tick", "name", ROW_COLUMN]);
+        let rows = p.column(2).as_primitive::<sluice_plugin::arrow_array::types::UInt32Type>();
+        assert_eq!(rows.values().to_vec(), vec![0, 3, 4]);
+        // Adding no columns: the left join's patch has only the rows.
+        let mut e = enrich(r#"{"on": [{"sym": "symbol"}], "columns": []}"#, table()).unwrap();
+        assert_eq!(patch::process(&mut e, &input()).unwrap(), vec![input()]);
+        let mut e = enrich(r#"{"on": [{"sym": "symbol"}], "columns": [], "how": "inner"}"#, table()).unwrap();
+        let out = patch::process(&mut e, &input()).unwrap().remove(0);
+        assert_eq!(out.schema(), input().schema());
+        assert_eq!(strings(&out, "sym"), vec![Some("ETH".into()), Some("BTC".into()), Some("ETH".into())]);
     }
 
     #[test]
@@ -401,13 +436,14 @@ mod tests {
         assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "columns.0"), "{e}");
         // Input-side problems surface with the input schema.
         let e = enrich(r#"{"on": ["symbol"]}"#, table()).unwrap();
-        let err = e.output_schema(&input().schema()).unwrap_err();
+        let err = patch::output_schema(&e, &input().schema()).unwrap_err();
         assert!(matches!(err, Error::Config { key: Some(ref k), .. } if k == "on.0"), "{err}");
         let e = enrich(r#"{"on": [{"px": "symbol"}]}"#, table()).unwrap();
-        let err = e.output_schema(&input().schema()).unwrap_err();
+        let err = patch::output_schema(&e, &input().schema()).unwrap_err();
         assert!(err.message().contains("Float64 in the input"), "{err}");
+        // `px` is no key, but added names are read too, so the clash still names its config key.
         let e = enrich(r#"{"on": [{"sym": "symbol"}], "rename": {"name": "px"}}"#, table()).unwrap();
-        let err = e.output_schema(&input().schema()).unwrap_err();
+        let err = patch::output_schema(&e, &input().schema()).unwrap_err();
         assert!(matches!(err, Error::Config { key: Some(ref k), .. } if k == "rename.name"), "{err}");
     }
 }

@@ -1,7 +1,9 @@
 //! `filter`: keeps the rows for which a predicate is true (null counts as false).
 
+use std::sync::Arc;
+
 use handler_kit::expr::{self, Expr, Ty};
-use sluice_plugin::arrow_select::filter::filter_record_batch;
+use sluice_plugin::patch::{self, row_field};
 use sluice_plugin::prelude::*;
 
 /// The step's config.
@@ -17,6 +19,8 @@ pub struct Config {
 pub struct Filter {
     src: String,
     expr: Expr,
+    /// The columns the predicate reads.
+    columns: Vec<String>,
 }
 
 impl Handler for Filter {
@@ -41,23 +45,31 @@ config: {where: \"close > 0 and symbol in ('BTCUSDT', 'ETHUSDT')\"}
 
     fn new(config: Config) -> Result<Self, Error> {
         let expr = expr::parse(&config.predicate).map_err(|e| e.config(&config.predicate, "where"))?;
-        Ok(Filter { src: config.predicate, expr })
+        let columns = expr.columns();
+        Ok(Filter { src: config.predicate, expr, columns })
     }
 
+    /// A patch that only selects rows: the input rows where the predicate holds.
     fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef, Error> {
         match self.expr.check(input).map_err(|e| e.config(&self.src, "where"))? {
-            Ty::Bool | Ty::Null => Ok(input.clone()),
+            Ty::Bool | Ty::Null => Ok(Arc::new(Schema::new(vec![row_field()]))),
             t => Err(Error::config(format!("`where` must be a predicate, but it is a {}", t.arrow())).key("where")),
         }
     }
 
+    /// Reads only the columns the predicate names (none for a constant predicate).
+    fn projection(&self) -> Option<Vec<String>> {
+        Some(self.columns.clone())
+    }
+
     fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, Error> {
         let mask = self.expr.eval_mask(&batch)?;
-        Ok(match mask.true_count() {
-            0 => vec![],
-            n if n == batch.num_rows() => vec![batch],
-            _ => vec![filter_record_batch(&batch, &mask)?],
-        })
+        if mask.true_count() == 0 {
+            return Ok(vec![]);
+        }
+        let rows: Vec<u32> = mask.values().set_indices().map(|i| i as u32).collect();
+        let schema = Arc::new(Schema::new(vec![row_field()]));
+        Ok(vec![RecordBatch::try_new(schema, vec![patch::rows(rows)])?])
     }
 }
 
@@ -66,9 +78,8 @@ sluice_plugin::export_handler!(Filter);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_plugin::arrow_array::types::Int64Type;
+    use sluice_plugin::arrow_array::types::{Int64Type, UInt32Type};
     use sluice_plugin::parse_config;
-    use std::sync::Arc;
 
     fn batch() -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
@@ -87,11 +98,16 @@ mod tests {
         .unwrap()
     }
 
+    /// The `n` of the rows kept, as the pipeline sees them (projected, then patched).
     fn run(w: &str) -> Vec<i64> {
         let mut f = Filter::new(Config { predicate: w.into() }).unwrap();
         let b = batch();
-        f.output_schema(&b.schema()).unwrap();
-        f.process(b).unwrap().iter().flat_map(|b| b.column(2).as_primitive::<Int64Type>().values().to_vec()).collect()
+        assert_eq!(patch::output_schema(&f, &b.schema()).unwrap(), b.schema());
+        let out = patch::process(&mut f, &b).unwrap();
+        for o in &out {
+            assert_eq!(o.schema(), b.schema(), "every column passes through");
+        }
+        out.iter().flat_map(|b| b.column(2).as_primitive::<Int64Type>().values().to_vec()).collect()
     }
 
     #[test]
@@ -104,15 +120,33 @@ mod tests {
     }
 
     #[test]
+    fn reads_only_the_predicate_columns_and_returns_rows() {
+        let mut f =
+            Filter::new(Config { predicate: "close > 0 and lower(symbol) != 'x' or close is null".into() }).unwrap();
+        assert_eq!(f.projection().unwrap(), ["close", "symbol"]);
+        let projected = patch::project(&batch(), &f.projection().unwrap());
+        let out = f.process(projected).unwrap().remove(0);
+        assert_eq!(out.schema().fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>(), [ROW_COLUMN]);
+        assert_eq!(out.column(0).as_primitive::<UInt32Type>().values().to_vec(), vec![0, 2]);
+        // A constant predicate reads nothing: the host sends only the row count.
+        let f = Filter::new(Config { predicate: "1 = 1".into() }).unwrap();
+        assert!(f.projection().unwrap().is_empty());
+        assert_eq!(run("1 = 1"), vec![1, 2, 3, 4]);
+        assert_eq!(run("null"), Vec::<i64>::new());
+    }
+
+    #[test]
     fn errors_point_into_the_expression() {
         let e = Filter::new(parse_config(r#"{"where":"close > and"}"#).unwrap()).err().unwrap();
         assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "where"));
         assert!(e.message().contains("at column 9"), "{e}");
         let f = Filter::new(parse_config(r#"{"where":"clse > 0"}"#).unwrap()).unwrap();
-        let e = f.output_schema(&batch().schema()).unwrap_err();
+        // As the host asks: with the projected schema, where `clse` is simply absent.
+        let e = patch::output_schema(&f, &batch().schema()).unwrap_err();
         assert!(e.message().contains("unknown column `clse` at column 1"), "{e}");
         let f = Filter::new(parse_config(r#"{"where":"close + 1"}"#).unwrap()).unwrap();
-        assert!(f.output_schema(&batch().schema()).is_err());
+        let e = patch::output_schema(&f, &batch().schema()).unwrap_err();
+        assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "where"), "{e}");
         assert!(parse_config::<Config>(r#"{"whre":"x"}"#).unwrap_err().message().contains("whre"));
     }
 }

@@ -468,10 +468,13 @@ config:
         Ok(Arc::new(Schema::new(outs.iter().map(|o| Field::new(o, DataType::Float64, true)).collect::<Vec<_>>())))
     }
 
-    /// Reads the key, order and input columns; returns only the indicator columns.
+    /// Reads the key, order and input columns; returns only the indicator columns. The output
+    /// names are read too: a valid input lacks them, so nothing more is sent, but when one is
+    /// there the clash is reported at its `as`.
     fn projection(&self) -> Option<Vec<String>> {
         let c = &self.config;
-        Some(c.keys.iter().chain([&c.order_by]).chain(c.indicators.iter().map(|s| &s.column)).cloned().collect())
+        let reads = c.keys.iter().chain([&c.order_by]).chain(c.indicators.iter().map(|s| &s.column)).cloned();
+        Some(reads.chain(self.outputs()).collect())
     }
 
     fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, Error> {
@@ -631,6 +634,13 @@ mod tests {
         let h = ind(r#"{"order_by":"t","indicators":[{"kind":"sma","column":"w","window":2,"as":"x"}]}"#);
         let e = h.output_schema(&batch(vec![], vec![], vec![]).schema()).unwrap_err();
         assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "indicators.0.column"), "{e}");
+        // An output name that an (unused) input column has: the handler's own error, at its `as`.
+        let h = ind(r#"{"order_by":"t","indicators":[{"kind":"bollinger","column":"v","window":2,"as":"k","k":1}]}"#);
+        let mut fields: Vec<Field> =
+            batch(vec![], vec![], vec![]).schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new("k_mid", DataType::Utf8, true));
+        let e = sluice_plugin::patch::output_schema(&h, &Arc::new(Schema::new(fields))).unwrap_err();
+        assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "indicators.0.as"), "{e}");
     }
 
     const TIMED: &str = r#"{"keys":["k"],"order_by":"t","indicators":[

@@ -567,6 +567,30 @@ impl Parser {
 // ---------------------------------------------------------------- types
 
 impl Expr {
+    /// The column names the expression refers to, each once, in the order first written.
+    pub fn columns(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.collect_columns(&mut out);
+        out
+    }
+
+    fn collect_columns(&self, out: &mut Vec<String>) {
+        match &self.kind {
+            Kind::Col(name) => {
+                if !out.contains(name) {
+                    out.push(name.clone());
+                }
+            }
+            Kind::Lit(_) => {}
+            Kind::Neg(e) | Kind::Not(e) | Kind::IsNull { e, .. } | Kind::In { e, .. } => e.collect_columns(out),
+            Kind::Bin(_, l, r) => {
+                l.collect_columns(out);
+                r.collect_columns(out);
+            }
+            Kind::Call(_, args) => args.iter().for_each(|a| a.collect_columns(out)),
+        }
+    }
+
     /// The type of the expression over `schema`, or an error pointing at the offending node.
     pub fn check(&self, schema: &Schema) -> Result<Ty, ExprError> {
         let err = |msg: String| Err(ExprError::new(self.pos, msg));
@@ -1170,6 +1194,13 @@ mod tests {
 
     fn bools(src: &str) -> Vec<Option<bool>> {
         eval(src).as_boolean().iter().collect()
+    }
+
+    #[test]
+    fn columns_lists_each_reference_once() {
+        let e = parse(r#"close > 0 and (lower(symbol) in ('a') or "n" is null) and -close < coalesce(n, 1)"#).unwrap();
+        assert_eq!(e.columns(), ["close", "symbol", "n"]);
+        assert!(parse("1 + 2 = 3").unwrap().columns().is_empty());
     }
 
     #[test]

@@ -67,6 +67,13 @@ impl Normalize {
         format!("{c}{}", self.config.suffix)
     }
 
+    /// Whether it works on patches: unless a column is listed twice (which would give a patch
+    /// two columns of one name).
+    fn projects(&self) -> bool {
+        let c = &self.config.columns;
+        !c.iter().enumerate().any(|(i, x)| c[..i].contains(x))
+    }
+
     fn rolling(&mut self, batch: &RecordBatch, w: usize) -> Result<Vec<ArrayRef>, Error> {
         let n = batch.num_rows();
         let keys = key_columns(batch, &self.config.keys)?;
@@ -222,7 +229,30 @@ config: {columns: [close], method: zscore, window: 20, keys: [symbol], order_by:
                 fields.push(f);
             }
         }
+        if self.projects() {
+            // A row-for-row patch of the normalized columns.
+            fields.retain(|f| self.config.columns.iter().any(|c| self.out_name(c) == *f.name()));
+            return Ok(Arc::new(Schema::new(fields)));
+        }
         Ok(Arc::new(Schema::new_with_metadata(fields, input.metadata().clone())))
+    }
+
+    /// Reads the columns it normalizes, the keys and `order_by`, and with a `suffix` the output
+    /// names (not in a valid input, so nothing more is sent; when one is, the clash is reported
+    /// at `suffix`). A column listed twice takes whole batches, as before.
+    fn projection(&self) -> Option<Vec<String>> {
+        if !self.projects() {
+            return None;
+        }
+        let c = &self.config;
+        let outs = c.columns.iter().filter(|_| !c.suffix.is_empty()).map(|x| self.out_name(x));
+        let mut reads: Vec<String> = Vec::new();
+        for r in c.columns.iter().chain(&c.keys).chain(&c.order_by).cloned().chain(outs) {
+            if !reads.contains(&r) {
+                reads.push(r);
+            }
+        }
+        Some(reads)
     }
 
     fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, Error> {
@@ -242,6 +272,16 @@ config: {columns: [close], method: zscore, window: 20, keys: [symbol], order_by:
                 v
             }
         };
+        if self.projects() {
+            let named: Vec<(String, ArrayRef)> =
+                self.config.columns.iter().map(|c| self.out_name(c)).zip(outs).collect();
+            let cols = schema
+                .fields()
+                .iter()
+                .map(|f| named.iter().find(|(n, _)| n == f.name()).map(|(_, a)| a.clone()).expect("normalized above"))
+                .collect();
+            return Ok(vec![RecordBatch::try_new(schema, cols)?]);
+        }
         let mut cols = batch.columns().to_vec();
         for (c, a) in self.config.columns.iter().zip(outs) {
             if self.config.suffix.is_empty() {
@@ -270,7 +310,7 @@ sluice_plugin::export_handler!(Normalize);
 mod tests {
     use super::*;
     use sluice_plugin::arrow_array::types::Float64Type;
-    use sluice_plugin::parse_config;
+    use sluice_plugin::{parse_config, patch};
 
     fn batch(k: Vec<&str>, t: Vec<i64>, v: Vec<f64>) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
@@ -295,7 +335,7 @@ mod tests {
             parse_config(r#"{"columns":["v"],"method":"minmax","params":{"v":{"min":10,"max":20}}}"#).unwrap(),
         )
         .unwrap();
-        let out = h.process(batch(vec!["a", "a"], vec![1, 2], vec![15.0, 25.0])).unwrap().remove(0);
+        let out = patch::process(&mut h, &batch(vec!["a", "a"], vec![1, 2], vec![15.0, 25.0])).unwrap().remove(0);
         assert_eq!(col(&out, "v"), vec![Some(0.5), Some(1.5)]);
         assert!(h.state().is_none());
     }
@@ -304,12 +344,44 @@ mod tests {
     fn rolling_zscore_per_key_across_batches() {
         let cfg = r#"{"columns":["v"],"method":"zscore","window":3,"keys":["k"],"order_by":"t","suffix":"_z"}"#;
         let mut h = Normalize::new(parse_config(cfg).unwrap()).unwrap();
-        let out = h.process(batch(vec!["a", "b", "a"], vec![1, 1, 2], vec![1.0, 100.0, 2.0])).unwrap().remove(0);
+        let out = patch::process(&mut h, &batch(vec!["a", "b", "a"], vec![1, 1, 2], vec![1.0, 100.0, 2.0]))
+            .unwrap()
+            .remove(0);
         assert_eq!(col(&out, "v_z"), vec![None, None, None]);
-        let out = h.process(batch(vec!["a", "b"], vec![3, 2], vec![3.0, 100.0])).unwrap().remove(0);
+        let out = patch::process(&mut h, &batch(vec!["a", "b"], vec![3, 2], vec![3.0, 100.0])).unwrap().remove(0);
         // a: window 1, 2, 3: mean 2, sample std 1 -> z = 1.
         assert_eq!(col(&out, "v_z"), vec![Some(1.0), None]);
         assert_eq!(h.state().unwrap().lookback_rows, 2);
+    }
+
+    #[test]
+    fn reads_its_columns_and_returns_the_normalized_ones() {
+        let cfg = r#"{"columns":["v"],"method":"zscore","window":3,"keys":["k"],"order_by":"t","suffix":"_z"}"#;
+        let mut h = Normalize::new(parse_config(cfg).unwrap()).unwrap();
+        assert_eq!(h.projection().unwrap(), ["v", "k", "t", "v_z"]);
+        let b = batch(vec!["a", "a", "a"], vec![1, 2, 3], vec![1.0, 2.0, 3.0]);
+        let p = h.process(patch::project(&b, &h.projection().unwrap())).unwrap().remove(0);
+        assert_eq!(p.schema().fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>(), ["v_z"]);
+        // In place: the patch replaces `v`; `k` and `t` pass through.
+        let cfg = r#"{"columns":["v"],"method":"minmax","params":{"v":{"min":0,"max":10}}}"#;
+        let mut h = Normalize::new(parse_config(cfg).unwrap()).unwrap();
+        assert_eq!(h.projection().unwrap(), ["v"]);
+        let out = patch::process(&mut h, &b).unwrap().remove(0);
+        assert_eq!(out.schema(), patch::output_schema(&h, &b.schema()).unwrap());
+        assert_eq!(out.column(0), b.column(0));
+        assert_eq!(col(&out, "v"), vec![Some(0.1), Some(0.2), Some(0.3)]);
+        // A suffixed name that is an input column is still an error at `suffix`.
+        let cfg = r#"{"columns":["v"],"method":"minmax","params":{"v":{"min":0,"max":10}},"suffix":"_x"}"#;
+        let h = Normalize::new(parse_config(cfg).unwrap()).unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("v", DataType::Float64, true),
+            Field::new("v_x", DataType::Utf8, true),
+        ]));
+        let e = patch::output_schema(&h, &schema).unwrap_err();
+        assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "suffix"), "{e}");
+        // A column listed twice: whole batches, as before.
+        let cfg = r#"{"columns":["v","v"],"method":"minmax","params":{"v":{"min":0,"max":10}}}"#;
+        assert!(Normalize::new(parse_config(cfg).unwrap()).unwrap().projection().is_none());
     }
 
     #[test]

@@ -11,6 +11,9 @@ use sluice_plugin::arrow_array::UInt32Array;
 use sluice_plugin::arrow_select;
 use sluice_plugin::prelude::*;
 
+/// The columns `output: events` adds.
+const EVENT_COLUMNS: [&str; 2] = ["session_start", "session_event"];
+
 /// What the step outputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -145,13 +148,18 @@ config: {keys: [user], time: ts, gap: 30m}
         }
         let tt = time_type(tt);
         Ok(match self.config.output {
-            Output::Events => handler_kit::schema_with(
-                input,
-                [
-                    Arc::new(Field::new("session_start", tt, true)),
-                    Arc::new(Field::new("session_event", DataType::Int64, true)),
-                ],
-            ),
+            Output::Events => {
+                for name in EVENT_COLUMNS {
+                    if input.index_of(name).is_ok() {
+                        return Err(Error::config(format!("column `{name}` already exists in the input")).key("output"));
+                    }
+                }
+                // A row-for-row patch of the two new columns.
+                Arc::new(Schema::new(vec![
+                    Field::new(EVENT_COLUMNS[0], tt, true),
+                    Field::new(EVENT_COLUMNS[1], DataType::Int64, true),
+                ]))
+            }
             Output::Sessions => {
                 let mut fields: Vec<FieldRef> = self
                     .config
@@ -240,9 +248,7 @@ config: {keys: [user], time: ts, gap: 30m}
         }
         self.slots = slots;
         if events {
-            let mut cols = batch.columns().to_vec();
-            cols.push(time_array(starts, None, tcol.data_type()));
-            cols.push(Arc::new(Int64Array::from(positions)));
+            let cols = vec![time_array(starts, None, tcol.data_type()), Arc::new(Int64Array::from(positions))];
             return Ok(vec![RecordBatch::try_new(schema, cols)?]);
         }
         let closed = std::mem::take(&mut self.closed);
@@ -263,6 +269,17 @@ config: {keys: [user], time: ts, gap: 30m}
         self.sessions_batch(all, &schema)
     }
 
+    /// `events` reads the keys and the time (and the names of the columns it adds, to report
+    /// a clash) and returns the two new columns. `sessions` outputs other rows, and holds the
+    /// open sessions until the end of the file: whole batches.
+    fn projection(&self) -> Option<Vec<String>> {
+        let c = &self.config;
+        (c.output == Output::Events).then(|| {
+            let adds = EVENT_COLUMNS.iter().map(|s| s.to_string());
+            c.keys.iter().chain([&c.time]).cloned().chain(adds).collect()
+        })
+    }
+
     fn state(&self) -> Option<StateSpec> {
         Some(StateSpec {
             keys: self.config.keys.clone(),
@@ -279,7 +296,7 @@ sluice_plugin::export_handler!(Sessionize);
 mod tests {
     use super::*;
     use sluice_plugin::arrow_array::types::Int64Type;
-    use sluice_plugin::parse_config;
+    use sluice_plugin::{parse_config, patch};
 
     fn batch(u: Vec<&str>, t: Vec<i64>) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
@@ -296,15 +313,37 @@ mod tests {
     #[test]
     fn events_across_batches() {
         let mut s = Sessionize::new(parse_config(r#"{"keys":["user"],"time":"ts","gap":"1s"}"#).unwrap()).unwrap();
-        let out = s.process(batch(vec!["a", "b", "a", "a"], vec![0, 0, 1000, 2500])).unwrap().remove(0);
+        let out = patch::process(&mut s, &batch(vec!["a", "b", "a", "a"], vec![0, 0, 1000, 2500])).unwrap().remove(0);
         assert_eq!(ints(&out, "session_start"), vec![0, 0, 0, 2500]);
         assert_eq!(ints(&out, "session_event"), vec![1, 1, 2, 1]);
-        let out = s.process(batch(vec!["b", "a"], vec![900, 3000])).unwrap().remove(0);
+        let out = patch::process(&mut s, &batch(vec!["b", "a"], vec![900, 3000])).unwrap().remove(0);
         assert_eq!(ints(&out, "session_start"), vec![0, 2500]);
         assert_eq!(ints(&out, "session_event"), vec![2, 2]);
-        let e = s.process(batch(vec!["a"], vec![10])).unwrap_err();
+        let e = patch::process(&mut s, &batch(vec!["a"], vec![10])).unwrap_err();
         assert!(matches!(e, Error::Data { row: Some(0), .. }), "{e}");
         assert_eq!(s.state().unwrap().lookback_rows, 1);
+    }
+
+    #[test]
+    fn events_read_keys_and_time_and_return_the_new_columns() {
+        let mut s = Sessionize::new(parse_config(r#"{"keys":["user"],"time":"ts","gap":"1s"}"#).unwrap()).unwrap();
+        assert_eq!(s.projection().unwrap(), ["user", "ts", "session_start", "session_event"]);
+        let b = batch(vec!["a", "a"], vec![0, 5000]);
+        let p = s.process(patch::project(&b, &s.projection().unwrap())).unwrap().remove(0);
+        assert_eq!(p.schema().fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>(), EVENT_COLUMNS);
+        let schema = patch::output_schema(&s, &b.schema()).unwrap();
+        let names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, ["user", "ts", "session_start", "session_event"]);
+        // An input that has one of the added columns: a config error, at `output`.
+        let s = Sessionize::new(parse_config(r#"{"time":"ts","gap":"1s"}"#).unwrap()).unwrap();
+        let mut schema: Vec<Field> = b.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        schema.push(Field::new("session_event", DataType::Int64, true));
+        let e = patch::output_schema(&s, &Arc::new(Schema::new(schema))).unwrap_err();
+        assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "output"), "{e}");
+        assert!(e.message().contains("`session_event` already exists"), "{e}");
+        // `sessions` takes whole batches.
+        let cfg = r#"{"keys":["user"],"time":"ts","gap":"1s","output":"sessions"}"#;
+        assert!(Sessionize::new(parse_config(cfg).unwrap()).unwrap().projection().is_none());
     }
 
     #[test]
@@ -312,7 +351,8 @@ mod tests {
         let mut s =
             Sessionize::new(parse_config(r#"{"keys":["user"],"time":"ts","gap":"1s","output":"sessions"}"#).unwrap())
                 .unwrap();
-        let out = s.process(batch(vec!["a", "b", "a", "a", "b"], vec![0, 100, 1000, 5000, 5000])).unwrap();
+        let out =
+            patch::process(&mut s, &batch(vec!["a", "b", "a", "a", "b"], vec![0, 100, 1000, 5000, 5000])).unwrap();
         let closed = &out[0];
         assert_eq!(closed.num_rows(), 2);
         assert_eq!(ints(closed, "session_start"), vec![0, 100]);
