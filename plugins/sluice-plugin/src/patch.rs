@@ -116,12 +116,30 @@ pub fn apply(input: &RecordBatch, patches: &[RecordBatch]) -> Result<Vec<RecordB
     Ok(out)
 }
 
+/// The host's rule for a patch schema: it may not hold a column that the input has but that the
+/// handler does not read (it would silently replace data the handler never saw).
+pub fn check_patch_schema(input: &SchemaRef, patch: &SchemaRef, reads: &[String]) -> Result<(), Error> {
+    for f in patch.fields() {
+        if input.index_of(f.name()).is_ok() && !reads.contains(f.name()) {
+            return Err(Error::config(format!(
+                "the step outputs a column `{}`, which its input already has; the step does not read that \
+                 column, so it cannot replace it (choose another output name)",
+                f.name()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Runs `handler` on a full `batch` the way the host does: for a projecting handler, project,
-/// process, and apply the patches; otherwise just process.
+/// process, check and apply the patches; otherwise just process.
 pub fn process<H: Handler>(handler: &mut H, batch: &RecordBatch) -> Result<Vec<RecordBatch>, Error> {
     match handler.projection() {
         Some(reads) => {
             let patches = handler.process(project(batch, &reads))?;
+            for p in &patches {
+                check_patch_schema(&batch.schema(), &p.schema(), &reads)?;
+            }
             apply(batch, &patches)
         }
         None => handler.process(batch.clone()),
@@ -134,7 +152,9 @@ pub fn output_schema<H: Handler>(handler: &H, input: &SchemaRef) -> Result<Schem
         Some(reads) => {
             let empty = RecordBatch::new_empty(input.clone());
             let projected = project(&empty, &reads).schema();
-            Ok(merged_schema(input, &handler.output_schema(&projected)?))
+            let patch = handler.output_schema(&projected)?;
+            check_patch_schema(input, &patch, &reads)?;
+            Ok(merged_schema(input, &patch))
         }
         None => handler.output_schema(input),
     }
