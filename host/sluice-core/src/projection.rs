@@ -77,6 +77,12 @@ impl Projected {
     }
 
     fn make_plan(&mut self, input: &SchemaRef) -> Result<Plan, PluginError> {
+        if input.index_of(ROW_COLUMN).is_ok() {
+            return Err(PluginError::Config {
+                message: format!("the input has a column `{ROW_COLUMN}`; names starting with `_sluice_` are reserved"),
+                key: None,
+            });
+        }
         let sent: Vec<usize> =
             (0..input.fields().len()).filter(|&i| self.reads.iter().any(|r| r == input.field(i).name())).collect();
         let fields: Vec<FieldRef> = sent.iter().map(|&i| input.fields()[i].clone()).collect();
