@@ -1,7 +1,7 @@
 //! Shared building blocks of the standard handler plugins.
 //!
 //! Every module works column-wise on Arrow arrays and avoids per-row heap
-//! allocations: keys are encoded into one reused scratch buffer, numbers are
+//! allocations: keys are encoded into reused scratch buffers, numbers are
 //! read through typed slices, strings are appended to builders in place.
 
 pub mod agg;
