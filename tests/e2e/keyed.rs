@@ -14,15 +14,16 @@ use crate::support::{self, *};
 const DAYS: [usize; 7] = [30, 8, 12, 45, 5, 27, 33];
 const SYMBOLS: [&str; 3] = ["BTCUSDT", "ETHUSDT", "SOLUSDT"];
 
-/// One headerless kline-like file per symbol and day, named like the exchange's archives.
-fn write_days(dir: &Path) -> Vec<PathBuf> {
+/// One headerless kline-like file per symbol and day, named like the exchange's archives; `gap`
+/// gives the milliseconds from a row to the next by (row, day, symbol).
+fn write_klines(dir: &Path, gap: impl Fn(usize, usize, usize) -> i64) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for (s, sym) in SYMBOLS.iter().enumerate() {
         let mut t: i64 = 1_700_000_000_000 + s as i64 * 7;
         for (d, rows) in DAYS.iter().enumerate() {
             let mut text = String::new();
             for i in 0..*rows {
-                t += 1000;
+                t += gap(i, d, s);
                 let close = 100.0 + ((i * 37 + d * 11 + s * 5) % 97) as f64 / 4.0;
                 text.push_str(&format!("{t},{close},{}\n", t + 999));
             }
@@ -34,13 +35,19 @@ fn write_days(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-fn pipeline(root: &Path, data: &Path, lake: &str) -> PathBuf {
-    let p = root.join(format!("{lake}.yaml"));
+/// Rows one second apart.
+fn write_days(dir: &Path) -> Vec<PathBuf> {
+    write_klines(dir, |_, _, _| 1000)
+}
+
+/// Writes the pipeline `name` to `p`: the day files of `data` keyed by the symbol in their
+/// names, through `steps` (YAML list items), into `lake` partitioned by symbol and date.
+fn keyed_pipeline(p: PathBuf, name: &str, data: &Path, lake: &str, steps: &str) -> PathBuf {
     write(
         &p,
         &format!(
             r#"
-pipeline: keyed
+pipeline: {name}
 sources:
   klines:
     path: {data}
@@ -51,15 +58,7 @@ sources:
         header: false
         columns: {{open_time: int64, close: float64, close_time: int64}}
 steps:
-  - plugin: sma
-    config: {{column: close, window: 20, as: ma20, key: symbol, order_by: open_time}}
-  - plugin: indicators
-    config:
-      keys: [symbol]
-      order_by: open_time
-      indicators:
-        - {{kind: rolling_max, column: close, window: 7, as: max7}}
-        - {{kind: returns, column: close, window: 3, as: r3}}
+{steps}
 sink:
   lake: {lake}
   dataset: klines
@@ -70,6 +69,19 @@ settings: {{workers: 2, batch_rows: 9}}
         ),
     );
     p
+}
+
+fn pipeline(root: &Path, data: &Path, lake: &str) -> PathBuf {
+    let steps = "  - plugin: sma
+    config: {column: close, window: 20, as: ma20, key: symbol, order_by: open_time}
+  - plugin: indicators
+    config:
+      keys: [symbol]
+      order_by: open_time
+      indicators:
+        - {kind: rolling_max, column: close, window: 7, as: max7}
+        - {kind: returns, column: close, window: 3, as: r3}";
+    keyed_pipeline(root.join(format!("{lake}.yaml")), "keyed", data, lake, steps)
 }
 
 /// Rows whose indicators differ from a single window pass over the whole lake, and the totals.
@@ -184,60 +196,20 @@ fn a_run_killed_in_the_middle_resumes_from_the_lake() {
 /// Like [`write_days`], with irregular gaps between rows (1 to 3 seconds), so that a time window
 /// holds a varying number of rows and often reaches back across several files.
 fn write_gappy_days(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for (s, sym) in SYMBOLS.iter().enumerate() {
-        let mut t: i64 = 1_700_000_000_000 + s as i64 * 7;
-        for (d, rows) in DAYS.iter().enumerate() {
-            let mut text = String::new();
-            for i in 0..*rows {
-                t += 1000 + ((i * 7 + d * 3 + s) % 5) as i64 * 500;
-                let close = 100.0 + ((i * 37 + d * 11 + s * 5) % 97) as f64 / 4.0;
-                text.push_str(&format!("{t},{close},{}\n", t + 999));
-            }
-            let p = dir.join(format!("{sym}-1s-2024-01-{:02}.csv", d + 1));
-            write(&p, &text);
-            files.push(p);
-        }
-    }
-    files
+    write_klines(dir, |i, d, s| 1000 + ((i * 7 + d * 3 + s) % 5) as i64 * 500)
 }
 
 fn time_pipeline(root: &Path, data: &Path) -> PathBuf {
-    let p = root.join("time.yaml");
-    write(
-        &p,
-        &format!(
-            r#"
-pipeline: keyed_time
-sources:
-  klines:
-    path: {data}
-    glob: "*.csv"
-    fields: "{{symbol}}-1s-{{date:date}}.csv"
-    format:
-      csv:
-        header: false
-        columns: {{open_time: int64, close: float64, close_time: int64}}
-steps:
-  - plugin: indicators
+    let steps = "  - plugin: indicators
     config:
       keys: [symbol]
       order_by: open_time
       unit: ms
       indicators:
-        - {{kind: sma, column: close, window: 15s, as: ma15s}}
-        - {{kind: rolling_max, column: close, window: 6s, as: max6s}}
-        - {{kind: rolling_std, column: close, window: 10s, as: sd10s}}
-sink:
-  lake: lake
-  dataset: klines
-  partition_by: [symbol, date]
-settings: {{workers: 2, batch_rows: 9}}
-"#,
-            data = data.display()
-        ),
-    );
-    p
+        - {kind: sma, column: close, window: 15s, as: ma15s}
+        - {kind: rolling_max, column: close, window: 6s, as: max6s}
+        - {kind: rolling_std, column: close, window: 10s, as: sd10s}";
+    keyed_pipeline(root.join("time.yaml"), "keyed_time", data, "lake", steps)
 }
 
 /// Rows whose time-window indicators differ from a single SQL pass (integer RANGE windows over
