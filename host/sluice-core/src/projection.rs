@@ -212,7 +212,6 @@ impl Handler for Projected {
         let projected = RecordBatch::try_new_with_options(plan.projected.clone(), sent, &options)
             .map_err(|e| PluginError::BadOutput(format!("projecting the input: {e}")))?;
         let patches = self.inner.process(&projected)?;
-        let plan = self.plan.as_ref().expect("planned above");
         let mut out = Vec::with_capacity(patches.len());
         let mut offset = 0usize;
         for patch in &patches {

@@ -88,8 +88,10 @@ impl Ordered {
     fn first(&mut self, batch: &RecordBatch, names: &[String]) -> Result<Vec<bool>, Error> {
         let keys = key_columns(batch, names)?;
         let name = &names[self.value];
-        let values = to_i64(keys[self.value].as_ref())
-            .filter(|_| orderable(keys[self.value].data_type()))
+        let column = keys[self.value];
+        let values = orderable(column.data_type())
+            .then(|| to_i64(column.as_ref()))
+            .flatten()
             .ok_or_else(|| Error::data("the key column changed type between batches").column(name))?;
         let prefix: Vec<&ArrayRef> =
             keys.iter().enumerate().filter(|(i, _)| *i != self.value).map(|(_, c)| *c).collect();
