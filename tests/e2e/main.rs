@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `sluice` binary on real files, real WASM components and real DuckDB.
 
+mod arrival;
 mod config;
 mod crash;
 mod handlers;

@@ -387,6 +387,15 @@ fn absorb(job: &Job, summary: &mut RunSummary, res: UnitResult, progress: &dyn P
         acc.merge(st);
     }
     let file = res.unit.display_name();
+    if let Ok(report) = &res.outcome {
+        summary.units.push(crate::summary::UnitCounts {
+            file: file.clone(),
+            rows_in: res.rows_in,
+            rows_written: report.rows,
+            rows_rejected: res.rows_rejected,
+            rerun: res.rerun,
+        });
+    }
     if res.rerun {
         // A re-run replaces a committed unit's output; its rows are not new.
         if let Ok(report) = &res.outcome {
@@ -796,8 +805,10 @@ fn process_unit(job: &Job, chain: &mut Chain<'_>, unit: SourceUnit, rerun: bool)
     let mut outcome = process_unit_inner(job, chain, &unit, &mut rows_in, &mut rows_rejected, &mut ranges);
     if let Err(UnitError::Stale { .. }) = outcome {
         // Redo on fresh instances, seeded from the lake (a fresh instance is never stale). Every
-        // stateful step is reset: the first attempt fed them part of this unit.
-        chain.drop_stateful();
+        // step is reset, not only the stateful ones: the first attempt fed them part of this
+        // unit, and a step whose memory ends with the file (`dedup` with `scope: file`) would
+        // otherwise take the unit's rows for duplicates of themselves and drop them all.
+        chain.reset_after_failure();
         (rows_in, rows_rejected) = (0, 0);
         chain.take_stats();
         outcome = process_unit_inner(job, chain, &unit, &mut rows_in, &mut rows_rejected, &mut ranges);
@@ -870,7 +881,10 @@ fn process_unit_inner(
         Ok(())
     });
     match result {
-        Ok(()) => writer.commit().map_err(UnitError::Sink),
+        Ok(()) => {
+            writer.input_rows(*rows_in, *rows_rejected);
+            writer.commit().map_err(UnitError::Sink)
+        }
         Err(e) => {
             writer.abort();
             Err(e)

@@ -141,6 +141,10 @@ pub trait UnitWriter: Send {
     }
     /// The content hash of the bytes the unit was read from, recorded at commit.
     fn content_hash(&mut self, _hash: &str, _bytes: u64) {}
+    /// The rows the unit read from its source and the rows set aside (source and step rejects),
+    /// told before `commit` so the sink can record them next to the rows it wrote: a unit that
+    /// read rows and wrote none is then visible in the sink's own records.
+    fn input_rows(&mut self, _rows_in: u64, _rows_rejected: u64) {}
     /// Make the unit's output visible, atomically and durably.
     fn commit(self: Box<Self>) -> Result<CommitReport, SinkError>;
     /// Discard everything written for this unit.

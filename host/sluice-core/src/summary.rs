@@ -51,6 +51,17 @@ pub struct UnitFailure {
     pub error: String,
 }
 
+/// What one committed unit read and wrote.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct UnitCounts {
+    pub file: String,
+    pub rows_in: u64,
+    pub rows_written: u64,
+    pub rows_rejected: u64,
+    /// A re-run of a committed unit (its lookback changed).
+    pub rerun: bool,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RunSummary {
     pub pipeline: String,
@@ -71,6 +82,8 @@ pub struct RunSummary {
     /// (`on_source_deleted: delete`).
     pub files_deleted: u64,
     pub failures: Vec<UnitFailure>,
+    /// Every unit committed or re-run by this run, in commit order, with its row counts.
+    pub units: Vec<UnitCounts>,
     /// Rows read from sources.
     pub rows_in: u64,
     /// Rows committed to the sink.
@@ -124,6 +137,19 @@ impl RunSummary {
             "  rows: {} in, {} written, {} rejected; bytes: {} in, {} written",
             self.rows_in, self.rows_written, self.rows_rejected, self.bytes_in, self.bytes_written
         );
+        // Rows that went in and nowhere: legitimate for a filter, a lost file otherwise.
+        let empty: Vec<&UnitCounts> =
+            self.units.iter().filter(|u| u.rows_in > 0 && u.rows_written == 0 && u.rows_rejected == 0).collect();
+        if !empty.is_empty() {
+            let names: Vec<String> = empty.iter().take(5).map(|u| format!("{} ({} in)", u.file, u.rows_in)).collect();
+            let more = if empty.len() > 5 { format!(" and {} more", empty.len() - 5) } else { String::new() };
+            let _ = writeln!(
+                s,
+                "  {} file(s) read rows but wrote and rejected none (the steps dropped them all): {}{more}",
+                empty.len(),
+                names.join(", ")
+            );
+        }
         for st in &self.steps {
             let _ = writeln!(
                 s,

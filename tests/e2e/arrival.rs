@@ -1,0 +1,331 @@
+//! Arrival order must not change the lake. For every stateful standard handler, and every scope
+//! or option that changes how it keeps state, the same day files give the same rows and values
+//! whether they arrive in name order in one run, all at once, or a few at a time in random order
+//! across many runs (late days re-run the committed days after them).
+//!
+//! The days of a symbol touch each other: a day's first rows come seconds after the previous
+//! day's last ones, so moving windows and sessions run across files. Buckets of `aggregate` and
+//! `resample` do not span days (their groups end with the file, see their docs). Duplicate keys
+//! lie inside a file, never across files (`dedup` remembers keys per run or per file; neither
+//! reaches into the lake).
+
+use std::path::{Path, PathBuf};
+
+use crate::crash::Rng;
+use crate::support::*;
+
+const SYMBOLS: [&str; 2] = ["BTCUSDT", "ETHUSDT"];
+const DAYS: usize = 9;
+const DAY_MS: i64 = 86_400_000;
+/// 2024-01-01T00:00:00Z.
+const EPOCH: i64 = 1_704_067_200_000;
+
+/// Day files `<symbol>-1s-<date>.csv` (no header: open_time, open, high, low, close, volume).
+/// Each day has a morning run of rows 7 s apart from midnight and an evening run ending 10 s
+/// before the next midnight; a few rows repeat an open_time with another close (duplicates
+/// inside the file, away from its edges). Row counts vary by day, some below the 20-row window.
+fn write_days(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for (s, sym) in SYMBOLS.iter().enumerate() {
+        for d in 0..DAYS {
+            let day = EPOCH + d as i64 * DAY_MS;
+            let (morning, evening) = (6 + (d * 5 + s * 3) % 17, 5 + (d * 7 + s) % 19);
+            let mut times: Vec<i64> = (0..morning as i64).map(|i| day + i * 7_000).collect();
+            times.extend((0..evening as i64).rev().map(|i| day + DAY_MS - 10_000 - i * 3_000));
+            let mut text = String::new();
+            for (i, t) in times.iter().enumerate() {
+                let close = 100.0 + ((i * 37 + d * 11 + s * 5) % 97) as f64 / 4.0;
+                let line = |c: f64| format!("{t},{},{},{},{c},{}\n", c - 0.5, c + 1.0, c - 1.0, 1 + (i + d) % 9);
+                text.push_str(&line(close));
+                // A duplicate of an inner row, with another close.
+                if i % 5 == 2 && i + 2 < times.len() {
+                    text.push_str(&line(close + 0.25));
+                }
+            }
+            let p = dir.join(format!("{sym}-1s-2024-01-{:02}.csv", d + 1));
+            write(&p, &text);
+            files.push(p);
+        }
+    }
+    files.sort();
+    files
+}
+
+fn pipeline(yaml: &Path, data: &Path, lake: &Path, steps: &str, workers: usize) {
+    // Steps that output other columns than their input (groups, sessions) keep `symbol` only.
+    let partition_by = if steps.contains("aggregate") || steps.contains("resample") || steps.contains("sessions}") {
+        "[symbol]"
+    } else {
+        "[symbol, date]"
+    };
+    write(
+        yaml,
+        &format!(
+            r#"
+pipeline: arrival
+sources:
+  klines:
+    path: {data}
+    glob: "*.csv"
+    fields: "{{symbol}}-1s-{{date:date}}.csv"
+    format:
+      csv:
+        header: false
+        columns: {{open_time: int64, open: float64, high: float64, low: float64, close: float64, volume: int64}}
+steps:
+{steps}
+sink:
+  lake: {lake}
+  dataset: out
+  partition_by: {partition_by}
+settings: {{workers: {workers}, batch_rows: 8}}
+"#,
+            data = data.display(),
+            lake = lake.display(),
+        ),
+    );
+}
+
+fn run_ok(yaml: &Path) -> serde_json::Value {
+    let summary = yaml.with_extension("summary.json");
+    let out = run(&["run", "-q", yaml.to_str().unwrap(), "--summary-json", summary.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    crate::support::summary(&summary)
+}
+
+/// One row: its exact fields (strings, integers, nulls) as text, and its floats.
+#[derive(Debug, Clone, PartialEq)]
+struct Row {
+    exact: String,
+    floats: Vec<(String, f64)>,
+}
+
+impl Row {
+    /// Equal up to a relative 1e-7 in the floats: an `ema` seeded from its lookback (10 windows)
+    /// differs from a continuous one far below that.
+    fn close_to(&self, other: &Row) -> bool {
+        self.exact == other.exact
+            && self.floats.len() == other.floats.len()
+            && self
+                .floats
+                .iter()
+                .zip(&other.floats)
+                .all(|((a, x), (b, y))| a == b && (x - y).abs() <= 1e-7 * x.abs().max(y.abs()).max(1e-300))
+    }
+}
+
+/// Every row of the dataset, sorted by its exact fields, then its floats.
+fn rows(lake: &Path) -> Vec<Row> {
+    let mut out: Vec<Row> = query(lake, "SELECT * FROM out")
+        .into_iter()
+        .map(|r| {
+            let obj = r.as_object().unwrap();
+            let mut keys: Vec<&String> = obj.keys().collect();
+            keys.sort();
+            let (mut exact, mut floats) = (Vec::new(), Vec::new());
+            for k in keys {
+                let v = &obj[k];
+                match v.as_f64() {
+                    Some(f) if v.is_f64() => floats.push((k.clone(), f)),
+                    _ => exact.push(format!("{k}={v}")),
+                }
+            }
+            Row { exact: exact.join(" "), floats }
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        a.exact.cmp(&b.exact).then_with(|| {
+            let fa: Vec<f64> = a.floats.iter().map(|f| f.1).collect();
+            let fb: Vec<f64> = b.floats.iter().map(|f| f.1).collect();
+            fa.partial_cmp(&fb).unwrap_or(std::cmp::Ordering::Equal)
+        })
+    });
+    out
+}
+
+fn same_rows(a: &[Row], b: &[Row]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.close_to(y))
+}
+
+/// Runs `steps` over the day files: in name order in one run (the reference), all at once on two
+/// workers, and in random order a few files per run; the three lakes must hold the same rows.
+/// Returns the reference rows and the re-runs the random arrival caused.
+fn same_lake_in_any_order(name: &str, steps: &str, seed: u64) -> (Vec<Row>, u64) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let files = write_days(&root.join("all"));
+
+    let reference = root.join("reference");
+    pipeline(&reference.join("p.yaml"), &root.join("all"), &reference.join("lake"), steps, 1);
+    let s = run_ok(&reference.join("p.yaml"));
+    assert_eq!(s["files_committed"].as_u64(), Some(files.len() as u64), "{name}: {s}");
+    let expected = rows(&reference.join("lake"));
+    assert!(!expected.is_empty(), "{name}: the reference lake is empty");
+
+    let at_once = root.join("at_once");
+    pipeline(&at_once.join("p.yaml"), &root.join("all"), &at_once.join("lake"), steps, 2);
+    run_ok(&at_once.join("p.yaml"));
+    assert!(same_rows(&rows(&at_once.join("lake")), &expected), "{name}: all files at once on two workers differ");
+
+    let shuffled = root.join("shuffled");
+    let data = shuffled.join("in");
+    std::fs::create_dir_all(&data).unwrap();
+    pipeline(&shuffled.join("p.yaml"), &data, &shuffled.join("lake"), steps, 2);
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    let mut rng = Rng::new(seed);
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let mut reruns = 0;
+    let mut pending = 0;
+    for (n, &i) in order.iter().enumerate() {
+        let f = &files[i];
+        std::fs::copy(f, data.join(f.file_name().unwrap())).unwrap();
+        pending += 1;
+        // One to three files per run.
+        if pending < 1 + rng.below(3) && n + 1 < order.len() {
+            continue;
+        }
+        pending = 0;
+        let s = run_ok(&shuffled.join("p.yaml"));
+        reruns += s["files_rerun"].as_u64().unwrap();
+        // No unit may read rows and write none: every day here has rows that survive.
+        for u in s["units"].as_array().unwrap() {
+            assert!(
+                u["rows_written"].as_u64().unwrap() > 0,
+                "{name}: {} read {} rows and wrote none",
+                u["file"],
+                u["rows_in"]
+            );
+        }
+    }
+    let got = rows(&shuffled.join("lake"));
+    if !same_rows(&got, &expected) {
+        let missing: Vec<&Row> = expected.iter().filter(|r| !got.iter().any(|g| g.close_to(r))).take(5).collect();
+        let extra: Vec<&Row> = got.iter().filter(|r| !expected.iter().any(|e| e.close_to(r))).take(5).collect();
+        panic!(
+            "{name}: random arrival over several runs gives another lake: {} rows vs {} in name order\n\
+             missing (first 5): {missing:#?}\nextra (first 5): {extra:#?}",
+            got.len(),
+            expected.len()
+        );
+    }
+    // A further run changes nothing, and the ledger agrees with the files, unit by unit.
+    let s = run_ok(&shuffled.join("p.yaml"));
+    assert_eq!(s["files_committed"].as_u64(), Some(0), "{name}");
+    let lake = shuffled.join("lake");
+    let out = run(&["lake", "verify", "--strict", "--lake", lake.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{name}: {}", String::from_utf8_lossy(&out.stdout));
+    (expected, reruns)
+}
+
+const DEDUP_FILE: &str = "  - plugin: dedup
+    config: {keys: [symbol, open_time], scope: file}";
+
+#[test]
+fn dedup_per_file_then_a_moving_average_the_kline_benchmark_pipeline() {
+    let steps = format!(
+        "{DEDUP_FILE}
+  - plugin: indicators
+    config:
+      keys: [symbol]
+      order_by: open_time
+      indicators:
+        - {{kind: sma, column: close, window: 20, as: ma20}}"
+    );
+    let (rows, reruns) = same_lake_in_any_order("dedup scope file + sma", &steps, 0xB16_DA7A);
+    assert!(reruns > 0, "late days must re-run the days after them");
+    // The duplicates are gone, and full windows have their ma20.
+    let keys: std::collections::HashSet<&str> = rows.iter().map(|r| r.exact.as_str()).collect();
+    assert_eq!(keys.len(), rows.len(), "one row per key");
+    assert!(rows.iter().any(|r| r.floats.iter().any(|(k, _)| k == "ma20")), "some ma20 values");
+}
+
+#[test]
+fn dedup_keeping_the_first_per_run_or_the_last_per_file() {
+    for (name, config) in [
+        ("dedup first, scope run", "{keys: [symbol, open_time]}"),
+        ("dedup first, scope run, order_by", "{keys: [symbol, open_time], order_by: open_time}"),
+        ("dedup last, scope file", "{keys: [symbol, open_time], keep: last, scope: file}"),
+        ("dedup first by date, scope run", "{keys: [symbol, date, open_time]}"),
+    ] {
+        let steps = format!("  - plugin: dedup\n    config: {config}");
+        let (rows, _) = same_lake_in_any_order(name, &steps, 0xDED0_0001);
+        let keys: std::collections::HashSet<String> = rows
+            .iter()
+            .map(|r| r.exact.split(' ').filter(|f| f.starts_with("open_time=") || f.starts_with("symbol=")).collect())
+            .collect();
+        assert_eq!(keys.len(), rows.len(), "{name}: one row per key");
+    }
+}
+
+#[test]
+fn indicators_over_rows_and_time_spans() {
+    let steps = format!(
+        "{DEDUP_FILE}
+  - plugin: indicators
+    config:
+      keys: [symbol]
+      order_by: open_time
+      indicators:
+        - {{kind: sma, column: close, window: 20, as: ma20}}
+        - {{kind: rolling_max, column: high, window: 7, as: max7}}
+        - {{kind: rolling_std, column: close, window: 5, as: sd5}}
+        - {{kind: returns, column: close, window: 3, as: r3}}
+        - {{kind: ema, column: close, window: 4, as: ema4}}
+        - {{kind: sma, column: close, window: 45s, as: ma45s}}
+  - plugin: sma
+    config: {{column: close, window: 6, as: ma6, key: symbol, order_by: open_time}}"
+    );
+    let (_, reruns) = same_lake_in_any_order("indicators", &steps, 0x1D1C_A7E5);
+    assert!(reruns > 0, "late days must re-run the days after them");
+}
+
+#[test]
+fn sessions_across_day_files() {
+    for (name, output) in [("sessionize events", "events"), ("sessionize sessions", "sessions")] {
+        let steps = format!(
+            "{DEDUP_FILE}
+  - plugin: sessionize
+    config: {{keys: [symbol], time: open_time, gap: 5m, output: {output}}}"
+        );
+        same_lake_in_any_order(name, &steps, 0x5E55_1015);
+    }
+}
+
+#[test]
+fn aggregates_and_resampled_bars_within_days() {
+    for (name, step) in [
+        (
+            "aggregate at the end of the file",
+            "  - plugin: aggregate
+    config:
+      keys: [symbol]
+      time: open_time
+      every: 1h
+      aggs: [{fn: count, as: n}, {fn: sum, column: volume}, {fn: first, column: close}, {fn: last, column: close}, {fn: max, column: high}]",
+        ),
+        (
+            "aggregate emitting closed buckets",
+            "  - plugin: aggregate
+    config:
+      keys: [symbol]
+      time: open_time
+      every: 1m
+      emit: close
+      aggs: [{fn: count, as: n}, {fn: mean, column: close}, {fn: count_distinct, column: volume}]",
+        ),
+        (
+            "resample",
+            "  - plugin: resample
+    config: {keys: [symbol], time: open_time, every: 1m}",
+        ),
+        (
+            "resample emitting closed bars",
+            "  - plugin: resample
+    config: {keys: [symbol], time: open_time, every: 30s, emit: close}",
+        ),
+    ] {
+        same_lake_in_any_order(name, step, 0xA66_0001);
+    }
+}
