@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Two Python venvs for the lake reader check (tests/e2e/python_readers.rs): pyarrow with DuckDB
-# 1.x, and pyarrow with DuckDB 2.x, under ~/.cache/sluice/venv. Idempotent. Prints the value for
+# Two Python venvs for the lake reader checks (tests/e2e/python_readers.rs): pyarrow with DuckDB
+# 1.x, and pyarrow with DuckDB 2.x and Polars, under ~/.cache/sluice/venv. Idempotent. Prints the value for
 # SLUICE_PYTHON (the two interpreters, colon-separated).
 set -euo pipefail
 root="${SLUICE_VENV_DIR:-$HOME/.cache/sluice/venv}"
-make() { # name, duckdb requirement
+make() { # name, duckdb requirement, more packages
   local dir="$root/$1"
-  if ! "$dir/bin/python" -c 'import duckdb, pyarrow' 2>/dev/null; then
+  local imports="duckdb, pyarrow${4:+, $4}"
+  if ! "$dir/bin/python" -c "import $imports" 2>/dev/null; then
     python3 -m venv "$dir" >&2
-    "$dir/bin/pip" install -q "$2" pyarrow >&2
+    "$dir/bin/pip" install -q "$2" pyarrow ${3:-} >&2
   fi
 }
 make d1 'duckdb>=1.1,<2'
-make d2 'duckdb>=2,<3'
+# Polars for the glob reader check (tests/python/glob_readers.py).
+make d2 'duckdb>=2,<3' 'polars>=1.20' polars
 echo "$root/d1/bin/python:$root/d2/bin/python"

@@ -40,21 +40,28 @@ fn sluice_run(p: &Path) -> std::process::Output {
     run(&["run", p.to_str().unwrap()])
 }
 
-/// The lake's data files are the ledger's live files, plus replaced files it may still keep
-/// (`retain_replaced`); none is in progress.
+/// The hive layout shows exactly the ledger's live files; the stored files are those plus
+/// replaced files the lake may still keep (`retain_replaced`); none is in progress.
 fn assert_consistent(lake: &Path) {
-    let on_disk = data_files(lake);
-    assert!(on_disk.iter().all(|f| f.ends_with(".parquet")), "{on_disk:?}");
     let live = ledger_files(lake);
-    assert!(live.is_subset(&on_disk), "live files missing: {:?}", live.difference(&on_disk).collect::<Vec<_>>());
+    assert_eq!(data_files(lake), live, "the hive layout shows exactly the live files");
+    let stored = stored_files(lake);
+    assert!(stored.iter().all(|f| f.ends_with(".parquet")), "{stored:?}");
+    assert!(live.is_subset(&stored), "live files missing: {:?}", live.difference(&stored).collect::<Vec<_>>());
     let replaced = ledger_replaced(lake);
-    let orphans: Vec<_> = on_disk.iter().filter(|f| !live.contains(*f) && !replaced.contains(*f)).collect();
+    let orphans: Vec<_> = stored.iter().filter(|f| !live.contains(*f) && !replaced.contains(*f)).collect();
     assert!(orphans.is_empty(), "files no record names: {orphans:?}");
 }
 
-/// Every file under the dataset `t`, relative to the lake.
+/// Every file under the dataset `t` in the hive layout (what glob readers see), relative to the
+/// lake.
 fn data_files(lake: &Path) -> BTreeSet<String> {
     files_under(&lake.join("t")).into_iter().map(|f| format!("t/{f}")).collect()
+}
+
+/// Every stored file of the dataset `t` (live and retained), named as the ledger names them.
+fn stored_files(lake: &Path) -> BTreeSet<String> {
+    files_under(&lake.join("_sluice/files/t")).into_iter().map(|f| format!("t/{f}")).collect()
 }
 
 /// Live files in one partition directory, e.g. `t/sym=A`.
@@ -181,7 +188,8 @@ fn append_reruns_are_idempotent_deterministic_and_replace_changed_sources() {
     let after = ledger_files(&lake);
     assert_eq!(after.len(), before.len());
     assert!(after.iter().all(|f| f.ends_with("-g1.parquet") && !before.contains(f)), "{before:?} -> {after:?}");
-    assert!(before.is_subset(&data_files(&lake)), "replaced files are retained");
+    assert!(before.is_subset(&stored_files(&lake)), "replaced files are retained");
+    assert!(before.is_disjoint(&data_files(&lake)), "and gone from the hive layout");
     assert_eq!(query(&lake, "SELECT id, v FROM t ORDER BY id"), r);
     assert_consistent(&lake);
 }
@@ -314,9 +322,9 @@ fn lake_status_and_verify_report_the_lake_and_its_differences() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("2 column sum(s) checked"), "id and v");
 
-    // An orphan file and a missing file are both differences.
+    // An orphan file (stored, or in the hive layout) and a missing file are differences.
     let files = files_under(&lake.join("t/sym=A"));
-    let orphan = lake.join("t/sym=A").join("part-orphan.parquet");
+    let orphan = lake.join("_sluice/files/t/sym=A").join("part-orphan.parquet");
     std::fs::copy(lake.join("t/sym=A").join(&files[0]), &orphan).unwrap();
     let out = run(&["lake", "verify", "--lake", l]);
     assert_eq!(out.status.code(), Some(1));
@@ -324,6 +332,18 @@ fn lake_status_and_verify_report_the_lake_and_its_differences() {
         String::from_utf8_lossy(&out.stdout).contains("part-orphan.parquet is on disk but no ledger record names it")
     );
     std::fs::remove_file(&orphan).unwrap();
+    let orphan = lake.join("t/sym=A").join("part-orphan.parquet");
+    std::fs::copy(lake.join("t/sym=A").join(&files[0]), &orphan).unwrap();
+    let out = run(&["lake", "verify", "--lake", l]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("t/sym=A/part-orphan.parquet is in the hive layout but is not a live file"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    std::fs::remove_file(&orphan).unwrap();
+    std::fs::remove_file(lake.join("_sluice/files/t/sym=A").join(&files[0])).unwrap();
     std::fs::remove_file(lake.join("t/sym=A").join(&files[0])).unwrap();
     let out = run(&["lake", "verify", "--lake", l]);
     assert_eq!(out.status.code(), Some(1));
@@ -450,14 +470,15 @@ fn replaced_files_stay_for_readers_of_an_older_catalog_then_go() {
 
     rewrite(&root.join("in/a.csv"), "sym,id,v\nA,1,11\nB,2,21\nB,3,31\n");
     assert_eq!(sluice_run(&p).status.code(), Some(0));
-    // The replaced files are still on disk; the older snapshot reads them, the new one does not.
-    assert!(first.is_subset(&data_files(&lake)));
+    // The replaced files are still stored; the older snapshot reads them, the new one does not.
+    assert!(first.is_subset(&stored_files(&lake)));
     assert!(first.is_disjoint(&ledger_files(&lake)));
     assert_eq!(query(&old, "SELECT sum(v) AS s FROM t")[0]["s"], 30);
     assert_eq!(query(&lake, "SELECT sum(v) AS s FROM t")[0]["s"], 63);
-    // Glob readers see both versions during the window (documented).
+    // They left the hive layout at once: glob readers see only the new version.
+    assert!(first.is_disjoint(&data_files(&lake)));
     let glob = format!("SELECT count(*) AS n FROM read_parquet('{}/t/**/*.parquet')", lake.display());
-    assert_eq!(query(&lake, &glob)[0]["n"], 5);
+    assert_eq!(query(&lake, &glob)[0]["n"], 3);
     // Retained files are no orphans; status lists them.
     let out = run(&["lake", "verify", "--lake", l]);
     assert_eq!(out.status.code(), Some(0));
@@ -471,7 +492,7 @@ fn replaced_files_stay_for_readers_of_an_older_catalog_then_go() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("2 replaced file(s) kept for readers"));
     // An orphan is still an orphan.
     let orphan = lake.join("t/sym=A/part-orphan.parquet");
-    std::fs::copy(lake.join(first.iter().next().unwrap()), &orphan).unwrap();
+    std::fs::copy(lake.join("_sluice/files").join(first.iter().next().unwrap()), &orphan).unwrap();
     assert_eq!(run(&["lake", "verify", "--lake", l]).status.code(), Some(1));
     std::fs::remove_file(&orphan).unwrap();
 
@@ -523,7 +544,7 @@ fn deleted_sources_keep_their_rows_unless_the_sink_says_delete() {
     // The removed files are retained like replaced ones; the lake verifies.
     let gone: Vec<String> = files_before.difference(&ledger_files(&lake)).cloned().collect();
     assert_eq!(gone.len(), 2);
-    assert!(gone.iter().all(|f| lake.join(f).exists()));
+    assert!(gone.iter().all(|f| lake.join("_sluice/files").join(f).exists() && !lake.join(f).exists()));
     assert_consistent(&lake);
     assert_eq!(run(&["lake", "verify", "--lake", lake.to_str().unwrap()]).status.code(), Some(0));
     // Nothing more to delete on the next run; a re-created file is new again.
@@ -642,4 +663,48 @@ fn a_ledger_of_mostly_superseded_records_is_compacted_on_open() {
     assert_eq!(s["files_committed"], 1);
     assert_eq!(query(&lake, "SELECT sum(v) AS s FROM t")[0]["s"], 102);
     assert_consistent(&lake);
+}
+
+/// The hive layout is repaired from the ledger when a writer opens the lake: a missing link is
+/// restored, a stray file and a link to other bytes are removed or relinked, and a lake in the
+/// layout of earlier versions (committed files at their ledger names, nothing stored) is moved
+/// to `_sluice/files` without losing a row.
+#[test]
+fn the_hive_layout_is_repaired_and_older_lakes_are_moved_on_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    write(&root.join("in/a.csv"), "sym,id,v\nA,1,10\nB,2,20\n");
+    write(&root.join("in/b.csv"), "sym,id,v\nA,3,30\n");
+    let p = pipeline(root, "sym", "");
+    assert_eq!(sluice_run(&p).status.code(), Some(0));
+    let lake = root.join("lake");
+    let live = ledger_files(&lake);
+    assert_eq!(data_files(&lake), live);
+    let sum = |lake: &Path| query(lake, "SELECT sum(v) AS s FROM t")[0]["s"].as_i64().unwrap();
+
+    // A lost link, a stray file, and a visible name that holds other bytes.
+    let mut it = live.iter();
+    let (lost, other) = (it.next().unwrap(), it.next().unwrap());
+    std::fs::remove_file(lake.join(lost)).unwrap();
+    std::fs::copy(lake.join(other), lake.join("t/sym=A/part-stray.parquet")).unwrap();
+    std::fs::remove_file(lake.join(other)).unwrap();
+    std::fs::write(lake.join(other), b"not these bytes").unwrap();
+    assert_eq!(run(&["lake", "verify", "--lake", lake.to_str().unwrap()]).status.code(), Some(1));
+    assert_eq!(sluice_run(&p).status.code(), Some(0));
+    assert_consistent(&lake);
+    assert_eq!(run(&["lake", "verify", "--lake", lake.to_str().unwrap()]).status.code(), Some(0));
+    assert_eq!(sum(&lake), 60);
+
+    // The layout of earlier versions.
+    for f in &live {
+        std::fs::remove_file(lake.join(f)).unwrap();
+        std::fs::rename(lake.join("_sluice/files").join(f), lake.join(f)).unwrap();
+    }
+    std::fs::remove_dir_all(lake.join("_sluice/files")).unwrap();
+    let (code, s) = run_summary(root, &p);
+    assert_eq!((code, s["files_unchanged"].as_u64()), (Some(0), Some(2)));
+    assert_consistent(&lake);
+    assert_eq!(stored_files(&lake), live);
+    assert_eq!(run(&["lake", "verify", "--lake", lake.to_str().unwrap()]).status.code(), Some(0));
+    assert_eq!(sum(&lake), 60);
 }

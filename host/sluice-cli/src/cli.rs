@@ -130,6 +130,10 @@ pub struct LakeArgs {
     /// Print JSON instead of a table (status).
     #[arg(long)]
     pub json: bool,
+    /// verify: also count as a difference every unit that read rows but wrote and rejected none
+    /// (by default a note: a filter may drop a whole file legitimately).
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Debug, Args)]

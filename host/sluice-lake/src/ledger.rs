@@ -57,6 +57,12 @@ pub struct LedgerRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<Vec<Column>>,
     pub rows: u64,
+    /// Rows the unit read from its source, when the writer was told (absent in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_in: Option<u64>,
+    /// Rows the unit set aside in `_rejects` (source and step rejects), when told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_rejected: Option<u64>,
     pub bytes: u64,
     /// Milliseconds since the epoch.
     pub committed_at_ms: u64,
@@ -439,7 +445,7 @@ impl Ledger {
             retained: self
                 .retained
                 .iter()
-                .filter(|(f, _)| lake.join(f).exists())
+                .filter(|(f, _)| crate::files::stored(lake, f).exists())
                 .map(|(f, r)| SnapshotRetained { file: f.clone(), retained: r.clone() })
                 .collect(),
         };
@@ -537,6 +543,8 @@ mod tests {
             removed: removed.map(|r| r.iter().map(|s| s.to_string()).collect()),
             schema: None,
             rows: files.len() as u64,
+            rows_in: None,
+            rows_rejected: None,
             bytes: 0,
             committed_at_ms: 0,
             state: Vec::new(),
@@ -628,8 +636,9 @@ mod tests {
         std::fs::write(&path, lines.join("\n") + "\n").unwrap();
         // Retained files on disk (one of them deleted already).
         for f in ["ds/p=3/b28", "ds/p=3/b27", "ds/p=1/a1"] {
-            std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
-            std::fs::write(root.join(f), b"x").unwrap();
+            let stored = crate::files::stored(root, f);
+            std::fs::create_dir_all(stored.parent().unwrap()).unwrap();
+            std::fs::write(stored, b"x").unwrap();
         }
         Ledger::open(root).unwrap()
     }

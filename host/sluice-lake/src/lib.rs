@@ -9,6 +9,7 @@
 
 mod dictionary;
 mod failures;
+mod files;
 mod keyed;
 mod ledger;
 mod merge;
@@ -19,9 +20,10 @@ mod state;
 mod stats;
 mod writer;
 
+pub use files::{stored, stored_root, visible};
 pub use ledger::{LEDGER_DIR, LedgerRecord, LiveFile, RetainedFile};
 pub use partition::escape_partition_value;
 pub use read::ParquetBatches;
 pub use schema::{Column, widens};
-pub use state::{DatasetState, LakeState};
+pub use state::{DatasetState, LakeState, UnitRecord};
 pub use writer::{Lake, REJECTS_DIR};

@@ -22,6 +22,22 @@ pub struct DatasetState {
     /// Replaced or removed files still on disk for readers of older catalog snapshots (relative
     /// to the lake root), until their deadline; not part of the dataset.
     pub retained: BTreeMap<String, RetainedFile>,
+    /// Every unit the ledger holds (its latest record), by unit id.
+    pub units: BTreeMap<String, UnitRecord>,
+}
+
+/// What the ledger recorded of one unit's latest commit.
+#[derive(Debug, Clone, Default)]
+pub struct UnitRecord {
+    /// The unit's source file (and zip member), for people.
+    pub file: String,
+    /// Its data files (relative to the lake root) and their recorded rows.
+    pub files: Vec<(String, Option<u64>)>,
+    /// Rows written to the dataset.
+    pub rows: u64,
+    /// Rows read from the source and rows set aside in `_rejects`, when recorded.
+    pub rows_in: Option<u64>,
+    pub rows_rejected: Option<u64>,
 }
 
 impl DatasetState {
@@ -46,11 +62,28 @@ impl LakeState {
             let name = if f.starts_with(REJECTS_DIR) { REJECTS_DIR } else { live.dataset.as_str() };
             datasets.entry(name.to_string()).or_default().files.insert(f.clone(), live.rows);
         }
+        for r in ledger.records.values().filter(|r| !r.deleted) {
+            let files = r
+                .files
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| !f.starts_with(REJECTS_DIR))
+                .map(|(i, f)| (f.clone(), r.file_rows.get(i).copied()))
+                .collect();
+            let unit = UnitRecord {
+                file: r.unit.display_name(),
+                files,
+                rows: r.rows,
+                rows_in: r.rows_in,
+                rows_rejected: r.rows_rejected,
+            };
+            datasets.entry(r.dataset.clone()).or_default().units.insert(r.unit_id.clone(), unit);
+        }
         for (name, schema) in &ledger.schemas {
             datasets.entry(name.clone()).or_default().schema = schema.clone();
         }
         for (f, r) in &ledger.retained {
-            if root.join(f).exists() {
+            if crate::files::stored(root, f).exists() {
                 let name = if f.starts_with(REJECTS_DIR) { REJECTS_DIR } else { r.dataset.as_str() };
                 datasets.entry(name.to_string()).or_default().retained.insert(f.clone(), r.clone());
             }
@@ -58,11 +91,21 @@ impl LakeState {
         Ok(LakeState { root: root.to_path_buf(), datasets })
     }
 
-    /// Files under a dataset's directory on disk, relative to the lake root: (data files,
+    /// A dataset's stored files on disk, named as the ledger names them: (data files,
     /// in-progress files).
     pub fn on_disk(&self, dataset: &str) -> Result<(BTreeSet<String>, Vec<String>), SinkError> {
+        self.files_under(&crate::files::stored_root(&self.root), dataset)
+    }
+
+    /// The dataset's hive layout as glob readers list it, relative to the lake root: (data files,
+    /// in-progress files).
+    pub fn visible_on_disk(&self, dataset: &str) -> Result<(BTreeSet<String>, Vec<String>), SinkError> {
+        self.files_under(&self.root, dataset)
+    }
+
+    fn files_under(&self, base: &Path, dataset: &str) -> Result<(BTreeSet<String>, Vec<String>), SinkError> {
         let (mut data, mut inprogress) = (BTreeSet::new(), Vec::new());
-        let top = self.root.join(dataset);
+        let top = base.join(dataset);
         let mut stack = if top.is_dir() { vec![top] } else { vec![] };
         while let Some(dir) = stack.pop() {
             for entry in std::fs::read_dir(&dir).map_err(|e| SinkError::io(&dir, e))? {
@@ -72,7 +115,7 @@ impl LakeState {
                     stack.push(path);
                     continue;
                 }
-                let rel = path.strip_prefix(&self.root).expect("under the lake").to_string_lossy().replace('\\', "/");
+                let rel = path.strip_prefix(base).expect("under the base").to_string_lossy().replace('\\', "/");
                 if rel.ends_with(".inprogress") {
                     inprogress.push(rel);
                 } else if rel.ends_with(".parquet") {
@@ -85,7 +128,7 @@ impl LakeState {
 
     /// Rows in a data file's Parquet footer.
     pub fn footer_rows(&self, rel: &str) -> Result<u64, SinkError> {
-        let path = self.root.join(rel);
+        let path = crate::files::stored(&self.root, rel);
         let f = File::open(&path).map_err(|e| SinkError::io(&path, e))?;
         let reader = SerializedFileReader::new(f).map_err(|e| SinkError::Encode(format!("{}: {e}", path.display())))?;
         Ok(reader.metadata().file_metadata().num_rows() as u64)

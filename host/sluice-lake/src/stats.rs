@@ -132,7 +132,7 @@ impl StatsCache {
         if self.files.contains_key(&f) {
             return Ok(());
         }
-        let s = read(&root.join(&f), time_column)?;
+        let s = read(&crate::files::stored(root, &f), time_column)?;
         self.rows += s.rows;
         for (c, n) in &s.nulls {
             let t = self.columns.entry(c.clone()).or_default();
@@ -220,7 +220,7 @@ mod tests {
             cols.push(Arc::new(Int64Array::from_iter(ts.map(|t| (t % 2 == 0).then_some(t)))));
         }
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
-        let path = root.join(rel);
+        let path = crate::files::stored(root, rel);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let mut w = parquet::arrow::ArrowWriter::try_new(File::create(path).unwrap(), batch.schema(), None).unwrap();
         w.write(&batch).unwrap();

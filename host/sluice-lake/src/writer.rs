@@ -1,6 +1,6 @@
 //! The lake sink: opens (locks, recovers) a lake, writes units, commits them.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,7 +22,7 @@ use crate::ledger::{LEDGER_DIR, Ledger, LedgerRecord, StateRecord};
 use crate::partition::Partitioner;
 use crate::schema::{Column, Plan};
 
-const INPROGRESS: &str = ".inprogress";
+pub(crate) const INPROGRESS: &str = ".inprogress";
 /// The dead-letter dataset of rejected rows: `<lake>/_rejects/dataset=<d>/source=<s>/part-*.parquet`.
 pub const REJECTS_DIR: &str = "_rejects";
 
@@ -115,32 +115,70 @@ impl Lake {
         self.inner.ledger.lock().expect("ledger lock").appended
     }
 
-    /// Remove in-progress files and data files that no ledger record names (neither live nor
-    /// retained for readers of older snapshots).
+    /// Bring the files in line with the ledger after any earlier crash: remove in-progress files
+    /// and stored files that no ledger record names (neither live nor retained for readers of
+    /// older snapshots), and make the hive layout show exactly the live files. A lake written
+    /// before files were stored under `_sluice/files` is moved there first.
     fn recover(&self) -> Result<(), SinkError> {
-        let dataset_dir = self.inner.root.join(&self.inner.spec.dataset);
-        let rejects_dir = self.inner.root.join(REJECTS_DIR).join(format!("dataset={}", self.inner.spec.dataset));
-        if !dataset_dir.exists() && !rejects_dir.exists() {
-            return Ok(());
-        }
-        let committed: HashSet<PathBuf> = {
+        let root = &self.inner.root;
+        let dataset = &self.inner.spec.dataset;
+        let stored_root = crate::files::stored_root(root);
+        let tops = [dataset.clone(), format!("{REJECTS_DIR}/dataset={dataset}")];
+        let (live, retained): (Vec<String>, Vec<String>) = {
             let ledger = self.inner.ledger.lock().expect("ledger lock");
-            ledger.live.keys().chain(ledger.retained.keys()).map(|f| self.inner.root.join(f)).collect()
+            let mine = |f: &&String| tops.iter().any(|t| f.starts_with(&format!("{t}/")));
+            (ledger.live.keys().filter(mine).cloned().collect(), ledger.retained.keys().filter(mine).cloned().collect())
         };
+        // The layout of earlier versions: committed files at their ledger name in the hive tree.
+        for f in live.iter().chain(&retained) {
+            let (old, stored) = (root.join(f), crate::files::stored(root, f));
+            if !stored.exists() && old.is_file() {
+                let dir = stored.parent().expect("files live in directories");
+                std::fs::create_dir_all(dir).map_err(|e| SinkError::io(dir, e))?;
+                std::fs::rename(&old, &stored).map_err(|e| SinkError::io(&stored, e))?;
+                fsync_dir(dir)?;
+            }
+        }
+        let named: HashSet<String> = live.iter().chain(&retained).cloned().collect();
+        let visible: HashMap<&str, &String> = live.iter().map(|f| (f.as_str(), f)).collect();
         let mut swept = 0usize;
-        let mut stack: Vec<PathBuf> = [dataset_dir, rejects_dir].into_iter().filter(|d| d.exists()).collect();
-        while let Some(dir) = stack.pop() {
-            let entries = std::fs::read_dir(&dir).map_err(|e| SinkError::io(&dir, e))?;
-            for entry in entries {
-                let entry = entry.map_err(|e| SinkError::io(&dir, e))?;
-                let path = entry.path();
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if entry.file_type().map_err(|e| SinkError::io(&path, e))?.is_dir() {
-                    stack.push(path);
-                } else if name.ends_with(INPROGRESS) || (name.ends_with(".parquet") && !committed.contains(&path)) {
+        // Stored files: in-progress ones and those no record names go.
+        for top in &tops {
+            let dir = stored_root.join(top);
+            for (path, rel) in files_in(&dir, &stored_root)? {
+                if rel.ends_with(INPROGRESS) || (rel.ends_with(".parquet") && !named.contains(&rel)) {
                     std::fs::remove_file(&path).map_err(|e| SinkError::io(&path, e))?;
                     swept += 1;
                 }
+            }
+        }
+        // The hive layout: exactly one visible link per live file, to that file.
+        let mut shown = HashSet::new();
+        for top in &tops {
+            for (path, rel) in files_in(&root.join(top), root)? {
+                if rel.ends_with(INPROGRESS) {
+                    std::fs::remove_file(&path).map_err(|e| SinkError::io(&path, e))?;
+                    swept += 1;
+                } else if rel.ends_with(".parquet") {
+                    match visible.get(rel.as_str()) {
+                        Some(f) => {
+                            let stored = crate::files::stored(root, f);
+                            if !crate::files::same_file(&stored, &path) {
+                                crate::files::expose(&stored, &path)?;
+                            }
+                            shown.insert(rel);
+                        }
+                        None => {
+                            std::fs::remove_file(&path).map_err(|e| SinkError::io(&path, e))?;
+                            swept += 1;
+                        }
+                    }
+                }
+            }
+        }
+        for (rel, f) in &visible {
+            if !shown.contains(*rel) {
+                crate::files::expose(&crate::files::stored(root, f), &root.join(rel))?;
             }
         }
         // Tails files no live record names (an interrupted commit, a replaced unit).
@@ -169,6 +207,26 @@ impl Lake {
         }
         Ok(())
     }
+}
+
+/// Every file under `dir` (recursively), with its name relative to `base`; nothing when `dir`
+/// does not exist.
+fn files_in(dir: &Path, base: &Path) -> Result<Vec<(PathBuf, String)>, SinkError> {
+    let mut out = Vec::new();
+    let mut stack: Vec<PathBuf> = if dir.is_dir() { vec![dir.to_path_buf()] } else { Vec::new() };
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(|e| SinkError::io(&dir, e))? {
+            let entry = entry.map_err(|e| SinkError::io(&dir, e))?;
+            let path = entry.path();
+            if entry.file_type().map_err(|e| SinkError::io(&path, e))?.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(base).expect("under the base").to_string_lossy().replace('\\', "/");
+                out.push((path, rel));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Take the lake's writer lock, or say who holds it.
@@ -310,6 +368,7 @@ impl Sink for Lake {
             plan: None,
             states: Vec::new(),
             content: None,
+            counts: None,
         }))
     }
 
@@ -369,7 +428,7 @@ impl Sink for Lake {
         for (f, live) in &ledger.live {
             // Rejected rows are their own dataset, never part of the data's view.
             let name = if f.starts_with(REJECTS_DIR) { REJECTS_DIR } else { live.dataset.as_str() };
-            by_dataset.entry(name.to_string()).or_default().push(self.inner.root.join(f));
+            by_dataset.entry(name.to_string()).or_default().push(crate::files::stored(&self.inner.root, f));
         }
         Ok(LakeSnapshot {
             root: self.inner.root.clone(),
@@ -408,6 +467,8 @@ struct LakeUnitWriter {
     states: Vec<UnitState>,
     /// The content hash and length of the bytes the unit was read from, when the source sent it.
     content: Option<(String, u64)>,
+    /// Rows read and rows rejected, when the runner told.
+    counts: Option<(u64, u64)>,
 }
 
 /// A deterministic data file name for (unit, fingerprint, partition sequence): a replay writes
@@ -467,9 +528,7 @@ impl LakeUnitWriter {
     /// The unit's rejects file, under the same in-progress/rename/ledger protocol as its data.
     fn open_rejects(&self, schema: &SchemaRef) -> Result<OpenFile, SinkError> {
         let source = crate::escape_partition_value(&self.unit.source);
-        let dir = self
-            .lake
-            .root
+        let dir = crate::files::stored_root(&self.lake.root)
             .join(REJECTS_DIR)
             .join(format!("dataset={}", self.lake.spec.dataset))
             .join(format!("source={source}"));
@@ -487,7 +546,7 @@ impl LakeUnitWriter {
     /// the unit has none yet.
     fn file_for(&mut self, dir: &str, schema: &SchemaRef, first: &RecordBatch) -> Result<&mut OpenFile, SinkError> {
         if !self.open.contains_key(dir) {
-            let dataset = self.lake.root.join(&self.lake.spec.dataset);
+            let dataset = crate::files::stored_root(&self.lake.root).join(&self.lake.spec.dataset);
             let dir_path = if dir.is_empty() { dataset } else { dataset.join(dir) };
             std::fs::create_dir_all(&dir_path).map_err(|e| SinkError::io(&dir_path, e))?;
             // Deterministic per (unit, partition, sequence): a replay writes the same names.
@@ -556,8 +615,12 @@ impl UnitWriter for LakeUnitWriter {
         self.content = Some((hash.to_string(), bytes));
     }
 
+    fn input_rows(&mut self, rows_in: u64, rows_rejected: u64) {
+        self.counts = Some((rows_in, rows_rejected));
+    }
+
     fn commit(self: Box<Self>) -> Result<CommitReport, SinkError> {
-        let LakeUnitWriter { lake, mut unit, unit_id, open, rows, rejects, plan, content, states, .. } = *self;
+        let LakeUnitWriter { lake, mut unit, unit_id, open, rows, rejects, plan, content, states, counts, .. } = *self;
         // Record the hash of exactly the bytes read, and their length as the size.
         if let Some((hash, bytes)) = content {
             unit.content_hash = Some(hash);
@@ -569,6 +632,11 @@ impl UnitWriter for LakeUnitWriter {
         // Commits that read and rewrite shared partitions run one at a time.
         let _serial = by_partition.then(|| lake.partition_commits.lock().expect("commit lock"));
         let rel = |p: &Path| p.strip_prefix(&lake.root).expect("under the lake").to_string_lossy().replace('\\', "/");
+        // Data and rejects files are named relative to the stored root (`_sluice/files`).
+        let stored_root = crate::files::stored_root(&lake.root);
+        let rel_data = |p: &Path| {
+            p.strip_prefix(&stored_root).expect("under the stored root").to_string_lossy().replace('\\', "/")
+        };
 
         // Close and fsync every file under its in-progress name.
         let mut staged: Vec<Staged> = Vec::new();
@@ -609,7 +677,7 @@ impl UnitWriter for LakeUnitWriter {
             let mut in_partitions: BTreeMap<String, Vec<String>> = BTreeMap::new();
             if by_partition {
                 for s in staged.iter().filter(|s| s.is_data) {
-                    let dir = rel(s.final_path.parent().expect("files live in directories"));
+                    let dir = rel_data(s.final_path.parent().expect("files live in directories"));
                     let live = ledger.live_in_dir(&dir);
                     in_partitions.insert(dir, live);
                 }
@@ -623,7 +691,7 @@ impl UnitWriter for LakeUnitWriter {
         }
         if lake.spec.mode == WriteMode::Upsert {
             for s in staged.iter_mut().filter(|s| s.is_data) {
-                let dir = rel(s.final_path.parent().expect("files live in directories"));
+                let dir = rel_data(s.final_path.parent().expect("files live in directories"));
                 let old = in_partitions.get(&dir).map(Vec::as_slice).unwrap_or_default();
                 s.rows = upsert_into(&lake, s, old)?;
             }
@@ -636,6 +704,13 @@ impl UnitWriter for LakeUnitWriter {
             previous
         };
 
+        // The hive directories the files will be linked into, so that a path in the way fails
+        // the commit now, before the ledger append, rather than the linking after it.
+        for s in &staged {
+            let visible = crate::files::visible(&lake.root, &rel_data(&s.final_path));
+            let dir = visible.parent().expect("files live in directories");
+            std::fs::create_dir_all(dir).map_err(|e| SinkError::io(dir, e))?;
+        }
         // Publish: rename into place, fsync the directories.
         let mut report = CommitReport { rows, ..Default::default() };
         let mut dirs = HashSet::new();
@@ -643,7 +718,7 @@ impl UnitWriter for LakeUnitWriter {
             let _names = lake.names.lock().expect("names lock");
             let retained = |p: &Path| {
                 let ledger = lake.ledger.lock().expect("ledger lock");
-                p.strip_prefix(&lake.root)
+                p.strip_prefix(&stored_root)
                     .is_ok_and(|r| ledger.retained.contains_key(&r.to_string_lossy().replace('\\', "/")))
             };
             for s in staged.iter_mut() {
@@ -663,7 +738,7 @@ impl UnitWriter for LakeUnitWriter {
         for d in &dirs {
             fsync_dir(d)?;
         }
-        let files: Vec<String> = report.files.iter().map(|p| rel(p)).collect();
+        let files: Vec<String> = report.files.iter().map(|p| rel_data(p)).collect();
         removed.retain(|f| !files.contains(f));
         removed.sort();
         removed.dedup();
@@ -680,6 +755,8 @@ impl UnitWriter for LakeUnitWriter {
             removed: Some(removed.clone()),
             schema: None,
             rows: report.rows,
+            rows_in: counts.map(|c| c.0),
+            rows_rejected: counts.map(|c| c.1),
             bytes: report.bytes,
             committed_at_ms,
             deleted: false,
@@ -718,6 +795,9 @@ impl UnitWriter for LakeUnitWriter {
         for old in old_tails.iter().filter(|t| !new_tails.contains(t)) {
             let _ = std::fs::remove_file(lake.root.join(old));
         }
+        // The hive layout follows: replaced files leave it, then the new files join it.
+        lake.show(&files, &removed);
+        report.files = files.iter().map(|f| crate::files::visible(&lake.root, f)).collect();
         lake.after_commit(&files, &removed);
         Ok(report)
     }
@@ -747,7 +827,7 @@ fn upsert_into(lake: &LakeInner, s: &mut Staged, old: &[String]) -> Result<u64, 
     let mut older = Vec::new();
     let mut schemas = Vec::new();
     for f in old {
-        let (schema, batches) = crate::merge::read_all(&lake.root.join(f)).map_err(enc)?;
+        let (schema, batches) = crate::merge::read_all(&crate::files::stored(&lake.root, f)).map_err(enc)?;
         schemas.push(schema);
         older.extend(batches);
     }
@@ -777,6 +857,36 @@ fn upsert_into(lake: &LakeInner, s: &mut Staged, old: &[String]) -> Result<u64, 
 }
 
 impl LakeInner {
+    /// After a ledger append that made `added` live and `removed` dead: unlink the replaced
+    /// files from the hive layout, then link the new ones in (so a glob read never sees both
+    /// versions of a unit). The ledger is already the truth, so a failure here is logged and
+    /// repaired by the next open.
+    fn show(&self, added: &[String], removed: &[String]) {
+        let mut dirs = HashSet::new();
+        for f in removed.iter().filter(|f| !added.contains(f)) {
+            let visible = crate::files::visible(&self.root, f);
+            match std::fs::remove_file(&visible) {
+                Ok(()) => {
+                    dirs.extend(visible.parent().map(Path::to_path_buf));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(file = %visible.display(), "cannot hide a replaced file: {e}"),
+            }
+        }
+        for f in added {
+            let visible = crate::files::visible(&self.root, f);
+            if let Err(e) = crate::files::expose(&crate::files::stored(&self.root, f), &visible) {
+                tracing::warn!("cannot show a committed file in the hive layout (the next open retries): {e}");
+            }
+            dirs.extend(visible.parent().map(Path::to_path_buf));
+        }
+        for d in dirs {
+            if let Err(e) = fsync_dir(&d) {
+                tracing::warn!("{e}");
+            }
+        }
+    }
+
     fn retention_ms(&self) -> u64 {
         self.spec.retain_replaced.as_millis() as u64
     }
@@ -806,7 +916,7 @@ impl LakeInner {
         let expired =
             self.ledger.lock().expect("ledger lock").take_expired(&self.spec.dataset, now_ms(), self.retention_ms());
         for f in expired {
-            let p = self.root.join(&f);
+            let p = crate::files::stored(&self.root, &f);
             match std::fs::remove_file(&p) {
                 Ok(()) => tracing::debug!(file = %p.display(), "deleted a replaced file after its retention"),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -839,6 +949,8 @@ impl LakeInner {
                 removed: Some(removed.clone()),
                 schema: None,
                 rows: 0,
+                rows_in: None,
+                rows_rejected: None,
                 bytes: 0,
                 committed_at_ms,
                 deleted: true,
@@ -847,6 +959,7 @@ impl LakeInner {
             removed
         };
         tracing::info!(file = %r.unit.display_name(), "source file deleted: removed its rows");
+        self.show(&[], &removed);
         self.after_commit(&[], &removed);
         Ok(())
     }

@@ -49,7 +49,7 @@ fn status(args: &LakeArgs) -> Result<u8, Exit> {
                 Some(r) => *r,
                 None => state.footer_rows(f).context("reading a footer")?,
             };
-            bytes += std::fs::metadata(state.root.join(f)).map(|m| m.len()).unwrap_or(0);
+            bytes += std::fs::metadata(sluice_lake::stored(&state.root, f)).map(|m| m.len()).unwrap_or(0);
         }
         let retained: Vec<serde_json::Value> = ds
             .retained
@@ -92,6 +92,15 @@ fn status(args: &LakeArgs) -> Result<u8, Exit> {
         }
     }
     Ok(0)
+}
+
+/// Whether two paths are hard links of one file.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
 }
 
 /// Two sums agree when equal up to floating-point summation order.
@@ -142,6 +151,21 @@ fn verify(args: &LakeArgs) -> Result<u8, Exit> {
                 inprogress.len()
             ));
         }
+        // The hive layout glob readers list: exactly the live files, each linked to its stored copy.
+        let (visible, _) = state.visible_on_disk(name)?;
+        let mut expected = std::collections::BTreeSet::new();
+        for f in ds.files.keys() {
+            let v = f.clone();
+            if !visible.contains(&v) {
+                problems.push(format!("{name}: {f} is live but {v} is not in the hive layout"));
+            } else if !same_file(&sluice_lake::stored(&state.root, f), &state.root.join(&v)) {
+                problems.push(format!("{name}: {v} in the hive layout is not the live file {f}"));
+            }
+            expected.insert(v);
+        }
+        for v in visible.difference(&expected) {
+            problems.push(format!("{name}: {v} is in the hive layout but is not a live file (glob readers see it)"));
+        }
         let mut ledger_rows = 0u64;
         for (f, recorded) in ds.files.iter().filter(|(f, _)| on_disk.contains(*f)) {
             let footer = state.footer_rows(f).context("reading a footer")?;
@@ -153,9 +177,38 @@ fn verify(args: &LakeArgs) -> Result<u8, Exit> {
                 ));
             }
         }
+        // Per unit: the rows its live files hold are the rows the ledger says it wrote (units
+        // whose files a later commit merged or replaced are not checked), and units that read rows
+        // but wrote and rejected none are named.
+        let mut empty = Vec::new();
+        for u in ds.units.values() {
+            let all_live = u.files.iter().all(|(f, _)| ds.files.contains_key(f) && on_disk.contains(f));
+            let recorded: Option<u64> = u.files.iter().map(|(_, r)| *r).sum();
+            if all_live && recorded == Some(u.rows) {
+                let mut held = 0;
+                for (f, _) in &u.files {
+                    held += state.footer_rows(f).context("reading a footer")?;
+                }
+                if held != u.rows {
+                    problems.push(format!(
+                        "{name}: {}: the ledger says the unit wrote {} rows, its files hold {held}",
+                        u.file, u.rows
+                    ));
+                }
+            }
+            if let Some(rows_in) = u.rows_in.filter(|&n| n > 0 && u.rows == 0 && u.rows_rejected == Some(0)) {
+                empty.push(format!("{} ({rows_in} rows in)", u.file));
+            }
+        }
+        if !empty.is_empty() {
+            empty.sort();
+            let text =
+                format!("{name}: {} unit(s) read rows but wrote and rejected none: {}", empty.len(), empty.join(", "));
+            if args.strict { problems.push(text) } else { notes.push(text) }
+        }
         // Files vs catalog: row counts and per-column sums.
         let files: Vec<PathBuf> =
-            ds.files.keys().filter(|f| on_disk.contains(*f)).map(|f| state.root.join(f)).collect();
+            ds.files.keys().filter(|f| on_disk.contains(*f)).map(|f| sluice_lake::stored(&state.root, f)).collect();
         if files.is_empty() {
             continue;
         }
