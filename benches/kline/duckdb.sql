@@ -26,7 +26,8 @@ COPY (
         SELECT * FROM named QUALIFY row_number() OVER (PARTITION BY symbol, open_time) = 1
     )
     -- 6. 20-row moving average of close per symbol by open_time, NULL until the window is full
-    --    (Sluice's sma), continuous across files
+    --    (Sluice's sma), continuous across files. The plain `avg(close) OVER w` (partial windows
+    --    for each symbol's first 19 rows) is Sluice's sma with `min_periods: 1`.
     SELECT *, CASE WHEN count(close) OVER w = 20 THEN avg(close) OVER w END AS ma20
     FROM dedup
     WINDOW w AS (PARTITION BY symbol ORDER BY open_time ROWS BETWEEN 19 PRECEDING AND CURRENT ROW)

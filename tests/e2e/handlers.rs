@@ -7,13 +7,14 @@ use std::path::Path;
 
 use crate::support::*;
 
-const CASES: [&str; 15] = [
+const CASES: [&str; 18] = [
     "normalize_time",
     "dedup",
     "filter",
     "derive",
     "indicators",
     "indicators_time",
+    "indicators_min_periods",
     "aggregate",
     "resample",
     "sessionize",
@@ -21,6 +22,8 @@ const CASES: [&str; 15] = [
     "normalize",
     "clean",
     "clean_types",
+    "clean_any_null",
+    "clean_null_rejects",
     "enrich",
     "enrich_inner",
 ];

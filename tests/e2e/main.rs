@@ -13,3 +13,4 @@ mod run_csv;
 mod sources;
 mod support;
 mod watch;
+mod windows;

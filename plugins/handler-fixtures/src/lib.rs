@@ -133,6 +133,18 @@ pub fn klines_with(rows: usize, unit_mix: bool, dups: bool, gappy: bool, dirty: 
     .unwrap()
 }
 
+/// `input` with holes: `open` null on every 13th row, `volume` on every 11th, `symbol` on every
+/// 19th (besides `close` on every 17th).
+pub fn with_holes(input: RecordBatch) -> RecordBatch {
+    let mut cols = input.columns().to_vec();
+    for (name, every, at) in [("open", 13, 5), ("volume", 11, 3), ("symbol", 19, 7)] {
+        let i = input.schema().index_of(name).unwrap();
+        let hole: BooleanArray = (0..input.num_rows()).map(|r| Some(r % every == at)).collect();
+        cols[i] = sluice_plugin::arrow_select::nullif::nullif(&cols[i], &hole).unwrap();
+    }
+    RecordBatch::try_new(input.schema(), cols).unwrap()
+}
+
 /// Runs handler `H` natively over `input` in batches of [`BATCH_ROWS`], then finishes.
 pub fn run_native<H: Handler>(config: &str, input: &RecordBatch) -> Vec<RecordBatch> {
     run_native_with::<H>(config, &[], input)
@@ -424,6 +436,35 @@ pub fn cases() -> Vec<Case> {
             klines_with(90, false, false, false, true),
             "seq",
         ),
+        case::<indicators::Indicators>(
+            "indicators_min_periods",
+            "indicators",
+            r#"{"keys": ["symbol"], "order_by": "open_time", "indicators": [
+                {"kind": "sma", "column": "close", "window": 20, "min_periods": 1, "as": "ma20"},
+                {"kind": "sma", "column": "close", "window": 5, "min_periods": 3, "as": "sma5"},
+                {"kind": "ema", "column": "close", "window": 5, "min_periods": 1, "as": "ema5"},
+                {"kind": "rolling_min", "column": "low", "window": 4, "min_periods": 1, "as": "min4"},
+                {"kind": "rolling_max", "column": "high", "window": 4, "min_periods": 2, "as": "max4"},
+                {"kind": "rolling_std", "column": "close", "window": 6, "min_periods": 1, "as": "std6"},
+                {"kind": "bollinger", "column": "close", "window": 5, "min_periods": 1, "as": "bb", "k": 2},
+                {"kind": "sma", "column": "close", "window": "4s", "min_periods": 3, "as": "sma4s"}]}"#,
+            klines(150, false, false),
+            "seq",
+        ),
+        case::<clean::Clean>(
+            "clean_any_null",
+            "clean",
+            r#"{"nulls": {"*": "drop"}}"#,
+            with_holes(klines(120, false, false)),
+            "seq",
+        ),
+        case::<clean::Clean>(
+            "clean_null_rejects",
+            "clean",
+            r#"{"nulls": {"*": "reject", "volume": {"default": 0}, "open": "drop"}}"#,
+            with_holes(klines(120, false, false)),
+            "seq",
+        ),
         case::<resample::Resample>(
             "resample",
             "resample",
@@ -599,6 +640,24 @@ mod tests {
         assert!(ct.rejected > 10 && rows(ct) > 40 && rows(ct) + ct.rejected == 120, "{}", ct.rejected);
         assert_eq!(rows(by("enrich")), 60);
         assert_eq!(rows(by("enrich_inner")), 40);
+        // min_periods 1: a 20-row mean on every row with a close, partial for the first 19 rows
+        // of each symbol.
+        let nulls = |case: &str, col: &str| -> usize {
+            by(case).output.iter().map(|b| b.column_by_name(col).unwrap().null_count()).sum()
+        };
+        assert_eq!(nulls("indicators_min_periods", "ma20"), nulls("indicators_min_periods", "close"));
+        assert!(nulls("indicators", "sma5") > nulls("indicators_min_periods", "sma5"));
+        // Any null: drops the rows with a hole in any of four columns, keeps the others.
+        let (close, open, volume, symbol) =
+            (|i: usize| i % 17 == 16, |i: usize| i % 13 == 5, |i: usize| i % 11 == 3, |i: usize| i % 19 == 7);
+        let count = |f: &dyn Fn(usize) -> bool| (0..120).filter(|&i| f(i)).count();
+        assert_eq!(rows(by("clean_any_null")), count(&|i| !(close(i) || open(i) || volume(i) || symbol(i))));
+        // Rejects: rows with a null close or symbol (even when `open`, dropped, is null too); the
+        // volume is filled.
+        let cr = by("clean_null_rejects");
+        assert_eq!(cr.rejected, count(&|i| close(i) || symbol(i)));
+        assert_eq!(rows(cr), count(&|i| !(close(i) || symbol(i) || open(i))));
+        assert_eq!(cr.output.iter().map(|b| b.column_by_name("volume").unwrap().null_count()).sum::<usize>(), 0);
     }
 }
 
@@ -630,7 +689,7 @@ mod bench {
         let mixed = klines(rows, true, false);
         for c in cases() {
             // Cases with their own input or tables are not timed on klines.
-            if matches!(c.name, "clean_types" | "enrich" | "enrich_inner") {
+            if matches!(c.name, "clean_types" | "clean_any_null" | "clean_null_rejects" | "enrich" | "enrich_inner") {
                 continue;
             }
             let input = if c.name == "normalize_time" { &mixed } else { &plain };

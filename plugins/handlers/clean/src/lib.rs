@@ -21,8 +21,11 @@ pub use types::{Mapping, OnFail, Target};
 pub enum NullPolicy {
     /// Leave nulls as they are.
     Keep,
-    /// Drop rows where the column is null.
+    /// Drop rows where the column is null (counted in `clean.dropped_rows`).
     Drop,
+    /// Send rows where the column is null to the lake's `_rejects`, with the reason
+    /// ``column `x` is null``.
+    Reject,
     /// Replace nulls with a value of the column's type.
     Default(serde_json::Value),
 }
@@ -52,10 +55,15 @@ fn yes() -> bool {
     true
 }
 
+/// The `nulls` key that stands for every column the map does not name.
+pub const EVERY_COLUMN: &str = "*";
+
 /// The step's config.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// `{column: policy}`; `"*"` is the policy of every column not named (`drop`, `reject` or
+    /// `keep`).
     #[serde(default)]
     pub nulls: BTreeMap<String, NullPolicy>,
     #[serde(default)]
@@ -107,9 +115,23 @@ fn clean_into(s: &str, o: &Strings, b: &mut StringBuilder) -> bool {
 }
 
 impl Clean {
-    /// Whether some mapping sends failures to the rejects (the output has the reject column).
+    /// Whether some mapping or null policy sends rows to the rejects (the output has the reject
+    /// column).
     fn rejects(&self) -> bool {
         self.types.iter().any(|m| m.on_fail == OnFail::Reject)
+            || self.config.nulls.values().any(|p| *p == NullPolicy::Reject)
+    }
+
+    /// The null policy of each column of `schema` that has one: the columns named, and with
+    /// `"*"` every other column, in the schema's order.
+    fn null_policies<'a>(&'a self, schema: &'a Schema) -> Vec<(&'a str, &'a NullPolicy)> {
+        let nulls = &self.config.nulls;
+        match nulls.get(EVERY_COLUMN) {
+            None => nulls.iter().map(|(c, p)| (c.as_str(), p)).collect(),
+            Some(every) => {
+                schema.fields().iter().map(|f| (f.name().as_str(), nulls.get(f.name()).unwrap_or(every))).collect()
+            }
+        }
     }
 
     /// Whether some null policy drops rows (a patch then selects the rows it keeps).
@@ -118,8 +140,11 @@ impl Clean {
     }
 
     /// Every column the config names, or `None` when `strings` has no `columns` (it then
-    /// cleans every Utf8 column, which only the whole batch shows).
+    /// cleans every Utf8 column, which only the whole batch shows) or `nulls` has `"*"`.
     fn reads(config: &Config) -> Option<Vec<String>> {
+        if config.nulls.contains_key(EVERY_COLUMN) {
+            return None;
+        }
         let strings = match &config.strings {
             None => &[][..],
             Some(Strings { columns: Some(c), .. }) => c.as_slice(),
@@ -169,8 +194,14 @@ impl Handler for Clean {
 Cleans columns in place.
 
 - `nulls` (optional): a map of column to policy: `keep`, `drop` (drop the rows
-  where it is null; counted in `clean.dropped_rows`) or `{default: value}`
-  (a number for Int64/Float64 columns, a string for Utf8, a boolean for Boolean).
+  where it is null, silently; counted in `clean.dropped_rows`), `reject` (send
+  them to the lake's `_rejects` with the reason ``column `close` is null``;
+  counted in `clean.rejected_rows`) or `{default: value}` (a number for
+  Int64/Float64 columns, a string for Utf8, a boolean for Boolean). The key
+  `\"*\"` gives the policy of every column the map does not name (`drop`,
+  `reject` or `keep`): `nulls: {\"*\": drop}` drops the rows with any null
+  field (pandas `dropna()`), `nulls: {\"*\": drop, note: keep}` all but `note`.
+  With `\"*\"` the step reads whole batches, not just the columns it names.
 - `strings` (optional): string cleanup of `columns` (default: every Utf8
   column): `trim` (default true), `collapse` runs of whitespace into one space
   (default true), remove `control` characters (default true), and
@@ -190,7 +221,8 @@ Cleans columns in place.
   applies).
 
 Order: string cleanup, then types, then the null policy (a rejected row is
-never dropped by `drop`: it goes to `_rejects`).
+never dropped by `drop`: it goes to `_rejects`; a value that failed its type
+mapping with `on_fail: null` is null by then, so `drop` or `reject` apply).
 
 ```yaml
 config:
@@ -206,6 +238,12 @@ config:
 ";
 
     fn new(config: Config) -> Result<Self, Error> {
+        if let Some(NullPolicy::Default(_)) = config.nulls.get(EVERY_COLUMN) {
+            return Err(Error::config(
+                "`\"*\"` (every column) takes `drop`, `reject` or `keep`; give defaults per column",
+            )
+            .key(format!("nulls.{EVERY_COLUMN}")));
+        }
         let types = types::parse(&config.types, config.on_fail)?;
         let reads = Self::reads(&config);
         Ok(Clean { config, types, reads, dropped: 0, rejected: 0 })
@@ -228,6 +266,9 @@ config:
             fields[idx] = Arc::new(Field::new(&m.column, m.data_type(), true));
         }
         for (c, p) in &self.config.nulls {
+            if c == EVERY_COLUMN {
+                continue;
+            }
             let key = format!("nulls.{c}");
             let idx = handler_kit::column_index(input, c, &key)?;
             if let NullPolicy::Default(v) = p {
@@ -289,6 +330,8 @@ config:
             }
         }
         let mut rejects = Rejects::new(batch.num_rows());
+        // Rows a mapping rejected, by column: their value is null now, but not "is null".
+        let mut failed_rows: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for m in &self.types {
             let i = batch.schema().index_of(&m.column)?;
             let (converted, failed) = types::convert(m, &cols[i])?;
@@ -301,18 +344,31 @@ config:
                 );
                 match m.on_fail {
                     OnFail::Null => {}
-                    OnFail::Reject => rejects.reject(row, reason),
+                    OnFail::Reject => {
+                        rejects.reject(row, reason);
+                        failed_rows.entry(m.column.as_str()).or_default().push(row);
+                    }
                     OnFail::Fail => return Err(Error::data(reason).row(row).column(&m.column)),
                 }
             }
             cols[i] = converted;
         }
-        self.rejected += rejects.count() as u64;
         let mut keep: Option<BooleanArray> = None;
-        for (c, p) in &self.config.nulls {
-            let i = batch.schema().index_of(c)?;
+        let input_schema = batch.schema();
+        for (c, p) in self.null_policies(&input_schema) {
+            let i = input_schema.index_of(c)?;
             match p {
                 NullPolicy::Keep => {}
+                NullPolicy::Reject => {
+                    if let Some(nulls) = cols[i].logical_nulls() {
+                        let failed = failed_rows.get(c).map_or(&[][..], Vec::as_slice);
+                        for row in (0..nulls.len()).filter(|&r| nulls.is_null(r)) {
+                            if failed.binary_search(&row).is_err() {
+                                rejects.reject(row, format!("column `{c}` is null"));
+                            }
+                        }
+                    }
+                }
                 NullPolicy::Drop => {
                     let valid = arrow_arith_is_not_null(&cols[i]);
                     keep = Some(match keep {
@@ -338,6 +394,7 @@ config:
             cols =
                 schema.fields().iter().filter_map(|f| input.index_of(f.name()).ok().map(|i| cols[i].clone())).collect();
         }
+        self.rejected += rejects.count() as u64;
         if self.rejects() {
             cols.push(rejects.to_array());
             // Rows set aside reach the host's `_rejects`, whatever the null policy says.
@@ -461,6 +518,72 @@ mod tests {
         let mut k = Clean::new(parse_config(r#"{"nulls":{"x":"keep"}}"#).unwrap()).unwrap();
         assert_eq!(k.projection().unwrap(), ["x"]);
         assert_eq!(patch::process(&mut k, &b).unwrap(), vec![b]);
+    }
+
+    #[test]
+    fn every_column_drop_drops_rows_with_any_null() {
+        // Rows: 0 n null; 1 x null; 2 s null; 3 n null. Only a row without nulls stays.
+        let mut b = batch();
+        let extra = Arc::new(Int64Array::from(vec![Some(1), Some(2), Some(3), Some(4)])) as ArrayRef;
+        let mut fields: Vec<Field> = b.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new("id", DataType::Int64, true));
+        let mut cols = b.columns().to_vec();
+        cols.push(extra);
+        b = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
+        let mut c = Clean::new(parse_config(r#"{"nulls":{"*":"drop"}}"#).unwrap()).unwrap();
+        assert!(c.projection().is_none(), "every column is read");
+        let out = patch::process(&mut c, &b).unwrap();
+        assert!(out.is_empty(), "every row has a null: {out:?}");
+        assert_eq!(c.dropped, 4);
+        // A column named explicitly keeps its own policy: `n` filled, `s` kept.
+        let cfg = r#"{"nulls":{"*":"drop","n":{"default":0},"s":"keep"}}"#;
+        let mut c = Clean::new(parse_config(cfg).unwrap()).unwrap();
+        let out = patch::process(&mut c, &b).unwrap().remove(0);
+        assert_eq!(out.schema().fields().len(), 4);
+        assert_eq!(out.column_by_name("id").unwrap().as_primitive::<Int64Type>().values().to_vec(), vec![1, 3, 4]);
+        assert_eq!(out.column_by_name("n").unwrap().as_primitive::<Int64Type>().values().to_vec(), vec![0, 3, 0]);
+        assert_eq!(c.dropped, 1);
+        c.finish().unwrap();
+        // The same as naming every column.
+        let named = r#"{"nulls":{"x":"drop","id":"drop","n":{"default":0},"s":"keep"}}"#;
+        let mut k = Clean::new(parse_config(named).unwrap()).unwrap();
+        assert_eq!(patch::process(&mut k, &b).unwrap().remove(0), out);
+    }
+
+    #[test]
+    fn reject_policy_sends_null_rows_to_the_rejects_with_the_column() {
+        let cfg = r#"{"nulls":{"*":"reject","s":"keep"}}"#;
+        let mut c = Clean::new(parse_config(cfg).unwrap()).unwrap();
+        let out = patch::process(&mut c, &batch()).unwrap().remove(0);
+        assert_eq!(out.num_rows(), 4, "the host sets the rejected rows aside");
+        assert_eq!(
+            reasons(&out),
+            vec![
+                Some("column `n` is null".into()),
+                Some("column `x` is null".into()),
+                None,
+                Some("column `n` is null".into())
+            ]
+        );
+        assert_eq!(c.rejected, 3);
+        // Per column, as a patch; with a type mapping, a value that failed to convert is
+        // rejected for that, not for being null.
+        let cfg = r#"{"types":{"qty":"int64"},"nulls":{"qty":"reject","x":"reject"}}"#;
+        let mut c = Clean::new(parse_config(cfg).unwrap()).unwrap();
+        assert_eq!(c.projection().unwrap(), ["qty", "x"]);
+        let out = patch::process(&mut c, &raw()).unwrap().remove(0);
+        assert_eq!(
+            reasons(&out),
+            vec![
+                None,
+                Some("column `qty`: `x7` is not a valid int64".into()),
+                Some("column `qty` is null; column `x` is null".into()),
+                None
+            ]
+        );
+        // `*` takes no default.
+        let e = Clean::new(parse_config(r#"{"nulls":{"*":{"default":0}}}"#).unwrap()).err().unwrap();
+        assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "nulls.*"), "{e}");
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub struct Spec {
     /// Bollinger band width in standard deviations (default 2).
     #[serde(default)]
     pub k: Option<f64>,
+    /// Values needed in the window before a value is output (pandas' `min_periods`): sma,
+    /// ema, rolling_* and bollinger. Default: the window in rows; 1 for time windows.
+    #[serde(default)]
+    pub min_periods: Option<u64>,
 }
 
 /// The step's config.
@@ -87,6 +91,8 @@ struct St {
 pub struct Indicators {
     config: Config,
     windows: Vec<Window>,
+    /// Per indicator: values needed in the window before a value is output.
+    min_periods: Vec<usize>,
     keys: KeyMap,
     states: Vec<Vec<St>>,
     slots: Vec<u32>,
@@ -161,6 +167,7 @@ impl Indicators {
             self.last_t[slot] = self.last_t[slot].max(t);
             let mut o = 0;
             for (ii, spec) in self.config.indicators.iter().enumerate() {
+                let min_periods = self.min_periods[ii];
                 let w = match self.windows[ii] {
                     Window::Rows(w) => w,
                     Window::Span(span) => {
@@ -177,6 +184,10 @@ impl Indicators {
                                 st.ring.pop_front();
                             }
                             let n = st.ring.len();
+                            if n < min_periods {
+                                o += width;
+                                continue;
+                            }
                             let mut put = |k: usize, y: f64| {
                                 out[o + k][row] = y;
                                 valid[o + k][row] = !y.is_nan();
@@ -224,18 +235,24 @@ impl Indicators {
                             st.ring.pop_front();
                         }
                         st.ring.push_back(x);
-                        if st.ring.len() == w {
+                        // A partial window (fewer than `window` values, at least `min_periods`)
+                        // gives the statistic of the values it has, as pandas and SQL do.
+                        let n = st.ring.len();
+                        if n >= min_periods {
                             match spec.kind {
-                                Kind::Sma => put(0, st.ring.iter().sum::<f64>() / w as f64),
+                                Kind::Sma => put(0, st.ring.iter().sum::<f64>() / n as f64),
                                 Kind::RollingMin => put(0, st.ring.iter().copied().fold(f64::INFINITY, f64::min)),
                                 Kind::RollingMax => put(0, st.ring.iter().copied().fold(f64::NEG_INFINITY, f64::max)),
                                 Kind::RollingStd => {
-                                    let (_, ss) = window_stats(&st.ring);
-                                    put(0, (ss / (w as f64 - 1.0)).sqrt());
+                                    // Sample standard deviation: one value has none (pandas: NaN).
+                                    if n >= 2 {
+                                        let (_, ss) = window_stats(&st.ring);
+                                        put(0, (ss / (n as f64 - 1.0)).sqrt());
+                                    }
                                 }
                                 _ => {
                                     let (mean, ss) = window_stats(&st.ring);
-                                    let sd = (ss / w as f64).sqrt();
+                                    let sd = (ss / n as f64).sqrt();
                                     let k = spec.k.unwrap_or(2.0);
                                     put(0, mean - k * sd);
                                     put(1, mean);
@@ -258,7 +275,7 @@ impl Indicators {
                         let alpha = 2.0 / (w as f64 + 1.0);
                         st.ema = if st.n == 0 { x } else { alpha * x + (1.0 - alpha) * st.ema };
                         st.n += 1;
-                        if st.n >= w as u64 {
+                        if st.n >= min_periods as u64 {
                             put(0, st.ema);
                         }
                     }
@@ -320,8 +337,9 @@ carried across batches and files.
 - `unit` (optional): the unit of `order_by` for time windows: `s`, `ms`
   (default), `us` or `ns`. A timestamp column's unit must match it (the state
   the step declares is in the column's units).
-- `indicators` (required): a list of `{kind, column, window, as}`. `window` is a
-  number of rows, or for `sma`, `rolling_min`, `rolling_max`, `rolling_std` and
+- `indicators` (required): a list of `{kind, column, window, as}`, with
+  `min_periods` and `k` where they apply. `window` is a number of rows, or
+  for `sma`, `rolling_min`, `rolling_max`, `rolling_std` and
   `bollinger` a duration (`500ms`, `30s`, `5m`, `1h`, `1d`): the rows of the key
   whose time is within that span of the current row's, both ends included (SQL
   `RANGE BETWEEN INTERVAL '5 minutes' PRECEDING AND CURRENT ROW`, with rows of
@@ -337,12 +355,21 @@ carried across batches and files.
   - `returns`, `log_returns`: over `window` rows (default 1).
   Outputs are null until the window is full (ema: `window` values; rsi:
   `window` changes). Null inputs give null outputs and do not enter the window.
+  - `min_periods` (optional; sma, ema, rolling_* and bollinger): the values
+    the window needs before it outputs, as in pandas. Default: `window` for
+    windows in rows (1 <= min_periods <= window), 1 for time windows. With
+    `min_periods: 1`, a 20-row sma of the first rows of a key is the mean of
+    the rows so far, like pandas `rolling(20, min_periods=1).mean()` and SQL
+    `avg(close) OVER (PARTITION BY symbol ORDER BY open_time ROWS 19
+    PRECEDING)`; ema is pandas `ewm(span=window, adjust=False,
+    min_periods=...)`. rolling_std needs two values whatever it says. (SQL
+    and pandas count a null's row in the window; here nulls do not enter it.)
 
 State: declared on `keys`, ordered by `order_by`, with the lookback the
-longest indicator needs (window rows; 10 x window for ema and 20 x window for
-rsi, whose weight of older rows is below 1e-8 by then), and the longest time
-window as a lookback span, so that a file continues the previous file's
-windows exactly.
+longest indicator needs (the window's earlier rows, whatever `min_periods`
+says; 10 x window for ema and 20 x window for rsi, whose weight of older rows
+is below 1e-8 by then), and the longest time window as a lookback span, so
+that a file continues the previous file's windows exactly.
 
 ```yaml
 config:
@@ -350,6 +377,7 @@ config:
   order_by: open_time
   indicators:
     - {kind: sma, column: close, window: 20, as: ma20}
+    - {kind: sma, column: close, window: 20, min_periods: 1, as: ma20_partial}
     - {kind: rsi, column: close, window: 14, as: rsi14}
     - {kind: bollinger, column: close, window: 20, as: bb}
     - {kind: sma, column: close, window: 5m, as: ma_5m}
@@ -417,9 +445,37 @@ config:
             };
             windows.push(Window::Rows(w));
         }
+        let mut min_periods = Vec::new();
+        for (i, (s, w)) in config.indicators.iter().zip(&windows).enumerate() {
+            let key = format!("indicators.{i}.min_periods");
+            let kind = format!("{:?}", s.kind).to_lowercase();
+            let m = match (s.min_periods, s.kind, *w) {
+                (None, _, Window::Rows(w)) => w,
+                (None, _, Window::Span(_)) => 1,
+                (Some(_), Kind::Rsi | Kind::Returns | Kind::LogReturns, _) => {
+                    return Err(Error::config(format!(
+                        "`min_periods` applies to sma, ema, rolling_min, rolling_max, rolling_std and bollinger, not {kind}"
+                    ))
+                    .key(key));
+                }
+                (Some(m), _, Window::Rows(w)) if m == 0 || m > w as u64 => {
+                    return Err(Error::config(format!(
+                        "`min_periods` must be between 1 and the window ({w} rows), not {m}"
+                    ))
+                    .key(key));
+                }
+                (Some(0), _, Window::Span(_)) => {
+                    return Err(Error::config("`min_periods` must be at least 1, not 0").key(key));
+                }
+                (Some(m), _, _) => usize::try_from(m)
+                    .map_err(|_| Error::config(format!("`min_periods` {m} is too large")).key(key.clone()))?,
+            };
+            min_periods.push(m);
+        }
         Ok(Indicators {
             config,
             windows,
+            min_periods,
             keys: KeyMap::default(),
             states: Vec::new(),
             slots: Vec::new(),
@@ -641,6 +697,144 @@ mod tests {
         fields.push(Field::new("k_mid", DataType::Utf8, true));
         let e = sluice_plugin::patch::output_schema(&h, &Arc::new(Schema::new(fields))).unwrap_err();
         assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "indicators.0.as"), "{e}");
+    }
+
+    const PARTIAL: &str = r#"{"keys":["k"],"order_by":"t","indicators":[
+        {"kind":"sma","column":"v","window":3,"min_periods":1,"as":"sma"},
+        {"kind":"sma","column":"v","window":3,"min_periods":2,"as":"sma2"},
+        {"kind":"ema","column":"v","window":3,"min_periods":1,"as":"ema"},
+        {"kind":"rolling_min","column":"v","window":3,"min_periods":1,"as":"mn"},
+        {"kind":"rolling_max","column":"v","window":3,"min_periods":1,"as":"mx"},
+        {"kind":"rolling_std","column":"v","window":3,"min_periods":1,"as":"sd"},
+        {"kind":"bollinger","column":"v","window":3,"min_periods":1,"as":"bb","k":1},
+        {"kind":"sma","column":"v","window":"3s","min_periods":2,"as":"tsma"}]}"#;
+
+    #[test]
+    fn min_periods_gives_partial_windows_like_pandas() {
+        let mut h = ind(PARTIAL);
+        let b = batch(vec!["a"; 4], vec![1000, 2000, 3000, 4000], vec![1.0, 2.0, 4.0, 3.0]);
+        let out = sluice_plugin::patch::process(&mut h, &b).unwrap().remove(0);
+        // pandas: Series([1, 2, 4, 3]).rolling(3, min_periods=1).mean() = 1, 1.5, 2.333, 3.
+        assert_eq!(col(&out, "sma"), vec![Some(1.0), Some(1.5), Some(7.0 / 3.0), Some(3.0)]);
+        assert_eq!(col(&out, "sma2"), vec![None, Some(1.5), Some(7.0 / 3.0), Some(3.0)]);
+        // ewm(span=3, adjust=False, min_periods=1): 1, 1.5, 2.75, 2.875.
+        assert_eq!(col(&out, "ema"), vec![Some(1.0), Some(1.5), Some(2.75), Some(2.875)]);
+        assert_eq!(col(&out, "mn"), vec![Some(1.0), Some(1.0), Some(1.0), Some(2.0)]);
+        assert_eq!(col(&out, "mx"), vec![Some(1.0), Some(2.0), Some(4.0), Some(4.0)]);
+        // The sample deviation of one value is undefined (pandas: NaN); of 1, 2: 0.7071.
+        assert_eq!(col(&out, "sd")[0], None);
+        assert!(close(col(&out, "sd")[1], 0.5f64.sqrt()), "{:?}", col(&out, "sd"));
+        // Bollinger on a partial window: population deviation of what is there.
+        assert_eq!(col(&out, "bb_mid")[..2], [Some(1.0), Some(1.5)]);
+        assert!(close(col(&out, "bb_lower")[1], 1.0) && close(col(&out, "bb_upper")[1], 2.0));
+        // A 3 s time window holding one value, then two or more.
+        assert_eq!(col(&out, "tsma")[0], None);
+        assert!(close(col(&out, "tsma")[1], 1.5));
+        // The declared lookback does not depend on min_periods: window - 1 rows (ema: 10 x).
+        assert_eq!(h.state().unwrap().lookback_rows, 30);
+        let h =
+            ind(r#"{"order_by":"t","indicators":[{"kind":"sma","column":"v","window":3,"min_periods":1,"as":"m"}]}"#);
+        assert_eq!(h.state().unwrap().lookback_rows, 2);
+    }
+
+    #[test]
+    fn min_periods_with_nulls_counts_the_values_only() {
+        let h =
+            ind(r#"{"order_by":"t","indicators":[{"kind":"sma","column":"v","window":3,"min_periods":2,"as":"m"}]}"#);
+        let mut h = h;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("t", DataType::Int64, true),
+            Field::new("v", DataType::Float64, true),
+        ]));
+        let b = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2, 3, 4])),
+                Arc::new(Float64Array::from(vec![Some(2.0), None, Some(4.0), Some(6.0)])),
+            ],
+        )
+        .unwrap();
+        let out = sluice_plugin::patch::process(&mut h, &b).unwrap().remove(0);
+        assert_eq!(col(&out, "m"), vec![None, None, Some(3.0), Some(4.0)]);
+    }
+
+    /// What the host does at a file boundary: a fresh instance, seeded with the key's last
+    /// `lookback_rows` rows (their output discarded), then the next file. With `min_periods`,
+    /// the first rows of the key are partial windows and the later ones must continue exactly.
+    #[test]
+    fn min_periods_with_lookback_seeding_equals_one_pass() {
+        let cfg = r#"{"keys":["k"],"order_by":"t","indicators":[
+            {"kind":"sma","column":"v","window":20,"min_periods":1,"as":"ma"},
+            {"kind":"rolling_std","column":"v","window":5,"min_periods":3,"as":"sd"},
+            {"kind":"rolling_max","column":"v","window":7,"min_periods":1,"as":"mx"}]}"#;
+        let n = 90;
+        let t: Vec<i64> = (0..n as i64).collect();
+        let v: Vec<f64> = (0..n).map(|i| ((i * 37) % 101) as f64).collect();
+        let whole =
+            sluice_plugin::patch::process(&mut ind(cfg), &batch(vec!["a"; n], t.clone(), v.clone())).unwrap().remove(0);
+        let lookback = ind(cfg).state().unwrap().lookback_rows as usize;
+        assert_eq!(lookback, 19);
+        let mut got: Vec<Vec<Option<f64>>> = vec![Vec::new(); 3];
+        // Files of uneven length, some shorter than the lookback.
+        let mut lo: usize = 0;
+        for len in [4, 30, 6, 25, 25] {
+            let hi = lo + len;
+            let mut h = ind(cfg);
+            let from = lo.saturating_sub(lookback);
+            if from < lo {
+                let seed = batch(vec!["a"; lo - from], t[from..lo].to_vec(), v[from..lo].to_vec());
+                sluice_plugin::patch::process(&mut h, &seed).unwrap();
+            }
+            let out =
+                sluice_plugin::patch::process(&mut h, &batch(vec!["a"; len], t[lo..hi].to_vec(), v[lo..hi].to_vec()))
+                    .unwrap()
+                    .remove(0);
+            for (g, name) in got.iter_mut().zip(["ma", "sd", "mx"]) {
+                g.extend(col(&out, name));
+            }
+            lo = hi;
+        }
+        for (g, name) in got.iter().zip(["ma", "sd", "mx"]) {
+            let want = col(&whole, name);
+            assert_eq!(g.len(), want.len());
+            for (i, (g, w)) in g.iter().zip(&want).enumerate() {
+                assert!(g == w || (g.unwrap() - w.unwrap()).abs() < 1e-9, "{name} row {i}: {g:?} vs {w:?}");
+            }
+        }
+        assert!(got[0].iter().all(Option::is_some), "every row has a partial or full mean");
+        assert_eq!(got[1][..3], [None, None, Some(col(&whole, "sd")[2].unwrap())]);
+    }
+
+    #[test]
+    fn min_periods_config_errors_name_the_key() {
+        let err = |spec: &str| {
+            Indicators::new(parse_config(&format!(r#"{{"order_by":"t","indicators":[{spec}]}}"#)).unwrap())
+                .err()
+                .unwrap()
+        };
+        for spec in [
+            r#"{"kind":"sma","column":"v","window":3,"min_periods":0,"as":"x"}"#,
+            r#"{"kind":"sma","column":"v","window":3,"min_periods":4,"as":"x"}"#,
+            r#"{"kind":"sma","column":"v","window":"3s","min_periods":0,"as":"x"}"#,
+            r#"{"kind":"rsi","column":"v","window":3,"min_periods":1,"as":"x"}"#,
+            r#"{"kind":"returns","column":"v","min_periods":1,"as":"x"}"#,
+        ] {
+            let e = err(spec);
+            assert!(
+                matches!(e, Error::Config { key: Some(ref k), .. } if k == "indicators.0.min_periods"),
+                "{spec}: {e}"
+            );
+        }
+        assert!(
+            err(r#"{"kind":"sma","column":"v","window":3,"min_periods":4,"as":"x"}"#)
+                .message()
+                .contains("between 1 and the window (3 rows)")
+        );
+        let e = parse_config::<Config>(
+            r#"{"order_by":"t","indicators":[{"kind":"sma","column":"v","window":3,"min_periods":-1,"as":"x"}]}"#,
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k.starts_with("indicators.0")), "{e}");
     }
 
     const TIMED: &str = r#"{"keys":["k"],"order_by":"t","indicators":[

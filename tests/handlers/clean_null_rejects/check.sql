@@ -1,0 +1,1 @@
+SELECT seq, symbol, open_time, open, high, low, close, volume FROM clean_null_rejects ORDER BY seq
