@@ -141,9 +141,10 @@ impl KeyedStep {
     pub(crate) fn fed(&mut self, batch: &RecordBatch, groups: Vec<Group>) -> Result<(), KeyedError> {
         let n = self.spec.lookback_rows as usize;
         let span = self.spec.span();
-        let order = match span {
-            Some(_) => Some(order_values(batch, &self.spec.order_by)?),
-            None => None,
+        let gap = self.spec.gap();
+        let order = match (span, gap) {
+            (None, None) => None,
+            _ => Some(order_values(batch, &self.spec.order_by)?),
         };
         for g in groups {
             let c = self.carried.entry(g.key.clone()).or_insert(i64::MIN);
@@ -152,19 +153,20 @@ impl KeyedStep {
             entry.min = entry.min.min(g.min);
             entry.max = entry.max.max(g.max);
             entry.rows += g.count;
-            // The tail: the key's last `n` rows so far, and those within `span` of its latest, in
-            // order. Both are a suffix of the key's rows in order.
+            // The tail: the key's last `n` rows so far, those within `span` of its latest, and
+            // those after its last `gap`, in order. Each is a suffix of the key's rows in order.
             let from = span.map(|s| tail_threshold(entry.max, s));
+            let cut = Cut { n, from, gap };
             let rows = match &g.rows {
                 Some(idx) => {
                     let values: Option<Vec<i64>> =
                         order.as_ref().map(|o| idx.values().iter().map(|&i| o.value(i as usize)).collect());
-                    let keep = suffix_len(values.as_deref().unwrap_or(&[]), idx.len(), n, from);
+                    let keep = suffix_len(values.as_deref().unwrap_or(&[]), idx.len(), cut);
                     take_rows(batch, &idx.slice(idx.len() - keep, keep))?
                 }
                 None => {
                     let all = batch.num_rows();
-                    let keep = suffix_len(order.as_ref().map_or(&[][..], |o| o.values()), all, n, from);
+                    let keep = suffix_len(order.as_ref().map_or(&[][..], |o| o.values()), all, cut);
                     batch.slice(all - keep, keep)
                 }
             };
@@ -172,7 +174,7 @@ impl KeyedStep {
                 Some(prev) if prev.schema() == rows.schema() => {
                     let all = arrow_select::concat::concat_batches(&rows.schema(), [&prev, &rows])
                         .map_err(|e| KeyedError::Data(e.to_string()))?;
-                    last_in_order(&all, &self.spec.order_by, n, from)?
+                    last_in_order(&all, &self.spec.order_by, cut)?
                 }
                 _ => rows,
             };
@@ -217,18 +219,27 @@ impl KeyedStep {
     ) -> Result<Vec<KeyedUnit>, SinkError> {
         let n = self.spec.lookback_rows;
         let span = self.spec.span();
+        let session_gap = self.spec.gap();
         let mut out: Vec<KeyedUnit> = Vec::new();
         for r in ranges {
             let mut gap = 0u64;
+            // The end of the chain of units that follow each other without a session gap (a
+            // session may run on through all of them; their internal gaps are not known here).
+            let mut chain_end = session_gap.map(|_| r.max);
             for v in sink.key_history(&self.name, &r.key)? {
                 if v.unit_id == unit_id || v.range.min <= r.max {
                     continue;
                 }
                 let within_span = span.is_some_and(|s| v.range.min <= r.max.saturating_add(s));
-                if gap >= n && !within_span {
+                let in_session = match (chain_end, session_gap) {
+                    (Some(end), Some(g)) => v.range.min.saturating_sub(end) <= g,
+                    _ => false,
+                };
+                if gap >= n && !within_span && !in_session {
                     break;
                 }
                 gap += v.range.rows;
+                chain_end = chain_end.filter(|_| in_session).map(|end| end.max(v.range.max));
                 if !out.iter().any(|o| o.unit_id == v.unit_id) {
                     out.push(v);
                 }
@@ -250,6 +261,10 @@ impl KeyedStep {
         let n = self.spec.lookback_rows as usize;
         // Rows at or after `from` are within the span.
         let from = self.spec.span().map(|s| before.saturating_sub(s));
+        let gap = self.spec.gap();
+        // While gathering for a session: the earliest order value of the session so far, until
+        // a unit's tail shows where the session starts.
+        let mut session_from = gap.map(|_| before);
         let mut history: Vec<KeyedUnit> = sink
             .key_history(&self.name, key)?
             .into_iter()
@@ -262,7 +277,11 @@ impl KeyedStep {
         let mut parts: Vec<RecordBatch> = Vec::new();
         let mut have = 0usize;
         for v in &history {
-            if have >= n && from.is_none_or(|f| v.range.max < f) {
+            let in_session = match (session_from, gap) {
+                (Some(s), Some(g)) => s.saturating_sub(v.range.max) <= g,
+                _ => false,
+            };
+            if have >= n && from.is_none_or(|f| v.range.max < f) && !in_session {
                 break;
             }
             if v.lookback < self.spec.lookback_rows {
@@ -285,6 +304,17 @@ impl KeyedStep {
                 .map(|i| i as u32)
                 .collect();
             have += idx.len();
+            if in_session {
+                // A tail that does not reach back to its unit's first row was cut after a gap:
+                // the session starts in this unit, and nothing earlier belongs to it.
+                let first = idx.iter().map(|&i| order.value(i as usize)).min();
+                session_from = match first {
+                    Some(f) if f <= v.range.min => Some(f),
+                    _ => None,
+                };
+            } else {
+                session_from = None;
+            }
             if !idx.is_empty() {
                 parts.push(take_rows(&tails, &UInt32Array::from(idx))?);
             }
@@ -293,7 +323,7 @@ impl KeyedStep {
             return Ok(None);
         }
         let all = arrow_select::concat::concat_batches(schema, &parts).map_err(|e| KeyedError::Data(e.to_string()))?;
-        Ok(Some(last_in_order(&all, &self.spec.order_by, n, from)?))
+        Ok(Some(last_in_order(&all, &self.spec.order_by, Cut { n, from, gap })?))
     }
 
     fn groups(&self, batch: &RecordBatch) -> Result<Vec<Group>, KeyedError> {
@@ -360,14 +390,44 @@ fn tail_threshold(max: i64, span: i64) -> i64 {
     max.saturating_sub(span).saturating_add(1)
 }
 
-/// How many of `len` rows, in order, a tail or seed keeps: the last `n`, and every row whose
-/// order value (`values`, ascending) is at least `from`.
-fn suffix_len(values: &[i64], len: usize, n: usize, from: Option<i64>) -> usize {
-    let by_span = match from {
+/// Which rows of a key a tail or seed keeps: the last `n`, every row whose order value is at
+/// least `from`, and every row after the last gap between consecutive order values wider than
+/// `gap` (the open session, at most [`SESSION_ROWS`]).
+#[derive(Debug, Clone, Copy)]
+struct Cut {
+    n: usize,
+    from: Option<i64>,
+    gap: Option<i64>,
+}
+
+/// The most rows of one key's open session a tail keeps. A longer session is cut (its start is
+/// lost for seeding after a restart or a late arrival), with a warning.
+pub(crate) const SESSION_ROWS: usize = 100_000;
+
+/// How many of `len` rows, in order (`values`: their order values, ascending), `cut` keeps.
+fn suffix_len(values: &[i64], len: usize, cut: Cut) -> usize {
+    let by_span = match cut.from {
         Some(f) => len - values.partition_point(|&v| v < f),
         None => 0,
     };
-    n.min(len).max(by_span)
+    let by_gap = match cut.gap {
+        Some(g) => {
+            let start = (1..values.len()).rev().find(|&i| values[i].saturating_sub(values[i - 1]) > g).unwrap_or(0);
+            let open = len - start;
+            static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if open > SESSION_ROWS && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(
+                    rows = open,
+                    kept = SESSION_ROWS,
+                    "an open session is longer than the rows kept for it: after a restart or a late file, \
+                     its start and position are approximate"
+                );
+            }
+            open.min(SESSION_ROWS)
+        }
+        None => 0,
+    };
+    cut.n.min(len).max(by_span).max(by_gap)
 }
 
 fn key_columns(batch: &RecordBatch, keys: &[String]) -> Result<Vec<ArrayRef>, KeyedError> {
@@ -477,17 +537,17 @@ fn take_rows(batch: &RecordBatch, idx: &UInt32Array) -> Result<RecordBatch, Keye
 
 /// The last `n` rows of `batch` in order of `order_by` (stable), and every row whose order value
 /// is at least `from`.
-fn last_in_order(batch: &RecordBatch, order_by: &str, n: usize, from: Option<i64>) -> Result<RecordBatch, KeyedError> {
+fn last_in_order(batch: &RecordBatch, order_by: &str, cut: Cut) -> Result<RecordBatch, KeyedError> {
     let order = order_values(batch, order_by)?;
     let rows = batch.num_rows();
     if order.null_count() == 0 && order.values().windows(2).all(|w| w[0] <= w[1]) {
-        let keep = suffix_len(order.values(), rows, n, from);
+        let keep = suffix_len(order.values(), rows, cut);
         return Ok(batch.slice(rows - keep, keep));
     }
     let mut idx: Vec<u32> = (0..rows as u32).filter(|&i| order.is_valid(i as usize)).collect();
     idx.sort_by_key(|&i| order.value(i as usize));
     let values: Vec<i64> = idx.iter().map(|&i| order.value(i as usize)).collect();
-    let keep = suffix_len(&values, idx.len(), n, from);
+    let keep = suffix_len(&values, idx.len(), cut);
     let keep = idx.split_off(idx.len() - keep);
     take_rows(batch, &UInt32Array::from(keep))
 }
@@ -535,7 +595,13 @@ mod tests {
     fn step(n: u64) -> KeyedStep {
         KeyedStep::new(
             "s".into(),
-            StateSpec { keys: vec!["k".into()], order_by: "t".into(), lookback_rows: n, lookback_span: None },
+            StateSpec {
+                keys: vec!["k".into()],
+                order_by: "t".into(),
+                lookback_rows: n,
+                lookback_span: None,
+                lookback_gap: None,
+            },
         )
     }
 
@@ -568,7 +634,13 @@ mod tests {
     fn span_step(n: u64, span: i64) -> KeyedStep {
         KeyedStep::new(
             "s".into(),
-            StateSpec { keys: vec!["k".into()], order_by: "t".into(), lookback_rows: n, lookback_span: Some(span) },
+            StateSpec {
+                keys: vec!["k".into()],
+                order_by: "t".into(),
+                lookback_rows: n,
+                lookback_span: Some(span),
+                lookback_gap: None,
+            },
         )
     }
 

@@ -50,6 +50,9 @@ pub struct StateSpec {
     /// this span before the first row a fresh instance is given. Kept in addition to the last
     /// `lookback_rows` rows.
     pub lookback_span: Option<i64>,
+    /// History per key as the open session: the rows after the last gap wider than this between
+    /// consecutive values of `order_by`, in its units. Kept in addition to the others.
+    pub lookback_gap: Option<i64>,
 }
 
 impl StateSpec {
@@ -58,9 +61,14 @@ impl StateSpec {
         self.lookback_span.filter(|&s| s > 0)
     }
 
+    /// The session gap, when one is set and positive.
+    pub fn gap(&self) -> Option<i64> {
+        self.lookback_gap.filter(|&g| g > 0)
+    }
+
     /// Whether the handler needs any history.
     pub fn needs_history(&self) -> bool {
-        self.lookback_rows > 0 || self.span().is_some()
+        self.lookback_rows > 0 || self.span().is_some() || self.gap().is_some()
     }
 }
 

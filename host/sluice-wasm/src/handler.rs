@@ -204,6 +204,7 @@ impl Handler for WasmHandler {
             order_by: s.order_by,
             lookback_rows: s.lookback_rows,
             lookback_span: s.lookback_span,
+            lookback_gap: s.lookback_gap,
         }))
     }
 

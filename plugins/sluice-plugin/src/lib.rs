@@ -78,6 +78,10 @@ pub struct StateSpec {
     /// epoch-ms column, the unit of a timestamp column): the rows within this span before the
     /// first row the handler is given. Both this and `lookback_rows` are kept when both are set.
     pub lookback_span: Option<i64>,
+    /// History per key as the open session: the rows after the last gap wider than this between
+    /// consecutive values of `order_by` (in its units), however far back. For state a gap
+    /// resets, such as sessions. Kept in addition to the others (the host caps it per key).
+    pub lookback_gap: Option<i64>,
 }
 
 /// A batch transformer. One value is created per step per worker from the
@@ -190,7 +194,7 @@ macro_rules! export_handler {
         #[doc(hidden)]
         #[cfg(target_arch = "wasm32")]
         type __SluiceExport = $crate::__private::Adapter<$ty>;
-        // Exports only exist on wasm: their names (`sluice:plugin/handler@0.3.0#info`)
+        // Exports only exist on wasm: their names (`sluice:plugin/handler@0.4.0#info`)
         // are not valid in a native linker's version script.
         #[cfg(target_arch = "wasm32")]
         $crate::__private::export!(__SluiceExport with_types_in $crate::__private);
@@ -386,6 +390,7 @@ pub mod __private {
                 order_by: s.order_by,
                 lookback_rows: s.lookback_rows,
                 lookback_span: s.lookback_span,
+                lookback_gap: s.lookback_gap,
             })
         }
 

@@ -407,6 +407,7 @@ config: {column: price, window: 20, as: price_sma20, key: symbol, order_by: ts}
             order_by: self.config.order_by.clone().unwrap_or_default(),
             lookback_rows: self.config.window as u64 - 1,
             lookback_span: None,
+            lookback_gap: None,
         })
     }
 }
@@ -449,7 +450,13 @@ mod tests {
         assert_eq!(result(&out), vec![Some(15.0), Some(4.0)]);
         assert_eq!(
             s.state(),
-            Some(StateSpec { keys: vec!["k".into()], order_by: String::new(), lookback_rows: 1, lookback_span: None })
+            Some(StateSpec {
+                keys: vec!["k".into()],
+                order_by: String::new(),
+                lookback_rows: 1,
+                lookback_span: None,
+                lookback_gap: None
+            })
         );
     }
 

@@ -321,6 +321,7 @@ config: {keys: [symbol, open_time], keep: first}
             order_by: self.config.order_by.clone().unwrap_or_default(),
             lookback_rows: 0,
             lookback_span: None,
+            lookback_gap: None,
         })
     }
 }

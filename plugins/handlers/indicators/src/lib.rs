@@ -568,6 +568,7 @@ config:
             order_by: self.config.order_by.clone(),
             lookback_rows: lookback as u64,
             lookback_span: span,
+            lookback_gap: None,
         })
     }
 }

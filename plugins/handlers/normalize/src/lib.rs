@@ -300,6 +300,7 @@ config: {columns: [close], method: zscore, window: 20, keys: [symbol], order_by:
             order_by: self.config.order_by.clone().unwrap_or_default(),
             lookback_rows: u64::from(w) - 1,
             lookback_span: None,
+            lookback_gap: None,
         })
     }
 }

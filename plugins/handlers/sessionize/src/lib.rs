@@ -111,11 +111,16 @@ event comes more than `gap` after the previous one.
   - `sessions`: one row per session: the keys, `session_start`,
     `session_end`, `events` and `duration` (end - start, in the time unit).
     A session is output when a later event of its key closes it, and the
-    open sessions at the end of each file.
+    open sessions at the end of each file: a file's end closes its sessions,
+    so this output is per file and carries no state across files (sessions
+    that run across files: use `events`, where `session_start` continues).
 
 Events of a key must arrive in time order (rows of a batch are not reordered);
-an older event is a data error. State: the open session per key, declared on
-`keys` ordered by `time`, with one lookback row.
+an older event is a data error. State (`events`): the open session per key, declared on
+`keys` ordered by `time` with a lookback *gap* of `gap`: the host keeps each
+key's open session with the data and feeds it to a fresh instance, so a
+session that runs across files, restarts and late files comes out the same as
+in one pass. For a timestamp `time` in s, us or ns, set `unit` to its unit.
 
 ```yaml
 config: {keys: [user], time: ts, gap: 30m}
@@ -145,6 +150,18 @@ config: {keys: [user], time: ts, gap: 30m}
         if !(tt.is_integer() || matches!(tt, DataType::Timestamp(_, _))) {
             return Err(Error::config(format!("`{}` is {tt}: use an integer epoch or a timestamp", self.config.time))
                 .key("time"));
+        }
+        if let DataType::Timestamp(u, _) = tt {
+            let (have, want) = (Unit::of(*u), self.config.unit.unwrap_or(Unit::Ms));
+            if have.per_second() > want.per_second() {
+                let have = format!("{have:?}").to_lowercase();
+                return Err(Error::config(format!(
+                    "`{}` is a timestamp in {have}: set `unit: {have}` (sessions are kept across files in the \
+                     time column's unit)",
+                    self.config.time
+                ))
+                .key("unit"));
+            }
         }
         let tt = time_type(tt);
         Ok(match self.config.output {
@@ -281,11 +298,19 @@ config: {keys: [user], time: ts, gap: 30m}
     }
 
     fn state(&self) -> Option<StateSpec> {
+        // `sessions` closes every session at the end of a file: nothing carries over.
+        if self.config.output == Output::Sessions {
+            return None;
+        }
+        // The open session: the rows after the last gap, in the configured unit (a timestamp in
+        // a finer unit is refused by `output_schema`; in a coarser one the gap reads wider,
+        // which keeps more rows, never fewer).
         Some(StateSpec {
             keys: self.config.keys.clone(),
             order_by: self.config.time.clone(),
-            lookback_rows: 1,
+            lookback_rows: 0,
             lookback_span: None,
+            lookback_gap: Some((self.gap_ms * self.config.unit.unwrap_or(Unit::Ms).per_second() / 1000).max(1)),
         })
     }
 }
@@ -321,7 +346,22 @@ mod tests {
         assert_eq!(ints(&out, "session_event"), vec![2, 2]);
         let e = patch::process(&mut s, &batch(vec!["a"], vec![10])).unwrap_err();
         assert!(matches!(e, Error::Data { row: Some(0), .. }), "{e}");
-        assert_eq!(s.state().unwrap().lookback_rows, 1);
+        let st = s.state().unwrap();
+        assert_eq!((st.lookback_rows, st.lookback_gap), (0, Some(1000)), "the open session, by a 1 s gap in ms");
+    }
+
+    #[test]
+    fn a_timestamp_finer_than_the_unit_is_a_config_error() {
+        let s = Sessionize::new(parse_config(r#"{"keys":["user"],"time":"ts","gap":"1s"}"#).unwrap()).unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("user", DataType::Utf8, false),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), false),
+        ]));
+        let e = s.output_schema(&schema).unwrap_err();
+        assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "unit"), "{e}");
+        assert!(e.to_string().contains("set `unit: us`"), "{e}");
+        let s = Sessionize::new(parse_config(r#"{"time":"ts","gap":"1s","unit":"us"}"#).unwrap()).unwrap();
+        assert_eq!(s.state().unwrap().lookback_gap, Some(1_000_000));
     }
 
     #[test]
