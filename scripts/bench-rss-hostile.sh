@@ -48,9 +48,10 @@ sink: {lake: lake, dataset: s}
 YAML
     local code=0
     /usr/bin/time -f "%M %e" -o "$work/time.txt" "$bin" run "$work/p.yaml" > "$work/out.txt" 2>&1 || code=$?
-    read -r rss secs < "$work/time.txt"
+    read -r rss secs < <(tail -n 1 "$work/time.txt")
     local outcome
-    outcome=$(grep -o -m1 -E "decompression bomb[^)]*\)|longer than limits.max_record_bytes|none of its [0-9]+ row\(s\) parsed|max_unit_bytes|unknown key \`[a-z_]+\`|[Mm]emory[^\"]{0,40}" "$work/out.txt" || true)
+    outcome=$(grep -o -m1 -E "decompression bomb[^)]*\)|longer than limits.max_record_bytes|none of its [0-9]+ row\(s\) parsed|max_unit_bytes|unknown key \`[a-z_]+\`|[Mm]emory[^\"]{0,40}" "$work/out.txt" | head -n 1 || true)
+    [ "$code" = 0 ] && [ -z "$outcome" ] && outcome="committed as a row"
     echo "| $name | $(du -h "$work/in/$file" | cut -f1) | exit $code: ${outcome:-?} | ${secs} s | $((rss / 1024)) MiB |"
 }
 echo "| case | file size | outcome | wall time | peak RSS |"
