@@ -7,6 +7,7 @@ mod handlers;
 mod hostile;
 mod keyed;
 mod lake;
+mod limits;
 mod python_readers;
 mod readers;
 mod run_csv;

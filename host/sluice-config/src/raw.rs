@@ -83,7 +83,7 @@ pub struct RawSource {
     /// Glob(s) selecting the members of zip archives, matched against the member's path;
     /// default every data member.
     pub members: Option<OneOrMany>,
-    /// Guards against zip bombs and huge archives.
+    /// Guards against zip bombs, huge archives and huge records.
     pub limits: Option<RawSourceLimits>,
     /// Rejected rows are set aside by default; these thresholds fail the whole file instead.
     pub rejects: Option<RawRejects>,
@@ -174,7 +174,7 @@ pub enum RawSourceCompression {
     Zip,
 }
 
-/// Limits on what one file may expand to.
+/// Limits on what one file may expand to, and on what one record may hold.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSourceLimits {
@@ -183,6 +183,13 @@ pub struct RawSourceLimits {
     /// Decompressed bytes per unit (a zip member, or a whole `.gz`/`.zst` file), e.g. `64GiB`
     /// (the default).
     pub max_unit_bytes: Option<String>,
+    /// Bytes of one CSV record or JSON line, e.g. `8MiB` (the default). A longer record is
+    /// skipped without being held in memory and becomes a reject with its line number; the
+    /// `rejects` thresholds decide whether its file fails.
+    pub max_record_bytes: Option<String>,
+    /// Decompressed bytes per compressed byte of a `.gz`/`.zst` file or zip member, checked after
+    /// its first 4 MiB; a higher ratio fails the file as a decompression bomb. Default 100.
+    pub max_ratio: Option<u64>,
 }
 
 /// When rejected rows fail the whole file.

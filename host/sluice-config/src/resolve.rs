@@ -454,6 +454,32 @@ impl Resolver<'_> {
                     ),
                 }
             }
+            if let Some(text) = &l.max_record_bytes {
+                match parse_size(text) {
+                    Ok(b) if b > MAX_RECORD_BYTES_CAP => self.error(
+                        &["sources", name, "limits", "max_record_bytes"],
+                        format!("limits.max_record_bytes: `{text}` is more than 1GiB"),
+                        Some("one record is held in memory whole; e.g. `64MiB`".into()),
+                    ),
+                    Ok(b) => limits.max_record_bytes = b,
+                    Err(e) => self.error(
+                        &["sources", name, "limits", "max_record_bytes"],
+                        format!("limits.max_record_bytes: {e}"),
+                        None,
+                    ),
+                }
+            }
+            if let Some(r) = l.max_ratio {
+                if r == 0 {
+                    self.error(
+                        &["sources", name, "limits", "max_ratio"],
+                        "limits.max_ratio must be at least 1",
+                        Some("e.g. `1000` for 1000:1".into()),
+                    );
+                } else {
+                    limits.max_ratio = r;
+                }
+            }
         }
         let mut rejects = RejectPolicy::default();
         if let Some(r) = &raw.rejects {

@@ -120,3 +120,25 @@ fn the_schema_describes_the_language() {
     }
     assert!(s["required"].as_array().unwrap().contains(&"sink".into()));
 }
+
+#[test]
+fn source_limits_on_records_and_compression_ratio() {
+    let with = |limits: &str| {
+        format!(
+            "pipeline: p\nsources:\n  s: {{path: x, format: {{csv: {{}}}}, limits: {limits}}}\nsink: {{lake: l, dataset: d}}\n"
+        )
+    };
+    let specs = parse_str(&with("{max_record_bytes: 64MiB, max_ratio: 5000}"), Path::new("p.yaml"), &|_| None).unwrap();
+    let limits = specs[0].sources[0].limits;
+    assert_eq!((limits.max_record_bytes, limits.max_ratio, limits.max_members), (64 << 20, 5000, 100_000));
+    let defaults = parse_str(&with("{}"), Path::new("p.yaml"), &|_| None).unwrap()[0].sources[0].limits;
+    assert_eq!((defaults.max_record_bytes, defaults.max_ratio), (8 << 20, 100));
+    assert_eq!(
+        errors(&with("{max_record_bytes: 2GiB, max_ratio: 0}")),
+        vec![
+            "p.yaml:3:62: limits.max_record_bytes: `2GiB` is more than 1GiB\n  hint: one record is held in memory whole; e.g. `64MiB`",
+            "p.yaml:3:79: limits.max_ratio must be at least 1\n  hint: e.g. `1000` for 1000:1",
+        ]
+    );
+    assert!(errors(&with("{max_record_bytes: lots}"))[0].contains("limits.max_record_bytes: `lots` is not a size"));
+}

@@ -167,18 +167,43 @@ pub enum SourceCompression {
     Zip,
 }
 
-/// Limits on what one file may expand to.
+/// Limits on what one file may expand to, and on what one record may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct SourceLimits {
     /// Members per zip archive.
     pub max_members: usize,
     /// Decompressed bytes per unit (a zip member, or a whole `.gz`/`.zst` file).
     pub max_unit_bytes: u64,
+    /// Bytes of one CSV record or JSON line: a longer one is skipped without being held in
+    /// memory and becomes a reject (so the `rejects` policy decides whether the unit fails).
+    pub max_record_bytes: u64,
+    /// Decompressed bytes per compressed byte of a `.gz`/`.zst` file or a zip member, checked
+    /// once [`RATIO_GRACE_BYTES`] have come out: a higher ratio fails the unit as a bomb.
+    pub max_ratio: u64,
 }
+
+/// Default `limits.max_record_bytes` (like DuckDB's `max_line_size`, a few MiB).
+pub const DEFAULT_MAX_RECORD_BYTES: u64 = 8 << 20;
+
+/// The largest `limits.max_record_bytes` a pipeline may set (a record is held whole).
+pub const MAX_RECORD_BYTES_CAP: u64 = 1 << 30;
+
+/// Default `limits.max_ratio`: Apache POI's zip-bomb guard refuses more than 100:1 too.
+/// Ordinary text compresses 3:1 to 20:1; deflate's limit on any input is about 1030:1.
+pub const DEFAULT_MAX_RATIO: u64 = 100;
+
+/// Decompressed bytes of a unit before its compression ratio is checked: small, very
+/// compressible files are never bombs.
+pub const RATIO_GRACE_BYTES: u64 = 4 << 20;
 
 impl Default for SourceLimits {
     fn default() -> Self {
-        SourceLimits { max_members: 100_000, max_unit_bytes: 64 << 30 }
+        SourceLimits {
+            max_members: 100_000,
+            max_unit_bytes: 64 << 30,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            max_ratio: DEFAULT_MAX_RATIO,
+        }
     }
 }
 

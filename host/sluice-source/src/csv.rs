@@ -1,9 +1,11 @@
-//! CSV reading that recovers per row: records are split by the `csv` crate into a reused buffer,
-//! each field is parsed straight into typed Arrow builders, and a row that does not fit (wrong
-//! field count, invalid UTF-8, a value that does not parse as its column's type) becomes a
-//! [`Reject`] with its line number instead of failing the unit.
+//! CSV reading that recovers per row: records are split by `csv-core` into a reused buffer of at
+//! most `max_record_bytes`, each field is parsed straight into typed Arrow builders, and a row
+//! that does not fit (longer than the limit, wrong field count, invalid UTF-8, a value that does
+//! not parse as its column's type) becomes a [`Reject`] with its line number instead of failing
+//! the unit.
 //!
-//! The schema is explicit (`columns`) or inferred by arrow-csv from a sample of the first bytes.
+//! The schema is explicit (`columns`) or inferred from a sample of the first bytes, losslessly
+//! (see [`crate::infer`]).
 
 use std::io::{Cursor, Read};
 use std::sync::Arc;
@@ -23,7 +25,9 @@ use sluice_core::error::SourceError;
 use sluice_core::source::{Reject, SourceItem};
 use sluice_core::spec::CsvSpec;
 
+use crate::infer::{infer_schema, integer_part, leading_zero};
 use crate::input::Input;
+use crate::records::{Next, Records};
 
 /// Rows read to infer a schema when none is declared.
 const INFER_ROWS: usize = 1000;
@@ -100,6 +104,9 @@ struct Column {
     data_type: DataType,
     kind: Kind,
     builder: Builder,
+    /// Inferred, not declared: a number with a leading zero (which the type would drop) is
+    /// rejected rather than read.
+    inferred: bool,
 }
 
 fn column(name: &str, dt: &DataType, cap: usize) -> Result<Column, String> {
@@ -127,7 +134,7 @@ fn column(name: &str, dt: &DataType, cap: usize) -> Result<Column, String> {
         D::Timestamp(unit, _) => (Kind::Ts(*unit), Builder::I64(Int64Builder::with_capacity(cap))),
         other => return Err(format!("column `{name}`: type {other} is not supported in CSV")),
     };
-    Ok(Column { name: name.to_string(), data_type: dt.clone(), kind, builder })
+    Ok(Column { name: name.to_string(), data_type: dt.clone(), kind, builder, inferred: false })
 }
 
 impl Column {
@@ -224,10 +231,10 @@ impl Builder {
 
 /// The stream of one CSV unit.
 pub(crate) struct CsvItems {
-    reader: csv::Reader<Box<dyn Read + Send>>,
+    records: Records,
+    max_record_bytes: u64,
     schema: SchemaRef,
     columns: Vec<Column>,
-    record: csv::ByteRecord,
     cells: Vec<Cell>,
     null_tokens: Vec<Vec<u8>>,
     skip_header: bool,
@@ -247,12 +254,14 @@ fn format_err(unit: &str, message: impl Into<String>) -> SourceError {
 }
 
 impl CsvItems {
-    /// Set up the reader: sample the input, strip a BOM, refuse binary data, infer or take the schema.
+    /// Set up the reader: sample the input, strip a BOM, refuse binary data, infer or take the
+    /// schema. No record longer than `max_record_bytes` is ever held.
     pub(crate) fn new(
         mut input: Input,
         spec: &CsvSpec,
         schema: Option<SchemaRef>,
         batch_rows: usize,
+        max_record_bytes: u64,
         unit: String,
     ) -> Result<Self, SourceError> {
         let sample = read_sample(&mut input, SAMPLE_BYTES).map_err(|e| format_err(&unit, e.to_string()))?;
@@ -260,53 +269,37 @@ impl CsvItems {
         if let Some(at) = sample.iter().position(|&b| b == 0) {
             return Err(format_err(&unit, format!("binary data, not CSV text (NUL byte at offset {at})")));
         }
+        let inferred = schema.is_none();
         let schema = match schema {
             Some(s) => s,
             None => {
                 // Infer from whole lines only.
                 let whole = whole_lines(&sample);
-                let mut fmt = arrow_csv::reader::Format::default()
-                    .with_header(spec.header)
-                    .with_delimiter(spec.delimiter)
-                    .with_quote(spec.quote);
-                if let Some(re) = null_regex(spec) {
-                    fmt = fmt.with_null_regex(re);
+                if whole.is_empty() && !sample.is_empty() {
+                    return Err(format_err(
+                        &unit,
+                        format!("cannot infer a schema: no line ends in the first {} MiB", SAMPLE_BYTES >> 20),
+                    ));
                 }
-                let (inferred, _) = fmt
-                    .infer_schema(Cursor::new(whole), Some(INFER_ROWS))
+                let inferred = infer_schema(whole, spec, INFER_ROWS)
                     .map_err(|e| format_err(&unit, format!("cannot infer a schema: {e}")))?;
-                // Columns that were empty in the sample, or of types this reader does not build, are text.
-                let fields: Vec<arrow_schema::Field> = inferred
-                    .fields()
-                    .iter()
-                    .map(|f| match column(f.name(), f.data_type(), 0) {
-                        Ok(_) => f.as_ref().clone(),
-                        Err(_) => f.as_ref().clone().with_data_type(DataType::Utf8),
-                    })
-                    .collect();
-                Arc::new(arrow_schema::Schema::new(fields))
+                Arc::new(inferred)
             }
         };
         let columns = schema
             .fields()
             .iter()
-            .map(|f| column(f.name(), f.data_type(), batch_rows.min(1 << 16)))
+            .map(|f| column(f.name(), f.data_type(), batch_rows.min(1 << 16)).map(|c| Column { inferred, ..c }))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|m| format_err(&unit, m))?;
         let stream: Box<dyn Read + Send> = Box::new(Cursor::new(sample).chain(input));
-        let reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .delimiter(spec.delimiter)
-            .quote(spec.quote)
-            .buffer_capacity(1 << 20)
-            .from_reader(stream);
+        let records = Records::new(stream, spec.delimiter, spec.quote, max_record_bytes);
         Ok(CsvItems {
-            reader,
+            records,
+            max_record_bytes,
             schema,
             cells: vec![Cell::Null; columns.len()],
             columns,
-            record: csv::ByteRecord::new(),
             null_tokens: spec.null_tokens.iter().map(|t| t.as_bytes().to_vec()).collect(),
             skip_header: spec.header,
             batch_rows: batch_rows.max(1),
@@ -322,8 +315,9 @@ impl CsvItems {
 
     /// Text of the current record, re-quoted where needed.
     fn raw_text(&self) -> String {
-        let mut out = Vec::with_capacity(self.record.as_slice().len() + self.record.len());
-        for (i, f) in self.record.iter().enumerate() {
+        let record = &self.records.record;
+        let mut out = Vec::with_capacity(record.as_slice().len() + record.len());
+        for (i, f) in record.iter().enumerate() {
             if i > 0 {
                 out.push(self.delimiter);
             }
@@ -350,14 +344,15 @@ impl CsvItems {
 
     /// Parse the current record into `cells`; `Err((reason, step))` when it does not fit.
     fn parse_record(&mut self) -> Result<(), (String, &'static str)> {
-        if self.record.len() != self.columns.len() {
-            return Err((format!("expected {} fields, found {}", self.columns.len(), self.record.len()), "parse"));
+        let record = &self.records.record;
+        if record.len() != self.columns.len() {
+            return Err((format!("expected {} fields, found {}", self.columns.len(), record.len()), "parse"));
         }
         // One ASCII check for the whole record instead of a UTF-8 validation per field (which
         // cost 4% of a kline run); other records are validated field by field.
-        let ascii = self.record.as_slice().is_ascii();
+        let ascii = record.as_slice().is_ascii();
         for (i, col) in self.columns.iter().enumerate() {
-            let field = &self.record[i];
+            let field = &record[i];
             self.cells[i] = if field.is_empty() || self.null_tokens.iter().any(|t| t.as_slice() == field) {
                 Cell::Null
             } else {
@@ -368,9 +363,22 @@ impl CsvItems {
                     std::str::from_utf8(field)
                         .map_err(|_| (format!("column `{}`: invalid UTF-8", col.name), "parse"))?
                 };
+                let shown = || s.chars().take(64).collect::<String>();
+                if col.inferred && matches!(col.kind, Kind::Int { .. } | Kind::F64) && leading_zero(integer_part(field))
+                {
+                    return Err((
+                        format!(
+                            "column `{}`: `{}` has a leading zero, which {} would drop (the type was inferred \
+                             from the first rows; declare `columns` to read it as utf8)",
+                            col.name,
+                            shown(),
+                            col.data_type
+                        ),
+                        "cast",
+                    ));
+                }
                 col.parse(s).ok_or_else(|| {
-                    let shown: String = s.chars().take(64).collect();
-                    (format!("column `{}`: cannot parse `{shown}` as {}", col.name, col.data_type), "cast")
+                    (format!("column `{}`: cannot parse `{}` as {}", col.name, shown(), col.data_type), "cast")
                 })?
             };
         }
@@ -386,22 +394,37 @@ impl CsvItems {
     /// Read up to a batch of rows. `Ok(false)` at end of input.
     fn fill(&mut self) -> Result<bool, SourceError> {
         while self.rows < self.batch_rows {
-            let more = self.reader.read_byte_record(&mut self.record).map_err(|e| {
-                let at = e.position().map(|p| format!("line {}: ", p.line())).unwrap_or_default();
-                format_err(&self.unit, format!("{at}{e}"))
-            })?;
-            if !more {
-                return Ok(false);
-            }
-            let line = self.record.position().map_or(0, |p| p.line());
+            let next = self
+                .records
+                .next()
+                .map_err(|e| format_err(&self.unit, format!("line {}: {e}", self.records.line())))?;
+            let line = match next {
+                Next::End => return Ok(false),
+                Next::Record { line } => line,
+                Next::TooLong { line, bytes, prefix } => {
+                    let reason = format!(
+                        "record of {bytes} bytes is longer than limits.max_record_bytes = {}",
+                        self.max_record_bytes
+                    );
+                    if std::mem::take(&mut self.skip_header) {
+                        return Err(format_err(&self.unit, format!("line {line}: header {reason}")));
+                    }
+                    self.rejects.push(Reject { line, raw: prefix, reason, step: "parse".into() });
+                    if self.rejects.len() >= self.batch_rows {
+                        break;
+                    }
+                    continue;
+                }
+            };
             if self.skip_header {
                 self.skip_header = false;
                 continue;
             }
             match self.parse_record() {
                 Ok(()) => {
+                    let record = &self.records.record;
                     for (i, col) in self.columns.iter_mut().enumerate() {
-                        col.append(self.cells[i], &self.record[i]);
+                        col.append(self.cells[i], &record[i]);
                     }
                     self.rows += 1;
                 }
@@ -499,15 +522,6 @@ fn fast_f64(b: &[u8]) -> Option<f64> {
     Some(if neg { -v } else { v })
 }
 
-/// A regex matching exactly the declared null tokens (for arrow-csv's inference).
-fn null_regex(spec: &CsvSpec) -> Option<regex::Regex> {
-    if spec.null_tokens.is_empty() {
-        return None;
-    }
-    let alternatives: Vec<String> = spec.null_tokens.iter().map(|t| regex::escape(t)).collect();
-    Some(regex::Regex::new(&format!("^(?:{})$", alternatives.join("|"))).expect("escaped tokens form a valid regex"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -522,7 +536,7 @@ mod tests {
             Field::new("s", DataType::Utf8, true),
             Field::new("t", DataType::Timestamp(TimeUnit::Millisecond, None), true),
         ]));
-        let items = CsvItems::new(Box::new(text), &spec, Some(schema), batch_rows, "t.csv".into()).unwrap();
+        let items = CsvItems::new(Box::new(text), &spec, Some(schema), batch_rows, 1 << 20, "t.csv".into()).unwrap();
         let (mut batches, mut rejects) = (Vec::new(), Vec::new());
         for item in items {
             match item.unwrap() {
@@ -610,10 +624,74 @@ mod tests {
         assert!(fast_f64(b"1e5").is_none() && fast_f64(b".5").is_none() && fast_f64(b"5.").is_none());
     }
 
+    /// Read `text` with the schema inferred and a record limit: the batches and rejects.
+    fn read_inferred(text: Vec<u8>, max_record: u64) -> Result<(Vec<RecordBatch>, Vec<Reject>), SourceError> {
+        let spec = CsvSpec { header: true, delimiter: b',', quote: b'"', columns: None, null_tokens: vec![] };
+        let items = CsvItems::new(Box::new(Cursor::new(text)), &spec, None, 1000, max_record, "t.csv".into())?;
+        let (mut batches, mut rejects) = (Vec::new(), Vec::new());
+        for item in items {
+            match item? {
+                SourceItem::Batch(b) => batches.push(b),
+                SourceItem::Rejects(r) => rejects.extend(r),
+                SourceItem::ContentHash { .. } => {}
+            }
+        }
+        Ok((batches, rejects))
+    }
+
+    #[test]
+    fn inferred_columns_read_every_sampled_value_without_loss() {
+        let text = "zip,n,x,t\n00501,1,1e5,2024-01-05\n08123,2,-inf,2024-01-05 10:00:00.5\n10001,3,NaN,\n";
+        let (batches, rejects) = read_inferred(text.as_bytes().to_vec(), 1 << 20).unwrap();
+        assert!(rejects.is_empty(), "{rejects:?}");
+        let b = &batches[0];
+        let types: Vec<DataType> = b.schema().fields().iter().map(|f| f.data_type().clone()).collect();
+        assert_eq!(
+            types,
+            [DataType::Utf8, DataType::Int64, DataType::Float64, DataType::Timestamp(TimeUnit::Millisecond, None)]
+        );
+        let zip = b.column(0).as_any().downcast_ref::<arrow_array::StringArray>().unwrap();
+        assert_eq!(zip.iter().flatten().collect::<Vec<_>>(), ["00501", "08123", "10001"]);
+        let x = b.column(2).as_any().downcast_ref::<arrow_array::Float64Array>().unwrap();
+        assert_eq!((x.value(0), x.value(1), x.value(2).is_nan()), (1e5, f64::NEG_INFINITY, true));
+        let t = b.column(3).as_any().downcast_ref::<arrow_array::TimestampMillisecondArray>().unwrap();
+        assert_eq!((t.value(0), t.value(1) - t.value(0), t.is_null(2)), (1_704_412_800_000, 36_000_500, true));
+    }
+
+    #[test]
+    fn a_leading_zero_past_the_sample_is_a_reject_not_a_smaller_number() {
+        // 1000 rows infer Int64 and Float64; row 1001 has leading zeros.
+        let mut text = String::from("n,f\n");
+        for i in 1..=1000 {
+            text.push_str(&format!("{i},{i}.5\n"));
+        }
+        text.push_str("00501,1.5\n7,007.5\n8,0.5\n");
+        let (batches, rejects) = read_inferred(text.into_bytes(), 1 << 20).unwrap();
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1001);
+        assert_eq!(rejects.iter().map(|r| r.line).collect::<Vec<_>>(), [1002, 1003]);
+        assert!(rejects[0].reason.contains("`00501` has a leading zero, which Int64 would drop"), "{:?}", rejects[0]);
+        assert!(rejects[1].reason.contains("column `f`: `007.5` has a leading zero"), "{:?}", rejects[1]);
+    }
+
+    #[test]
+    fn records_past_the_limit_are_rejects_and_a_first_line_past_the_sample_fails_inference() {
+        let mut text = b"a,b\n1,x\n2,".to_vec();
+        text.extend(std::iter::repeat_n(b'y', 5000));
+        text.extend_from_slice(b"\n3,z\n");
+        let (batches, rejects) = read_inferred(text, 1024).unwrap();
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+        assert_eq!((rejects.len(), rejects[0].line), (1, 3));
+        assert_eq!(rejects[0].reason, "record of 5003 bytes is longer than limits.max_record_bytes = 1024");
+        let Err(e) = read_inferred(vec![b'y'; SAMPLE_BYTES + 10], 1 << 30) else { panic!("inferred from no line") };
+        assert!(e.to_string().contains("cannot infer a schema: no line ends in the first 1 MiB"), "{e}");
+    }
+
     #[test]
     fn binary_input_fails_the_unit() {
         let spec = CsvSpec { header: false, delimiter: b',', quote: b'"', columns: None, null_tokens: vec![] };
-        let Err(e) = CsvItems::new(Box::new(&b"PK\x03\x04\x00\x00garbage"[..]), &spec, None, 10, "x.csv".into()) else {
+        let Err(e) =
+            CsvItems::new(Box::new(&b"PK\x03\x04\x00\x00garbage"[..]), &spec, None, 10, 1 << 20, "x.csv".into())
+        else {
             panic!("binary data accepted")
         };
         assert!(e.to_string().contains("binary data"), "{e}");

@@ -251,12 +251,17 @@ impl Source for DirSource {
         let shown = unit.display_name();
         let (bytes, hashed) = input::open(unit, self.spec.compression, &self.spec.limits)?;
         let (schema, rows) = (self.format_schema.clone(), self.batch_rows);
+        let max_record = self.spec.limits.max_record_bytes;
         // Plain Parquet is read by random access, not through `bytes`: hash it first (before,
         // never after, the read: a file that changes in between then looks changed next run).
         let mut hashed_first = None;
         let items: BatchStream = match &self.spec.format {
-            FormatSpec::Csv(csv) => Box::new(crate::csv::CsvItems::new(bytes, csv, schema, rows, shown.clone())?),
-            FormatSpec::Jsonl(_) => Box::new(crate::jsonl::JsonlItems::new(bytes, schema, rows, shown.clone())?),
+            FormatSpec::Csv(csv) => {
+                Box::new(crate::csv::CsvItems::new(bytes, csv, schema, rows, max_record, shown.clone())?)
+            }
+            FormatSpec::Jsonl(_) => {
+                Box::new(crate::jsonl::JsonlItems::new(bytes, schema, rows, max_record, shown.clone())?)
+            }
             FormatSpec::Parquet => {
                 let plain = input::container(&unit.path, self.spec.compression) == SourceCompression::None;
                 if plain && let Some(h) = &hashed {
@@ -303,16 +308,22 @@ struct Budget {
     unit: String,
     rows: u64,
     rejects: u64,
+    /// The first reject's line and reason, for the message of a unit that fails.
+    first: Option<(u64, String)>,
     done: bool,
 }
 
 impl Budget {
     fn wrap(inner: BatchStream, policy: RejectPolicy, unit: String) -> BatchStream {
-        Box::new(Budget { inner, policy, unit, rows: 0, rejects: 0, done: false })
+        Box::new(Budget { inner, policy, unit, rows: 0, rejects: 0, first: None, done: false })
     }
 
     fn fail(&mut self, message: String) -> Option<Result<SourceItem, SourceError>> {
         self.done = true;
+        let message = match &self.first {
+            Some((line, reason)) => format!("{message} (first: line {line}: {reason})"),
+            None => message,
+        };
         Some(Err(SourceError::Format { path: self.unit.clone(), message }))
     }
 }
@@ -332,6 +343,11 @@ impl Iterator for Budget {
             Some(Ok(SourceItem::Rejects(r))) => {
                 self.rejects += r.len() as u64;
                 self.rows += r.len() as u64;
+                if self.first.is_none()
+                    && let Some(first) = r.iter().min_by_key(|r| r.line)
+                {
+                    self.first = Some((first.line, first.reason.clone()));
+                }
                 if let Some(max) = self.policy.max_errors
                     && self.rejects > max
                 {

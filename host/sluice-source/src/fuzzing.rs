@@ -15,9 +15,11 @@ fn csv_spec(header: bool) -> CsvSpec {
 }
 
 /// Read `data` as CSV twice: with an inferred schema, and with a fixed typed one. Any panic is a bug.
+/// The first byte also picks a tiny record limit (so oversized records are skipped) or a large one.
 pub fn csv(data: &[u8]) {
     let spec = csv_spec(data.first().is_some_and(|b| b & 1 == 1));
-    if let Ok(items) = CsvItems::new(Box::new(Cursor::new(data.to_vec())), &spec, None, 7, "fuzz".into()) {
+    let max_record = if data.first().is_some_and(|b| b & 2 == 2) { 16 } else { 1 << 20 };
+    if let Ok(items) = CsvItems::new(Box::new(Cursor::new(data.to_vec())), &spec, None, 7, max_record, "fuzz".into()) {
         items.for_each(drop);
     }
     let schema = Arc::new(Schema::new(vec![
@@ -28,7 +30,9 @@ pub fn csv(data: &[u8]) {
         Field::new("b", DataType::Boolean, true),
         Field::new("d", DataType::Date32, true),
     ]));
-    if let Ok(items) = CsvItems::new(Box::new(Cursor::new(data.to_vec())), &spec, Some(schema), 7, "fuzz".into()) {
+    if let Ok(items) =
+        CsvItems::new(Box::new(Cursor::new(data.to_vec())), &spec, Some(schema), 7, max_record, "fuzz".into())
+    {
         items.for_each(drop);
     }
 }
@@ -50,7 +54,7 @@ pub fn zip(dir: &std::path::Path, data: &[u8]) {
         order: FileOrder::Name,
         compression: SourceCompression::Auto,
         members: vec![],
-        limits: SourceLimits { max_members: 64, max_unit_bytes: 1 << 20 },
+        limits: SourceLimits { max_members: 64, max_unit_bytes: 1 << 20, max_record_bytes: 4096, max_ratio: 100 },
         rejects: RejectPolicy::default(),
         retries: 3,
         ready: Default::default(),

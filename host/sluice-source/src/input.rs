@@ -1,18 +1,20 @@
 //! A unit's bytes: a plain file, a `.gz`/`.zst` file, or one member of a zip archive, streamed
-//! and capped in decompressed size (the zip-bomb guard).
+//! and capped in decompressed size and in compression ratio (the zip-bomb guards).
 //!
 //! Zip archives are read with the `zip` crate's central-directory parser only; a member's bytes
 //! are then read straight from the file (seek to the member's data, decompress on the fly), so
 //! the reader owns its file and nothing but the central directory is ever held in memory.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use globset::GlobSet;
 use sluice_core::error::SourceError;
 use sluice_core::source::SourceUnit;
-use sluice_core::spec::{SourceCompression, SourceLimits};
+use sluice_core::spec::{RATIO_GRACE_BYTES, SourceCompression, SourceLimits};
 
 use crate::hash::HashedFile;
 
@@ -102,21 +104,24 @@ pub(crate) fn open(
 ) -> Result<(Input, Option<HashedFile>), SourceError> {
     let path = &unit.path;
     let shown = unit.display_name();
-    let cap = limits.max_unit_bytes;
     let kind = container(path, compression);
     if kind == SourceCompression::Zip {
         return Ok((open_member(unit, limits)?, None));
     }
     let file = HashedFile::open(path)?;
     let raw = BufReader::with_capacity(1 << 20, file.clone());
-    let inner: Input = match kind {
-        SourceCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
-        SourceCompression::Zstd => {
-            Box::new(zstd::stream::read::Decoder::with_buffer(raw).map_err(|e| io_err(path, e))?)
+    let (inner, compressed): (Input, _) = match kind {
+        SourceCompression::Gzip => {
+            let (raw, n) = Counted::new(raw);
+            (Box::new(flate2::bufread::MultiGzDecoder::new(raw)), Some(n))
         }
-        _ => Box::new(raw),
+        SourceCompression::Zstd => {
+            let (raw, n) = Counted::new(raw);
+            (Box::new(zstd::stream::read::Decoder::with_buffer(raw).map_err(|e| io_err(path, e))?), Some(n))
+        }
+        _ => (Box::new(raw), None),
     };
-    Ok((Box::new(Capped { inner, left: cap, cap, unit: shown }), Some(file)))
+    Ok((Box::new(Capped::new(inner, compressed, limits, shown)), Some(file)))
 }
 
 fn open_member(unit: &SourceUnit, limits: &SourceLimits) -> Result<Input, SourceError> {
@@ -145,18 +150,25 @@ fn open_member(unit: &SourceUnit, limits: &SourceLimits) -> Result<Input, Source
             format!("member declares {size} bytes, more than max_unit_bytes = {}", limits.max_unit_bytes),
         ));
     }
+    if method != zip::CompressionMethod::Stored && ratio_exceeded(size, compressed, limits.max_ratio) {
+        return Err(format_err(&shown, bomb_message(size, compressed, limits.max_ratio, "declares")));
+    }
     let mut file = File::open(path).map_err(|e| io_err(path, e))?;
     file.seek(SeekFrom::Start(start)).map_err(|e| io_err(path, e))?;
     let raw = BufReader::with_capacity(1 << 20, file).take(compressed);
-    let inner: Input = match method {
-        zip::CompressionMethod::Stored => Box::new(raw),
-        zip::CompressionMethod::Deflated => Box::new(flate2::read::DeflateDecoder::new(raw)),
+    let (inner, counter): (Input, _) = match method {
+        zip::CompressionMethod::Stored => (Box::new(raw), None),
+        zip::CompressionMethod::Deflated => {
+            let (raw, n) = Counted::new(raw);
+            (Box::new(flate2::bufread::DeflateDecoder::new(raw)), Some(n))
+        }
         zip::CompressionMethod::Zstd => {
-            Box::new(zstd::stream::read::Decoder::with_buffer(raw).map_err(|e| io_err(path, e))?)
+            let (raw, n) = Counted::new(raw);
+            (Box::new(zstd::stream::read::Decoder::with_buffer(raw).map_err(|e| io_err(path, e))?), Some(n))
         }
         other => return Err(format_err(&shown, format!("unsupported zip compression method {other:?}"))),
     };
-    let capped = Capped { inner, left: limits.max_unit_bytes, cap: limits.max_unit_bytes, unit: shown.clone() };
+    let capped = Capped::new(inner, counter, limits, shown.clone());
     Ok(Box::new(Checked {
         inner: capped,
         crc: flate2::Crc::new(),
@@ -167,12 +179,70 @@ fn open_member(unit: &SourceUnit, limits: &SourceLimits) -> Result<Input, Source
     }))
 }
 
-/// Fails the read once more than `cap` decompressed bytes come out.
+/// True when `out` decompressed bytes from `compressed` bytes are past the grace size and more
+/// than `max_ratio` times the compressed size.
+fn ratio_exceeded(out: u64, compressed: u64, max_ratio: u64) -> bool {
+    out > RATIO_GRACE_BYTES && out > compressed.saturating_mul(max_ratio)
+}
+
+fn bomb_message(out: u64, compressed: u64, max_ratio: u64, verb: &str) -> String {
+    format!(
+        "decompression bomb: {verb} {out} bytes from {compressed} compressed (ratio {}:1), more than \
+         limits.max_ratio = {max_ratio}",
+        out / compressed.max(1)
+    )
+}
+
+/// Counts the bytes a decoder consumes from its compressed input.
+struct Counted<R> {
+    inner: R,
+    n: Arc<AtomicU64>,
+}
+
+impl<R> Counted<R> {
+    fn new(inner: R) -> (Self, Arc<AtomicU64>) {
+        let n = Arc::new(AtomicU64::new(0));
+        (Counted { inner, n: n.clone() }, n)
+    }
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for Counted<R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.n.fetch_add(amt as u64, Ordering::Relaxed);
+        self.inner.consume(amt)
+    }
+}
+
+/// Fails the read once more than `cap` decompressed bytes come out, or once the bytes out are
+/// more than `max_ratio` times the compressed bytes consumed (past [`RATIO_GRACE_BYTES`]).
 struct Capped {
     inner: Input,
     left: u64,
     cap: u64,
+    /// Compressed bytes consumed so far; `None` for input read as is.
+    compressed: Option<Arc<AtomicU64>>,
+    out: u64,
+    max_ratio: u64,
     unit: String,
+}
+
+impl Capped {
+    fn new(inner: Input, compressed: Option<Arc<AtomicU64>>, limits: &SourceLimits, unit: String) -> Self {
+        let cap = limits.max_unit_bytes;
+        Capped { inner, left: cap, cap, compressed, out: 0, max_ratio: limits.max_ratio, unit }
+    }
 }
 
 impl Read for Capped {
@@ -187,6 +257,17 @@ impl Read for Capped {
             )));
         }
         self.left -= n as u64;
+        self.out += n as u64;
+        if let Some(c) = &self.compressed {
+            let c = c.load(Ordering::Relaxed);
+            if ratio_exceeded(self.out, c, self.max_ratio) {
+                return Err(std::io::Error::other(format!(
+                    "{}: {}",
+                    self.unit,
+                    bomb_message(self.out, c, self.max_ratio, "decompressed")
+                )));
+            }
+        }
         Ok(n)
     }
 }
@@ -227,7 +308,8 @@ mod tests {
     use super::*;
 
     fn capped(data: &'static [u8], cap: u64) -> Capped {
-        Capped { inner: Box::new(data), left: cap, cap, unit: "a.zip!m.csv".into() }
+        let limits = SourceLimits { max_unit_bytes: cap, ..SourceLimits::default() };
+        Capped::new(Box::new(data), None, &limits, "a.zip!m.csv".into())
     }
 
     #[test]
@@ -236,6 +318,36 @@ mod tests {
         assert_eq!(capped(b"0123456789", 10).read_to_end(&mut out).unwrap(), 10);
         let err = capped(b"0123456789", 9).read_to_end(&mut Vec::new()).unwrap_err();
         assert!(err.to_string().contains("a.zip!m.csv: decompressed size exceeds max_unit_bytes = 9"), "{err}");
+    }
+
+    /// A gzip stream of `n` zeros through the same reader stack as a `.gz` unit.
+    fn gzipped_zeros(n: usize, limits: &SourceLimits) -> std::io::Result<u64> {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let block = vec![0u8; 1 << 16];
+        for _ in 0..n / block.len() {
+            gz.write_all(&block).unwrap();
+        }
+        let bytes = gz.finish().unwrap();
+        let (raw, counter) = Counted::new(std::io::Cursor::new(bytes));
+        let mut r =
+            Capped::new(Box::new(flate2::bufread::MultiGzDecoder::new(raw)), Some(counter), limits, "z.gz".into());
+        std::io::copy(&mut r, &mut std::io::sink())
+    }
+
+    #[test]
+    fn a_bomb_fails_fast_on_its_compression_ratio() {
+        let limits = SourceLimits::default();
+        let err = gzipped_zeros(64 << 20, &limits).unwrap_err().to_string();
+        assert!(err.starts_with("z.gz: decompression bomb: decompressed "), "{err}");
+        assert!(err.contains("more than limits.max_ratio = 100"), "{err}");
+        // It stops soon after the grace bytes, not at the end of the stream.
+        let out: u64 = err.split(' ').nth(4).unwrap().parse().unwrap();
+        assert!(out <= RATIO_GRACE_BYTES + (1 << 20), "{err}");
+        // Within the grace size, or with a higher limit, the same data is read.
+        assert_eq!(gzipped_zeros(4 << 20, &limits).unwrap(), 4 << 20);
+        let lenient = SourceLimits { max_ratio: 2000, ..limits };
+        assert_eq!(gzipped_zeros(64 << 20, &lenient).unwrap(), 64 << 20);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! JSON lines through arrow-json: one object per line, an explicit schema or one inferred from a
 //! sample. A batch of lines is decoded at once; when that fails, the batch is decoded line by
-//! line so that only the bad lines become rejects.
+//! line so that only the bad lines become rejects. A line longer than `max_record_bytes` is read
+//! through without being kept and becomes a reject too.
 
 use std::io::{BufRead, BufReader, Cursor, Read};
 use std::sync::Arc;
@@ -29,6 +30,9 @@ pub(crate) struct JsonlItems {
     buf: Vec<u8>,
     /// (line number, start, end) of each line in `buf`.
     spans: Vec<(u64, usize, usize)>,
+    max_record_bytes: u64,
+    /// Rejects of lines too long to keep, since the last batch.
+    too_long: Vec<Reject>,
     held: Option<RecordBatch>,
     unit: String,
     done: bool,
@@ -39,6 +43,7 @@ impl JsonlItems {
         mut input: Input,
         columns: Option<SchemaRef>,
         batch_rows: usize,
+        max_record_bytes: u64,
         unit: String,
     ) -> Result<Self, SourceError> {
         let sample = strip_bom(read_sample(&mut input, SAMPLE_BYTES).map_err(|e| format_err(&unit, e.to_string()))?);
@@ -68,6 +73,8 @@ impl JsonlItems {
             line_no: 0,
             buf: Vec::new(),
             spans: Vec::new(),
+            max_record_bytes,
+            too_long: Vec::new(),
             held: None,
             unit,
             done: false,
@@ -98,11 +105,26 @@ impl JsonlItems {
     fn fill(&mut self) -> Result<bool, SourceError> {
         self.buf.clear();
         self.spans.clear();
-        while self.spans.len() < self.batch_rows {
+        while self.spans.len() < self.batch_rows && self.too_long.len() < self.batch_rows {
             let start = self.buf.len();
-            let n = self.lines.read_until(b'\n', &mut self.buf).map_err(|e| format_err(&self.unit, e.to_string()))?;
-            if n == 0 {
-                return Ok(false);
+            let read = read_line(&mut self.lines, &mut self.buf, self.max_record_bytes)
+                .map_err(|e| format_err(&self.unit, format!("line {}: {e}", self.line_no + 1)))?;
+            match read {
+                Line::End => return Ok(false),
+                Line::Kept(_) => {}
+                Line::TooLong { bytes, prefix } => {
+                    self.line_no += 1;
+                    self.too_long.push(Reject {
+                        line: self.line_no,
+                        raw: prefix,
+                        reason: format!(
+                            "line of {bytes} bytes is longer than limits.max_record_bytes = {}",
+                            self.max_record_bytes
+                        ),
+                        step: "parse".into(),
+                    });
+                    continue;
+                }
             }
             self.line_no += 1;
             let line = &self.buf[start..];
@@ -161,6 +183,70 @@ impl JsonlItems {
     }
 }
 
+/// What [`read_line`] found.
+#[derive(Debug, PartialEq)]
+enum Line {
+    /// A line of this many bytes (with its `\n`, if any), appended to the buffer.
+    Kept(usize),
+    /// A line longer than the limit, read through but not kept: its size and its first bytes.
+    TooLong {
+        bytes: u64,
+        prefix: String,
+    },
+    End,
+}
+
+/// Bytes of an oversized line kept to show in its reject.
+const PREFIX_BYTES: usize = 256;
+
+/// Append the next line to `buf`, unless it has more than `max` bytes (not counting its `\n`):
+/// then it is read through to its end without being kept. Never holds more than `max` + 1 bytes
+/// of a line.
+fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>, max: u64) -> std::io::Result<Line> {
+    let start = buf.len();
+    let mut bytes = 0u64;
+    // The first bytes of a line found too long, while the rest of it is skipped.
+    let mut head: Option<Vec<u8>> = None;
+    loop {
+        let avail = match r.fill_buf() {
+            Ok(a) => a,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if avail.is_empty() {
+            break;
+        }
+        let (n, done) = match avail.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (avail.len(), false),
+        };
+        let content = bytes + n as u64 - u64::from(done);
+        if head.is_none() && content > max {
+            head = Some(buf.split_off(start));
+        }
+        match &mut head {
+            None => buf.extend_from_slice(&avail[..n]),
+            Some(h) => {
+                let room = PREFIX_BYTES.saturating_sub(h.len());
+                h.extend_from_slice(&avail[..n.min(room)]);
+            }
+        }
+        bytes += n as u64;
+        r.consume(n);
+        if done {
+            break;
+        }
+    }
+    Ok(match head {
+        Some(mut h) => {
+            h.truncate(PREFIX_BYTES);
+            Line::TooLong { bytes, prefix: format!("{}…", String::from_utf8_lossy(&h)) }
+        }
+        None if bytes == 0 => Line::End,
+        None => Line::Kept(bytes as usize),
+    })
+}
+
 impl Iterator for JsonlItems {
     type Item = Result<SourceItem, SourceError>;
 
@@ -181,7 +267,11 @@ impl Iterator for JsonlItems {
                     self.done = true;
                     return Some(Err(e));
                 }
-                Ok((batch, rejects)) => {
+                Ok((batch, mut rejects)) => {
+                    if !self.too_long.is_empty() {
+                        rejects.append(&mut self.too_long);
+                        rejects.sort_by_key(|r| r.line);
+                    }
                     let batch = batch.filter(|b| b.num_rows() > 0);
                     if !rejects.is_empty() {
                         self.held = batch;
@@ -193,5 +283,62 @@ impl Iterator for JsonlItems {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_past_the_limit_is_read_through_without_being_kept() {
+        let long = format!("{{\"a\": \"{}\"}}", "x".repeat(5000));
+        let text = format!("{{\"a\": \"1\"}}\n{long}\n{{\"a\": \"2\"}}\n{long}");
+        // A small buffer, so that the long lines span many reads.
+        let mut r = BufReader::with_capacity(64, text.as_bytes());
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        loop {
+            let l = read_line(&mut r, &mut buf, 100).unwrap();
+            assert!(buf.len() <= 2 * 101, "{} bytes held", buf.len());
+            if l == Line::End {
+                break;
+            }
+            got.push(l);
+        }
+        assert_eq!(got[0], Line::Kept(11));
+        let Line::TooLong { bytes, prefix } = &got[1] else { panic!("{:?}", got[1]) };
+        assert_eq!((*bytes, prefix.chars().count()), (long.len() as u64 + 1, PREFIX_BYTES + 1));
+        assert!(prefix.starts_with("{\"a\": \"xxx"));
+        assert_eq!(got[2], Line::Kept(11));
+        assert!(matches!(got[3], Line::TooLong { bytes, .. } if bytes == long.len() as u64));
+        assert_eq!(got.len(), 4);
+        assert_eq!(buf, b"{\"a\": \"1\"}\n{\"a\": \"2\"}\n");
+        // Exactly the limit is kept, with or without its newline.
+        let mut buf = Vec::new();
+        assert_eq!(read_line(&mut &b"12345\n123456"[..], &mut buf, 5).unwrap(), Line::Kept(6));
+    }
+
+    #[test]
+    fn long_lines_become_rejects_with_their_line_numbers() {
+        let text = format!("{{\"a\": 1}}\n{{\"a\": {}}}\n{{\"a\": 3}}\n", "9".repeat(300));
+        let items =
+            JsonlItems::new(Box::new(std::io::Cursor::new(text.into_bytes())), None, 10, 64, "t.jsonl".into()).unwrap();
+        let (mut rows, mut rejects) = (0, Vec::new());
+        for item in items {
+            match item.unwrap() {
+                SourceItem::Batch(b) => rows += b.num_rows(),
+                SourceItem::Rejects(r) => rejects.extend(r),
+                SourceItem::ContentHash { .. } => {}
+            }
+        }
+        assert_eq!(rows, 2);
+        assert_eq!(rejects.len(), 1);
+        assert_eq!(rejects[0].line, 2);
+        assert!(
+            rejects[0].reason.contains("line of 308 bytes is longer than limits.max_record_bytes = 64"),
+            "{:?}",
+            rejects[0]
+        );
     }
 }

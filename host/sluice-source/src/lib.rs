@@ -9,9 +9,11 @@ mod fields;
 #[doc(hidden)]
 pub mod fuzzing;
 mod hash;
+mod infer;
 mod input;
 mod jsonl;
 mod parquet;
+mod records;
 mod table;
 
 pub use dir::DirSource;

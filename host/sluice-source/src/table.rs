@@ -62,7 +62,7 @@ pub fn read_table(spec: &TableSpec) -> Result<LookupTable, String> {
         order: FileOrder::Name,
         compression: SourceCompression::None,
         members: vec![],
-        limits: SourceLimits { max_members: 1, max_unit_bytes: MAX_TABLE_BYTES },
+        limits: SourceLimits { max_members: 1, max_unit_bytes: MAX_TABLE_BYTES, ..SourceLimits::default() },
         rejects: RejectPolicy { max_errors: Some(0), max_error_rate: None },
         retries: 0,
         ready: Default::default(),
