@@ -53,8 +53,9 @@ for target in "${targets[@]}"; do
             failed+=("$target")
         fi
     else
-        # The crash report: the panic or sanitizer message, the stack and the artifact's path.
-        tail -n 60 "$log"
+        # The crash report: the panic or sanitizer message, the end of the stack, the input.
+        grep -m1 -A6 -E 'panicked at|panic escaped|==[0-9]+==ERROR|^==[0-9]+== ERROR' "$log" || true
+        tail -n 40 "$log"
         echo "fuzz: $target FAILED (the input is in fuzz/artifacts/$target/)" >&2
         failed+=("$target")
     fi
