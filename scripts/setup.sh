@@ -2,13 +2,23 @@
 # Installs what a fresh machine lacks to build and run Sluice.
 #   scripts/setup.sh            DuckDB's shared library (enough for `sluice demo` and `sluice run`)
 #   scripts/setup.sh --plugins  also a wasm toolchain route to rebuild the plugins from source
-# Idempotent: each step checks before it installs.
+#   scripts/setup.sh --fuzz     also cargo-fuzz, for scripts/fuzz.sh (from crates.io)
+# The options combine (CI passes both). Idempotent: each step checks before it installs.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+plugins=false
+fuzz=false
+for arg in "$@"; do
+  case "$arg" in
+    --plugins) plugins=true ;;
+    --fuzz) fuzz=true ;;
+    *) echo "setup: unknown option $arg (expected --plugins, --fuzz)" >&2; exit 2 ;;
+  esac
+done
 
 bash "$here/install-duckdb.sh"
 
-if [ "${1:-}" = "--plugins" ]; then
+if $plugins; then
   if rustup target list --installed 2>/dev/null | grep -qE '^wasm32-(unknown-unknown|wasip2)$'; then
     echo "setup: rustup wasm target present"
   elif [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src/rust/library ] && /usr/bin/rustc --print target-list | grep -q '^wasm32-unknown-unknown$'; then
@@ -21,5 +31,17 @@ if [ "${1:-}" = "--plugins" ]; then
     echo "setup: no wasm toolchain: run 'rustup target add wasm32-unknown-unknown'," >&2
     echo "       or install Debian's rustc-web rust-web-src libstd-rust-web-dev cargo-web" >&2
     exit 1
+  fi
+fi
+
+if $fuzz; then
+  if cargo fuzz --version >/dev/null 2>&1; then
+    echo "setup: $(cargo fuzz --version) present"
+  else
+    # It runs on the stable toolchain (scripts/fuzz.sh sets RUSTC_BOOTSTRAP=1 for its flags).
+    # Built in cargo's own scratch dir, not the project's target dir.
+    echo "setup: installing cargo-fuzz from crates.io"
+    env -u CARGO_TARGET_DIR cargo install cargo-fuzz --locked --quiet
+    cargo fuzz --version >/dev/null
   fi
 fi

@@ -6,7 +6,8 @@
 #   4. all host tests, run against the freshly rebuilt plugins (with Python venvs for the lake's
 #      pyarrow/DuckDB reader check);
 #   5. the plugins' native unit tests;
-#   6. a short, bounded fuzz run of the CSV and zip readers (skipped without cargo-fuzz).
+#   6. a short, bounded fuzz run of every fuzz target: the CSV and zip readers, the pipeline YAML,
+#      guest IPC output and projection patches (skipped without cargo-fuzz, except under CI=true).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}"
@@ -41,7 +42,7 @@ SLUICE_PLUGIN_DIR="$rebuilt" SLUICE_TEST_PLUGIN_DIR="$rebuilt/test" cargo test -
 step "plugin unit tests (native)"
 (cd plugins && CARGO_TARGET_DIR="$CARGO_TARGET_DIR/plugins-native" cargo test --workspace) 2>&1 | tee -a "$results"
 
-step "fuzz the CSV and zip readers, ${SLUICE_FUZZ_SECS:-30}s each"
+step "fuzz the CSV and zip readers, the pipeline YAML and guest output, ${SLUICE_FUZZ_SECS:-30}s each"
 bash scripts/fuzz.sh "${SLUICE_FUZZ_SECS:-30}"
 
 # One closing line over every cargo test run above.

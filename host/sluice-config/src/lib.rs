@@ -6,6 +6,8 @@
 
 mod check;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod raw;
 mod resolve;
 mod units;

@@ -149,24 +149,12 @@ impl WasmHandler {
     /// Check a guest's IPC output: size cap, decodes, matches the declared schema. A single
     /// output batch is remembered with its stream for [`forwarded`].
     fn accept(&mut self, bytes: Vec<u8>, expected: &Schema) -> Result<Vec<RecordBatch>, PluginError> {
-        let res = (|| {
-            if bytes.len() as u64 > self.limits.output_bytes {
-                return Err(PluginError::OutputTooLarge { size: bytes.len() as u64, limit: self.limits.output_bytes });
-            }
-            let stream = Buffer::from(bytes);
-            let (schema, batches) = ipc::decode_stream(stream.clone())?;
-            if !ipc::same_shape(&schema, expected) {
-                return Err(PluginError::BadOutput(format!(
-                    "output schema {} differs from the declared schema {}",
-                    ipc::describe(&schema),
-                    ipc::describe(expected)
-                )));
-            }
+        let res = ipc::accept(bytes, expected, self.limits.output_bytes).map(|(batches, stream)| {
             if let [batch] = batches.as_slice() {
                 LAST_OUTPUT.with(|last| *last.borrow_mut() = Some((batch.clone(), stream)));
             }
-            Ok(batches)
-        })();
+            batches
+        });
         if res.is_err() {
             self.poisoned = true;
         }
@@ -189,12 +177,7 @@ impl Handler for WasmHandler {
     fn output_schema(&mut self, input: &SchemaRef) -> Result<SchemaRef, PluginError> {
         let bytes = ipc::encode(input, &[])?;
         let out = self.call(|store, g, r| g.call_output_schema(store, r, &bytes))?;
-        let (schema, batches) = ipc::decode(out).inspect_err(|_| self.poisoned = true)?;
-        if !batches.is_empty() {
-            self.poisoned = true;
-            return Err(PluginError::BadOutput("output-schema returned data batches".into()));
-        }
-        Ok(schema)
+        ipc::declared_schema(out).inspect_err(|_| self.poisoned = true)
     }
 
     fn state(&mut self) -> Result<Option<StateSpec>, PluginError> {

@@ -50,6 +50,33 @@ pub(crate) fn decode_stream(stream: Buffer) -> Result<(SchemaRef, Vec<RecordBatc
         .unwrap_or_else(|_| Err(PluginError::BadOutput("IPC decoder rejected malformed input".into())))
 }
 
+/// Check a guest's `process`/`finish` output: size cap, decodes, matches the declared schema.
+/// Returns the batches with the stream they point into.
+pub(crate) fn accept(bytes: Vec<u8>, expected: &Schema, limit: u64) -> Result<(Vec<RecordBatch>, Buffer), PluginError> {
+    if bytes.len() as u64 > limit {
+        return Err(PluginError::OutputTooLarge { size: bytes.len() as u64, limit });
+    }
+    let stream = Buffer::from(bytes);
+    let (schema, batches) = decode_stream(stream.clone())?;
+    if !same_shape(&schema, expected) {
+        return Err(PluginError::BadOutput(format!(
+            "output schema {} differs from the declared schema {}",
+            describe(&schema),
+            describe(expected)
+        )));
+    }
+    Ok((batches, stream))
+}
+
+/// Check a guest's `output-schema` answer: a stream with a schema and no data batches.
+pub(crate) fn declared_schema(bytes: Vec<u8>) -> Result<SchemaRef, PluginError> {
+    let (schema, batches) = decode(bytes)?;
+    if !batches.is_empty() {
+        return Err(PluginError::BadOutput("output-schema returned data batches".into()));
+    }
+    Ok(schema)
+}
+
 /// Same column names and types, in the same order (metadata and nullability aside).
 pub(crate) fn same_shape(a: &Schema, b: &Schema) -> bool {
     a.fields().len() == b.fields().len()

@@ -5,13 +5,21 @@
 //! cap, and an output size cap. Guest output is untrusted: its IPC must decode and its schema must
 //! match the schema the guest declared. A trapped instance is poisoned and never called again.
 
+#[cfg(feature = "runtime")]
 mod cache;
+#[cfg(feature = "runtime")]
 mod handler;
+#[cfg(feature = "runtime")]
 mod host;
 mod ipc;
+#[cfg(feature = "runtime")]
 mod runtime;
 
+#[cfg(feature = "runtime")]
 pub use runtime::{RuntimeOptions, WasmRuntime};
+
+#[doc(hidden)]
+pub mod fuzzing;
 
 #[doc(hidden)]
 pub mod bench_support {
@@ -33,6 +41,7 @@ pub const CONTRACT_PACKAGE: &str = "sluice:plugin";
 /// The contract version this host was built with (see `wit/sluice.wit`).
 pub const CONTRACT_VERSION: &str = "0.4.0";
 
+#[cfg(feature = "runtime")]
 mod bindings {
     //! Host-side bindings generated from `wit/sluice.wit`.
     wasmtime::component::bindgen!({
