@@ -15,3 +15,4 @@ mod sources;
 mod support;
 mod watch;
 mod windows;
+mod wrong;

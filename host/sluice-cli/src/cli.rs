@@ -124,6 +124,9 @@ pub enum LakeCommand {
 
 #[derive(Debug, Args)]
 pub struct LakeArgs {
+    /// The lake directory (or `--lake`).
+    #[arg(value_name = "LAKE", conflicts_with = "lake")]
+    pub path: Option<PathBuf>,
     /// The lake directory.
     #[arg(long, default_value = "lake")]
     pub lake: PathBuf,

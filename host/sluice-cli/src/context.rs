@@ -60,6 +60,8 @@ pub fn job(spec: &PipelineSpec, rt: &WasmRuntime) -> Result<(Job, Arc<Lake>), Ex
     }
     let lake =
         Arc::new(Lake::open(&spec.sink).with_context(|| format!("opening the lake {}", spec.sink.lake.display()))?);
+    // Failures count against this definition: fixing the pipeline retries poisoned files.
+    lake.set_definition(spec.definition_hash());
     let job = Job { spec: spec.clone(), sources, plugins, sink: lake.clone() };
     Ok((job, lake))
 }

@@ -192,6 +192,17 @@ pub async fn run(
         for src in &plan_job.sources {
             let retries = plan_job.spec.sources.iter().find(|s| s.name == src.name()).map_or(u32::MAX, |s| s.retries);
             let found = src.discover()?;
+            if found.is_empty()
+                && filter.is_none()
+                && let Some(spec) = plan_job.spec.sources.iter().find(|s| s.name == src.name())
+            {
+                plan.warnings.push(format!(
+                    "source `{}`: no file under {} matches {}",
+                    spec.name,
+                    spec.path.display(),
+                    spec.include.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(", ")
+                ));
+            }
             // Decided from the full listing: units a filter leaves out still exist.
             plan.deleted.extend(plan_job.sink.remove_deleted(src.name(), &found)?);
             for unit in found {
@@ -213,7 +224,11 @@ pub async fn run(
     })
     .await
     .map_err(|e| RunError::Internal(format!("planner panicked: {e}")))??;
-    let Plan { groups, unchanged, poisoned, all, deleted } = plan;
+    let Plan { groups, unchanged, poisoned, all, deleted, warnings } = plan;
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    summary.warnings = warnings;
     let units: usize = groups.iter().map(|g| g.len()).sum();
 
     summary.files_seen = units as u64 + unchanged + poisoned.len() as u64;
@@ -226,7 +241,9 @@ pub async fn run(
     }
     for unit in poisoned {
         let file = unit.display_name();
-        let error = "failed too many times; skipped until the file changes or `--force` is given".to_string();
+        let error = "failed too many times with this file and this pipeline; skipped until the file or the \
+                     pipeline changes, or `sluice run --force` retries it"
+            .to_string();
         tracing::warn!(file = %file, "poisoned: {error}");
         summary.failures.push(UnitFailure { file, step: None, action: "poisoned".into(), error });
     }
@@ -296,6 +313,8 @@ pub async fn run(
 /// What the planner found.
 #[derive(Default)]
 struct Plan {
+    /// Things the run's output should say (a source that matched no file).
+    warnings: Vec<String>,
     /// Units to process, grouped: a group's units go in order through one worker.
     groups: Vec<Vec<SourceUnit>>,
     unchanged: u64,
@@ -558,6 +577,8 @@ struct Chain<'a> {
     unit_id: String,
     /// Rows handlers set aside (the reject column), waiting to be written.
     rejects: Vec<Reject>,
+    /// The steps that set rows aside in the unit in flight.
+    reject_steps: Vec<String>,
 }
 
 impl<'a> Chain<'a> {
@@ -570,6 +591,7 @@ impl<'a> Chain<'a> {
             stats: job.spec.steps.iter().map(|s| StepStats { name: s.name.clone(), ..Default::default() }).collect(),
             unit_id: String::new(),
             rejects: Vec::new(),
+            reject_steps: Vec::new(),
         }
     }
 
@@ -606,6 +628,7 @@ impl<'a> Chain<'a> {
     fn begin_unit(&mut self, unit: &SourceUnit) {
         self.unit_id = unit.id();
         self.rejects.clear();
+        self.reject_steps.clear();
         for i in 0..self.handlers.len() {
             if self.keyed[i].as_ref().is_some_and(|k| k.unit_scoped()) {
                 self.drop_instance(i);
@@ -692,6 +715,10 @@ impl<'a> Chain<'a> {
                 for b in out {
                     match split_rejects(&b, &self.job.spec.steps[i].name) {
                         Ok((b, rejects)) => {
+                            let name = &self.job.spec.steps[i].name;
+                            if !rejects.is_empty() && !self.reject_steps.contains(name) {
+                                self.reject_steps.push(name.clone());
+                            }
                             self.rejects.extend(rejects);
                             kept.push(b);
                         }
@@ -830,6 +857,8 @@ fn process_unit_inner(
 ) -> Result<crate::sink::CommitReport, UnitError> {
     let source = job.sources.iter().find(|s| s.name() == unit.source).expect("units come from the job's sources");
     let stream = source.open(unit).map_err(UnitError::Source)?;
+    let policy = job.spec.sources.iter().find(|s| s.name == unit.source).map(|s| s.rejects);
+    let mut source_rejects = 0u64;
     chain.begin_unit(unit);
     let mut writer = job.sink.begin(unit).map_err(UnitError::Sink)?;
     let result = std::thread::scope(|scope| -> Result<(), UnitError> {
@@ -848,6 +877,7 @@ fn process_unit_inner(
                 SourceItem::Batch(batch) => batch,
                 SourceItem::Rejects(rejects) => {
                     *rows_rejected += rejects.len() as u64;
+                    source_rejects += rejects.len() as u64;
                     writer.write_rejects(&rejects_batch(unit, &rejects)).map_err(UnitError::Sink)?;
                     continue;
                 }
@@ -866,6 +896,31 @@ fn process_unit_inner(
             writer.write(&out).map_err(UnitError::Sink)?;
         }
         drain_rejects(chain, unit, &mut *writer, rows_rejected)?;
+        // The source's reject limits count the unit's rejects from every stage: rows the reader
+        // could not parse and rows steps set aside (the reader alone checked only its own).
+        if let Some(policy) = &policy
+            && *rows_rejected > source_rejects
+        {
+            let rows = *rows_in + source_rejects;
+            let rate = if rows == 0 { 0.0 } else { *rows_rejected as f64 / rows as f64 };
+            let over = match (policy.max_errors, policy.max_error_rate) {
+                (Some(max), _) if *rows_rejected > max => Some(format!(
+                    "{} rejected rows (by the source and steps), more than max_errors = {max}",
+                    rows_rejected
+                )),
+                (_, Some(max)) if rate > max => Some(format!(
+                    "{} of {rows} rows rejected by the source and steps ({:.2}%), more than max_error_rate = {max}",
+                    rows_rejected,
+                    rate * 100.0
+                )),
+                _ => None,
+            };
+            if let Some(message) = over {
+                let steps: Vec<&str> = chain.reject_steps.iter().map(String::as_str).collect();
+                let message = format!("{message}; steps that rejected rows: {}", steps.join(", "));
+                return Err(UnitError::Source(SourceError::Format { path: unit.display_name(), message }));
+            }
+        }
         // Keyed state is committed with the data it came from.
         for (index, keyed) in chain.keyed.iter_mut().enumerate() {
             let Some(keyed) = keyed.as_mut().filter(|k| k.tracked()) else { continue };

@@ -9,6 +9,17 @@ use std::time::Duration;
 use arrow_schema::DataType;
 use serde::Serialize;
 
+impl PipelineSpec {
+    /// A hash of what the pipeline does (sources, steps and their configs, sink, settings; not
+    /// the file it was read from): a unit that failed under one definition is retried under
+    /// another.
+    pub fn definition_hash(&self) -> String {
+        let text = serde_json::to_string(&(&self.name, &self.sources, &self.steps, &self.sink, &self.settings))
+            .unwrap_or_default();
+        crate::sha256_hex(&[text.as_bytes()])[..16].to_string()
+    }
+}
+
 /// One pipeline: sources, a chain of steps, and a sink.
 #[derive(Debug, Clone, Serialize)]
 pub struct PipelineSpec {

@@ -84,6 +84,8 @@ pub struct RunSummary {
     pub failures: Vec<UnitFailure>,
     /// Every unit committed or re-run by this run, in commit order, with its row counts.
     pub units: Vec<UnitCounts>,
+    /// What the user should know about the run (a source whose globs matched no file).
+    pub warnings: Vec<String>,
     /// Rows read from sources.
     pub rows_in: u64,
     /// Rows committed to the sink.
@@ -125,6 +127,9 @@ impl RunSummary {
             let _ = write!(s, ", {} deleted at the source and removed", self.files_deleted);
         }
         s.push('\n');
+        for w in &self.warnings {
+            let _ = writeln!(s, "  warning: {w}");
+        }
         if self.files_rerun > 0 {
             let _ = writeln!(
                 s,
@@ -163,13 +168,15 @@ impl RunSummary {
             );
         }
         for f in &self.failures {
+            // Errors often start with the file already (`path: message`): say it once.
+            let error = f.error.strip_prefix(&format!("{}: ", f.file)).unwrap_or(&f.error);
             let _ = writeln!(
                 s,
                 "  {}: {}{}: {}",
                 f.action,
                 f.file,
                 f.step.as_deref().map(|st| format!(" (step `{st}`)")).unwrap_or_default(),
-                f.error
+                error
             );
         }
         let _ = write!(

@@ -1,7 +1,8 @@
 //! Failed attempts per unit, so that a unit failing again and again is poisoned instead of being
 //! retried forever: an append-only JSON-lines log `<lake>/_sluice/failures.jsonl`, kept apart
-//! from the ledger. Attempts count only while the unit's fingerprint (size, mtime) is unchanged;
-//! a changed file starts from zero, and a commit makes them irrelevant.
+//! from the ledger. Attempts count only while the unit's fingerprint (size, mtime) and the
+//! pipeline's definition are unchanged: a changed file or a fixed pipeline starts from zero, and
+//! a commit makes them irrelevant.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -23,12 +24,24 @@ struct FailureRecord {
     mtime_ns: i64,
     error: String,
     at_ms: u64,
+    /// The pipeline definition the attempt ran under (`PipelineSpec::definition_hash`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    definition: Option<String>,
 }
 
 pub(crate) struct Failures {
     path: PathBuf,
-    /// (dataset, unit id) -> (size, mtime, attempts with that fingerprint).
-    counts: HashMap<(String, String), (u64, i64, u32)>,
+    /// (dataset, unit id) -> its attempts with its latest fingerprint and pipeline definition.
+    counts: HashMap<(String, String), Attempts>,
+}
+
+/// Failed attempts at one unit with one fingerprint under one pipeline definition.
+#[derive(Debug, Clone, PartialEq)]
+struct Attempts {
+    size: u64,
+    mtime_ns: i64,
+    definition: Option<String>,
+    n: u32,
 }
 
 impl Failures {
@@ -40,24 +53,28 @@ impl Failures {
                 let line = line.map_err(|e| SinkError::io(&f.path, e))?;
                 // A torn or foreign line only loses one attempt: failures are advisory.
                 if let Ok(r) = serde_json::from_str::<FailureRecord>(&line) {
-                    f.count(r.dataset, r.unit_id, r.size, r.mtime_ns);
+                    f.count(r.dataset, r.unit_id, r.size, r.mtime_ns, r.definition);
                 }
             }
         }
         Ok(f)
     }
 
-    fn count(&mut self, dataset: String, unit_id: String, size: u64, mtime_ns: i64) {
-        let e = self.counts.entry((dataset, unit_id)).or_insert((size, mtime_ns, 0));
-        if (e.0, e.1) != (size, mtime_ns) {
-            *e = (size, mtime_ns, 0);
+    fn count(&mut self, dataset: String, unit_id: String, size: u64, mtime_ns: i64, definition: Option<String>) {
+        let fresh = Attempts { size, mtime_ns, definition, n: 0 };
+        let e = self.counts.entry((dataset, unit_id)).or_insert_with(|| fresh.clone());
+        if (e.size, e.mtime_ns, &e.definition) != (fresh.size, fresh.mtime_ns, &fresh.definition) {
+            *e = fresh;
         }
-        e.2 += 1;
+        e.n += 1;
     }
 
-    pub(crate) fn attempts(&self, dataset: &str, unit: &SourceUnit) -> u32 {
+    /// Failed attempts at `unit` with its current fingerprint under pipeline `definition`.
+    pub(crate) fn attempts(&self, dataset: &str, unit: &SourceUnit, definition: Option<&str>) -> u32 {
         match self.counts.get(&(dataset.to_string(), unit.id())) {
-            Some(&(size, mtime, n)) if size == unit.size && mtime == unit.mtime_ns => n,
+            Some(a) if a.size == unit.size && a.mtime_ns == unit.mtime_ns && a.definition.as_deref() == definition => {
+                a.n
+            }
             _ => 0,
         }
     }
@@ -68,6 +85,7 @@ impl Failures {
         unit: &SourceUnit,
         error: &str,
         at_ms: u64,
+        definition: Option<&str>,
     ) -> Result<(), SinkError> {
         let r = FailureRecord {
             dataset: dataset.to_string(),
@@ -77,13 +95,14 @@ impl Failures {
             mtime_ns: unit.mtime_ns,
             error: error.to_string(),
             at_ms,
+            definition: definition.map(str::to_string),
         };
         let mut line = serde_json::to_string(&r).map_err(|e| SinkError::Encode(e.to_string()))?;
         line.push('\n');
         let mut f =
             OpenOptions::new().create(true).append(true).open(&self.path).map_err(|e| SinkError::io(&self.path, e))?;
         f.write_all(line.as_bytes()).and_then(|_| f.sync_data()).map_err(|e| SinkError::io(&self.path, e))?;
-        self.count(r.dataset, r.unit_id, r.size, r.mtime_ns);
+        self.count(r.dataset, r.unit_id, r.size, r.mtime_ns, r.definition);
         Ok(())
     }
 }

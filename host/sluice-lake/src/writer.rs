@@ -48,6 +48,8 @@ struct LakeInner {
     /// Serializes deleting expired retained files with choosing names for new files, so a name
     /// is never reused while its old file is being deleted.
     names: Mutex<()>,
+    /// The pipeline definition failures are counted under (see [`Lake::set_definition`]).
+    definition: Mutex<Option<String>>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -93,6 +95,7 @@ impl Lake {
                 partition_commits: Mutex::new(()),
                 stats: Mutex::default(),
                 names: Mutex::new(()),
+                definition: Mutex::new(None),
             }),
         };
         lake.inner.purge_expired();
@@ -108,6 +111,13 @@ impl Lake {
 
     pub fn root(&self) -> &Path {
         &self.inner.root
+    }
+
+    /// The definition of the pipeline writing (`PipelineSpec::definition_hash`): failed attempts
+    /// are recorded under it and only those under the current one count towards poisoning, so
+    /// a fixed pipeline retries the files an earlier one gave up on.
+    pub fn set_definition(&self, definition: String) {
+        *self.inner.definition.lock().expect("definition lock") = Some(definition);
     }
 
     /// Commits this process appended so far (a cheap change counter for catalog publishing).
@@ -415,11 +425,23 @@ impl Sink for Lake {
     }
 
     fn failures(&self, unit: &SourceUnit) -> Result<u32, SinkError> {
-        Ok(self.inner.failures.lock().expect("failures lock").attempts(&self.inner.spec.dataset, unit))
+        let definition = self.inner.definition.lock().expect("definition lock").clone();
+        Ok(self.inner.failures.lock().expect("failures lock").attempts(
+            &self.inner.spec.dataset,
+            unit,
+            definition.as_deref(),
+        ))
     }
 
     fn record_failure(&self, unit: &SourceUnit, error: &str) -> Result<(), SinkError> {
-        self.inner.failures.lock().expect("failures lock").record(&self.inner.spec.dataset, unit, error, now_ms())
+        let definition = self.inner.definition.lock().expect("definition lock").clone();
+        self.inner.failures.lock().expect("failures lock").record(
+            &self.inner.spec.dataset,
+            unit,
+            error,
+            now_ms(),
+            definition.as_deref(),
+        )
     }
 
     fn snapshot(&self) -> Result<LakeSnapshot, SinkError> {

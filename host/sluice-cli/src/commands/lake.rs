@@ -19,8 +19,8 @@ pub fn lake(cmd: LakeCommand) -> Result<u8, Exit> {
 }
 
 fn read(args: &LakeArgs) -> Result<LakeState, Exit> {
-    let root =
-        args.lake.canonicalize().with_context(|| format!("lake {}", args.lake.display())).map_err(Exit::config)?;
+    let lake = args.path.as_ref().unwrap_or(&args.lake);
+    let root = lake.canonicalize().with_context(|| format!("lake {}", lake.display())).map_err(Exit::config)?;
     LakeState::read(&root).with_context(|| format!("reading the ledger of {}", root.display())).map_err(Exit::config)
 }
 
@@ -72,10 +72,11 @@ fn status(args: &LakeArgs) -> Result<u8, Exit> {
             println!(
                 "{:<24} {:>10} {:>8} {:>14} {:>14}",
                 d["dataset"].as_str().unwrap_or_default(),
-                d["partitions"],
-                d["files"],
-                d["rows"],
-                d["bytes"]
+                // Numbers, not JSON values: a `Value` ignores the column width.
+                d["partitions"].as_u64().unwrap_or_default(),
+                d["files"].as_u64().unwrap_or_default(),
+                d["rows"].as_u64().unwrap_or_default(),
+                d["bytes"].as_u64().unwrap_or_default()
             );
         }
         for (name, ds) in &state.datasets {
