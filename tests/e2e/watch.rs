@@ -296,6 +296,9 @@ fn watch_burst_of_1000_small_files_with_metrics() {
     assert_eq!(metric(&metrics, "sluice_files_seen_total{pipeline=\"w\"}"), Some(FILES as f64));
     assert_eq!(metric(&metrics, "sluice_rows_written_total{pipeline=\"w\"}"), Some((FILES * ROWS) as f64));
     assert_eq!(metric(&metrics, "sluice_commit_latency_seconds_count{pipeline=\"w\"}"), Some(FILES as f64));
+    // Counters exist at zero, and the body is what its content type says.
+    assert_eq!(metric(&metrics, "sluice_catalog_publish_failures_total{pipeline=\"w\"}"), Some(0.0));
+    assert!(metrics.contains("Content-Type: text/plain; version=0.0.4") && !metrics.contains("# EOF"));
     // At least one call of the step per file (a batch, then the end-of-file flush).
     let calls = metric(&metrics, "sluice_step_calls_total{pipeline=\"w\",step=\"select\"}").unwrap();
     assert!(calls >= FILES as f64, "{calls} step calls");

@@ -125,3 +125,17 @@ fn lake_status_takes_the_lake_as_an_argument_and_aligns_its_columns() {
     let out = run(&["lake", "verify", lake.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0));
 }
+
+#[test]
+fn watching_two_pipelines_into_one_lake_says_what_to_do_instead() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let a = pipeline(root, "utf8", "", PASS);
+    let b = root.join("b.yaml");
+    std::fs::write(&b, std::fs::read_to_string(&a).unwrap().replace("pipeline: wrong", "pipeline: other")).unwrap();
+    let out = run(&["watch", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("write to the same lake") && err.contains("Give `other` another `sink.lake`"), "{err}");
+    assert!(err.contains("sluice run"), "{err}");
+}

@@ -63,8 +63,25 @@ fn serve(server: &Server, metrics: &Metrics, shutdown: &Shutdown) {
     for req in server.incoming_requests() {
         let path = req.url().split('?').next().unwrap_or("").to_string();
         let resp = match (req.method(), path.as_str()) {
-            (tiny_http::Method::Get, "/metrics") => Response::from_string(metrics.encode())
-                .with_header(header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")),
+            (tiny_http::Method::Get, "/metrics") => {
+                // OpenMetrics to the scrapers that ask for it, the Prometheus text format (0.0.4)
+                // to the others, each under its own content type.
+                let accept = req
+                    .headers()
+                    .iter()
+                    .find(|h| h.field.equiv("Accept"))
+                    .map(|h| h.value.as_str().to_ascii_lowercase())
+                    .unwrap_or_default();
+                if accept.contains("application/openmetrics-text") {
+                    Response::from_string(metrics.encode()).with_header(header(
+                        "Content-Type",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ))
+                } else {
+                    Response::from_string(prometheus_text(&metrics.encode()))
+                        .with_header(header("Content-Type", "text/plain; version=0.0.4; charset=utf-8"))
+                }
+            }
             (tiny_http::Method::Get, "/healthz") if shutdown.is_triggered() => {
                 Response::from_string("stopping\n").with_status_code(503)
             }
@@ -77,6 +94,30 @@ fn serve(server: &Server, metrics: &Metrics, shutdown: &Shutdown) {
     }
 }
 
+/// The Prometheus text format (0.0.4) of an OpenMetrics exposition: no `# EOF` or `# UNIT`
+/// lines, and counters' `HELP`/`TYPE` under the name their samples carry (`_total`).
+fn prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{p}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::{Read, Write};
@@ -84,8 +125,12 @@ mod tests {
     use super::*;
 
     fn get(addr: SocketAddr, path: &str) -> String {
+        get_with(addr, path, "")
+    }
+
+    fn get_with(addr: SocketAddr, path: &str, headers: &str) -> String {
         let mut s = std::net::TcpStream::connect(addr).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n").unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out
@@ -101,6 +146,18 @@ mod tests {
         let m = get(addr, "/metrics");
         assert!(m.starts_with("HTTP/1.1 200"), "{m}");
         assert!(m.contains("sluice_files_seen_total{pipeline=\"p\"} 2"), "{m}");
+        // Prometheus text by default: its content type, no OpenMetrics-only lines, counters
+        // typed under their sample name; every counter of the pipeline is there from the start.
+        assert!(m.contains("Content-Type: text/plain; version=0.0.4"), "{m}");
+        assert!(!m.contains("# EOF") && !m.contains("# UNIT"), "{m}");
+        assert!(m.contains("# TYPE sluice_files_seen_total counter"), "{m}");
+        assert!(m.contains("sluice_catalog_publish_failures_total{pipeline=\"p\"} 0"), "{m}");
+        assert!(m.contains("sluice_rows_written_total{pipeline=\"p\"} 0"), "{m}");
+        // OpenMetrics to a scraper that asks for it.
+        let m = get_with(addr, "/metrics", "Accept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\n");
+        assert!(m.contains("Content-Type: application/openmetrics-text; version=1.0.0"), "{m}");
+        assert!(m.trim_end().ends_with("# EOF"), "{m}");
+        assert!(m.contains("# TYPE sluice_files_seen counter"), "{m}");
         assert!(get(addr, "/healthz").starts_with("HTTP/1.1 200"));
         assert!(get(addr, "/nope").starts_with("HTTP/1.1 404"));
         shutdown.trigger();

@@ -129,9 +129,21 @@ impl Metrics {
     pub fn pipeline(self: &Arc<Self>, name: &str) -> PipelineMetrics {
         let p = PipelineMetrics { metrics: self.clone(), label: [("pipeline", name.to_string())] };
         // Export zeros from the start, so rates work from the first scrape.
-        for f in [&self.files_seen, &self.files_committed, &self.files_failed, &self.passes] {
+        for f in [
+            &self.files_seen,
+            &self.files_committed,
+            &self.files_failed,
+            &self.rows_in,
+            &self.rows_written,
+            &self.bytes_in,
+            &self.bytes_written,
+            &self.passes,
+            &self.publishes,
+            &self.publish_failures,
+        ] {
             let _ = f.get_or_create(&p.label);
         }
+        let _ = self.plugin_seconds.get_or_create(&p.label);
         let _ = self.queue_depth.get_or_create(&p.label);
         p
     }

@@ -28,9 +28,13 @@ pub fn watch(args: &WatchArgs, g: &Global) -> Result<u8, Exit> {
         if let Some((_, other)) = lakes.iter().find(|(k, _)| *k == key) {
             return Err(Exit::config(anyhow::anyhow!(
                 "pipelines `{other}` and `{}` write to the same lake {}: `sluice watch` keeps a lake open \
-                 (one writer) for its whole run, so each watched pipeline needs a lake of its own",
+                 (one writer) for its whole run, so each watched pipeline needs a lake of its own. Give \
+                 `{}` another `sink.lake` (a `sluice query --lake` per lake reads each), or ingest these \
+                 pipelines with `sluice run` (for example every minute from cron), which opens the lake for \
+                 one pipeline at a time",
                 spec.name,
-                key.display()
+                key.display(),
+                spec.name
             )));
         }
         lakes.push((key, &spec.name));
