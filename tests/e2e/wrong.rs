@@ -139,3 +139,23 @@ fn watching_two_pipelines_into_one_lake_says_what_to_do_instead() {
     assert!(err.contains("write to the same lake") && err.contains("Give `other` another `sink.lake`"), "{err}");
     assert!(err.contains("sluice run"), "{err}");
 }
+
+#[test]
+fn a_sum_of_integers_stays_an_exact_integer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    // Two values whose sum a Float64 cannot hold exactly (2^53 + 1 + 2).
+    write(&root.join("in/temps.csv"), "day,temp\nmon,9007199254740993\nmon,2\ntue,5\n");
+    let steps = r#"  - plugin: derive
+    config: {columns: {t: "0"}}
+  - plugin: aggregate
+    config: {keys: [day], time: t, every: 1d, aggs: [{fn: sum, column: temp, as: total}, {fn: count, as: n}]}"#;
+    let p = pipeline(root, "int64", "", steps);
+    let (code, s, _) = run_summary(&p);
+    assert_eq!(code, Some(0), "{s}");
+    let rows =
+        query(&root.join("lake"), "SELECT day, typeof(total) AS ty, total::VARCHAR AS total FROM weather ORDER BY day");
+    assert_eq!(rows[0]["ty"], "BIGINT", "{rows:?}");
+    assert_eq!(rows[0]["total"], "9007199254740995", "{rows:?}");
+    assert_eq!(rows[1]["total"], "5", "{rows:?}");
+}

@@ -72,6 +72,8 @@ pub struct Spec {
 enum Acc {
     Count(i64),
     Sum(f64, bool),
+    /// The sum of an integer column, exact (any value seen).
+    SumInt(i64, bool),
     Min(Option<f64>),
     Max(Option<f64>),
     Mean(f64, i64),
@@ -92,7 +94,15 @@ struct Group {
 enum Input {
     Rows,
     Num(Float64Array),
+    /// An integer column summed exactly.
+    Int(Int64Array),
     Str(ArrayRef),
+}
+
+/// Whether `sum` of a column of type `t` stays an integer (Int64): signed integers and the
+/// unsigned ones that fit an i64.
+fn sums_as_int(t: &DataType) -> bool {
+    t.is_integer() && *t != DataType::UInt64
 }
 
 /// The grouping state.
@@ -173,8 +183,14 @@ impl Engine {
             } else if a.func != AggFn::Count {
                 return Err(Error::config("`column` is required except for count").key(a.key.clone()));
             }
+            let int_sum = a.func == AggFn::Sum
+                && a.column
+                    .as_ref()
+                    .and_then(|c| input.field_with_name(c).ok())
+                    .is_some_and(|f| sums_as_int(f.data_type()));
             let t = match a.func {
                 AggFn::Count | AggFn::CountDistinct => DataType::Int64,
+                AggFn::Sum if int_sum => DataType::Int64,
                 _ => DataType::Float64,
             };
             if fields.iter().any(|f| f.name() == &a.output) {
@@ -200,6 +216,7 @@ impl Engine {
             .zip(inputs)
             .map(|(a, i)| match a.func {
                 AggFn::Count => Acc::Count(0),
+                AggFn::Sum if matches!(i, Input::Int(_)) => Acc::SumInt(0, false),
                 AggFn::Sum => Acc::Sum(0.0, false),
                 AggFn::Min => Acc::Min(None),
                 AggFn::Max => Acc::Max(None),
@@ -253,6 +270,12 @@ impl Engine {
                 None => Ok(Input::Rows),
                 Some(c) => {
                     let col = batch.column_by_name(c).ok_or_else(|| Error::data("column not found").column(c))?;
+                    if a.func == AggFn::Sum
+                        && sums_as_int(col.data_type())
+                        && let Some(ints) = crate::num::to_i64(col.as_ref())
+                    {
+                        return Ok(Input::Int(ints));
+                    }
                     Ok(match to_f64(col.as_ref()) {
                         Some(f) if a.func != AggFn::CountDistinct || !Ty::is_str(col.data_type()) => Input::Num(f),
                         _ => Input::Str(crate::expr::normalize_column(col)?),
@@ -325,6 +348,17 @@ impl Engine {
                         }
                         continue;
                     }
+                    Input::Int(a) => {
+                        if let Acc::SumInt(s, any) = acc
+                            && a.is_valid(row)
+                        {
+                            *s = s
+                                .checked_add(a.value(row))
+                                .ok_or_else(|| Error::data("an integer sum overflows Int64").row(row))?;
+                            *any = true;
+                        }
+                        continue;
+                    }
                     Input::Num(f) => {
                         if f.is_null(row) {
                             continue;
@@ -334,6 +368,8 @@ impl Engine {
                 };
                 match acc {
                     Acc::Count(c) => *c += 1,
+                    // Fed by `Input::Int` above.
+                    Acc::SumInt(..) => {}
                     Acc::Sum(s, any) => {
                         *s += v;
                         *any = true;
@@ -406,11 +442,16 @@ impl Engine {
             let mut vals = Vec::with_capacity(which.len());
             let mut valid = Vec::with_capacity(which.len());
             let mut ints = Vec::new();
+            let mut int_valid = Vec::new();
             for &g in &which {
                 match &groups[g].accs[i] {
                     Acc::Count(c) => ints.push(*c),
                     Acc::DistinctNum(s) => ints.push(s.len() as i64),
                     Acc::DistinctStr(s) => ints.push(s.len() as i64),
+                    Acc::SumInt(s, any) => {
+                        ints.push(*s);
+                        int_valid.push(*any);
+                    }
                     Acc::Sum(s, any) => {
                         vals.push(*s);
                         valid.push(*any);
@@ -430,7 +471,10 @@ impl Engine {
                 }
             }
             cols.push(if schema.field(self.spec.keys.len() + 1 + i).data_type() == &DataType::Int64 {
-                Arc::new(Int64Array::new(ScalarBuffer::from(ints), None))
+                // Counts are never null; an integer sum is null when its group had no value.
+                let nulls =
+                    (int_valid.len() == ints.len() && int_valid.contains(&false)).then(|| NullBuffer::from(int_valid));
+                Arc::new(Int64Array::new(ScalarBuffer::from(ints), nulls))
             } else {
                 let nulls = NullBuffer::from(valid);
                 let nulls = (nulls.null_count() > 0).then_some(nulls);
