@@ -50,6 +50,10 @@ fn a_poisoned_file_is_retried_once_the_pipeline_is_fixed() {
     for _ in 0..3 {
         let (code, s, _) = run_summary(&p);
         assert_eq!((code, s["files_failed"].as_u64()), (Some(1), Some(1)), "{s}");
+        // No row parsed: the message names the column and the first bad value.
+        let error = s["failures"][0]["error"].as_str().unwrap();
+        assert!(error.contains("none of its 3 row(s) parsed") && error.contains("column `temp`"), "{error}");
+        assert!(error.contains("`warm`") && error.contains("line 2"), "{error}");
     }
     let (code, s, text) = run_summary(&p);
     assert_eq!((code, s["files_poisoned"].as_u64(), s["files_committed"].as_u64()), (Some(0), Some(1), Some(0)));
