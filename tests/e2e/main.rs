@@ -13,5 +13,6 @@ mod readers;
 mod run_csv;
 mod sources;
 mod support;
+mod types;
 mod watch;
 mod windows;
