@@ -56,3 +56,28 @@ fn every_timestamp_unit_reads_back_as_a_timestamp() {
         }
     }
 }
+
+/// JSON numbers and booleans in a column declared `utf8` are read as their text, not rejected.
+#[test]
+fn json_numbers_and_booleans_in_a_text_column_keep_their_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    write(
+        &root.join("in/a.jsonl"),
+        "{\"id\": 1, \"year\": \"MCMXL\"}\n{\"id\": 2, \"year\": 1776}\n{\"id\": 3, \"year\": 1.50}\n\
+         {\"id\": 4, \"year\": true}\n{\"id\": 5, \"year\": null}\n",
+    );
+    let yaml = root.join("p.yaml");
+    write(
+        &yaml,
+        "pipeline: j\nsources:\n  s:\n    path: in\n    glob: \"*.jsonl\"\n    format:\n      jsonl: \
+         {columns: {id: int64, year: utf8}}\nsteps: []\nsink: {lake: lake, dataset: j}\n",
+    );
+    assert_eq!(run(&["run", "-q", yaml.to_str().unwrap()]).status.code(), Some(0));
+    let rows = query(&root.join("lake"), "SELECT id, year FROM j ORDER BY id");
+    let years: Vec<_> = rows.iter().map(|r| r["year"].clone()).collect();
+    assert_eq!(
+        years,
+        [serde_json::json!("MCMXL"), "1776".into(), "1.50".into(), "true".into(), serde_json::Value::Null]
+    );
+}
