@@ -127,6 +127,37 @@ fn missing_source_directory_is_located() {
     assert!(stderr.contains(&format!("{}:4:11: source `s`: directory", file.display())), "{stderr}");
 }
 
+/// A source without `columns` validates, but `validate` says plainly that the schema is
+/// unchecked, which source, and how to have it checked; with `columns` it says nothing more.
+#[test]
+fn validate_says_when_a_source_leaves_the_schema_unchecked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("p.yaml");
+    std::fs::create_dir_all(tmp.path().join("in")).unwrap();
+    let pipeline = |columns: &str| {
+        format!(
+            "pipeline: p\nsources:\n  s:\n    path: in\n    format: {{csv: {{header: true{columns}}}}}\n\
+             steps:\n  - plugin: select\n    config: {{columns: [nope]}}\nsink: {{lake: ./lake, dataset: d}}\n"
+        )
+    };
+    crate::support::write(&file, &pipeline(""));
+    let out = run(&["validate", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: pipeline `p`: the schema is unchecked: source `s` declares no `columns`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("the steps' column references"), "{stderr}");
+    assert!(stderr.contains("declare `columns` under `sources.s.format.csv`"), "{stderr}");
+    // Declared, the schema is checked: the missing column is an error, and nothing is unchecked.
+    crate::support::write(&file, &pipeline(", columns: {a: int64}"));
+    let out = run(&["validate", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("nope") && !stderr.contains("unchecked"), "{stderr}");
+}
+
 #[test]
 fn schema_is_json_and_names_the_language() {
     let out = run(&["schema"]);

@@ -13,6 +13,7 @@ mod readers;
 mod run_csv;
 mod sources;
 mod support;
+mod types;
 mod watch;
 mod windows;
 mod wrong;

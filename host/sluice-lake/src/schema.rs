@@ -28,6 +28,19 @@ impl Column {
     }
 }
 
+/// The type a column of `t` is written to Parquet as. Parquet has no seconds unit for
+/// timestamps (Arrow's writer stores `Timestamp(s)` as a plain INT64 that DuckDB, Spark and
+/// Polars read as an integer), so second timestamps are written as millisecond timestamps in the
+/// same time zone; every other type is written as it is.
+pub fn parquet_type(t: &DataType) -> DataType {
+    match t {
+        DataType::Timestamp(arrow_schema::TimeUnit::Second, tz) => {
+            DataType::Timestamp(arrow_schema::TimeUnit::Millisecond, tz.clone())
+        }
+        other => other.clone(),
+    }
+}
+
 /// True when every value of `from` converts to `to` without loss of range: int32→int64,
 /// float32→float64, any integer→float64 (the last may round beyond 2^53, accepted by design).
 pub fn widens(from: &DataType, to: &DataType) -> bool {
@@ -105,12 +118,26 @@ pub(crate) fn plan(dataset: &str, stored: &[Column], incoming: &Schema, policy: 
     let mut actions = Vec::new();
     let mut fields = Vec::new();
     let first = stored.is_empty();
+    // A dataset recorded before second timestamps were written as milliseconds says
+    // `Timestamp(s)`; its next commit records the type its new files have.
+    for c in next.iter_mut() {
+        if let Some(t) = c.parsed() {
+            let written = parquet_type(&t);
+            if written != t {
+                c.data_type = written.to_string();
+            }
+        }
+    }
     for f in incoming.fields() {
+        let new = parquet_type(f.data_type());
+        // Keep the column as it comes, or cast it to the type it is written as.
+        let keep = || if new == *f.data_type() { Action::Keep } else { Action::Cast(new.clone()) };
+        let written = f.as_ref().clone().with_data_type(new.clone());
         let Some(pos) = next.iter().position(|c| c.name == *f.name()) else {
             if first || policy == SchemaPolicy::Evolve {
-                next.push(Column::of(f));
-                actions.push(Action::Keep);
-                fields.push(f.as_ref().clone());
+                next.push(Column::of(&written));
+                actions.push(keep());
+                fields.push(written);
             } else if policy == SchemaPolicy::DiscardColumns {
                 tracing::debug!(dataset, column = %f.name(), "schema_policy discard_columns: dropping a new column");
                 actions.push(Action::Drop);
@@ -124,20 +151,19 @@ pub(crate) fn plan(dataset: &str, stored: &[Column], incoming: &Schema, policy: 
             continue;
         };
         let old = next[pos].parsed().unwrap_or(DataType::Null);
-        let new = f.data_type();
-        if old == *new {
-            actions.push(Action::Keep);
-            fields.push(f.as_ref().clone());
-        } else if widens(new, &old) {
+        if old == new {
+            actions.push(keep());
+            fields.push(written);
+        } else if widens(&new, &old) {
             // Narrower than the dataset's type: written as the dataset's type.
             actions.push(Action::Cast(old.clone()));
             fields.push(Field::new(f.name(), old, f.is_nullable()));
-        } else if widens(&old, new) && policy == SchemaPolicy::Evolve {
-            next[pos] = Column::of(f);
-            actions.push(Action::Keep);
-            fields.push(f.as_ref().clone());
+        } else if widens(&old, &new) && policy == SchemaPolicy::Evolve {
+            next[pos] = Column::of(&written);
+            actions.push(keep());
+            fields.push(written);
         } else {
-            let why = if widens(&old, new) {
+            let why = if widens(&old, &new) {
                 format!("widening is not allowed by schema_policy: {}", policy_name(policy))
             } else {
                 "not a safe widening".to_string()
@@ -199,5 +225,23 @@ mod tests {
         assert_eq!(p.output.fields().len(), 1);
         assert!(widens(&DataType::Int32, &DataType::Float64));
         assert!(!widens(&DataType::Float64, &DataType::Int64));
+    }
+
+    #[test]
+    fn second_timestamps_are_written_and_recorded_as_milliseconds() {
+        use arrow_schema::TimeUnit::{Millisecond, Second};
+        let secs = DataType::Timestamp(Second, Some("UTC".into()));
+        let ms = DataType::Timestamp(Millisecond, Some("UTC".into()));
+        let p = plan("d", &[], &schema(&[("t", secs.clone())]), SchemaPolicy::Freeze).unwrap();
+        assert_eq!(p.output.field(0).data_type(), &ms);
+        assert_eq!(p.dataset[0].parsed(), Some(ms.clone()));
+        // A dataset recorded as `Timestamp(s)` by an older version takes new commits under every
+        // policy, and records the type its files now have.
+        let old = vec![Column { name: "t".into(), data_type: secs.to_string() }];
+        for policy in [SchemaPolicy::Freeze, SchemaPolicy::Evolve, SchemaPolicy::DiscardColumns] {
+            let p = plan("d", &old, &schema(&[("t", secs.clone())]), policy).unwrap();
+            assert_eq!(p.output.field(0).data_type(), &ms);
+            assert_eq!(p.dataset[0].parsed(), Some(ms.clone()));
+        }
     }
 }

@@ -82,8 +82,11 @@ impl JsonlItems {
     }
 
     fn decoder(schema: &SchemaRef, batch_rows: usize, unit: &str) -> Result<Decoder, SourceError> {
+        // A column declared (or inferred as) text takes a number's or a boolean's text: `1776`
+        // and `1.50` as written, `true`.
         ReaderBuilder::new(schema.clone())
             .with_batch_size(batch_rows.max(1))
+            .with_coerce_primitive(true)
             .build_decoder()
             .map_err(|e| format_err(unit, e.to_string()))
     }

@@ -13,7 +13,7 @@ use sluice_config::{ConfigError, ConfigErrors, LoadedPipeline};
 use sluice_core::error::PluginError;
 use sluice_core::plugin::{Plugin, PluginRuntime, WithTables};
 use sluice_core::source::Source;
-use sluice_core::spec::PluginRef;
+use sluice_core::spec::{FormatSpec, PluginRef};
 use sluice_source::DirSource;
 
 use crate::Exit;
@@ -37,12 +37,16 @@ pub fn validate(args: &ValidateArgs, g: &Global) -> Result<u8, Exit> {
     }
     let rt = if no_env { None } else { Some(crate::context::runtime(g.plugin_dir.clone())?) };
     for lp in &loaded {
+        let mut unchecked = Vec::new();
         let found = match &rt {
-            Some(rt) => check_environment(lp, rt),
+            Some(rt) => check_environment(lp, rt, &mut unchecked),
             None => Vec::new(),
         };
         if found.is_empty() {
             println!("ok: pipeline `{}` ({})", lp.spec.name, lp.spec.origin.display());
+            for warning in &unchecked {
+                eprintln!("warning: pipeline `{}`: {warning}", lp.spec.name);
+            }
         }
         errors.extend(found);
     }
@@ -55,8 +59,9 @@ pub fn validate(args: &ValidateArgs, g: &Global) -> Result<u8, Exit> {
     Ok(crate::EXIT_CONFIG)
 }
 
-/// Plugins, step configs, source directories and the schema through the chain.
-fn check_environment(lp: &LoadedPipeline, rt: &dyn PluginRuntime) -> Vec<ConfigError> {
+/// Plugins, step configs, source directories and the schema through the chain. `unchecked`
+/// gets a warning per source whose schema is only known once the run reads its files.
+fn check_environment(lp: &LoadedPipeline, rt: &dyn PluginRuntime, unchecked: &mut Vec<String>) -> Vec<ConfigError> {
     let (spec, doc) = (&lp.spec, &lp.doc);
     let mut errs = Vec::new();
 
@@ -123,7 +128,12 @@ fn check_environment(lp: &LoadedPipeline, rt: &dyn PluginRuntime) -> Vec<ConfigE
             continue;
         }
         match DirSource::new(s, spec.settings.batch_rows) {
-            Ok(src) => sources.push(Arc::new(src)),
+            Ok(src) => {
+                if src.schema().is_none() {
+                    unchecked.push(unchecked_schema(&s.name, &s.format));
+                }
+                sources.push(Arc::new(src))
+            }
             Err(e) => errs.push(doc.error(&["sources", &s.name], e.to_string(), None)),
         }
     }
@@ -190,6 +200,20 @@ fn check_environment(lp: &LoadedPipeline, rt: &dyn PluginRuntime) -> Vec<ConfigE
         }
     }
     errs
+}
+
+/// What a source without a declared schema leaves unchecked, and how to have it checked.
+fn unchecked_schema(source: &str, format: &FormatSpec) -> String {
+    let how = match format {
+        FormatSpec::Csv(_) => format!("declare `columns` under `sources.{source}.format.csv` to check them here"),
+        FormatSpec::Jsonl(_) => format!("declare `columns` under `sources.{source}.format.jsonl` to check them here"),
+        FormatSpec::Parquet => "a Parquet source's schema is its files', read only when the run starts".to_string(),
+    };
+    format!(
+        "the schema is unchecked: source `{source}` declares no `columns`, so its columns are only known when the \
+         run reads its files, and the steps' column references and the sink's `partition_by` could not be \
+         checked; {how}"
+    )
 }
 
 /// A plugin's complaint about a step, at the config key it names (else the step's `config:`).
