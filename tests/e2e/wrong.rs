@@ -86,8 +86,12 @@ fn reject_limits_count_the_rows_steps_reject() {
     assert!(!text.contains(&format!("{file}: {file}")), "{text}");
     // Within the limit, the file commits and its rejects are kept.
     let p = pipeline(root, "utf8", "    rejects: {max_error_rate: 0.8}", clean);
-    let (code, s, _) = run_summary(&p);
+    let (code, s, text) = run_summary(&p);
     assert_eq!((code, s["files_committed"].as_u64(), s["rows_rejected"].as_u64()), (Some(0), Some(1), Some(3)), "{s}");
+    // The summary says where the rejected rows are and how to read them; that query works.
+    assert!(text.contains("rejected rows: ") && text.contains("_rejects/dataset=weather"), "{text}");
+    let rejects = query(&root.join("lake"), "SELECT count(*) AS n FROM _rejects");
+    assert_eq!(rejects[0]["n"], 3);
     // max_errors too.
     std::fs::remove_dir_all(root.join("lake")).unwrap();
     let p = pipeline(root, "utf8", "    rejects: {max_errors: 2}", clean);

@@ -304,6 +304,9 @@ pub async fn run(
     for h in handles {
         h.await.map_err(|e| RunError::Internal(format!("worker panicked: {e}")))?;
     }
+    if summary.rows_rejected > 0 {
+        summary.rejects_at = job.sink.rejects_location();
+    }
     summary.interrupted = cancel.load(Ordering::SeqCst);
     summary.fatal = fatal.map(|e| e.to_string());
     summary.finish(started.elapsed());

@@ -106,6 +106,11 @@ pub trait Sink: Send + Sync {
     fn dead_letter(&self, letter: &DeadLetter) -> Result<(), SinkError>;
     /// Everything committed so far, for catalogs.
     fn snapshot(&self) -> Result<crate::catalog::LakeSnapshot, SinkError>;
+    /// Where rejected rows go and how to read them, for the run's summary (`None`: the sink
+    /// keeps none).
+    fn rejects_location(&self) -> Option<String> {
+        None
+    }
     /// How many earlier runs failed on this unit with its current fingerprint. Sinks that keep
     /// no such record say 0, so failed units are simply retried every run.
     fn failures(&self, _unit: &SourceUnit) -> Result<u32, SinkError> {

@@ -86,6 +86,8 @@ pub struct RunSummary {
     pub units: Vec<UnitCounts>,
     /// What the user should know about the run (a source whose globs matched no file).
     pub warnings: Vec<String>,
+    /// Where this run's rejected rows are and how to read them, when it rejected any.
+    pub rejects_at: Option<String>,
     /// Rows read from sources.
     pub rows_in: u64,
     /// Rows committed to the sink.
@@ -142,6 +144,9 @@ impl RunSummary {
             "  rows: {} in, {} written, {} rejected; bytes: {} in, {} written",
             self.rows_in, self.rows_written, self.rows_rejected, self.bytes_in, self.bytes_written
         );
+        if let Some(at) = &self.rejects_at {
+            let _ = writeln!(s, "  rejected rows: {at}");
+        }
         // Rows that went in and nowhere: legitimate for a filter, a lost file otherwise.
         let empty: Vec<&UnitCounts> =
             self.units.iter().filter(|u| u.rows_in > 0 && u.rows_written == 0 && u.rows_rejected == 0).collect();

@@ -444,6 +444,14 @@ impl Sink for Lake {
         )
     }
 
+    fn rejects_location(&self) -> Option<String> {
+        let root = self.inner.root.display();
+        Some(format!(
+            "{root}/{REJECTS_DIR}/dataset={}/ (read them with: sluice query --lake {root} \"SELECT * FROM {REJECTS_DIR}\")",
+            self.inner.spec.dataset
+        ))
+    }
+
     fn snapshot(&self) -> Result<LakeSnapshot, SinkError> {
         let ledger = self.inner.ledger.lock().expect("ledger lock");
         let mut by_dataset: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
