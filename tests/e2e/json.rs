@@ -1,0 +1,64 @@
+//! JSON input that is not JSON lines: rows with no columns never reach the lake, a failed
+//! catalog publish cleans up and still reports, and JSON arrays are refused by `jsonl` and read,
+//! streaming, by `json`.
+
+use std::path::Path;
+
+use crate::support::*;
+
+fn pipeline(root: &Path, format: &str) -> std::path::PathBuf {
+    let p = root.join("p.yaml");
+    write(
+        &p,
+        &format!(
+            "pipeline: p\nsources:\n  s: {{path: in, format: {format}}}\nsteps: []\nsink: {{lake: lake, dataset: d}}\n"
+        ),
+    );
+    p
+}
+
+fn run_in(root: &Path, args: &[&str]) -> std::process::Output {
+    let out = sluice().current_dir(root).args(args).output().expect("sluice runs");
+    eprintln!(
+        "$ sluice {}\n[exit {:?}]\n{}{}",
+        args.join(" "),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn parquet_files(dir: &Path) -> Vec<String> {
+    if !dir.exists() {
+        return Vec::new();
+    }
+    files_under(dir).into_iter().filter(|f| f.ends_with(".parquet")).collect()
+}
+
+#[test]
+fn rows_with_no_columns_fail_their_unit_and_write_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    // Objects with no keys: the inferred schema has no columns.
+    write(&root.join("in/a.jsonl"), "{}\n{}\n");
+    pipeline(root, "{jsonl: {}}");
+    let out = run_in(root, &["run", "p.yaml", "--summary-json", "s.json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let s = summary(&root.join("s.json"));
+    assert_eq!((s["files_committed"].as_u64(), s["files_failed"].as_u64()), (Some(0), Some(1)), "{s}");
+    let error = s["failures"][0]["error"].as_str().unwrap();
+    assert!(error.contains("in/a.jsonl"), "{error}");
+    assert!(error.contains("the rows had no columns"), "{error}");
+    assert!(error.contains("use `format: json`"), "{error}");
+    assert_eq!(parquet_files(&root.join("lake/d")), Vec::<String>::new());
+    assert_eq!(parquet_files(&root.join("lake/_sluice/files/d")), Vec::<String>::new());
+
+    // The lake stays usable: a good file commits and the catalog publishes.
+    std::fs::remove_file(root.join("in/a.jsonl")).unwrap();
+    write(&root.join("in/b.jsonl"), "{\"a\": 1}\n");
+    let out = run_in(root, &["run", "p.yaml", "--summary-json", "s2.json"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(summary(&root.join("s2.json"))["files_committed"].as_u64(), Some(1));
+    assert_eq!(query(&root.join("lake"), "SELECT a FROM d"), vec![serde_json::json!({"a": 1})]);
+}
