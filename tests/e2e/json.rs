@@ -62,3 +62,54 @@ fn rows_with_no_columns_fail_their_unit_and_write_nothing() {
     assert_eq!(summary(&root.join("s2.json"))["files_committed"].as_u64(), Some(1));
     assert_eq!(query(&root.join("lake"), "SELECT a FROM d"), vec![serde_json::json!({"a": 1})]);
 }
+
+fn catalog_temps(lake: &Path) -> Vec<String> {
+    std::fs::read_dir(lake)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".catalog.duckdb."))
+        .collect()
+}
+
+#[test]
+fn a_failed_publish_leaves_no_temporary_files_and_still_reports_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let lake = root.join("lake");
+    write(&root.join("in/a.jsonl"), "{\"a\": 1}\n");
+    pipeline(root, "{jsonl: {}}");
+    let out = run_in(root, &["run", "p.yaml"]);
+    assert_eq!(out.status.code(), Some(0));
+    let catalog = std::fs::read(lake.join("catalog.duckdb")).unwrap();
+
+    // DuckDB fails to build the catalog: a committed file it cannot read.
+    let stored = parquet_files(&lake.join("_sluice/files/d"));
+    assert_eq!(stored.len(), 1);
+    std::fs::write(lake.join("_sluice/files/d").join(&stored[0]), b"not parquet").unwrap();
+    write(&root.join("in/b.jsonl"), "{\"a\": 2}\n");
+    let out = run_in(root, &["run", "p.yaml", "--summary-json", "s.json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("1 committed"), "the summary is printed: {stderr}");
+    assert!(stderr.contains("catalog not published"), "{stderr}");
+    let s = summary(&root.join("s.json"));
+    assert_eq!(s["files_committed"].as_u64(), Some(1), "{s}");
+    let error = s["catalog_error"].as_str().unwrap();
+    assert!(error.contains("catalog.duckdb") && error.contains(&stored[0]), "{error}");
+    assert_eq!(catalog_temps(&lake), Vec::<String>::new());
+    assert_eq!(std::fs::read(lake.join("catalog.duckdb")).unwrap(), catalog, "the old catalog stays");
+
+    // The catalog cannot be renamed into place: its path is a directory.
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, lake) = (tmp.path(), tmp.path().join("lake"));
+    write(&root.join("in/a.jsonl"), "{\"a\": 1}\n");
+    pipeline(root, "{jsonl: {}}");
+    std::fs::create_dir_all(lake.join("catalog.duckdb")).unwrap();
+    let out = run_in(root, &["run", "p.yaml", "--summary-json", "s2.json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let s = summary(&root.join("s2.json"));
+    assert_eq!(s["files_committed"].as_u64(), Some(1), "{s}");
+    assert!(s["catalog_error"].as_str().unwrap().contains("catalog.duckdb"), "{s}");
+    assert_eq!(catalog_temps(&lake), Vec::<String>::new());
+}
