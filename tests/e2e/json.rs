@@ -113,3 +113,23 @@ fn a_failed_publish_leaves_no_temporary_files_and_still_reports_the_run() {
     assert!(s["catalog_error"].as_str().unwrap().contains("catalog.duckdb"), "{s}");
     assert_eq!(catalog_temps(&lake), Vec::<String>::new());
 }
+
+#[test]
+fn jsonl_refuses_a_json_array_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    // As most JSON is published: an array of objects, one per line with commas.
+    write(&root.join("in/a.jsonl"), "  \n[{\"a\": 1},\n{\"a\": 2},\n{\"a\": 3}]\n");
+    for format in ["{jsonl: {}}", "{jsonl: {columns: {a: int64}}}"] {
+        pipeline(root, format);
+        let out = run_in(root, &["run", "p.yaml", "--summary-json", "s.json"]);
+        assert_eq!(out.status.code(), Some(1), "{format}");
+        let s = summary(&root.join("s.json"));
+        assert_eq!((s["files_committed"].as_u64(), s["rows_rejected"].as_u64()), (Some(0), Some(0)), "{s}");
+        let error = s["failures"][0]["error"].as_str().unwrap();
+        assert!(error.contains("in/a.jsonl"), "{error}");
+        assert!(error.contains("a JSON array, not JSON lines"), "{error}");
+        assert!(error.contains("use `format: json`"), "{error}");
+        assert_eq!(parquet_files(&root.join("lake")), Vec::<String>::new());
+    }
+}
