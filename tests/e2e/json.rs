@@ -133,3 +133,65 @@ fn jsonl_refuses_a_json_array_naming_the_file() {
         assert_eq!(parquet_files(&root.join("lake")), Vec::<String>::new());
     }
 }
+
+#[test]
+fn json_reads_an_array_streaming_with_and_without_columns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    // Pretty-printed, as published: elements over several lines, commas and brackets in strings.
+    let rows: Vec<serde_json::Value> = (0..2500)
+        .map(|i| serde_json::json!({"id": i, "title": format!("t,]{{\"{i}"), "tags": ["a", "b"], "n": {"x": i}}))
+        .collect();
+    let mut text = serde_json::to_string_pretty(&rows).unwrap();
+    // Element 3 (index 2 from 0) is not an object: a reject with its element number.
+    text = text.replacen("[\n  {", "[\n  {\"id\": 1000000, \"title\": \"first\"},\n  42,\n  {", 1);
+    write(&root.join("in/a.json"), &text);
+    for format in ["{json: {}}", "{json: {columns: {id: int64, title: utf8}}}"] {
+        let _ = std::fs::remove_dir_all(root.join("lake"));
+        pipeline(root, format);
+        let out = run_in(root, &["run", "p.yaml", "--summary-json", "s.json"]);
+        assert_eq!(out.status.code(), Some(0), "{format}");
+        let s = summary(&root.join("s.json"));
+        assert_eq!((s["rows_written"].as_u64(), s["rows_rejected"].as_u64()), (Some(2501), Some(1)), "{format}: {s}");
+        let lake = root.join("lake");
+        let got = query(&lake, "SELECT count(*) AS n, sum(id) AS s, max(length(title)) AS l FROM d WHERE id < 1000000");
+        assert_eq!(got, vec![serde_json::json!({"n": 2500, "s": 2500 * 2499 / 2, "l": 9})], "{format}");
+        let t = query(&lake, "SELECT title FROM d WHERE id = 7");
+        assert_eq!(t, vec![serde_json::json!({"title": "t,]{\"7"})]);
+        let rejects = query(&lake, "SELECT line, raw FROM _rejects");
+        assert_eq!(rejects.len(), 1, "{rejects:?}");
+        assert_eq!(rejects[0]["line"], serde_json::json!(2), "the element's number: {rejects:?}");
+    }
+}
+
+#[test]
+fn json_refuses_what_is_not_an_array_and_limits_elements() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    write(&root.join("in/a.json"), "{\"a\": 1}\n{\"a\": 2}\n");
+    write(&root.join("in/b.json"), "[{\"a\": 1}, {\"a\": 2}");
+    pipeline(root, "{json: {}}");
+    let out = run_in(root, &["run", "p.yaml", "--summary-json", "s.json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let s = summary(&root.join("s.json"));
+    let errors: Vec<&str> = s["failures"].as_array().unwrap().iter().map(|f| f["error"].as_str().unwrap()).collect();
+    assert!(errors.iter().any(|e| e.contains("in/a.json") && e.contains("not a JSON array")), "{errors:?}");
+    assert!(errors.iter().any(|e| e.contains("in/b.json") && e.contains("`]` is missing")), "{errors:?}");
+
+    // `limits.max_record_bytes` applies per element.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let big = "x".repeat(2000);
+    write(&root.join("in/a.json"), &format!("[{{\"a\": \"s\"}}, {{\"a\": \"{big}\"}}, {{\"a\": \"t\"}}]"));
+    write(
+        &root.join("p.yaml"),
+        "pipeline: p\nsources:\n  s: {path: in, format: {json: {}}, limits: {max_record_bytes: 1000}}\nsteps: []\nsink: {lake: lake, dataset: d}\n",
+    );
+    let out = run_in(root, &["run", "p.yaml", "--summary-json", "s.json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let s = summary(&root.join("s.json"));
+    assert_eq!((s["rows_written"].as_u64(), s["rows_rejected"].as_u64()), (Some(2), Some(1)), "{s}");
+    let rejects = query(&root.join("lake"), "SELECT line, reason FROM _rejects");
+    assert_eq!(rejects[0]["line"], serde_json::json!(2), "{rejects:?}");
+    assert!(rejects[0]["reason"].as_str().unwrap().contains("max_record_bytes = 1000"), "{rejects:?}");
+}
