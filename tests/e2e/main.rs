@@ -5,6 +5,7 @@ mod config;
 mod crash;
 mod handlers;
 mod hostile;
+mod json;
 mod keyed;
 mod lake;
 mod limits;

@@ -57,17 +57,9 @@ pub fn view_sql(schema: &str, name: &str, files: &[PathBuf]) -> String {
     )
 }
 
-impl Catalog for DuckCatalog {
-    fn publish(&self, snapshot: &LakeSnapshot) -> Result<(), CatalogError> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| CatalogError::Io { path: dir.display().to_string(), source: e })?;
-        let tmp = dir.join(format!(
-            ".{}.{}.tmp",
-            self.path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
-            std::process::id()
-        ));
-        let _ = std::fs::remove_file(&tmp);
-        let _ = std::fs::remove_file(tmp.with_extension("tmp.wal"));
+impl DuckCatalog {
+    /// Build the catalog at `tmp` and rename it into place.
+    fn publish_through(&self, tmp: &Path, dir: &Path, snapshot: &LakeSnapshot) -> Result<(), CatalogError> {
         let conn = Connection::open_in_memory().map_err(|e| self.publish_err(e))?;
         let mut sql = format!(
             "ATTACH {} AS cat (STORAGE_VERSION {});\n",
@@ -84,15 +76,36 @@ impl Catalog for DuckCatalog {
         sql.push_str("CHECKPOINT cat;\nDETACH cat;\n");
         conn.execute_batch(&sql).map_err(|e| self.publish_err(e))?;
         drop(conn);
-        std::fs::File::open(&tmp)
+        std::fs::File::open(tmp)
             .and_then(|f| f.sync_all())
             .map_err(|e| CatalogError::Io { path: tmp.display().to_string(), source: e })?;
-        std::fs::rename(&tmp, &self.path)
+        std::fs::rename(tmp, &self.path)
             .map_err(|e| CatalogError::Io { path: self.path.display().to_string(), source: e })?;
         std::fs::File::open(dir)
             .and_then(|d| d.sync_all())
-            .map_err(|e| CatalogError::Io { path: dir.display().to_string(), source: e })?;
-        Ok(())
+            .map_err(|e| CatalogError::Io { path: dir.display().to_string(), source: e })
+    }
+}
+
+impl Catalog for DuckCatalog {
+    fn publish(&self, snapshot: &LakeSnapshot) -> Result<(), CatalogError> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| CatalogError::Io { path: dir.display().to_string(), source: e })?;
+        let tmp = dir.join(format!(
+            ".{}.{}.tmp",
+            self.path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+            std::process::id()
+        ));
+        let wal = tmp.with_extension("tmp.wal");
+        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(&wal);
+        let result = self.publish_through(&tmp, dir, snapshot);
+        if result.is_err() {
+            // Nothing of a failed publish stays behind: the old catalog, if any, is untouched.
+            let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(&wal);
+        }
+        result
     }
 
     fn query(&self, sql: &str) -> Result<Vec<RecordBatch>, CatalogError> {

@@ -210,6 +210,8 @@ pub struct RawFormat {
     pub csv: Option<RawCsv>,
     /// One JSON object per line.
     pub jsonl: Option<RawJsonl>,
+    /// A JSON array of objects (`[{...}, {...}]`), read streaming.
+    pub json: Option<RawJsonl>,
     /// Parquet files; the schema is the file's. Write `parquet: {}`.
     pub parquet: Option<RawParquet>,
 }

@@ -422,21 +422,27 @@ impl Resolver<'_> {
             }
         });
         let f = &raw.format;
-        let named = usize::from(f.csv.is_some()) + usize::from(f.jsonl.is_some()) + usize::from(f.parquet.is_some());
+        let named = usize::from(f.csv.is_some())
+            + usize::from(f.jsonl.is_some())
+            + usize::from(f.json.is_some())
+            + usize::from(f.parquet.is_some());
         if named != 1 {
             self.error(
                 &["sources", name, "format"],
-                format!("sources.{name}.format: name exactly one format (`csv`, `jsonl` or `parquet`)"),
+                format!("sources.{name}.format: name exactly one format (`csv`, `jsonl`, `json` or `parquet`)"),
                 Some("e.g. `format: {csv: {header: true}}`".into()),
             );
         }
-        let format = match (&f.csv, &f.jsonl, &f.parquet) {
-            (Some(c), _, _) => FormatSpec::Csv(self.csv(name, c)),
-            (None, Some(j), _) => FormatSpec::Jsonl(JsonlSpec {
+        let format = match (&f.csv, &f.jsonl, &f.json, &f.parquet) {
+            (Some(c), _, _, _) => FormatSpec::Csv(self.csv(name, c)),
+            (None, Some(j), _, _) => FormatSpec::Jsonl(JsonlSpec {
                 columns: self.columns(&["sources", name, "format", "jsonl", "columns"], j.columns.as_ref()),
             }),
-            (None, None, Some(_)) => FormatSpec::Parquet,
-            (None, None, None) => FormatSpec::Csv(self.csv(name, &RawCsv::default())),
+            (None, None, Some(j), _) => FormatSpec::Json(JsonlSpec {
+                columns: self.columns(&["sources", name, "format", "json", "columns"], j.columns.as_ref()),
+            }),
+            (None, None, None, Some(_)) => FormatSpec::Parquet,
+            (None, None, None, None) => FormatSpec::Csv(self.csv(name, &RawCsv::default())),
         };
         let members = raw.members.clone().map(OneOrMany::into_vec).unwrap_or_default();
         let mut limits = SourceLimits::default();

@@ -278,6 +278,8 @@ pub enum FormatSpec {
     Csv(CsvSpec),
     /// One JSON object per line.
     Jsonl(JsonlSpec),
+    /// A JSON array of objects, read streaming; options as for JSON lines.
+    Json(JsonlSpec),
     /// Parquet files; the schema is the file's.
     Parquet,
 }

@@ -106,6 +106,9 @@ pub struct RunSummary {
     pub fatal: Option<String>,
     /// Set when the run was interrupted by a signal.
     pub interrupted: bool,
+    /// Set when the catalog could not be published after the run: the lake holds the commits,
+    /// `sluice query` sees the previous catalog (if any) until a later publish succeeds.
+    pub catalog_error: Option<String>,
 }
 
 impl RunSummary {
@@ -196,6 +199,12 @@ impl RunSummary {
         }
         if self.interrupted {
             let _ = write!(s, "\n  run interrupted: units in flight were finished and committed");
+        }
+        if let Some(e) = &self.catalog_error {
+            let _ = write!(
+                s,
+                "\n  catalog not published: {e}\n  (the commits above are in the lake; `sluice query` sees them once a later run publishes)"
+            );
         }
         s
     }

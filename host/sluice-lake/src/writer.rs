@@ -618,6 +618,17 @@ impl UnitWriter for LakeUnitWriter {
         }
         let (_, partitioner) = self.partitioner.as_ref().expect("set above");
         let data_schema = partitioner.data_schema().clone();
+        if data_schema.fields().is_empty() && batch.num_rows() > 0 {
+            // A Parquet file needs a column, and readers (DuckDB) refuse one without.
+            let besides = if schema.fields().is_empty() { "" } else { " besides the partition columns" };
+            return Err(SinkError::Schema {
+                dataset: self.lake.spec.dataset.clone(),
+                message: format!(
+                    "the rows had no columns{besides}, so there is nothing to write \
+                     (if the file is a JSON array, `[{{...}}, ...]`, use `format: json`)"
+                ),
+            });
+        }
         let slices = partitioner
             .split(batch)
             .map_err(|e| SinkError::Schema { dataset: self.lake.spec.dataset.clone(), message: e.to_string() })?;

@@ -56,7 +56,7 @@ impl DirSource {
         let members = glob_set(&spec.name, &spec.members)?;
         let columns = match &spec.format {
             FormatSpec::Csv(csv) => csv.columns.as_ref(),
-            FormatSpec::Jsonl(j) => j.columns.as_ref(),
+            FormatSpec::Jsonl(j) | FormatSpec::Json(j) => j.columns.as_ref(),
             FormatSpec::Parquet => None,
         };
         let format_schema = columns.map(|cols| {
@@ -261,6 +261,10 @@ impl Source for DirSource {
             }
             FormatSpec::Jsonl(_) => {
                 Box::new(crate::jsonl::JsonlItems::new(bytes, schema, rows, max_record, shown.clone())?)
+            }
+            FormatSpec::Json(_) => {
+                let lines: crate::input::Input = Box::new(crate::json::ArrayLines::new(bytes));
+                Box::new(crate::jsonl::JsonlItems::new(lines, schema, rows, max_record, shown.clone())?)
             }
             FormatSpec::Parquet => {
                 let plain = input::container(&unit.path, self.spec.compression) == SourceCompression::None;

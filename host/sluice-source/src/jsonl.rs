@@ -47,6 +47,12 @@ impl JsonlItems {
         unit: String,
     ) -> Result<Self, SourceError> {
         let sample = strip_bom(read_sample(&mut input, SAMPLE_BYTES).map_err(|e| format_err(&unit, e.to_string()))?);
+        if sample.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+            return Err(format_err(
+                &unit,
+                "starts with `[`: a JSON array, not JSON lines (one object per line); use `format: json` to read it",
+            ));
+        }
         let schema = match columns {
             Some(s) => s,
             None => {

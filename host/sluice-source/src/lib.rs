@@ -11,6 +11,7 @@ pub mod fuzzing;
 mod hash;
 mod infer;
 mod input;
+mod json;
 mod jsonl;
 mod parquet;
 mod records;

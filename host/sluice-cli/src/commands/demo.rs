@@ -118,7 +118,7 @@ pub fn demo(args: &DemoArgs, g: &Global) -> Result<u8, Exit> {
     println!("\nThe lake, through DuckDB ({}):", catalog.path().display());
     crate::output::print_batches(&batches, OutputFormat::Table)?;
     println!("\nTry: sluice query --lake {} \"SELECT * FROM klines LIMIT 5\"", lake.display());
-    let failed = summaries.iter().any(|s| s.fatal.is_some() || s.files_failed > 0);
+    let failed = summaries.iter().any(|s| s.fatal.is_some() || s.files_failed > 0 || s.catalog_error.is_some());
     Ok(if failed { crate::EXIT_DATA } else { 0 })
 }
 

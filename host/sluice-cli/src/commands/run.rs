@@ -25,7 +25,7 @@ pub fn run(args: &RunArgs, g: &Global) -> Result<u8, Exit> {
         .context("serializing the summary")?;
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
     }
-    let failed = summaries.iter().any(|s| s.fatal.is_some() || s.files_failed > 0);
+    let failed = summaries.iter().any(|s| s.fatal.is_some() || s.files_failed > 0 || s.catalog_error.is_some());
     Ok(if failed { EXIT_DATA } else { 0 })
 }
 
@@ -69,14 +69,22 @@ pub fn run_specs(
             p.stop();
         }
         progress.finish();
-        let summary = result.map_err(|e| match e {
+        let mut summary = result.map_err(|e| match e {
             RunError::Step { .. } | RunError::Schema(_) => Exit::config(e),
             RunError::Source(_) => Exit::config(e),
             other => Exit::data(other),
         })?;
         if !args.no_catalog {
-            let snapshot = lake.snapshot()?;
-            sluice_catalog::DuckCatalog::for_lake(lake.root()).publish(&snapshot).context("publishing the catalog")?;
+            // A failed publish is reported with the summary (and fails the run), not instead of it.
+            let published = lake.snapshot().map_err(|e| e.to_string()).and_then(|snapshot| {
+                sluice_catalog::DuckCatalog::for_lake(lake.root()).publish(&snapshot).map_err(|e| e.to_string())
+            });
+            if let Err(e) = published {
+                if g.quiet {
+                    eprintln!("error: publishing the catalog: {e}");
+                }
+                summary.catalog_error = Some(e);
+            }
         }
         if !g.quiet {
             eprintln!("{}", summary.render());
