@@ -207,6 +207,7 @@ fn unchecked_schema(source: &str, format: &FormatSpec) -> String {
     let how = match format {
         FormatSpec::Csv(_) => format!("declare `columns` under `sources.{source}.format.csv` to check them here"),
         FormatSpec::Jsonl(_) => format!("declare `columns` under `sources.{source}.format.jsonl` to check them here"),
+        FormatSpec::Json(_) => format!("declare `columns` under `sources.{source}.format.json` to check them here"),
         FormatSpec::Parquet => "a Parquet source's schema is its files', read only when the run starts".to_string(),
     };
     format!(
