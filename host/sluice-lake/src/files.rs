@@ -66,3 +66,23 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
         a.exists() && b.exists()
     }
 }
+
+/// Every file under `dir` (recursively), with its name relative to `base`; nothing when `dir`
+/// does not exist.
+pub(crate) fn files_in(dir: &Path, base: &Path) -> Result<Vec<(PathBuf, String)>, SinkError> {
+    let mut out = Vec::new();
+    let mut stack: Vec<PathBuf> = if dir.is_dir() { vec![dir.to_path_buf()] } else { Vec::new() };
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(|e| SinkError::io(&dir, e))? {
+            let entry = entry.map_err(|e| SinkError::io(&dir, e))?;
+            let path = entry.path();
+            if entry.file_type().map_err(|e| SinkError::io(&path, e))?.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(base).expect("under the base").to_string_lossy().replace('\\', "/");
+                out.push((path, rel));
+            }
+        }
+    }
+    Ok(out)
+}

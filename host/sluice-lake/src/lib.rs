@@ -20,7 +20,7 @@ mod state;
 mod stats;
 mod writer;
 
-pub use files::{stored, stored_root, visible};
+pub use files::{same_file, stored, stored_root, visible};
 pub use ledger::{LEDGER_DIR, LedgerRecord, LiveFile, RetainedFile};
 pub use partition::escape_partition_value;
 pub use read::ParquetBatches;

@@ -105,22 +105,11 @@ impl LakeState {
 
     fn files_under(&self, base: &Path, dataset: &str) -> Result<(BTreeSet<String>, Vec<String>), SinkError> {
         let (mut data, mut inprogress) = (BTreeSet::new(), Vec::new());
-        let top = base.join(dataset);
-        let mut stack = if top.is_dir() { vec![top] } else { vec![] };
-        while let Some(dir) = stack.pop() {
-            for entry in std::fs::read_dir(&dir).map_err(|e| SinkError::io(&dir, e))? {
-                let entry = entry.map_err(|e| SinkError::io(&dir, e))?;
-                let path = entry.path();
-                if entry.file_type().map_err(|e| SinkError::io(&path, e))?.is_dir() {
-                    stack.push(path);
-                    continue;
-                }
-                let rel = path.strip_prefix(base).expect("under the base").to_string_lossy().replace('\\', "/");
-                if rel.ends_with(".inprogress") {
-                    inprogress.push(rel);
-                } else if rel.ends_with(".parquet") {
-                    data.insert(rel);
-                }
+        for (_, rel) in crate::files::files_in(&base.join(dataset), base)? {
+            if rel.ends_with(".inprogress") {
+                inprogress.push(rel);
+            } else if rel.ends_with(".parquet") {
+                data.insert(rel);
             }
         }
         Ok((data, inprogress))

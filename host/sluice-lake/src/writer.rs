@@ -155,7 +155,7 @@ impl Lake {
         // Stored files: in-progress ones and those no record names go.
         for top in &tops {
             let dir = stored_root.join(top);
-            for (path, rel) in files_in(&dir, &stored_root)? {
+            for (path, rel) in crate::files::files_in(&dir, &stored_root)? {
                 if rel.ends_with(INPROGRESS) || (rel.ends_with(".parquet") && !named.contains(&rel)) {
                     std::fs::remove_file(&path).map_err(|e| SinkError::io(&path, e))?;
                     swept += 1;
@@ -165,7 +165,7 @@ impl Lake {
         // The hive layout: exactly one visible link per live file, to that file.
         let mut shown = HashSet::new();
         for top in &tops {
-            for (path, rel) in files_in(&root.join(top), root)? {
+            for (path, rel) in crate::files::files_in(&root.join(top), root)? {
                 if rel.ends_with(INPROGRESS) {
                     std::fs::remove_file(&path).map_err(|e| SinkError::io(&path, e))?;
                     swept += 1;
@@ -217,26 +217,6 @@ impl Lake {
         }
         Ok(())
     }
-}
-
-/// Every file under `dir` (recursively), with its name relative to `base`; nothing when `dir`
-/// does not exist.
-fn files_in(dir: &Path, base: &Path) -> Result<Vec<(PathBuf, String)>, SinkError> {
-    let mut out = Vec::new();
-    let mut stack: Vec<PathBuf> = if dir.is_dir() { vec![dir.to_path_buf()] } else { Vec::new() };
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).map_err(|e| SinkError::io(&dir, e))? {
-            let entry = entry.map_err(|e| SinkError::io(&dir, e))?;
-            let path = entry.path();
-            if entry.file_type().map_err(|e| SinkError::io(&path, e))?.is_dir() {
-                stack.push(path);
-            } else {
-                let rel = path.strip_prefix(base).expect("under the base").to_string_lossy().replace('\\', "/");
-                out.push((path, rel));
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Take the lake's writer lock, or say who holds it.

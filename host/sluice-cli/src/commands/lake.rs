@@ -95,15 +95,6 @@ fn status(args: &LakeArgs) -> Result<u8, Exit> {
     Ok(0)
 }
 
-/// Whether two paths are hard links of one file.
-fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-        _ => false,
-    }
-}
-
 /// Two sums agree when equal up to floating-point summation order.
 fn close(a: Option<f64>, b: Option<f64>) -> bool {
     match (a, b) {
@@ -159,7 +150,7 @@ fn verify(args: &LakeArgs) -> Result<u8, Exit> {
             let v = f.clone();
             if !visible.contains(&v) {
                 problems.push(format!("{name}: {f} is live but {v} is not in the hive layout"));
-            } else if !same_file(&sluice_lake::stored(&state.root, f), &state.root.join(&v)) {
+            } else if !sluice_lake::same_file(&sluice_lake::stored(&state.root, f), &state.root.join(&v)) {
                 problems.push(format!("{name}: {v} in the hive layout is not the live file {f}"));
             }
             expected.insert(v);
