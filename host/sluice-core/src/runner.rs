@@ -904,20 +904,10 @@ fn process_unit_inner(
         if let Some(policy) = &policy
             && *rows_rejected > source_rejects
         {
-            let rows = *rows_in + source_rejects;
-            let rate = if rows == 0 { 0.0 } else { *rows_rejected as f64 / rows as f64 };
-            let over = match (policy.max_errors, policy.max_error_rate) {
-                (Some(max), _) if *rows_rejected > max => Some(format!(
-                    "{} rejected rows (by the source and steps), more than max_errors = {max}",
-                    rows_rejected
-                )),
-                (_, Some(max)) if rate > max => Some(format!(
-                    "{} of {rows} rows rejected by the source and steps ({:.2}%), more than max_error_rate = {max}",
-                    rows_rejected,
-                    rate * 100.0
-                )),
-                _ => None,
-            };
+            let (rows, by) = (*rows_in + source_rejects, Some("the source and steps"));
+            let over = policy
+                .over_max_errors(*rows_rejected, by)
+                .or_else(|| policy.over_max_error_rate(*rows_rejected, rows, by));
             if let Some(message) = over {
                 let steps: Vec<&str> = chain.reject_steps.iter().map(String::as_str).collect();
                 let message = format!("{message}; steps that rejected rows: {}", steps.join(", "));

@@ -227,6 +227,24 @@ pub struct RejectPolicy {
     pub max_error_rate: Option<f64>,
 }
 
+impl RejectPolicy {
+    /// Whether `rejects` rejected rows exceed `max_errors`: the message saying so. `by` names
+    /// who rejected them, when not only the reader (`"the source and steps"`).
+    pub fn over_max_errors(&self, rejects: u64, by: Option<&str>) -> Option<String> {
+        let max = self.max_errors.filter(|&max| rejects > max)?;
+        let by = by.map(|b| format!(" (by {b})")).unwrap_or_default();
+        Some(format!("{rejects} rejected rows{by}, more than max_errors = {max}"))
+    }
+
+    /// Whether `rejects` of `rows` rows exceed `max_error_rate`: the message saying so.
+    pub fn over_max_error_rate(&self, rejects: u64, rows: u64, by: Option<&str>) -> Option<String> {
+        let rate = if rows == 0 { 0.0 } else { rejects as f64 / rows as f64 };
+        let max = self.max_error_rate.filter(|&max| rate > max)?;
+        let by = by.map(|b| format!(" by {b}")).unwrap_or_default();
+        Some(format!("{rejects} of {rows} rows rejected{by} ({:.2}%), more than max_error_rate = {max}", rate * 100.0))
+    }
+}
+
 /// Default `retries`: failed attempts before a unit is poisoned.
 pub const DEFAULT_RETRIES: u32 = 3;
 

@@ -352,10 +352,8 @@ impl Iterator for Budget {
                 {
                     self.first = Some((first.line, first.reason.clone()));
                 }
-                if let Some(max) = self.policy.max_errors
-                    && self.rejects > max
-                {
-                    return self.fail(format!("{} rejected rows, more than max_errors = {max}", self.rejects));
+                if let Some(message) = self.policy.over_max_errors(self.rejects, None) {
+                    return self.fail(message);
                 }
                 Some(Ok(SourceItem::Rejects(r)))
             }
@@ -370,16 +368,8 @@ impl Iterator for Budget {
                     return self
                         .fail(format!("none of its {} row(s) parsed: not data in the declared format", self.rows));
                 }
-                let rate = if self.rows == 0 { 0.0 } else { self.rejects as f64 / self.rows as f64 };
-                match self.policy.max_error_rate {
-                    Some(max) if rate > max => self.fail(format!(
-                        "{} of {} rows rejected ({:.2}%), more than max_error_rate = {max}",
-                        self.rejects,
-                        self.rows,
-                        rate * 100.0
-                    )),
-                    _ => None,
-                }
+                let message = self.policy.over_max_error_rate(self.rejects, self.rows, None)?;
+                self.fail(message)
             }
         }
     }
