@@ -173,9 +173,7 @@ fn same_lake_in_any_order(name: &str, steps: &str, seed: u64) -> (Vec<Row>, u64)
     pipeline(&shuffled.join("p.yaml"), &data, &shuffled.join("lake"), steps, 2);
     let mut order: Vec<usize> = (0..files.len()).collect();
     let mut rng = Rng::new(seed);
-    for i in (1..order.len()).rev() {
-        order.swap(i, rng.below(i as u64 + 1) as usize);
-    }
+    rng.shuffle(&mut order);
     let mut reruns = 0;
     let mut pending = 0;
     for (n, &i) in order.iter().enumerate() {

@@ -17,18 +17,6 @@ fn pipeline(root: &Path, format: &str) -> std::path::PathBuf {
     p
 }
 
-fn run_in(root: &Path, args: &[&str]) -> std::process::Output {
-    let out = sluice().current_dir(root).args(args).output().expect("sluice runs");
-    eprintln!(
-        "$ sluice {}\n[exit {:?}]\n{}{}",
-        args.join(" "),
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 fn parquet_files(dir: &Path) -> Vec<String> {
     if !dir.exists() {
         return Vec::new();

@@ -143,9 +143,7 @@ fn files_arriving_one_per_run_in_shuffled_order_give_the_same_result() {
     let yaml = pipeline(root, &data, "lake");
     let mut order: Vec<usize> = (0..files.len()).collect();
     let mut rng = Rng::new(0xD15_0A7E);
-    for i in (1..order.len()).rev() {
-        order.swap(i, rng.below(i as u64 + 1) as usize);
-    }
+    rng.shuffle(&mut order);
     let mut reruns = 0;
     for (step, &i) in order.iter().enumerate() {
         let f = &files[i];
@@ -256,9 +254,7 @@ fn time_windows_are_continuous_across_files_and_late_arrivals() {
     let yaml = time_pipeline(&shuffled, &data);
     let mut order: Vec<usize> = (0..files.len()).collect();
     let mut rng = Rng::new(0x7135_5EED);
-    for i in (1..order.len()).rev() {
-        order.swap(i, rng.below(i as u64 + 1) as usize);
-    }
+    rng.shuffle(&mut order);
     let mut reruns = 0;
     for &i in &order {
         let f = &files[i];
@@ -295,9 +291,7 @@ fn the_kline_pipeline_computes_ma20_across_days_in_any_arrival_order() {
     let mut files: Vec<PathBuf> = files_under(&src).into_iter().map(|f| src.join(f)).collect();
     files.sort();
     let mut rng = Rng::new(0x04B1_14E5);
-    for i in (1..files.len()).rev() {
-        files.swap(i, rng.below(i as u64 + 1) as usize);
-    }
+    rng.shuffle(&mut files);
     let (data, lake) = (root.join("data"), root.join("lake"));
     let dest = data.join("spot/daily/klines");
     let pipeline = support::repo().join("pipelines/klines.yaml");

@@ -27,7 +27,16 @@ pub fn sluice() -> Command {
 
 /// Run `sluice` with args; returns the output, printing it on failure to help debugging.
 pub fn run(args: &[&str]) -> Output {
-    let out = sluice().args(args).output().expect("sluice runs");
+    report(args, sluice().args(args).output().expect("sluice runs"))
+}
+
+/// Like [`run`], in the working directory `dir` (for pipelines with relative paths).
+pub fn run_in(dir: &Path, args: &[&str]) -> Output {
+    report(args, sluice().current_dir(dir).args(args).output().expect("sluice runs"))
+}
+
+/// Print a finished command, to help debugging, and hand its output back.
+fn report(args: &[&str], out: Output) -> Output {
     eprintln!(
         "$ sluice {}\n[exit {:?}]\n{}{}",
         args.join(" "),

@@ -139,9 +139,7 @@ fn partial_windows_and_dropped_empty_fields_match_duckdb_in_any_arrival_order() 
     let yaml = pipeline(&shuffled, &data);
     let mut order: Vec<usize> = (0..files.len()).collect();
     let mut rng = Rng::new(0x3141_5926);
-    for i in (1..order.len()).rev() {
-        order.swap(i, rng.below(i as u64 + 1) as usize);
-    }
+    rng.shuffle(&mut order);
     let mut reruns = 0;
     for (step, &i) in order.iter().enumerate() {
         let f = &files[i];
