@@ -120,7 +120,23 @@ fn handler_config_errors_name_the_key_and_point_into_expressions() {
             2,
             "indicators.0.window",
         ),
-        (r#"{plugin: aggregate, config: {time: close, every: 1y, aggs: [{fn: count}]}}"#, 2, "key `every`"),
+        (r#"{plugin: aggregate, config: {time: close, every: 1 fortnight, aggs: [{fn: count}]}}"#, 2, "key `every`"),
+        (
+            r#"{plugin: aggregate, config: {time: close, every: month, tz: Europe/Berlinn, aggs: [{fn: count}]}}"#,
+            2,
+            "key `tz`",
+        ),
+        (r#"{plugin: filter, config: {where: "hour(now()) > 1"}}"#, 2, "cannot read the clock"),
+        (
+            r#"{plugin: filter, config: {where: "date_trunc('fortnight', close) > 1"}}"#,
+            1,
+            "quarter, year) at column 12",
+        ),
+        (
+            r#"{plugin: derive, config: {columns: {t: "strptime(symbol, '%Y') > 5"}}}"#,
+            1,
+            "cannot compare a timestamp with an integer",
+        ),
     ];
     for (step, code, needle) in cases {
         let p = tmp.path().join("bad.yaml");

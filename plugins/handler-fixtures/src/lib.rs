@@ -223,6 +223,7 @@ fn case_with<H: Handler>(
                 // Compared as text and epoch numbers, whatever the query engine prints.
                 DataType::Date32 => format!("CAST({0} AS VARCHAR) AS {0}", f.name()),
                 DataType::Timestamp(TimeUnit::Millisecond, None) => format!("epoch_ms({0}) AS {0}", f.name()),
+                DataType::Timestamp(TimeUnit::Microsecond, None) => format!("epoch_us({0}) AS {0}", f.name()),
                 _ => f.name().clone(),
             })
             .collect(),
@@ -308,6 +309,50 @@ pub fn raw_text(rows: usize) -> RecordBatch {
             Arc::new(StringArray::from(flag)),
             Arc::new(StringArray::from(day)),
             Arc::new(StringArray::from(ts)),
+        ],
+    )
+    .unwrap()
+}
+
+/// Events over most of a year for three users: a timestamp every ~9.7 hours (crossing month,
+/// quarter and daylight-saving boundaries in Europe/Berlin and America/New_York), its date, an
+/// integer amount, a price, and a day/month text with some values that do not parse.
+pub fn events(rows: usize) -> RecordBatch {
+    let start = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap();
+    let users = ["ann", "bob", "cy"];
+    let (mut seq, mut user, mut ts, mut day, mut amount, mut price, mut text) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    for i in 0..rows {
+        let t = start + chrono::Duration::minutes(i as i64 * 583);
+        seq.push(i as i64);
+        user.push(users[(i * 7 / 3) % 3]);
+        ts.push(t.and_utc().timestamp_millis());
+        day.push((t.date() - start.date()).num_days() as i32 + 19_723);
+        amount.push(((i * 37) % 101) as i64 - 20);
+        price.push(Some(((i * 53) % 997) as f64 / 10.0).filter(|_| i % 23 != 4));
+        text.push(match i % 9 {
+            4 => "soon".to_string(),
+            _ => t.format("%d/%m/%Y %H:%M").to_string(),
+        });
+    }
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("seq", DataType::Int64, true),
+            Field::new("uid", DataType::Utf8, true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+            Field::new("day", DataType::Date32, true),
+            Field::new("amount", DataType::Int64, true),
+            Field::new("price", DataType::Float64, true),
+            Field::new("text", DataType::Utf8, true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(seq)),
+            Arc::new(StringArray::from(user)),
+            Arc::new(sluice_plugin::arrow_array::TimestampMillisecondArray::from(ts)),
+            Arc::new(sluice_plugin::arrow_array::Date32Array::from(day)),
+            Arc::new(Int64Array::from(amount)),
+            Arc::new(Float64Array::from(price)),
+            Arc::new(StringArray::from(text)),
         ],
     )
     .unwrap()
@@ -472,6 +517,41 @@ pub fn cases() -> Vec<Case> {
             klines(600, false, false),
             "symbol, open_time",
         ),
+        case::<derive::Derive>(
+            "derive_dates",
+            "derive",
+            r#"{"columns": {"y": "year(ts)", "m": "month(ts)", "wd": "weekday(ts)", "h_ny": "hour(ts, 'America/New_York')",
+                "month_start": "date_trunc('month', ts)", "week_berlin": "date_trunc('week', ts, 'Europe/Berlin')",
+                "quarter_start": "date_trunc('quarter', day)", "tokyo_day": "date(ts, 'Asia/Tokyo')",
+                "days_in": "date_diff('day', date '2024-01-01', day)", "months_in": "date_diff('month', timestamp '2024-01-01', ts, 'Europe/Berlin')",
+                "label": "strftime(ts, '%Y-%m %a %H:%M')", "parsed": "try_strptime(text, '%d/%m/%Y %H:%M')",
+                "next_month": "ts + interval '1 month'", "due": "day + 30", "ms": "epoch_ms(ts)", "back": "to_timestamp(epoch(ts))"}}"#,
+            events(200),
+            "seq",
+        ),
+        case::<filter::Filter>(
+            "filter_dates",
+            "filter",
+            r#"{"where": "ts >= '2024-02-15' and weekday(ts) <= 5 and hour(ts, 'Europe/Berlin') >= 9 and day < date '2024-05-01' + interval '1 month'"}"#,
+            events(400),
+            "seq",
+        ),
+        case::<aggregate::Aggregate>(
+            "aggregate_calendar",
+            "aggregate",
+            r#"{"keys": ["uid"], "time": "ts", "every": "month", "tz": "Europe/Berlin", "aggs": [
+                {"fn": "count", "as": "n"}, {"fn": "sum", "column": "amount"}, {"fn": "mean", "column": "price"},
+                {"fn": "first", "column": "price"}, {"fn": "count_distinct", "column": "amount"}]}"#,
+            events(400),
+            "uid, ts",
+        ),
+        case::<aggregate::Aggregate>(
+            "aggregate_weeks",
+            "aggregate",
+            r#"{"time": "day", "every": "week", "aggs": [{"fn": "count", "as": "n"}, {"fn": "sum", "column": "amount"}]}"#,
+            events(300),
+            "day",
+        ),
     ]
 }
 
@@ -480,6 +560,13 @@ fn cell(a: &dyn Array, row: usize, out: &mut String) {
         return;
     }
     let _ = match a.data_type() {
+        DataType::Timestamp(TimeUnit::Microsecond, None) => {
+            write!(
+                out,
+                "{}",
+                a.as_primitive::<sluice_plugin::arrow_array::types::TimestampMicrosecondType>().value(row)
+            )
+        }
         DataType::Int64 => write!(out, "{}", a.as_primitive::<Int64Type>().value(row)),
         DataType::Float64 => write!(out, "{}", a.as_primitive::<Float64Type>().value(row)),
         DataType::Utf8 => write!(out, "{}", a.as_string::<i32>().value(row)),
@@ -551,6 +638,8 @@ impl Case {
                     DataType::Int64 => "int64",
                     DataType::Float64 => "float64",
                     DataType::Utf8 => "utf8",
+                    DataType::Date32 => "date32",
+                    DataType::Timestamp(TimeUnit::Millisecond, None) => "timestamp_ms",
                     t => panic!("fixture input column of type {t}"),
                 };
                 format!("{}: {t}", f.name())
@@ -579,7 +668,7 @@ impl Case {
         let check = format!("SELECT {} FROM {} ORDER BY {}\n", self.select.join(", "), self.name, self.order_by);
         let mut files = vec![
             ("pipeline.yaml".into(), pipeline),
-            ("in/input.csv".into(), csv(std::slice::from_ref(&self.input), &[])),
+            ("in/input.csv".into(), csv(std::slice::from_ref(&iso_times(&self.input)), &[])),
             ("check.sql".into(), check),
             ("expected.csv".into(), csv(&self.output, &order)),
         ];
@@ -588,6 +677,36 @@ impl Case {
         }
         files
     }
+}
+
+/// `batch` with its millisecond timestamps as ISO text (`2024-01-31T23:30:00.000`), as a CSV
+/// source writes them.
+fn iso_times(batch: &RecordBatch) -> RecordBatch {
+    let mut fields = Vec::new();
+    let mut cols: Vec<ArrayRef> = Vec::new();
+    for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+        if f.data_type() == &DataType::Timestamp(TimeUnit::Millisecond, None) {
+            let t = c.as_primitive::<TimestampMillisecondType>();
+            let text: StringArray = t
+                .iter()
+                .map(|v| {
+                    v.map(|v| {
+                        chrono::DateTime::from_timestamp_millis(v)
+                            .unwrap()
+                            .naive_utc()
+                            .format("%Y-%m-%dT%H:%M:%S%.3f")
+                            .to_string()
+                    })
+                })
+                .collect();
+            fields.push(Field::new(f.name(), DataType::Utf8, true));
+            cols.push(Arc::new(text));
+        } else {
+            fields.push(f.as_ref().clone());
+            cols.push(c.clone());
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
 }
 
 /// `tests/handlers` of the repository.
@@ -658,6 +777,16 @@ mod tests {
         assert_eq!(cr.rejected, count(&|i| close(i) || symbol(i)));
         assert_eq!(rows(cr), count(&|i| !(close(i) || symbol(i) || open(i))));
         assert_eq!(cr.output.iter().map(|b| b.column_by_name("volume").unwrap().null_count()).sum::<usize>(), 0);
+        // Dates: 400 events every 583 minutes span Jan..Jun 2024: 6 months for each of 3 users;
+        // the filter keeps some rows but not all; weeks of 300 events (~121 days) are 18.
+        assert_eq!(rows(by("aggregate_calendar")), 18);
+        assert_eq!(rows(by("aggregate_weeks")), 18);
+        let f = rows(by("filter_dates"));
+        assert!(f > 50 && f < 300, "{f}");
+        assert_eq!(rows(by("derive_dates")), 200);
+        let parsed =
+            by("derive_dates").output.iter().map(|b| b.column_by_name("parsed").unwrap().null_count()).sum::<usize>();
+        assert_eq!(parsed, (0..200).filter(|i| i % 9 == 4).count());
     }
 }
 

@@ -1,8 +1,9 @@
 //! `aggregate`: groups rows by key columns plus a time bucket and computes
 //! count, sum, min, max, mean, first, last and count_distinct per group.
 
-use handler_kit::agg::{AggDef, AggFn, Emit, Engine, Spec};
-use handler_kit::time::{Unit, parse_duration_ms};
+use handler_kit::agg::{AggDef, AggFn, Emit, Engine, Every, Spec};
+use handler_kit::cal::Zone;
+use handler_kit::time::Unit;
 use sluice_plugin::prelude::*;
 
 /// One aggregate of the config.
@@ -25,10 +26,13 @@ pub struct AggConfig {
 pub struct Config {
     #[serde(default)]
     pub keys: Vec<String>,
-    /// The time column (integer epoch or timestamp).
+    /// The time column (integer epoch, timestamp or date).
     pub time: String,
-    /// Bucket width: `1s`, `5m`, `1h`, `1d`, ...
+    /// Bucket width: `1s`, `5m`, `1h`, `1d`, ..., or `day`, `week`, `month`, `quarter`, `year`.
     pub every: String,
+    /// Time zone of the wall clock the buckets follow (default UTC).
+    #[serde(default)]
+    pub tz: Option<String>,
     /// Unit of an integer time column (default `ms`).
     #[serde(default)]
     pub unit: Option<Unit>,
@@ -41,21 +45,25 @@ pub struct Config {
 }
 
 /// Builds the engine spec shared with `resample`; `aggs` carry their config keys.
+#[allow(clippy::too_many_arguments)]
 pub fn spec(
     keys: Vec<String>,
     time: String,
     every: &str,
+    tz: Option<&str>,
     unit: Option<Unit>,
     bucket_as: Option<String>,
     aggs: Vec<AggDef>,
     emit: Emit,
 ) -> Result<Spec, Error> {
-    let every_ms = parse_duration_ms(every).map_err(|m| Error::config(m).key("every"))?;
+    let every = Every::parse(every).map_err(|m| Error::config(m).key("every"))?;
+    let zone = tz.map(Zone::parse).transpose().map_err(|m| Error::config(m).key("tz"))?.unwrap_or_default();
     Ok(Spec {
         bucket_as: bucket_as.unwrap_or_else(|| time.clone()),
         keys,
         time,
-        every_ms,
+        every,
+        zone,
         unit: unit.unwrap_or(Unit::Ms),
         aggs,
         emit,
@@ -71,13 +79,20 @@ pub struct Aggregate {
 impl Handler for Aggregate {
     type Config = Config;
     const CONFIG_DOC: &'static str = "\
-Groups rows by `keys` and a time bucket (`floor(time / every) * every`) and
-outputs one row per group: the key columns, the bucket (named `as`, default the
-time column's name, same type as the time column) and the aggregates.
+Groups rows by `keys` and a time bucket and outputs one row per group: the key
+columns, the bucket's start (named `as`, default the time column's name, same
+type as the time column) and the aggregates.
 
 - `keys` (optional): key columns.
-- `time` (required): integer epoch column (unit `unit`, default `ms`) or timestamp.
-- `every` (required): bucket width, e.g. `1s`, `5m`, `1h`, `1d`.
+- `time` (required): integer epoch column (unit `unit`, default `ms`), timestamp
+  or date.
+- `every` (required): a fixed width (`1s`, `5m`, `1h`, `1d`: buckets
+  `floor(time / every) * every`), or a calendar unit: `day`, `week` (ISO,
+  from Monday), `month`, `quarter`, `year`.
+- `tz` (optional, default UTC): an IANA time zone (`Europe/Berlin`) whose wall
+  clock the buckets follow: a `day` or `1d` bucket starts at local midnight
+  (and lasts 23 or 25 hours across a clock change). The bucket column stays a
+  UTC instant. Not for a date column.
 - `aggs` (required): list of `{fn, column, as}` with `fn` one of `count`
   (non-null values, or rows without `column`), `sum`, `min`, `max`, `mean`,
   `first`, `last` (by time; ties keep input order), `count_distinct`
@@ -122,7 +137,16 @@ config:
                 AggDef { func: a.func, column: a.column.clone(), output: name, key: format!("aggs.{i}") }
             })
             .collect();
-        let spec = spec(config.keys, config.time, &config.every, config.unit, config.bucket_as, aggs, config.emit)?;
+        let spec = spec(
+            config.keys,
+            config.time,
+            &config.every,
+            config.tz.as_deref(),
+            config.unit,
+            config.bucket_as,
+            aggs,
+            config.emit,
+        )?;
         Ok(Aggregate { engine: Engine::new(spec), schema: None })
     }
 
@@ -284,11 +308,93 @@ mod tests {
     }
 
     #[test]
+    fn calendar_buckets_over_dates_and_zoned_timestamps() {
+        use sluice_plugin::arrow_array::types::{Date32Type, TimestampMillisecondType};
+        use sluice_plugin::arrow_array::{Date32Array, TimestampMillisecondArray};
+        let day = |s: &str| handler_kit::cal::days(chrono_date(s));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("d", DataType::Date32, false),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        let b = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Date32Array::from(vec![
+                    day("2024-01-31"),
+                    day("2024-02-01"),
+                    day("2024-03-31"),
+                    day("2024-04-01"),
+                ])),
+                Arc::new(Int64Array::from(vec![1, 2, 3, 4])),
+            ],
+        )
+        .unwrap();
+        let mut a = Aggregate::new(
+            parse_config(r#"{"time":"d","every":"quarter","aggs":[{"fn":"sum","column":"n","as":"s"}]}"#).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(a.output_schema(&b.schema()).unwrap().field(0).data_type(), &DataType::Date32);
+        a.process(b.clone()).unwrap();
+        let out = a.finish().unwrap().remove(0);
+        let starts: Vec<i32> = out.column(0).as_primitive::<Date32Type>().values().to_vec();
+        assert_eq!(starts, vec![day("2024-01-01"), day("2024-04-01")]);
+        assert_eq!(out.column(1).as_primitive::<Int64Type>().values().to_vec(), vec![6, 4]);
+        // A date has no time zone; a day is the finest bucket of a date.
+        let bad = Aggregate::new(
+            parse_config(r#"{"time":"d","every":"month","tz":"Europe/Berlin","aggs":[{"fn":"count"}]}"#).unwrap(),
+        )
+        .unwrap();
+        let e = bad.output_schema(&b.schema()).unwrap_err();
+        assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "tz"), "{e}");
+        let bad =
+            Aggregate::new(parse_config(r#"{"time":"d","every":"1h","aggs":[{"fn":"count"}]}"#).unwrap()).unwrap();
+        assert!(bad.output_schema(&b.schema()).is_err());
+
+        // Daily buckets on Berlin's wall clock: 23:30 UTC on 30 March is the 31st there, and
+        // that day (clocks go forward) ends 22:00 UTC.
+        let ms =
+            |s: &str| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").unwrap().and_utc().timestamp_millis();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("t", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        let t = TimestampMillisecondArray::from(vec![
+            ms("2024-03-30 22:59"),
+            ms("2024-03-30 23:30"),
+            ms("2024-03-31 21:59"),
+            ms("2024-03-31 22:00"),
+        ])
+        .with_timezone("UTC");
+        let b = RecordBatch::try_new(schema, vec![Arc::new(t), Arc::new(Int64Array::from(vec![1, 2, 3, 4]))]).unwrap();
+        for every in ["day", "1d"] {
+            let cfg = format!(
+                r#"{{"time":"t","every":"{every}","tz":"Europe/Berlin","aggs":[{{"fn":"sum","column":"n","as":"s"}}]}}"#
+            );
+            let mut a = Aggregate::new(parse_config(&cfg).unwrap()).unwrap();
+            a.process(b.clone()).unwrap();
+            let out = a.finish().unwrap().remove(0);
+            let starts = out.column(0).as_primitive::<TimestampMillisecondType>().values().to_vec();
+            assert_eq!(starts, vec![ms("2024-03-29 23:00"), ms("2024-03-30 23:00"), ms("2024-03-31 22:00")], "{every}");
+            assert_eq!(out.column(1).as_primitive::<Int64Type>().values().to_vec(), vec![1, 5, 4], "{every}");
+        }
+        let e = Aggregate::new(
+            parse_config(r#"{"time":"t","every":"day","tz":"Berlin","aggs":[{"fn":"count"}]}"#).unwrap(),
+        )
+        .err()
+        .unwrap();
+        assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "tz"), "{e}");
+    }
+
+    fn chrono_date(s: &str) -> chrono::NaiveDate {
+        chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
     fn config_errors_name_the_key() {
         let e = parse_config::<Config>(r#"{"time":"ts","every":"1s","aggs":[{"fn":"median","column":"amount"}]}"#)
             .unwrap_err();
         assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "aggs.0.fn"), "{e}");
-        let e = Aggregate::new(parse_config(r#"{"time":"ts","every":"1y","aggs":[{"fn":"count"}]}"#).unwrap())
+        let e = Aggregate::new(parse_config(r#"{"time":"ts","every":"1 fortnight","aggs":[{"fn":"count"}]}"#).unwrap())
             .err()
             .unwrap();
         assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "every"), "{e}");

@@ -61,9 +61,23 @@ columns and the columns derived before it.
   comparisons and `and`/`or`/`not`/`in`/`is null` (giving booleans), functions
   `lower`, `upper`, `trim`, `length`, `concat` (skips nulls), `abs`,
   `round(x[, digits])`, `coalesce`, and literals.
+- Dates and times: `year`, `quarter`, `month`, `day`, `hour`, `minute`,
+  `second`, `weekday` (1 = Monday .. 7 = Sunday), `dayofyear`, `week` (ISO),
+  each with an optional time zone (`hour(ts, 'America/New_York')`);
+  `date_trunc('month', ts[, tz])`; `date_diff('day', a, b[, tz])` (boundaries
+  crossed, as DuckDB); `strftime(ts, '%Y-%m-%d'[, tz])`; `strptime(text,
+  '%d/%m/%Y %H:%M')` (a data error when it does not match) and `try_strptime`
+  (null instead); `date(ts[, tz])` or `date(text)`; `make_date(y, m, d)`;
+  `epoch(ts)` (seconds, Float64), `epoch_ms(ts)` and `epoch_ms(integer)` (to a
+  timestamp), `to_timestamp(seconds)`. Literals `date '2024-01-31'`,
+  `timestamp '2024-01-31 12:00'`, `interval '90 minutes'`; `ts + interval '1
+  month'`, `date + 7` (days), `date - date` (days); a date or timestamp compares
+  with another and with a string literal (`ts >= '2024-01-01'`).
 
 Output types: integers Int64, numbers with a float Float64, strings Utf8,
-predicates Boolean. Integer overflow is a data error.
+predicates Boolean, dates Date32, timestamps in their column's unit (computed
+ones in microseconds; a time zone of the column type is not kept). Integer
+overflow, a date out of range and a failed `strptime` are data errors.
 
 ```yaml
 config:
@@ -101,6 +115,12 @@ config:
         for (name, src, e) in &self.columns {
             let schema = Schema::new(fields.clone());
             let t = e.check(&schema).map_err(|err| err.config(src, &format!("columns.{name}")))?;
+            if t == Ty::Interval {
+                return Err(Error::config(format!(
+                    "the expression of `{name}` is an interval, which a column cannot hold: add it to a date or timestamp"
+                ))
+                .key(format!("columns.{name}")));
+            }
             if t == Ty::Null {
                 return Err(
                     Error::config(format!("the expression of `{name}` is always null")).key(format!("columns.{name}"))

@@ -33,8 +33,12 @@ dropped.
   (`= != <> < <= > >=`), `and`, `or`, `not`, `x in (lit, ...)`,
   `x not in (...)`, `x is null`, `x is not null`, arithmetic (`+ - * / %`),
   functions (`lower`, `upper`, `trim`, `length`, `concat`, `abs`, `round`,
-  `coalesce`), literals (`1`, `2.5`, `'text'`, `true`, `false`, `null`), and
-  column names (`\"quoted name\"` for unusual ones).
+  `coalesce`, and the date and time functions of `derive`: `year`, `month`,
+  `weekday`, `hour(ts, 'Europe/Berlin')`, `date_trunc`, `date_diff`,
+  `strftime`, `strptime`, `epoch_ms`, ...), literals (`1`, `2.5`, `'text'`,
+  `true`, `false`, `null`, `date '2024-01-31'`, `interval '1 day'`), and
+  column names (`\"quoted name\"` for unusual ones). A date or timestamp
+  compares with a string literal: `ts >= '2024-03-01' and weekday(ts) <= 5`.
 
 Errors point into the expression: `unknown column `clse` at column 1`.
 

@@ -14,9 +14,10 @@ use sluice_plugin::arrow_buffer::{NullBuffer, ScalarBuffer};
 use sluice_plugin::arrow_select;
 use sluice_plugin::prelude::*;
 
+use crate::cal::{self, CalUnit, Zone};
 use crate::keys::{KeyMap, check_key_columns, key_columns};
 use crate::num::{is_numeric, to_f64, to_i64};
-use crate::time::Unit;
+use crate::time::{Unit, parse_duration_ms};
 
 /// An aggregate function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -53,13 +54,53 @@ pub struct AggDef {
     pub key: String,
 }
 
+/// The bucket width: a fixed duration, or a calendar unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Every {
+    /// Milliseconds, aligned to the epoch (to local midnight of 1970-01-01 in a time zone).
+    Fixed(i64),
+    /// `day`, `week` (ISO, from Monday), `month`, `quarter`, `year`, on the wall clock.
+    Calendar(CalUnit),
+}
+
+impl Every {
+    /// `1s`, `5m`, `1h`, `1d`, `2w`, or `day`, `week`, `month`, `quarter`, `year`
+    /// (also `1 month`, `1mo`, `1y`, `1q`).
+    pub fn parse(s: &str) -> Result<Every, String> {
+        let t = s.trim();
+        let word = t.trim_start_matches('1').trim();
+        let cal = match word.to_ascii_lowercase().as_str() {
+            "day" => Some(CalUnit::Day),
+            "week" => Some(CalUnit::Week),
+            "month" | "mo" => Some(CalUnit::Month),
+            "quarter" | "q" => Some(CalUnit::Quarter),
+            "year" | "y" => Some(CalUnit::Year),
+            _ => None,
+        };
+        if let Some(c) = cal
+            && (t == word || t.strip_prefix('1').is_some_and(|r| r.trim() == word))
+        {
+            return Ok(Every::Calendar(c));
+        }
+        parse_duration_ms(t).map(Every::Fixed).map_err(|m| {
+            if t.chars().any(|c| c.is_ascii_alphabetic()) && t.len() > 3 {
+                format!("{m}; or one calendar unit: day, week, month, quarter, year")
+            } else {
+                m
+            }
+        })
+    }
+}
+
 /// The engine's settings.
 #[derive(Debug, Clone)]
 pub struct Spec {
     pub keys: Vec<String>,
     pub time: String,
-    /// Bucket width in milliseconds.
-    pub every_ms: i64,
+    /// Bucket width.
+    pub every: Every,
+    /// Where day (and coarser) boundaries fall for a timestamp time column.
+    pub zone: Zone,
     /// Unit of an integer time column (timestamps carry their own).
     pub unit: Unit,
     /// Name of the bucket column (default: the time column's name).
@@ -146,17 +187,38 @@ impl Engine {
         let bucket_type = match tf.data_type() {
             DataType::Timestamp(u, tz) => {
                 let per = Unit::of(*u).per_second();
-                if (s.every_ms * per) % 1000 != 0 {
+                if let Every::Fixed(ms) = s.every
+                    && (ms * per) % 1000 != 0
+                {
                     return Err(
                         Error::config(format!("`every` is finer than the time column's unit ({u:?})")).key("every")
                     );
                 }
                 DataType::Timestamp(*u, tz.clone())
             }
+            DataType::Date32 => {
+                if let Every::Fixed(ms) = s.every
+                    && ms % 86_400_000 != 0
+                {
+                    return Err(Error::config(format!(
+                        "`every` is finer than a day, but time column `{}` is a date",
+                        s.time
+                    ))
+                    .key("every"));
+                }
+                if s.zone != Zone::Utc {
+                    return Err(Error::config(format!(
+                        "time column `{}` is a date, which has no time zone: drop `tz`",
+                        s.time
+                    ))
+                    .key("tz"));
+                }
+                DataType::Date32
+            }
             t if t.is_integer() => DataType::Int64,
             t => {
                 return Err(Error::config(format!(
-                    "time column `{}` is {t}: use an integer epoch or a timestamp",
+                    "time column `{}` is {t}: use an integer epoch, a timestamp or a date",
                     s.time
                 ))
                 .key("time"));
@@ -200,13 +262,6 @@ impl Engine {
             fields.push(Arc::new(Field::new(&a.output, t, !matches!(a.func, AggFn::Count | AggFn::CountDistinct))));
         }
         Ok(Arc::new(Schema::new(fields)))
-    }
-
-    fn time_unit(&self, t: &DataType) -> Unit {
-        match t {
-            DataType::Timestamp(u, _) => Unit::of(*u),
-            _ => self.spec.unit,
-        }
     }
 
     fn new_accs(&self, inputs: &[Input]) -> Vec<Acc> {
@@ -257,9 +312,7 @@ impl Engine {
         let tcol = batch
             .column_by_name(&self.spec.time)
             .ok_or_else(|| Error::data("time column not found").column(&self.spec.time))?;
-        let unit = self.time_unit(tcol.data_type());
-        let every = self.spec.every_ms * unit.per_second() / 1000;
-        let every = every.max(1);
+        let mut bucketer = Bucketer::new(&self.spec, tcol.data_type());
         let times = to_i64(tcol.as_ref())
             .ok_or_else(|| Error::data("time column is not an integer or timestamp").column(&self.spec.time))?;
         let inputs = self
@@ -291,7 +344,9 @@ impl Engine {
             }
             let t = tv[row];
             let slot = slots[row];
-            let bucket = t.div_euclid(every) * every;
+            let bucket = bucketer
+                .bucket(t)
+                .ok_or_else(|| Error::data(format!("time {t} is out of range")).row(row).column(&self.spec.time))?;
             let g = match cache {
                 Some((k, g)) if k == (slot, bucket) => g,
                 _ => {
@@ -436,6 +491,9 @@ impl Engine {
                     TimeUnit::Nanosecond => ts::<TimestampNanosecondType>(v, tz),
                 }
             }
+            DataType::Date32 => Arc::new(sluice_plugin::arrow_array::Date32Array::from_iter_values(
+                buckets.values().iter().map(|&d| d as i32),
+            )),
             _ => Arc::new(buckets),
         });
         for i in 0..self.spec.aggs.len() {
@@ -493,6 +551,74 @@ impl Engine {
         });
         self.index = self.groups.iter().enumerate().map(|(i, g)| ((g.slot, g.bucket), i)).collect();
         Ok(RecordBatch::try_new(schema.clone(), cols)?)
+    }
+}
+
+/// The bucket of a time value, remembering the last bucket's span (most rows fall in it).
+struct Bucketer {
+    every: Every,
+    zone: Zone,
+    /// The column's unit; None for dates (days).
+    unit: Option<Unit>,
+    last: Option<(i64, i64)>,
+}
+
+impl Bucketer {
+    fn new(spec: &Spec, t: &DataType) -> Bucketer {
+        let unit = match t {
+            DataType::Timestamp(u, _) => Some(Unit::of(*u)),
+            DataType::Date32 => None,
+            _ => Some(spec.unit),
+        };
+        Bucketer { every: spec.every, zone: spec.zone, unit, last: None }
+    }
+
+    #[inline]
+    fn bucket(&mut self, t: i64) -> Option<i64> {
+        if let Some((start, end)) = self.last
+            && t >= start
+            && t < end
+        {
+            return Some(start);
+        }
+        let (start, end) = match (self.every, self.unit) {
+            (Every::Fixed(ms), None) => {
+                let w = (ms / 86_400_000).max(1);
+                let s = t.div_euclid(w) * w;
+                (s, s + w)
+            }
+            (Every::Calendar(c), None) => {
+                let s = cal::trunc_days(i32::try_from(t).ok()?, c)?;
+                (i64::from(s), i64::from(cal::next_days(s, c)?))
+            }
+            (Every::Fixed(ms), Some(u)) => {
+                let w = (ms.checked_mul(u.per_second())? / 1000).max(1);
+                match self.zone {
+                    Zone::Utc => {
+                        let s = t.div_euclid(w) * w;
+                        (s, s + w)
+                    }
+                    zone => {
+                        // Aligned on the wall clock: bucket the local time, then back to UTC.
+                        let local = cal::from_datetime(zone.local(cal::to_datetime(t, u)?), u)?;
+                        let ls = local.div_euclid(w) * w;
+                        let s = cal::from_datetime(zone.utc(cal::to_datetime(ls, u)?), u)?;
+                        let e = cal::from_datetime(zone.utc(cal::to_datetime(ls + w, u)?), u)?;
+                        // Around a clock change the span may not hold `t`: do not remember it.
+                        if t < s || t >= e {
+                            return Some(s);
+                        }
+                        (s, e)
+                    }
+                }
+            }
+            (Every::Calendar(c), Some(u)) => {
+                let s = cal::trunc(t, u, self.zone, c)?;
+                (s, cal::next(s, u, self.zone, c)?)
+            }
+        };
+        self.last = Some((start, end));
+        Some(start)
     }
 }
 

@@ -15,7 +15,9 @@
 //! ```
 //!
 //! Functions: `lower`, `upper`, `trim`, `length`, `concat` (skips nulls), `abs`,
-//! `round` (one or two arguments), `coalesce`. Keywords are case-insensitive.
+//! `round` (one or two arguments), `coalesce`, and the date and time functions of
+//! [`crate::temporal`]. Typed literals: `date '2024-01-31'`, `timestamp '2024-01-31 12:00'`,
+//! `interval '90 minutes'` (also `interval 90 minutes`). Keywords are case-insensitive.
 //!
 //! Expressions are parsed at construction ([`parse`]; errors carry the byte
 //! offset), type-checked against the input schema ([`Expr::check`]) and
@@ -31,7 +33,10 @@ use sluice_plugin::arrow_array::{Datum, Float64Array, Int64Array, new_null_array
 use sluice_plugin::arrow_select;
 use sluice_plugin::prelude::*;
 
+use crate::cal::{Interval, Part};
 use crate::num::{is_integer_like, to_f64, to_i64};
+use crate::temporal;
+use crate::time::Unit;
 
 /// A syntax or type error at byte offset `pos` of the expression.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,7 +46,7 @@ pub struct ExprError {
 }
 
 impl ExprError {
-    fn new(pos: usize, msg: impl Into<String>) -> Self {
+    pub(crate) fn new(pos: usize, msg: impl Into<String>) -> Self {
         ExprError { pos, msg: msg.into() }
     }
 
@@ -66,6 +71,12 @@ pub enum Ty {
     Str,
     Bool,
     Null,
+    /// Date32 (days).
+    Date,
+    /// A timestamp in its column's unit.
+    Ts(Unit),
+    /// Only as a literal (`interval '1 day'`).
+    Interval,
 }
 
 impl Ty {
@@ -76,6 +87,10 @@ impl Ty {
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Ty::Str,
             DataType::Dictionary(_, v) if Ty::of(v) == Some(Ty::Str) => Ty::Str,
             DataType::Null => Ty::Null,
+            DataType::Date32 => Ty::Date,
+            DataType::Date64 => Ty::Ts(Unit::Ms),
+            DataType::Timestamp(u, _) => Ty::Ts(Unit::of(*u)),
+            DataType::Interval(sluice_plugin::arrow_schema::IntervalUnit::MonthDayNano) => Ty::Interval,
             t if t.is_floating() || matches!(t, DataType::Decimal128(_, _)) => Ty::Float,
             t if is_integer_like(t) => Ty::Int,
             _ => return None,
@@ -90,6 +105,9 @@ impl Ty {
             Ty::Str => DataType::Utf8,
             Ty::Bool => DataType::Boolean,
             Ty::Null => DataType::Null,
+            Ty::Date => DataType::Date32,
+            Ty::Ts(u) => DataType::Timestamp(u.arrow(), None),
+            Ty::Interval => DataType::Interval(sluice_plugin::arrow_schema::IntervalUnit::MonthDayNano),
         }
     }
 
@@ -97,13 +115,22 @@ impl Ty {
         matches!(self, Ty::Int | Ty::Float | Ty::Null)
     }
 
-    fn name(self) -> &'static str {
+    /// The name with its article: `an integer`, `a date`.
+    pub(crate) fn a(self) -> String {
+        let n = self.name();
+        if n.starts_with(['a', 'e', 'i', 'o', 'u']) { format!("an {n}") } else { format!("a {n}") }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Ty::Int => "integer",
             Ty::Float => "float",
             Ty::Str => "string",
             Ty::Bool => "boolean",
             Ty::Null => "null",
+            Ty::Date => "date",
+            Ty::Ts(_) => "timestamp",
+            Ty::Interval => "interval",
         }
     }
 }
@@ -135,6 +162,18 @@ pub enum Func {
     Abs,
     Round,
     Coalesce,
+    /// `year(t)`, `month(t)`, ... (optionally in a time zone).
+    Part(Part),
+    DateTrunc,
+    DateDiff,
+    Strftime,
+    Strptime,
+    TryStrptime,
+    Date,
+    MakeDate,
+    Epoch,
+    EpochMs,
+    ToTimestamp,
 }
 
 /// A literal value.
@@ -145,6 +184,10 @@ pub enum Lit {
     Str(String),
     Bool(bool),
     Null,
+    Date(i32),
+    /// Microseconds.
+    Ts(i64),
+    Interval(Interval),
 }
 
 impl Lit {
@@ -155,6 +198,9 @@ impl Lit {
             Lit::Str(_) => Ty::Str,
             Lit::Bool(_) => Ty::Bool,
             Lit::Null => Ty::Null,
+            Lit::Date(_) => Ty::Date,
+            Lit::Ts(_) => Ty::Ts(Unit::Us),
+            Lit::Interval(_) => Ty::Interval,
         }
     }
 
@@ -165,6 +211,9 @@ impl Lit {
             Lit::Str(v) => Arc::new(StringArray::from(vec![v.as_str()])),
             Lit::Bool(v) => Arc::new(BooleanArray::from(vec![*v])),
             Lit::Null => new_null_array(&DataType::Null, 1),
+            Lit::Date(d) => Arc::new(sluice_plugin::arrow_array::Date32Array::from(vec![*d])),
+            Lit::Ts(v) => temporal::ts_array(vec![*v], None, Unit::Us),
+            Lit::Interval(i) => temporal::interval_array(*i),
         }
     }
 }
@@ -525,14 +574,26 @@ impl Parser {
                     "abs" => Func::Abs,
                     "round" => Func::Round,
                     "coalesce" => Func::Coalesce,
-                    _ => {
+                    "now" | "current_date" | "current_timestamp" | "today" => {
                         return Err(ExprError::new(
                             pos,
                             format!(
-                                "unknown function `{s}` (known: lower, upper, trim, length, concat, abs, round, coalesce)"
+                                "`{s}()` is not available: a step gives the same output for the same input, so it cannot read the clock; use a time column"
                             ),
                         ));
                     }
+                    l => match temporal::func(l) {
+                        Some(f) => f,
+                        None => {
+                            return Err(ExprError::new(
+                                pos,
+                                format!(
+                                    "unknown function `{s}` (known: lower, upper, trim, length, concat, abs, round, coalesce, {})",
+                                    temporal::NAMES
+                                ),
+                            ));
+                        }
+                    },
                 };
                 self.bump();
                 let mut args = Vec::new();
@@ -550,6 +611,23 @@ impl Parser {
                 Kind::Call(f, args)
             }
             Tok::Ident(s) => match s.to_ascii_lowercase().as_str() {
+                kw @ ("date" | "timestamp" | "interval") if matches!(self.peek(), Tok::Str(_)) => {
+                    let (p, Tok::Str(text)) = self.bump() else { unreachable!() };
+                    Kind::Lit(temporal::literal(kw, &text).map_err(|m| ExprError::new(p, m))?)
+                }
+                "interval" if matches!(self.peek(), Tok::Int(_)) => {
+                    let (p, Tok::Int(n)) = self.bump() else { unreachable!() };
+                    let unit = match self.bump() {
+                        (_, Tok::Ident(u)) => u,
+                        (q, t) => {
+                            return Err(ExprError::new(
+                                q,
+                                format!("expected a unit such as `day`, found {}", describe(&t)),
+                            ));
+                        }
+                    };
+                    Kind::Lit(temporal::literal("interval", &format!("{n} {unit}")).map_err(|m| ExprError::new(p, m))?)
+                }
                 "true" => Kind::Lit(Lit::Bool(true)),
                 "false" => Kind::Lit(Lit::Bool(false)),
                 "null" => Kind::Lit(Lit::Null),
@@ -607,12 +685,12 @@ impl Expr {
             }
             Kind::Lit(l) => l.ty(),
             Kind::Neg(e) => match e.check(schema)? {
-                t if t.numeric() => t,
-                t => return err(format!("cannot negate a {}", t.name())),
+                t if t.numeric() || t == Ty::Interval => t,
+                t => return err(format!("cannot negate {}", t.a())),
             },
             Kind::Not(e) => match e.check(schema)? {
                 Ty::Bool | Ty::Null => Ty::Bool,
-                t => return err(format!("`not` needs a boolean, found a {}", t.name())),
+                t => return err(format!("`not` needs a boolean, found {}", t.a())),
             },
             Kind::Bin(op, l, r) => {
                 let (lt, rt) = (l.check(schema)?, r.check(schema)?);
@@ -620,10 +698,13 @@ impl Expr {
                     BinOp::And | BinOp::Or => {
                         for t in [lt, rt] {
                             if !matches!(t, Ty::Bool | Ty::Null) {
-                                return err(format!("`and`/`or` need booleans, found a {}", t.name()));
+                                return err(format!("`and`/`or` need booleans, found {}", t.a()));
                             }
                         }
                         Ty::Bool
+                    }
+                    BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem if temporal_op(lt, rt) => {
+                        return temporal::arith_type(*op, lt, rt, l, r).map_err(|m| ExprError::new(self.pos, m));
                     }
                     BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem => {
                         if !lt.numeric() || !rt.numeric() {
@@ -637,9 +718,13 @@ impl Expr {
                             Ty::Int
                         }
                     }
+                    _ if temporal_op(lt, rt) => {
+                        temporal::check_compare(lt, rt, l, r)?;
+                        Ty::Bool
+                    }
                     _ => {
                         if !comparable(lt, rt) {
-                            return err(format!("cannot compare a {} with a {}", lt.name(), rt.name()));
+                            return err(format!("cannot compare {} with {}", lt.a(), rt.a()));
                         }
                         Ty::Bool
                     }
@@ -651,12 +736,13 @@ impl Expr {
             }
             Kind::In { e, list, .. } => {
                 let t = e.check(schema)?;
+                if matches!(t, Ty::Date | Ty::Ts(_)) {
+                    temporal::check_in(t, list)?;
+                    return Ok(Ty::Bool);
+                }
                 for (pos, l) in list {
                     if !comparable(t, l.ty()) {
-                        return Err(ExprError::new(
-                            *pos,
-                            format!("cannot compare a {} with a {}", t.name(), l.ty().name()),
-                        ));
+                        return Err(ExprError::new(*pos, format!("cannot compare {} with {}", t.a(), l.ty().a())));
                     }
                 }
                 Ty::Bool
@@ -674,12 +760,23 @@ impl Expr {
                     }
                 };
                 match f {
+                    Func::Lower
+                    | Func::Upper
+                    | Func::Trim
+                    | Func::Length
+                    | Func::Concat
+                    | Func::Abs
+                    | Func::Round
+                    | Func::Coalesce => {}
+                    f => return temporal::check_call(*f, self.pos, args, &tys),
+                }
+                match f {
                     Func::Lower | Func::Upper | Func::Trim | Func::Length => {
                         arity(1, 1)?;
                         if !matches!(tys[0], Ty::Str | Ty::Null) {
                             return Err(ExprError::new(
                                 args[0].pos,
-                                format!("expected a string, found a {}", tys[0].name()),
+                                format!("expected a string, found {}", tys[0].a()),
                             ));
                         }
                         if *f == Func::Length { Ty::Int } else { Ty::Str }
@@ -697,7 +794,7 @@ impl Expr {
                         if !tys[0].numeric() {
                             return Err(ExprError::new(
                                 args[0].pos,
-                                format!("expected a number, found a {}", tys[0].name()),
+                                format!("expected a number, found {}", tys[0].a()),
                             ));
                         }
                         if let Some(a) = args.get(1)
@@ -716,19 +813,22 @@ impl Expr {
                                 (Ty::Int, Ty::Float) | (Ty::Float, Ty::Int) => Ty::Float,
                                 (x, y) if x == y => x,
                                 (x, y) => {
-                                    return Err(ExprError::new(
-                                        a.pos,
-                                        format!("coalesce of a {} and a {}", x.name(), y.name()),
-                                    ));
+                                    return Err(ExprError::new(a.pos, format!("coalesce of {} and {}", x.a(), y.a())));
                                 }
                             };
                         }
                         t
                     }
+                    _ => unreachable!("temporal functions are checked above"),
                 }
             }
         })
     }
+}
+
+/// Whether a binary operation involves a date, timestamp or interval.
+fn temporal_op(a: Ty, b: Ty) -> bool {
+    matches!(a, Ty::Date | Ty::Ts(_) | Ty::Interval) || matches!(b, Ty::Date | Ty::Ts(_) | Ty::Interval)
 }
 
 fn comparable(a: Ty, b: Ty) -> bool {
@@ -754,10 +854,21 @@ impl Value {
     fn arr(array: ArrayRef) -> Self {
         Value { array, scalar: false }
     }
-    fn map(&self, array: ArrayRef) -> Self {
+    pub(crate) fn map(&self, array: ArrayRef) -> Self {
         Value { array, scalar: self.scalar }
     }
-    fn ty(&self) -> Ty {
+    /// A string (or null) value's array as Utf8.
+    pub(crate) fn as_string_array(&self) -> StringArray {
+        match self.array.data_type() {
+            DataType::Utf8 => self.array.as_string::<i32>().clone(),
+            _ => StringArray::new_null(self.array.len()),
+        }
+    }
+    /// A numeric (or null) value's array as Float64.
+    pub(crate) fn as_float64(&self) -> Float64Array {
+        self.as_float().array.as_primitive::<Float64Type>().clone()
+    }
+    pub(crate) fn ty(&self) -> Ty {
         Ty::of(self.array.data_type()).unwrap_or(Ty::Null)
     }
     /// The value as a full array of `n` rows.
@@ -792,7 +903,22 @@ impl Value {
 /// A column normalized to the language's array types (Int64, Float64, Utf8, Boolean).
 pub fn normalize_column(a: &ArrayRef) -> Result<ArrayRef, Error> {
     Ok(match a.data_type() {
-        DataType::Int64 | DataType::Float64 | DataType::Utf8 | DataType::Boolean | DataType::Null => a.clone(),
+        DataType::Int64
+        | DataType::Float64
+        | DataType::Utf8
+        | DataType::Boolean
+        | DataType::Null
+        | DataType::Date32
+        | DataType::Timestamp(_, None)
+        | DataType::Interval(sluice_plugin::arrow_schema::IntervalUnit::MonthDayNano) => a.clone(),
+        DataType::Timestamp(u, Some(_)) => temporal::ts_array(
+            to_i64(a.as_ref()).expect("timestamp").values().to_vec(),
+            a.nulls().cloned(),
+            Unit::of(*u),
+        ),
+        DataType::Date64 => {
+            temporal::ts_array(to_i64(a.as_ref()).expect("date64").values().to_vec(), a.nulls().cloned(), Unit::Ms)
+        }
         DataType::LargeUtf8 => Arc::new(a.as_string::<i64>().iter().collect::<StringArray>()),
         DataType::Utf8View => Arc::new(a.as_string_view().iter().collect::<StringArray>()),
         DataType::Dictionary(_, _) => {
@@ -924,6 +1050,7 @@ impl Expr {
                 let v = e.eval(batch)?;
                 match v.ty() {
                     Ty::Null => v,
+                    Ty::Interval => temporal::negate_interval(&v),
                     Ty::Int => {
                         let a = v.array.as_primitive::<Int64Type>();
                         let r = a.try_unary::<_, Int64Type, _>(|x| {
@@ -966,6 +1093,13 @@ impl Expr {
                             boolean::or_kleene(a.as_boolean(), b.as_boolean())?
                         };
                         Value { array: Arc::new(r), scalar }
+                    }
+                    BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem if temporal_op(a.ty(), b.ty()) => {
+                        temporal::arith(*op, &a, &b, l, r, self.pos, batch.num_rows())?
+                    }
+                    _ if temporal_op(a.ty(), b.ty()) => {
+                        let (a, b) = temporal::comparable(&a, &b)?;
+                        Value { array: Arc::new(compare(*op, &a, &b, Ty::Int)), scalar }
                     }
                     BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem => {
                         let float = *op == BinOp::Div || a.ty() == Ty::Float || b.ty() == Ty::Float;
@@ -1034,7 +1168,12 @@ impl Expr {
                         let b = arr.as_boolean();
                         out.extend((0..n).map(|i| set.contains(&b.value(i)) != *negated));
                     }
-                    Ty::Null => out.resize(n, false),
+                    Ty::Date | Ty::Ts(_) => {
+                        let set = temporal::in_list(v.ty(), list);
+                        let p = to_i64(arr).expect("temporal");
+                        out.extend(p.values().iter().map(|x| set.contains(x) != *negated));
+                    }
+                    Ty::Null | Ty::Interval => out.resize(n, false),
                 }
                 let r = if v.ty() == Ty::Null {
                     BooleanArray::new(out.into(), Some(vec![false; n].into()))
@@ -1047,6 +1186,17 @@ impl Expr {
                 let vals = args.iter().map(|a| a.eval(batch)).collect::<Result<Vec<_>, _>>()?;
                 let scalar = vals.iter().all(|v| v.scalar);
                 let n = if scalar { 1 } else { batch.num_rows() };
+                match f {
+                    Func::Lower
+                    | Func::Upper
+                    | Func::Trim
+                    | Func::Length
+                    | Func::Concat
+                    | Func::Abs
+                    | Func::Round
+                    | Func::Coalesce => {}
+                    f => return temporal::eval_call(*f, self.pos, args, &vals, batch.num_rows()),
+                }
                 match f {
                     Func::Lower | Func::Upper | Func::Trim | Func::Length => {
                         let v = vals[0].as_type(Ty::Str);
@@ -1101,7 +1251,11 @@ impl Expr {
                                     Ty::Int => write!(b, "{}", a.as_primitive::<Int64Type>().value(i)),
                                     Ty::Float => write!(b, "{}", a.as_primitive::<Float64Type>().value(i)),
                                     Ty::Bool => write!(b, "{}", a.as_boolean().value(i)),
-                                    Ty::Null => Ok(()),
+                                    Ty::Date | Ty::Ts(_) => {
+                                        temporal::write_value(v, i, &mut b);
+                                        Ok(())
+                                    }
+                                    Ty::Null | Ty::Interval => Ok(()),
                                 };
                             }
                             b.append_value("");
@@ -1148,6 +1302,7 @@ impl Expr {
                         }
                         Value { array: acc, scalar }
                     }
+                    _ => unreachable!("temporal functions are evaluated above"),
                 }
             }
         })

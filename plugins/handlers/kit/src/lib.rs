@@ -5,9 +5,11 @@
 //! read through typed slices, strings are appended to builders in place.
 
 pub mod agg;
+pub mod cal;
 pub mod expr;
 pub mod keys;
 pub mod num;
+pub mod temporal;
 pub mod time;
 
 use sluice_plugin::prelude::*;

@@ -1,8 +1,9 @@
 //! `resample`: OHLCV bars to a coarser interval per key (e.g. 1s to 1m), the
 //! OHLCV shorthand of `aggregate`.
 
-use handler_kit::agg::{AggDef, AggFn, Emit, Engine, Spec};
-use handler_kit::time::{Unit, parse_duration_ms};
+use handler_kit::agg::{AggDef, AggFn, Emit, Engine, Every, Spec};
+use handler_kit::cal::Zone;
+use handler_kit::time::Unit;
 use sluice_plugin::prelude::*;
 
 fn default_name(s: &str) -> String {
@@ -15,10 +16,13 @@ fn default_name(s: &str) -> String {
 pub struct Config {
     #[serde(default)]
     pub keys: Vec<String>,
-    /// The bar open time column (integer epoch or timestamp).
+    /// The bar open time column (integer epoch, timestamp or date).
     pub time: String,
-    /// The target bar width: `1m`, `1h`, `1d`, ...
+    /// The target bar width: `1m`, `1h`, `1d`, ..., or `day`, `week`, `month`, `quarter`, `year`.
     pub every: String,
+    /// Time zone of the wall clock the bars follow (default UTC).
+    #[serde(default)]
+    pub tz: Option<String>,
     /// Unit of an integer time column (default `ms`).
     #[serde(default)]
     pub unit: Option<Unit>,
@@ -63,14 +67,17 @@ impl Handler for Resample {
     type Config = Config;
     const CONFIG_DOC: &'static str = "\
 Resamples OHLCV bars to a coarser interval per key: for each key and bucket
-`floor(time / every) * every`, `open` is the first open (by time), `high` the
+(`floor(time / every) * every`, or a calendar unit), `open` is the first open (by time), `high` the
 max high, `low` the min low, `close` the last close, each `sum` column the sum,
 and `bars` the number of input bars. Output columns: keys, the time column
 (the bucket start), open, high, low, close, the summed columns, bars.
 
 - `keys` (optional): key columns, e.g. `[symbol]`.
-- `time` (required): bar open time, integer epoch (`unit`, default `ms`) or timestamp.
-- `every` (required): the target width, e.g. `1m`, `1h`, `1d`.
+- `time` (required): bar open time, integer epoch (`unit`, default `ms`), timestamp or date.
+- `every` (required): the target width, e.g. `1m`, `1h`, `1d`, or a calendar
+  unit: `day`, `week` (from Monday), `month`, `quarter`, `year`.
+- `tz` (optional, default UTC): the IANA time zone whose wall clock the bars
+  follow (daily bars from local midnight, e.g. `America/New_York`).
 - `open`, `high`, `low`, `close` (default: those names): the input columns.
 - `sum` (default `[volume]`): columns to sum, e.g. `[volume, quote_volume, trades]`.
 - `emit` (default `finish`): as for `aggregate` (`close` streams finished bars).
@@ -81,7 +88,8 @@ config: {keys: [symbol], time: open_time, every: 1m, sum: [volume, trades]}
 ";
 
     fn new(config: Config) -> Result<Self, Error> {
-        let every_ms = parse_duration_ms(&config.every).map_err(|m| Error::config(m).key("every"))?;
+        let every = Every::parse(&config.every).map_err(|m| Error::config(m).key("every"))?;
+        let zone = config.tz.as_deref().map(Zone::parse).transpose().map_err(|m| Error::config(m).key("tz"))?;
         let mut aggs = vec![
             AggDef { func: AggFn::First, column: Some(config.open.clone()), output: "open".into(), key: "open".into() },
             AggDef { func: AggFn::Max, column: Some(config.high.clone()), output: "high".into(), key: "high".into() },
@@ -101,7 +109,8 @@ config: {keys: [symbol], time: open_time, every: 1m, sum: [volume, trades]}
             keys: config.keys,
             bucket_as: config.time.clone(),
             time: config.time,
-            every_ms,
+            every,
+            zone: zone.unwrap_or_default(),
             unit: config.unit.unwrap_or(Unit::Ms),
             aggs,
             emit: config.emit,
