@@ -13,7 +13,10 @@
 //! - tracks the unit's per-key ranges and tails, committed with the unit ([`UnitState`]).
 //!
 //! After a commit, [`KeyedStep::successors`] names the committed units whose lookback the unit
-//! changed (it arrived earlier in the order than they), which the runner re-runs.
+//! changed (it arrived earlier in the order than they), which the runner re-runs. A step with
+//! `lookahead` (groups across units) also learns, before its `finish`, where later committed
+//! units continue each key ([`KeyedStep::continuing`]), and [`KeyedStep::predecessors`] names
+//! the committed units right before a new one, whose output it changes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -74,11 +77,21 @@ pub(crate) struct KeyedStep {
     unit: BTreeMap<KeyValues, UnitKey>,
     /// Tails read from the sink during this unit, per unit id.
     tails_cache: HashMap<String, Option<RecordBatch>>,
+    /// The spec was asked again after the instance saw its input schema (a handler may size its
+    /// lookback in the ordering column's units, known only then).
+    pub(crate) refreshed: bool,
 }
 
 impl KeyedStep {
     pub(crate) fn new(name: String, spec: StateSpec) -> Self {
-        KeyedStep { name, spec, carried: HashMap::new(), unit: BTreeMap::new(), tails_cache: HashMap::new() }
+        KeyedStep {
+            name,
+            spec,
+            carried: HashMap::new(),
+            unit: BTreeMap::new(),
+            tails_cache: HashMap::new(),
+            refreshed: false,
+        }
     }
 
     /// Whether ranges, tails and seeds apply: the step needs history (rows or a span) and says
@@ -97,6 +110,104 @@ impl KeyedStep {
     /// The handler instance was dropped: its state is gone.
     pub(crate) fn reset_instance(&mut self) {
         self.carried.clear();
+        self.refreshed = false;
+    }
+
+    /// Where later committed units continue the keys of the unit in flight: per key that one
+    /// continues, the key columns and the ordering column (as in the step's input) holding that
+    /// unit's first order value. `None` when the step has no lookahead or saw no rows.
+    pub(crate) fn continuing(&self, sink: &dyn Sink, unit_id: &str) -> Result<Option<RecordBatch>, KeyedError> {
+        if !self.spec.lookahead {
+            return Ok(None);
+        }
+        let mut rows: Vec<RecordBatch> = Vec::new();
+        let mut next: Vec<i64> = Vec::new();
+        let mut schema = None;
+        for (key, u) in &self.unit {
+            let Some(tail) = u.tail.as_ref().filter(|t| t.num_rows() > 0) else { continue };
+            schema.get_or_insert_with(|| tail.schema());
+            let later = sink
+                .key_history(&self.name, key)?
+                .into_iter()
+                .filter(|v| v.unit_id != unit_id && v.range.min > u.max)
+                .map(|v| v.range.min)
+                .min();
+            if let Some(at) = later {
+                rows.push(tail.slice(tail.num_rows() - 1, 1));
+                next.push(at);
+            }
+        }
+        let Some(schema) = schema else { return Ok(None) };
+        let mut fields = Vec::new();
+        for k in self.spec.keys.iter().chain([&self.spec.order_by]) {
+            let i =
+                schema.index_of(k).map_err(|_| KeyedError::Data(format!("column `{k}` is not in the step's input")))?;
+            fields.push(i);
+        }
+        let projected = schema.project(&fields).map_err(|e| KeyedError::Data(e.to_string()))?;
+        let projected = Arc::new(projected);
+        if rows.is_empty() {
+            return Ok(Some(RecordBatch::new_empty(projected)));
+        }
+        let all = arrow_select::concat::concat_batches(&schema, &rows).map_err(|e| KeyedError::Data(e.to_string()))?;
+        let mut cols: Vec<ArrayRef> = fields[..fields.len() - 1].iter().map(|&i| all.column(i).clone()).collect();
+        let order_type = projected.field(fields.len() - 1).data_type().clone();
+        cols.push(order_array(next, &order_type)?);
+        RecordBatch::try_new(projected, cols).map(Some).map_err(|e| KeyedError::Data(e.to_string()))
+    }
+
+    /// For a step with `lookahead`: a key of the unit in flight whose rows overlap in order with
+    /// a committed unit's rows of that key. Groups across units need each key's units one after
+    /// another: where two overlap, neither holds all of a group's rows.
+    pub(crate) fn overlapping(
+        &self,
+        sink: &dyn Sink,
+        unit_id: &str,
+    ) -> Result<Option<(KeyValues, KeyedUnit)>, SinkError> {
+        if !self.spec.lookahead {
+            return Ok(None);
+        }
+        for (key, u) in &self.unit {
+            if let Some(v) = sink
+                .key_history(&self.name, key)?
+                .into_iter()
+                .find(|v| v.unit_id != unit_id && v.range.min <= u.max && v.range.max >= u.min)
+            {
+                return Ok(Some((key.clone(), v)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// For a step with `lookahead`: per key of a just-committed unit, the committed unit right
+    /// before it (the latest that ends before the unit starts), when it ends within the span of
+    /// the unit's start, so that a group may run from it into the unit. Its output may hold that
+    /// group, which now belongs to the new unit: the runner re-runs it.
+    pub(crate) fn predecessors(
+        &self,
+        sink: &dyn Sink,
+        unit_id: &str,
+        ranges: &[KeyRange],
+    ) -> Result<Vec<KeyedUnit>, SinkError> {
+        if !self.spec.lookahead {
+            return Ok(Vec::new());
+        }
+        let span = self.spec.span().unwrap_or(i64::MAX);
+        let mut out: Vec<KeyedUnit> = Vec::new();
+        for r in ranges {
+            let before = sink
+                .key_history(&self.name, &r.key)?
+                .into_iter()
+                .filter(|v| v.unit_id != unit_id && v.range.max < r.min)
+                .max_by_key(|v| v.range.max);
+            if let Some(p) = before
+                && r.min.saturating_sub(p.range.max) <= span
+                && !out.iter().any(|o| o.unit_id == p.unit_id)
+            {
+                out.push(p);
+            }
+        }
+        Ok(out)
     }
 
     /// A new unit starts.
@@ -514,6 +625,16 @@ fn key_strings(batch: &RecordBatch, keys: &[String]) -> Result<Vec<KeyValues>, K
     (0..batch.num_rows()).map(|i| key_at(&cols, i)).collect()
 }
 
+/// Order values as an array of the ordering column's type.
+fn order_array(values: Vec<i64>, t: &DataType) -> Result<ArrayRef, KeyedError> {
+    let ints: ArrayRef = Arc::new(Int64Array::from(values));
+    let ints = match t {
+        DataType::Date32 => arrow_cast::cast(&ints, &DataType::Int32).map_err(|e| KeyedError::Data(e.to_string()))?,
+        _ => ints,
+    };
+    arrow_cast::cast(&ints, t).map_err(|e| KeyedError::Data(format!("ordering column of type {t}: {e}")))
+}
+
 /// The ordering column as i64 (integers, timestamps and dates in their own units).
 pub(crate) fn order_values(batch: &RecordBatch, column: &str) -> Result<Int64Array, KeyedError> {
     let col = batch
@@ -601,6 +722,7 @@ mod tests {
                 lookback_rows: n,
                 lookback_span: None,
                 lookback_gap: None,
+                lookahead: false,
             },
         )
     }
@@ -640,6 +762,7 @@ mod tests {
                 lookback_rows: n,
                 lookback_span: Some(span),
                 lookback_gap: None,
+                lookahead: false,
             },
         )
     }

@@ -53,6 +53,11 @@ pub struct StateSpec {
     /// History per key as the open session: the rows after the last gap wider than this between
     /// consecutive values of `order_by`, in its units. Kept in addition to the others.
     pub lookback_gap: Option<i64>,
+    /// A unit's output depends on where later units continue its keys (groups across files):
+    /// the runner calls [`Handler::continuing`] before [`Handler::finish`], and re-runs a
+    /// committed unit when a unit that continues its keys within `lookback_span` is committed
+    /// after it.
+    pub lookahead: bool,
 }
 
 impl StateSpec {
@@ -149,6 +154,18 @@ pub trait Handler: Send {
     }
     /// Transform one batch. Output batches have the declared output schema.
     fn process(&mut self, batch: &RecordBatch) -> Result<Vec<RecordBatch>, PluginError>;
+    /// History rows that rebuild state (from committed units, before a unit's own rows of a
+    /// key): the handler outputs nothing for them, now or later. The default processes them
+    /// and drops the output.
+    fn seed(&mut self, batch: &RecordBatch) -> Result<(), PluginError> {
+        self.process(batch).map(drop)
+    }
+    /// Where the keys of the unit in flight continue (for a [`StateSpec::lookahead`] handler):
+    /// key columns and the ordering column holding the first order value of the later unit.
+    fn continuing(&mut self, keys: &RecordBatch) -> Result<(), PluginError> {
+        let _ = keys;
+        Ok(())
+    }
     /// End of input: batches still held.
     fn finish(&mut self) -> Result<Vec<RecordBatch>, PluginError>;
 }

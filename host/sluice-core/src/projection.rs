@@ -265,6 +265,21 @@ impl Handler for Projected {
         Ok(out)
     }
 
+    fn seed(&mut self, batch: &RecordBatch) -> Result<(), PluginError> {
+        let schema = batch.schema();
+        self.plan_for(&schema)?;
+        let plan = self.plan.as_ref().expect("planned above");
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        let sent = plan.sent.iter().map(|&i| batch.column(i).clone()).collect();
+        let projected = RecordBatch::try_new_with_options(plan.projected.clone(), sent, &options)
+            .map_err(|e| PluginError::BadOutput(format!("projecting the input: {e}")))?;
+        self.inner.seed(&projected)
+    }
+
+    fn continuing(&mut self, keys: &RecordBatch) -> Result<(), PluginError> {
+        self.inner.continuing(keys)
+    }
+
     fn finish(&mut self) -> Result<Vec<RecordBatch>, PluginError> {
         let held: usize = self.inner.finish()?.iter().map(|b| b.num_rows()).sum();
         if held > 0 {

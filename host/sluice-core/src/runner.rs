@@ -71,10 +71,12 @@ impl Progress for NoProgress {}
 pub enum RunError {
     #[error("{location}: {error}")]
     Step { location: Box<Location>, error: PluginError },
+    // Not `#[from]`: that would also make the inner error the source, and a report that prints
+    // the chain (`{:#}`) would say its message twice.
     #[error("source: {0}")]
-    Source(#[from] SourceError),
+    Source(SourceError),
     #[error("sink: {0}")]
-    Sink(#[from] SinkError),
+    Sink(SinkError),
     /// The sink rejected a unit's data (e.g. its schema) under `sink.on_error: fail`.
     #[error("{location}: {error}")]
     SinkData { location: Box<Location>, error: SinkError },
@@ -107,8 +109,22 @@ struct UnitResult {
     rows_in: u64,
     /// Rows the source set aside into `_rejects`.
     rows_rejected: u64,
+    /// Some of its rows are in groups later units output.
+    continued: bool,
     outcome: Result<CommitReport, UnitError>,
     steps: Vec<StepStats>,
+}
+
+impl From<SourceError> for RunError {
+    fn from(e: SourceError) -> Self {
+        RunError::Source(e)
+    }
+}
+
+impl From<SinkError> for RunError {
+    fn from(e: SinkError) -> Self {
+        RunError::Sink(e)
+    }
 }
 
 /// Checks the schema flowing through the chain: the sources' schema (when known without reading
@@ -416,6 +432,7 @@ fn absorb(job: &Job, summary: &mut RunSummary, res: UnitResult, progress: &dyn P
             rows_written: report.rows,
             rows_rejected: res.rows_rejected,
             rerun: res.rerun,
+            continued: res.continued,
         });
     }
     if res.rerun {
@@ -539,6 +556,12 @@ fn worker(ctx: &WorkerCtx) {
                         Ok(found) => succ.extend(found.into_iter().map(|v| (step.name.clone(), v))),
                         Err(e) => tracing::warn!(step = %step.name, "cannot look up units to re-run: {e}"),
                     }
+                    // Groups across units: the unit before it may have output a group this one
+                    // continues.
+                    match step.predecessors(&*job.sink, &res.unit.id(), ranges) {
+                        Ok(found) => succ.extend(found.into_iter().map(|v| (step.name.clone(), v))),
+                        Err(e) => tracing::warn!(step = %step.name, "cannot look up units to re-run: {e}"),
+                    }
                 }
                 // Units still queued run anyway; each unit is re-run once. The queue's ids are
                 // hashed only when there is something to re-run.
@@ -582,6 +605,8 @@ struct Chain<'a> {
     rejects: Vec<Reject>,
     /// The steps that set rows aside in the unit in flight.
     reject_steps: Vec<String>,
+    /// A step with lookahead learned that later units continue some keys of the unit in flight.
+    continued: bool,
 }
 
 impl<'a> Chain<'a> {
@@ -595,6 +620,7 @@ impl<'a> Chain<'a> {
             unit_id: String::new(),
             rejects: Vec::new(),
             reject_steps: Vec::new(),
+            continued: false,
         }
     }
 
@@ -632,6 +658,7 @@ impl<'a> Chain<'a> {
         self.unit_id = unit.id();
         self.rejects.clear();
         self.reject_steps.clear();
+        self.continued = false;
         for i in 0..self.handlers.len() {
             if self.keyed[i].as_ref().is_some_and(|k| k.unit_scoped()) {
                 self.drop_instance(i);
@@ -664,6 +691,20 @@ impl<'a> Chain<'a> {
         if !tracked {
             return self.call(i, |h| h.process(b), b.num_rows() as u64);
         }
+        if !self.keyed[i].as_ref().expect("tracked").refreshed {
+            // Ask for the spec again now that the instance sees its input schema.
+            let h = self.handlers[i].as_mut().expect("created above");
+            let spec = h.output_schema(&b.schema()).and_then(|_| h.state());
+            let spec = spec.map_err(|error| UnitError::Step { index: i, error })?;
+            let keyed = self.keyed[i].as_mut().expect("tracked");
+            if let Some(spec) = spec
+                && spec.keys == keyed.spec.keys
+                && spec.order_by == keyed.spec.order_by
+            {
+                keyed.spec = spec;
+            }
+            keyed.refreshed = true;
+        }
         let keyed = self.keyed[i].as_mut().expect("tracked");
         let data_err = |e: KeyedError| match e {
             KeyedError::Data(message) => {
@@ -680,7 +721,7 @@ impl<'a> Chain<'a> {
                 for seed in seeds {
                     // The seed only rebuilds state: its output belongs to committed units.
                     let started = Instant::now();
-                    let res = self.handlers[i].as_mut().expect("created above").process(&seed);
+                    let res = self.handlers[i].as_mut().expect("created above").seed(&seed);
                     self.stats[i].plugin_ns += started.elapsed().as_nanos() as u64;
                     if let Err(error) = res {
                         if error.poisons_instance() {
@@ -751,6 +792,44 @@ impl<'a> Chain<'a> {
         for i in 0..self.handlers.len() {
             if self.handlers[i].is_none() {
                 continue;
+            }
+            // A step with lookahead learns where later units continue its keys; its keys' units
+            // must follow each other.
+            if let Some(k) = self.keyed[i].as_ref().filter(|k| k.tracked())
+                && let Some((key, other)) = k.overlapping(&*self.job.sink, &self.unit_id).map_err(UnitError::Sink)?
+            {
+                let key = if key.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " of key ({})",
+                        key.iter().map(|v| v.as_deref().unwrap_or("null")).collect::<Vec<_>>().join(", ")
+                    )
+                };
+                let message = format!(
+                    "this file's rows{key} overlap in `{}` with those of {}, already committed: groups across files \
+                     need each key's files one after another in time (daily files of a symbol); group by a key \
+                     that tells the files apart, or set `scope: file`",
+                    k.spec.order_by,
+                    other.unit.display_name()
+                );
+                return Err(UnitError::Step {
+                    index: i,
+                    error: PluginError::Data { message, row: None, column: None },
+                });
+            }
+            let continuing = match self.keyed[i].as_ref().filter(|k| k.tracked()) {
+                Some(k) => k.continuing(&*self.job.sink, &self.unit_id).map_err(|e| match e {
+                    KeyedError::Data(message) => {
+                        UnitError::Step { index: i, error: PluginError::Data { message, row: None, column: None } }
+                    }
+                    KeyedError::Sink(e) => UnitError::Sink(e),
+                })?,
+                None => None,
+            };
+            if let Some(keys) = continuing {
+                self.continued |= keys.num_rows() > 0;
+                self.call(i, |h| h.continuing(&keys).map(|()| Vec::new()), 0)?;
             }
             let flushed = self.call(i, |h| h.finish(), 0)?;
             out.extend(self.run_from(i + 1, flushed)?);
@@ -847,7 +926,8 @@ fn process_unit(job: &Job, chain: &mut Chain<'_>, unit: SourceUnit, rerun: bool)
         chain.reset_after_failure();
         ranges.clear();
     }
-    (UnitResult { unit, rerun, rows_in, rows_rejected, outcome, steps: chain.take_stats() }, ranges)
+    let continued = chain.continued;
+    (UnitResult { unit, rerun, rows_in, rows_rejected, continued, outcome, steps: chain.take_stats() }, ranges)
 }
 
 fn process_unit_inner(
@@ -931,6 +1011,9 @@ fn process_unit_inner(
     match result {
         Ok(()) => {
             writer.input_rows(*rows_in, *rows_rejected);
+            if chain.continued {
+                writer.continues();
+            }
             writer.commit().map_err(UnitError::Sink)
         }
         Err(e) => {

@@ -150,6 +150,9 @@ pub trait UnitWriter: Send {
     /// told before `commit` so the sink can record them next to the rows it wrote: a unit that
     /// read rows and wrote none is then visible in the sink's own records.
     fn input_rows(&mut self, _rows_in: u64, _rows_rejected: u64) {}
+    /// Some of the unit's rows are in groups that later units output (a step with lookahead
+    /// left them to the unit that continues them), so the unit may rightly write none.
+    fn continues(&mut self) {}
     /// Make the unit's output visible, atomically and durably.
     fn commit(self: Box<Self>) -> Result<CommitReport, SinkError>;
     /// Discard everything written for this unit.

@@ -60,6 +60,9 @@ pub struct UnitCounts {
     pub rows_rejected: u64,
     /// A re-run of a committed unit (its lookback changed).
     pub rerun: bool,
+    /// Some of its rows are in groups a later unit outputs (see `UnitWriter::continues`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub continued: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -151,8 +154,11 @@ impl RunSummary {
             let _ = writeln!(s, "  rejected rows: {at}");
         }
         // Rows that went in and nowhere: legitimate for a filter, a lost file otherwise.
-        let empty: Vec<&UnitCounts> =
-            self.units.iter().filter(|u| u.rows_in > 0 && u.rows_written == 0 && u.rows_rejected == 0).collect();
+        let empty: Vec<&UnitCounts> = self
+            .units
+            .iter()
+            .filter(|u| u.rows_in > 0 && u.rows_written == 0 && u.rows_rejected == 0 && !u.continued)
+            .collect();
         if !empty.is_empty() {
             let names: Vec<String> = empty.iter().take(5).map(|u| format!("{} ({} in)", u.file, u.rows_in)).collect();
             let more = if empty.len() > 5 { format!(" and {} more", empty.len() - 5) } else { String::new() };

@@ -63,6 +63,9 @@ pub struct LedgerRecord {
     /// Rows the unit set aside in `_rejects` (source and step rejects), when told.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows_rejected: Option<u64>,
+    /// Some of the unit's rows are in groups that later units output (it may write none).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub continued: bool,
     pub bytes: u64,
     /// Milliseconds since the epoch.
     pub committed_at_ms: u64,
@@ -545,6 +548,7 @@ mod tests {
             rows: files.len() as u64,
             rows_in: None,
             rows_rejected: None,
+            continued: false,
             bytes: 0,
             committed_at_ms: 0,
             state: Vec::new(),

@@ -38,6 +38,8 @@ pub struct UnitRecord {
     /// Rows read from the source and rows set aside in `_rejects`, when recorded.
     pub rows_in: Option<u64>,
     pub rows_rejected: Option<u64>,
+    /// Some of its rows are in groups later units output (it may write none).
+    pub continued: bool,
 }
 
 impl DatasetState {
@@ -76,6 +78,7 @@ impl LakeState {
                 rows: r.rows,
                 rows_in: r.rows_in,
                 rows_rejected: r.rows_rejected,
+                continued: r.continued,
             };
             datasets.entry(r.dataset.clone()).or_default().units.insert(r.unit_id.clone(), unit);
         }

@@ -359,6 +359,7 @@ impl Sink for Lake {
             states: Vec::new(),
             content: None,
             counts: None,
+            continued: false,
         }))
     }
 
@@ -479,6 +480,8 @@ struct LakeUnitWriter {
     content: Option<(String, u64)>,
     /// Rows read and rows rejected, when the runner told.
     counts: Option<(u64, u64)>,
+    /// Some rows are in groups later units output.
+    continued: bool,
 }
 
 /// A deterministic data file name for (unit, fingerprint, partition sequence): a replay writes
@@ -640,8 +643,25 @@ impl UnitWriter for LakeUnitWriter {
         self.counts = Some((rows_in, rows_rejected));
     }
 
+    fn continues(&mut self) {
+        self.continued = true;
+    }
+
     fn commit(self: Box<Self>) -> Result<CommitReport, SinkError> {
-        let LakeUnitWriter { lake, mut unit, unit_id, open, rows, rejects, plan, content, states, counts, .. } = *self;
+        let LakeUnitWriter {
+            lake,
+            mut unit,
+            unit_id,
+            open,
+            rows,
+            rejects,
+            plan,
+            content,
+            states,
+            counts,
+            continued,
+            ..
+        } = *self;
         // Record the hash of exactly the bytes read, and their length as the size.
         if let Some((hash, bytes)) = content {
             unit.content_hash = Some(hash);
@@ -778,6 +798,7 @@ impl UnitWriter for LakeUnitWriter {
             rows: report.rows,
             rows_in: counts.map(|c| c.0),
             rows_rejected: counts.map(|c| c.1),
+            continued,
             bytes: report.bytes,
             committed_at_ms,
             deleted: false,
@@ -972,6 +993,7 @@ impl LakeInner {
                 rows: 0,
                 rows_in: None,
                 rows_rejected: None,
+                continued: false,
                 bytes: 0,
                 committed_at_ms,
                 deleted: true,

@@ -188,6 +188,7 @@ impl Handler for WasmHandler {
             lookback_rows: s.lookback_rows,
             lookback_span: s.lookback_span,
             lookback_gap: s.lookback_gap,
+            lookahead: s.lookahead,
         }))
     }
 
@@ -204,6 +205,18 @@ impl Handler for WasmHandler {
         };
         let out = self.call(|store, g, r| g.call_process(store, r, input.as_slice()))?;
         self.accept(out, &expected)
+    }
+
+    fn seed(&mut self, batch: &RecordBatch) -> Result<(), PluginError> {
+        let schema = batch.schema();
+        self.declared_for(&schema)?;
+        let input = ipc::encode(&schema, &[batch])?;
+        self.call(|store, g, r| g.call_seed(store, r, input.as_slice()))
+    }
+
+    fn continuing(&mut self, keys: &RecordBatch) -> Result<(), PluginError> {
+        let input = ipc::encode(&keys.schema(), &[keys])?;
+        self.call(|store, g, r| g.call_continuing(store, r, input.as_slice()))
     }
 
     fn finish(&mut self) -> Result<Vec<RecordBatch>, PluginError> {

@@ -39,7 +39,7 @@ pub mod bench_support {
 /// The contract this host implements; components must target a compatible version.
 pub const CONTRACT_PACKAGE: &str = "sluice:plugin";
 /// The contract version this host was built with (see `wit/sluice.wit`).
-pub const CONTRACT_VERSION: &str = "0.4.0";
+pub const CONTRACT_VERSION: &str = "0.5.0";
 
 #[cfg(feature = "runtime")]
 mod bindings {

@@ -282,10 +282,10 @@ mod tests {
 
     #[test]
     fn contract_versions_follow_semver_for_0_x() {
-        assert_eq!(crate::CONTRACT_VERSION, "0.4.0");
-        assert!(compatible("0.4.0", "0.4.0") && compatible("0.4.2", "0.4.0"));
+        assert_eq!(crate::CONTRACT_VERSION, "0.5.0");
+        assert!(compatible("0.5.0", "0.5.0") && compatible("0.5.2", "0.5.0"));
         // 0.2 components (no `projection`) and 0.1 ones are refused.
-        assert!(!compatible("0.3.0", "0.4.0") && !compatible("0.1.0", "0.4.0") && !compatible("0.5.0", "0.4.0"));
+        assert!(!compatible("0.4.0", "0.5.0") && !compatible("0.1.0", "0.5.0") && !compatible("0.6.0", "0.5.0"));
         assert!(compatible("1.4.0", "1.0.0") && !compatible("2.0.0", "1.0.0"));
     }
 }

@@ -82,6 +82,10 @@ pub struct StateSpec {
     /// consecutive values of `order_by` (in its units), however far back. For state a gap
     /// resets, such as sessions. Kept in addition to the others (the host caps it per key).
     pub lookback_gap: Option<i64>,
+    /// A unit's output depends on where later units continue its keys: the host tells the
+    /// handler through [`Handler::continuing`] before [`Handler::finish`], and re-runs a
+    /// committed unit when a later one continues its keys (within `lookback_span`).
+    pub lookahead: bool,
 }
 
 /// A batch transformer. One value is created per step per worker from the
@@ -121,6 +125,22 @@ pub trait Handler: Sized + 'static {
     /// End of input: return any batches still held.
     fn finish(&mut self) -> Result<Vec<RecordBatch>, Error> {
         Ok(vec![])
+    }
+
+    /// History that rebuilds state (rows of committed units, before the unit's own rows of a
+    /// key this instance has not seen). Update the state as if processing them, and output
+    /// nothing for them, now or later. The default processes them and drops the output, which
+    /// is right for a handler whose output rows are its input rows.
+    fn seed(&mut self, batch: RecordBatch) -> Result<(), Error> {
+        self.process(batch).map(drop)
+    }
+
+    /// Where the keys of the unit in flight continue (with [`StateSpec::lookahead`]): the key
+    /// columns and the ordering column holding the first order value of the later unit that
+    /// continues each key. Called once before [`Handler::finish`]; keys not listed end here.
+    fn continuing(&mut self, keys: RecordBatch) -> Result<(), Error> {
+        let _ = keys;
+        Ok(())
     }
 
     /// Declared keyed state, or `None` for stateless handlers.
@@ -194,7 +214,7 @@ macro_rules! export_handler {
         #[doc(hidden)]
         #[cfg(target_arch = "wasm32")]
         type __SluiceExport = $crate::__private::Adapter<$ty>;
-        // Exports only exist on wasm: their names (`sluice:plugin/handler@0.4.0#info`)
+        // Exports only exist on wasm: their names (`sluice:plugin/handler@0.5.0#info`)
         // are not valid in a native linker's version script.
         #[cfg(target_arch = "wasm32")]
         $crate::__private::export!(__SluiceExport with_types_in $crate::__private);
@@ -347,6 +367,30 @@ pub mod __private {
             ipc::write_stream(&schema, &out)
         }
 
+        /// `seed`, on IPC bytes.
+        pub fn seed_ipc(&self, input: Vec<u8>) -> Result<(), Error> {
+            let (schema, batches) = ipc::read_stream(input)?;
+            // The handler has seen (or may check) this schema, as for `process`.
+            self.output_schema_for(&schema)?;
+            let mut handler = self.handler.borrow_mut();
+            for batch in batches {
+                handler.seed(batch)?;
+            }
+            Ok(())
+        }
+
+        /// `continuing`, on IPC bytes.
+        pub fn continuing_ipc(&self, keys: Vec<u8>) -> Result<(), Error> {
+            let (schema, batches) = ipc::read_stream(keys)?;
+            let batch = match batches.len() {
+                0 => RecordBatch::new_empty(schema),
+                1 => batches.into_iter().next().expect("one"),
+                _ => arrow_select::concat::concat_batches(&schema, &batches)
+                    .map_err(|e| Error::internal(format!("continuing keys: {e}")))?,
+            };
+            self.handler.borrow_mut().continuing(batch)
+        }
+
         /// `state`.
         pub fn state(&self) -> Option<StateSpec> {
             self.handler.borrow().state()
@@ -391,6 +435,7 @@ pub mod __private {
                 lookback_rows: s.lookback_rows,
                 lookback_span: s.lookback_span,
                 lookback_gap: s.lookback_gap,
+                lookahead: s.lookahead,
             })
         }
 
@@ -400,6 +445,14 @@ pub mod __private {
 
         fn process(&self, input: Vec<u8>) -> Result<Vec<u8>, WitError> {
             Ok(self.process_ipc(input)?)
+        }
+
+        fn seed(&self, input: Vec<u8>) -> Result<(), WitError> {
+            Ok(self.seed_ipc(input)?)
+        }
+
+        fn continuing(&self, keys: Vec<u8>) -> Result<(), WitError> {
+            Ok(self.continuing_ipc(keys)?)
         }
 
         fn finish(&self) -> Result<Vec<u8>, WitError> {

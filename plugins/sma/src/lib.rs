@@ -408,6 +408,7 @@ config: {column: price, window: 20, as: price_sma20, key: symbol, order_by: ts}
             lookback_rows: self.config.window as u64 - 1,
             lookback_span: None,
             lookback_gap: None,
+            lookahead: false,
         })
     }
 }
@@ -455,7 +456,8 @@ mod tests {
                 order_by: String::new(),
                 lookback_rows: 1,
                 lookback_span: None,
-                lookback_gap: None
+                lookback_gap: None,
+                lookahead: false
             })
         );
     }

@@ -188,7 +188,9 @@ fn verify(args: &LakeArgs) -> Result<u8, Exit> {
                     ));
                 }
             }
-            if let Some(rows_in) = u.rows_in.filter(|&n| n > 0 && u.rows == 0 && u.rows_rejected == Some(0)) {
+            if let Some(rows_in) =
+                u.rows_in.filter(|&n| n > 0 && u.rows == 0 && u.rows_rejected == Some(0) && !u.continued)
+            {
                 empty.push(format!("{} ({rows_in} rows in)", u.file));
             }
         }

@@ -1,7 +1,7 @@
 //! `aggregate`: groups rows by key columns plus a time bucket and computes
 //! count, sum, min, max, mean, first, last and count_distinct per group.
 
-use handler_kit::agg::{AggDef, AggFn, Emit, Engine, Every, Spec};
+use handler_kit::agg::{AggDef, AggFn, Emit, Engine, Every, Scope, Spec};
 use handler_kit::cal::Zone;
 use handler_kit::time::Unit;
 use sluice_plugin::prelude::*;
@@ -42,6 +42,9 @@ pub struct Config {
     pub aggs: Vec<AggConfig>,
     #[serde(default)]
     pub emit: Emit,
+    /// Whether a group collects rows from every file (`run`, the default) or ends with each file.
+    #[serde(default)]
+    pub scope: Scope,
 }
 
 /// Builds the engine spec shared with `resample`; `aggs` carry their config keys.
@@ -55,6 +58,7 @@ pub fn spec(
     bucket_as: Option<String>,
     aggs: Vec<AggDef>,
     emit: Emit,
+    scope: Scope,
 ) -> Result<Spec, Error> {
     let every = Every::parse(every).map_err(|m| Error::config(m).key("every"))?;
     let zone = tz.map(Zone::parse).transpose().map_err(|m| Error::config(m).key("tz"))?.unwrap_or_default();
@@ -67,6 +71,7 @@ pub fn spec(
         unit: unit.unwrap_or(Unit::Ms),
         aggs,
         emit,
+        scope,
     })
 }
 
@@ -99,12 +104,20 @@ type as the time column) and the aggregates.
   (numbers or strings). Counts, and sums of integer columns (exact; an
   overflow is a data error), are Int64, the others Float64; `as` defaults to
   `<fn>_<column>`.
-- `emit` (default `finish`): `finish` outputs all groups at the end of each
-  file, ordered by bucket then key; `close` outputs a key's bucket as soon as a
-  row of that key falls into a later bucket (needs rows in time order per key;
-  an older row is a data error).
-
-Groups do not span files: a bucket cut by a file boundary yields one row per file.
+- `scope` (default `run`): a group collects its rows from every file, so a
+  month over daily files is one row. Each file's output holds the groups it
+  adds rows to, except a key's last group when a later file (already
+  committed) continues that bucket: that file's output holds it. A file that
+  arrives after files that continue its groups re-runs them (keyed state, as
+  for `indicators`), so each group is in the lake once. When a bucket is
+  final: in `run`, once the run ends (the files it read are complete); in
+  `watch`, each commit shows every group with the rows committed so far, and a
+  group changes (in place of its old row) until no later file adds to it.
+  `scope: file`: groups end with each file (one row per file and group).
+- `emit` (default `finish`): `finish` outputs groups at the end of each file,
+  ordered by bucket then key; `close` outputs a key's bucket as soon as a row
+  of that key falls into a later bucket (needs rows in time order per key; an
+  older row is a data error).
 
 ```yaml
 config:
@@ -146,6 +159,7 @@ config:
             config.bucket_as,
             aggs,
             config.emit,
+            config.scope,
         )?;
         Ok(Aggregate { engine: Engine::new(spec), schema: None })
     }
@@ -154,15 +168,21 @@ config:
         self.engine.output_schema(input)
     }
 
+    fn state(&self) -> Option<StateSpec> {
+        self.engine.state()
+    }
+
+    fn seed(&mut self, batch: RecordBatch) -> Result<(), Error> {
+        let schema = self.schema_for(&batch)?;
+        self.engine.seed(&batch, &schema)
+    }
+
+    fn continuing(&mut self, keys: RecordBatch) -> Result<(), Error> {
+        self.engine.continuing(&keys)
+    }
+
     fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, Error> {
-        let schema = match &self.schema {
-            Some(s) => s.clone(),
-            None => {
-                let s = self.output_schema(&batch.schema())?;
-                self.schema = Some(s.clone());
-                s
-            }
-        };
+        let schema = self.schema_for(&batch)?;
         Ok(self.engine.process(&batch, &schema)?.into_iter().collect())
     }
 
@@ -170,6 +190,20 @@ config:
         match &self.schema {
             Some(s) => Ok(self.engine.finish(s)?.into_iter().collect()),
             None => Ok(vec![]),
+        }
+    }
+}
+
+impl Aggregate {
+    /// The output schema, computed for the first batch.
+    fn schema_for(&mut self, batch: &RecordBatch) -> Result<SchemaRef, Error> {
+        match &self.schema {
+            Some(s) => Ok(s.clone()),
+            None => {
+                let s = self.output_schema(&batch.schema())?;
+                self.schema = Some(s.clone());
+                Ok(s)
+            }
         }
     }
 }
@@ -383,6 +417,71 @@ mod tests {
         .err()
         .unwrap();
         assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "tz"), "{e}");
+    }
+
+    #[test]
+    fn groups_span_units_through_seeds_and_continuing_keys() {
+        let day = |s: &str| handler_kit::cal::days(chrono_date(s));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, false),
+            Field::new("d", DataType::Date32, false),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        let rows = |v: &[(&str, &str, i64)]| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(StringArray::from(v.iter().map(|r| r.0).collect::<Vec<_>>())),
+                    Arc::new(sluice_plugin::arrow_array::Date32Array::from(
+                        v.iter().map(|r| day(r.1)).collect::<Vec<_>>(),
+                    )),
+                    Arc::new(Int64Array::from(v.iter().map(|r| r.2).collect::<Vec<_>>())),
+                ],
+            )
+            .unwrap()
+        };
+        let cfg = r#"{"keys":["k"],"time":"d","every":"month","aggs":[{"fn":"sum","column":"n","as":"s"}]}"#;
+        let new = || {
+            let a = Aggregate::new(parse_config(cfg).unwrap()).unwrap();
+            a.output_schema(&schema).unwrap();
+            a
+        };
+        let sums = |out: Vec<RecordBatch>| -> Vec<(String, i32, i64)> {
+            out.iter()
+                .flat_map(|b| {
+                    let k = b.column(0).as_string::<i32>().clone();
+                    let d = b.column(1).as_primitive::<sluice_plugin::arrow_array::types::Date32Type>().clone();
+                    let s = b.column(2).as_primitive::<Int64Type>().clone();
+                    (0..b.num_rows()).map(move |i| (k.value(i).to_string(), d.value(i), s.value(i)))
+                })
+                .collect()
+        };
+        // Days are the span unit once the schema is known; a month is 31 of them.
+        let a = new();
+        let st = a.state().unwrap();
+        assert_eq!((st.lookback_span, st.lookahead, st.order_by.as_str()), (Some(31), true, "d"));
+        let unit1 = rows(&[("a", "2024-01-10", 1), ("b", "2024-01-11", 10), ("a", "2024-01-20", 2)]);
+        let unit2 = rows(&[("a", "2024-01-25", 4), ("a", "2024-02-02", 8)]);
+        // One instance, unit 1 then unit 2: unit 1 keeps a's January (unit 2 continues it) and
+        // outputs b's; unit 2 outputs a's whole January and February.
+        let mut a = new();
+        assert!(a.process(unit1.clone()).unwrap().is_empty());
+        let next = rows(&[("a", "2024-01-25", 0)]);
+        a.continuing(next.project(&[0, 1]).unwrap()).unwrap();
+        assert_eq!(sums(a.finish().unwrap()), vec![("b".into(), day("2024-01-01"), 10)]);
+        a.process(unit2.clone()).unwrap();
+        let whole = vec![("a".into(), day("2024-01-01"), 7), ("a".into(), day("2024-02-01"), 8)];
+        assert_eq!(sums(a.finish().unwrap()), whole);
+        // A fresh instance re-running unit 2, seeded with unit 1's rows of `a`: the same output,
+        // and nothing for the seed alone (b is not seeded; a December row makes no group).
+        let mut f = new();
+        f.seed(rows(&[("a", "2023-12-31", 100), ("a", "2024-01-10", 1), ("a", "2024-01-20", 2)])).unwrap();
+        f.process(unit2).unwrap();
+        assert_eq!(sums(f.finish().unwrap()), whole);
+        // `scope: file` declares no state and ends groups with each file.
+        let pf =
+            Aggregate::new(parse_config(&cfg.replace("\"aggs\"", "\"scope\":\"file\",\"aggs\"")).unwrap()).unwrap();
+        assert!(pf.state().is_none());
     }
 
     fn chrono_date(s: &str) -> chrono::NaiveDate {

@@ -322,6 +322,7 @@ config: {keys: [symbol, open_time], keep: first}
             lookback_rows: 0,
             lookback_span: None,
             lookback_gap: None,
+            lookahead: false,
         })
     }
 }

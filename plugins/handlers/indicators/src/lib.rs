@@ -569,6 +569,7 @@ config:
             lookback_rows: lookback as u64,
             lookback_span: span,
             lookback_gap: None,
+            lookahead: false,
         })
     }
 }

@@ -2,6 +2,7 @@
 //! columns plus a time bucket, accumulated across batches, emitted at the end
 //! of the input or when a key's bucket closes (rows arrive in time order per key).
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -42,6 +43,18 @@ pub enum Emit {
     Finish,
     /// A key's groups as soon as a row of that key falls into a later bucket.
     Close,
+}
+
+/// Whether a group may collect rows from several files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// A group collects its rows from every file of the run and of earlier runs: one row per
+    /// group (keyed state; a late file re-runs the files whose groups it changes).
+    #[default]
+    Run,
+    /// Groups end with each file: a group cut by a file boundary gives one row per file.
+    File,
 }
 
 /// One output aggregate: function, input column (optional for `count`), output name.
@@ -107,6 +120,7 @@ pub struct Spec {
     pub bucket_as: String,
     pub aggs: Vec<AggDef>,
     pub emit: Emit,
+    pub scope: Scope,
 }
 
 #[derive(Debug, Clone)]
@@ -129,6 +143,15 @@ struct Group {
     slot: u32,
     bucket: i64,
     accs: Vec<Acc>,
+    /// Holds rows of the unit in flight (not only history from `seed` or earlier units).
+    own: bool,
+}
+
+/// How the time column counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimeKind {
+    Epoch(Unit),
+    Days,
 }
 
 /// Per-batch views of the aggregate inputs.
@@ -158,6 +181,12 @@ pub struct Engine {
     latest: Vec<i64>,
     ready: Vec<usize>,
     slots: Vec<u32>,
+    /// Feeding history (`seed`): groups touched are not the unit's own.
+    seeding: bool,
+    /// Per key slot, the bucket a later unit continues (`continuing`).
+    hold: HashMap<u32, i64>,
+    /// The time column's kind, once the input schema is known.
+    kind: Cell<Option<TimeKind>>,
 }
 
 impl Engine {
@@ -172,7 +201,78 @@ impl Engine {
             latest: Vec::new(),
             ready: Vec::new(),
             slots: Vec::new(),
+            seeding: false,
+            hold: HashMap::new(),
+            kind: Cell::new(None),
         }
+    }
+
+    /// The keyed state of `scope: run`: history as a span of the time column as long as the
+    /// longest bucket (in the time column's units), and the lookahead that keeps a bucket the
+    /// next file continues out of this file's output.
+    pub fn state(&self) -> Option<StateSpec> {
+        if self.spec.scope == Scope::File {
+            return None;
+        }
+        let kind = self.kind.get().unwrap_or(TimeKind::Epoch(self.spec.unit));
+        const DAY: i64 = 86_400_000;
+        let ms = match self.spec.every {
+            Every::Fixed(ms) => ms,
+            Every::Calendar(CalUnit::Week) => 7 * DAY,
+            Every::Calendar(CalUnit::Month) => 31 * DAY,
+            Every::Calendar(CalUnit::Quarter) => 92 * DAY,
+            Every::Calendar(CalUnit::Year) => 366 * DAY,
+            Every::Calendar(_) => DAY,
+        };
+        // A day on a wall clock can last 25 hours.
+        let ms = if self.spec.zone == Zone::Utc { ms } else { ms + 3_600_000 };
+        let span = match kind {
+            TimeKind::Days => (ms + DAY - 1) / DAY,
+            TimeKind::Epoch(u) => ms.saturating_mul(u.per_second()) / 1000,
+        };
+        Some(StateSpec {
+            keys: self.spec.keys.clone(),
+            order_by: self.spec.time.clone(),
+            lookback_rows: 0,
+            lookback_span: Some(span.max(1)),
+            lookback_gap: None,
+            lookahead: true,
+        })
+    }
+
+    /// History rows (see [`Handler::seed`](sluice_plugin::Handler::seed)): they fill groups but
+    /// make none of them this unit's, so no output comes of them alone.
+    pub fn seed(&mut self, batch: &RecordBatch, out_schema: &SchemaRef) -> Result<(), Error> {
+        self.seeding = true;
+        let r = self.process(batch, out_schema);
+        self.seeding = false;
+        r.map(drop)
+    }
+
+    /// Where the keys of the unit in flight continue: a key's group in the bucket of the next
+    /// unit's first row is left out of this unit's output (the next unit's output has it).
+    pub fn continuing(&mut self, keys: &RecordBatch) -> Result<(), Error> {
+        self.hold.clear();
+        if keys.num_rows() == 0 {
+            return Ok(());
+        }
+        let cols = key_columns(keys, &self.spec.keys)?;
+        let mut slots = Vec::new();
+        self.keymap.lookup(&cols, keys.num_rows(), true, &mut slots)?;
+        let tcol = keys
+            .column_by_name(&self.spec.time)
+            .ok_or_else(|| Error::data("time column not found").column(&self.spec.time))?;
+        let times = to_i64(tcol.as_ref())
+            .ok_or_else(|| Error::data("time column is not an integer or timestamp").column(&self.spec.time))?;
+        let mut bucketer = Bucketer::new(&self.spec, tcol.data_type());
+        for (row, slot) in slots.into_iter().enumerate() {
+            if let (Some(slot), true) = (slot, times.is_valid(row))
+                && let Some(b) = bucketer.bucket(times.value(row))
+            {
+                self.hold.insert(slot, b);
+            }
+        }
+        Ok(())
     }
 
     /// The output schema: keys, bucket, aggregates.
@@ -184,6 +284,11 @@ impl Engine {
         let tf = input
             .field_with_name(&s.time)
             .map_err(|_| Error::config(format!("time column `{}` not found in the input", s.time)).key("time"))?;
+        self.kind.set(Some(match tf.data_type() {
+            DataType::Timestamp(u, _) => TimeKind::Epoch(Unit::of(*u)),
+            DataType::Date32 => TimeKind::Days,
+            _ => TimeKind::Epoch(s.unit),
+        }));
         let bucket_type = match tf.data_type() {
             DataType::Timestamp(u, tz) => {
                 let per = Unit::of(*u).per_second();
@@ -370,11 +475,14 @@ impl Engine {
                         Some(&g) => g,
                         None => {
                             let accs = self.new_accs(&inputs);
-                            self.groups.push(Group { slot, bucket, accs });
+                            self.groups.push(Group { slot, bucket, accs, own: false });
                             self.index.insert((slot, bucket), self.groups.len() - 1);
                             self.groups.len() - 1
                         }
                     };
+                    if !self.seeding {
+                        self.groups[g].own = true;
+                    }
                     cache = Some(((slot, bucket), g));
                     g
                 }
@@ -456,19 +564,66 @@ impl Engine {
         if self.ready.is_empty() {
             return Ok(None);
         }
-        let ready = std::mem::take(&mut self.ready);
-        self.emit(ready, out_schema).map(Some)
+        // Closed groups: this unit's are output; history's (seeded, or held by an earlier unit
+        // that a later one did not continue) belong to other units' output.
+        let (ready, history): (Vec<usize>, Vec<usize>) =
+            std::mem::take(&mut self.ready).into_iter().partition(|&g| self.groups[g].own);
+        let out = if ready.is_empty() { None } else { Some(self.emit(ready.clone(), out_schema)?) };
+        self.remove(ready.into_iter().chain(history).collect());
+        Ok(out)
     }
 
-    /// Emits every remaining group (end of input) and resets the groups (keys are kept).
+    /// End of a unit. `scope: file`: emits every group and resets them (keys are kept).
+    /// `scope: run`: emits the unit's own groups except those a later unit continues, then keeps
+    /// each key's latest group (the next unit in this instance may go on filling it) as history.
     pub fn finish(&mut self, out_schema: &SchemaRef) -> Result<Option<RecordBatch>, Error> {
         self.ready.clear();
-        let all: Vec<usize> = (0..self.groups.len()).collect();
-        let r = if all.is_empty() { None } else { Some(self.emit(all, out_schema)?) };
-        self.latest.iter_mut().for_each(|l| *l = i64::MIN);
+        if self.spec.scope == Scope::File {
+            let all: Vec<usize> = (0..self.groups.len()).collect();
+            let r = if all.is_empty() { None } else { Some(self.emit(all.clone(), out_schema)?) };
+            self.remove(all);
+            self.latest.iter_mut().for_each(|l| *l = i64::MIN);
+            return Ok(r);
+        }
+        let hold = std::mem::take(&mut self.hold);
+        let out: Vec<usize> = (0..self.groups.len())
+            .filter(|&g| {
+                let grp = &self.groups[g];
+                grp.own && hold.get(&grp.slot) != Some(&grp.bucket)
+            })
+            .collect();
+        let r = if out.is_empty() { None } else { Some(self.emit(out, out_schema)?) };
+        let mut latest: HashMap<u32, (i64, usize)> = HashMap::new();
+        for (g, grp) in self.groups.iter().enumerate() {
+            let e = latest.entry(grp.slot).or_insert((grp.bucket, g));
+            if grp.bucket > e.0 {
+                *e = (grp.bucket, g);
+            }
+        }
+        let keep: HashSet<usize> = latest.values().map(|&(_, g)| g).collect();
+        self.remove((0..self.groups.len()).filter(|g| !keep.contains(g)).collect());
+        self.groups.iter_mut().for_each(|g| g.own = false);
         Ok(r)
     }
 
+    /// Drops groups (by index) and rebuilds the index.
+    fn remove(&mut self, which: Vec<usize>) {
+        if which.is_empty() {
+            return;
+        }
+        let mut gone = vec![false; self.groups.len()];
+        for g in which {
+            gone[g] = true;
+        }
+        let mut i = 0;
+        self.groups.retain(|_| {
+            i += 1;
+            !gone[i - 1]
+        });
+        self.index = self.groups.iter().enumerate().map(|(i, g)| ((g.slot, g.bucket), i)).collect();
+    }
+
+    /// The output rows of groups `which` (ordered by bucket, then key); the groups stay.
     fn emit(&mut self, mut which: Vec<usize>, schema: &SchemaRef) -> Result<RecordBatch, Error> {
         which.sort_by_key(|&g| (self.groups[g].bucket, self.groups[g].slot));
         let groups = &self.groups;
@@ -539,17 +694,6 @@ impl Engine {
                 Arc::new(Float64Array::new(ScalarBuffer::from(vals), nulls))
             });
         }
-        // Drop the emitted groups.
-        let mut emitted = vec![false; self.groups.len()];
-        for &g in &which {
-            emitted[g] = true;
-        }
-        let mut i = 0;
-        self.groups.retain(|_| {
-            i += 1;
-            !emitted[i - 1]
-        });
-        self.index = self.groups.iter().enumerate().map(|(i, g)| ((g.slot, g.bucket), i)).collect();
         Ok(RecordBatch::try_new(schema.clone(), cols)?)
     }
 }

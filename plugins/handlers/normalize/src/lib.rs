@@ -301,6 +301,7 @@ config: {columns: [close], method: zscore, window: 20, keys: [symbol], order_by:
             lookback_rows: u64::from(w) - 1,
             lookback_span: None,
             lookback_gap: None,
+            lookahead: false,
         })
     }
 }

@@ -1,7 +1,7 @@
 //! `resample`: OHLCV bars to a coarser interval per key (e.g. 1s to 1m), the
 //! OHLCV shorthand of `aggregate`.
 
-use handler_kit::agg::{AggDef, AggFn, Emit, Engine, Every, Spec};
+use handler_kit::agg::{AggDef, AggFn, Emit, Engine, Every, Scope, Spec};
 use handler_kit::cal::Zone;
 use handler_kit::time::Unit;
 use sluice_plugin::prelude::*;
@@ -39,6 +39,9 @@ pub struct Config {
     pub sum: Vec<String>,
     #[serde(default)]
     pub emit: Emit,
+    /// Whether a bar collects rows from every file (`run`, the default) or ends with each file.
+    #[serde(default)]
+    pub scope: Scope,
 }
 
 fn open() -> String {
@@ -81,6 +84,9 @@ and `bars` the number of input bars. Output columns: keys, the time column
 - `open`, `high`, `low`, `close` (default: those names): the input columns.
 - `sum` (default `[volume]`): columns to sum, e.g. `[volume, quote_volume, trades]`.
 - `emit` (default `finish`): as for `aggregate` (`close` streams finished bars).
+- `scope` (default `run`): as for `aggregate`: a bar collects its input bars
+  from every file (an hourly bar over files of a few minutes each is one row);
+  `file` ends bars with each file.
 
 ```yaml
 config: {keys: [symbol], time: open_time, every: 1m, sum: [volume, trades]}
@@ -114,6 +120,7 @@ config: {keys: [symbol], time: open_time, every: 1m, sum: [volume, trades]}
             unit: config.unit.unwrap_or(Unit::Ms),
             aggs,
             emit: config.emit,
+            scope: config.scope,
         };
         Ok(Resample { engine: Engine::new(spec), schema: None })
     }
@@ -129,15 +136,21 @@ config: {keys: [symbol], time: open_time, every: 1m, sum: [volume, trades]}
         })
     }
 
+    fn state(&self) -> Option<StateSpec> {
+        self.engine.state()
+    }
+
+    fn seed(&mut self, batch: RecordBatch) -> Result<(), Error> {
+        let schema = self.schema_for(&batch)?;
+        self.engine.seed(&batch, &schema)
+    }
+
+    fn continuing(&mut self, keys: RecordBatch) -> Result<(), Error> {
+        self.engine.continuing(&keys)
+    }
+
     fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, Error> {
-        let schema = match &self.schema {
-            Some(s) => s.clone(),
-            None => {
-                let s = self.output_schema(&batch.schema())?;
-                self.schema = Some(s.clone());
-                s
-            }
-        };
+        let schema = self.schema_for(&batch)?;
         Ok(self.engine.process(&batch, &schema)?.into_iter().collect())
     }
 
@@ -145,6 +158,20 @@ config: {keys: [symbol], time: open_time, every: 1m, sum: [volume, trades]}
         match &self.schema {
             Some(s) => Ok(self.engine.finish(s)?.into_iter().collect()),
             None => Ok(vec![]),
+        }
+    }
+}
+
+impl Resample {
+    /// The output schema, computed for the first batch.
+    fn schema_for(&mut self, batch: &RecordBatch) -> Result<SchemaRef, Error> {
+        match &self.schema {
+            Some(s) => Ok(s.clone()),
+            None => {
+                let s = self.output_schema(&batch.schema())?;
+                self.schema = Some(s.clone());
+                Ok(s)
+            }
         }
     }
 }

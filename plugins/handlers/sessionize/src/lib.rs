@@ -311,6 +311,7 @@ config: {keys: [user], time: ts, gap: 30m}
             lookback_rows: 0,
             lookback_span: None,
             lookback_gap: Some((self.gap_ms * self.config.unit.unwrap_or(Unit::Ms).per_second() / 1000).max(1)),
+            lookahead: false,
         })
     }
 }

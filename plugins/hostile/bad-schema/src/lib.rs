@@ -92,6 +92,14 @@ impl GuestInstance for BadSchemaInstance {
         Ok(bogus_stream()?)
     }
 
+    fn seed(&self, _input: Vec<u8>) -> Result<(), WitError> {
+        Ok(())
+    }
+
+    fn continuing(&self, _keys: Vec<u8>) -> Result<(), WitError> {
+        Ok(())
+    }
+
     fn finish(&self) -> Result<Vec<u8>, WitError> {
         if !self.hit.get()
             && let Some(last) = self.last_input.borrow().clone()
