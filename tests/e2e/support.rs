@@ -54,14 +54,23 @@ pub fn write(path: &Path, text: &str) {
 
 /// Run a query through `sluice query --format json`, returning one JSON object per row.
 pub fn query(lake: &Path, sql: &str) -> Vec<serde_json::Value> {
+    try_query(lake, sql).unwrap_or_else(|| panic!("query failed: {sql}"))
+}
+
+/// [`query`], or `None` when it fails (no catalog yet).
+pub fn try_query(lake: &Path, sql: &str) -> Option<Vec<serde_json::Value>> {
     let out = run(&["query", "--lake", lake.to_str().unwrap(), "--format", "json", sql]);
-    assert!(out.status.success(), "query failed: {sql}");
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    if !out.status.success() {
+        return None;
+    }
+    Some(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
+    )
 }
 
 /// Read the summary JSON a run wrote.

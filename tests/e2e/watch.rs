@@ -477,3 +477,72 @@ fn watch_failed_file_is_retried_then_poisoned_until_it_changes() {
     wait_for_totals(&w, &lake, expected(2, 10));
     stop_cleanly(w, &lake);
 }
+
+/// Groups across files in `watch`: after every commit each (key, day) is in the lake once, with
+/// the rows committed so far; the day a later file continues moves to that file's output.
+#[test]
+fn watch_groups_across_files_are_one_row_after_every_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    std::fs::create_dir_all(root.join("in")).unwrap();
+    let yaml = root.join("w.yaml");
+    write(
+        &yaml,
+        r#"
+pipeline: w
+sources:
+  s:
+    path: in
+    glob: "*.csv"
+    fields: "{k}-{part}.csv"
+    format:
+      csv: {header: true, columns: {ts: timestamp_ms, v: int64}}
+steps:
+  - plugin: aggregate
+    config: {keys: [k], time: ts, every: day, tz: Europe/Berlin, aggs: [{fn: sum, column: v, as: s}, {fn: count, as: n}]}
+sink: {lake: lake, dataset: t}
+settings: {workers: 2}
+"#,
+    );
+    let lake = root.join("lake");
+    let w = Watch::start(&yaml, &[]);
+    // Half-days of two keys; Berlin days begin at 23:00 UTC in January.
+    type Part<'a> = (&'a str, &'a str, &'a [(&'a str, i64)]);
+    let parts: [Part; 5] = [
+        ("a", "1", &[("2024-01-01T23:00:00", 1), ("2024-01-02T05:00:00", 2)]),
+        ("b", "1", &[("2024-01-02T01:00:00", 10)]),
+        ("a", "2", &[("2024-01-02T12:00:00", 4), ("2024-01-02T22:59:59", 8)]),
+        ("a", "3", &[("2024-01-02T23:00:00", 16)]),
+        ("b", "2", &[("2024-01-02T20:00:00", 20)]),
+    ];
+    let mut expect: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for (k, part, rows) in parts {
+        let mut text = String::from("ts,v\n");
+        for (ts, v) in rows {
+            text.push_str(&format!("{ts},{v}\n"));
+            // The Berlin date (UTC+1 in January): from 23:00 UTC on, the next day.
+            let date = &ts[..10];
+            let berlin = match (&ts[11..13] >= "23", date) {
+                (false, d) => d,
+                (true, "2024-01-01") => "2024-01-02",
+                (true, _) => "2024-01-03",
+            };
+            *expect.entry((k.to_string(), berlin.to_string())).or_default() += v;
+        }
+        write(&root.join("in").join(format!("{k}-{part}.csv")), &text);
+        let want: Vec<i64> = expect.values().copied().collect();
+        let total: i64 = want.iter().sum();
+        wait_until(&format!("{k}-{part}.csv in the lake"), &w, || {
+            let rows = try_query(&lake, "SELECT k, ts, s FROM t ORDER BY k, ts")?;
+            let sums: Vec<i64> = rows.iter().map(|r| r["s"].as_i64().unwrap()).collect();
+            (sums.iter().sum::<i64>() == total).then_some(sums)
+        });
+        // Once per group, with every committed row: no (key, day) twice.
+        let rows = query(&lake, "SELECT k, ts, count(*) AS c FROM t GROUP BY ALL HAVING count(*) > 1");
+        assert!(rows.is_empty(), "after {k}-{part}.csv: {rows:#?}");
+        let sums: Vec<i64> =
+            query(&lake, "SELECT s FROM t ORDER BY k, ts").iter().map(|r| r["s"].as_i64().unwrap()).collect();
+        assert_eq!(sums, want, "after {k}-{part}.csv");
+    }
+    stop_cleanly(w, &lake);
+}

@@ -572,8 +572,10 @@ fn worker(ctx: &WorkerCtx) {
                     if !skip.insert(v.unit_id.clone()) {
                         continue;
                     }
-                    match ctx.all.get(&v.unit_id) {
-                        Some(u) => reruns.push((u.clone(), true)),
+                    // A unit committed by an earlier pass (watch) is re-run from its committed
+                    // identity when its file is still the one committed.
+                    match ctx.all.get(&v.unit_id).cloned().or_else(|| unchanged_on_disk(&v.unit)) {
+                        Some(u) => reruns.push((u, true)),
                         None => tracing::warn!(
                             file = %v.unit.display_name(), step = %step,
                             "its lookback changed but its source is not part of this run (gone, or not ready); \
@@ -590,6 +592,15 @@ fn worker(ctx: &WorkerCtx) {
             }
         }
     }
+}
+
+/// A committed unit, when its file is still there with the modification time it was committed
+/// with (a changed file is re-read by its own discovery, as a new version).
+fn unchanged_on_disk(unit: &SourceUnit) -> Option<SourceUnit> {
+    let meta = std::fs::metadata(&unit.path).ok()?;
+    let mtime_ns =
+        meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos() as i64)?;
+    (mtime_ns == unit.mtime_ns).then(|| unit.clone())
 }
 
 /// A worker's handler instances, created lazily and discarded after a trap.
