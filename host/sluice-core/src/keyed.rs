@@ -80,6 +80,8 @@ pub(crate) struct KeyedStep {
     /// The spec was asked again after the instance saw its input schema (a handler may size its
     /// lookback in the ordering column's units, known only then).
     pub(crate) refreshed: bool,
+    /// Lookahead: per key of the unit in flight, the continuation its output assumes.
+    assumed: HashMap<KeyValues, i64>,
 }
 
 impl KeyedStep {
@@ -91,6 +93,7 @@ impl KeyedStep {
             unit: BTreeMap::new(),
             tails_cache: HashMap::new(),
             refreshed: false,
+            assumed: HashMap::new(),
         }
     }
 
@@ -116,7 +119,7 @@ impl KeyedStep {
     /// Where later committed units continue the keys of the unit in flight: per key that one
     /// continues, the key columns and the ordering column (as in the step's input) holding that
     /// unit's first order value. `None` when the step has no lookahead or saw no rows.
-    pub(crate) fn continuing(&self, sink: &dyn Sink, unit_id: &str) -> Result<Option<RecordBatch>, KeyedError> {
+    pub(crate) fn continuing(&mut self, sink: &dyn Sink, unit_id: &str) -> Result<Option<RecordBatch>, KeyedError> {
         if !self.spec.lookahead {
             return Ok(None);
         }
@@ -135,6 +138,7 @@ impl KeyedStep {
             if let Some(at) = later {
                 rows.push(tail.slice(tail.num_rows() - 1, 1));
                 next.push(at);
+                self.assumed.insert(key.clone(), at);
             }
         }
         let Some(schema) = schema else { return Ok(None) };
@@ -200,8 +204,10 @@ impl KeyedStep {
                 .into_iter()
                 .filter(|v| v.unit_id != unit_id && v.range.max < r.min)
                 .max_by_key(|v| v.range.max);
+            // Its output already assumed this unit as the key's next: nothing to redo.
             if let Some(p) = before
                 && r.min.saturating_sub(p.range.max) <= span
+                && p.range.next != Some(r.min)
                 && !out.iter().any(|o| o.unit_id == p.unit_id)
             {
                 out.push(p);
@@ -213,6 +219,7 @@ impl KeyedStep {
     /// A new unit starts.
     pub(crate) fn begin_unit(&mut self) {
         self.unit.clear();
+        self.assumed.clear();
         self.tails_cache.clear();
     }
 
@@ -303,7 +310,8 @@ impl KeyedStep {
         let mut ranges = Vec::with_capacity(unit.len());
         let mut tails: Vec<RecordBatch> = Vec::new();
         for (key, u) in unit {
-            ranges.push(KeyRange { key, min: u.min, max: u.max, rows: u.rows });
+            let next = self.assumed.get(&key).copied();
+            ranges.push(KeyRange { key, min: u.min, max: u.max, rows: u.rows, next });
             if let Some(t) = u.tail {
                 tails.push(t);
             }
@@ -835,7 +843,13 @@ mod tests {
                         mtime_ns: 0,
                         content_hash: None,
                     };
-                    let range = KeyRange { key: vec![Some("a".into())], min: *min, max: *max, rows: tail.len() as u64 };
+                    let range = KeyRange {
+                        key: vec![Some("a".into())],
+                        min: *min,
+                        max: *max,
+                        rows: tail.len() as u64,
+                        next: None,
+                    };
                     let keyed = KeyedUnit { unit, unit_id: format!("u{i}"), range, lookback: 0 };
                     (keyed, batch(&vec!["a"; tail.len()], tail))
                 })
@@ -869,7 +883,7 @@ mod tests {
     #[test]
     fn successors_of_a_late_unit_include_those_starting_within_the_span() {
         let sink = history(&[(0, 9, &[9]), (100, 109, &[109]), (115, 120, &[120]), (200, 210, &[210])]);
-        let late = KeyRange { key: vec![Some("a".into())], min: 95, max: 99, rows: 5 };
+        let late = KeyRange { key: vec![Some("a".into())], min: 95, max: 99, rows: 5, next: None };
         let ids = |s: &KeyedStep| -> Vec<String> {
             s.successors(&sink, "late", std::slice::from_ref(&late)).unwrap().into_iter().map(|u| u.unit_id).collect()
         };

@@ -235,6 +235,22 @@ pub async fn run(
                 }
             }
         }
+        // Groups across units: committed units whose output assumed another next unit than the
+        // one committed now (a run stopped before re-running them) are re-run.
+        for unit in out_of_date(&plan_job, &states)? {
+            if pending.iter().any(|p: &SourceUnit| p.id() == unit) {
+                continue;
+            }
+            if let Some(u) = plan.all.get(&unit).filter(|u| filter.as_ref().is_none_or(|f| f(u))) {
+                plan.unchanged = plan.unchanged.saturating_sub(1);
+                plan.warnings.push(format!(
+                    "{}: re-run, its groups continue in a file committed after it (an earlier run stopped \
+                     before re-running it)",
+                    u.display_name()
+                ));
+                pending.push(u.clone());
+            }
+        }
         plan.groups = group_units(&plan_job, &states, pending);
         Ok(plan)
     })
@@ -360,6 +376,24 @@ fn state_specs(job: &Job) -> Result<Vec<Option<StateSpec>>, RunError> {
             );
         }
         out.push(state);
+    }
+    Ok(out)
+}
+
+/// Ids of committed units of lookahead steps whose recorded continuation (`KeyRange::next`) is
+/// not the next committed unit of the key (or that assumed one and now are the last).
+fn out_of_date(job: &Job, states: &[Option<StateSpec>]) -> Result<Vec<String>, RunError> {
+    let mut out: Vec<String> = Vec::new();
+    for (step, _) in job.spec.steps.iter().zip(states).filter(|(_, s)| s.as_ref().is_some_and(|s| s.lookahead)) {
+        for chain in job.sink.keyed_units(&step.name)? {
+            // `chain`: one key's units, ordered by their ranges' start.
+            for (i, v) in chain.iter().enumerate() {
+                let next = chain.get(i + 1).map(|n| n.range.min);
+                if v.range.next != next && !out.contains(&v.unit_id) {
+                    out.push(v.unit_id.clone());
+                }
+            }
+        }
     }
     Ok(out)
 }
@@ -536,10 +570,27 @@ fn worker(ctx: &WorkerCtx) {
         // A group's keys are new to the instances: start them fresh (bounded state).
         chain.drop_stateful();
         let mut queue: VecDeque<(SourceUnit, bool)> = group.into_iter().map(|u| (u, false)).collect();
-        while let Some((unit, rerun)) = queue.pop_front() {
-            if ctx.abort.load(Ordering::SeqCst) || ctx.cancel.load(Ordering::SeqCst) {
+        // Predecessors to re-run (groups across units), after the group's queue: in order, one
+        // after another on the same instances, so that each carries state to the next unseeded.
+        let mut deferred: Vec<SourceUnit> = Vec::new();
+        // The deferred re-runs moved into the queue: a `fail` policy that stops the run still
+        // lets them finish, so that no committed unit keeps a group a later one holds too.
+        let mut finishing: HashSet<String> = HashSet::new();
+        loop {
+            if ctx.cancel.load(Ordering::SeqCst) {
                 return;
             }
+            if ctx.abort.load(Ordering::SeqCst) {
+                queue.retain(|(u, _)| finishing.contains(&u.id()));
+            }
+            let Some((unit, rerun)) = queue.pop_front().or_else(|| {
+                deferred.sort_by(|a, b| a.rel_path.cmp(&b.rel_path).then_with(|| a.member.cmp(&b.member)));
+                finishing.extend(deferred.iter().map(SourceUnit::id));
+                queue.extend(deferred.drain(..).map(|u| (u, true)));
+                queue.pop_front()
+            }) else {
+                break;
+            };
             let (res, ranges) = process_unit(job, &mut chain, unit, rerun);
             // A `fail` policy stops the run: take no further units, even ones already queued.
             if stops_run(job, &res.outcome) {
@@ -550,6 +601,7 @@ fn worker(ctx: &WorkerCtx) {
             // change their own input rows, so they trigger no further re-runs.
             if res.outcome.is_ok() && !rerun {
                 let mut succ = Vec::new();
+                let mut pred = Vec::new();
                 for (index, ranges) in &ranges {
                     let Some(step) = chain.keyed[*index].as_ref() else { continue };
                     match step.successors(&*job.sink, &res.unit.id(), ranges) {
@@ -559,7 +611,7 @@ fn worker(ctx: &WorkerCtx) {
                     // Groups across units: the unit before it may have output a group this one
                     // continues.
                     match step.predecessors(&*job.sink, &res.unit.id(), ranges) {
-                        Ok(found) => succ.extend(found.into_iter().map(|v| (step.name.clone(), v))),
+                        Ok(found) => pred.extend(found),
                         Err(e) => tracing::warn!(step = %step.name, "cannot look up units to re-run: {e}"),
                     }
                 }
@@ -586,10 +638,26 @@ fn worker(ctx: &WorkerCtx) {
                 for r in reruns.into_iter().rev() {
                     queue.push_front(r);
                 }
+                for v in pred {
+                    if skip.contains(&v.unit_id) || deferred.iter().any(|d| d.id() == v.unit_id) {
+                        continue;
+                    }
+                    match ctx.all.get(&v.unit_id).cloned().or_else(|| unchanged_on_disk(&v.unit)) {
+                        Some(u) => deferred.push(u),
+                        None => tracing::warn!(
+                            file = %v.unit.display_name(),
+                            "a later file continues its groups but its source is not part of this run (gone, or \
+                             not ready); its output keeps them until it is re-run"
+                        ),
+                    }
+                }
             }
             if ctx.tx.blocking_send(res).is_err() {
                 return;
             }
+        }
+        if ctx.abort.load(Ordering::SeqCst) {
+            return;
         }
     }
 }
@@ -829,7 +897,7 @@ impl<'a> Chain<'a> {
                     error: PluginError::Data { message, row: None, column: None },
                 });
             }
-            let continuing = match self.keyed[i].as_ref().filter(|k| k.tracked()) {
+            let continuing = match self.keyed[i].as_mut().filter(|k| k.tracked()) {
                 Some(k) => k.continuing(&*self.job.sink, &self.unit_id).map_err(|e| match e {
                     KeyedError::Data(message) => {
                         UnitError::Step { index: i, error: PluginError::Data { message, row: None, column: None } }

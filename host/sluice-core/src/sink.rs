@@ -38,6 +38,11 @@ pub struct KeyRange {
     pub min: i64,
     pub max: i64,
     pub rows: u64,
+    /// For a step with lookahead: where the unit's output assumed the key continues (the first
+    /// order value of the next committed unit; none: the key ended with this unit). When the
+    /// actual next unit differs, the unit's output is out of date and the unit is re-run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<i64>,
 }
 
 /// What a unit leaves behind for a stateful step, committed with its data: the key ranges it
@@ -123,6 +128,11 @@ pub trait Sink: Send + Sync {
     /// Committed units that fed `key` to the stateful step `step`, ordered by their ranges'
     /// start. Sinks that keep no keyed state say none, so handlers start fresh each run.
     fn key_history(&self, _step: &str, _key: &KeyValues) -> Result<Vec<KeyedUnit>, SinkError> {
+        Ok(Vec::new())
+    }
+    /// Every key's committed units at the stateful step `step`: one list per key, ordered by
+    /// their ranges' start (as [`Sink::key_history`]).
+    fn keyed_units(&self, _step: &str) -> Result<Vec<Vec<KeyedUnit>>, SinkError> {
         Ok(Vec::new())
     }
     /// The tails a committed unit left for `step` (see [`UnitState`]).

@@ -385,6 +385,15 @@ impl Sink for Lake {
         Ok(out)
     }
 
+    fn keyed_units(&self, step: &str) -> Result<Vec<Vec<KeyedUnit>>, SinkError> {
+        let keys: Vec<KeyValues> = {
+            let ledger = self.inner.ledger.lock().expect("ledger lock");
+            let dataset = &self.inner.spec.dataset;
+            ledger.keys.keys().filter(|(d, s, _)| d == dataset && s == step).map(|(_, _, k)| k.clone()).collect()
+        };
+        keys.iter().map(|k| self.key_history(step, k)).collect()
+    }
+
     fn state_tails(&self, step: &str, unit_id: &str) -> Result<Option<RecordBatch>, SinkError> {
         let path = {
             let ledger = self.inner.ledger.lock().expect("ledger lock");
