@@ -178,3 +178,66 @@ fn a_patch_column_that_would_shadow_an_unread_column_is_a_config_error() {
     let all = format!("{s} {stderr}");
     assert!(all.contains("outputs a column `shadow`, which its input already has"), "{all}");
 }
+
+#[test]
+fn a_guest_sleeping_in_a_host_call_hits_the_deadline() {
+    // Each hour-long sleep (a WASI timer and a blocking poll) returns at once on virtual time, so
+    // the guest spins into its 1 s timeout instead of holding the worker's thread for an hour. A
+    // host whose timers sleep for real would hang here: the run is killed after 90 s.
+    let (tmp, p) = setup("hostile-sleep", "skip_file");
+    let sj = tmp.path().join("s.json");
+    let mut child = sluice()
+        .args(["run", "-q", p.to_str().unwrap(), "--workers", "1", "--summary-json", sj.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(90) {
+            let _ = child.kill();
+            panic!("a guest sleeping in a host call held the run for 90 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(1));
+    let s = summary(&sj);
+    assert_eq!((s["files_failed"].as_u64(), s["files_committed"].as_u64()), (Some(1), Some(1)), "{s}");
+    let err = s["failures"][0]["error"].as_str().unwrap();
+    assert!(err.contains("exceeded its deadline of 1s") && err.contains("a-bad.csv"), "{err}");
+    let r = query(&tmp.path().join("lake"), "SELECT count(*) AS n, sum(y) AS y FROM out");
+    assert_eq!((r[0]["n"].as_u64(), r[0]["y"].as_i64()), (Some(3), Some(60)), "the other file lands");
+}
+
+/// What a guest sees of the host: no real time (virtual clocks from zero; a one-second sleep
+/// moves them by exactly one second), the same "random" numbers in every run, no environment
+/// variable, argument or directory.
+#[test]
+fn the_sandbox_shows_no_real_time_entropy_environment_or_directory() {
+    let look = || {
+        let tmp = tempfile::tempdir().unwrap();
+        write(&tmp.path().join("in/a.csv"), "x\n1\n");
+        let yaml = format!(
+            "pipeline: probe\nsources:\n  s: {{path: in, glob: \"*.csv\", format: {{csv: {{header: true}}}}}}\n\
+             steps:\n  - plugin: {}\nsink: {{lake: lake, dataset: out}}\n",
+            test_plugin("hostile-probe").display()
+        );
+        let p = tmp.path().join("p.yaml");
+        write(&p, &yaml);
+        // The host's environment has variables; the guest must not see them.
+        let out =
+            sluice().args(["run", "-q", p.to_str().unwrap()]).env("SLUICE_PROBE_SECRET", "hunter2").output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        query(&tmp.path().join("lake"), "SELECT wall_ns, monotonic_slept_ns, random, env, args, dirs FROM out")
+            .remove(0)
+    };
+    let first = look();
+    assert_eq!(first["wall_ns"], 0, "{first}");
+    assert_eq!(first["monotonic_slept_ns"], 1_000_000_000i64, "{first}");
+    assert_eq!((first["env"].as_i64(), first["args"].as_i64()), (Some(0), Some(0)), "{first}");
+    assert_eq!(first["dirs"], "", "no preopened directory: {first}");
+    let random = first["random"].as_str().unwrap();
+    assert_eq!(random.split(' ').count(), 3, "{first}");
+    assert_eq!(look(), first, "a second run sees exactly the same");
+}

@@ -56,6 +56,8 @@ pub const PLUGINS: &[Plugin] = &[
     Plugin { name: "hostile-bad-schema", dir: "hostile/bad-schema", kind: Kind::Test },
     Plugin { name: "hostile-explode", dir: "hostile/explode", kind: Kind::Test },
     Plugin { name: "hostile-bad-patch", dir: "hostile/bad-patch", kind: Kind::Test },
+    Plugin { name: "hostile-sleep", dir: "hostile/sleep", kind: Kind::Test },
+    Plugin { name: "hostile-probe", dir: "hostile/probe", kind: Kind::Test },
 ];
 
 impl Plugin {

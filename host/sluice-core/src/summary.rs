@@ -73,7 +73,7 @@ pub struct RunSummary {
     /// Units committed by this run.
     pub files_committed: u64,
     /// Committed units re-run because an earlier unit of their keys arrived after them (keyed
-    /// state: their lookback changed).
+    /// state: their lookback changed), or a later one continues their groups.
     pub files_rerun: u64,
     /// Units skipped because the lake already holds them unchanged.
     pub files_unchanged: u64,
@@ -141,7 +141,8 @@ impl RunSummary {
         if self.files_rerun > 0 {
             let _ = writeln!(
                 s,
-                "  {} committed file(s) re-run: earlier data of their keys arrived after them",
+                "  {} committed file(s) re-run: earlier data of their keys arrived after them, or later data \
+                 continues their groups",
                 self.files_rerun
             );
         }

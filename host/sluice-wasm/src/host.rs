@@ -1,12 +1,23 @@
-//! Per-store host state: the resource limiter, the WASI context (empty), and the `host` imports
-//! (structured logs and counters).
+//! Per-store host state: the resource limiter, the WASI context (empty and deterministic), and
+//! the `host` imports (structured logs and counters).
+//!
+//! The sandbox denies by default and gives the same bytes for the same input: no args,
+//! environment, preopened directories, network or stdio; clocks that show *virtual* time (the
+//! wall clock starts at the Unix epoch, the monotonic clock at 0, and both advance only when the
+//! guest sleeps, at once: a sleep never blocks the host thread, so a guest that keeps sleeping
+//! spins into its step's timeout); randomness from a fixed sequence.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use wasmtime::ResourceLimiter;
-use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime::component::{HasData, Resource, ResourceTable};
+use wasmtime_wasi::p2::bindings::clocks::monotonic_clock;
+use wasmtime_wasi::p2::{DynPollable, Pollable, subscribe};
+use wasmtime_wasi::random::Deterministic;
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::sluice::plugin::host::{Host, Level};
 
@@ -42,19 +53,135 @@ pub(crate) struct HostState {
     counters: Counters,
     wasi: WasiCtx,
     table: ResourceTable,
+    /// The store's virtual time, in nanoseconds.
+    time: VirtualTime,
 }
 
 impl HostState {
     pub(crate) fn new(plugin: &str, memory_bytes: u64, counters: Counters) -> Self {
+        let time = VirtualTime::default();
         HostState {
             plugin: plugin.to_string(),
             limiter: Limiter { memory_bytes: memory_bytes.min(usize::MAX as u64) as usize, exceeded: false },
             panic: None,
             counters,
-            // Deny by default: no args, env, preopened dirs, network or stdio.
-            wasi: WasiCtx::builder().build(),
+            wasi: deterministic_wasi(&time),
             table: ResourceTable::new(),
+            time,
         }
+    }
+}
+
+/// Nanoseconds of virtual time, shared by a store's clocks and timers.
+pub(crate) type VirtualTime = Arc<AtomicU64>;
+
+/// Deny by default (no args, env, preopened dirs, network or stdio), virtual clocks, and
+/// randomness from a fixed sequence.
+fn deterministic_wasi(time: &VirtualTime) -> WasiCtx {
+    let mut b = WasiCtx::builder();
+    b.wall_clock(WallClock(time.clone()))
+        .monotonic_clock(MonotonicClock(time.clone()))
+        .secure_random(Deterministic::new(fixed_bytes(0x5EC0_2E00)))
+        .insecure_random(Deterministic::new(fixed_bytes(0x1A5E_C02E)))
+        .insecure_random_seed(0x51u128 << 64 | 0x1CE)
+        .max_random_size(1 << 20)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+    b.build()
+}
+
+/// 4 KiB of splitmix64 output from `seed`: a fixed sequence that looks random to a guest (hash
+/// map seeds, UUIDs) and is the same in every run.
+fn fixed_bytes(seed: u64) -> Vec<u8> {
+    let mut x = seed;
+    let mut out = Vec::with_capacity(4096);
+    while out.len() < 4096 {
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out
+}
+
+struct WallClock(VirtualTime);
+
+impl HostWallClock for WallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_nanos(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::from_nanos(self.0.load(Ordering::SeqCst))
+    }
+}
+
+struct MonotonicClock(VirtualTime);
+
+impl HostMonotonicClock for MonotonicClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+    fn now(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A timer of `wasi:clocks/monotonic-clock`: ready at once, moving virtual time to its instant.
+struct Timer {
+    time: VirtualTime,
+    at: u64,
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for Timer {
+    async fn ready(&mut self) {
+        self.time.fetch_max(self.at, Ordering::SeqCst);
+    }
+}
+
+/// `wasi:clocks/monotonic-clock` over virtual time, shadowing wasmtime-wasi's, whose timers
+/// sleep for real inside the host call, out of reach of the epoch deadline.
+pub(crate) struct VirtualClocks;
+
+impl HasData for VirtualClocks {
+    type Data<'a> = VirtualClocksView<'a>;
+}
+
+pub(crate) struct VirtualClocksView<'a> {
+    time: &'a VirtualTime,
+    table: &'a mut ResourceTable,
+}
+
+/// The view the linker gives `wasi:clocks/monotonic-clock`.
+pub(crate) fn virtual_clocks(s: &mut HostState) -> VirtualClocksView<'_> {
+    VirtualClocksView { time: &s.time, table: &mut s.table }
+}
+
+impl VirtualClocksView<'_> {
+    fn timer(&mut self, at: u64) -> wasmtime::Result<Resource<DynPollable>> {
+        let timer = self.table.push(Timer { time: self.time.clone(), at })?;
+        subscribe(self.table, timer)
+    }
+}
+
+impl monotonic_clock::Host for VirtualClocksView<'_> {
+    fn now(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.time.load(Ordering::SeqCst))
+    }
+
+    fn resolution(&mut self) -> wasmtime::Result<u64> {
+        Ok(1)
+    }
+
+    fn subscribe_instant(&mut self, when: u64) -> wasmtime::Result<Resource<DynPollable>> {
+        self.timer(when)
+    }
+
+    fn subscribe_duration(&mut self, duration: u64) -> wasmtime::Result<Resource<DynPollable>> {
+        let at = self.time.load(Ordering::SeqCst).saturating_add(duration);
+        self.timer(at)
     }
 }
 

@@ -79,9 +79,17 @@ impl WasmRuntime {
         let mut linker = Linker::<HostState>::new(&engine);
         crate::bindings::HandlerPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| PluginError::Internal(format!("linking host imports: {e:#}")))?;
-        // Guests built for WASI get an empty context (see HostState::new).
+        // Guests built for WASI get an empty, deterministic context (see `host`), and a monotonic
+        // clock over virtual time in place of wasmtime-wasi's real one.
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| PluginError::Internal(format!("linking WASI: {e:#}")))?;
+        linker.allow_shadowing(true);
+        wasmtime_wasi::p2::bindings::clocks::monotonic_clock::add_to_linker::<_, crate::host::VirtualClocks>(
+            &mut linker,
+            crate::host::virtual_clocks,
+        )
+        .map_err(|e| PluginError::Internal(format!("linking WASI clocks: {e:#}")))?;
+        linker.allow_shadowing(false);
         let stop = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.weak();
         let ticker_stop = stop.clone();
