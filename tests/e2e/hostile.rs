@@ -211,16 +211,18 @@ fn a_guest_sleeping_in_a_host_call_hits_the_deadline() {
 }
 
 /// What a guest sees of the host: no real time (virtual clocks from zero; a one-second sleep
-/// moves them by exactly one second), the same "random" numbers in every run, no environment
-/// variable, argument or directory.
+/// moves them by exactly one second), the same "random" numbers in every run and for every file
+/// (the sandbox starts over with each unit, even on a reused instance) that do not repeat, no
+/// environment variable, argument or directory.
 #[test]
 fn the_sandbox_shows_no_real_time_entropy_environment_or_directory() {
     let look = || {
         let tmp = tempfile::tempdir().unwrap();
         write(&tmp.path().join("in/a.csv"), "x\n1\n");
+        write(&tmp.path().join("in/b.csv"), "x\n2\n");
         let yaml = format!(
             "pipeline: probe\nsources:\n  s: {{path: in, glob: \"*.csv\", format: {{csv: {{header: true}}}}}}\n\
-             steps:\n  - plugin: {}\nsink: {{lake: lake, dataset: out}}\n",
+             steps:\n  - plugin: {}\nsink: {{lake: lake, dataset: out}}\nsettings: {{workers: 1}}\n",
             test_plugin("hostile-probe").display()
         );
         let p = tmp.path().join("p.yaml");
@@ -229,8 +231,13 @@ fn the_sandbox_shows_no_real_time_entropy_environment_or_directory() {
         let out =
             sluice().args(["run", "-q", p.to_str().unwrap()]).env("SLUICE_PROBE_SECRET", "hunter2").output().unwrap();
         assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-        query(&tmp.path().join("lake"), "SELECT wall_ns, monotonic_slept_ns, random, env, args, dirs FROM out")
-            .remove(0)
+        let rows = query(
+            &tmp.path().join("lake"),
+            "SELECT wall_ns, monotonic_slept_ns, random, distinct_of_2048, env, args, dirs FROM out",
+        );
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0], rows[1], "two files on one instance see the same sandbox");
+        rows[0].clone()
     };
     let first = look();
     assert_eq!(first["wall_ns"], 0, "{first}");
@@ -239,5 +246,6 @@ fn the_sandbox_shows_no_real_time_entropy_environment_or_directory() {
     assert_eq!(first["dirs"], "", "no preopened directory: {first}");
     let random = first["random"].as_str().unwrap();
     assert_eq!(random.split(' ').count(), 3, "{first}");
+    assert_eq!(first["distinct_of_2048"], 2048, "the random numbers do not repeat: {first}");
     assert_eq!(look(), first, "a second run sees exactly the same");
 }

@@ -129,12 +129,15 @@ impl KeyedStep {
         for (key, u) in &self.unit {
             let Some(tail) = u.tail.as_ref().filter(|t| t.num_rows() > 0) else { continue };
             schema.get_or_insert_with(|| tail.schema());
+            // A unit that starts beyond the span cannot continue a group of this one.
+            let span = self.spec.span().unwrap_or(i64::MAX);
             let later = sink
                 .key_history(&self.name, key)?
                 .into_iter()
                 .filter(|v| v.unit_id != unit_id && v.range.min > u.max)
                 .map(|v| v.range.min)
-                .min();
+                .min()
+                .filter(|&at| at.saturating_sub(u.max) <= span);
             if let Some(at) = later {
                 rows.push(tail.slice(tail.num_rows() - 1, 1));
                 next.push(at);
@@ -324,7 +327,13 @@ impl KeyedStep {
             }
             None => None,
         };
-        Ok(Some(UnitState { step: self.name.clone(), lookback: self.spec.lookback_rows, ranges, tails }))
+        Ok(Some(UnitState {
+            step: self.name.clone(),
+            lookback: self.spec.lookback_rows,
+            span: self.spec.span(),
+            ranges,
+            tails,
+        }))
     }
 
     /// Committed units whose lookback a just-committed unit with `ranges` changed: for each key,
@@ -850,7 +859,7 @@ mod tests {
                         rows: tail.len() as u64,
                         next: None,
                     };
-                    let keyed = KeyedUnit { unit, unit_id: format!("u{i}"), range, lookback: 0 };
+                    let keyed = KeyedUnit { unit, unit_id: format!("u{i}"), range, lookback: 0, span: None };
                     (keyed, batch(&vec!["a"; tail.len()], tail))
                 })
                 .collect(),

@@ -238,10 +238,15 @@ pub async fn run(
         // Groups across units: committed units whose output assumed another next unit than the
         // one committed now (a run stopped before re-running them) are re-run.
         for unit in out_of_date(&plan_job, &states)? {
-            if pending.iter().any(|p: &SourceUnit| p.id() == unit) {
+            if pending.iter().chain(&plan.poisoned).any(|p: &SourceUnit| p.id() == unit) {
                 continue;
             }
             if let Some(u) = plan.all.get(&unit).filter(|u| filter.as_ref().is_none_or(|f| f(u))) {
+                // A re-run that keeps failing is poisoned like any unit.
+                let retries = plan_job.spec.sources.iter().find(|s| s.name == u.source).map_or(u32::MAX, |s| s.retries);
+                if !force && plan_job.sink.failures(u)? >= retries {
+                    continue;
+                }
                 plan.unchanged = plan.unchanged.saturating_sub(1);
                 plan.warnings.push(format!(
                     "{}: re-run, its groups continue in a file committed after it (an earlier run stopped \
@@ -388,7 +393,9 @@ fn out_of_date(job: &Job, states: &[Option<StateSpec>]) -> Result<Vec<String>, R
         for chain in job.sink.keyed_units(&step.name)? {
             // `chain`: one key's units, ordered by their ranges' start.
             for (i, v) in chain.iter().enumerate() {
-                let next = chain.get(i + 1).map(|n| n.range.min);
+                // As `KeyedStep::continuing` recorded it: the next unit, when within the span.
+                let span = v.span.unwrap_or(i64::MAX);
+                let next = chain.get(i + 1).map(|n| n.range.min).filter(|&m| m.saturating_sub(v.range.max) <= span);
                 if v.range.next != next && !out.contains(&v.unit_id) {
                     out.push(v.unit_id.clone());
                 }

@@ -54,6 +54,8 @@ pub struct UnitState {
     pub step: String,
     /// The lookback the tails were cut for.
     pub lookback: u64,
+    /// The span the step declared (`lookback_span`, in its ordering column's units), when any.
+    pub span: Option<i64>,
     pub ranges: Vec<KeyRange>,
     /// The input rows (the step's input schema) of each key's tail, in order; `None` when the
     /// step needs no lookback.
@@ -68,6 +70,8 @@ pub struct KeyedUnit {
     pub range: KeyRange,
     /// The lookback the unit's tails were cut for.
     pub lookback: u64,
+    /// The span the unit's step declared, when recorded.
+    pub span: Option<i64>,
 }
 
 /// How a discovered unit compares with what a sink committed for it.

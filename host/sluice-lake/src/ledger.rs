@@ -88,6 +88,9 @@ pub struct LedgerRecord {
 pub struct StateRecord {
     pub step: String,
     pub lookback: u64,
+    /// The span the step declared, when any (absent in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub span: Option<i64>,
     pub ranges: Vec<KeyRange>,
     /// The tails file, relative to the lake root.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -379,6 +379,7 @@ impl Sink for Lake {
                     unit_id: unit_id.clone(),
                     range: range.clone(),
                     lookback: st.lookback,
+                    span: st.span,
                 });
             }
         }
@@ -713,7 +714,13 @@ impl UnitWriter for LakeUnitWriter {
                 }
                 _ => None,
             };
-            state_records.push(StateRecord { step: st.step, lookback: st.lookback, ranges: st.ranges, tails });
+            state_records.push(StateRecord {
+                step: st.step,
+                lookback: st.lookback,
+                span: st.span,
+                ranges: st.ranges,
+                tails,
+            });
         }
 
         // What this commit replaces: the unit's earlier outputs (append), or everything live in

@@ -225,6 +225,8 @@ impl Handler for WasmHandler {
             return Ok(Vec::new());
         };
         let out = self.call(|store, g, r| g.call_finish(store, r))?;
+        // The unit ends: the next one sees the sandbox's clocks and generators from the start.
+        self.store.data_mut().reset_unit();
         self.accept(out, &expected)
     }
 }

@@ -5,7 +5,9 @@
 //! environment, preopened directories, network or stdio; clocks that show *virtual* time (the
 //! wall clock starts at the Unix epoch, the monotonic clock at 0, and both advance only when the
 //! guest sleeps, at once: a sleep never blocks the host thread, so a guest that keeps sleeping
-//! spins into its step's timeout); randomness from a fixed sequence.
+//! spins into its step's timeout); randomness from seeded generators. Clocks and generators start
+//! over with every unit ([`HostState::reset_unit`]), so what a unit sees does not depend on the
+//! units an instance handled before it.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +18,6 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::{HasData, Resource, ResourceTable};
 use wasmtime_wasi::p2::bindings::clocks::monotonic_clock;
 use wasmtime_wasi::p2::{DynPollable, Pollable, subscribe};
-use wasmtime_wasi::random::Deterministic;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::sluice::plugin::host::{Host, Level};
@@ -78,32 +79,18 @@ pub(crate) type VirtualTime = Arc<AtomicU64>;
 /// Deny by default (no args, env, preopened dirs, network or stdio), virtual clocks, and
 /// randomness from a fixed sequence.
 fn deterministic_wasi(time: &VirtualTime) -> WasiCtx {
+    use rand::SeedableRng as _;
     let mut b = WasiCtx::builder();
     b.wall_clock(WallClock(time.clone()))
         .monotonic_clock(MonotonicClock(time.clone()))
-        .secure_random(Deterministic::new(fixed_bytes(0x5EC0_2E00)))
-        .insecure_random(Deterministic::new(fixed_bytes(0x1A5E_C02E)))
+        .secure_random(rand::rngs::StdRng::seed_from_u64(0x5EC0_2E00))
+        .insecure_random(rand::rngs::StdRng::seed_from_u64(0x1A5E_C02E))
         .insecure_random_seed(0x51u128 << 64 | 0x1CE)
         .max_random_size(1 << 20)
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false);
     b.build()
-}
-
-/// 4 KiB of splitmix64 output from `seed`: a fixed sequence that looks random to a guest (hash
-/// map seeds, UUIDs) and is the same in every run.
-fn fixed_bytes(seed: u64) -> Vec<u8> {
-    let mut x = seed;
-    let mut out = Vec::with_capacity(4096);
-    while out.len() < 4096 {
-        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = x;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out
 }
 
 struct WallClock(VirtualTime);
@@ -182,6 +169,14 @@ impl monotonic_clock::Host for VirtualClocksView<'_> {
     fn subscribe_duration(&mut self, duration: u64) -> wasmtime::Result<Resource<DynPollable>> {
         let at = self.time.load(Ordering::SeqCst).saturating_add(duration);
         self.timer(at)
+    }
+}
+
+impl HostState {
+    /// A new unit starts on this instance: virtual time back to zero, generators reseeded.
+    pub(crate) fn reset_unit(&mut self) {
+        self.time.store(0, Ordering::SeqCst);
+        self.wasi = deterministic_wasi(&self.time);
     }
 }
 

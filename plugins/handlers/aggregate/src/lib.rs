@@ -484,6 +484,35 @@ mod tests {
         assert!(pf.state().is_none());
     }
 
+    #[test]
+    fn half_hours_on_a_wall_clock_stay_half_hours_when_clocks_go_back() {
+        // Berlin, 27 October 2024: local 02:00-03:00 happens twice (00:00-02:00 UTC). Rows every
+        // 10 minutes in time order, in several batches, with `emit: close`.
+        let t0 = chrono::NaiveDateTime::parse_from_str("2024-10-27 00:00", "%Y-%m-%d %H:%M")
+            .unwrap()
+            .and_utc()
+            .timestamp_millis();
+        let schema = Arc::new(Schema::new(vec![Field::new("t", DataType::Int64, false)]));
+        let cfg = r#"{"time":"t","every":"30m","tz":"Europe/Berlin","emit":"close","aggs":[{"fn":"count","as":"n"}]}"#;
+        let mut a = Aggregate::new(parse_config(cfg).unwrap()).unwrap();
+        let mut out = Vec::new();
+        for chunk in (0..12i64).collect::<Vec<_>>().chunks(5) {
+            let b = RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(Int64Array::from(chunk.iter().map(|i| t0 + i * 600_000).collect::<Vec<_>>()))],
+            )
+            .unwrap();
+            out.extend(a.process(b).unwrap());
+        }
+        out.extend(a.finish().unwrap());
+        let starts: Vec<i64> =
+            out.iter().flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec()).collect();
+        let counts: Vec<i64> =
+            out.iter().flat_map(|b| b.column(1).as_primitive::<Int64Type>().values().to_vec()).collect();
+        assert_eq!(starts, (0..4).map(|i| t0 + i * 1_800_000).collect::<Vec<_>>());
+        assert_eq!(counts, vec![3, 3, 3, 3]);
+    }
+
     fn chrono_date(s: &str) -> chrono::NaiveDate {
         chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
     }

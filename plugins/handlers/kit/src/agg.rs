@@ -728,8 +728,8 @@ impl Bucketer {
         let (start, end) = match (self.every, self.unit) {
             (Every::Fixed(ms), None) => {
                 let w = (ms / 86_400_000).max(1);
-                let s = t.div_euclid(w) * w;
-                (s, s + w)
+                let s = t.div_euclid(w).checked_mul(w)?;
+                (s, s.checked_add(w)?)
             }
             (Every::Calendar(c), None) => {
                 let s = cal::trunc_days(i32::try_from(t).ok()?, c)?;
@@ -739,16 +739,23 @@ impl Bucketer {
                 let w = (ms.checked_mul(u.per_second())? / 1000).max(1);
                 match self.zone {
                     Zone::Utc => {
-                        let s = t.div_euclid(w) * w;
-                        (s, s + w)
+                        let s = t.div_euclid(w).checked_mul(w)?;
+                        (s, s.checked_add(w)?)
+                    }
+                    zone if ms < 86_400_000 => {
+                        // Under a day: aligned on the wall clock with the offset in force at `t`
+                        // (buckets stay contiguous and `every` long through clock changes).
+                        let local = cal::from_datetime(zone.local(cal::to_datetime(t, u)?), u)?;
+                        let s = t.checked_sub(local.rem_euclid(w))?;
+                        (s, s.checked_add(w)?)
                     }
                     zone => {
-                        // Aligned on the wall clock: bucket the local time, then back to UTC.
+                        // Days and longer: from local midnight to local midnight (23 or 25 hours
+                        // across a clock change).
                         let local = cal::from_datetime(zone.local(cal::to_datetime(t, u)?), u)?;
-                        let ls = local.div_euclid(w) * w;
+                        let ls = local.div_euclid(w).checked_mul(w)?;
                         let s = cal::from_datetime(zone.utc(cal::to_datetime(ls, u)?), u)?;
-                        let e = cal::from_datetime(zone.utc(cal::to_datetime(ls + w, u)?), u)?;
-                        // Around a clock change the span may not hold `t`: do not remember it.
+                        let e = cal::from_datetime(zone.utc(cal::to_datetime(ls.checked_add(w)?, u)?), u)?;
                         if t < s || t >= e {
                             return Some(s);
                         }

@@ -164,14 +164,18 @@ pub fn trunc_local(t: NaiveDateTime, unit: CalUnit) -> NaiveDateTime {
 
 /// The epoch value `v` truncated to `unit` in `zone`, or None out of range.
 pub fn trunc(v: i64, unit: Unit, zone: Zone, cu: CalUnit) -> Option<i64> {
-    // Fixed units in UTC (and, for zones with whole-hour offsets, up to an hour): arithmetic.
-    if let (Some(ms), Zone::Utc) = (cu.fixed_ms(), zone) {
-        let per = unit.per_second();
-        let w = ms.checked_mul(per)? / 1000;
-        if w >= 1 {
-            return Some(v.div_euclid(w) * w);
+    // Units up to an hour: arithmetic on the wall clock with the offset in force at `v`, so that
+    // the repeated hour when clocks go back is two hours, not one of two hours.
+    if let Some(ms) = cu.fixed_ms() {
+        let w = ms.checked_mul(unit.per_second())? / 1000;
+        if w < 1 {
+            return Some(v);
         }
-        return Some(v);
+        let local = match zone {
+            Zone::Utc => v,
+            zone => from_datetime(zone.local(to_datetime(v, unit)?), unit)?,
+        };
+        return v.checked_sub(local.rem_euclid(w));
     }
     let t = to_datetime(v, unit)?;
     from_datetime(zone.utc(trunc_local(zone.local(t), cu)), unit)
@@ -179,7 +183,7 @@ pub fn trunc(v: i64, unit: Unit, zone: Zone, cu: CalUnit) -> Option<i64> {
 
 /// The start of the unit after the one starting at `start` (a truncated value), in `zone`.
 pub fn next(start: i64, unit: Unit, zone: Zone, cu: CalUnit) -> Option<i64> {
-    if let (Some(ms), Zone::Utc) = (cu.fixed_ms(), zone) {
+    if let Some(ms) = cu.fixed_ms() {
         let w = (ms.checked_mul(unit.per_second())? / 1000).max(1);
         return start.checked_add(w);
     }
@@ -378,6 +382,15 @@ mod tests {
         assert_eq!(trunc(ms("2024-01-01T03:00:00Z"), Unit::Ms, ny, CalUnit::Year), Some(ms("2023-01-01T05:00:00Z")));
         assert_eq!(trunc(-1, Unit::Ms, Zone::Utc, CalUnit::Second), Some(-1000));
         assert!(Zone::parse("europe/berlin").unwrap_err().contains("did you mean `Europe/Berlin`"));
+        // Clocks go back in Berlin at 01:00 UTC on 27 October 2024: local 02:00-03:00 happens
+        // twice, and each is an hour of its own.
+        let first = ms("2024-10-27T00:30:00Z");
+        let second = ms("2024-10-27T01:30:00Z");
+        assert_eq!(trunc(first, Unit::Ms, berlin, CalUnit::Hour), Some(ms("2024-10-27T00:00:00Z")));
+        assert_eq!(trunc(second, Unit::Ms, berlin, CalUnit::Hour), Some(ms("2024-10-27T01:00:00Z")));
+        // India is 5:30 ahead: its hours start at half past in UTC.
+        let india = Zone::parse("Asia/Kolkata").unwrap();
+        assert_eq!(trunc(ms("2024-01-01T10:10:00Z"), Unit::Ms, india, CalUnit::Hour), Some(ms("2024-01-01T09:30:00Z")));
     }
 
     #[test]

@@ -20,6 +20,7 @@ fn schema() -> SchemaRef {
         Field::new("wall_ns", DataType::Int64, true),
         Field::new("monotonic_slept_ns", DataType::Int64, true),
         Field::new("random", DataType::Utf8, false),
+        Field::new("distinct_of_2048", DataType::Int64, false),
         Field::new("env", DataType::Int64, false),
         Field::new("args", DataType::Int64, false),
         Field::new("dirs", DataType::Utf8, false),
@@ -52,6 +53,10 @@ impl Handler for Probe {
         .iter()
         .map(|v| format!("{v:016x}"))
         .collect::<Vec<_>>();
+        // 16 KiB of random bytes: a generator that cycles a short table repeats within them.
+        let mut draws: Vec<u64> = (0..2048).map(|_| wasip2::random::random::get_random_u64()).collect();
+        draws.sort_unstable();
+        draws.dedup();
         let dirs = wasip2::filesystem::preopens::get_directories()
             .iter()
             .map(|(_, name)| name.clone())
@@ -63,6 +68,7 @@ impl Handler for Probe {
                 Arc::new(Int64Array::from(vec![Some(wall)])),
                 Arc::new(Int64Array::from(vec![Some(slept)])),
                 Arc::new(StringArray::from(vec![random.join(" ")])),
+                Arc::new(Int64Array::from(vec![draws.len() as i64])),
                 Arc::new(Int64Array::from(vec![wasip2::cli::environment::get_environment().len() as i64])),
                 Arc::new(Int64Array::from(vec![wasip2::cli::environment::get_arguments().len() as i64])),
                 Arc::new(StringArray::from(vec![dirs])),
