@@ -536,3 +536,38 @@ fn groups_across_files_survive_kills_in_the_middle_of_a_run() {
     let s = run_ok(&yaml);
     assert_eq!(s["files_committed"].as_u64(), Some(0), "{s}");
 }
+
+/// A file rewritten without a key it had: the file before it had left that key's month to it, so
+/// the same run re-runs the earlier file, and the month is in the lake once, with its rows.
+#[test]
+fn a_rewritten_file_that_drops_a_key_gives_its_group_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let yaml = root.join("p.yaml");
+    write(
+        &yaml,
+        "pipeline: drop\nsources:\n  s: {path: in, glob: \"*.csv\", format: {csv: {header: true, columns: {k: utf8, ts: int64, v: int64}}}}\n\
+         steps:\n  - plugin: aggregate\n    config: {keys: [k], time: ts, every: month, aggs: [{fn: sum, column: v, as: s}]}\n\
+         sink: {lake: lake, dataset: out}\nsettings: {workers: 1}\n",
+    );
+    // 2024-01-01 and 2024-01-02, in ms.
+    let (d1, d2) = (1_704_067_200_000i64, 1_704_153_600_000i64);
+    write(&root.join("in/1.csv"), &format!("k,ts,v\na,{d1},1\n"));
+    write(&root.join("in/2.csv"), &format!("k,ts,v\na,{d2},2\nb,{d2},10\n"));
+    let sums = || {
+        query(&root.join("lake"), "SELECT k, s FROM out ORDER BY k")
+            .iter()
+            .map(|r| (r["k"].as_str().unwrap().to_string(), r["s"].as_i64().unwrap()))
+            .collect::<Vec<_>>()
+    };
+    run_ok(&yaml);
+    assert_eq!(sums(), [("a".to_string(), 3), ("b".to_string(), 10)]);
+    // The new 2.csv has no `a`: 1.csv's January of `a` belongs to 1.csv again.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write(&root.join("in/2.csv"), &format!("k,ts,v\nb,{d2},20\n"));
+    let s = run_ok(&yaml);
+    assert_eq!(sums(), [("a".to_string(), 1), ("b".to_string(), 20)], "{s}");
+    assert_eq!(s["files_rerun"].as_u64(), Some(1), "{s}");
+    // Nothing left to redo.
+    assert_eq!(run_ok(&yaml)["files_committed"].as_u64(), Some(0));
+}

@@ -186,6 +186,39 @@ impl KeyedStep {
         Ok(None)
     }
 
+    /// For a step with `lookahead`: when a new version of a committed unit no longer starts a key
+    /// where the old one did (it dropped the key, or starts later), the committed unit before the
+    /// old start that assumed the old one continues it: it left out a group nobody outputs now.
+    pub(crate) fn orphaned(
+        &self,
+        sink: &dyn Sink,
+        unit_id: &str,
+        old: &[KeyRange],
+        new: &[KeyRange],
+    ) -> Result<Vec<KeyedUnit>, SinkError> {
+        if !self.spec.lookahead {
+            return Ok(Vec::new());
+        }
+        let mut out: Vec<KeyedUnit> = Vec::new();
+        for r in old {
+            if new.iter().any(|n| n.key == r.key && n.min == r.min) {
+                continue;
+            }
+            let before = sink
+                .key_history(&self.name, &r.key)?
+                .into_iter()
+                .filter(|v| v.unit_id != unit_id && v.range.max < r.min)
+                .max_by_key(|v| v.range.max);
+            if let Some(p) = before
+                && p.range.next == Some(r.min)
+                && !out.iter().any(|o| o.unit_id == p.unit_id)
+            {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+
     /// For a step with `lookahead`: per key of a just-committed unit, the committed unit right
     /// before it (the latest that ends before the unit starts), when it ends within the span of
     /// the unit's start, so that a group may run from it into the unit. Its output may hold that

@@ -598,6 +598,21 @@ fn worker(ctx: &WorkerCtx) {
             }) else {
                 break;
             };
+            // What a committed version of the unit recorded, to find groups its new version
+            // leaves without an owner.
+            let old_ranges: Vec<(String, Vec<KeyRange>)> = if rerun {
+                Vec::new()
+            } else {
+                let id = unit.id();
+                job.spec
+                    .steps
+                    .iter()
+                    .filter_map(|s| match job.sink.unit_ranges(&s.name, &id) {
+                        Ok(r) if !r.is_empty() => Some((s.name.clone(), r)),
+                        _ => None,
+                    })
+                    .collect()
+            };
             let (res, ranges) = process_unit(job, &mut chain, unit, rerun);
             // A `fail` policy stops the run: take no further units, even ones already queued.
             if stops_run(job, &res.outcome) {
@@ -618,6 +633,19 @@ fn worker(ctx: &WorkerCtx) {
                     // Groups across units: the unit before it may have output a group this one
                     // continues.
                     match step.predecessors(&*job.sink, &res.unit.id(), ranges) {
+                        Ok(found) => pred.extend(found),
+                        Err(e) => tracing::warn!(step = %step.name, "cannot look up units to re-run: {e}"),
+                    }
+                }
+                // Keys the old version fed a step and the new one does not (a step it no longer
+                // feeds at all has no ranges above).
+                for (name, old) in &old_ranges {
+                    let Some(step) = chain.keyed.iter().flatten().find(|k| k.name == *name) else { continue };
+                    let new: &[KeyRange] = ranges
+                        .iter()
+                        .find(|(i, _)| chain.keyed[*i].as_ref().is_some_and(|k| k.name == *name))
+                        .map_or(&[], |(_, r)| r.as_slice());
+                    match step.orphaned(&*job.sink, &res.unit.id(), old, new) {
                         Ok(found) => pred.extend(found),
                         Err(e) => tracing::warn!(step = %step.name, "cannot look up units to re-run: {e}"),
                     }

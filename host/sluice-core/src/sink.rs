@@ -139,6 +139,11 @@ pub trait Sink: Send + Sync {
     fn keyed_units(&self, _step: &str) -> Result<Vec<Vec<KeyedUnit>>, SinkError> {
         Ok(Vec::new())
     }
+    /// The key ranges a committed unit recorded for the stateful step `step` (none when it is
+    /// not committed, or the sink keeps no state).
+    fn unit_ranges(&self, _step: &str, _unit_id: &str) -> Result<Vec<KeyRange>, SinkError> {
+        Ok(Vec::new())
+    }
     /// The tails a committed unit left for `step` (see [`UnitState`]).
     fn state_tails(&self, _step: &str, _unit_id: &str) -> Result<Option<RecordBatch>, SinkError> {
         Ok(None)

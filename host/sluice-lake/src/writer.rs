@@ -13,7 +13,9 @@ use parquet::basic::{Compression as PqCompression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use sluice_core::catalog::{DatasetSnapshot, LakeSnapshot};
 use sluice_core::error::SinkError;
-use sluice_core::sink::{CommitReport, DeadLetter, Freshness, KeyValues, KeyedUnit, Sink, UnitState, UnitWriter};
+use sluice_core::sink::{
+    CommitReport, DeadLetter, Freshness, KeyRange, KeyValues, KeyedUnit, Sink, UnitState, UnitWriter,
+};
 use sluice_core::source::SourceUnit;
 use sluice_core::spec::{Compression, OnSourceDeleted, SinkSpec, WriteMode};
 
@@ -384,6 +386,12 @@ impl Sink for Lake {
             }
         }
         Ok(out)
+    }
+
+    fn unit_ranges(&self, step: &str, unit_id: &str) -> Result<Vec<KeyRange>, SinkError> {
+        let ledger = self.inner.ledger.lock().expect("ledger lock");
+        let record = ledger.records.get(&(self.inner.spec.dataset.clone(), unit_id.to_string()));
+        Ok(record.and_then(|r| r.state.iter().find(|s| s.step == step)).map(|s| s.ranges.clone()).unwrap_or_default())
     }
 
     fn keyed_units(&self, step: &str) -> Result<Vec<Vec<KeyedUnit>>, SinkError> {
