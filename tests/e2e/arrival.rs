@@ -364,6 +364,14 @@ fn groups_across_day_files_are_one_row_in_any_arrival_order() {
     config: {keys: [symbol], time: open_time, every: 5s, aggs: [{fn: count, as: n}, {fn: sum, column: volume}]}",
         ),
         (
+            "weekly sums over a date derived in an earlier step (the span is asked again in days once \
+             the step sees its input)",
+            "  - plugin: derive
+    config: {columns: {day: \"date(epoch_ms(open_time))\"}}
+  - plugin: aggregate
+    config: {keys: [symbol], time: day, every: week, aggs: [{fn: count, as: n}, {fn: sum, column: volume}]}",
+        ),
+        (
             "daily bars on New York's wall clock (each spans two UTC day files)",
             "  - plugin: resample
     config: {keys: [symbol], time: open_time, every: day, tz: America/New_York}",
@@ -378,7 +386,10 @@ fn groups_across_day_files_are_one_row_in_any_arrival_order() {
         // One row per group: no (key, bucket) twice.
         let mut groups: Vec<String> = rows
             .iter()
-            .map(|r| r.exact.split(' ').filter(|f| f.starts_with("symbol=") || f.starts_with("open_time=")).collect::<Vec<_>>().join(" "))
+            .map(|r| {
+                let group = |f: &&str| ["symbol=", "open_time=", "day="].iter().any(|p| f.starts_with(p));
+                r.exact.split(' ').filter(group).collect::<Vec<_>>().join(" ")
+            })
             .collect();
         let n = groups.len();
         groups.sort();
