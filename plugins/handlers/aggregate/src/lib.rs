@@ -78,7 +78,6 @@ pub fn spec(
 /// The handler.
 pub struct Aggregate {
     engine: Engine,
-    schema: Option<SchemaRef>,
 }
 
 impl Handler for Aggregate {
@@ -147,7 +146,13 @@ config:
                 } else {
                     name
                 };
-                AggDef { func: a.func, column: a.column.clone(), output: name, key: format!("aggs.{i}") }
+                AggDef {
+                    func: a.func,
+                    column: a.column.clone(),
+                    output: name,
+                    key: format!("aggs.{i}"),
+                    column_key: format!("aggs.{i}.column"),
+                }
             })
             .collect();
         let spec = spec(
@@ -161,7 +166,7 @@ config:
             config.emit,
             config.scope,
         )?;
-        Ok(Aggregate { engine: Engine::new(spec), schema: None })
+        Ok(Aggregate { engine: Engine::new(spec) })
     }
 
     fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef, Error> {
@@ -173,8 +178,7 @@ config:
     }
 
     fn seed(&mut self, batch: RecordBatch) -> Result<(), Error> {
-        let schema = self.schema_for(&batch)?;
-        self.engine.seed(&batch, &schema)
+        self.engine.seed(&batch)
     }
 
     fn continuing(&mut self, keys: RecordBatch) -> Result<(), Error> {
@@ -182,29 +186,11 @@ config:
     }
 
     fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, Error> {
-        let schema = self.schema_for(&batch)?;
-        Ok(self.engine.process(&batch, &schema)?.into_iter().collect())
+        Ok(self.engine.process(&batch)?.into_iter().collect())
     }
 
     fn finish(&mut self) -> Result<Vec<RecordBatch>, Error> {
-        match &self.schema {
-            Some(s) => Ok(self.engine.finish(s)?.into_iter().collect()),
-            None => Ok(vec![]),
-        }
-    }
-}
-
-impl Aggregate {
-    /// The output schema, computed for the first batch.
-    fn schema_for(&mut self, batch: &RecordBatch) -> Result<SchemaRef, Error> {
-        match &self.schema {
-            Some(s) => Ok(s.clone()),
-            None => {
-                let s = self.output_schema(&batch.schema())?;
-                self.schema = Some(s.clone());
-                Ok(s)
-            }
-        }
+        Ok(self.engine.finish()?.into_iter().collect())
     }
 }
 

@@ -65,6 +65,8 @@ pub struct AggDef {
     pub output: String,
     /// The config key of this aggregate, for errors.
     pub key: String,
+    /// The config key of its input column, for errors (`aggs.0.column`; `open` in `resample`).
+    pub column_key: String,
 }
 
 /// The bucket width: a fixed duration, or a calendar unit.
@@ -187,6 +189,8 @@ pub struct Engine {
     hold: HashMap<u32, i64>,
     /// The time column's kind, once the input schema is known.
     kind: Cell<Option<TimeKind>>,
+    /// The output schema for the input schema of the first batch.
+    out_schema: Option<SchemaRef>,
 }
 
 impl Engine {
@@ -204,6 +208,7 @@ impl Engine {
             seeding: false,
             hold: HashMap::new(),
             kind: Cell::new(None),
+            out_schema: None,
         }
     }
 
@@ -242,9 +247,9 @@ impl Engine {
 
     /// History rows (see [`Handler::seed`](sluice_plugin::Handler::seed)): they fill groups but
     /// make none of them this unit's, so no output comes of them alone.
-    pub fn seed(&mut self, batch: &RecordBatch, out_schema: &SchemaRef) -> Result<(), Error> {
+    pub fn seed(&mut self, batch: &RecordBatch) -> Result<(), Error> {
         self.seeding = true;
-        let r = self.process(batch, out_schema);
+        let r = self.process(batch);
         self.seeding = false;
         r.map(drop)
     }
@@ -333,7 +338,7 @@ impl Engine {
         for a in &s.aggs {
             if let Some(c) = &a.column {
                 let f = input.field_with_name(c).map_err(|_| {
-                    Error::config(format!("column `{c}` not found in the input")).key(format!("{}.column", a.key))
+                    Error::config(format!("column `{c}` not found in the input")).key(a.column_key.clone())
                 })?;
                 let t = f.data_type();
                 let ok = match a.func {
@@ -345,7 +350,7 @@ impl Engine {
                     return Err(Error::config(
                         format!("`{:?}` cannot aggregate column `{c}` of type {t}", a.func).to_lowercase(),
                     )
-                    .key(format!("{}.column", a.key)));
+                    .key(a.column_key.clone()));
                 }
             } else if a.func != AggFn::Count {
                 return Err(Error::config("`column` is required except for count").key(a.key.clone()));
@@ -392,7 +397,16 @@ impl Engine {
     }
 
     /// Accumulates one batch; returns the groups closed by it (close mode).
-    pub fn process(&mut self, batch: &RecordBatch, out_schema: &SchemaRef) -> Result<Option<RecordBatch>, Error> {
+    pub fn process(&mut self, batch: &RecordBatch) -> Result<Option<RecordBatch>, Error> {
+        let out_schema = match &self.out_schema {
+            Some(s) => s.clone(),
+            None => {
+                let s = self.output_schema(&batch.schema())?;
+                self.out_schema = Some(s.clone());
+                s
+            }
+        };
+        let out_schema = &out_schema;
         let n = batch.num_rows();
         let keys = key_columns(batch, &self.spec.keys)?;
         let mut slots = std::mem::take(&mut self.slots);
@@ -576,8 +590,11 @@ impl Engine {
     /// End of a unit. `scope: file`: emits every group and resets them (keys are kept).
     /// `scope: run`: emits the unit's own groups except those a later unit continues, then keeps
     /// each key's latest group (the next unit in this instance may go on filling it) as history.
-    pub fn finish(&mut self, out_schema: &SchemaRef) -> Result<Option<RecordBatch>, Error> {
+    pub fn finish(&mut self) -> Result<Option<RecordBatch>, Error> {
         self.ready.clear();
+        // No batch yet: no group either.
+        let Some(out_schema) = self.out_schema.clone() else { return Ok(None) };
+        let out_schema = &out_schema;
         if self.spec.scope == Scope::File {
             let all: Vec<usize> = (0..self.groups.len()).collect();
             let r = if all.is_empty() { None } else { Some(self.emit(all.clone(), out_schema)?) };

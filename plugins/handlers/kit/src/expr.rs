@@ -176,6 +176,23 @@ pub enum Func {
     ToTimestamp,
 }
 
+impl Func {
+    /// A date and time function, checked and evaluated by [`crate::temporal`].
+    pub fn is_temporal(self) -> bool {
+        !matches!(
+            self,
+            Func::Lower
+                | Func::Upper
+                | Func::Trim
+                | Func::Length
+                | Func::Concat
+                | Func::Abs
+                | Func::Round
+                | Func::Coalesce
+        )
+    }
+}
+
 /// A literal value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Lit {
@@ -759,16 +776,8 @@ impl Expr {
                         Ok(())
                     }
                 };
-                match f {
-                    Func::Lower
-                    | Func::Upper
-                    | Func::Trim
-                    | Func::Length
-                    | Func::Concat
-                    | Func::Abs
-                    | Func::Round
-                    | Func::Coalesce => {}
-                    f => return temporal::check_call(*f, self.pos, args, &tys),
+                if f.is_temporal() {
+                    return temporal::check_call(*f, self.pos, args, &tys);
                 }
                 match f {
                     Func::Lower | Func::Upper | Func::Trim | Func::Length => {
@@ -1186,16 +1195,8 @@ impl Expr {
                 let vals = args.iter().map(|a| a.eval(batch)).collect::<Result<Vec<_>, _>>()?;
                 let scalar = vals.iter().all(|v| v.scalar);
                 let n = if scalar { 1 } else { batch.num_rows() };
-                match f {
-                    Func::Lower
-                    | Func::Upper
-                    | Func::Trim
-                    | Func::Length
-                    | Func::Concat
-                    | Func::Abs
-                    | Func::Round
-                    | Func::Coalesce => {}
-                    f => return temporal::eval_call(*f, self.pos, args, &vals, batch.num_rows()),
+                if f.is_temporal() {
+                    return temporal::eval_call(*f, self.pos, args, &vals, batch.num_rows());
                 }
                 match f {
                     Func::Lower | Func::Upper | Func::Trim | Func::Length => {

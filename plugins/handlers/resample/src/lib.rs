@@ -63,7 +63,6 @@ fn volume() -> Vec<String> {
 /// The handler.
 pub struct Resample {
     engine: Engine,
-    schema: Option<SchemaRef>,
 }
 
 impl Handler for Resample {
@@ -96,21 +95,24 @@ config: {keys: [symbol], time: open_time, every: 1m, sum: [volume, trades]}
     fn new(config: Config) -> Result<Self, Error> {
         let every = Every::parse(&config.every).map_err(|m| Error::config(m).key("every"))?;
         let zone = config.tz.as_deref().map(Zone::parse).transpose().map_err(|m| Error::config(m).key("tz"))?;
+        // A resample aggregate's config key is its column's: errors name `open`, `sum.0`.
+        let def = |func, column: Option<&String>, output: &str, key: String| AggDef {
+            func,
+            column: column.cloned(),
+            output: output.into(),
+            column_key: key.clone(),
+            key,
+        };
         let mut aggs = vec![
-            AggDef { func: AggFn::First, column: Some(config.open.clone()), output: "open".into(), key: "open".into() },
-            AggDef { func: AggFn::Max, column: Some(config.high.clone()), output: "high".into(), key: "high".into() },
-            AggDef { func: AggFn::Min, column: Some(config.low.clone()), output: "low".into(), key: "low".into() },
-            AggDef {
-                func: AggFn::Last,
-                column: Some(config.close.clone()),
-                output: "close".into(),
-                key: "close".into(),
-            },
+            def(AggFn::First, Some(&config.open), "open", "open".into()),
+            def(AggFn::Max, Some(&config.high), "high", "high".into()),
+            def(AggFn::Min, Some(&config.low), "low", "low".into()),
+            def(AggFn::Last, Some(&config.close), "close", "close".into()),
         ];
         for (i, c) in config.sum.iter().enumerate() {
-            aggs.push(AggDef { func: AggFn::Sum, column: Some(c.clone()), output: c.clone(), key: format!("sum.{i}") });
+            aggs.push(def(AggFn::Sum, Some(c), c, format!("sum.{i}")));
         }
-        aggs.push(AggDef { func: AggFn::Count, column: None, output: "bars".into(), key: "time".into() });
+        aggs.push(def(AggFn::Count, None, "bars", "time".into()));
         let spec = Spec {
             keys: config.keys,
             bucket_as: config.time.clone(),
@@ -122,18 +124,11 @@ config: {keys: [symbol], time: open_time, every: 1m, sum: [volume, trades]}
             emit: config.emit,
             scope: config.scope,
         };
-        Ok(Resample { engine: Engine::new(spec), schema: None })
+        Ok(Resample { engine: Engine::new(spec) })
     }
 
     fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef, Error> {
-        // Engine errors name `<key>.column`; for resample the key itself is the column.
-        self.engine.output_schema(input).map_err(|e| match e {
-            Error::Config { message, key: Some(k) } => {
-                let k = k.strip_suffix(".column").map(str::to_string).unwrap_or(k);
-                Error::config(message).key(k)
-            }
-            e => e,
-        })
+        self.engine.output_schema(input)
     }
 
     fn state(&self) -> Option<StateSpec> {
@@ -141,8 +136,7 @@ config: {keys: [symbol], time: open_time, every: 1m, sum: [volume, trades]}
     }
 
     fn seed(&mut self, batch: RecordBatch) -> Result<(), Error> {
-        let schema = self.schema_for(&batch)?;
-        self.engine.seed(&batch, &schema)
+        self.engine.seed(&batch)
     }
 
     fn continuing(&mut self, keys: RecordBatch) -> Result<(), Error> {
@@ -150,29 +144,11 @@ config: {keys: [symbol], time: open_time, every: 1m, sum: [volume, trades]}
     }
 
     fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, Error> {
-        let schema = self.schema_for(&batch)?;
-        Ok(self.engine.process(&batch, &schema)?.into_iter().collect())
+        Ok(self.engine.process(&batch)?.into_iter().collect())
     }
 
     fn finish(&mut self) -> Result<Vec<RecordBatch>, Error> {
-        match &self.schema {
-            Some(s) => Ok(self.engine.finish(s)?.into_iter().collect()),
-            None => Ok(vec![]),
-        }
-    }
-}
-
-impl Resample {
-    /// The output schema, computed for the first batch.
-    fn schema_for(&mut self, batch: &RecordBatch) -> Result<SchemaRef, Error> {
-        match &self.schema {
-            Some(s) => Ok(s.clone()),
-            None => {
-                let s = self.output_schema(&batch.schema())?;
-                self.schema = Some(s.clone());
-                Ok(s)
-            }
-        }
+        Ok(self.engine.finish()?.into_iter().collect())
     }
 }
 
