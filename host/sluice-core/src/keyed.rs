@@ -129,15 +129,13 @@ impl KeyedStep {
         for (key, u) in &self.unit {
             let Some(tail) = u.tail.as_ref().filter(|t| t.num_rows() > 0) else { continue };
             schema.get_or_insert_with(|| tail.schema());
-            // A unit that starts beyond the span cannot continue a group of this one.
-            let span = self.spec.span().unwrap_or(i64::MAX);
             let later = sink
                 .key_history(&self.name, key)?
                 .into_iter()
                 .filter(|v| v.unit_id != unit_id && v.range.min > u.max)
                 .map(|v| v.range.min)
                 .min()
-                .filter(|&at| at.saturating_sub(u.max) <= span);
+                .filter(|&at| within_span(self.spec.span(), u.max, at));
             if let Some(at) = later {
                 rows.push(tail.slice(tail.num_rows() - 1, 1));
                 next.push(at);
@@ -204,12 +202,7 @@ impl KeyedStep {
             if new.iter().any(|n| n.key == r.key && n.min == r.min) {
                 continue;
             }
-            let before = sink
-                .key_history(&self.name, &r.key)?
-                .into_iter()
-                .filter(|v| v.unit_id != unit_id && v.range.max < r.min)
-                .max_by_key(|v| v.range.max);
-            if let Some(p) = before
+            if let Some(p) = self.unit_before(sink, unit_id, &r.key, r.min)?
                 && p.range.next == Some(r.min)
                 && !out.iter().any(|o| o.unit_id == p.unit_id)
             {
@@ -232,17 +225,11 @@ impl KeyedStep {
         if !self.spec.lookahead {
             return Ok(Vec::new());
         }
-        let span = self.spec.span().unwrap_or(i64::MAX);
         let mut out: Vec<KeyedUnit> = Vec::new();
         for r in ranges {
-            let before = sink
-                .key_history(&self.name, &r.key)?
-                .into_iter()
-                .filter(|v| v.unit_id != unit_id && v.range.max < r.min)
-                .max_by_key(|v| v.range.max);
             // Its output already assumed this unit as the key's next: nothing to redo.
-            if let Some(p) = before
-                && r.min.saturating_sub(p.range.max) <= span
+            if let Some(p) = self.unit_before(sink, unit_id, &r.key, r.min)?
+                && within_span(self.spec.span(), p.range.max, r.min)
                 && p.range.next != Some(r.min)
                 && !out.iter().any(|o| o.unit_id == p.unit_id)
             {
@@ -250,6 +237,21 @@ impl KeyedStep {
             }
         }
         Ok(out)
+    }
+
+    /// The committed unit of `key` (other than `unit_id`) that ends last before `at`.
+    fn unit_before(
+        &self,
+        sink: &dyn Sink,
+        unit_id: &str,
+        key: &KeyValues,
+        at: i64,
+    ) -> Result<Option<KeyedUnit>, SinkError> {
+        Ok(sink
+            .key_history(&self.name, key)?
+            .into_iter()
+            .filter(|v| v.unit_id != unit_id && v.range.max < at)
+            .max_by_key(|v| v.range.max))
     }
 
     /// A new unit starts.
@@ -538,6 +540,13 @@ impl KeyedStep {
         }
         Ok(groups)
     }
+}
+
+/// Whether a unit of a key starting at `next` may continue a group of the unit ending at `end`, for
+/// a lookahead step with this span: the one rule of `continuing` (what a unit records as its
+/// next), `predecessors` and the runner's check for units left out of date.
+pub(crate) fn within_span(span: Option<i64>, end: i64, next: i64) -> bool {
+    next.saturating_sub(end) <= span.unwrap_or(i64::MAX)
 }
 
 /// See [`KeyedStep::unit_scoped`].

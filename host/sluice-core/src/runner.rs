@@ -6,7 +6,7 @@
 //! while the worker runs the handler chain and encodes output, so memory per worker is bounded by
 //! a few batches whatever the input size. Every spawned task and thread is joined.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -15,9 +15,9 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 
 use crate::error::{Location, PluginError, SinkError, SourceError};
-use crate::keyed::{KeyedError, KeyedStep, Prepared};
+use crate::keyed::{KeyedError, KeyedStep, Prepared, within_span};
 use crate::plugin::{Handler, Plugin, StateSpec};
-use crate::sink::{CommitReport, DeadLetter, Freshness, KeyRange, Sink};
+use crate::sink::{CommitReport, DeadLetter, Freshness, KeyRange, KeyedUnit, Sink};
 use crate::source::{Reject, Source, SourceItem, SourceUnit, rejects_batch};
 use crate::spec::{OnError, PipelineSpec};
 use crate::summary::{RunSummary, StepStats, UnitFailure};
@@ -237,8 +237,22 @@ pub async fn run(
         }
         // Groups across units: committed units whose output assumed another next unit than the
         // one committed now (a run stopped before re-running them) are re-run.
-        for unit in out_of_date(&plan_job, &states)? {
-            if pending.iter().chain(&plan.poisoned).any(|p: &SourceUnit| p.id() == unit) {
+        plan.lookahead = plan_job
+            .spec
+            .steps
+            .iter()
+            .zip(&states)
+            .filter(|(_, s)| s.as_ref().is_some_and(|s| s.lookahead))
+            .map(|(step, _)| step.name.clone())
+            .collect();
+        let stale = out_of_date(&plan_job, &plan.lookahead)?;
+        let taken: HashSet<String> = if stale.is_empty() {
+            HashSet::new()
+        } else {
+            pending.iter().chain(&plan.poisoned).map(SourceUnit::id).collect()
+        };
+        for unit in stale {
+            if taken.contains(&unit) {
                 continue;
             }
             if let Some(u) = plan.all.get(&unit).filter(|u| filter.as_ref().is_none_or(|f| f(u))) {
@@ -261,7 +275,8 @@ pub async fn run(
     })
     .await
     .map_err(|e| RunError::Internal(format!("planner panicked: {e}")))??;
-    let Plan { groups, unchanged, poisoned, all, deleted, warnings } = plan;
+    let Plan { groups, unchanged, poisoned, all, deleted, warnings, lookahead } = plan;
+    let lookahead = Arc::new(lookahead);
     for w in &warnings {
         tracing::warn!("{w}");
     }
@@ -302,6 +317,7 @@ pub async fn run(
             abort: abort.clone(),
             cancel: cancel.clone(),
             all: all.clone(),
+            lookahead: lookahead.clone(),
         };
         handles.push(tokio::task::spawn_blocking(move || worker(&ctx)));
     }
@@ -363,6 +379,8 @@ struct Plan {
     all: HashMap<String, SourceUnit>,
     /// Units whose source is gone and whose outputs the sink removed.
     deleted: Vec<SourceUnit>,
+    /// The names of the steps with lookahead (groups across units).
+    lookahead: Vec<String>,
 }
 
 /// Each step's declared keyed state (constructing one instance per step).
@@ -387,17 +405,16 @@ fn state_specs(job: &Job) -> Result<Vec<Option<StateSpec>>, RunError> {
 
 /// Ids of committed units of lookahead steps whose recorded continuation (`KeyRange::next`) is
 /// not the next committed unit of the key (or that assumed one and now are the last).
-fn out_of_date(job: &Job, states: &[Option<StateSpec>]) -> Result<Vec<String>, RunError> {
-    let mut out: Vec<String> = Vec::new();
-    for (step, _) in job.spec.steps.iter().zip(states).filter(|(_, s)| s.as_ref().is_some_and(|s| s.lookahead)) {
-        for chain in job.sink.keyed_units(&step.name)? {
+fn out_of_date(job: &Job, lookahead: &[String]) -> Result<BTreeSet<String>, RunError> {
+    let mut out = BTreeSet::new();
+    for step in lookahead {
+        for chain in job.sink.keyed_units(step)? {
             // `chain`: one key's units, ordered by their ranges' start.
             for (i, v) in chain.iter().enumerate() {
-                // As `KeyedStep::continuing` recorded it: the next unit, when within the span.
-                let span = v.span.unwrap_or(i64::MAX);
-                let next = chain.get(i + 1).map(|n| n.range.min).filter(|&m| m.saturating_sub(v.range.max) <= span);
-                if v.range.next != next && !out.contains(&v.unit_id) {
-                    out.push(v.unit_id.clone());
+                // As `KeyedStep::continuing` recorded it.
+                let next = chain.get(i + 1).map(|n| n.range.min).filter(|&m| within_span(v.span, v.range.max, m));
+                if v.range.next != next {
+                    out.insert(v.unit_id.clone());
                 }
             }
         }
@@ -561,6 +578,8 @@ struct WorkerCtx {
     abort: Arc<AtomicBool>,
     cancel: Arc<AtomicBool>,
     all: Arc<HashMap<String, SourceUnit>>,
+    /// The steps with lookahead, whose committed ranges a new version of a unit may orphan.
+    lookahead: Arc<Vec<String>>,
 }
 
 /// A worker: takes groups until the channel closes and runs each group's units in order through
@@ -579,7 +598,7 @@ fn worker(ctx: &WorkerCtx) {
         let mut queue: VecDeque<(SourceUnit, bool)> = group.into_iter().map(|u| (u, false)).collect();
         // Predecessors to re-run (groups across units), after the group's queue: in order, one
         // after another on the same instances, so that each carries state to the next unseeded.
-        let mut deferred: Vec<SourceUnit> = Vec::new();
+        let mut deferred: HashMap<String, SourceUnit> = HashMap::new();
         // The deferred re-runs moved into the queue: a `fail` policy that stops the run still
         // lets them finish, so that no committed unit keeps a group a later one holds too.
         let mut finishing: HashSet<String> = HashSet::new();
@@ -591,9 +610,12 @@ fn worker(ctx: &WorkerCtx) {
                 queue.retain(|(u, _)| finishing.contains(&u.id()));
             }
             let Some((unit, rerun)) = queue.pop_front().or_else(|| {
-                deferred.sort_by(|a, b| a.rel_path.cmp(&b.rel_path).then_with(|| a.member.cmp(&b.member)));
-                finishing.extend(deferred.iter().map(SourceUnit::id));
-                queue.extend(deferred.drain(..).map(|u| (u, true)));
+                let mut units: Vec<(String, SourceUnit)> = deferred.drain().collect();
+                units.sort_by(|(_, a), (_, b)| a.rel_path.cmp(&b.rel_path).then_with(|| a.member.cmp(&b.member)));
+                for (id, u) in units {
+                    finishing.insert(id);
+                    queue.push_back((u, true));
+                }
                 queue.pop_front()
             }) else {
                 break;
@@ -604,11 +626,10 @@ fn worker(ctx: &WorkerCtx) {
                 Vec::new()
             } else {
                 let id = unit.id();
-                job.spec
-                    .steps
+                ctx.lookahead
                     .iter()
-                    .filter_map(|s| match job.sink.unit_ranges(&s.name, &id) {
-                        Ok(r) if !r.is_empty() => Some((s.name.clone(), r)),
+                    .filter_map(|s| match job.sink.unit_ranges(s, &id) {
+                        Ok(r) if !r.is_empty() => Some((s.clone(), r)),
                         _ => None,
                     })
                     .collect()
@@ -659,9 +680,7 @@ fn worker(ctx: &WorkerCtx) {
                     if !skip.insert(v.unit_id.clone()) {
                         continue;
                     }
-                    // A unit committed by an earlier pass (watch) is re-run from its committed
-                    // identity when its file is still the one committed.
-                    match ctx.all.get(&v.unit_id).cloned().or_else(|| unchanged_on_disk(&v.unit)) {
+                    match committed_source(ctx, &v) {
                         Some(u) => reruns.push((u, true)),
                         None => tracing::warn!(
                             file = %v.unit.display_name(), step = %step,
@@ -674,11 +693,13 @@ fn worker(ctx: &WorkerCtx) {
                     queue.push_front(r);
                 }
                 for v in pred {
-                    if skip.contains(&v.unit_id) || deferred.iter().any(|d| d.id() == v.unit_id) {
+                    if skip.contains(&v.unit_id) || deferred.contains_key(&v.unit_id) {
                         continue;
                     }
-                    match ctx.all.get(&v.unit_id).cloned().or_else(|| unchanged_on_disk(&v.unit)) {
-                        Some(u) => deferred.push(u),
+                    match committed_source(ctx, &v) {
+                        Some(u) => {
+                            deferred.insert(v.unit_id.clone(), u);
+                        }
                         None => tracing::warn!(
                             file = %v.unit.display_name(),
                             "a later file continues its groups but its source is not part of this run (gone, or \
@@ -697,13 +718,16 @@ fn worker(ctx: &WorkerCtx) {
     }
 }
 
-/// A committed unit, when its file is still there with the modification time it was committed
-/// with (a changed file is re-read by its own discovery, as a new version).
-fn unchanged_on_disk(unit: &SourceUnit) -> Option<SourceUnit> {
-    let meta = std::fs::metadata(&unit.path).ok()?;
-    let mtime_ns =
-        meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos() as i64)?;
-    (mtime_ns == unit.mtime_ns).then(|| unit.clone())
+/// The source unit to re-run a committed unit from: this run's discovery of it, or else (a unit
+/// committed by an earlier pass of `watch`) its committed identity, when its file is still there
+/// with the modification time it was committed with (a changed file is re-read by its own
+/// discovery, as a new version).
+fn committed_source(ctx: &WorkerCtx, v: &KeyedUnit) -> Option<SourceUnit> {
+    if let Some(u) = ctx.all.get(&v.unit_id) {
+        return Some(u.clone());
+    }
+    let meta = std::fs::metadata(&v.unit.path).ok()?;
+    (crate::source::mtime_ns(&meta) == v.unit.mtime_ns).then(|| v.unit.clone())
 }
 
 /// A worker's handler instances, created lazily and discarded after a trap.

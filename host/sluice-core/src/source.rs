@@ -50,6 +50,12 @@ impl SourceUnit {
     }
 }
 
+/// A file's modification time in nanoseconds since the epoch (0 when the system cannot tell), as
+/// units record it in [`SourceUnit::mtime_ns`].
+pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
+    meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos() as i64)
+}
+
 /// A row that could not be parsed or cast. It goes to the lake's `_rejects` dataset, committed
 /// with the unit's good rows.
 #[derive(Debug, Clone, PartialEq)]

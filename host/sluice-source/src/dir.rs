@@ -118,12 +118,7 @@ impl DirSource {
     fn unit_for(&self, path: &Path, rel: String) -> Result<SourceUnit, SourceError> {
         let meta =
             std::fs::metadata(path).map_err(|e| SourceError::Io { path: path.display().to_string(), source: e })?;
-        let mtime_ns = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_nanos() as i64)
-            .unwrap_or(0);
+        let mtime_ns = sluice_core::source::mtime_ns(&meta);
         Ok(SourceUnit {
             source: self.spec.name.clone(),
             path: path.to_path_buf(),

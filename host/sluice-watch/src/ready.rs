@@ -29,12 +29,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 pub fn marker_ready(marker: &Marker, unit: &SourceUnit) -> bool {
     let path = marker.path_for(&unit.path);
     let Ok(meta) = std::fs::metadata(&path) else { return false };
-    let mtime_ns = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos() as i64);
-    mtime_ns >= unit.mtime_ns
+    sluice_core::source::mtime_ns(&meta) >= unit.mtime_ns
 }
 
 struct Entry {
