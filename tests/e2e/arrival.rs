@@ -431,6 +431,23 @@ fn groups_across_files_that_overlap_in_time_fail_and_say_why() {
     assert!(rows.is_empty(), "{rows:#?}");
 }
 
+/// DuckDB's `GROUP BY` of the day files in `dir` per symbol and ISO week (epoch ms of its Monday):
+/// `n`, `sum_volume`, then `more` (select expressions), ordered by all columns.
+fn weekly_by_duckdb(lake: &Path, dir: &Path, more: &str) -> Vec<serde_json::Value> {
+    let more = if more.is_empty() { String::new() } else { format!(", {more}") };
+    query(
+        lake,
+        &format!(
+            "SELECT regexp_extract(filename, '([A-Z]+)-1s-', 1) AS symbol, \
+             epoch_ms(date_trunc('week', make_timestamp(open_time * 1000))) AS open_time, count(*) AS n, \
+             sum(volume) AS sum_volume{more} FROM read_csv('{}/*.csv', header = false, filename = true, \
+             columns = {{'open_time': 'BIGINT', 'open': 'DOUBLE', 'high': 'DOUBLE', 'low': 'DOUBLE', \
+             'close': 'DOUBLE', 'volume': 'BIGINT'}}) GROUP BY ALL ORDER BY ALL",
+            dir.display()
+        ),
+    )
+}
+
 /// Weekly aggregates over the day files, arriving a few at a time in random order, equal a DuckDB
 /// `GROUP BY` of the same CSV files exactly (floats to 1e-9).
 #[test]
@@ -469,18 +486,11 @@ fn weekly_aggregates_across_files_match_a_duckdb_group_by() {
         "SELECT symbol, open_time, n, sum_volume, min_low, max_high, round(mean_close, 9) AS mean_close, \
          count_distinct_volume FROM out ORDER BY ALL",
     );
-    let duck = query(
+    let duck = weekly_by_duckdb(
         &lake,
-        &format!(
-            "SELECT regexp_extract(filename, '([A-Z]+)-1s-', 1) AS symbol, \
-             epoch_ms(date_trunc('week', make_timestamp(open_time * 1000))) AS open_time, count(*) AS n, \
-             sum(volume) AS sum_volume, min(low) AS min_low, max(high) AS max_high, round(avg(close), 9) AS mean_close, \
-             count(DISTINCT volume) AS count_distinct_volume \
-             FROM read_csv('{}/*.csv', header = false, filename = true, columns = {{'open_time': 'BIGINT', \
-             'open': 'DOUBLE', 'high': 'DOUBLE', 'low': 'DOUBLE', 'close': 'DOUBLE', 'volume': 'BIGINT'}}) \
-             GROUP BY ALL ORDER BY ALL",
-            root.join("all").display()
-        ),
+        &root.join("all"),
+        "min(low) AS min_low, max(high) AS max_high, round(avg(close), 9) AS mean_close, \
+         count(DISTINCT volume) AS count_distinct_volume",
     );
     assert_eq!(duck.len(), 4, "2 symbols x 2 weeks: {duck:#?}");
     assert_eq!(ours, duck, "the lake's weekly aggregates differ from DuckDB's GROUP BY");
@@ -504,26 +514,13 @@ fn groups_across_files_survive_kills_in_the_middle_of_a_run() {
     config: {keys: [symbol], time: open_time, every: week, aggs: [{fn: count, as: n}, {fn: sum, column: volume}]}",
         1,
     );
-    let ledger = lake.join("_sluice/ledger.jsonl");
     let mut killed = 0;
     let log = root.join("runs.log");
     for round in 0..4 {
         let err = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-        let mut child = sluice().args(["run", yaml.to_str().unwrap()]).stderr(err).spawn().unwrap();
-        let target = 3 * (round + 1);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-        loop {
-            let n = std::fs::read_to_string(&ledger).map(|t| t.lines().count()).unwrap_or(0);
-            if n >= target || child.try_wait().unwrap().is_some() || std::time::Instant::now() > deadline {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
-        if child.try_wait().unwrap().is_none() {
-            killed += 1;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        let mut cmd = sluice();
+        cmd.args(["run", yaml.to_str().unwrap()]).stderr(err);
+        killed += usize::from(kill_after_commits(cmd, &lake, 3 * (round + 1)));
     }
     assert!(killed > 0, "no run was killed in the middle");
     let s = run_ok(&yaml);
@@ -531,17 +528,7 @@ fn groups_across_files_survive_kills_in_the_middle_of_a_run() {
     let repaired = std::fs::read_to_string(&log).unwrap() + &s["warnings"].to_string();
     assert!(repaired.contains("re-run, its groups continue in a file committed after it"), "{repaired}");
     let ours = query(&lake, "SELECT symbol, open_time, n, sum_volume FROM out ORDER BY ALL");
-    let duck = query(
-        &lake,
-        &format!(
-            "SELECT regexp_extract(filename, '([A-Z]+)-1s-', 1) AS symbol, \
-             epoch_ms(date_trunc('week', make_timestamp(open_time * 1000))) AS open_time, count(*) AS n, \
-             sum(volume) AS sum_volume FROM read_csv('{}/*.csv', header = false, filename = true, \
-             columns = {{'open_time': 'BIGINT', 'open': 'DOUBLE', 'high': 'DOUBLE', 'low': 'DOUBLE', \
-             'close': 'DOUBLE', 'volume': 'BIGINT'}}) GROUP BY ALL ORDER BY ALL",
-            root.join("in").display()
-        ),
-    );
+    let duck = weekly_by_duckdb(&lake, &root.join("in"), "");
     assert_eq!(ours, duck);
     // A further run finds nothing out of date.
     let s = run_ok(&yaml);

@@ -4,7 +4,6 @@
 //! late), or with the run killed and restarted in the middle.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::crash::Rng;
 use crate::support::{self, *};
@@ -170,21 +169,11 @@ fn a_run_killed_in_the_middle_resumes_from_the_lake() {
     let root = tmp.path();
     write_days(&root.join("in"));
     let yaml = pipeline(root, &root.join("in"), "lake");
-    let ledger = root.join("lake/_sluice/ledger.jsonl");
     // Kill as soon as a few units are committed, several times, then let it finish.
     for round in 0..4 {
-        let mut child = sluice().args(["run", "-q", yaml.to_str().unwrap()]).spawn().unwrap();
-        let target = 3 * (round + 1);
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        loop {
-            let n = std::fs::read_to_string(&ledger).map(|t| t.lines().count()).unwrap_or(0);
-            if n >= target || child.try_wait().unwrap().is_some() || std::time::Instant::now() > deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        let mut cmd = sluice();
+        cmd.args(["run", "-q", yaml.to_str().unwrap()]);
+        kill_after_commits(cmd, &root.join("lake"), 3 * (round + 1));
     }
     run_ok(&yaml);
     let (bad, n, _) = check(&root.join("lake"));

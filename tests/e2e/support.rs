@@ -73,6 +73,26 @@ pub fn try_query(lake: &Path, sql: &str) -> Option<Vec<serde_json::Value>> {
     )
 }
 
+/// Spawns `cmd` (a `sluice run`), waits until the lake's ledger has `records` lines (or the run
+/// ends, or two minutes pass), then SIGKILLs it. True when it was still running: killed in the
+/// middle.
+pub fn kill_after_commits(mut cmd: std::process::Command, lake: &Path, records: usize) -> bool {
+    let ledger = lake.join("_sluice/ledger.jsonl");
+    let mut child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let n = std::fs::read_to_string(&ledger).map(|t| t.lines().count()).unwrap_or(0);
+        if n >= records || child.try_wait().unwrap().is_some() || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let running = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    running
+}
+
 /// Read the summary JSON a run wrote.
 pub fn summary(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
