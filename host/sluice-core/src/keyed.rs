@@ -116,9 +116,9 @@ impl KeyedStep {
         self.refreshed = false;
     }
 
-    /// Where later committed units continue the keys of the unit in flight: per key that one
-    /// continues, the key columns and the ordering column (as in the step's input) holding that
-    /// unit's first order value. `None` when the step has no lookahead or saw no rows.
+    /// Where later committed units continue the keys of the unit in flight (a data error when a
+    /// committed unit of a key overlaps it in order): per key that one continues, the key columns
+    /// and the ordering column (as in the step's input) holding that unit's first order value. `None` when the step has no lookahead or saw no rows.
     pub(crate) fn continuing(&mut self, sink: &dyn Sink, unit_id: &str) -> Result<Option<RecordBatch>, KeyedError> {
         if !self.spec.lookahead {
             return Ok(None);
@@ -127,11 +127,32 @@ impl KeyedStep {
         let mut next: Vec<i64> = Vec::new();
         let mut schema = None;
         for (key, u) in &self.unit {
+            let history = sink.key_history(&self.name, key)?;
+            // Groups across units need each key's units one after another: where two overlap,
+            // neither holds all of a group's rows.
+            if let Some(other) =
+                history.iter().find(|v| v.unit_id != unit_id && v.range.min <= u.max && v.range.max >= u.min)
+            {
+                let key = if key.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " of key ({})",
+                        key.iter().map(|v| v.as_deref().unwrap_or("null")).collect::<Vec<_>>().join(", ")
+                    )
+                };
+                return Err(KeyedError::Data(format!(
+                    "this file's rows{key} overlap in `{}` with those of {}, already committed: groups across files \
+                     need each key's files one after another in time (daily files of a symbol); group by a key \
+                     that tells the files apart, or set `scope: file`",
+                    self.spec.order_by,
+                    other.unit.display_name()
+                )));
+            }
             let Some(tail) = u.tail.as_ref().filter(|t| t.num_rows() > 0) else { continue };
             schema.get_or_insert_with(|| tail.schema());
-            let later = sink
-                .key_history(&self.name, key)?
-                .into_iter()
+            let later = history
+                .iter()
                 .filter(|v| v.unit_id != unit_id && v.range.min > u.max)
                 .map(|v| v.range.min)
                 .min()
@@ -159,29 +180,6 @@ impl KeyedStep {
         let order_type = projected.field(fields.len() - 1).data_type().clone();
         cols.push(order_array(next, &order_type)?);
         RecordBatch::try_new(projected, cols).map(Some).map_err(|e| KeyedError::Data(e.to_string()))
-    }
-
-    /// For a step with `lookahead`: a key of the unit in flight whose rows overlap in order with
-    /// a committed unit's rows of that key. Groups across units need each key's units one after
-    /// another: where two overlap, neither holds all of a group's rows.
-    pub(crate) fn overlapping(
-        &self,
-        sink: &dyn Sink,
-        unit_id: &str,
-    ) -> Result<Option<(KeyValues, KeyedUnit)>, SinkError> {
-        if !self.spec.lookahead {
-            return Ok(None);
-        }
-        for (key, u) in &self.unit {
-            if let Some(v) = sink
-                .key_history(&self.name, key)?
-                .into_iter()
-                .find(|v| v.unit_id != unit_id && v.range.min <= u.max && v.range.max >= u.min)
-            {
-                return Ok(Some((key.clone(), v)));
-            }
-        }
-        Ok(None)
     }
 
     /// For a step with `lookahead`: when a new version of a committed unit no longer starts a key

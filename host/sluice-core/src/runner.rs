@@ -931,31 +931,8 @@ impl<'a> Chain<'a> {
             if self.handlers[i].is_none() {
                 continue;
             }
-            // A step with lookahead learns where later units continue its keys; its keys' units
-            // must follow each other.
-            if let Some(k) = self.keyed[i].as_ref().filter(|k| k.tracked())
-                && let Some((key, other)) = k.overlapping(&*self.job.sink, &self.unit_id).map_err(UnitError::Sink)?
-            {
-                let key = if key.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        " of key ({})",
-                        key.iter().map(|v| v.as_deref().unwrap_or("null")).collect::<Vec<_>>().join(", ")
-                    )
-                };
-                let message = format!(
-                    "this file's rows{key} overlap in `{}` with those of {}, already committed: groups across files \
-                     need each key's files one after another in time (daily files of a symbol); group by a key \
-                     that tells the files apart, or set `scope: file`",
-                    k.spec.order_by,
-                    other.unit.display_name()
-                );
-                return Err(UnitError::Step {
-                    index: i,
-                    error: PluginError::Data { message, row: None, column: None },
-                });
-            }
+            // A step with lookahead learns where later units continue its keys (and fails the unit
+            // when a committed unit of one of its keys overlaps it).
             let continuing = match self.keyed[i].as_mut().filter(|k| k.tracked()) {
                 Some(k) => k.continuing(&*self.job.sink, &self.unit_id).map_err(|e| match e {
                     KeyedError::Data(message) => {
