@@ -890,7 +890,7 @@ impl Value {
     }
     /// Index into the array for row `row`.
     #[inline]
-    fn at(&self, row: usize) -> usize {
+    pub(crate) fn at(&self, row: usize) -> usize {
         if self.scalar { 0 } else { row }
     }
     fn as_float(&self) -> Value {

@@ -423,7 +423,7 @@ pub(crate) fn arith(op: BinOp, a: &Value, b: &Value, l: &Expr, r: &Expr, pos: us
         Ty::Interval => {
             let iv = other.array.as_primitive::<IntervalMonthDayNanoType>();
             let interval = |row: usize| {
-                let i = if other.scalar { 0 } else { row };
+                let i = other.at(row);
                 iv.is_valid(i).then(|| {
                     let x = iv.value(i);
                     let i = Interval { months: x.months, days: x.days, micros: x.nanoseconds / 1000 };
@@ -447,7 +447,7 @@ pub(crate) fn arith(op: BinOp, a: &Value, b: &Value, l: &Expr, r: &Expr, pos: us
         Ty::Int => {
             let ov = ints(other);
             let (vals, nb) = rows(n, |row| {
-                let i = if other.scalar { 0 } else { row };
+                let i = other.at(row);
                 let (Some(d), true) = (tv.get(row), ov.is_valid(i)) else { return Ok(None) };
                 let r = d.checked_add(sign * ov.value(i)).filter(|x| i32::try_from(*x).is_ok());
                 Ok(Some(r.ok_or_else(|| out_of_range(pos, row))?))
@@ -622,7 +622,7 @@ pub(crate) fn eval_call(f: Func, pos: usize, args: &[Expr], vals: &[Value], n: u
             let strict = f == Func::Strptime;
             let s = vals[0].as_string_array();
             let (v, nb) = rows(n, |row| {
-                let i = if vals[0].scalar { 0 } else { row };
+                let i = vals[0].at(row);
                 if s.is_null(i) {
                     return Ok(None);
                 }
@@ -642,7 +642,7 @@ pub(crate) fn eval_call(f: Func, pos: usize, args: &[Expr], vals: &[Value], n: u
                 Ty::Str => {
                     let s = v0.as_string_array();
                     rows(n, |row| {
-                        let i = if v0.scalar { 0 } else { row };
+                        let i = v0.at(row);
                         if s.is_null(i) {
                             return Ok(None);
                         }
@@ -661,9 +661,8 @@ pub(crate) fn eval_call(f: Func, pos: usize, args: &[Expr], vals: &[Value], n: u
         }
         Func::MakeDate => {
             let (y, m, d) = (ints(&vals[0]), ints(&vals[1]), ints(&vals[2]));
-            let idx = |v: &Value, row: usize| if v.scalar { 0 } else { row };
             let (v, nb) = rows(n, |row| {
-                let (iy, im, id) = (idx(&vals[0], row), idx(&vals[1], row), idx(&vals[2], row));
+                let (iy, im, id) = (vals[0].at(row), vals[1].at(row), vals[2].at(row));
                 if y.is_null(iy) || m.is_null(im) || d.is_null(id) {
                     return Ok(None);
                 }
@@ -702,7 +701,7 @@ pub(crate) fn eval_call(f: Func, pos: usize, args: &[Expr], vals: &[Value], n: u
             let v0 = &vals[0];
             let f = v0.as_float64();
             let (v, nb) = rows(n, |row| {
-                let i = if v0.scalar { 0 } else { row };
+                let i = v0.at(row);
                 if f.is_null(i) {
                     return Ok(None);
                 }
