@@ -99,7 +99,7 @@ fn collect(root: &Path, dir: &Path, files: &mut Vec<(String, PathBuf)>) -> Resul
     Ok(())
 }
 
-/// The deterministic SHA-256 (hex) of a plugin's inputs: `wit/**`,
+/// The deterministic SHA-256 (hex) of a plugin's inputs: `wit/**`, `sluice-contract/**`,
 /// `plugins/Cargo.toml`, `plugins/Cargo.lock`, `plugins/sluice-plugin/**` and
 /// the plugin's own crate directory, as sorted (relative path, contents) pairs.
 pub fn source_hash(root: &Path, plugin: &Plugin) -> Result<String> {
@@ -107,6 +107,7 @@ pub fn source_hash(root: &Path, plugin: &Plugin) -> Result<String> {
     let mut files = Vec::new();
     for input in [
         root.join("wit"),
+        root.join("sluice-contract"),
         plugins.join("Cargo.toml"),
         plugins.join("Cargo.lock"),
         plugins.join("sluice-plugin"),

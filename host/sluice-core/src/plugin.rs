@@ -22,21 +22,12 @@ pub struct PluginInfo {
     pub contract: String,
 }
 
-/// An output column a handler may add to set rows aside: rows where it is not null go to the
-/// lake's `_rejects` dataset with its text as the reason, and never reach the next step. The host
-/// drops the column from what the next step (or the sink) sees.
-pub const REJECT_COLUMN: &str = "_sluice_reject";
+pub use sluice_contract::{REJECT_COLUMN, without_reject_column};
 
-/// `schema` without [`REJECT_COLUMN`].
-pub fn without_reject_column(schema: &arrow_schema::SchemaRef) -> arrow_schema::SchemaRef {
-    match schema.index_of(REJECT_COLUMN) {
-        Ok(i) => {
-            let fields: Vec<_> =
-                schema.fields().iter().enumerate().filter(|(j, _)| *j != i).map(|(_, f)| f.clone()).collect();
-            Arc::new(arrow_schema::Schema::new_with_metadata(fields, schema.metadata().clone()))
-        }
-        Err(_) => schema.clone(),
-    }
+/// What the step after `handler` (or the sink) sees for `input`: the handler's output schema
+/// without [`REJECT_COLUMN`]. `run` and `validate` both flow schemas through this.
+pub fn next_schema(handler: &mut dyn Handler, input: &SchemaRef) -> Result<SchemaRef, PluginError> {
+    Ok(without_reject_column(&handler.output_schema(input)?))
 }
 
 /// Keyed state a handler keeps across batches and files.

@@ -11,18 +11,14 @@
 //! counts that add up, no column that would silently shadow an unread input column, and no rows
 //! held back for `finish`.
 
-use std::sync::Arc;
-
-use arrow_array::types::UInt32Type;
-use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchOptions, cast::AsArray};
-use arrow_schema::{DataType, FieldRef, Schema, SchemaRef};
-use arrow_select::filter::FilterBuilder;
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use sluice_contract::{PatchError, PatchPlan};
 
 use crate::error::PluginError;
 use crate::plugin::{Handler, StateSpec};
 
-/// The row-index column of a patch: UInt32, no nulls, indexing the rows of the call's input.
-pub const ROW_COLUMN: &str = "_sluice_row";
+pub use sluice_contract::ROW_COLUMN;
 
 /// `handler` itself when it takes whole batches, else wrapped in [`Projected`].
 pub fn wrap(mut handler: Box<dyn Handler>) -> Result<Box<dyn Handler>, PluginError> {
@@ -32,32 +28,22 @@ pub fn wrap(mut handler: Box<dyn Handler>) -> Result<Box<dyn Handler>, PluginErr
     })
 }
 
-/// Where an output column comes from.
-#[derive(Debug, Clone, Copy)]
-enum Src {
-    Input(usize),
-    Patch(usize),
-}
-
-/// How batches of one input schema are projected and merged.
-struct Plan {
-    input: SchemaRef,
-    /// The input columns sent to the handler, in input order.
-    sent: Vec<usize>,
-    projected: SchemaRef,
-    output: SchemaRef,
-    sources: Vec<Src>,
-    /// The position of [`ROW_COLUMN`] in the patch schema.
-    row: Option<usize>,
-    /// Input columns the output takes from the input (the ones to gather on a selection).
-    passthrough: Vec<usize>,
+/// A broken patch rule as the runner reports it: a configuration error (an output name that
+/// shadows an unread input column, a reserved input name) or bad guest output.
+fn plugin_error(e: PatchError) -> PluginError {
+    if e.is_config() {
+        PluginError::Config { message: e.to_string(), key: None }
+    } else {
+        PluginError::BadOutput(e.to_string())
+    }
 }
 
 /// A projecting handler, presented to the runner as one that takes and returns whole batches.
+/// The rules are `sluice_contract`'s, which the guest SDK applies too.
 pub struct Projected {
     inner: Box<dyn Handler>,
     reads: Vec<String>,
-    plan: Option<Plan>,
+    plan: Option<PatchPlan>,
 }
 
 impl Projected {
@@ -65,133 +51,21 @@ impl Projected {
         Projected { inner, reads, plan: None }
     }
 
-    fn plan_for(&mut self, input: &SchemaRef) -> Result<&Plan, PluginError> {
-        let fresh = match &self.plan {
-            Some(p) => !(Arc::ptr_eq(&p.input, input) || p.input.fields() == input.fields()),
-            None => true,
-        };
-        if fresh {
-            self.plan = Some(self.make_plan(input)?);
+    fn plan_for(&mut self, input: &SchemaRef) -> Result<&PatchPlan, PluginError> {
+        if !self.plan.as_ref().is_some_and(|p| p.fits(input)) {
+            // The reserved-name check comes before the handler sees the projected schema.
+            sluice_contract::check_input(input).map_err(plugin_error)?;
+            let projected = sluice_contract::projected_schema(input, &self.reads);
+            let patch = self.inner.output_schema(&projected)?;
+            self.plan = Some(PatchPlan::new(input, &self.reads, &patch).map_err(plugin_error)?);
         }
         Ok(self.plan.as_ref().expect("planned above"))
     }
-
-    fn make_plan(&mut self, input: &SchemaRef) -> Result<Plan, PluginError> {
-        if input.index_of(ROW_COLUMN).is_ok() {
-            return Err(PluginError::Config {
-                message: format!("the input has a column `{ROW_COLUMN}`; names starting with `_sluice_` are reserved"),
-                key: None,
-            });
-        }
-        let sent: Vec<usize> =
-            (0..input.fields().len()).filter(|&i| self.reads.iter().any(|r| r == input.field(i).name())).collect();
-        let fields: Vec<FieldRef> = sent.iter().map(|&i| input.fields()[i].clone()).collect();
-        let projected = Arc::new(Schema::new_with_metadata(fields, input.metadata().clone()));
-        let patch = self.inner.output_schema(&projected)?;
-        let mut row = None;
-        for (j, f) in patch.fields().iter().enumerate() {
-            if patch.fields()[..j].iter().any(|g| g.name() == f.name()) {
-                return Err(PluginError::BadOutput(format!("the patch schema has two columns named `{}`", f.name())));
-            }
-            if f.name() == ROW_COLUMN {
-                if f.data_type() != &DataType::UInt32 {
-                    return Err(PluginError::BadOutput(format!(
-                        "`{ROW_COLUMN}` must be UInt32, not {}",
-                        f.data_type()
-                    )));
-                }
-                row = Some(j);
-            } else if let Ok(i) = input.index_of(f.name())
-                && !sent.contains(&i)
-            {
-                return Err(PluginError::Config {
-                    message: format!(
-                        "the step outputs a column `{}`, which its input already has; the step does not read \
-                         that column, so it cannot replace it (choose another output name)",
-                        f.name()
-                    ),
-                    key: None,
-                });
-            }
-        }
-        let mut out_fields = Vec::with_capacity(input.fields().len() + patch.fields().len());
-        let mut sources = Vec::with_capacity(out_fields.capacity());
-        for (i, f) in input.fields().iter().enumerate() {
-            match patch.index_of(f.name()) {
-                Ok(j) => {
-                    out_fields.push(patch.fields()[j].clone());
-                    sources.push(Src::Patch(j));
-                }
-                Err(_) => {
-                    out_fields.push(f.clone());
-                    sources.push(Src::Input(i));
-                }
-            }
-        }
-        for (j, f) in patch.fields().iter().enumerate() {
-            if Some(j) != row && input.index_of(f.name()).is_err() {
-                out_fields.push(f.clone());
-                sources.push(Src::Patch(j));
-            }
-        }
-        let passthrough = sources
-            .iter()
-            .filter_map(|s| match s {
-                Src::Input(i) => Some(*i),
-                Src::Patch(_) => None,
-            })
-            .collect();
-        Ok(Plan {
-            input: input.clone(),
-            sent,
-            projected,
-            output: Arc::new(Schema::new_with_metadata(out_fields, input.metadata().clone())),
-            sources,
-            row,
-            passthrough,
-        })
-    }
-}
-
-/// The input columns `wanted` of `batch` at the rows `rows` selects: the arrays themselves for
-/// the identity, a run-preserving filter for increasing indices (what dropping rows gives), a
-/// gather otherwise. Indices are checked by the caller.
-fn gather(
-    batch: &RecordBatch,
-    wanted: &[usize],
-    rows: &arrow_array::UInt32Array,
-) -> Result<Vec<Option<ArrayRef>>, PluginError> {
-    let n = batch.num_rows();
-    let v = rows.values();
-    let mut cols: Vec<Option<ArrayRef>> = vec![None; batch.num_columns()];
-    if v.len() == n && v.iter().enumerate().all(|(i, &r)| r as usize == i) {
-        for &i in wanted {
-            cols[i] = Some(batch.column(i).clone());
-        }
-    } else if v.windows(2).all(|w| w[0] < w[1]) {
-        let mut mask = arrow_buffer::BooleanBufferBuilder::new(n);
-        mask.append_n(n, false);
-        for &r in v {
-            mask.set_bit(r as usize, true);
-        }
-        let mask = arrow_array::BooleanArray::new(mask.finish(), None);
-        let filter = FilterBuilder::new(&mask).optimize().build();
-        for &i in wanted {
-            cols[i] = Some(filter.filter(batch.column(i)).map_err(|e| PluginError::BadOutput(e.to_string()))?);
-        }
-    } else {
-        for &i in wanted {
-            let taken = arrow_select::take::take(batch.column(i), rows, None)
-                .map_err(|e| PluginError::BadOutput(e.to_string()))?;
-            cols[i] = Some(taken);
-        }
-    }
-    Ok(cols)
 }
 
 impl Handler for Projected {
     fn output_schema(&mut self, input: &SchemaRef) -> Result<SchemaRef, PluginError> {
-        Ok(self.plan_for(input)?.output.clone())
+        Ok(self.plan_for(input)?.output().clone())
     }
 
     fn state(&mut self) -> Result<Option<StateSpec>, PluginError> {
@@ -203,76 +77,13 @@ impl Handler for Projected {
     }
 
     fn process(&mut self, batch: &RecordBatch) -> Result<Vec<RecordBatch>, PluginError> {
-        let schema = batch.schema();
-        self.plan_for(&schema)?;
-        let plan = self.plan.as_ref().expect("planned above");
-        let n = batch.num_rows();
-        let options = RecordBatchOptions::new().with_row_count(Some(n));
-        let sent = plan.sent.iter().map(|&i| batch.column(i).clone()).collect();
-        let projected = RecordBatch::try_new_with_options(plan.projected.clone(), sent, &options)
-            .map_err(|e| PluginError::BadOutput(format!("projecting the input: {e}")))?;
+        let projected = self.plan_for(batch.schema_ref())?.project(batch).map_err(plugin_error)?;
         let patches = self.inner.process(&projected)?;
-        let mut out = Vec::with_capacity(patches.len());
-        let mut offset = 0usize;
-        for patch in &patches {
-            let base: Vec<Option<ArrayRef>> = match plan.row {
-                Some(r) => {
-                    let rows = patch.column(r).as_primitive::<UInt32Type>();
-                    if rows.null_count() > 0 {
-                        return Err(PluginError::BadOutput(format!("`{ROW_COLUMN}` has nulls")));
-                    }
-                    if let Some(&bad) = rows.values().iter().find(|&&r| r as usize >= n) {
-                        return Err(PluginError::BadOutput(format!(
-                            "`{ROW_COLUMN}` has row {bad}, but the input has {n} rows"
-                        )));
-                    }
-                    gather(batch, &plan.passthrough, rows)?
-                }
-                None => {
-                    let len = patch.num_rows();
-                    if offset + len > n {
-                        return Err(PluginError::BadOutput(format!(
-                            "the patches have more rows than the input's {n} (and no `{ROW_COLUMN}`)"
-                        )));
-                    }
-                    let mut cols = vec![None; batch.num_columns()];
-                    for &i in &plan.passthrough {
-                        cols[i] = Some(batch.column(i).slice(offset, len));
-                    }
-                    offset += len;
-                    cols
-                }
-            };
-            let columns: Vec<ArrayRef> = plan
-                .sources
-                .iter()
-                .map(|s| match *s {
-                    Src::Input(i) => base[i].clone().expect("gathered"),
-                    Src::Patch(j) => patch.column(j).clone(),
-                })
-                .collect();
-            let options = RecordBatchOptions::new().with_row_count(Some(patch.num_rows()));
-            let merged = RecordBatch::try_new_with_options(plan.output.clone(), columns, &options)
-                .map_err(|e| PluginError::BadOutput(format!("merging the patch: {e}")))?;
-            out.push(merged);
-        }
-        if plan.row.is_none() && offset != n {
-            return Err(PluginError::BadOutput(format!(
-                "the patches cover {offset} of the input's {n} rows; without `{ROW_COLUMN}` they must cover each \
-                 row once, in order"
-            )));
-        }
-        Ok(out)
+        self.plan.as_ref().expect("planned above").merge(batch, &patches).map_err(plugin_error)
     }
 
     fn seed(&mut self, batch: &RecordBatch) -> Result<(), PluginError> {
-        let schema = batch.schema();
-        self.plan_for(&schema)?;
-        let plan = self.plan.as_ref().expect("planned above");
-        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-        let sent = plan.sent.iter().map(|&i| batch.column(i).clone()).collect();
-        let projected = RecordBatch::try_new_with_options(plan.projected.clone(), sent, &options)
-            .map_err(|e| PluginError::BadOutput(format!("projecting the input: {e}")))?;
+        let projected = self.plan_for(batch.schema_ref())?.project(batch).map_err(plugin_error)?;
         self.inner.seed(&projected)
     }
 
@@ -294,8 +105,10 @@ impl Handler for Projected {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow_array::{Int64Array, StringArray, UInt32Array};
-    use arrow_schema::Field;
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, Int64Array, StringArray, UInt32Array, cast::AsArray};
+    use arrow_schema::{DataType, Field, Schema};
 
     /// A native projecting handler: reads `t`, returns `t * 10` and per mode a selection.
     struct Fake {

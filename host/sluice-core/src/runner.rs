@@ -156,8 +156,8 @@ pub fn chain_schema(
             .instantiate(&step.config_json, &step.limits)
             .map_err(|error| RunError::Step { location: Box::new(location.clone()), error })?;
         if let Some(s) = &schema {
-            let out = h.output_schema(s).map_err(|error| RunError::Step { location: Box::new(location), error })?;
-            schema = Some(crate::plugin::without_reject_column(&out));
+            let out = crate::plugin::next_schema(&mut *h, s);
+            schema = Some(out.map_err(|error| RunError::Step { location: Box::new(location), error })?);
         }
     }
     Ok(schema)

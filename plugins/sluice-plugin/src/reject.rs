@@ -9,17 +9,12 @@ use std::sync::Arc;
 
 use arrow_array::builder::StringBuilder;
 use arrow_array::{ArrayRef, RecordBatch};
-use arrow_schema::{DataType, Field, FieldRef, Schema, SchemaRef};
+use arrow_schema::{FieldRef, Schema, SchemaRef};
 
 use crate::Error;
 
-/// The name of the reject column (the host's `sluice_core::plugin::REJECT_COLUMN`).
-pub const REJECT_COLUMN: &str = "_sluice_reject";
-
-/// The reject column's field: Utf8, nullable.
-pub fn reject_field() -> FieldRef {
-    Arc::new(Field::new(REJECT_COLUMN, DataType::Utf8, true))
-}
+/// The name of the reject column and its field (`sluice_contract`'s, shared with the host).
+pub use sluice_contract::{REJECT_COLUMN, reject_field};
 
 /// `schema` with the reject column appended (unchanged when it already has it).
 pub fn with_reject_column(schema: &SchemaRef) -> SchemaRef {

@@ -174,7 +174,7 @@ fn check_environment(lp: &LoadedPipeline, rt: &dyn PluginRuntime, unchecked: &mu
             }
         };
         if let (true, Some(input)) = (schema_known, &schema) {
-            match handler.output_schema(input) {
+            match sluice_core::plugin::next_schema(&mut *handler, input) {
                 Ok(out) => schema = Some(out),
                 Err(e) => {
                     errs.push(plugin_error(lp, i, &what, &e, Some(input)));
