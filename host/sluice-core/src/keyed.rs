@@ -27,7 +27,7 @@ use arrow_schema::{DataType, SchemaRef};
 
 use crate::error::SinkError;
 use crate::plugin::StateSpec;
-use crate::sink::{KeyRange, KeyValues, KeyedUnit, Sink, UnitState};
+use crate::sink::{KeyRange, KeyValues, KeyedUnit, StateStore, UnitState};
 
 /// Why a batch could not be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -119,7 +119,11 @@ impl KeyedStep {
     /// Where later committed units continue the keys of the unit in flight (a data error when a
     /// committed unit of a key overlaps it in order): per key that one continues, the key columns
     /// and the ordering column (as in the step's input) holding that unit's first order value. `None` when the step has no lookahead or saw no rows.
-    pub(crate) fn continuing(&mut self, sink: &dyn Sink, unit_id: &str) -> Result<Option<RecordBatch>, KeyedError> {
+    pub(crate) fn continuing(
+        &mut self,
+        sink: &dyn StateStore,
+        unit_id: &str,
+    ) -> Result<Option<RecordBatch>, KeyedError> {
         if !self.spec.lookahead {
             return Ok(None);
         }
@@ -187,7 +191,7 @@ impl KeyedStep {
     /// old start that assumed the old one continues it: it left out a group nobody outputs now.
     pub(crate) fn orphaned(
         &self,
-        sink: &dyn Sink,
+        sink: &dyn StateStore,
         unit_id: &str,
         old: &[KeyRange],
         new: &[KeyRange],
@@ -216,7 +220,7 @@ impl KeyedStep {
     /// group, which now belongs to the new unit: the runner re-runs it.
     pub(crate) fn predecessors(
         &self,
-        sink: &dyn Sink,
+        sink: &dyn StateStore,
         unit_id: &str,
         ranges: &[KeyRange],
     ) -> Result<Vec<KeyedUnit>, SinkError> {
@@ -240,7 +244,7 @@ impl KeyedStep {
     /// The committed unit of `key` (other than `unit_id`) that ends last before `at`.
     fn unit_before(
         &self,
-        sink: &dyn Sink,
+        sink: &dyn StateStore,
         unit_id: &str,
         key: &KeyValues,
         at: i64,
@@ -263,7 +267,7 @@ impl KeyedStep {
     pub(crate) fn prepare(
         &mut self,
         batch: &RecordBatch,
-        sink: &dyn Sink,
+        sink: &dyn StateStore,
         unit_id: &str,
     ) -> Result<Prepared, KeyedError> {
         let groups = self.groups(batch)?;
@@ -374,7 +378,7 @@ impl KeyedStep {
     /// within the span of the unit's end.
     pub(crate) fn successors(
         &self,
-        sink: &dyn Sink,
+        sink: &dyn StateStore,
         unit_id: &str,
         ranges: &[KeyRange],
     ) -> Result<Vec<KeyedUnit>, SinkError> {
@@ -416,7 +420,7 @@ impl KeyedStep {
         key: &KeyValues,
         before: i64,
         schema: &SchemaRef,
-        sink: &dyn Sink,
+        sink: &dyn StateStore,
         unit_id: &str,
     ) -> Result<Option<RecordBatch>, KeyedError> {
         let n = self.spec.lookback_rows as usize;
@@ -852,21 +856,12 @@ mod tests {
     /// A sink that knows committed units' key ranges and tails, for seeds and successors.
     struct History(Vec<(KeyedUnit, RecordBatch)>);
 
-    impl Sink for History {
-        fn check_schema(&self, _: &SchemaRef) -> Result<(), SinkError> {
-            Ok(())
-        }
+    impl StateStore for History {
         fn is_committed(&self, _: &crate::source::SourceUnit) -> Result<bool, SinkError> {
             Ok(true)
         }
-        fn begin(&self, _: &crate::source::SourceUnit) -> Result<Box<dyn crate::sink::UnitWriter>, SinkError> {
-            unimplemented!()
-        }
         fn dead_letter(&self, _: &crate::sink::DeadLetter) -> Result<(), SinkError> {
             Ok(())
-        }
-        fn snapshot(&self) -> Result<crate::catalog::LakeSnapshot, SinkError> {
-            Ok(Default::default())
         }
         fn key_history(&self, _: &str, key: &KeyValues) -> Result<Vec<KeyedUnit>, SinkError> {
             Ok(self.0.iter().filter(|(u, _)| &u.range.key == key).map(|(u, _)| u.clone()).collect())
@@ -885,11 +880,11 @@ mod tests {
                 .map(|(i, (min, max, tail))| {
                     let unit = crate::source::SourceUnit {
                         source: "src".into(),
-                        path: format!("u{i}").into(),
-                        rel_path: format!("u{i}"),
+                        location: format!("u{i}"),
+                        locator: format!("u{i}"),
                         member: None,
                         size: 0,
-                        mtime_ns: 0,
+                        version: 0,
                         content_hash: None,
                     };
                     let range = KeyRange {

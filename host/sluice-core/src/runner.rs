@@ -207,7 +207,8 @@ pub async fn run(
         let mut pending = Vec::new();
         for src in &plan_job.sources {
             let retries = plan_job.spec.sources.iter().find(|s| s.name == src.name()).map_or(u32::MAX, |s| s.retries);
-            let found = src.discover()?;
+            let high_water = plan_job.sink.state().high_water(src.name())?;
+            let found = src.discover_after(high_water.as_deref())?;
             if found.is_empty()
                 && filter.is_none()
                 && let Some(spec) = plan_job.spec.sources.iter().find(|s| s.name == src.name())
@@ -220,7 +221,7 @@ pub async fn run(
                 ));
             }
             // Decided from the full listing: units a filter leaves out still exist.
-            plan.deleted.extend(plan_job.sink.remove_deleted(src.name(), &found)?);
+            plan.deleted.extend(plan_job.sink.remove_deleted(&**src, &found)?);
             for unit in found {
                 if filter.as_ref().is_some_and(|f| !f(&unit)) {
                     continue;
@@ -228,7 +229,7 @@ pub async fn run(
                 plan.all.insert(unit.id(), unit.clone());
                 if !force && is_unchanged(&*plan_job.sink, &**src, &unit)? {
                     plan.unchanged += 1;
-                } else if !force && plan_job.sink.failures(&unit)? >= retries {
+                } else if !force && plan_job.sink.state().failures(&unit)? >= retries {
                     plan.poisoned.push(unit);
                 } else {
                     pending.push(unit);
@@ -258,7 +259,7 @@ pub async fn run(
             if let Some(u) = plan.all.get(&unit).filter(|u| filter.as_ref().is_none_or(|f| f(u))) {
                 // A re-run that keeps failing is poisoned like any unit.
                 let retries = plan_job.spec.sources.iter().find(|s| s.name == u.source).map_or(u32::MAX, |s| s.retries);
-                if !force && plan_job.sink.failures(u)? >= retries {
+                if !force && plan_job.sink.state().failures(u)? >= retries {
                     continue;
                 }
                 plan.unchanged = plan.unchanged.saturating_sub(1);
@@ -408,7 +409,7 @@ fn state_specs(job: &Job) -> Result<Vec<Option<StateSpec>>, RunError> {
 fn out_of_date(job: &Job, lookahead: &[String]) -> Result<BTreeSet<String>, RunError> {
     let mut out = BTreeSet::new();
     for step in lookahead {
-        for chain in job.sink.keyed_units(step)? {
+        for chain in job.sink.state().keyed_units(step)? {
             // `chain`: one key's units, ordered by their ranges' start.
             for (i, v) in chain.iter().enumerate() {
                 // As `KeyedStep::continuing` recorded it.
@@ -427,6 +428,27 @@ fn out_of_date(job: &Job, lookahead: &[String]) -> Result<BTreeSet<String>, RunE
 /// Without stateful steps every unit is its own group. Within a group, units go in path order;
 /// groups go largest first, so the last group to finish is a small one.
 fn group_units(job: &Job, states: &[Option<StateSpec>], units: Vec<SourceUnit>) -> Vec<Vec<SourceUnit>> {
+    // An incremental source's units follow one another: one group, in discovery order.
+    let mut ordered: Vec<(String, Vec<SourceUnit>)> = Vec::new();
+    let mut units_left = Vec::with_capacity(units.len());
+    for unit in units {
+        if !job.sources.iter().any(|s| s.name() == unit.source && s.incremental()) {
+            units_left.push(unit);
+        } else if let Some((_, g)) = ordered.iter_mut().find(|(name, _)| *name == unit.source) {
+            g.push(unit);
+        } else {
+            ordered.push((unit.source.clone(), vec![unit]));
+        }
+    }
+    // They start first: each runs on one worker, start to end.
+    let mut groups: Vec<Vec<SourceUnit>> = ordered.into_iter().map(|(_, g)| g).collect();
+    groups.extend(group_others(job, states, units_left));
+    groups
+}
+
+/// Groups of the units of sources that are not incremental: one per value of the unit fields
+/// that are keys of every (run-scoped) stateful step, else one per unit.
+fn group_others(job: &Job, states: &[Option<StateSpec>], units: Vec<SourceUnit>) -> Vec<Vec<SourceUnit>> {
     // Unit-scoped steps start fresh per unit and do not tie units together.
     let mut keyed = states.iter().flatten().filter(|s| !crate::keyed::unit_scoped(s));
     let Some(first) = keyed.next() else {
@@ -445,7 +467,7 @@ fn group_units(job: &Job, states: &[Option<StateSpec>], units: Vec<SourceUnit>) 
     }
     let mut groups: Vec<Vec<SourceUnit>> = groups.into_values().collect();
     for g in &mut groups {
-        g.sort_by(|a, b| (&a.rel_path, &a.member, &a.source).cmp(&(&b.rel_path, &b.member, &b.source)));
+        g.sort_by(|a, b| (&a.locator, &a.member, &a.source).cmp(&(&b.locator, &b.member, &b.source)));
     }
     groups.sort_by_key(|g| std::cmp::Reverse(g.iter().map(|u| u.size).sum::<u64>()));
     groups
@@ -454,11 +476,11 @@ fn group_units(job: &Job, states: &[Option<StateSpec>], units: Vec<SourceUnit>) 
 /// True when the sink holds this unit with the same content: the same fingerprint, or, for a
 /// file whose mtime moved but whose size did not (a `touch`, a copy), the same content hash.
 fn is_unchanged(sink: &dyn Sink, source: &dyn Source, unit: &SourceUnit) -> Result<bool, SinkError> {
-    match sink.freshness(unit)? {
+    match sink.state().freshness(unit)? {
         Freshness::Unchanged => Ok(true),
         Freshness::New | Freshness::Changed => Ok(false),
         Freshness::Touched => match source.content_hash(unit) {
-            Ok(Some(hash)) => sink.confirm_unchanged(&SourceUnit { content_hash: Some(hash), ..unit.clone() }),
+            Ok(Some(hash)) => sink.state().confirm_unchanged(&SourceUnit { content_hash: Some(hash), ..unit.clone() }),
             Ok(None) => Ok(false),
             Err(e) => {
                 tracing::warn!(file = %unit.display_name(), "cannot hash the file to compare it with its commit: {e}");
@@ -552,7 +574,7 @@ fn absorb(job: &Job, summary: &mut RunSummary, res: UnitResult, progress: &dyn P
                 OnError::SkipFile => "skipped",
                 OnError::DeadLetter => {
                     let letter = DeadLetter { unit: res.unit.clone(), step: step.clone(), error: message.clone() };
-                    match job.sink.dead_letter(&letter) {
+                    match job.sink.state().dead_letter(&letter) {
                         Ok(()) => "dead_lettered",
                         Err(e) => return Some(RunError::Sink(e)),
                     }
@@ -560,7 +582,7 @@ fn absorb(job: &Job, summary: &mut RunSummary, res: UnitResult, progress: &dyn P
             };
             tracing::warn!(file = %file, action, "{message}");
             if fatal.is_none()
-                && let Err(e) = job.sink.record_failure(&res.unit, &message)
+                && let Err(e) = job.sink.state().record_failure(&res.unit, &message)
             {
                 return Some(RunError::Sink(e));
             }
@@ -611,7 +633,7 @@ fn worker(ctx: &WorkerCtx) {
             }
             let Some((unit, rerun)) = queue.pop_front().or_else(|| {
                 let mut units: Vec<(String, SourceUnit)> = deferred.drain().collect();
-                units.sort_by(|(_, a), (_, b)| a.rel_path.cmp(&b.rel_path).then_with(|| a.member.cmp(&b.member)));
+                units.sort_by(|(_, a), (_, b)| a.locator.cmp(&b.locator).then_with(|| a.member.cmp(&b.member)));
                 for (id, u) in units {
                     finishing.insert(id);
                     queue.push_back((u, true));
@@ -628,13 +650,23 @@ fn worker(ctx: &WorkerCtx) {
                 let id = unit.id();
                 ctx.lookahead
                     .iter()
-                    .filter_map(|s| match job.sink.unit_ranges(s, &id) {
+                    .filter_map(|s| match job.sink.state().unit_ranges(s, &id) {
                         Ok(r) if !r.is_empty() => Some((s.clone(), r)),
                         _ => None,
                     })
                     .collect()
             };
             let (res, ranges) = process_unit(job, &mut chain, unit, rerun);
+            // An incremental source's later units wait for the next run after one fails: their
+            // high-water mark would pass the unit that did not commit.
+            if res.outcome.is_err() && job.sources.iter().any(|s| s.name() == res.unit.source && s.incremental()) {
+                let before = queue.len();
+                queue.retain(|(u, _)| u.source != res.unit.source);
+                if queue.len() < before {
+                    tracing::warn!(file = %res.unit.display_name(), waiting = before - queue.len(),
+                        "failed: the source's later units wait for the next run");
+                }
+            }
             // A `fail` policy stops the run: take no further units, even ones already queued.
             if stops_run(job, &res.outcome) {
                 ctx.abort.store(true, Ordering::SeqCst);
@@ -647,13 +679,13 @@ fn worker(ctx: &WorkerCtx) {
                 let mut pred = Vec::new();
                 for (index, ranges) in &ranges {
                     let Some(step) = chain.keyed[*index].as_ref() else { continue };
-                    match step.successors(&*job.sink, &res.unit.id(), ranges) {
+                    match step.successors(job.sink.state(), &res.unit.id(), ranges) {
                         Ok(found) => succ.extend(found.into_iter().map(|v| (step.name.clone(), v))),
                         Err(e) => tracing::warn!(step = %step.name, "cannot look up units to re-run: {e}"),
                     }
                     // Groups across units: the unit before it may have output a group this one
                     // continues.
-                    match step.predecessors(&*job.sink, &res.unit.id(), ranges) {
+                    match step.predecessors(job.sink.state(), &res.unit.id(), ranges) {
                         Ok(found) => pred.extend(found),
                         Err(e) => tracing::warn!(step = %step.name, "cannot look up units to re-run: {e}"),
                     }
@@ -666,7 +698,7 @@ fn worker(ctx: &WorkerCtx) {
                         .iter()
                         .find(|(i, _)| chain.keyed[*i].as_ref().is_some_and(|k| k.name == *name))
                         .map_or(&[], |(_, r)| r.as_slice());
-                    match step.orphaned(&*job.sink, &res.unit.id(), old, new) {
+                    match step.orphaned(job.sink.state(), &res.unit.id(), old, new) {
                         Ok(found) => pred.extend(found),
                         Err(e) => tracing::warn!(step = %step.name, "cannot look up units to re-run: {e}"),
                     }
@@ -680,7 +712,7 @@ fn worker(ctx: &WorkerCtx) {
                     if !skip.insert(v.unit_id.clone()) {
                         continue;
                     }
-                    match committed_source(ctx, &v) {
+                    match committed_source(ctx, job, &v) {
                         Some(u) => reruns.push((u, true)),
                         None => tracing::warn!(
                             file = %v.unit.display_name(), step = %step,
@@ -696,7 +728,7 @@ fn worker(ctx: &WorkerCtx) {
                     if skip.contains(&v.unit_id) || deferred.contains_key(&v.unit_id) {
                         continue;
                     }
-                    match committed_source(ctx, &v) {
+                    match committed_source(ctx, job, &v) {
                         Some(u) => {
                             deferred.insert(v.unit_id.clone(), u);
                         }
@@ -719,15 +751,14 @@ fn worker(ctx: &WorkerCtx) {
 }
 
 /// The source unit to re-run a committed unit from: this run's discovery of it, or else (a unit
-/// committed by an earlier pass of `watch`) its committed identity, when its file is still there
-/// with the modification time it was committed with (a changed file is re-read by its own
-/// discovery, as a new version).
-fn committed_source(ctx: &WorkerCtx, v: &KeyedUnit) -> Option<SourceUnit> {
+/// committed by an earlier pass of `watch`) its committed identity, when its source says it is
+/// still current (a changed unit is re-read by its own discovery, as a new version).
+fn committed_source(ctx: &WorkerCtx, job: &Job, v: &KeyedUnit) -> Option<SourceUnit> {
     if let Some(u) = ctx.all.get(&v.unit_id) {
         return Some(u.clone());
     }
-    let meta = std::fs::metadata(&v.unit.path).ok()?;
-    (crate::source::mtime_ns(&meta) == v.unit.mtime_ns).then(|| v.unit.clone())
+    let source = job.sources.iter().find(|s| s.name() == v.unit.source)?;
+    source.still_current(&v.unit).then(|| v.unit.clone())
 }
 
 /// A worker's handler instances, created lazily and discarded after a trap.
@@ -850,7 +881,7 @@ impl<'a> Chain<'a> {
             }
             KeyedError::Sink(e) => UnitError::Sink(e),
         };
-        let groups = match keyed.prepare(b, &*self.job.sink, &self.unit_id).map_err(data_err)? {
+        let groups = match keyed.prepare(b, self.job.sink.state(), &self.unit_id).map_err(data_err)? {
             Prepared::Stale { key } => {
                 tracing::debug!(step = %keyed.name, ?key, "state does not lead up to this unit; redoing it on a fresh instance");
                 return Err(UnitError::Stale { index: i });
@@ -934,7 +965,7 @@ impl<'a> Chain<'a> {
             // A step with lookahead learns where later units continue its keys (and fails the unit
             // when a committed unit of one of its keys overlaps it).
             let continuing = match self.keyed[i].as_mut().filter(|k| k.tracked()) {
-                Some(k) => k.continuing(&*self.job.sink, &self.unit_id).map_err(|e| match e {
+                Some(k) => k.continuing(self.job.sink.state(), &self.unit_id).map_err(|e| match e {
                     KeyedError::Data(message) => {
                         UnitError::Step { index: i, error: PluginError::Data { message, row: None, column: None } }
                     }
@@ -1081,6 +1112,10 @@ fn process_unit_inner(
                 }
                 SourceItem::ContentHash { hash, bytes } => {
                     writer.content_hash(&hash, bytes);
+                    continue;
+                }
+                SourceItem::HighWater(mark) => {
+                    writer.high_water(&mark);
                     continue;
                 }
             };

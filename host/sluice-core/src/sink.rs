@@ -10,7 +10,7 @@ use arrow_schema::SchemaRef;
 use serde::Serialize;
 
 use crate::error::SinkError;
-use crate::source::SourceUnit;
+use crate::source::{Source, SourceUnit};
 
 /// What one committed unit wrote.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -84,43 +84,60 @@ pub enum Freshness {
     /// Committed with another content.
     Changed,
     /// Committed with the same size but another mtime, and the sink knows the content hash:
-    /// hash the unit and ask [`Sink::confirm_unchanged`].
+    /// hash the unit and ask [`StateStore::confirm_unchanged`].
     Touched,
 }
 
+/// Where a pipeline's rows go, split by job: [`Sink`] writes a unit's output and commits it
+/// atomically through a [`UnitWriter`]; its [`StateStore`] remembers what was committed (kept
+/// in the sink's own system, so that progress commits in the same atomic step as the data);
+/// publication to readers (a catalog) is a separate, optional
+/// [`Publisher`](crate::catalog::Publisher). The runner and `watch` depend only on these traits.
 pub trait Sink: Send + Sync {
     /// Check that the sink can accept batches of this schema (partition columns exist, etc.).
     fn check_schema(&self, schema: &SchemaRef) -> Result<(), SinkError>;
-    /// True when this unit, with this fingerprint, is already committed.
-    fn is_committed(&self, unit: &SourceUnit) -> Result<bool, SinkError>;
-    /// How this unit compares with what is committed. The default knows only
-    /// [`Sink::is_committed`].
-    fn freshness(&self, unit: &SourceUnit) -> Result<Freshness, SinkError> {
-        Ok(if self.is_committed(unit)? { Freshness::Unchanged } else { Freshness::Changed })
-    }
-    /// A [`Freshness::Touched`] unit, now with its `content_hash`: true when the content is what
-    /// was committed (the sink may remember the new mtime so later runs need not hash again).
-    fn confirm_unchanged(&self, _unit: &SourceUnit) -> Result<bool, SinkError> {
-        Ok(false)
-    }
-    /// After a full discovery of `source`, listing `present`: remove the committed outputs of
-    /// units whose source file is gone, when the sink is asked to (`on_source_deleted: delete`).
-    /// Returns the units removed. Sinks that keep outputs say none.
-    fn remove_deleted(&self, _source: &str, _present: &[SourceUnit]) -> Result<Vec<SourceUnit>, SinkError> {
-        Ok(Vec::new())
-    }
     /// Start writing one unit. Nothing is visible to readers until the writer commits.
     fn begin(&self, unit: &SourceUnit) -> Result<Box<dyn UnitWriter>, SinkError>;
-    /// Record a unit that failed under a `dead_letter` policy.
-    fn dead_letter(&self, letter: &DeadLetter) -> Result<(), SinkError>;
-    /// Everything committed so far, for catalogs.
-    fn snapshot(&self) -> Result<crate::catalog::LakeSnapshot, SinkError>;
+    /// What the sink has committed, failed and kept for stateful steps.
+    fn state(&self) -> &dyn StateStore;
+    /// After a full discovery of `source`, listing `present`: remove the committed outputs of
+    /// units that are gone ([`Source::is_gone`]), when the sink is asked to
+    /// (`on_source_deleted: delete`). Returns the units removed. Sinks that keep outputs say none.
+    fn remove_deleted(&self, _source: &dyn Source, _present: &[SourceUnit]) -> Result<Vec<SourceUnit>, SinkError> {
+        Ok(Vec::new())
+    }
     /// Where rejected rows go and how to read them, for the run's summary (`None`: the sink
     /// keeps none).
     fn rejects_location(&self) -> Option<String> {
         None
     }
-    /// How many earlier runs failed on this unit with its current fingerprint. Sinks that keep
+}
+
+/// A sink's memory of the run's progress: committed units and their fingerprints, failures and
+/// poisoning, keyed-state history and tails of stateful steps, and high-water marks of
+/// incremental sources. Everything in it is written by a [`UnitWriter`]'s commit (or, for
+/// failures, by the runner), so that it never disagrees with the data.
+pub trait StateStore: Send + Sync {
+    /// True when this unit, with this fingerprint, is already committed.
+    fn is_committed(&self, unit: &SourceUnit) -> Result<bool, SinkError>;
+    /// How this unit compares with what is committed. The default knows only
+    /// [`StateStore::is_committed`].
+    fn freshness(&self, unit: &SourceUnit) -> Result<Freshness, SinkError> {
+        Ok(if self.is_committed(unit)? { Freshness::Unchanged } else { Freshness::Changed })
+    }
+    /// A [`Freshness::Touched`] unit, now with its `content_hash`: true when the content is what
+    /// was committed (the store may remember the new version so later runs need not hash again).
+    fn confirm_unchanged(&self, _unit: &SourceUnit) -> Result<bool, SinkError> {
+        Ok(false)
+    }
+    /// The high-water mark an incremental source last committed ([`UnitWriter::high_water`]):
+    /// where its next discovery starts. None: nothing committed yet, or the store keeps none.
+    fn high_water(&self, _source: &str) -> Result<Option<String>, SinkError> {
+        Ok(None)
+    }
+    /// Record a unit that failed under a `dead_letter` policy.
+    fn dead_letter(&self, letter: &DeadLetter) -> Result<(), SinkError>;
+    /// How many earlier runs failed on this unit with its current fingerprint. Stores that keep
     /// no such record say 0, so failed units are simply retried every run.
     fn failures(&self, _unit: &SourceUnit) -> Result<u32, SinkError> {
         Ok(0)
@@ -130,17 +147,17 @@ pub trait Sink: Send + Sync {
         Ok(())
     }
     /// Committed units that fed `key` to the stateful step `step`, ordered by their ranges'
-    /// start. Sinks that keep no keyed state say none, so handlers start fresh each run.
+    /// start. Stores that keep no keyed state say none, so handlers start fresh each run.
     fn key_history(&self, _step: &str, _key: &KeyValues) -> Result<Vec<KeyedUnit>, SinkError> {
         Ok(Vec::new())
     }
     /// Every key's committed units at the stateful step `step`: one list per key, ordered by
-    /// their ranges' start (as [`Sink::key_history`]).
+    /// their ranges' start (as [`StateStore::key_history`]).
     fn keyed_units(&self, _step: &str) -> Result<Vec<Vec<KeyedUnit>>, SinkError> {
         Ok(Vec::new())
     }
     /// The key ranges a committed unit recorded for the stateful step `step` (none when it is
-    /// not committed, or the sink keeps no state).
+    /// not committed, or the store keeps no state).
     fn unit_ranges(&self, _step: &str, _unit_id: &str) -> Result<Vec<KeyRange>, SinkError> {
         Ok(Vec::new())
     }
@@ -165,6 +182,11 @@ pub trait UnitWriter: Send {
     }
     /// The content hash of the bytes the unit was read from, recorded at commit.
     fn content_hash(&mut self, _hash: &str, _bytes: u64) {}
+    /// The high-water mark the unit's source reached ([`SourceItem::HighWater`]), committed with
+    /// the unit's data and returned by [`StateStore::high_water`].
+    ///
+    /// [`SourceItem::HighWater`]: crate::source::SourceItem::HighWater
+    fn high_water(&mut self, _mark: &str) {}
     /// The rows the unit read from its source and the rows set aside (source and step rejects),
     /// told before `commit` so the sink can record them next to the rows it wrote: a unit that
     /// read rows and wrote none is then visible in the sink's own records.

@@ -1,8 +1,10 @@
 //! The source traits: discover units of work, then stream each as record batches.
 //!
-//! A *unit* is the atomic unit of ingestion and commit: a file, or one member of an archive.
-//! The trait is shaped so that non-file sources (an HTTP listing with a manifest, a Postgres
-//! extract) fit: `discover` lists units with fingerprints, `open` streams one unit.
+//! A *unit* is the atomic unit of ingestion and commit. What a unit is belongs to its source: a
+//! file or an archive member for a directory, and for other sources a range of a table's rows, a
+//! range of a partition's offsets, or an object in a bucket. Everything downstream (the runner,
+//! `watch`, the sink's state store, the run summary) keys on the unit's opaque locator and
+//! compares its fingerprint, and never looks inside either.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,19 +16,32 @@ use serde::{Deserialize, Serialize};
 use crate::error::SourceError;
 
 /// Identity and fingerprint of one unit of input.
+///
+/// The identity is (`source`, `locator`, `member`); the fingerprint is (`size`, `version`,
+/// `content_hash`): a unit whose fingerprint changed is new input. The serialized names are the
+/// ones the first, file-only, units had (`rel_path`, `path`, `mtime_ns`), so that ledgers written
+/// then still read.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SourceUnit {
     /// The source's name in the pipeline.
     pub source: String,
-    /// Where the bytes live.
-    pub path: PathBuf,
-    /// Path relative to the source root, with `/` separators: the stable identity.
-    pub rel_path: String,
-    /// The archive member, for archives.
+    /// The unit's identity within its source, stable across runs and opaque outside it: a path
+    /// relative to a directory (with `/` separators), an object key, `orders/rows/1000-1999`.
+    #[serde(rename = "rel_path")]
+    pub locator: String,
+    /// A unit inside the one `locator` names, when the source splits it (an archive member).
     pub member: Option<String>,
+    /// Where the unit's data lives, as messages and the `_rejects` dataset show it: a file's path,
+    /// a URL, a table and row range. Only the source reads it back.
+    #[serde(rename = "path")]
+    pub location: String,
+    /// The unit's size in bytes, or an estimate (progress and scheduling use it).
     pub size: u64,
-    /// Modification time, nanoseconds since the epoch.
-    pub mtime_ns: i64,
+    /// The version the source saw: a file's modification time in nanoseconds since the epoch, an
+    /// object's generation, a range's last change. A change with an equal size and a known
+    /// content hash is confirmed by hashing (a touched file).
+    #[serde(rename = "mtime_ns")]
+    pub version: i64,
     /// A hash of the unit's content (`xxh3:<hex>` of a file's bytes, `crc32:<hex>` of a zip
     /// member), when the source knows it without reading: a zip member's CRC from the archive's
     /// directory. Other units learn it while they are read ([`SourceItem::ContentHash`]).
@@ -38,20 +53,25 @@ impl SourceUnit {
     /// A stable id for this unit's identity (not its content).
     pub fn id(&self) -> String {
         let member = self.member.as_deref().unwrap_or("");
-        crate::sha256_hex(&[self.source.as_bytes(), self.rel_path.as_bytes(), member.as_bytes()])
+        crate::sha256_hex(&[self.source.as_bytes(), self.locator.as_bytes(), member.as_bytes()])
     }
 
-    /// How the unit is named in messages: `path` or `path!member`.
+    /// How the unit is named in messages: `location` or `location!member`.
     pub fn display_name(&self) -> String {
         match &self.member {
-            Some(m) => format!("{}!{}", self.path.display(), m),
-            None => self.path.display().to_string(),
+            Some(m) => format!("{}!{}", self.location, m),
+            None => self.location.clone(),
         }
+    }
+
+    /// Whether `other` has this unit's identity (source, locator and member).
+    pub fn same_unit(&self, other: &SourceUnit) -> bool {
+        (&self.source, &self.locator, &self.member) == (&other.source, &other.locator, &other.member)
     }
 }
 
 /// A file's modification time in nanoseconds since the epoch (0 when the system cannot tell), as
-/// units record it in [`SourceUnit::mtime_ns`].
+/// file units record it in [`SourceUnit::version`].
 pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
     meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos() as i64)
 }
@@ -81,6 +101,10 @@ pub enum SourceItem {
         hash: String,
         bytes: u64,
     },
+    /// How far an incremental source got with this unit (a cursor, an offset, a timestamp; opaque
+    /// outside the source), sent after the batches it covers. The sink's state store commits it
+    /// with the unit, and the next discovery starts from it ([`Source::discover_after`]).
+    HighWater(String),
 }
 
 /// A stream of items from one unit. Row-level problems are `SourceItem::Rejects` and the stream
@@ -102,9 +126,9 @@ pub fn rejects_schema() -> SchemaRef {
 /// The rejects of one unit as a batch of [`rejects_schema`].
 pub fn rejects_batch(unit: &SourceUnit, rejects: &[Reject]) -> RecordBatch {
     let n = rejects.len();
-    let file = unit.path.display().to_string();
+    let file = unit.location.as_str();
     let columns: Vec<arrow_array::ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(file.as_str(), n))),
+        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(file, n))),
         Arc::new(StringArray::from_iter(std::iter::repeat_n(unit.member.as_deref(), n))),
         Arc::new(UInt64Array::from_iter_values(rejects.iter().map(|r| r.line))),
         Arc::new(StringArray::from_iter_values(rejects.iter().map(|r| r.raw.as_str()))),
@@ -121,10 +145,24 @@ pub trait Source: Send + Sync {
     fn schema(&self) -> Option<SchemaRef>;
     /// List the units available now, in processing order.
     fn discover(&self) -> Result<Vec<SourceUnit>, SourceError>;
+    /// List the units available now after `high_water`, the mark the sink's state store last
+    /// committed for this source ([`SourceItem::HighWater`]). Sources that keep no marks list
+    /// everything ([`Source::discover`]) and let fingerprints tell what is new.
+    fn discover_after(&self, _high_water: Option<&str>) -> Result<Vec<SourceUnit>, SourceError> {
+        self.discover()
+    }
     /// Constant columns this unit's rows carry, known without reading it (file-name fields), as
     /// text. The runner groups units by the ones that are keys of stateful steps.
     fn unit_fields(&self, _unit: &SourceUnit) -> Vec<(String, String)> {
         Vec::new()
+    }
+    /// Whether the source is incremental: its units follow one another (a range of rows after a
+    /// range of rows, offsets after offsets) and it reports [`SourceItem::HighWater`] marks.
+    /// The runner then runs its units in discovery order on one worker, and after one fails
+    /// leaves the later ones to the next run, so that the committed mark never passes a unit
+    /// that did not commit.
+    fn incremental(&self) -> bool {
+        false
     }
     /// Stream the batches of one unit.
     fn open(&self, unit: &SourceUnit) -> Result<BatchStream, SourceError>;
@@ -133,6 +171,24 @@ pub trait Source: Send + Sync {
     /// Sources that cannot hash say `None`, and such a unit counts as changed.
     fn content_hash(&self, _unit: &SourceUnit) -> Result<Option<String>, SourceError> {
         Ok(None)
+    }
+    /// Whether `unit`, as an earlier run committed it, still has that fingerprint now, asked
+    /// without a full discovery: the runner re-runs a committed unit of an earlier run (its
+    /// groups continue in a unit that arrived later) only while it does. Sources that cannot
+    /// tell say no, and such a unit waits for the next run that discovers it.
+    fn still_current(&self, _unit: &SourceUnit) -> bool {
+        false
+    }
+    /// Whether `unit` is complete by the source's own signal, for a `ready: marker` policy (a
+    /// marker file next to a data file). Sources without such a signal say yes.
+    fn complete(&self, _unit: &SourceUnit) -> bool {
+        true
+    }
+    /// Whether a committed `unit` that a full discovery (`present`) no longer lists is gone from
+    /// the source, so that a sink asked to (`on_source_deleted: delete`) removes its outputs,
+    /// rather than merely no longer selected. The default: not listed means gone.
+    fn is_gone(&self, unit: &SourceUnit, present: &[SourceUnit]) -> bool {
+        !present.iter().any(|u| u.same_unit(unit))
     }
     /// Directories whose changes may change what `discover` returns, for watching them. Sources
     /// that are not directories return none (a watcher then polls them).

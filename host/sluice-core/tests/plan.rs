@@ -9,18 +9,18 @@ use arrow_array::{Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use sluice_core::error::{SinkError, SourceError};
 use sluice_core::runner::{Job, NoProgress, RunOptions, run};
-use sluice_core::sink::{CommitReport, DeadLetter, Freshness, Sink, UnitWriter};
+use sluice_core::sink::{CommitReport, DeadLetter, Freshness, Sink, StateStore, UnitWriter};
 use sluice_core::source::{BatchStream, Source, SourceItem, SourceUnit};
 use sluice_core::spec::{OnError, PipelineSpec, Settings, SinkSpec};
 
 fn unit(name: &str) -> SourceUnit {
     SourceUnit {
         source: "s".into(),
-        path: format!("/in/{name}").into(),
-        rel_path: name.into(),
+        location: format!("/in/{name}"),
+        locator: name.into(),
         member: None,
         size: 1,
-        mtime_ns: 1,
+        version: 1,
         content_hash: None,
     }
 }
@@ -44,7 +44,7 @@ impl Source for FakeSource {
         Ok(Box::new(vec![Ok(SourceItem::Batch(batch)), Ok(hash)].into_iter()))
     }
     fn content_hash(&self, unit: &SourceUnit) -> Result<Option<String>, SourceError> {
-        Ok(Some(if unit.rel_path.contains("same") { "h:same".into() } else { "h:other".into() }))
+        Ok(Some(if unit.locator.contains("same") { "h:same".into() } else { "h:other".into() }))
     }
 }
 
@@ -63,29 +63,32 @@ impl Sink for FakeSink {
     fn check_schema(&self, _schema: &SchemaRef) -> Result<(), SinkError> {
         Ok(())
     }
+    fn begin(&self, unit: &SourceUnit) -> Result<Box<dyn UnitWriter>, SinkError> {
+        Ok(Box::new(FakeWriter { unit: unit.clone(), hash: None, committed: self.committed.clone() }))
+    }
+    fn state(&self) -> &dyn StateStore {
+        self
+    }
+    fn remove_deleted(&self, source: &dyn Source, present: &[SourceUnit]) -> Result<Vec<SourceUnit>, SinkError> {
+        let names = present.iter().map(|u| u.locator.clone()).collect();
+        self.listings.lock().unwrap().push((source.name().into(), names));
+        Ok(vec![unit("gone")])
+    }
+}
+
+impl StateStore for FakeSink {
     fn is_committed(&self, _unit: &SourceUnit) -> Result<bool, SinkError> {
         unreachable!("the runner asks for freshness")
     }
     fn freshness(&self, unit: &SourceUnit) -> Result<Freshness, SinkError> {
-        Ok(if unit.rel_path.starts_with("touched") { Freshness::Touched } else { Freshness::New })
+        Ok(if unit.locator.starts_with("touched") { Freshness::Touched } else { Freshness::New })
     }
     fn confirm_unchanged(&self, unit: &SourceUnit) -> Result<bool, SinkError> {
-        self.confirmed.lock().unwrap().push((unit.rel_path.clone(), unit.content_hash.clone()));
+        self.confirmed.lock().unwrap().push((unit.locator.clone(), unit.content_hash.clone()));
         Ok(unit.content_hash.as_deref() == Some("h:same"))
-    }
-    fn remove_deleted(&self, source: &str, present: &[SourceUnit]) -> Result<Vec<SourceUnit>, SinkError> {
-        let names = present.iter().map(|u| u.rel_path.clone()).collect();
-        self.listings.lock().unwrap().push((source.into(), names));
-        Ok(vec![unit("gone")])
-    }
-    fn begin(&self, unit: &SourceUnit) -> Result<Box<dyn UnitWriter>, SinkError> {
-        Ok(Box::new(FakeWriter { unit: unit.clone(), hash: None, committed: self.committed.clone() }))
     }
     fn dead_letter(&self, _letter: &DeadLetter) -> Result<(), SinkError> {
         Ok(())
-    }
-    fn snapshot(&self) -> Result<sluice_core::catalog::LakeSnapshot, SinkError> {
-        unreachable!()
     }
 }
 
@@ -97,7 +100,7 @@ struct FakeWriter {
 
 impl UnitWriter for FakeWriter {
     fn write(&mut self, _batch: &RecordBatch) -> Result<(), SinkError> {
-        match self.unit.rel_path.as_str() {
+        match self.unit.locator.as_str() {
             n if n.starts_with("bad") => {
                 Err(SinkError::Schema { dataset: "d".into(), message: "column `x` changed type".into() })
             }
@@ -109,7 +112,7 @@ impl UnitWriter for FakeWriter {
         self.hash = Some(hash.into());
     }
     fn commit(self: Box<Self>) -> Result<CommitReport, SinkError> {
-        self.committed.lock().unwrap().push((self.unit.rel_path.clone(), self.hash.clone()));
+        self.committed.lock().unwrap().push((self.unit.locator.clone(), self.hash.clone()));
         Ok(CommitReport { rows: 2, ..Default::default() })
     }
     fn abort(self: Box<Self>) {}
@@ -150,7 +153,7 @@ fn run_job(job: Arc<Job>, opts: RunOptions) -> sluice_core::summary::RunSummary 
 fn deletions_see_the_full_listing_and_touched_units_are_hashed_before_deciding() {
     let sink = Arc::new(FakeSink::default());
     let j = job(vec!["a", "skipped-by-filter", "touched-same", "touched-other"], OnError::Fail, sink.clone());
-    let filter: sluice_core::runner::UnitFilter = Arc::new(|u: &SourceUnit| !u.rel_path.starts_with("skipped"));
+    let filter: sluice_core::runner::UnitFilter = Arc::new(|u: &SourceUnit| !u.locator.starts_with("skipped"));
     let s = run_job(j, RunOptions { filter: Some(filter), ..Default::default() });
     // The filter hides a unit from processing, never from the deletion decision.
     let listings = sink.listings.lock().unwrap().clone();

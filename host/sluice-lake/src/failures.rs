@@ -72,7 +72,7 @@ impl Failures {
     /// Failed attempts at `unit` with its current fingerprint under pipeline `definition`.
     pub(crate) fn attempts(&self, dataset: &str, unit: &SourceUnit, definition: Option<&str>) -> u32 {
         match self.counts.get(&(dataset.to_string(), unit.id())) {
-            Some(a) if a.size == unit.size && a.mtime_ns == unit.mtime_ns && a.definition.as_deref() == definition => {
+            Some(a) if a.size == unit.size && a.mtime_ns == unit.version && a.definition.as_deref() == definition => {
                 a.n
             }
             _ => 0,
@@ -92,7 +92,7 @@ impl Failures {
             unit_id: unit.id(),
             file: unit.display_name(),
             size: unit.size,
-            mtime_ns: unit.mtime_ns,
+            mtime_ns: unit.version,
             error: error.to_string(),
             at_ms,
             definition: definition.map(str::to_string),

@@ -537,11 +537,11 @@ mod tests {
             dataset: "ds".into(),
             unit: SourceUnit {
                 source: "s".into(),
-                path: unit.into(),
-                rel_path: unit.into(),
+                location: unit.into(),
+                locator: unit.into(),
                 member: None,
                 size: 1,
-                mtime_ns: 1,
+                version: 1,
                 content_hash: None,
             },
             files: files.iter().map(|s| s.to_string()).collect(),
@@ -622,7 +622,7 @@ mod tests {
         for i in 0..30i64 {
             let mut r = rec("b", &[&format!("ds/p=3/b{i}")], None);
             r.removed = Some(if i == 0 { vec![] } else { vec![format!("ds/p=3/b{}", i - 1)] });
-            r.unit.mtime_ns = i;
+            r.unit.version = i;
             (r.committed_at_ms, r.retain_until_ms) = (i as u64, Some(u64::MAX));
             l.append(r).unwrap();
         }
@@ -669,7 +669,7 @@ mod tests {
         assert_eq!(again.schemas["ds"][0].data_type, "Float64");
         let retained: Vec<&String> = again.retained.keys().collect();
         assert_eq!(retained, ["ds/p=1/a1", "ds/p=3/b27", "ds/p=3/b28"], "only files still on disk");
-        assert_eq!(again.records[&("ds".into(), "b".into())].unit.mtime_ns, 29);
+        assert_eq!(again.records[&("ds".into(), "b".into())].unit.version, 29);
         assert!(!again.records.contains_key(&("ds".into(), "c".into())));
         // Appends after a compaction land in the new file and replay.
         drop(again);

@@ -14,9 +14,9 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use sluice_core::catalog::{DatasetSnapshot, LakeSnapshot};
 use sluice_core::error::SinkError;
 use sluice_core::sink::{
-    CommitReport, DeadLetter, Freshness, KeyRange, KeyValues, KeyedUnit, Sink, UnitState, UnitWriter,
+    CommitReport, DeadLetter, Freshness, KeyRange, KeyValues, KeyedUnit, Sink, StateStore, UnitState, UnitWriter,
 };
-use sluice_core::source::SourceUnit;
+use sluice_core::source::{Source, SourceUnit};
 use sluice_core::spec::{Compression, OnSourceDeleted, SinkSpec, WriteMode};
 
 use crate::failures::Failures;
@@ -255,6 +255,78 @@ impl Sink for Lake {
             .map_err(|message| SinkError::Schema { dataset: self.inner.spec.dataset.clone(), message })
     }
 
+    fn begin(&self, unit: &SourceUnit) -> Result<Box<dyn UnitWriter>, SinkError> {
+        Ok(Box::new(LakeUnitWriter {
+            lake: self.inner.clone(),
+            unit: unit.clone(),
+            unit_id: unit.id(),
+            partitioner: None,
+            open: BTreeMap::new(),
+            rows: 0,
+            rejects: None,
+            plan: None,
+            states: Vec::new(),
+            content: None,
+            counts: None,
+            continued: false,
+        }))
+    }
+
+    fn state(&self) -> &dyn StateStore {
+        self
+    }
+
+    fn remove_deleted(&self, source: &dyn Source, present: &[SourceUnit]) -> Result<Vec<SourceUnit>, SinkError> {
+        if self.inner.spec.on_source_deleted != OnSourceDeleted::Delete {
+            return Ok(Vec::new());
+        }
+        let dataset = &self.inner.spec.dataset;
+        let present_ids: HashSet<String> = present.iter().map(SourceUnit::id).collect();
+        let name = source.name();
+        let mut missing: Vec<LedgerRecord> = {
+            let ledger = self.inner.ledger.lock().expect("ledger lock");
+            ledger
+                .records
+                .values()
+                .filter(|r| &r.dataset == dataset && r.unit.source == name && !present_ids.contains(&r.unit_id))
+                .cloned()
+                .collect()
+        };
+        if missing.is_empty() {
+            return Ok(Vec::new());
+        }
+        // An empty listing is more likely a missing mount than a deliberate `rm *`.
+        if present.is_empty() {
+            tracing::warn!(
+                source = name,
+                units = missing.len(),
+                "the source lists no files at all: not removing the rows of its committed files"
+            );
+            return Ok(Vec::new());
+        }
+        // Gone means gone, as the source decides: a file that still exists but is no longer
+        // selected (a changed glob) keeps its rows.
+        missing.retain(|r| source.is_gone(&r.unit, present));
+        missing.sort_by(|a, b| (&a.unit.locator, &a.unit.member).cmp(&(&b.unit.locator, &b.unit.member)));
+        let mut deleted = Vec::with_capacity(missing.len());
+        for r in missing {
+            self.inner.delete_unit(&r)?;
+            deleted.push(r.unit);
+        }
+        Ok(deleted)
+    }
+
+    fn rejects_location(&self) -> Option<String> {
+        let root = self.inner.root.display();
+        Some(format!(
+            "{root}/{REJECTS_DIR}/dataset={}/ (read them with: sluice query --lake {root} \"SELECT * FROM {REJECTS_DIR}\")",
+            self.inner.spec.dataset
+        ))
+    }
+}
+
+/// The lake keeps its state in its ledger, committed with the data (and failures in its failure log).
+impl StateStore for Lake {
     fn is_committed(&self, unit: &SourceUnit) -> Result<bool, SinkError> {
         Ok(self.freshness(unit)? == Freshness::Unchanged)
     }
@@ -272,7 +344,7 @@ impl Sink for Lake {
             _ if was.size != unit.size => Freshness::Changed,
             (Some(a), Some(b)) if a != b => Freshness::Changed,
             (Some(_), Some(_)) => Freshness::Unchanged,
-            _ if was.mtime_ns == unit.mtime_ns => Freshness::Unchanged,
+            _ if was.version == unit.version => Freshness::Unchanged,
             (Some(_), None) => Freshness::Touched,
             (None, _) => Freshness::Changed,
         })
@@ -302,67 +374,6 @@ impl Sink for Lake {
         ledger.append(refreshed)?;
         tracing::debug!(file = %unit.display_name(), "touched but unchanged: recorded the new mtime");
         Ok(true)
-    }
-
-    fn remove_deleted(&self, source: &str, present: &[SourceUnit]) -> Result<Vec<SourceUnit>, SinkError> {
-        if self.inner.spec.on_source_deleted != OnSourceDeleted::Delete {
-            return Ok(Vec::new());
-        }
-        let dataset = &self.inner.spec.dataset;
-        let present_ids: HashSet<String> = present.iter().map(SourceUnit::id).collect();
-        let listed: HashSet<&str> = present.iter().map(|u| u.rel_path.as_str()).collect();
-        let mut missing: Vec<LedgerRecord> = {
-            let ledger = self.inner.ledger.lock().expect("ledger lock");
-            ledger
-                .records
-                .values()
-                .filter(|r| &r.dataset == dataset && r.unit.source == source && !present_ids.contains(&r.unit_id))
-                .cloned()
-                .collect()
-        };
-        if missing.is_empty() {
-            return Ok(Vec::new());
-        }
-        // An empty listing is more likely a missing mount than a deliberate `rm *`.
-        if present.is_empty() {
-            tracing::warn!(
-                source,
-                units = missing.len(),
-                "the source lists no files at all: not removing the rows of its committed files"
-            );
-            return Ok(Vec::new());
-        }
-        // Gone means gone: the file does not exist, or its archive no longer holds the member.
-        // A file that still exists but is no longer selected (a changed glob) keeps its rows.
-        let not_found = |p: &Path| matches!(std::fs::metadata(p), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
-        missing.retain(|r| match &r.unit.member {
-            None => not_found(&r.unit.path),
-            Some(_) => not_found(&r.unit.path) || listed.contains(r.unit.rel_path.as_str()),
-        });
-        missing.sort_by(|a, b| (&a.unit.rel_path, &a.unit.member).cmp(&(&b.unit.rel_path, &b.unit.member)));
-        let mut deleted = Vec::with_capacity(missing.len());
-        for r in missing {
-            self.inner.delete_unit(&r)?;
-            deleted.push(r.unit);
-        }
-        Ok(deleted)
-    }
-
-    fn begin(&self, unit: &SourceUnit) -> Result<Box<dyn UnitWriter>, SinkError> {
-        Ok(Box::new(LakeUnitWriter {
-            lake: self.inner.clone(),
-            unit: unit.clone(),
-            unit_id: unit.id(),
-            partitioner: None,
-            open: BTreeMap::new(),
-            rows: 0,
-            rejects: None,
-            plan: None,
-            states: Vec::new(),
-            content: None,
-            counts: None,
-            continued: false,
-        }))
     }
 
     fn key_history(&self, step: &str, key: &KeyValues) -> Result<Vec<KeyedUnit>, SinkError> {
@@ -442,16 +453,11 @@ impl Sink for Lake {
             definition.as_deref(),
         )
     }
+}
 
-    fn rejects_location(&self) -> Option<String> {
-        let root = self.inner.root.display();
-        Some(format!(
-            "{root}/{REJECTS_DIR}/dataset={}/ (read them with: sluice query --lake {root} \"SELECT * FROM {REJECTS_DIR}\")",
-            self.inner.spec.dataset
-        ))
-    }
-
-    fn snapshot(&self) -> Result<LakeSnapshot, SinkError> {
+impl Lake {
+    /// Everything committed so far: what a catalog publishes.
+    pub fn snapshot(&self) -> Result<LakeSnapshot, SinkError> {
         let ledger = self.inner.ledger.lock().expect("ledger lock");
         let mut by_dataset: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
         for (f, live) in &ledger.live {
@@ -505,7 +511,7 @@ struct LakeUnitWriter {
 /// A deterministic data file name for (unit, fingerprint, partition sequence): a replay writes
 /// the same names, and a changed source (new fingerprint) never reuses a live file's name.
 fn unique_name(_dir: &Path, unit: &SourceUnit, unit_id: &str, seq: u32) -> String {
-    let fp = sluice_core::sha256_hex(&[&unit.size.to_le_bytes(), &unit.mtime_ns.to_le_bytes()]);
+    let fp = sluice_core::sha256_hex(&[&unit.size.to_le_bytes(), &unit.version.to_le_bytes()]);
     format!("part-{}-{}-{seq:05}.parquet", &unit_id[..16], &fp[..8])
 }
 

@@ -81,7 +81,7 @@ fn measure(dir: &Path, glob: &str, raw_bytes: u64, label: &str) {
             match item.unwrap() {
                 SourceItem::Batch(b) => rows += b.num_rows() as u64,
                 SourceItem::Rejects(r) => panic!("unexpected rejects: {r:?}"),
-                SourceItem::ContentHash { .. } => {}
+                SourceItem::ContentHash { .. } | SourceItem::HighWater(_) => {}
             }
         }
     }

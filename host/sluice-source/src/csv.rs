@@ -542,7 +542,7 @@ mod tests {
             match item.unwrap() {
                 SourceItem::Batch(b) => batches.push(b),
                 SourceItem::Rejects(r) => rejects.extend(r),
-                SourceItem::ContentHash { .. } => {}
+                SourceItem::ContentHash { .. } | SourceItem::HighWater(_) => {}
             }
         }
         (batches, rejects)
@@ -633,7 +633,7 @@ mod tests {
             match item? {
                 SourceItem::Batch(b) => batches.push(b),
                 SourceItem::Rejects(r) => rejects.extend(r),
-                SourceItem::ContentHash { .. } => {}
+                SourceItem::ContentHash { .. } | SourceItem::HighWater(_) => {}
             }
         }
         Ok((batches, rejects))

@@ -118,17 +118,21 @@ impl DirSource {
     fn unit_for(&self, path: &Path, rel: String) -> Result<SourceUnit, SourceError> {
         let meta =
             std::fs::metadata(path).map_err(|e| SourceError::Io { path: path.display().to_string(), source: e })?;
-        let mtime_ns = sluice_core::source::mtime_ns(&meta);
         Ok(SourceUnit {
             source: self.spec.name.clone(),
-            path: path.to_path_buf(),
-            rel_path: rel,
+            location: path.to_string_lossy().into_owned(),
+            locator: rel,
             member: None,
             size: meta.len(),
-            mtime_ns,
+            version: sluice_core::source::mtime_ns(&meta),
             content_hash: None,
         })
     }
+}
+
+/// The file a directory source's unit reads: its location is the file's path.
+pub(crate) fn file_path(unit: &SourceUnit) -> &Path {
+    Path::new(&unit.location)
 }
 
 /// Append the file-name field columns to a format schema.
@@ -193,9 +197,9 @@ impl Source for DirSource {
             self.units_of(entry.path(), rel, &mut units)?;
         }
         match self.spec.order {
-            FileOrder::Name => units.sort_by(|a, b| (&a.rel_path, &a.member).cmp(&(&b.rel_path, &b.member))),
+            FileOrder::Name => units.sort_by(|a, b| (&a.locator, &a.member).cmp(&(&b.locator, &b.member))),
             FileOrder::SizeDesc => {
-                units.sort_by(|a, b| b.size.cmp(&a.size).then((&a.rel_path, &a.member).cmp(&(&b.rel_path, &b.member))))
+                units.sort_by(|a, b| b.size.cmp(&a.size).then((&a.locator, &a.member).cmp(&(&b.locator, &b.member))))
             }
         }
         Ok(units)
@@ -203,7 +207,7 @@ impl Source for DirSource {
 
     fn unit_fields(&self, unit: &SourceUnit) -> Vec<(String, String)> {
         match &self.spec.fields {
-            Some(p) => FieldValues::parse(p, &unit.rel_path).map(|f| f.texts()).unwrap_or_default(),
+            Some(p) => FieldValues::parse(p, &unit.locator).map(|f| f.texts()).unwrap_or_default(),
             None => Vec::new(),
         }
     }
@@ -238,8 +242,8 @@ impl Source for DirSource {
     fn open(&self, unit: &SourceUnit) -> Result<BatchStream, SourceError> {
         let fields = match &self.spec.fields {
             Some(p) => Some(
-                FieldValues::parse(p, &unit.rel_path)
-                    .map_err(|message| SourceError::Format { path: unit.path.display().to_string(), message })?,
+                FieldValues::parse(p, &unit.locator)
+                    .map_err(|message| SourceError::Format { path: unit.location.clone(), message })?,
             ),
             None => None,
         };
@@ -262,7 +266,7 @@ impl Source for DirSource {
                 Box::new(crate::jsonl::JsonlItems::new(lines, schema, rows, max_record, shown.clone())?)
             }
             FormatSpec::Parquet => {
-                let plain = input::container(&unit.path, self.spec.compression) == SourceCompression::None;
+                let plain = input::container(file_path(unit), self.spec.compression) == SourceCompression::None;
                 if plain && let Some(h) = &hashed {
                     hashed_first = Some(h.finish()?);
                 }
@@ -290,11 +294,32 @@ impl Source for DirSource {
         })
     }
 
+    /// The file is still there with the modification time (and size) it was committed with.
+    fn still_current(&self, unit: &SourceUnit) -> bool {
+        std::fs::metadata(file_path(unit)).is_ok_and(|meta| {
+            sluice_core::source::mtime_ns(&meta) == unit.version && (unit.member.is_some() || meta.len() == unit.size)
+        })
+    }
+
+    /// The unit's marker exists and is at least as new as its file (the `ready: marker` policy).
+    fn complete(&self, unit: &SourceUnit) -> bool {
+        let ReadyPolicy::Marker(marker) = &self.spec.ready else { return true };
+        let Ok(meta) = std::fs::metadata(marker.path_for(file_path(unit))) else { return false };
+        sluice_core::source::mtime_ns(&meta) >= unit.version
+    }
+
+    /// The file does not exist, or its archive is still listed but no longer holds the member.
+    fn is_gone(&self, unit: &SourceUnit, present: &[SourceUnit]) -> bool {
+        let not_found =
+            matches!(std::fs::metadata(file_path(unit)), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+        not_found || (unit.member.is_some() && present.iter().any(|u| u.locator == unit.locator))
+    }
+
     fn content_hash(&self, unit: &SourceUnit) -> Result<Option<String>, SourceError> {
         if unit.member.is_some() {
             return Ok(unit.content_hash.clone());
         }
-        crate::hash::hash_file(&unit.path).map(Some)
+        crate::hash::hash_file(file_path(unit)).map(Some)
     }
 }
 
@@ -352,7 +377,7 @@ impl Iterator for Budget {
                 }
                 Some(Ok(SourceItem::Rejects(r)))
             }
-            Some(Ok(hash @ SourceItem::ContentHash { .. })) => Some(Ok(hash)),
+            Some(Ok(other @ (SourceItem::ContentHash { .. } | SourceItem::HighWater(_)))) => Some(Ok(other)),
             Some(Err(e)) => {
                 self.done = true;
                 Some(Err(e))
@@ -367,5 +392,71 @@ impl Iterator for Budget {
                 self.fail(message)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_core::spec::Marker;
+
+    fn source(dir: &Path, marker: &str) -> DirSource {
+        let spec = SourceSpec {
+            name: "s".into(),
+            path: dir.to_path_buf(),
+            include: vec!["*.jsonl".into()],
+            exclude: vec![],
+            fields: None,
+            format: FormatSpec::Jsonl(Default::default()),
+            order: Default::default(),
+            compression: Default::default(),
+            members: vec![],
+            limits: Default::default(),
+            rejects: Default::default(),
+            retries: 2,
+            ready: ReadyPolicy::Marker(Marker::parse(marker).unwrap()),
+            watch: Default::default(),
+        };
+        DirSource::new(&spec, 1024).unwrap()
+    }
+
+    #[test]
+    fn markers_per_file_and_per_directory_must_be_newer_than_the_data() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        std::fs::write(dir.join("a.jsonl"), "{\"x\": 1}\n").unwrap();
+
+        let s = source(dir, "{file}.done");
+        let units = s.discover().unwrap();
+        assert_eq!(units.len(), 1);
+        let a = units[0].clone();
+        assert!(!s.complete(&a));
+        std::fs::write(dir.join("a.jsonl.done"), "").unwrap();
+        assert!(s.complete(&a));
+        // A data file newer than its marker (rewritten after the marker) is not complete.
+        let newer = SourceUnit { version: a.version + 60_000_000_000, ..a.clone() };
+        assert!(!s.complete(&newer));
+        // The marker is never data.
+        assert_eq!(s.discover().unwrap().len(), 1);
+
+        let s = source(dir, "_SUCCESS");
+        assert!(!s.complete(&a));
+        std::fs::write(dir.join("_SUCCESS"), "").unwrap();
+        assert!(s.complete(&a));
+    }
+
+    #[test]
+    fn a_committed_file_is_current_until_it_changes_and_gone_when_deleted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        std::fs::write(dir.join("a.jsonl"), "{\"x\": 1}\n").unwrap();
+        let s = source(dir, "_SUCCESS");
+        let a = s.discover().unwrap().remove(0);
+        assert!(s.still_current(&a));
+        assert!(!s.is_gone(&a, &[]), "not listed but still there: no longer selected, not gone");
+        assert!(!s.still_current(&SourceUnit { version: a.version - 1, ..a.clone() }));
+        std::fs::remove_file(dir.join("a.jsonl")).unwrap();
+        assert!(!s.still_current(&a));
+        assert!(s.is_gone(&a, &[]));
     }
 }

@@ -102,7 +102,7 @@ pub(crate) fn open(
     compression: SourceCompression,
     limits: &SourceLimits,
 ) -> Result<(Input, Option<HashedFile>), SourceError> {
-    let path = &unit.path;
+    let path = crate::dir::file_path(unit);
     let shown = unit.display_name();
     let kind = container(path, compression);
     if kind == SourceCompression::Zip {
@@ -125,7 +125,7 @@ pub(crate) fn open(
 }
 
 fn open_member(unit: &SourceUnit, limits: &SourceLimits) -> Result<Input, SourceError> {
-    let path = &unit.path;
+    let path = crate::dir::file_path(unit);
     // A unit without a member stands for an archive whose listing failed: report why, again.
     let Some(name) = &unit.member else {
         list_members(path, &GlobSet::empty(), limits)?;

@@ -338,7 +338,7 @@ mod tests {
             match item.unwrap() {
                 SourceItem::Batch(b) => rows += b.num_rows(),
                 SourceItem::Rejects(r) => rejects.extend(r),
-                SourceItem::ContentHash { .. } => {}
+                SourceItem::ContentHash { .. } | SourceItem::HighWater(_) => {}
             }
         }
         assert_eq!(rows, 2);

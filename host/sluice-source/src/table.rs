@@ -71,18 +71,18 @@ pub fn read_table(spec: &TableSpec) -> Result<LookupTable, String> {
     let reader = DirSource::new(&source, 65_536).map_err(|e| fail(e.to_string()))?;
     let unit = SourceUnit {
         source: source.name.clone(),
-        path: spec.path.clone(),
-        rel_path: file,
+        location: spec.path.to_string_lossy().into_owned(),
+        locator: file,
         member: None,
         size,
-        mtime_ns: 0,
+        version: 0,
         content_hash: None,
     };
     let mut batches = Vec::new();
     for item in reader.open(&unit).map_err(|e| fail(e.to_string()))? {
         match item.map_err(|e| fail(e.to_string()))? {
             SourceItem::Batch(b) => batches.push(b),
-            SourceItem::ContentHash { .. } => {}
+            SourceItem::ContentHash { .. } | SourceItem::HighWater(_) => {}
             SourceItem::Rejects(r) => {
                 let first = r.first().map(|r| format!("line {}: {}", r.line, r.reason)).unwrap_or_default();
                 return Err(fail(format!("a row does not parse ({first})")));

@@ -25,7 +25,7 @@ pub use http::Endpoint;
 pub use metrics::{Metrics, PipelineMetrics};
 pub use pipeline::{Pipeline, Report, WatchOptions, watch};
 pub use publish::{PublishTiming, Publisher, SnapshotFn};
-pub use ready::{Tracker, marker_ready};
+pub use ready::Tracker;
 pub use trigger::network_filesystem;
 
 /// Why a watch stopped with an error.

@@ -241,8 +241,8 @@ async fn watch_loop(
         }
 
         // A pass over exactly the complete units, each at the version found complete.
-        let accept: HashSet<(Key, u64, i64)> = scanned.ready.iter().map(|u| (key(u), u.size, u.mtime_ns)).collect();
-        let filter: UnitFilter = Arc::new(move |u: &SourceUnit| accept.contains(&(key(u), u.size, u.mtime_ns)));
+        let accept: HashSet<(Key, u64, i64)> = scanned.ready.iter().map(|u| (key(u), u.size, u.version)).collect();
+        let filter: UnitFilter = Arc::new(move |u: &SourceUnit| accept.contains(&(key(u), u.size, u.version)));
         let run_opts = RunOptions { force: false, workers: opts.workers, filter: Some(filter) };
         tracing::debug!(pipeline = %name, units = scanned.ready.len(), "pass");
         scan_now = true;
@@ -277,7 +277,8 @@ struct Scanned {
 fn scan(job: &Job, tracker: &Mutex<Tracker>) -> Result<Scanned, sluice_core::error::SinkError> {
     let mut out = Scanned { ready: Vec::new(), next: None, new_files: 0, listing_failed: false };
     for source in &job.sources {
-        let units = match source.discover() {
+        let high_water = job.sink.state().high_water(source.name())?;
+        let units = match source.discover_after(high_water.as_deref()) {
             Ok(u) => u,
             Err(e) => {
                 tracing::warn!(pipeline = %job.spec.name, source = %source.name(), "{e}; retrying");
@@ -286,7 +287,7 @@ fn scan(job: &Job, tracker: &Mutex<Tracker>) -> Result<Scanned, sluice_core::err
             }
         };
         let now = Instant::now();
-        let s = tracker.lock().expect("tracker lock").observe(source.name(), &units, &*job.sink, now)?;
+        let s = tracker.lock().expect("tracker lock").observe(&**source, &units, &*job.sink, now)?;
         out.ready.extend(s.ready);
         out.new_files += s.new_files;
         out.next = match (out.next, s.next) {

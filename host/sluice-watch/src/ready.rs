@@ -12,29 +12,22 @@ use std::time::{Duration, Instant};
 
 use sluice_core::error::SinkError;
 use sluice_core::sink::Sink;
-use sluice_core::source::SourceUnit;
-use sluice_core::spec::{Marker, ReadyPolicy, SourceSpec};
+use sluice_core::source::{Source, SourceUnit};
+use sluice_core::spec::{ReadyPolicy, SourceSpec};
 
 /// A unit's identity: source, path relative to the source, archive member.
 pub(crate) type Key = (String, String, Option<String>);
 
 pub(crate) fn key(u: &SourceUnit) -> Key {
-    (u.source.clone(), u.rel_path.clone(), u.member.clone())
+    (u.source.clone(), u.locator.clone(), u.member.clone())
 }
 
 /// The longest wait between attempts at a unit that failed.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-/// True when a unit's marker exists and is at least as new as the unit's file.
-pub fn marker_ready(marker: &Marker, unit: &SourceUnit) -> bool {
-    let path = marker.path_for(&unit.path);
-    let Ok(meta) = std::fs::metadata(&path) else { return false };
-    sluice_core::source::mtime_ns(&meta) >= unit.mtime_ns
-}
-
 struct Entry {
     size: u64,
-    mtime_ns: i64,
+    version: i64,
     /// When this unit was first seen uncommitted (kept across rewrites until it commits).
     arrived: Instant,
     /// When the current fingerprint was first observed.
@@ -84,17 +77,17 @@ impl Tracker {
     /// forgotten; units that vanished from the listing too.
     pub fn observe(
         &mut self,
-        source: &str,
+        source: &dyn Source,
         units: &[SourceUnit],
         sink: &dyn Sink,
         now: Instant,
     ) -> Result<Scan, SinkError> {
-        let Some(policy) = self.policies.get(source) else { return Ok(Scan::default()) };
+        let Some(policy) = self.policies.get(source.name()) else { return Ok(Scan::default()) };
         let mut scan = Scan::default();
         let mut listed = std::collections::HashSet::with_capacity(units.len());
         for unit in units {
             let k = key(unit);
-            if sink.is_committed(unit)? {
+            if sink.state().is_committed(unit)? {
                 self.entries.remove(&k);
                 continue;
             }
@@ -103,7 +96,7 @@ impl Tracker {
                 scan.new_files += 1;
                 Entry {
                     size: unit.size,
-                    mtime_ns: unit.mtime_ns,
+                    version: unit.version,
                     arrived: now,
                     since: now,
                     attempts: 0,
@@ -111,9 +104,9 @@ impl Tracker {
                     poisoned: false,
                 }
             });
-            if (e.size, e.mtime_ns) != (unit.size, unit.mtime_ns) {
+            if (e.size, e.version) != (unit.size, unit.version) {
                 // Still being written, or written again: the window starts over.
-                (e.size, e.mtime_ns, e.since) = (unit.size, unit.mtime_ns, now);
+                (e.size, e.version, e.since) = (unit.size, unit.version, now);
                 e.attempts = 0;
                 e.hold_until = None;
                 e.poisoned = false;
@@ -121,7 +114,7 @@ impl Tracker {
             if e.poisoned {
                 continue;
             }
-            if sink.failures(unit)? >= policy.retries {
+            if sink.state().failures(unit)? >= policy.retries {
                 e.poisoned = true;
                 tracing::warn!(file = %unit.display_name(), retries = policy.retries,
                     "failed too many times; skipped until the file changes");
@@ -142,14 +135,14 @@ impl Tracker {
                     }
                     at <= now
                 }
-                ReadyPolicy::Marker(m) => marker_ready(m, unit),
+                ReadyPolicy::Marker(_) => source.complete(unit),
                 ReadyPolicy::Renamed => true,
             };
             if ready {
                 scan.ready.push(unit.clone());
             }
         }
-        self.entries.retain(|k, _| k.0 != source || listed.contains(k));
+        self.entries.retain(|k, _| k.0 != source.name() || listed.contains(k));
         Ok(scan)
     }
 
@@ -162,7 +155,7 @@ impl Tracker {
     /// the lake counts the attempts that poison it.
     pub fn failed(&mut self, unit: &SourceUnit, now: Instant) {
         if let Some(e) = self.entries.get_mut(&key(unit))
-            && (e.size, e.mtime_ns) == (unit.size, unit.mtime_ns)
+            && (e.size, e.version) == (unit.size, unit.version)
         {
             e.attempts += 1;
             let backoff = Duration::from_secs(1u64 << (e.attempts - 1).min(6)).min(MAX_BACKOFF);
@@ -180,9 +173,8 @@ impl Tracker {
 mod tests {
     use std::sync::Mutex;
 
-    use sluice_core::catalog::LakeSnapshot;
-    use sluice_core::sink::{DeadLetter, UnitWriter};
-    use sluice_core::spec::{Marker, ReadyPolicy};
+    use sluice_core::sink::{DeadLetter, StateStore, UnitWriter};
+    use sluice_core::spec::ReadyPolicy;
 
     use super::*;
 
@@ -198,21 +190,45 @@ mod tests {
         fn check_schema(&self, _: &sluice_core::SchemaRef) -> Result<(), SinkError> {
             Ok(())
         }
-        fn is_committed(&self, u: &SourceUnit) -> Result<bool, SinkError> {
-            self.lookups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Ok(self.committed.lock().unwrap().contains(&(u.rel_path.clone(), u.size, u.mtime_ns)))
-        }
         fn begin(&self, _: &SourceUnit) -> Result<Box<dyn UnitWriter>, SinkError> {
             unimplemented!()
+        }
+        fn state(&self) -> &dyn StateStore {
+            self
+        }
+    }
+
+    impl StateStore for FakeSink {
+        fn is_committed(&self, u: &SourceUnit) -> Result<bool, SinkError> {
+            self.lookups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(self.committed.lock().unwrap().contains(&(u.locator.clone(), u.size, u.version)))
         }
         fn dead_letter(&self, _: &DeadLetter) -> Result<(), SinkError> {
             Ok(())
         }
-        fn snapshot(&self) -> Result<LakeSnapshot, SinkError> {
-            Ok(LakeSnapshot::default())
-        }
         fn failures(&self, u: &SourceUnit) -> Result<u32, SinkError> {
-            Ok(self.failures.lock().unwrap().get(&u.rel_path).copied().unwrap_or(0))
+            Ok(self.failures.lock().unwrap().get(&u.locator).copied().unwrap_or(0))
+        }
+    }
+
+    /// Source `s`, whose units are complete or not.
+    struct Src(bool);
+
+    impl Source for Src {
+        fn name(&self) -> &str {
+            "s"
+        }
+        fn schema(&self) -> Option<sluice_core::SchemaRef> {
+            None
+        }
+        fn discover(&self) -> Result<Vec<SourceUnit>, sluice_core::error::SourceError> {
+            Ok(Vec::new())
+        }
+        fn open(&self, _: &SourceUnit) -> Result<sluice_core::source::BatchStream, sluice_core::error::SourceError> {
+            unimplemented!()
+        }
+        fn complete(&self, _: &SourceUnit) -> bool {
+            self.0
         }
     }
 
@@ -235,20 +251,20 @@ mod tests {
         }
     }
 
-    fn unit(dir: &std::path::Path, name: &str, size: u64, mtime_ns: i64) -> SourceUnit {
+    fn unit(dir: &std::path::Path, name: &str, size: u64, version: i64) -> SourceUnit {
         SourceUnit {
             source: "s".into(),
-            path: dir.join(name),
-            rel_path: name.into(),
+            location: dir.join(name).display().to_string(),
+            locator: name.into(),
             member: None,
             size,
-            mtime_ns,
+            version,
             content_hash: None,
         }
     }
 
     fn names(scan: &Scan) -> Vec<&str> {
-        scan.ready.iter().map(|u| u.rel_path.as_str()).collect()
+        scan.ready.iter().map(|u| u.locator.as_str()).collect()
     }
 
     #[test]
@@ -258,34 +274,34 @@ mod tests {
         let sink = FakeSink::default();
         let dir = std::path::Path::new("/in");
         let t0 = Instant::now();
-        let s = t.observe("s", &[unit(dir, "a", 10, 1)], &sink, t0).unwrap();
+        let s = t.observe(&Src(true), &[unit(dir, "a", 10, 1)], &sink, t0).unwrap();
         assert!(s.ready.is_empty());
         assert_eq!(s.next, Some(t0 + window));
         assert_eq!(s.new_files, 1);
         // Still growing 400 ms later: the window restarts.
         let t1 = t0 + Duration::from_millis(400);
-        let s = t.observe("s", &[unit(dir, "a", 20, 2)], &sink, t1).unwrap();
+        let s = t.observe(&Src(true), &[unit(dir, "a", 20, 2)], &sink, t1).unwrap();
         assert!(s.ready.is_empty());
         assert_eq!(s.next, Some(t1 + window));
         // Not yet: 499 ms after the last change.
-        let s = t.observe("s", &[unit(dir, "a", 20, 2)], &sink, t1 + Duration::from_millis(499)).unwrap();
+        let s = t.observe(&Src(true), &[unit(dir, "a", 20, 2)], &sink, t1 + Duration::from_millis(499)).unwrap();
         assert!(s.ready.is_empty());
-        let s = t.observe("s", &[unit(dir, "a", 20, 2)], &sink, t1 + window).unwrap();
+        let s = t.observe(&Src(true), &[unit(dir, "a", 20, 2)], &sink, t1 + window).unwrap();
         assert_eq!(names(&s), ["a"]);
         assert_eq!(s.next, None);
         assert_eq!(t.queued(), 1);
         // Committed: forgotten, and not offered again.
         sink.committed.lock().unwrap().push(("a".into(), 20, 2));
         assert_eq!(t.committed(&unit(dir, "a", 20, 2)), Some(t0));
-        let s = t.observe("s", &[unit(dir, "a", 20, 2)], &sink, t1 + window * 2).unwrap();
+        let s = t.observe(&Src(true), &[unit(dir, "a", 20, 2)], &sink, t1 + window * 2).unwrap();
         assert!(s.ready.is_empty() && s.next.is_none());
         assert_eq!(t.queued(), 0);
         // Rewritten after ingestion: a new version, stable again after the window.
         let t2 = t1 + window * 3;
-        let s = t.observe("s", &[unit(dir, "a", 30, 3)], &sink, t2).unwrap();
+        let s = t.observe(&Src(true), &[unit(dir, "a", 30, 3)], &sink, t2).unwrap();
         assert!(s.ready.is_empty());
         assert_eq!(s.new_files, 1);
-        let s = t.observe("s", &[unit(dir, "a", 30, 3)], &sink, t2 + window).unwrap();
+        let s = t.observe(&Src(true), &[unit(dir, "a", 30, 3)], &sink, t2 + window).unwrap();
         assert_eq!(names(&s), ["a"]);
     }
 
@@ -296,49 +312,34 @@ mod tests {
         let dir = std::path::Path::new("/in");
         let t0 = Instant::now();
         let a = unit(dir, "a", 10, 1);
-        assert_eq!(names(&t.observe("s", std::slice::from_ref(&a), &sink, t0).unwrap()), ["a"]);
+        assert_eq!(names(&t.observe(&Src(true), std::slice::from_ref(&a), &sink, t0).unwrap()), ["a"]);
         t.failed(&a, t0);
         sink.failures.lock().unwrap().insert("a".into(), 1);
-        let s = t.observe("s", std::slice::from_ref(&a), &sink, t0 + Duration::from_millis(10)).unwrap();
+        let s = t.observe(&Src(true), std::slice::from_ref(&a), &sink, t0 + Duration::from_millis(10)).unwrap();
         assert!(s.ready.is_empty());
         assert_eq!(s.next, Some(t0 + Duration::from_secs(1)));
         let t1 = t0 + Duration::from_secs(1);
-        assert_eq!(names(&t.observe("s", std::slice::from_ref(&a), &sink, t1).unwrap()), ["a"]);
+        assert_eq!(names(&t.observe(&Src(true), std::slice::from_ref(&a), &sink, t1).unwrap()), ["a"]);
         // The lake's count reaches `retries`: poisoned, not counted in the queue.
         sink.failures.lock().unwrap().insert("a".into(), 2);
-        let s = t.observe("s", std::slice::from_ref(&a), &sink, t1 + Duration::from_secs(5)).unwrap();
+        let s = t.observe(&Src(true), std::slice::from_ref(&a), &sink, t1 + Duration::from_secs(5)).unwrap();
         assert!(s.ready.is_empty() && s.next.is_none());
         assert_eq!(t.queued(), 0);
         // A changed file starts over.
         sink.failures.lock().unwrap().clear();
         let b = unit(dir, "a", 11, 2);
-        let s = t.observe("s", std::slice::from_ref(&b), &sink, t1 + Duration::from_secs(6)).unwrap();
+        let s = t.observe(&Src(true), std::slice::from_ref(&b), &sink, t1 + Duration::from_secs(6)).unwrap();
         assert_eq!(names(&s), ["a"]);
     }
 
     #[test]
-    fn markers_per_file_and_per_directory_must_be_newer_than_the_data() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path();
-        std::fs::write(dir.join("a.csv"), "x\n1\n").unwrap();
-        let meta = std::fs::metadata(dir.join("a.csv")).unwrap();
-        let mtime = meta.modified().unwrap().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
-        let a = unit(dir, "a.csv", meta.len(), mtime);
+    fn a_marker_policy_takes_what_the_source_says_is_complete() {
+        let mut t = Tracker::new(&[spec(ReadyPolicy::Marker(sluice_core::spec::Marker::parse("_SUCCESS").unwrap()))]);
         let sink = FakeSink::default();
+        let a = unit(std::path::Path::new("/in"), "a.csv", 1, 1);
         let now = Instant::now();
-
-        let mut t = Tracker::new(&[spec(ReadyPolicy::Marker(Marker::parse("{file}.done").unwrap()))]);
-        assert!(t.observe("s", std::slice::from_ref(&a), &sink, now).unwrap().ready.is_empty());
-        std::fs::write(dir.join("a.csv.done"), "").unwrap();
-        assert_eq!(names(&t.observe("s", std::slice::from_ref(&a), &sink, now).unwrap()), ["a.csv"]);
-        // A data file newer than its marker (rewritten after the marker) is not complete.
-        let newer = SourceUnit { mtime_ns: mtime + 60_000_000_000, ..a.clone() };
-        assert!(t.observe("s", &[newer], &sink, now).unwrap().ready.is_empty());
-
-        let mut t = Tracker::new(&[spec(ReadyPolicy::Marker(Marker::parse("_SUCCESS").unwrap()))]);
-        assert!(t.observe("s", std::slice::from_ref(&a), &sink, now).unwrap().ready.is_empty());
-        std::fs::write(dir.join("_SUCCESS"), "").unwrap();
-        assert_eq!(names(&t.observe("s", std::slice::from_ref(&a), &sink, now).unwrap()), ["a.csv"]);
+        assert!(t.observe(&Src(false), std::slice::from_ref(&a), &sink, now).unwrap().ready.is_empty());
+        assert_eq!(names(&t.observe(&Src(true), std::slice::from_ref(&a), &sink, now).unwrap()), ["a.csv"]);
     }
 
     #[test]
@@ -347,9 +348,9 @@ mod tests {
         let sink = FakeSink::default();
         let dir = std::path::Path::new("/in");
         let now = Instant::now();
-        t.observe("s", &[unit(dir, "a", 1, 1), unit(dir, "b", 1, 1)], &sink, now).unwrap();
+        t.observe(&Src(true), &[unit(dir, "a", 1, 1), unit(dir, "b", 1, 1)], &sink, now).unwrap();
         assert_eq!(t.queued(), 2);
-        t.observe("s", &[unit(dir, "b", 1, 1)], &sink, now).unwrap();
+        t.observe(&Src(true), &[unit(dir, "b", 1, 1)], &sink, now).unwrap();
         assert_eq!(t.queued(), 1);
     }
 
@@ -360,8 +361,8 @@ mod tests {
         let dir = std::path::Path::new("/in");
         let units: Vec<SourceUnit> = (0..20_000).map(|i| unit(dir, &format!("f{i:05}.csv"), 10, 1)).collect();
         let t0 = Instant::now();
-        t.observe("s", &units, &sink, t0).unwrap();
-        let s = t.observe("s", &units, &sink, t0 + Duration::from_secs(1)).unwrap();
+        t.observe(&Src(true), &units, &sink, t0).unwrap();
+        let s = t.observe(&Src(true), &units, &sink, t0 + Duration::from_secs(1)).unwrap();
         assert_eq!(s.ready.len(), 20_000);
         assert_eq!(sink.lookups.load(std::sync::atomic::Ordering::Relaxed), 40_000);
         assert_eq!(t.queued(), 20_000);

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context as _;
 use sluice_core::catalog::Catalog;
 use sluice_core::runner::{self, RunError, RunOptions};
-use sluice_core::sink::Sink;
 use sluice_core::summary::RunSummary;
 
 use crate::cli::{Global, RunArgs};
@@ -43,7 +42,7 @@ pub fn run_specs(
     for spec in specs {
         let (job, lake) = crate::context::job(spec, &rt)?;
         let progress = Arc::new(RunProgress::new(g.quiet));
-        let opts = RunOptions { force: args.force, workers: args.workers, filter: marker_filter(spec) };
+        let opts = RunOptions { force: args.force, workers: args.workers, filter: marker_filter(&job) };
         // Catalog readers follow the ingest: publish after commits, at most twice a second.
         let publisher = (!args.no_catalog).then(|| {
             let catalog = sluice_catalog::DuckCatalog::for_lake(lake.root());
@@ -98,25 +97,24 @@ pub fn run_specs(
     Ok(summaries)
 }
 
-/// Sources whose `ready` policy is a marker file: take only the files whose marker is there (the
-/// other policies are about timing, which a one-off run does not wait for).
-fn marker_filter(spec: &sluice_core::spec::PipelineSpec) -> Option<runner::UnitFilter> {
+/// Sources whose `ready` policy is a marker file: take only the units their source says are
+/// complete (the other policies are about timing, which a one-off run does not wait for).
+fn marker_filter(job: &runner::Job) -> Option<runner::UnitFilter> {
     use sluice_core::spec::ReadyPolicy;
-    let markers: std::collections::HashMap<String, sluice_core::spec::Marker> = spec
+    let marked: std::collections::HashMap<String, Arc<dyn sluice_core::source::Source>> = job
         .sources
         .iter()
-        .filter_map(|s| match &s.ready {
-            ReadyPolicy::Marker(m) => Some((s.name.clone(), m.clone())),
-            _ => None,
+        .filter(|s| {
+            job.spec.sources.iter().any(|spec| spec.name == s.name() && matches!(spec.ready, ReadyPolicy::Marker(_)))
         })
+        .map(|s| (s.name().to_string(), s.clone()))
         .collect();
-    if markers.is_empty() {
+    if marked.is_empty() {
         return None;
     }
-    Some(Arc::new(move |unit: &sluice_core::source::SourceUnit| match markers.get(&unit.source) {
-        Some(m) if !sluice_watch::marker_ready(m, unit) => {
-            tracing::info!(file = %unit.display_name(), marker = %m.path_for(&unit.path).display(),
-                "no marker yet: not complete, skipped");
+    Some(Arc::new(move |unit: &sluice_core::source::SourceUnit| match marked.get(&unit.source) {
+        Some(source) if !source.complete(unit) => {
+            tracing::info!(file = %unit.display_name(), "no marker yet: not complete, skipped");
             false
         }
         _ => true,

@@ -8,7 +8,6 @@ use anyhow::Context as _;
 use sluice_core::catalog::Catalog;
 use sluice_core::error::CatalogError;
 use sluice_core::runner;
-use sluice_core::sink::Sink;
 use sluice_watch::{Endpoint, Metrics, Pipeline, Report, Shutdown, SnapshotFn, WatchError, WatchOptions};
 
 use crate::Exit;
