@@ -80,6 +80,10 @@ pub struct LedgerRecord {
     /// (`on_source_deleted: delete`): the unit is no longer in the lake.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
+    /// The high-water mark an incremental source reached with this unit: the source's mark is
+    /// the one of its latest record that has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub high_water: Option<String>,
 }
 
 /// One stateful step's record of a unit: the key ranges it fed the step, and where the tails
@@ -181,6 +185,8 @@ pub(crate) struct Ledger {
     next_line: u64,
     /// The line (0-based) of each unit's latest record, for compaction.
     latest_line: HashMap<(String, String), u64>,
+    /// The high-water mark of each (dataset, source): the latest record's that has one.
+    pub(crate) marks: HashMap<(String, String), String>,
 }
 
 impl Ledger {
@@ -225,6 +231,7 @@ impl Ledger {
             unreadable: 0,
             next_line: 0,
             latest_line: HashMap::new(),
+            marks: HashMap::new(),
         };
         let f = File::open(&path).map_err(|e| SinkError::io(&path, e))?;
         for (i, line) in BufReader::new(f).lines().enumerate() {
@@ -277,6 +284,9 @@ impl Ledger {
         }
         if let Some(schema) = &r.schema {
             self.schemas.insert(r.dataset.clone(), schema.clone());
+        }
+        if let Some(mark) = r.high_water.as_ref().filter(|_| !r.deleted) {
+            self.marks.insert((r.dataset.clone(), r.unit.source.clone()), mark.clone());
         }
         if let Some(prev) = self.records.get(&(r.dataset.clone(), r.unit_id.clone())) {
             for st in &prev.state {
@@ -557,6 +567,7 @@ mod tests {
             state: Vec::new(),
             retain_until_ms: None,
             deleted: false,
+            high_water: None,
         }
     }
 
@@ -585,6 +596,28 @@ mod tests {
         let retained: Vec<&String> = l.retained.keys().collect();
         assert_eq!(retained, ["ds/p=1/a1", "ds/p=2/a2"]);
         assert_eq!(l.retained["ds/p=1/a1"].retain_until_ms, 0);
+    }
+
+    #[test]
+    fn a_sources_high_water_mark_is_its_latest_records_and_survives_compaction() {
+        let tmp = lake();
+        let marked = |unit: &str, mark: Option<&str>| LedgerRecord {
+            high_water: mark.map(str::to_string),
+            ..rec(unit, &[&format!("ds/{unit}")], None)
+        };
+        {
+            let mut l = Ledger::open(tmp.path()).unwrap();
+            l.append(marked("r0", Some("100"))).unwrap();
+            l.append(marked("r1", Some("200"))).unwrap();
+            // A record without a mark (a re-run of a unit of a source that keeps none) keeps it.
+            l.append(marked("r0", None)).unwrap();
+            assert_eq!(l.marks[&("ds".to_string(), "s".to_string())], "200");
+        }
+        let mut l = Ledger::open(tmp.path()).unwrap();
+        assert_eq!(l.marks[&("ds".to_string(), "s".to_string())], "200");
+        l.compact(tmp.path(), None).unwrap();
+        let l = Ledger::open(tmp.path()).unwrap();
+        assert_eq!(l.marks[&("ds".to_string(), "s".to_string())], "200");
     }
 
     #[test]

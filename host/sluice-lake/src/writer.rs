@@ -269,6 +269,7 @@ impl Sink for Lake {
             content: None,
             counts: None,
             continued: false,
+            high_water: None,
         }))
     }
 
@@ -327,6 +328,11 @@ impl Sink for Lake {
 
 /// The lake keeps its state in its ledger, committed with the data (and failures in its failure log).
 impl StateStore for Lake {
+    fn high_water(&self, source: &str) -> Result<Option<String>, SinkError> {
+        let ledger = self.inner.ledger.lock().expect("ledger lock");
+        Ok(ledger.marks.get(&(self.inner.spec.dataset.clone(), source.to_string())).cloned())
+    }
+
     fn is_committed(&self, unit: &SourceUnit) -> Result<bool, SinkError> {
         Ok(self.freshness(unit)? == Freshness::Unchanged)
     }
@@ -506,6 +512,8 @@ struct LakeUnitWriter {
     counts: Option<(u64, u64)>,
     /// Some rows are in groups later units output.
     continued: bool,
+    /// The source's high-water mark after this unit, when it keeps marks.
+    high_water: Option<String>,
 }
 
 /// A deterministic data file name for (unit, fingerprint, partition sequence): a replay writes
@@ -671,6 +679,10 @@ impl UnitWriter for LakeUnitWriter {
         self.continued = true;
     }
 
+    fn high_water(&mut self, mark: &str) {
+        self.high_water = Some(mark.to_string());
+    }
+
     fn commit(self: Box<Self>) -> Result<CommitReport, SinkError> {
         let LakeUnitWriter {
             lake,
@@ -684,6 +696,7 @@ impl UnitWriter for LakeUnitWriter {
             states,
             counts,
             continued,
+            high_water,
             ..
         } = *self;
         // Record the hash of exactly the bytes read, and their length as the size.
@@ -833,6 +846,7 @@ impl UnitWriter for LakeUnitWriter {
             committed_at_ms,
             deleted: false,
             state: state_records,
+            high_water,
         };
         let new_tails: Vec<String> = record.state.iter().filter_map(|s| s.tails.clone()).collect();
         let schema_changed = {
@@ -1028,6 +1042,7 @@ impl LakeInner {
                 committed_at_ms,
                 deleted: true,
                 state: Vec::new(),
+                high_water: None,
             })?;
             removed
         };
