@@ -3,13 +3,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context as _;
+use sluice_core::connector::{Connectors, Publication};
 use sluice_core::plugin::{PluginRuntime, WithTables};
 use sluice_core::runner::Job;
-use sluice_core::source::Source;
 use sluice_core::spec::PipelineSpec;
-use sluice_lake::Lake;
-use sluice_source::DirSource;
 use sluice_wasm::{RuntimeOptions, WasmRuntime};
 
 use crate::Exit;
@@ -40,8 +37,19 @@ pub fn runtime(plugin_dir: Option<PathBuf>) -> Result<WasmRuntime, Exit> {
     WasmRuntime::new(opts).map_err(|e| Exit { code: crate::EXIT_DATA, error: e.into() })
 }
 
-/// Load plugins, open sources and the lake: everything a run needs.
-pub fn job(spec: &PipelineSpec, rt: &WasmRuntime) -> Result<(Job, Arc<Lake>), Exit> {
+/// The connector kinds this build ships: the language half (what `kind:` may name) and the
+/// runtime half (how each is built), registered together.
+pub fn kinds() -> sluice_config::Kinds {
+    sluice_config::Kinds::builtin()
+}
+
+pub fn connectors() -> Connectors {
+    Connectors::new().with_source(sluice_source::DirectoryConnector).with_sink(sluice_lake::LakeConnector)
+}
+
+/// Load plugins, build the sources and open the sink: everything a run needs, and what the
+/// sink publishes for readers (the lake's catalog), if anything.
+pub fn job(spec: &PipelineSpec, rt: &WasmRuntime) -> Result<(Job, Option<Arc<dyn Publication>>), Exit> {
     let mut plugins = Vec::with_capacity(spec.steps.len());
     for (i, step) in spec.steps.iter().enumerate() {
         let p = rt.load(&step.plugin).map_err(|e| {
@@ -53,15 +61,12 @@ pub fn job(spec: &PipelineSpec, rt: &WasmRuntime) -> Result<(Job, Arc<Lake>), Ex
         })?;
         plugins.push(WithTables::bind(p, tables));
     }
-    let mut sources: Vec<Arc<dyn Source>> = Vec::new();
-    for s in &spec.sources {
-        let src = DirSource::new(s, spec.settings.batch_rows).map_err(Exit::config)?;
-        sources.push(Arc::new(src));
-    }
-    let lake =
-        Arc::new(Lake::open(&spec.sink).with_context(|| format!("opening the lake {}", spec.sink.lake.display()))?);
-    // Failures count against this definition: fixing the pipeline retries poisoned files.
-    lake.set_definition(spec.definition_hash());
-    let job = Job { spec: spec.clone(), sources, plugins, sink: lake.clone() };
-    Ok((job, lake))
+    let connectors = connectors();
+    let sources = connectors.build_sources(spec).map_err(Exit::config)?;
+    let built = connectors.build_sink(spec).map_err(|e| match e {
+        e @ sluice_core::error::SinkError::Config(_) => Exit::config(e),
+        e => Exit::data(e),
+    })?;
+    let job = Job { spec: spec.clone(), sources, plugins, sink: built.sink };
+    Ok((job, built.publication))
 }

@@ -8,14 +8,24 @@ mod check;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod kinds;
 mod raw;
 mod resolve;
 mod units;
 mod yaml;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use raw::{RawPipeline, json_schema};
-pub use resolve::{Document, LoadedPipeline, load_file, load_path, load_path_located, parse_located, parse_str};
+pub use kinds::{DEFAULT_SINK_KIND, DEFAULT_SOURCE_KIND, Kinds, SinkKind, SourceKind};
+pub use raw::{RawPipeline, schema_of};
+pub use resolve::{
+    Document, LoadedPipeline, Section, load_file, load_path, load_path_located, load_path_located_with, parse_located,
+    parse_located_with, parse_str,
+};
+
+/// The JSON Schema of the pipeline language with the built-in kinds (see [`Kinds::json_schema`]).
+pub fn json_schema() -> serde_json::Value {
+    Kinds::builtin().json_schema()
+}
 
 /// The closest of `candidates` to `word` within a small edit distance (for "did you mean" hints).
 pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {

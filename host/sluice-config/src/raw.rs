@@ -21,13 +21,14 @@ pub struct RawPipeline {
     /// a variable not declared here is an error.
     #[serde(default)]
     pub env: Vec<RawEnvVar>,
-    /// Named sources; every source must yield the same columns.
-    pub sources: IndexMap<String, RawSource>,
+    /// Named sources; every source must yield the same columns. Each is of a `kind` (default
+    /// `directory`), whose keys the registry of kinds checks and resolves.
+    pub sources: IndexMap<String, serde_json::Value>,
     /// The handler chain, in order. Each step's output is the next step's input.
     #[serde(default)]
     pub steps: Vec<RawStep>,
-    /// Where the rows go: a dataset in a Parquet lake.
-    pub sink: RawSink,
+    /// Where the rows go: a sink of a `kind` (default `lake`: a dataset in a Parquet lake).
+    pub sink: serde_json::Value,
     /// Run settings: workers, batch size, default plugin limits.
     #[serde(default)]
     pub settings: RawSettings,
@@ -60,7 +61,26 @@ impl OneOrMany {
     }
 }
 
-/// A directory of files.
+/// The keys every source has, whatever its kind.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSourceCommon {
+    /// Rejected rows are set aside by default; these thresholds fail the whole unit instead.
+    pub rejects: Option<RawRejects>,
+    /// Failed attempts after which a unit is poisoned (skipped until it changes or `--force`).
+    /// Default 3.
+    pub retries: Option<u32>,
+    /// When a file is complete: `{stable_for: 500ms}` (the default: size and modification time
+    /// unchanged that long), `{marker: "{file}.done"}` or `{marker: _SUCCESS}` (a marker file
+    /// per file or per directory), or `renamed` (writers rename complete files into place).
+    pub ready: Option<RawReady>,
+    /// How `sluice watch` notices new files: `{mode: auto|events|poll, poll_interval: 1s}`.
+    pub watch: Option<RawWatch>,
+    /// The kind of source: `directory` (the default) or another registered kind.
+    pub kind: Option<String>,
+}
+
+/// `kind: directory`: a directory of files.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSource {
@@ -85,17 +105,6 @@ pub struct RawSource {
     pub members: Option<OneOrMany>,
     /// Guards against zip bombs, huge archives and huge records.
     pub limits: Option<RawSourceLimits>,
-    /// Rejected rows are set aside by default; these thresholds fail the whole file instead.
-    pub rejects: Option<RawRejects>,
-    /// Failed attempts after which a file is poisoned (skipped until it changes or `--force`).
-    /// Default 3.
-    pub retries: Option<u32>,
-    /// When a file is complete: `{stable_for: 500ms}` (the default: size and modification time
-    /// unchanged that long), `{marker: "{file}.done"}` or `{marker: _SUCCESS}` (a marker file
-    /// per file or per directory), or `renamed` (writers rename complete files into place).
-    pub ready: Option<RawReady>,
-    /// How `sluice watch` notices new files: `{mode: auto|events|poll, poll_interval: 1s}`.
-    pub watch: Option<RawWatch>,
 }
 
 /// When a file is complete: a policy name, or exactly one option.
@@ -280,7 +289,19 @@ pub struct RawLimits {
     pub output: Option<String>,
 }
 
-/// The lake dataset the pipeline writes.
+/// The keys every sink has, whatever its kind.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSinkCommon {
+    /// What happens to a file whose rows the sink rejects (a column type the `schema_policy`
+    /// refuses, a partition value too long for a directory name): `fail` (default), `skip_file`
+    /// or `dead_letter`.
+    pub on_error: Option<RawOnError>,
+    /// The kind of sink: `lake` (the default) or another registered kind.
+    pub kind: Option<String>,
+}
+
+/// `kind: lake`: the lake dataset the pipeline writes.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSink {
@@ -312,10 +333,6 @@ pub struct RawSink {
     pub retain_replaced: Option<String>,
     /// When a committed source file is deleted: `keep` (default) its rows, or `delete` them.
     pub on_source_deleted: Option<RawOnSourceDeleted>,
-    /// What happens to a file whose rows the sink rejects (a column type the `schema_policy`
-    /// refuses, a partition value too long for a directory name): `fail` (default), `skip_file`
-    /// or `dead_letter`.
-    pub on_error: Option<RawOnError>,
 }
 
 /// What a run does with the rows of a committed source file that was deleted.
@@ -466,7 +483,14 @@ impl From<RawCompression> for Compression {
     }
 }
 
-/// The JSON Schema of the pipeline language (draft 2020-12), from the raw types.
-pub fn json_schema() -> serde_json::Value {
+/// The JSON Schema of the pipeline's frame (draft 2020-12), from the raw types: sources and the
+/// sink are any object here; [`crate::Kinds`] checks each against its kind's schema, and
+/// [`crate::Kinds::json_schema`] composes the whole language.
+pub(crate) fn frame_schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(RawPipeline)).expect("a schema serializes")
+}
+
+/// The JSON Schema of one raw type (draft 2020-12), with its `$defs`.
+pub fn schema_of<T: JsonSchema>() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(T)).expect("a schema serializes")
 }

@@ -13,6 +13,7 @@ use sluice_core::spec::*;
 
 use crate::check::{Checker, closest};
 use crate::error::{ConfigError, ConfigErrors};
+use crate::kinds::Kinds;
 use crate::raw::*;
 use crate::units::{parse_duration, parse_duration_or_zero, parse_size};
 use crate::yaml::{Kind, Node, Pos, Scalar};
@@ -142,10 +143,21 @@ pub fn load_path_located(
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<LoadedPipeline>, ConfigErrors> {
+    load_path_located_with(path, env, builtin())
+}
+
+/// Like [`load_path_located`], with sources and sinks of `kinds`.
+pub fn load_path_located_with(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    kinds: &Kinds,
+) -> Result<Vec<LoadedPipeline>, ConfigErrors> {
     let mut out = Vec::new();
     let mut errs = Vec::new();
     for f in pipeline_files(path)? {
-        let loaded = std::fs::read_to_string(&f).map_err(|e| io_error(&f, e)).and_then(|t| parse_located(&t, &f, env));
+        let loaded = std::fs::read_to_string(&f)
+            .map_err(|e| io_error(&f, e))
+            .and_then(|t| parse_located_with(&t, &f, env, kinds));
         match loaded {
             Ok(p) => out.extend(p),
             Err(e) => errs.extend(e.0),
@@ -160,7 +172,8 @@ pub fn load_file(path: &Path) -> Result<Vec<PipelineSpec>, ConfigErrors> {
     parse_str(&text, path, &|k| std::env::var(k).ok())
 }
 
-/// Parse pipeline documents (separated by `---`) from text that came from `file`.
+/// Parse pipeline documents (separated by `---`) from text that came from `file`, with the
+/// built-in kinds.
 pub fn parse_str(
     text: &str,
     file: &Path,
@@ -171,14 +184,94 @@ pub fn parse_str(
 
 fn schema() -> &'static serde_json::Value {
     static SCHEMA: OnceLock<serde_json::Value> = OnceLock::new();
-    SCHEMA.get_or_init(json_schema)
+    SCHEMA.get_or_init(crate::raw::frame_schema)
 }
 
-/// Parse pipeline documents from text that came from `file`, keeping their located trees.
+fn builtin() -> &'static Kinds {
+    static KINDS: OnceLock<Kinds> = OnceLock::new();
+    KINDS.get_or_init(Kinds::builtin)
+}
+
+/// Parse pipeline documents from text that came from `file`, keeping their located trees, with
+/// the built-in kinds.
 pub fn parse_located(
     text: &str,
     file: &Path,
     env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<LoadedPipeline>, ConfigErrors> {
+    parse_located_with(text, file, env, builtin())
+}
+
+/// Check a source or sink section against its kind's schema (the kind named by `kind:`, else
+/// `default`); returns the checked value, or `None` (with a problem) for an unknown kind.
+fn check_section<'s>(
+    node: &Node,
+    path: &[&str],
+    names: Vec<&'static str>,
+    default: &str,
+    find: impl Fn(&str) -> Option<&'s serde_json::Value>,
+    problems: &mut Vec<crate::check::Problem>,
+) -> Option<serde_json::Value> {
+    let what = path[0].trim_end_matches('s');
+    let kind = match node.get("kind") {
+        None => default.to_string(),
+        Some(k) => match k.as_str() {
+            Some(k) => k.to_string(),
+            None => {
+                problems.push(crate::check::Problem {
+                    path: path.iter().map(|p| p.to_string()).chain(["kind".to_string()]).collect(),
+                    at: k.start,
+                    message: format!("`{}.kind` must be a kind's name, found {}", path.join("."), k.describe()),
+                    hint: Some(format!("{what} kinds: {}", names.join(", "))),
+                });
+                return None;
+            }
+        },
+    };
+    let Some(schema) = find(&kind) else {
+        let at = node.get("kind").map_or(node.start, |k| k.start);
+        let hint = match closest(&kind, &names) {
+            Some(c) => format!("did you mean `{c}`? {what} kinds: {}", names.join(", ")),
+            None => format!("{what} kinds: {}", names.join(", ")),
+        };
+        problems.push(crate::check::Problem {
+            path: path.iter().map(|p| p.to_string()).chain(["kind".to_string()]).collect(),
+            at,
+            message: format!("`{}`: unknown {what} kind `{kind}`", path.join(".")),
+            hint: Some(hint),
+        });
+        return None;
+    };
+    let mut checker = Checker::new(schema);
+    let mut at: Vec<String> = path.iter().map(|p| p.to_string()).collect();
+    let value = checker.check(node, schema, &mut at);
+    problems.extend(checker.problems);
+    Some(value)
+}
+
+/// `value`'s keys among `names`, and the others.
+fn split_keys(value: serde_json::Value, names: &[String]) -> (serde_json::Value, serde_json::Value) {
+    let mut common = serde_json::Map::new();
+    let mut own = serde_json::Map::new();
+    if let serde_json::Value::Object(o) = value {
+        for (k, v) in o {
+            if names.contains(&k) {
+                common.insert(k, v);
+            } else {
+                own.insert(k, v);
+            }
+        }
+    }
+    (serde_json::Value::Object(common), serde_json::Value::Object(own))
+}
+
+/// Parse pipeline documents from text that came from `file`, keeping their located trees; the
+/// sources and the sink are of `kinds`.
+pub fn parse_located_with(
+    text: &str,
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    kinds: &Kinds,
 ) -> Result<Vec<LoadedPipeline>, ConfigErrors> {
     let err = |at: Pos, message: String, hint: Option<String>| ConfigError {
         file: file.to_path_buf(),
@@ -199,10 +292,41 @@ pub fn parse_located(
         }
         empty = false;
         let mut checker = Checker::new(schema());
-        let value = checker.check(&root, schema(), &mut Vec::new());
-        let structural = !checker.problems.is_empty();
-        let poisoned: Vec<Vec<String>> = checker.problems.iter().map(|p| p.path.clone()).collect();
-        errs.extend(checker.problems.into_iter().map(|p| err(p.at, p.message, p.hint)));
+        let mut value = checker.check(&root, schema(), &mut Vec::new());
+        let mut problems = checker.problems;
+        // Each source and the sink against its kind's schema.
+        if let Some(Kind::Map(entries)) = root.get("sources").map(|n| &n.kind) {
+            for (key, node) in entries {
+                let Some(name) = key.as_str() else { continue };
+                let checked = check_section(
+                    node,
+                    &["sources", name],
+                    kinds.source_names(),
+                    crate::kinds::DEFAULT_SOURCE_KIND,
+                    |k| kinds.source(k).map(|(_, s)| s),
+                    &mut problems,
+                );
+                if let (Some(v), Some(sources)) = (checked, value.get_mut("sources").and_then(|s| s.as_object_mut())) {
+                    sources.insert(name.to_string(), v);
+                }
+            }
+        }
+        if let Some(node) = root.get("sink").filter(|n| matches!(n.kind, Kind::Map(_))) {
+            let checked = check_section(
+                node,
+                &["sink"],
+                kinds.sink_names(),
+                crate::kinds::DEFAULT_SINK_KIND,
+                |k| kinds.sink(k).map(|(_, s)| s),
+                &mut problems,
+            );
+            if let (Some(v), Some(obj)) = (checked, value.as_object_mut()) {
+                obj.insert("sink".into(), v);
+            }
+        }
+        let structural = !problems.is_empty();
+        let poisoned: Vec<Vec<String>> = problems.iter().map(|p| p.path.clone()).collect();
+        errs.extend(problems.into_iter().map(|p| err(p.at, p.message, p.hint)));
         // With structural problems, the offending values were dropped: resolve what is left when
         // it still has the required shape, so that every problem is reported in one pass.
         let raw: RawPipeline = match serde_json::from_value(value) {
@@ -214,12 +338,11 @@ pub fn parse_located(
             }
         };
         let doc = Document { file: file.to_path_buf(), text: text.clone(), root };
-        let mut r = Resolver { doc: &doc, env, errs: Vec::new(), declared: HashMap::new(), poisoned };
+        let mut r = Resolver { doc: &doc, env, errs: Vec::new(), declared: HashMap::new(), poisoned, kinds };
         let spec = r.pipeline(raw);
-        if r.errs.is_empty() && !structural {
-            out.push(LoadedPipeline { spec, doc });
-        } else {
-            errs.extend(r.errs);
+        match spec {
+            Some(spec) if r.errs.is_empty() && !structural => out.push(LoadedPipeline { spec, doc }),
+            _ => errs.extend(r.errs),
         }
     }
     if empty {
@@ -237,6 +360,70 @@ struct Resolver<'a> {
     /// Paths of values the structural check rejected (and dropped): errors on or around them
     /// would only be follow-on noise.
     poisoned: Vec<Vec<String>>,
+    kinds: &'a Kinds,
+}
+
+/// A source's or the sink's section, as its kind's resolver sees it: errors, `${VAR}` and paths
+/// at keys under the section, which the resolver names relative to it (`["format", "csv"]`).
+pub struct Section<'r, 'a> {
+    r: &'r mut Resolver<'a>,
+    base: Vec<String>,
+    name: String,
+}
+
+impl Section<'_, '_> {
+    /// The source's name (`sink` for the sink).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn at<'p>(&'p self, rel: &[&'p str]) -> Vec<&'p str> {
+        self.base.iter().map(String::as_str).chain(rel.iter().copied()).collect()
+    }
+
+    /// Record an error at the value at `rel` under the section.
+    pub fn error(&mut self, rel: &[&str], message: impl Into<String>, hint: Option<String>) {
+        let base = self.base.clone();
+        let path: Vec<&str> = base.iter().map(String::as_str).chain(rel.iter().copied()).collect();
+        self.r.error(&path, message, hint);
+    }
+
+    /// Expand `${VAR}` in `s`, the value at `rel`.
+    pub fn interpolate(&mut self, rel: &[&str], s: &str) -> String {
+        let base = self.base.clone();
+        let path: Vec<&str> = base.iter().map(String::as_str).chain(rel.iter().copied()).collect();
+        self.r.interpolate(&path, s)
+    }
+
+    /// `s`, the value at `rel`, as a path: `${VAR}` expanded, relative to the pipeline file.
+    pub fn path(&mut self, rel: &[&str], s: &str) -> PathBuf {
+        let base = self.base.clone();
+        let path: Vec<&str> = base.iter().map(String::as_str).chain(rel.iter().copied()).collect();
+        self.r.path(&path, s)
+    }
+
+    /// The section's keys as the kind's raw type (they passed its schema, so this fails only
+    /// where a type is stricter than its schema; the failure is reported at the section).
+    pub fn deserialize<T: serde::de::DeserializeOwned>(&mut self, keys: serde_json::Value) -> Option<T> {
+        match serde_json::from_value(keys) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let at = self.at(&[]).iter().map(|s| s.to_string()).collect::<Vec<_>>();
+                let at: Vec<&str> = at.iter().map(String::as_str).collect();
+                self.r.error(&at, e.to_string(), None);
+                None
+            }
+        }
+    }
+
+    pub(crate) fn dir_spec(&mut self, raw: &RawSource) -> DirSpec {
+        let name = self.name.clone();
+        self.r.dir_spec(&name, raw)
+    }
+
+    pub(crate) fn lake_spec(&mut self, raw: &RawSink) -> LakeSpec {
+        self.r.lake_spec(raw)
+    }
 }
 
 impl Resolver<'_> {
@@ -312,7 +499,7 @@ impl Resolver<'_> {
         p.components().collect()
     }
 
-    fn pipeline(&mut self, raw: RawPipeline) -> PipelineSpec {
+    fn pipeline(&mut self, raw: RawPipeline) -> Option<PipelineSpec> {
         for (i, v) in raw.env.iter().enumerate() {
             let names: Vec<(String, Option<String>)> = match v {
                 RawEnvVar::Name(n) => vec![(n.clone(), None)],
@@ -341,11 +528,14 @@ impl Resolver<'_> {
             self.error(&["sources"], "a pipeline needs at least one source", None);
         }
         let settings = self.settings(&raw.settings);
-        let sources: Vec<SourceSpec> = raw.sources.iter().map(|(name, s)| self.source(name, s)).collect();
+        let sources: Vec<Option<SourceSpec>> = raw.sources.into_iter().map(|(name, s)| self.source(&name, s)).collect();
         let steps: Vec<StepSpec> =
             raw.steps.iter().enumerate().map(|(i, s)| self.step(i, s, &settings.limits)).collect();
-        let sink = self.sink(&raw.sink);
-        PipelineSpec { name: raw.pipeline, origin: self.doc.file.clone(), sources, steps, sink, settings }
+        let sink = self.sink(raw.sink);
+        let (Some(sink), Some(sources)) = (sink, sources.into_iter().collect::<Option<Vec<_>>>()) else {
+            return None;
+        };
+        Some(PipelineSpec { name: raw.pipeline, origin: self.doc.file.clone(), sources, steps, sink, settings })
     }
 
     fn limits(&mut self, at: &[&str], raw: Option<&RawLimits>, base: Limits) -> Limits {
@@ -392,7 +582,8 @@ impl Resolver<'_> {
         s
     }
 
-    fn source(&mut self, name: &str, raw: &RawSource) -> SourceSpec {
+    /// A source section: the keys every source has, then its kind's own.
+    fn source(&mut self, name: &str, value: serde_json::Value) -> Option<SourceSpec> {
         if !valid_name(name) {
             self.error_at_key(
                 &["sources", name],
@@ -400,6 +591,42 @@ impl Resolver<'_> {
                 None,
             );
         }
+        let kinds = self.kinds;
+        let (common, own) = split_keys(value, &crate::kinds::property_names(kinds.source_common()));
+        let common: RawSourceCommon = serde_json::from_value(common).ok()?;
+        let kind = common.kind.as_deref().unwrap_or(crate::kinds::DEFAULT_SOURCE_KIND);
+        // An unknown kind was reported by the structural check.
+        let (kind, _) = kinds.source(kind)?;
+        let mut rejects = RejectPolicy::default();
+        if let Some(r) = &common.rejects {
+            rejects.max_errors = r.max_errors;
+            if let Some(rate) = r.max_error_rate {
+                if !(0.0..=1.0).contains(&rate) {
+                    self.error(
+                        &["sources", name, "rejects", "max_error_rate"],
+                        "rejects.max_error_rate must be between 0 and 1",
+                        Some("e.g. `0.01` for 1%".into()),
+                    );
+                }
+                rejects.max_error_rate = Some(rate);
+            }
+        }
+        let ready = self.ready(name, common.ready.as_ref());
+        let watch = self.watch(name, common.watch.as_ref());
+        let mut cx = Section { r: self, base: vec!["sources".into(), name.to_string()], name: name.to_string() };
+        let config = kind.resolve(&mut cx, own)?;
+        Some(SourceSpec {
+            name: name.to_string(),
+            config,
+            rejects,
+            retries: common.retries.unwrap_or(DEFAULT_RETRIES),
+            ready,
+            watch,
+        })
+    }
+
+    /// `kind: directory`'s own keys.
+    pub(crate) fn dir_spec(&mut self, name: &str, raw: &RawSource) -> DirSpec {
         let include = match raw.glob.clone() {
             None => vec!["**/*".to_string()],
             Some(OneOrMany::One(g)) => vec![self.interpolate(&["sources", name, "glob"], &g)],
@@ -487,20 +714,6 @@ impl Resolver<'_> {
                 }
             }
         }
-        let mut rejects = RejectPolicy::default();
-        if let Some(r) = &raw.rejects {
-            rejects.max_errors = r.max_errors;
-            if let Some(rate) = r.max_error_rate {
-                if !(0.0..=1.0).contains(&rate) {
-                    self.error(
-                        &["sources", name, "rejects", "max_error_rate"],
-                        "rejects.max_error_rate must be between 0 and 1",
-                        Some("e.g. `0.01` for 1%".into()),
-                    );
-                }
-                rejects.max_error_rate = Some(rate);
-            }
-        }
         if let (Some(p), FormatSpec::Csv(CsvSpec { columns: Some(cols), .. })) = (&fields, &format) {
             for (f, _) in p.fields() {
                 if cols.iter().any(|(c, _)| c == f) {
@@ -512,10 +725,7 @@ impl Resolver<'_> {
                 }
             }
         }
-        let ready = self.ready(name, raw.ready.as_ref());
-        let watch = self.watch(name, raw.watch.as_ref());
-        SourceSpec {
-            name: name.to_string(),
+        DirSpec {
             path: self.path(&["sources", name, "path"], &raw.path),
             include,
             exclude,
@@ -525,10 +735,6 @@ impl Resolver<'_> {
             compression: raw.compression.map(Into::into).unwrap_or_default(),
             members,
             limits,
-            rejects,
-            retries: raw.retries.unwrap_or(DEFAULT_RETRIES),
-            ready,
-            watch,
         }
     }
 
@@ -732,7 +938,20 @@ impl Resolver<'_> {
         }
     }
 
-    fn sink(&mut self, raw: &RawSink) -> SinkSpec {
+    /// The sink section: the keys every sink has, then its kind's own.
+    fn sink(&mut self, value: serde_json::Value) -> Option<SinkSpec> {
+        let kinds = self.kinds;
+        let (common, own) = split_keys(value, &crate::kinds::property_names(kinds.sink_common()));
+        let common: RawSinkCommon = serde_json::from_value(common).ok()?;
+        let kind = common.kind.as_deref().unwrap_or(crate::kinds::DEFAULT_SINK_KIND);
+        let (kind, _) = kinds.sink(kind)?;
+        let mut cx = Section { r: self, base: vec!["sink".into()], name: "sink".into() };
+        let config = kind.resolve(&mut cx, own)?;
+        Some(SinkSpec { config, on_error: common.on_error.map(Into::into).unwrap_or_default() })
+    }
+
+    /// `kind: lake`'s own keys.
+    pub(crate) fn lake_spec(&mut self, raw: &RawSink) -> LakeSpec {
         if !valid_name(&raw.dataset) || raw.dataset.starts_with('_') {
             self.error(
                 &["sink", "dataset"],
@@ -770,7 +989,7 @@ impl Resolver<'_> {
                 Some("use `mode: append` or `replace_partition`, or keep the rows of deleted files".into()),
             );
         }
-        SinkSpec {
+        LakeSpec {
             lake: self.path(&["sink", "lake"], &raw.lake),
             dataset: raw.dataset.clone(),
             partition_by: raw.partition_by.clone(),
@@ -783,7 +1002,6 @@ impl Resolver<'_> {
             time_column: raw.time_column.clone(),
             retain_replaced,
             on_source_deleted: raw.on_source_deleted.map(Into::into).unwrap_or_default(),
-            on_error: raw.on_error.map(Into::into).unwrap_or_default(),
         }
     }
 }

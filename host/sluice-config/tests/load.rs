@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use sluice_core::spec::DirSpec;
+
 use sluice_config::{ConfigErrors, parse_str};
 
 fn errors(text: &str) -> Vec<String> {
@@ -35,12 +37,14 @@ fn a_good_pipeline_resolves() {
     let specs = parse_str(GOOD, Path::new("dir/p.yaml"), &|k| (k == "SET").then(|| "/data".to_string())).unwrap();
     assert_eq!(specs.len(), 1);
     let p = &specs[0];
-    assert_eq!(p.sources[0].path, Path::new("dir/d/x"));
+    let dir = p.sources[0].config_as::<DirSpec>().expect("a directory source");
+    assert_eq!(p.sources[0].kind(), "directory");
+    assert_eq!(dir.path, Path::new("dir/d/x"));
     let config: serde_json::Value = serde_json::from_str(&p.steps[0].config_json).unwrap();
     assert_eq!(config, serde_json::json!({"as": "ma20", "column": "close", "dir": "/data", "window": 20}));
     assert_eq!(p.settings.workers, 2);
     // CSV columns keep file order (not sorted): `t` before `close`.
-    let sluice_core::spec::FormatSpec::Csv(csv) = &p.sources[0].format else { panic!("csv") };
+    let sluice_core::spec::FormatSpec::Csv(csv) = &dir.format else { panic!("csv") };
     let names: Vec<&str> = csv.columns.as_ref().unwrap().iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["t", "close"]);
 }
@@ -129,9 +133,12 @@ fn source_limits_on_records_and_compression_ratio() {
         )
     };
     let specs = parse_str(&with("{max_record_bytes: 64MiB, max_ratio: 5000}"), Path::new("p.yaml"), &|_| None).unwrap();
-    let limits = specs[0].sources[0].limits;
+    let limits = specs[0].sources[0].config_as::<DirSpec>().unwrap().limits;
     assert_eq!((limits.max_record_bytes, limits.max_ratio, limits.max_members), (64 << 20, 5000, 100_000));
-    let defaults = parse_str(&with("{}"), Path::new("p.yaml"), &|_| None).unwrap()[0].sources[0].limits;
+    let defaults = parse_str(&with("{}"), Path::new("p.yaml"), &|_| None).unwrap()[0].sources[0]
+        .config_as::<DirSpec>()
+        .unwrap()
+        .limits;
     assert_eq!((defaults.max_record_bytes, defaults.max_ratio), (8 << 20, 100));
     assert_eq!(
         errors(&with("{max_record_bytes: 2GiB, max_ratio: 0}")),

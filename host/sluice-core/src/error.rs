@@ -118,6 +118,9 @@ pub enum SinkError {
     Locked { path: String, holder: String },
     #[error("ledger {path}: {message}")]
     Ledger { path: String, message: String },
+    /// The sink cannot be opened as configured (no connector of its kind, bad settings).
+    #[error("{0}")]
+    Config(String),
 }
 
 impl SinkError {

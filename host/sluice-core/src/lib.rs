@@ -5,6 +5,7 @@
 //! and implement the traits defined here.
 
 pub mod catalog;
+pub mod connector;
 pub mod error;
 pub mod hint;
 mod keyed;

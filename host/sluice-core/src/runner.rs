@@ -211,14 +211,9 @@ pub async fn run(
             let found = src.discover_after(high_water.as_deref())?;
             if found.is_empty()
                 && filter.is_none()
-                && let Some(spec) = plan_job.spec.sources.iter().find(|s| s.name == src.name())
+                && let Some(warning) = src.nothing_found()
             {
-                plan.warnings.push(format!(
-                    "source `{}`: no file under {} matches {}",
-                    spec.name,
-                    spec.path.display(),
-                    spec.include.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(", ")
-                ));
+                plan.warnings.push(warning);
             }
             // Decided from the full listing: units a filter leaves out still exist.
             plan.deleted.extend(plan_job.sink.remove_deleted(&**src, &found)?);

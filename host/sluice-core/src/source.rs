@@ -156,6 +156,11 @@ pub trait Source: Send + Sync {
     fn unit_fields(&self, _unit: &SourceUnit) -> Vec<(String, String)> {
         Vec::new()
     }
+    /// A warning for a full discovery that found nothing, when that likely means a mistake (a
+    /// glob that matches no file); none when it means there is nothing new.
+    fn nothing_found(&self) -> Option<String> {
+        None
+    }
     /// Whether the source is incremental: its units follow one another (a range of rows after a
     /// range of rows, offsets after offsets) and it reports [`SourceItem::HighWater`] marks.
     /// The runner then runs its units in discovery order on one worker, and after one fails

@@ -4,10 +4,13 @@
 //! that YAML, the JSON Schema and the docs all agree on them.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_schema::DataType;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
+
+use crate::connector::{SinkConfig, SourceConfig};
 
 impl PipelineSpec {
     /// A hash of what the pipeline does (sources, steps and their configs, sink, settings; not
@@ -32,10 +35,46 @@ pub struct PipelineSpec {
     pub settings: Settings,
 }
 
-/// A named directory source.
+/// A named source: its kind's own settings, and what every kind shares.
 #[derive(Debug, Clone, Serialize)]
 pub struct SourceSpec {
     pub name: String,
+    /// The kind's validated settings (`kind: directory` is a [`DirSpec`]).
+    #[serde(serialize_with = "source_definition")]
+    pub config: Arc<dyn SourceConfig>,
+    /// When rejected rows make a whole unit fail instead.
+    pub rejects: RejectPolicy,
+    /// Failed attempts after which a unit is poisoned (skipped until it changes or `--force`).
+    pub retries: u32,
+    /// When a unit is complete and may be ingested.
+    pub ready: ReadyPolicy,
+    /// How `sluice watch` learns about new and changed units.
+    pub watch: WatchSpec,
+}
+
+fn source_definition<S: Serializer>(c: &Arc<dyn SourceConfig>, s: S) -> Result<S::Ok, S::Error> {
+    (c.kind(), c.definition()).serialize(s)
+}
+
+fn sink_definition<S: Serializer>(c: &Arc<dyn SinkConfig>, s: S) -> Result<S::Ok, S::Error> {
+    (c.kind(), c.definition()).serialize(s)
+}
+
+impl SourceSpec {
+    /// The source's kind (`directory`, ...).
+    pub fn kind(&self) -> &'static str {
+        self.config.kind()
+    }
+
+    /// The kind's settings as their own type, when they are of type `T`.
+    pub fn config_as<T: 'static>(&self) -> Option<&T> {
+        self.config.as_any().downcast_ref()
+    }
+}
+
+/// `kind: directory`: the files of a directory.
+#[derive(Debug, Clone, Serialize)]
+pub struct DirSpec {
     pub path: PathBuf,
     /// Glob patterns, relative to `path`, that select files. Matched against the relative path.
     pub include: Vec<String>,
@@ -51,14 +90,18 @@ pub struct SourceSpec {
     pub members: Vec<String>,
     /// Guards against zip bombs and huge archives.
     pub limits: SourceLimits,
-    /// When rejected rows make a whole unit fail instead.
-    pub rejects: RejectPolicy,
-    /// Failed attempts after which a unit is poisoned (skipped until it changes or `--force`).
-    pub retries: u32,
-    /// When a file is complete and may be ingested.
-    pub ready: ReadyPolicy,
-    /// How `sluice watch` learns about new and changed files.
-    pub watch: WatchSpec,
+}
+
+impl SourceConfig for DirSpec {
+    fn kind(&self) -> &'static str {
+        "directory"
+    }
+    fn definition(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }
 
 /// When a file is complete. Temporary names (`.*`, `_*`, `*.partial`, `*.tmp`, ...) are never
@@ -433,8 +476,32 @@ pub enum Compression {
     None,
 }
 
+/// The pipeline's sink: its kind's own settings, and what every kind shares.
 #[derive(Debug, Clone, Serialize)]
 pub struct SinkSpec {
+    /// The kind's validated settings (`kind: lake` is a [`LakeSpec`]).
+    #[serde(serialize_with = "sink_definition")]
+    pub config: Arc<dyn SinkConfig>,
+    /// What happens to a unit whose rows the sink rejects (a schema the policy refuses, a
+    /// partition value that cannot be a directory name). I/O errors always stop the run.
+    pub on_error: OnError,
+}
+
+impl SinkSpec {
+    /// The sink's kind (`lake`, ...).
+    pub fn kind(&self) -> &'static str {
+        self.config.kind()
+    }
+
+    /// The kind's settings as their own type, when they are of type `T`.
+    pub fn config_as<T: 'static>(&self) -> Option<&T> {
+        self.config.as_any().downcast_ref()
+    }
+}
+
+/// `kind: lake`: a dataset in a hive-partitioned Parquet lake.
+#[derive(Debug, Clone, Serialize)]
+pub struct LakeSpec {
     pub lake: PathBuf,
     pub dataset: String,
     pub partition_by: Vec<String>,
@@ -453,9 +520,18 @@ pub struct SinkSpec {
     pub retain_replaced: Duration,
     /// What a run does with the outputs of committed files that no longer exist.
     pub on_source_deleted: OnSourceDeleted,
-    /// What happens to a file whose rows the sink rejects (a schema the policy refuses, a
-    /// partition value that cannot be a directory name). I/O errors always stop the run.
-    pub on_error: OnError,
+}
+
+impl SinkConfig for LakeSpec {
+    fn kind(&self) -> &'static str {
+        "lake"
+    }
+    fn definition(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }
 
 /// Default `retain_replaced`.

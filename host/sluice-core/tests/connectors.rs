@@ -4,8 +4,11 @@
 //! and runs through a dropped connection, a retry and restarts that keep nothing but the state
 //! store, and its output is exactly a one-pass computation over the whole table.
 //!
-//! Nothing here is a lake type or a path: the runner sees only the `Source`, `Sink` and
-//! `StateStore` traits, which is what a new connector kind implements.
+//! Nothing here is a lake type or a path. The two kinds (`rows`, `memory`) are registered the
+//! way any new kind is: a `SourceKind`/`SinkKind` for the language (schema, resolver, located
+//! errors) and a `SourceConnector`/`SinkConnector` for the runtime (`validate`'s checks and
+//! `build`). The pipeline is YAML; the runner sees only the `Source`, `Sink` and `StateStore`
+//! traits. Neither the runner, `watch`, nor `validate`'s connector checks know these kinds.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicBool;
@@ -15,6 +18,12 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sluice_config::{Kinds, Section, SinkKind, SourceKind};
+use sluice_core::connector::{
+    BuiltSink, Connectors, Finding, SinkConfig, SinkConnector, SourceConfig, SourceConnector,
+};
 use sluice_core::error::{PluginError, SinkError, SourceError};
 use sluice_core::plugin::{Handler, Plugin, PluginInfo, StateSpec};
 use sluice_core::runner::{Job, NoProgress, RunOptions, run};
@@ -22,7 +31,7 @@ use sluice_core::sink::{
     CommitReport, DeadLetter, KeyRange, KeyValues, KeyedUnit, Sink, StateStore, UnitState, UnitWriter,
 };
 use sluice_core::source::{BatchStream, Source, SourceItem, SourceUnit};
-use sluice_core::spec::{Limits, OnError, PipelineSpec, PluginRef, Settings, SinkSpec, StepSpec};
+use sluice_core::spec::{Limits, PipelineSpec, Settings, SinkSpec, SourceSpec};
 use sluice_core::summary::RunSummary;
 
 const RANGE_ROWS: usize = 100;
@@ -75,6 +84,7 @@ fn rows_batch(from: usize, to: usize) -> RecordBatch {
 /// its first batch, once.
 struct RowsSource {
     table: Arc<Table>,
+    range_rows: usize,
     drop_once: Mutex<Vec<String>>,
 }
 
@@ -97,9 +107,9 @@ impl Source for RowsSource {
         let start: usize = high_water.map_or(0, |m| m.parse().unwrap());
         let len = self.table.len();
         Ok((start..len)
-            .step_by(RANGE_ROWS)
+            .step_by(self.range_rows)
             .map(|from| {
-                let to = (from + RANGE_ROWS).min(len);
+                let to = (from + self.range_rows).min(len);
                 SourceUnit {
                     source: "trades".into(),
                     locator: format!("trades/rows/{from}-{to}"),
@@ -357,37 +367,197 @@ impl Handler for Sum3Handler {
     }
 }
 
-/// A fresh process: new source, sink and plugin handles over the same table and state store.
+// The language half of the two kinds: their keys, as `sluice-config` checks and resolves them.
+
+/// `kind: rows`: ranges of a table's rows.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct RawRows {
+    /// The table to read.
+    table: String,
+    /// Rows per unit; default 100.
+    range_rows: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+struct RowsConfig {
+    table: String,
+    range_rows: usize,
+}
+
+impl SourceConfig for RowsConfig {
+    fn kind(&self) -> &'static str {
+        "rows"
+    }
+    fn definition(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap()
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+struct RowsKind;
+
+impl SourceKind for RowsKind {
+    fn name(&self) -> &'static str {
+        "rows"
+    }
+    fn schema(&self) -> serde_json::Value {
+        sluice_config::schema_of::<RawRows>()
+    }
+    fn resolve(&self, cx: &mut Section<'_, '_>, keys: serde_json::Value) -> Option<Arc<dyn SourceConfig>> {
+        let raw: RawRows = cx.deserialize(keys)?;
+        let range_rows = raw.range_rows.unwrap_or(RANGE_ROWS);
+        if range_rows == 0 {
+            cx.error(&["range_rows"], format!("source `{}`: range_rows must be at least 1", cx.name()), None);
+        }
+        Some(Arc::new(RowsConfig { table: cx.interpolate(&["table"], &raw.table), range_rows }))
+    }
+}
+
+/// `kind: memory`: the in-memory sink.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct RawMemory {
+    /// A column the output must have.
+    require: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct MemoryConfig {
+    require: Option<String>,
+}
+
+impl SinkConfig for MemoryConfig {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+    fn definition(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap()
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+struct MemoryKind;
+
+impl SinkKind for MemoryKind {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+    fn schema(&self) -> serde_json::Value {
+        sluice_config::schema_of::<RawMemory>()
+    }
+    fn resolve(&self, cx: &mut Section<'_, '_>, keys: serde_json::Value) -> Option<Arc<dyn SinkConfig>> {
+        let raw: RawMemory = cx.deserialize(keys)?;
+        Some(Arc::new(MemoryConfig { require: raw.require }))
+    }
+}
+
+// The runtime half: what `validate` checks and what a run builds.
+
+/// Builds [`RowsSource`]s over the tables it knows.
+struct RowsConnector {
+    tables: HashMap<String, Arc<Table>>,
+    drop_once: Vec<String>,
+}
+
+impl SourceConnector for RowsConnector {
+    fn kind(&self) -> &'static str {
+        "rows"
+    }
+    fn check(&self, spec: &SourceSpec) -> Vec<Finding> {
+        let config = spec.config_as::<RowsConfig>().unwrap();
+        if self.tables.contains_key(&config.table) {
+            return Vec::new();
+        }
+        vec![Finding {
+            path: vec!["sources".into(), spec.name.clone(), "table".into()],
+            message: format!("source `{}`: no table `{}`", spec.name, config.table),
+            hint: Some(format!("tables: {}", self.tables.keys().cloned().collect::<Vec<_>>().join(", "))),
+        }]
+    }
+    fn build(&self, spec: &SourceSpec, _settings: &Settings) -> Result<Arc<dyn Source>, SourceError> {
+        let config = spec.config_as::<RowsConfig>().unwrap();
+        let table = self.tables.get(&config.table).ok_or_else(|| SourceError::Config {
+            source_name: spec.name.clone(),
+            message: format!("no table `{}`", config.table),
+        })?;
+        Ok(Arc::new(RowsSource {
+            table: table.clone(),
+            range_rows: config.range_rows,
+            drop_once: Mutex::new(self.drop_once.clone()),
+        }))
+    }
+}
+
+/// Opens [`MemorySink`]s over one store.
+struct MemoryConnector {
+    store: Arc<Store>,
+}
+
+impl SinkConnector for MemoryConnector {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+    fn check_output(&self, spec: &SinkSpec, output: &SchemaRef) -> Vec<Finding> {
+        let config = spec.config_as::<MemoryConfig>().unwrap();
+        match &config.require {
+            Some(c) if output.index_of(c).is_err() => vec![Finding {
+                path: vec!["sink".into(), "require".into()],
+                message: format!("sink: column `{c}` is not in the pipeline's output"),
+                hint: None,
+            }],
+            _ => Vec::new(),
+        }
+    }
+    fn target(&self, _spec: &SinkSpec) -> String {
+        "memory".into()
+    }
+    fn build(&self, _pipeline: &PipelineSpec) -> Result<BuiltSink, SinkError> {
+        Ok(BuiltSink { sink: Arc::new(MemorySink { store: self.store.clone() }), publication: None })
+    }
+}
+
+fn kinds() -> Kinds {
+    Kinds::builtin().with_source(RowsKind).with_sink(MemoryKind)
+}
+
+const PIPELINE: &str = "\
+pipeline: rows
+sources:
+  trades:
+    kind: rows
+    table: trades
+    range_rows: 100
+steps:
+  - plugin: sum3
+sink:
+  kind: memory
+  require: sum3
+  on_error: skip_file
+settings: {workers: 2}
+";
+
+fn parse(text: &str) -> Result<PipelineSpec, Vec<String>> {
+    match sluice_config::parse_located_with(text, std::path::Path::new("rows.yaml"), &|_| None, &kinds()) {
+        Ok(mut l) => Ok(l.remove(0).spec),
+        Err(e) => Err(e.0.iter().map(|e| e.to_string()).collect()),
+    }
+}
+
+/// A fresh process: the pipeline parsed, and sources, sink and plugins built by the registries
+/// over the same table and state store.
 fn job(table: &Arc<Table>, store: &Arc<Store>, drop_once: &[&str]) -> Arc<Job> {
-    let spec = PipelineSpec {
-        name: "rows".into(),
-        origin: "rows.yaml".into(),
-        sources: Vec::new(),
-        steps: vec![StepSpec {
-            name: "sum3".into(),
-            plugin: PluginRef::Named("sum3".into()),
-            config_json: "null".into(),
-            limits: Limits::default(),
-            on_error: OnError::SkipFile,
-            tables: Vec::new(),
-        }],
-        sink: SinkSpec {
-            lake: "memory".into(),
-            dataset: "trades".into(),
-            partition_by: Vec::new(),
-            mode: Default::default(),
-            compression: Default::default(),
-            zstd_level: 3,
-            row_group_rows: 1024,
-            key: Vec::new(),
-            schema_policy: Default::default(),
-            time_column: None,
-            retain_replaced: sluice_core::spec::DEFAULT_RETAIN_REPLACED,
-            on_source_deleted: Default::default(),
-            on_error: OnError::SkipFile,
-        },
-        settings: Settings { workers: 2, ..Default::default() },
-    };
+    let spec = parse(PIPELINE).unwrap();
+    let connectors = Connectors::new()
+        .with_source(RowsConnector {
+            tables: HashMap::from([("trades".to_string(), table.clone())]),
+            drop_once: drop_once.iter().map(|s| s.to_string()).collect(),
+        })
+        .with_sink(MemoryConnector { store: store.clone() });
     let info = PluginInfo {
         name: "sum3".into(),
         version: "1".into(),
@@ -395,14 +565,9 @@ fn job(table: &Arc<Table>, store: &Arc<Store>, drop_once: &[&str]) -> Arc<Job> {
         config_doc: String::new(),
         contract: "native".into(),
     };
-    let source =
-        RowsSource { table: table.clone(), drop_once: Mutex::new(drop_once.iter().map(|s| s.to_string()).collect()) };
-    Arc::new(Job {
-        spec,
-        sources: vec![Arc::new(source)],
-        plugins: vec![Arc::new(Sum3 { info })],
-        sink: Arc::new(MemorySink { store: store.clone() }),
-    })
+    let sources = connectors.build_sources(&spec).unwrap();
+    let sink = connectors.build_sink(&spec).unwrap().sink;
+    Arc::new(Job { spec, sources, plugins: vec![Arc::new(Sum3 { info })], sink })
 }
 
 fn run_job(job: Arc<Job>) -> RunSummary {
@@ -462,4 +627,46 @@ fn row_ranges_into_a_memory_sink_through_keyed_state_a_dropped_connection_a_retr
     let rows = store.rows();
     assert_eq!(rows.len(), 700, "no row lost or written twice");
     same_rows(&rows, &expected(700), "keyed state carried across units, the failure and every restart");
+}
+
+#[test]
+fn a_new_kind_gets_located_errors_validate_checks_and_a_place_in_the_schema() {
+    // Errors in the kinds' own keys, located, in one pass.
+    let bad =
+        PIPELINE.replace("range_rows: 100", "range_rows: many\n    tabel: x").replace("kind: memory", "kind: memroy");
+    let errs = parse(&bad).unwrap_err();
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert!(errs.iter().any(|e| e.starts_with("rows.yaml:6:17:") && e.contains("range_rows")), "{errs:#?}");
+    assert!(errs.iter().any(|e| e.starts_with("rows.yaml:7:5:") && e.contains("`tabel`")), "{errs:#?}");
+    assert!(
+        errs.iter().any(|e| e.starts_with("rows.yaml:11:9:")
+            && e.contains("unknown sink kind `memroy`")
+            && e.contains("did you mean `memory`?")),
+        "{errs:#?}"
+    );
+    let errs = parse(&PIPELINE.replace("range_rows: 100", "range_rows: 0")).unwrap_err();
+    assert_eq!(errs, ["rows.yaml:6:17: source `trades`: range_rows must be at least 1"]);
+    // The built-in kinds still parse beside them.
+    let both = PIPELINE.replace("sources:\n", "sources:\n  files:\n    path: in\n    format: {csv: {header: true}}\n");
+    let spec = parse(&both).unwrap();
+    assert_eq!(spec.sources.iter().map(|s| s.kind()).collect::<Vec<_>>(), ["directory", "rows"]);
+
+    // `validate`'s connector checks: a table that does not exist, a column the sink requires.
+    let spec = parse(PIPELINE).unwrap();
+    let connectors = Connectors::new()
+        .with_source(RowsConnector { tables: HashMap::new(), drop_once: Vec::new() })
+        .with_sink(MemoryConnector { store: Arc::new(Store::default()) });
+    let checked = connectors.check_sources(&spec);
+    assert!(checked.sources.is_empty());
+    assert_eq!(checked.findings[0].path, ["sources", "trades", "table"]);
+    assert_eq!(checked.findings[0].message, "source `trades`: no table `trades`");
+    let found = connectors.check_output(&spec, &input_schema());
+    assert_eq!(found[0].path, ["sink", "require"]);
+
+    // The JSON Schema offers every kind to editors.
+    let schema = kinds().json_schema();
+    let sources = schema["properties"]["sources"]["additionalProperties"]["anyOf"].as_array().unwrap();
+    let consts: Vec<&str> = sources.iter().filter_map(|s| s["properties"]["kind"]["const"].as_str()).collect();
+    assert_eq!(consts, ["directory", "rows"]);
+    assert!(sources[1]["properties"].get("table").is_some() && sources[1]["properties"].get("retries").is_some());
 }

@@ -7,6 +7,7 @@
 //! ledger is the source of truth: on open, in-progress files and data files no ledger record
 //! names (the orphans of a crash between rename and ledger append) are swept.
 
+mod connector;
 mod dictionary;
 mod failures;
 mod files;
@@ -20,6 +21,7 @@ mod state;
 mod stats;
 mod writer;
 
+pub use connector::LakeConnector;
 pub use files::{same_file, stored, stored_root, visible};
 pub use ledger::{LEDGER_DIR, LedgerRecord, LiveFile, RetainedFile};
 pub use partition::escape_partition_value;

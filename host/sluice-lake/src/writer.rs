@@ -17,7 +17,7 @@ use sluice_core::sink::{
     CommitReport, DeadLetter, Freshness, KeyRange, KeyValues, KeyedUnit, Sink, StateStore, UnitState, UnitWriter,
 };
 use sluice_core::source::{Source, SourceUnit};
-use sluice_core::spec::{Compression, OnSourceDeleted, SinkSpec, WriteMode};
+use sluice_core::spec::{Compression, LakeSpec, OnSourceDeleted, WriteMode};
 
 use crate::failures::Failures;
 use crate::ledger::{LEDGER_DIR, Ledger, LedgerRecord, StateRecord};
@@ -35,7 +35,7 @@ pub struct Lake {
 
 struct LakeInner {
     root: PathBuf,
-    spec: SinkSpec,
+    spec: LakeSpec,
     props: WriterProperties,
     ledger: Mutex<Ledger>,
     /// Held for the lake's lifetime: one writer process per lake.
@@ -65,7 +65,7 @@ fn fsync_dir(dir: &Path) -> Result<(), SinkError> {
 impl Lake {
     /// Open (creating if needed) the lake for `spec`, take the writer lock, and recover from any
     /// earlier crash.
-    pub fn open(spec: &SinkSpec) -> Result<Self, SinkError> {
+    pub fn open(spec: &LakeSpec) -> Result<Self, SinkError> {
         let root = spec.lake.clone();
         let meta = root.join(LEDGER_DIR);
         std::fs::create_dir_all(&meta).map_err(|e| SinkError::io(&meta, e))?;

@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use arrow_schema::DataType;
 use sluice_core::source::{Source, SourceItem};
-use sluice_core::spec::{CsvSpec, FileOrder, FormatSpec, RejectPolicy, SourceCompression, SourceLimits, SourceSpec};
+use sluice_core::spec::{
+    CsvSpec, DirSpec, FileOrder, FormatSpec, RejectPolicy, SourceCompression, SourceLimits, SourceSpec,
+};
 use sluice_source::DirSource;
 
 fn generate(path: &Path, mb: usize) -> u64 {
@@ -50,21 +52,23 @@ fn spec(dir: &Path, glob: &str) -> SourceSpec {
     columns.push(("ignore".into(), DataType::Int64));
     SourceSpec {
         name: "bench".into(),
-        path: dir.to_path_buf(),
-        include: vec![glob.into()],
-        exclude: vec![],
-        fields: None,
-        format: FormatSpec::Csv(CsvSpec {
-            header: false,
-            delimiter: b',',
-            quote: b'"',
-            columns: Some(columns),
-            null_tokens: vec![],
+        config: std::sync::Arc::new(DirSpec {
+            path: dir.to_path_buf(),
+            include: vec![glob.into()],
+            exclude: vec![],
+            fields: None,
+            format: FormatSpec::Csv(CsvSpec {
+                header: false,
+                delimiter: b',',
+                quote: b'"',
+                columns: Some(columns),
+                null_tokens: vec![],
+            }),
+            order: FileOrder::Name,
+            compression: SourceCompression::Auto,
+            members: vec![],
+            limits: SourceLimits::default(),
         }),
-        order: FileOrder::Name,
-        compression: SourceCompression::Auto,
-        members: vec![],
-        limits: SourceLimits::default(),
         rejects: RejectPolicy::default(),
         retries: 3,
         ready: Default::default(),

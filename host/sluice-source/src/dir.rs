@@ -7,13 +7,15 @@ use arrow_schema::{Field, Schema, SchemaRef};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use sluice_core::error::SourceError;
 use sluice_core::source::{BatchStream, Source, SourceItem, SourceUnit};
-use sluice_core::spec::{FileOrder, FormatSpec, ReadyPolicy, RejectPolicy, SourceCompression, SourceSpec};
+use sluice_core::spec::{DirSpec, FileOrder, FormatSpec, ReadyPolicy, RejectPolicy, SourceCompression, SourceSpec};
 
 use crate::fields::FieldValues;
 use crate::input;
 
 pub struct DirSource {
     spec: SourceSpec,
+    /// The directory's own settings (`spec.config`).
+    dir: DirSpec,
     include: GlobSet,
     exclude: GlobSet,
     /// Selects zip members (empty: every data member).
@@ -51,10 +53,14 @@ fn is_temporary(name: &str) -> bool {
 
 impl DirSource {
     pub fn new(spec: &SourceSpec, batch_rows: usize) -> Result<Self, SourceError> {
-        let include = glob_set(&spec.name, &spec.include)?;
-        let exclude = glob_set(&spec.name, &spec.exclude)?;
-        let members = glob_set(&spec.name, &spec.members)?;
-        let columns = match &spec.format {
+        let dir = spec.config_as::<DirSpec>().cloned().ok_or_else(|| SourceError::Config {
+            source_name: spec.name.clone(),
+            message: format!("a directory source cannot read a source of kind `{}`", spec.kind()),
+        })?;
+        let include = glob_set(&spec.name, &dir.include)?;
+        let exclude = glob_set(&spec.name, &dir.exclude)?;
+        let members = glob_set(&spec.name, &dir.members)?;
+        let columns = match &dir.format {
             FormatSpec::Csv(csv) => csv.columns.as_ref(),
             FormatSpec::Jsonl(j) | FormatSpec::Json(j) => j.columns.as_ref(),
             FormatSpec::Parquet => None,
@@ -62,9 +68,10 @@ impl DirSource {
         let format_schema = columns.map(|cols| {
             Arc::new(Schema::new(cols.iter().map(|(n, t)| Field::new(n, t.clone(), true)).collect::<Vec<_>>()))
         });
-        let schema = format_schema.as_ref().map(|s| with_fields(s, spec));
+        let schema = format_schema.as_ref().map(|s| with_fields(s, &dir));
         Ok(DirSource {
             spec: spec.clone(),
+            dir,
             include,
             exclude,
             members,
@@ -79,11 +86,11 @@ impl DirSource {
     /// archive that cannot be listed is one unit without a member, which fails when opened.
     fn units_of(&self, path: &Path, rel: String, out: &mut Vec<SourceUnit>) -> Result<(), SourceError> {
         let unit = self.unit_for(path, rel)?;
-        if input::container(path, self.spec.compression) != SourceCompression::Zip {
+        if input::container(path, self.dir.compression) != SourceCompression::Zip {
             out.push(unit);
             return Ok(());
         }
-        match input::list_members(path, &self.members, &self.spec.limits) {
+        match input::list_members(path, &self.members, &self.dir.limits) {
             Ok(members) => {
                 if members.is_empty() {
                     tracing::warn!(source = %self.spec.name, file = %path.display(), "archive has no matching members");
@@ -106,7 +113,7 @@ impl DirSource {
     /// The root as event watchers report paths under it: absolute, symlinks resolved.
     fn resolved_root(&self) -> &Path {
         self.resolved_root.get_or_init(|| {
-            self.spec.path.canonicalize().or_else(|_| std::path::absolute(&self.spec.path)).unwrap_or_default()
+            self.dir.path.canonicalize().or_else(|_| std::path::absolute(&self.dir.path)).unwrap_or_default()
         })
     }
 
@@ -136,8 +143,8 @@ pub(crate) fn file_path(unit: &SourceUnit) -> &Path {
 }
 
 /// Append the file-name field columns to a format schema.
-pub(crate) fn with_fields(schema: &SchemaRef, spec: &SourceSpec) -> SchemaRef {
-    match &spec.fields {
+pub(crate) fn with_fields(schema: &SchemaRef, dir: &DirSpec) -> SchemaRef {
+    match &dir.fields {
         None => schema.clone(),
         Some(p) => {
             let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
@@ -157,7 +164,7 @@ impl Source for DirSource {
     }
 
     fn discover(&self) -> Result<Vec<SourceUnit>, SourceError> {
-        let root = &self.spec.path;
+        let root = &self.dir.path;
         if !root.is_dir() {
             return Err(SourceError::Io {
                 path: root.display().to_string(),
@@ -187,7 +194,7 @@ impl Source for DirSource {
             if !self.include.is_match(&rel) || self.exclude.is_match(&rel) || self.is_marker(entry.file_name()) {
                 continue;
             }
-            if let Some(p) = &self.spec.fields
+            if let Some(p) = &self.dir.fields
                 && FieldValues::parse(p, &rel).is_err()
             {
                 tracing::warn!(source = %self.spec.name, file = %entry.path().display(),
@@ -196,7 +203,7 @@ impl Source for DirSource {
             }
             self.units_of(entry.path(), rel, &mut units)?;
         }
-        match self.spec.order {
+        match self.dir.order {
             FileOrder::Name => units.sort_by(|a, b| (&a.locator, &a.member).cmp(&(&b.locator, &b.member))),
             FileOrder::SizeDesc => {
                 units.sort_by(|a, b| b.size.cmp(&a.size).then((&a.locator, &a.member).cmp(&(&b.locator, &b.member))))
@@ -206,7 +213,7 @@ impl Source for DirSource {
     }
 
     fn unit_fields(&self, unit: &SourceUnit) -> Vec<(String, String)> {
-        match &self.spec.fields {
+        match &self.dir.fields {
             Some(p) => FieldValues::parse(p, &unit.locator).map(|f| f.texts()).unwrap_or_default(),
             None => Vec::new(),
         }
@@ -219,7 +226,7 @@ impl Source for DirSource {
     /// A change matters when it is at a file `discover` could list, at a marker, or at a
     /// directory (whose new files an event watcher may not have seen one by one).
     fn affects(&self, path: &Path) -> bool {
-        let Ok(rel) = path.strip_prefix(self.resolved_root()).or_else(|_| path.strip_prefix(&self.spec.path)) else {
+        let Ok(rel) = path.strip_prefix(self.resolved_root()).or_else(|_| path.strip_prefix(&self.dir.path)) else {
             return false;
         };
         if rel.as_os_str().is_empty() {
@@ -240,7 +247,7 @@ impl Source for DirSource {
     }
 
     fn open(&self, unit: &SourceUnit) -> Result<BatchStream, SourceError> {
-        let fields = match &self.spec.fields {
+        let fields = match &self.dir.fields {
             Some(p) => Some(
                 FieldValues::parse(p, &unit.locator)
                     .map_err(|message| SourceError::Format { path: unit.location.clone(), message })?,
@@ -248,13 +255,13 @@ impl Source for DirSource {
             None => None,
         };
         let shown = unit.display_name();
-        let (bytes, hashed) = input::open(unit, self.spec.compression, &self.spec.limits)?;
+        let (bytes, hashed) = input::open(unit, self.dir.compression, &self.dir.limits)?;
         let (schema, rows) = (self.format_schema.clone(), self.batch_rows);
-        let max_record = self.spec.limits.max_record_bytes;
+        let max_record = self.dir.limits.max_record_bytes;
         // Plain Parquet is read by random access, not through `bytes`: hash it first (before,
         // never after, the read: a file that changes in between then looks changed next run).
         let mut hashed_first = None;
-        let items: BatchStream = match &self.spec.format {
+        let items: BatchStream = match &self.dir.format {
             FormatSpec::Csv(csv) => {
                 Box::new(crate::csv::CsvItems::new(bytes, csv, schema, rows, max_record, shown.clone())?)
             }
@@ -266,7 +273,7 @@ impl Source for DirSource {
                 Box::new(crate::jsonl::JsonlItems::new(lines, schema, rows, max_record, shown.clone())?)
             }
             FormatSpec::Parquet => {
-                let plain = input::container(file_path(unit), self.spec.compression) == SourceCompression::None;
+                let plain = input::container(file_path(unit), self.dir.compression) == SourceCompression::None;
                 if plain && let Some(h) = &hashed {
                     hashed_first = Some(h.finish()?);
                 }
@@ -292,6 +299,16 @@ impl Source for DirSource {
                 Ok(SourceItem::ContentHash { hash, bytes })
             }))),
         })
+    }
+
+    fn nothing_found(&self) -> Option<String> {
+        let globs: Vec<String> = self.dir.include.iter().map(|g| format!("`{g}`")).collect();
+        Some(format!(
+            "source `{}`: no file under {} matches {}",
+            self.spec.name,
+            self.dir.path.display(),
+            globs.join(", ")
+        ))
     }
 
     /// The file is still there with the modification time (and size) it was committed with.
@@ -403,15 +420,17 @@ mod tests {
     fn source(dir: &Path, marker: &str) -> DirSource {
         let spec = SourceSpec {
             name: "s".into(),
-            path: dir.to_path_buf(),
-            include: vec!["*.jsonl".into()],
-            exclude: vec![],
-            fields: None,
-            format: FormatSpec::Jsonl(Default::default()),
-            order: Default::default(),
-            compression: Default::default(),
-            members: vec![],
-            limits: Default::default(),
+            config: std::sync::Arc::new(DirSpec {
+                path: dir.to_path_buf(),
+                include: vec!["*.jsonl".into()],
+                exclude: vec![],
+                fields: None,
+                format: FormatSpec::Jsonl(Default::default()),
+                order: Default::default(),
+                compression: Default::default(),
+                members: vec![],
+                limits: Default::default(),
+            }),
             rejects: Default::default(),
             retries: 2,
             ready: ReadyPolicy::Marker(Marker::parse(marker).unwrap()),

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Schema};
 use sluice_core::source::Source;
-use sluice_core::spec::{CsvSpec, FileOrder, FormatSpec, RejectPolicy, SourceCompression, SourceLimits, SourceSpec};
+use sluice_core::spec::{
+    CsvSpec, DirSpec, FileOrder, FormatSpec, RejectPolicy, SourceCompression, SourceLimits, SourceSpec,
+};
 
 use crate::csv::CsvItems;
 
@@ -46,15 +48,17 @@ pub fn zip(dir: &std::path::Path, data: &[u8]) {
     }
     let spec = SourceSpec {
         name: "fuzz".into(),
-        path: dir.to_path_buf(),
-        include: vec!["fuzz.zip".into()],
-        exclude: vec![],
-        fields: None,
-        format: FormatSpec::Csv(csv_spec(false)),
-        order: FileOrder::Name,
-        compression: SourceCompression::Auto,
-        members: vec![],
-        limits: SourceLimits { max_members: 64, max_unit_bytes: 1 << 20, max_record_bytes: 4096, max_ratio: 100 },
+        config: std::sync::Arc::new(DirSpec {
+            path: dir.to_path_buf(),
+            include: vec!["fuzz.zip".into()],
+            exclude: vec![],
+            fields: None,
+            format: FormatSpec::Csv(csv_spec(false)),
+            order: FileOrder::Name,
+            compression: SourceCompression::Auto,
+            members: vec![],
+            limits: SourceLimits { max_members: 64, max_unit_bytes: 1 << 20, max_record_bytes: 4096, max_ratio: 100 },
+        }),
         rejects: RejectPolicy::default(),
         retries: 3,
         ready: Default::default(),

@@ -3,6 +3,7 @@
 //! Parquet as Arrow record batches, with rows that do not parse set aside as rejects and columns
 //! taken from parts of the file name.
 
+mod connector;
 mod csv;
 mod dir;
 mod fields;
@@ -17,5 +18,6 @@ mod parquet;
 mod records;
 mod table;
 
+pub use connector::DirectoryConnector;
 pub use dir::DirSource;
 pub use table::{check_table_file, read_table, read_tables};

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use sluice_core::plugin::LookupTable;
 use sluice_core::source::{Source, SourceItem, SourceUnit};
 use sluice_core::spec::{
-    CsvSpec, FileOrder, FormatSpec, MAX_TABLE_BYTES, RejectPolicy, SourceCompression, SourceLimits, SourceSpec,
-    TableFormat, TableSpec,
+    CsvSpec, DirSpec, FileOrder, FormatSpec, MAX_TABLE_BYTES, RejectPolicy, SourceCompression, SourceLimits,
+    SourceSpec, TableFormat, TableSpec,
 };
 
 use crate::DirSource;
@@ -54,15 +54,17 @@ pub fn read_table(spec: &TableSpec) -> Result<LookupTable, String> {
     let file = spec.path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
     let source = SourceSpec {
         name: format!("table:{name}"),
-        path: dir,
-        include: vec![file.clone()],
-        exclude: vec![],
-        fields: None,
-        format,
-        order: FileOrder::Name,
-        compression: SourceCompression::None,
-        members: vec![],
-        limits: SourceLimits { max_members: 1, max_unit_bytes: MAX_TABLE_BYTES, ..SourceLimits::default() },
+        config: std::sync::Arc::new(DirSpec {
+            path: dir,
+            include: vec![file.clone()],
+            exclude: vec![],
+            fields: None,
+            format,
+            order: FileOrder::Name,
+            compression: SourceCompression::None,
+            members: vec![],
+            limits: SourceLimits { max_members: 1, max_unit_bytes: MAX_TABLE_BYTES, ..SourceLimits::default() },
+        }),
         rejects: RejectPolicy { max_errors: Some(0), max_error_rate: None },
         retries: 0,
         ready: Default::default(),

@@ -174,7 +174,7 @@ mod tests {
     use std::sync::Mutex;
 
     use sluice_core::sink::{DeadLetter, StateStore, UnitWriter};
-    use sluice_core::spec::ReadyPolicy;
+    use sluice_core::spec::{DirSpec, ReadyPolicy};
 
     use super::*;
 
@@ -235,15 +235,17 @@ mod tests {
     fn spec(ready: ReadyPolicy) -> SourceSpec {
         SourceSpec {
             name: "s".into(),
-            path: "/in".into(),
-            include: vec![],
-            exclude: vec![],
-            fields: None,
-            format: sluice_core::spec::FormatSpec::Parquet,
-            order: Default::default(),
-            compression: Default::default(),
-            members: vec![],
-            limits: Default::default(),
+            config: std::sync::Arc::new(DirSpec {
+                path: "/in".into(),
+                include: vec![],
+                exclude: vec![],
+                fields: None,
+                format: sluice_core::spec::FormatSpec::Parquet,
+                order: Default::default(),
+                compression: Default::default(),
+                members: vec![],
+                limits: Default::default(),
+            }),
             rejects: Default::default(),
             retries: 2,
             ready,

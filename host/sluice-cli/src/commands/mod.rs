@@ -32,9 +32,10 @@ pub fn dispatch(cli: Cli) -> Result<u8, Exit> {
 pub fn load_specs(paths: &[std::path::PathBuf]) -> Result<Vec<sluice_core::spec::PipelineSpec>, Exit> {
     let mut specs = Vec::new();
     let mut errs = Vec::new();
+    let kinds = crate::context::kinds();
     for p in paths {
-        match sluice_config::load_path(p) {
-            Ok(s) => specs.extend(s),
+        match sluice_config::load_path_located_with(p, &|k| std::env::var(k).ok(), &kinds) {
+            Ok(s) => specs.extend(s.into_iter().map(|l| l.spec)),
             Err(e) => errs.extend(e.0),
         }
     }

@@ -40,18 +40,19 @@ pub fn run_specs(
     let cancel = Arc::new(AtomicBool::new(false));
     let mut summaries = Vec::new();
     for spec in specs {
-        let (job, lake) = crate::context::job(spec, &rt)?;
+        let (job, publication) = crate::context::job(spec, &rt)?;
+        let publication = publication.filter(|_| !args.no_catalog);
         let progress = Arc::new(RunProgress::new(g.quiet));
         let opts = RunOptions { force: args.force, workers: args.workers, filter: marker_filter(&job) };
         // Catalog readers follow the ingest: publish after commits, at most twice a second.
-        let publisher = (!args.no_catalog).then(|| {
-            let catalog = sluice_catalog::DuckCatalog::for_lake(lake.root());
-            let (lake, mut seen) = (lake.clone(), lake.commits());
+        let publisher = publication.clone().map(|p| {
+            let catalog = sluice_catalog::DuckCatalog::for_lake(&p.catalog_dir());
+            let mut seen = p.commits();
             let changed: sluice_catalog::ChangedSnapshot = Box::new(move || {
-                let n = lake.commits();
+                let n = p.commits();
                 (n != seen).then(|| {
                     seen = n;
-                    lake.snapshot().map_err(|e| e.to_string())
+                    p.snapshot().map_err(|e| e.to_string())
                 })
             });
             sluice_catalog::BackgroundPublisher::start(catalog, std::time::Duration::from_millis(500), changed)
@@ -73,10 +74,10 @@ pub fn run_specs(
             RunError::Source(_) => Exit::config(e),
             other => Exit::data(other),
         })?;
-        if !args.no_catalog {
+        if let Some(p) = &publication {
             // A failed publish is reported with the summary (and fails the run), not instead of it.
-            let published = lake.snapshot().map_err(|e| e.to_string()).and_then(|snapshot| {
-                sluice_catalog::DuckCatalog::for_lake(lake.root()).publish(&snapshot).map_err(|e| e.to_string())
+            let published = p.snapshot().map_err(|e| e.to_string()).and_then(|snapshot| {
+                sluice_catalog::DuckCatalog::for_lake(&p.catalog_dir()).publish(&snapshot).map_err(|e| e.to_string())
             });
             if let Err(e) = published {
                 if g.quiet {

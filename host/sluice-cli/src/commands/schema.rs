@@ -3,7 +3,7 @@
 use crate::Exit;
 
 pub fn schema() -> Result<u8, Exit> {
-    let text = serde_json::to_string_pretty(&sluice_config::json_schema())?;
+    let text = serde_json::to_string_pretty(&crate::context::kinds().json_schema())?;
     println!("{text}");
     Ok(0)
 }

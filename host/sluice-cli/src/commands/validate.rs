@@ -12,9 +12,7 @@ use arrow_schema::SchemaRef;
 use sluice_config::{ConfigError, ConfigErrors, LoadedPipeline};
 use sluice_core::error::PluginError;
 use sluice_core::plugin::{Plugin, PluginRuntime, WithTables};
-use sluice_core::source::Source;
-use sluice_core::spec::{FormatSpec, PluginRef};
-use sluice_source::DirSource;
+use sluice_core::spec::PluginRef;
 
 use crate::Exit;
 use crate::cli::{Global, ValidateArgs};
@@ -29,8 +27,9 @@ pub fn validate(args: &ValidateArgs, g: &Global) -> Result<u8, Exit> {
     };
     let mut loaded = Vec::new();
     let mut errors = Vec::new();
+    let kinds = crate::context::kinds();
     for p in &args.pipelines {
-        match sluice_config::load_path_located(p, &env) {
+        match sluice_config::load_path_located_with(p, &env, &kinds) {
             Ok(l) => loaded.extend(l),
             Err(e) => errors.extend(e.0),
         }
@@ -117,26 +116,16 @@ fn check_environment(lp: &LoadedPipeline, rt: &dyn PluginRuntime, unchecked: &mu
         plugins.push(loaded.filter(|_| tables_ok).map(|p| WithTables::bind(p, tables)));
     }
 
-    let mut sources: Vec<Arc<dyn Source>> = Vec::new();
-    for s in &spec.sources {
-        if !s.path.is_dir() {
-            errs.push(doc.error(
-                &["sources", &s.name, "path"],
-                format!("source `{}`: directory {} does not exist", s.name, s.path.display()),
-                Some("a source path is relative to the pipeline file".into()),
-            ));
-            continue;
-        }
-        match DirSource::new(s, spec.settings.batch_rows) {
-            Ok(src) => {
-                if src.schema().is_none() {
-                    unchecked.push(unchecked_schema(&s.name, &s.format));
-                }
-                sources.push(Arc::new(src))
-            }
-            Err(e) => errs.push(doc.error(&["sources", &s.name], e.to_string(), None)),
-        }
-    }
+    // Each source through its kind's connector: checks without side effects, then the source.
+    let connectors = crate::context::connectors();
+    let checked = connectors.check_sources(spec);
+    let finding = |f: &sluice_core::connector::Finding| {
+        let at: Vec<&str> = f.path.iter().map(String::as_str).collect();
+        doc.error(&at, f.message.clone(), f.hint.clone())
+    };
+    errs.extend(checked.findings.iter().map(finding));
+    unchecked.extend(checked.unchecked);
+    let sources = checked.sources;
 
     // The schema flowing in: the sources' declared schema, when they declare one and agree.
     let mut schema: Option<SchemaRef> = None;
@@ -185,36 +174,9 @@ fn check_environment(lp: &LoadedPipeline, rt: &dyn PluginRuntime, unchecked: &mu
     }
 
     if let (true, Some(out)) = (schema_known, &schema) {
-        for (i, col) in spec.sink.partition_by.iter().enumerate() {
-            if out.index_of(col).is_err() {
-                let cols: Vec<&str> = out.fields().iter().map(|f| f.name().as_str()).collect();
-                let hint = sluice_config::did_you_mean(col, &cols)
-                    .map(|c| format!("did you mean `{c}`?"))
-                    .unwrap_or_else(|| format!("the output columns are: {}", cols.join(", ")));
-                errs.push(doc.error(
-                    &["sink", "partition_by", &i.to_string()],
-                    format!("sink: partition column `{col}` is not in the pipeline's output"),
-                    Some(hint),
-                ));
-            }
-        }
+        errs.extend(connectors.check_output(spec, out).iter().map(finding));
     }
     errs
-}
-
-/// What a source without a declared schema leaves unchecked, and how to have it checked.
-fn unchecked_schema(source: &str, format: &FormatSpec) -> String {
-    let how = match format {
-        FormatSpec::Csv(_) => format!("declare `columns` under `sources.{source}.format.csv` to check them here"),
-        FormatSpec::Jsonl(_) => format!("declare `columns` under `sources.{source}.format.jsonl` to check them here"),
-        FormatSpec::Json(_) => format!("declare `columns` under `sources.{source}.format.json` to check them here"),
-        FormatSpec::Parquet => "a Parquet source's schema is its files', read only when the run starts".to_string(),
-    };
-    format!(
-        "the schema is unchecked: source `{source}` declares no `columns`, so its columns are only known when the \
-         run reads its files, and the steps' column references and the sink's `partition_by` could not be \
-         checked; {how}"
-    )
 }
 
 /// A plugin's complaint about a step, at the config key it names (else the step's `config:`).

@@ -1,7 +1,6 @@
 //! `sluice watch`: run pipelines continuously (the `sluice-watch` crate), with the signals, the
 //! catalog and the optional metrics endpoint wired in.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -13,17 +12,13 @@ use sluice_watch::{Endpoint, Metrics, Pipeline, Report, Shutdown, SnapshotFn, Wa
 use crate::Exit;
 use crate::cli::{Global, WatchArgs};
 
-/// The lake a pipeline writes, as one path per directory (resolved when it exists).
-fn lake_key(spec: &sluice_core::spec::PipelineSpec) -> PathBuf {
-    spec.sink.lake.canonicalize().unwrap_or_else(|_| spec.sink.lake.clone())
-}
-
 pub fn watch(args: &WatchArgs, g: &Global) -> Result<u8, Exit> {
     let specs = super::load_specs(&args.pipelines)?;
-    // The lake admits one writer, and a watch keeps each lake open for its whole life.
-    let mut lakes: Vec<(PathBuf, &str)> = Vec::new();
+    // A sink's target admits one writer, and a watch keeps each sink open for its whole life.
+    let connectors = crate::context::connectors();
+    let mut lakes: Vec<(String, &str)> = Vec::new();
     for spec in &specs {
-        let key = lake_key(spec);
+        let key = connectors.sink(spec.sink.kind()).map_err(|e| Exit::config(anyhow::anyhow!(e)))?.target(&spec.sink);
         if let Some((_, other)) = lakes.iter().find(|(k, _)| *k == key) {
             return Err(Exit::config(anyhow::anyhow!(
                 "pipelines `{other}` and `{}` write to the same lake {}: `sluice watch` keeps a lake open \
@@ -32,7 +27,7 @@ pub fn watch(args: &WatchArgs, g: &Global) -> Result<u8, Exit> {
                  pipelines with `sluice run` (for example every minute from cron), which opens the lake for \
                  one pipeline at a time",
                 spec.name,
-                key.display(),
+                key,
                 spec.name
             )));
         }
@@ -42,7 +37,7 @@ pub fn watch(args: &WatchArgs, g: &Global) -> Result<u8, Exit> {
     let rt = crate::context::runtime(g.plugin_dir.clone())?;
     let mut pipelines = Vec::new();
     for spec in &specs {
-        let (job, lake) = crate::context::job(spec, &rt)?;
+        let (job, publication) = crate::context::job(spec, &rt)?;
         // Problems of the pipeline itself are found now, not at the first file: a chain that
         // does not fit, partition columns that do not exist, a source directory that is missing.
         if let Some(schema) = runner::chain_schema(&job.spec, &job.sources, &job.plugins).map_err(Exit::config)? {
@@ -60,12 +55,11 @@ pub fn watch(args: &WatchArgs, g: &Global) -> Result<u8, Exit> {
                 }
             }
         }
-        let catalog = (!args.no_catalog).then(|| {
-            let catalog: Arc<dyn Catalog> = Arc::new(sluice_catalog::DuckCatalog::for_lake(lake.root()));
-            let root = lake.root().display().to_string();
-            let lake = lake.clone();
+        let catalog = publication.filter(|_| !args.no_catalog).map(|p| {
+            let catalog: Arc<dyn Catalog> = Arc::new(sluice_catalog::DuckCatalog::for_lake(&p.catalog_dir()));
+            let root = p.catalog_dir().display().to_string();
             let snapshot: SnapshotFn = Box::new(move || {
-                lake.snapshot().map_err(|e| CatalogError::Publish { path: root.clone(), message: e.to_string() })
+                p.snapshot().map_err(|e| CatalogError::Publish { path: root.clone(), message: e.to_string() })
             });
             (catalog, snapshot)
         });

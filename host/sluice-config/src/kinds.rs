@@ -1,0 +1,229 @@
+//! The registry of source and sink kinds: the pipeline language's half of a connector.
+//!
+//! A source or sink names its `kind` (`directory` and `lake` when absent). The kind's JSON
+//! Schema, merged with the keys every source (or sink) has, checks its section with located
+//! errors; the kind's resolver turns what passed into validated settings
+//! ([`SourceConfig`] / [`SinkConfig`]). The runtime half (`build`) is
+//! `sluice_core::connector::Connectors`. `parse`, `validate` and the JSON Schema go through this
+//! registry only, so a new kind changes none of them.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use sluice_core::connector::{SinkConfig, SourceConfig};
+
+use crate::raw::{RawSink, RawSinkCommon, RawSource, RawSourceCommon, schema_of};
+use crate::resolve::Section;
+
+/// The language half of a source kind.
+pub trait SourceKind: Send + Sync {
+    /// The name `kind:` gives.
+    fn name(&self) -> &'static str;
+    /// The JSON Schema of the kind's own keys (an object schema, as `schemars::schema_for!`
+    /// makes it); the keys every source has are added to it.
+    fn schema(&self) -> Value;
+    /// Resolve the kind's keys (checked against [`SourceKind::schema`], the common keys taken
+    /// out) into validated settings, reporting problems through `cx`.
+    fn resolve(&self, cx: &mut Section<'_, '_>, keys: Value) -> Option<Arc<dyn SourceConfig>>;
+}
+
+/// The language half of a sink kind.
+pub trait SinkKind: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn schema(&self) -> Value;
+    fn resolve(&self, cx: &mut Section<'_, '_>, keys: Value) -> Option<Arc<dyn SinkConfig>>;
+}
+
+/// A kind with its checking schema: its own keys and the common ones, `$defs` merged.
+struct Entry<K: ?Sized> {
+    kind: Arc<K>,
+    schema: Value,
+}
+
+/// The kinds a pipeline may name.
+#[derive(Clone)]
+pub struct Kinds {
+    sources: Vec<Arc<Entry<dyn SourceKind>>>,
+    sinks: Vec<Arc<Entry<dyn SinkKind>>>,
+    source_common: Value,
+    sink_common: Value,
+}
+
+/// The source kind a section without `kind:` has.
+pub const DEFAULT_SOURCE_KIND: &str = "directory";
+/// The sink kind a section without `kind:` has.
+pub const DEFAULT_SINK_KIND: &str = "lake";
+
+/// `kind` (its own keys) with `common`'s properties appended and both `$defs` merged.
+fn merged(kind: Value, common: &Value) -> Value {
+    let mut out = kind;
+    let obj = out.as_object_mut().expect("a kind's schema is an object");
+    let props = obj.entry("properties").or_insert_with(|| Value::Object(Map::new()));
+    if let (Some(props), Some(extra)) = (props.as_object_mut(), common.get("properties").and_then(Value::as_object)) {
+        for (k, v) in extra {
+            props.insert(k.clone(), v.clone());
+        }
+    }
+    if let Some(defs) = common.get("$defs").and_then(Value::as_object) {
+        let own = obj.entry("$defs").or_insert_with(|| Value::Object(Map::new()));
+        if let Some(own) = own.as_object_mut() {
+            for (k, v) in defs {
+                own.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+    }
+    obj.insert("additionalProperties".into(), Value::Bool(false));
+    obj.insert("type".into(), Value::String("object".into()));
+    out
+}
+
+/// The names of a schema's properties: the common keys, split off a section before its kind
+/// resolves it.
+pub(crate) fn property_names(schema: &Value) -> Vec<String> {
+    schema.get("properties").and_then(Value::as_object).map(|p| p.keys().cloned().collect()).unwrap_or_default()
+}
+
+impl Default for Kinds {
+    fn default() -> Self {
+        Self::builtin()
+    }
+}
+
+impl Kinds {
+    /// No kinds at all (see [`Kinds::builtin`]).
+    pub fn empty() -> Self {
+        Kinds {
+            sources: Vec::new(),
+            sinks: Vec::new(),
+            source_common: schema_of::<RawSourceCommon>(),
+            sink_common: schema_of::<RawSinkCommon>(),
+        }
+    }
+
+    /// The kinds Sluice ships: `directory` sources and `lake` sinks.
+    pub fn builtin() -> Self {
+        Kinds::empty().with_source(Directory).with_sink(LakeKind)
+    }
+
+    pub fn with_source(mut self, kind: impl SourceKind + 'static) -> Self {
+        let schema = merged(kind.schema(), &self.source_common);
+        self.sources.retain(|e| e.kind.name() != kind.name());
+        self.sources.push(Arc::new(Entry { kind: Arc::new(kind), schema }));
+        self
+    }
+
+    pub fn with_sink(mut self, kind: impl SinkKind + 'static) -> Self {
+        let schema = merged(kind.schema(), &self.sink_common);
+        self.sinks.retain(|e| e.kind.name() != kind.name());
+        self.sinks.push(Arc::new(Entry { kind: Arc::new(kind), schema }));
+        self
+    }
+
+    pub fn source_names(&self) -> Vec<&'static str> {
+        self.sources.iter().map(|e| e.kind.name()).collect()
+    }
+
+    pub fn sink_names(&self) -> Vec<&'static str> {
+        self.sinks.iter().map(|e| e.kind.name()).collect()
+    }
+
+    /// A source kind and its checking schema.
+    pub(crate) fn source(&self, name: &str) -> Option<(&dyn SourceKind, &Value)> {
+        self.sources.iter().find(|e| e.kind.name() == name).map(|e| (e.kind.as_ref(), &e.schema))
+    }
+
+    pub(crate) fn sink(&self, name: &str) -> Option<(&dyn SinkKind, &Value)> {
+        self.sinks.iter().find(|e| e.kind.name() == name).map(|e| (e.kind.as_ref(), &e.schema))
+    }
+
+    pub(crate) fn source_common(&self) -> &Value {
+        &self.source_common
+    }
+
+    pub(crate) fn sink_common(&self) -> &Value {
+        &self.sink_common
+    }
+
+    /// The JSON Schema of the whole language (draft 2020-12), for editors: each source and the
+    /// sink is one of the registered kinds.
+    pub fn json_schema(&self) -> Value {
+        let mut root = crate::raw::frame_schema();
+        let mut defs = root.get("$defs").and_then(Value::as_object).cloned().unwrap_or_default();
+        let mut branch = |schema: &Value, kind: &str, default: bool| {
+            let mut s = schema.clone();
+            if let Some(own) = s.as_object_mut().and_then(|o| o.remove("$defs")).and_then(|d| d.as_object().cloned()) {
+                for (k, v) in own {
+                    defs.entry(k).or_insert(v);
+                }
+            }
+            let obj = s.as_object_mut().expect("an object schema");
+            obj.remove("$schema");
+            obj.remove("title");
+            // Which branch applies is told by `kind`, which only the default may leave out.
+            if let Some(k) = obj.get_mut("properties").and_then(|p| p.get_mut("kind")) {
+                *k = serde_json::json!({ "const": kind, "description": format!("`{kind}`") });
+            }
+            if !default {
+                let req = obj.entry("required").or_insert_with(|| Value::Array(Vec::new()));
+                if let Some(req) = req.as_array_mut() {
+                    req.push(Value::String("kind".into()));
+                }
+            }
+            s
+        };
+        let sources: Vec<Value> = self
+            .sources
+            .iter()
+            .map(|e| branch(&e.schema, e.kind.name(), e.kind.name() == DEFAULT_SOURCE_KIND))
+            .collect();
+        let sinks: Vec<Value> =
+            self.sinks.iter().map(|e| branch(&e.schema, e.kind.name(), e.kind.name() == DEFAULT_SINK_KIND)).collect();
+        if let Some(props) = root.get_mut("properties").and_then(Value::as_object_mut) {
+            if let Some(s) = props.get_mut("sources").and_then(Value::as_object_mut) {
+                s.insert("additionalProperties".into(), serde_json::json!({ "anyOf": sources }));
+            }
+            if let Some(s) = props.get_mut("sink").and_then(Value::as_object_mut) {
+                let description = s.get("description").cloned();
+                s.clear();
+                if let Some(d) = description {
+                    s.insert("description".into(), d);
+                }
+                s.insert("anyOf".into(), Value::Array(sinks));
+            }
+        }
+        root.as_object_mut().expect("an object schema").insert("$defs".into(), Value::Object(defs));
+        root
+    }
+}
+
+/// `kind: directory`.
+struct Directory;
+
+impl SourceKind for Directory {
+    fn name(&self) -> &'static str {
+        DEFAULT_SOURCE_KIND
+    }
+    fn schema(&self) -> Value {
+        schema_of::<RawSource>()
+    }
+    fn resolve(&self, cx: &mut Section<'_, '_>, keys: Value) -> Option<Arc<dyn SourceConfig>> {
+        let raw: RawSource = cx.deserialize(keys)?;
+        Some(Arc::new(cx.dir_spec(&raw)))
+    }
+}
+
+/// `kind: lake`.
+struct LakeKind;
+
+impl SinkKind for LakeKind {
+    fn name(&self) -> &'static str {
+        DEFAULT_SINK_KIND
+    }
+    fn schema(&self) -> Value {
+        schema_of::<RawSink>()
+    }
+    fn resolve(&self, cx: &mut Section<'_, '_>, keys: Value) -> Option<Arc<dyn SinkConfig>> {
+        let raw: RawSink = cx.deserialize(keys)?;
+        Some(Arc::new(cx.lake_spec(&raw)))
+    }
+}
