@@ -13,7 +13,9 @@ use serde_json::{Map, Value};
 use sluice_core::connector::{SinkConfig, SourceConfig};
 
 use crate::raw::{RawSink, RawSinkCommon, RawSource, RawSourceCommon, schema_of};
-use crate::resolve::Section;
+use std::path::PathBuf;
+
+use sluice_core::spec::{DirSpec, LakeSpec};
 
 /// The language half of a source kind.
 pub trait SourceKind: Send + Sync {
@@ -24,14 +26,91 @@ pub trait SourceKind: Send + Sync {
     fn schema(&self) -> Value;
     /// Resolve the kind's keys (checked against [`SourceKind::schema`], the common keys taken
     /// out) into validated settings, reporting problems through `cx`.
-    fn resolve(&self, cx: &mut Section<'_, '_>, keys: Value) -> Option<Arc<dyn SourceConfig>>;
+    fn resolve(&self, cx: &mut Section<'_>, keys: Value) -> Option<Arc<dyn SourceConfig>>;
 }
 
 /// The language half of a sink kind.
 pub trait SinkKind: Send + Sync {
     fn name(&self) -> &'static str;
     fn schema(&self) -> Value;
-    fn resolve(&self, cx: &mut Section<'_, '_>, keys: Value) -> Option<Arc<dyn SinkConfig>>;
+    fn resolve(&self, cx: &mut Section<'_>, keys: Value) -> Option<Arc<dyn SinkConfig>>;
+}
+
+/// What a kind's resolver is given of the resolution in progress (the resolver of the whole
+/// pipeline implements it): located errors, `${VAR}` and paths.
+pub(crate) trait Resolve {
+    fn error(&mut self, path: &[&str], message: String, hint: Option<String>);
+    fn interpolate(&mut self, path: &[&str], s: &str) -> String;
+    fn path(&mut self, path: &[&str], s: &str) -> PathBuf;
+    fn dir_spec(&mut self, name: &str, raw: &RawSource) -> DirSpec;
+    fn lake_spec(&mut self, raw: &RawSink) -> LakeSpec;
+}
+
+/// A source's or the sink's section, as its kind's resolver sees it: errors, `${VAR}` and paths
+/// at keys under the section, which the resolver names relative to it (`["format", "csv"]`).
+pub struct Section<'r> {
+    r: &'r mut dyn Resolve,
+    base: Vec<String>,
+    name: String,
+}
+
+impl<'r> Section<'r> {
+    pub(crate) fn new(r: &'r mut dyn Resolve, base: Vec<String>, name: String) -> Self {
+        Section { r, base, name }
+    }
+
+    /// The source's name (`sink` for the sink).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn full<'p>(&'p self, rel: &[&'p str]) -> Vec<&'p str> {
+        self.base.iter().map(String::as_str).chain(rel.iter().copied()).collect()
+    }
+
+    /// Record an error at the value at `rel` under the section.
+    pub fn error(&mut self, rel: &[&str], message: impl Into<String>, hint: Option<String>) {
+        let base = self.base.clone();
+        let path: Vec<&str> = base.iter().map(String::as_str).chain(rel.iter().copied()).collect();
+        self.r.error(&path, message.into(), hint);
+    }
+
+    /// Expand `${VAR}` in `s`, the value at `rel`.
+    pub fn interpolate(&mut self, rel: &[&str], s: &str) -> String {
+        let base = self.base.clone();
+        let path: Vec<&str> = base.iter().map(String::as_str).chain(rel.iter().copied()).collect();
+        self.r.interpolate(&path, s)
+    }
+
+    /// `s`, the value at `rel`, as a path: `${VAR}` expanded, relative to the pipeline file.
+    pub fn path(&mut self, rel: &[&str], s: &str) -> PathBuf {
+        let base = self.base.clone();
+        let path: Vec<&str> = base.iter().map(String::as_str).chain(rel.iter().copied()).collect();
+        self.r.path(&path, s)
+    }
+
+    /// The section's keys as the kind's raw type (they passed its schema, so this fails only
+    /// where a type is stricter than its schema; the failure is reported at the section).
+    pub fn deserialize<T: serde::de::DeserializeOwned>(&mut self, keys: Value) -> Option<T> {
+        match serde_json::from_value(keys) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let at: Vec<String> = self.full(&[]).iter().map(|s| s.to_string()).collect();
+                let at: Vec<&str> = at.iter().map(String::as_str).collect();
+                self.r.error(&at, e.to_string(), None);
+                None
+            }
+        }
+    }
+
+    fn dir_spec(&mut self, raw: &RawSource) -> DirSpec {
+        let name = self.name.clone();
+        self.r.dir_spec(&name, raw)
+    }
+
+    fn lake_spec(&mut self, raw: &RawSink) -> LakeSpec {
+        self.r.lake_spec(raw)
+    }
 }
 
 /// A kind with its checking schema: its own keys and the common ones, `$defs` merged.
@@ -206,7 +285,7 @@ impl SourceKind for Directory {
     fn schema(&self) -> Value {
         schema_of::<RawSource>()
     }
-    fn resolve(&self, cx: &mut Section<'_, '_>, keys: Value) -> Option<Arc<dyn SourceConfig>> {
+    fn resolve(&self, cx: &mut Section<'_>, keys: Value) -> Option<Arc<dyn SourceConfig>> {
         let raw: RawSource = cx.deserialize(keys)?;
         Some(Arc::new(cx.dir_spec(&raw)))
     }
@@ -222,7 +301,7 @@ impl SinkKind for LakeKind {
     fn schema(&self) -> Value {
         schema_of::<RawSink>()
     }
-    fn resolve(&self, cx: &mut Section<'_, '_>, keys: Value) -> Option<Arc<dyn SinkConfig>> {
+    fn resolve(&self, cx: &mut Section<'_>, keys: Value) -> Option<Arc<dyn SinkConfig>> {
         let raw: RawSink = cx.deserialize(keys)?;
         Some(Arc::new(cx.lake_spec(&raw)))
     }

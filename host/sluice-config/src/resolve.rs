@@ -13,7 +13,7 @@ use sluice_core::spec::*;
 
 use crate::check::{Checker, closest};
 use crate::error::{ConfigError, ConfigErrors};
-use crate::kinds::Kinds;
+use crate::kinds::{Kinds, Section};
 use crate::raw::*;
 use crate::units::{parse_duration, parse_duration_or_zero, parse_size};
 use crate::yaml::{Kind, Node, Pos, Scalar};
@@ -363,66 +363,21 @@ struct Resolver<'a> {
     kinds: &'a Kinds,
 }
 
-/// A source's or the sink's section, as its kind's resolver sees it: errors, `${VAR}` and paths
-/// at keys under the section, which the resolver names relative to it (`["format", "csv"]`).
-pub struct Section<'r, 'a> {
-    r: &'r mut Resolver<'a>,
-    base: Vec<String>,
-    name: String,
-}
-
-impl Section<'_, '_> {
-    /// The source's name (`sink` for the sink).
-    pub fn name(&self) -> &str {
-        &self.name
+impl crate::kinds::Resolve for Resolver<'_> {
+    fn error(&mut self, path: &[&str], message: String, hint: Option<String>) {
+        Resolver::error(self, path, message, hint)
     }
-
-    fn at<'p>(&'p self, rel: &[&'p str]) -> Vec<&'p str> {
-        self.base.iter().map(String::as_str).chain(rel.iter().copied()).collect()
+    fn interpolate(&mut self, path: &[&str], s: &str) -> String {
+        Resolver::interpolate(self, path, s)
     }
-
-    /// Record an error at the value at `rel` under the section.
-    pub fn error(&mut self, rel: &[&str], message: impl Into<String>, hint: Option<String>) {
-        let base = self.base.clone();
-        let path: Vec<&str> = base.iter().map(String::as_str).chain(rel.iter().copied()).collect();
-        self.r.error(&path, message, hint);
+    fn path(&mut self, path: &[&str], s: &str) -> PathBuf {
+        Resolver::path(self, path, s)
     }
-
-    /// Expand `${VAR}` in `s`, the value at `rel`.
-    pub fn interpolate(&mut self, rel: &[&str], s: &str) -> String {
-        let base = self.base.clone();
-        let path: Vec<&str> = base.iter().map(String::as_str).chain(rel.iter().copied()).collect();
-        self.r.interpolate(&path, s)
+    fn dir_spec(&mut self, name: &str, raw: &RawSource) -> DirSpec {
+        Resolver::dir_spec(self, name, raw)
     }
-
-    /// `s`, the value at `rel`, as a path: `${VAR}` expanded, relative to the pipeline file.
-    pub fn path(&mut self, rel: &[&str], s: &str) -> PathBuf {
-        let base = self.base.clone();
-        let path: Vec<&str> = base.iter().map(String::as_str).chain(rel.iter().copied()).collect();
-        self.r.path(&path, s)
-    }
-
-    /// The section's keys as the kind's raw type (they passed its schema, so this fails only
-    /// where a type is stricter than its schema; the failure is reported at the section).
-    pub fn deserialize<T: serde::de::DeserializeOwned>(&mut self, keys: serde_json::Value) -> Option<T> {
-        match serde_json::from_value(keys) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                let at = self.at(&[]).iter().map(|s| s.to_string()).collect::<Vec<_>>();
-                let at: Vec<&str> = at.iter().map(String::as_str).collect();
-                self.r.error(&at, e.to_string(), None);
-                None
-            }
-        }
-    }
-
-    pub(crate) fn dir_spec(&mut self, raw: &RawSource) -> DirSpec {
-        let name = self.name.clone();
-        self.r.dir_spec(&name, raw)
-    }
-
-    pub(crate) fn lake_spec(&mut self, raw: &RawSink) -> LakeSpec {
-        self.r.lake_spec(raw)
+    fn lake_spec(&mut self, raw: &RawSink) -> LakeSpec {
+        Resolver::lake_spec(self, raw)
     }
 }
 
@@ -613,7 +568,7 @@ impl Resolver<'_> {
         }
         let ready = self.ready(name, common.ready.as_ref());
         let watch = self.watch(name, common.watch.as_ref());
-        let mut cx = Section { r: self, base: vec!["sources".into(), name.to_string()], name: name.to_string() };
+        let mut cx = Section::new(self, vec!["sources".into(), name.to_string()], name.to_string());
         let config = kind.resolve(&mut cx, own)?;
         Some(SourceSpec {
             name: name.to_string(),
@@ -945,7 +900,7 @@ impl Resolver<'_> {
         let common: RawSinkCommon = serde_json::from_value(common).ok()?;
         let kind = common.kind.as_deref().unwrap_or(crate::kinds::DEFAULT_SINK_KIND);
         let (kind, _) = kinds.sink(kind)?;
-        let mut cx = Section { r: self, base: vec!["sink".into()], name: "sink".into() };
+        let mut cx = Section::new(self, vec!["sink".into()], "sink".into());
         let config = kind.resolve(&mut cx, own)?;
         Some(SinkSpec { config, on_error: common.on_error.map(Into::into).unwrap_or_default() })
     }

@@ -10,8 +10,6 @@
 //! The runner, `watch` and `validate` see only [`Connectors`] and the traits, so a new kind is a
 //! crate that implements both halves and a line that registers them.
 
-use std::any::Any;
-use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -23,23 +21,7 @@ use crate::sink::Sink;
 use crate::source::Source;
 use crate::spec::{PipelineSpec, Settings, SinkSpec, SourceSpec};
 
-/// A source kind's validated settings (`kind: directory` resolves to a
-/// [`DirSpec`](crate::spec::DirSpec)).
-pub trait SourceConfig: fmt::Debug + Send + Sync + 'static {
-    /// The kind's name in the pipeline language.
-    fn kind(&self) -> &'static str;
-    /// The settings as data, for the pipeline's definition hash.
-    fn definition(&self) -> serde_json::Value;
-    fn as_any(&self) -> &dyn Any;
-}
-
-/// A sink kind's validated settings (`kind: lake` resolves to a
-/// [`LakeSpec`](crate::spec::LakeSpec)).
-pub trait SinkConfig: fmt::Debug + Send + Sync + 'static {
-    fn kind(&self) -> &'static str;
-    fn definition(&self) -> serde_json::Value;
-    fn as_any(&self) -> &dyn Any;
-}
+pub use crate::spec::{SinkConfig, SourceConfig};
 
 /// What a connector found wrong in the environment, at a path under the pipeline's root
 /// (`["sources", "s", "path"]`), for `validate` to locate in the file.

@@ -9,9 +9,10 @@ pub mod connector;
 pub mod error;
 pub mod hint;
 mod keyed;
-pub mod plugin;
-pub mod projection;
 pub mod runner;
+
+/// The handler chain and the plugin traits live in `sluice-chain`, which embedders use alone.
+pub use sluice_chain::{plugin, projection};
 pub mod sink;
 pub mod source;
 pub mod spec;

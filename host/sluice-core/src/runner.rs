@@ -16,11 +16,12 @@ use arrow_schema::SchemaRef;
 
 use crate::error::{Location, PluginError, SinkError, SourceError};
 use crate::keyed::{KeyedError, KeyedStep, Prepared, within_span};
-use crate::plugin::{Handler, Plugin, StateSpec};
+use crate::plugin::{Plugin, StateSpec};
 use crate::sink::{CommitReport, DeadLetter, Freshness, KeyRange, KeyedUnit, Sink};
-use crate::source::{Reject, Source, SourceItem, SourceUnit, rejects_batch};
+use crate::source::{Source, SourceItem, SourceUnit, rejects_batch};
 use crate::spec::{OnError, PipelineSpec};
 use crate::summary::{RunSummary, StepStats, UnitFailure};
+use sluice_chain::Call;
 
 /// Everything a run needs, already loaded.
 pub struct Job {
@@ -756,108 +757,89 @@ fn committed_source(ctx: &WorkerCtx, job: &Job, v: &KeyedUnit) -> Option<SourceU
     source.still_current(&v.unit).then(|| v.unit.clone())
 }
 
-/// A worker's handler instances, created lazily and discarded after a trap.
+/// A worker's chain (`sluice_chain::Chain`: instances made lazily and dropped after a trap,
+/// rejects split off, calls counted) with the keyed state of its stateful steps, read from and
+/// committed to the sink's state store.
 struct Chain<'a> {
     job: &'a Job,
-    handlers: Vec<Option<Box<dyn Handler>>>,
+    inner: sluice_chain::Chain,
     /// Keyed-state bookkeeping of stateful steps, tied to their instances.
     keyed: Vec<Option<KeyedStep>>,
-    stats: Vec<StepStats>,
     /// The id of the unit in flight (excluded from its own lookback).
     unit_id: String,
-    /// Rows handlers set aside (the reject column), waiting to be written.
-    rejects: Vec<Reject>,
-    /// The steps that set rows aside in the unit in flight.
-    reject_steps: Vec<String>,
     /// A step with lookahead learned that later units continue some keys of the unit in flight.
     continued: bool,
 }
 
-impl<'a> Chain<'a> {
-    fn new(job: &'a Job) -> Self {
-        let n = job.spec.steps.len();
-        Chain {
-            job,
-            handlers: (0..n).map(|_| None).collect(),
-            keyed: (0..n).map(|_| None).collect(),
-            stats: job.spec.steps.iter().map(|s| StepStats { name: s.name.clone(), ..Default::default() }).collect(),
-            unit_id: String::new(),
-            rejects: Vec::new(),
-            reject_steps: Vec::new(),
-            continued: false,
+impl From<sluice_chain::StepError> for UnitError {
+    fn from(e: sluice_chain::StepError) -> Self {
+        UnitError::Step { index: e.index, error: e.error }
+    }
+}
+
+/// Step `i`'s instance, made if needed; a fresh one of a stateful step starts its keyed
+/// bookkeeping over.
+fn ensure(inner: &mut sluice_chain::Chain, keyed: &mut [Option<KeyedStep>], i: usize) -> Result<(), PluginError> {
+    let (h, fresh) = inner.instance(i)?;
+    if !fresh {
+        return Ok(());
+    }
+    let spec = match h.state() {
+        Ok(spec) => spec,
+        Err(e) => {
+            inner.drop_instance(i);
+            return Err(e);
+        }
+    };
+    match (spec, keyed[i].as_mut()) {
+        (Some(_), Some(k)) => k.reset_instance(),
+        (Some(spec), None) => keyed[i] = Some(KeyedStep::new(inner.step(i).name.clone(), spec)),
+        (None, _) => keyed[i] = None,
+    }
+    Ok(())
+}
+
+fn drop_instance(inner: &mut sluice_chain::Chain, keyed: &mut [Option<KeyedStep>], i: usize) {
+    inner.drop_instance(i);
+    if let Some(k) = keyed[i].as_mut() {
+        k.reset_instance();
+    }
+}
+
+/// The chain's call of step `i` in a run: for a tracked stateful step, seed new keys from the
+/// state store first, and at the end of a unit tell a step with lookahead where later units
+/// continue its keys.
+struct StepCall<'c> {
+    job: &'c Job,
+    keyed: &'c mut Vec<Option<KeyedStep>>,
+    unit_id: &'c str,
+    continued: &'c mut bool,
+}
+
+impl StepCall<'_> {
+    fn call(&mut self, c: &mut sluice_chain::Chain, i: usize, call: Call<'_>) -> Result<Vec<RecordBatch>, UnitError> {
+        match call {
+            Call::Process(b) => self.process(c, i, b),
+            Call::BeforeFinish => self.before_finish(c, i).map(|()| Vec::new()),
         }
     }
 
-    fn handler(&mut self, i: usize) -> Result<&mut Box<dyn Handler>, PluginError> {
-        if self.handlers[i].is_none() {
-            let step = &self.job.spec.steps[i];
-            let mut h = self.job.plugins[i].instantiate(&step.config_json, &step.limits)?;
-            match (h.state()?, self.keyed[i].as_mut()) {
-                (Some(_), Some(k)) => k.reset_instance(),
-                (Some(spec), None) => self.keyed[i] = Some(KeyedStep::new(step.name.clone(), spec)),
-                (None, _) => self.keyed[i] = None,
-            }
-            self.handlers[i] = Some(h);
-        }
-        Ok(self.handlers[i].as_mut().expect("just created"))
-    }
-
-    fn drop_instance(&mut self, i: usize) {
-        self.handlers[i] = None;
-        if let Some(k) = self.keyed[i].as_mut() {
-            k.reset_instance();
-        }
-    }
-
-    /// Drop the instances of stateful steps (a new group of keys starts).
-    fn drop_stateful(&mut self) {
-        for i in 0..self.handlers.len() {
-            if self.keyed[i].is_some() {
-                self.drop_instance(i);
-            }
-        }
-    }
-
-    fn begin_unit(&mut self, unit: &SourceUnit) {
-        self.unit_id = unit.id();
-        self.rejects.clear();
-        self.reject_steps.clear();
-        self.continued = false;
-        for i in 0..self.handlers.len() {
-            if self.keyed[i].as_ref().is_some_and(|k| k.unit_scoped()) {
-                self.drop_instance(i);
-            }
-            if let Some(k) = self.keyed[i].as_mut() {
-                k.begin_unit();
-            }
-        }
-    }
-
-    /// Pass `batches` through steps `from..`, returning the chain's output.
-    fn run_from(&mut self, from: usize, mut batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, UnitError> {
-        for i in from..self.handlers.len() {
-            let mut out = Vec::with_capacity(batches.len());
-            for b in &batches {
-                if b.num_rows() == 0 {
-                    continue;
-                }
-                out.extend(self.process(i, b)?);
-            }
-            batches = out;
-        }
-        Ok(batches)
-    }
-
-    /// One batch through step `i`; for a tracked stateful step, seed new keys first.
-    fn process(&mut self, i: usize, b: &RecordBatch) -> Result<Vec<RecordBatch>, UnitError> {
-        self.handler(i).map_err(|error| UnitError::Step { index: i, error })?;
+    fn process(
+        &mut self,
+        c: &mut sluice_chain::Chain,
+        i: usize,
+        b: &RecordBatch,
+    ) -> Result<Vec<RecordBatch>, UnitError> {
+        ensure(c, self.keyed, i).map_err(|error| UnitError::Step { index: i, error })?;
         let tracked = self.keyed[i].as_ref().is_some_and(|k| k.tracked());
         if !tracked {
-            return self.call(i, |h| h.process(b), b.num_rows() as u64);
+            return c
+                .call(i, |h| h.process(b), b.num_rows() as u64)
+                .map_err(|error| UnitError::Step { index: i, error });
         }
         if !self.keyed[i].as_ref().expect("tracked").refreshed {
             // Ask for the spec again now that the instance sees its input schema.
-            let h = self.handlers[i].as_mut().expect("created above");
+            let (h, _) = c.instance(i).map_err(|error| UnitError::Step { index: i, error })?;
             let spec = h.output_schema(&b.schema()).and_then(|_| h.state());
             let spec = spec.map_err(|error| UnitError::Step { index: i, error })?;
             let keyed = self.keyed[i].as_mut().expect("tracked");
@@ -876,7 +858,7 @@ impl<'a> Chain<'a> {
             }
             KeyedError::Sink(e) => UnitError::Sink(e),
         };
-        let groups = match keyed.prepare(b, self.job.sink.state(), &self.unit_id).map_err(data_err)? {
+        let groups = match keyed.prepare(b, self.job.sink.state(), self.unit_id).map_err(data_err)? {
             Prepared::Stale { key } => {
                 tracing::debug!(step = %keyed.name, ?key, "state does not lead up to this unit; redoing it on a fresh instance");
                 return Err(UnitError::Stale { index: i });
@@ -884,12 +866,9 @@ impl<'a> Chain<'a> {
             Prepared::Go { seeds, groups } => {
                 for seed in seeds {
                     // The seed only rebuilds state: its output belongs to committed units.
-                    let started = Instant::now();
-                    let res = self.handlers[i].as_mut().expect("created above").seed(&seed);
-                    self.stats[i].plugin_ns += started.elapsed().as_nanos() as u64;
-                    if let Err(error) = res {
+                    if let Err(error) = c.seed(i, &seed) {
                         if error.poisons_instance() {
-                            self.drop_instance(i);
+                            drop_instance(c, self.keyed, i);
                         }
                         return Err(UnitError::Step { index: i, error });
                     }
@@ -897,139 +876,112 @@ impl<'a> Chain<'a> {
                 groups
             }
         };
-        let out = self.call(i, |h| h.process(b), b.num_rows() as u64)?;
+        let out = c.call(i, |h| h.process(b), b.num_rows() as u64);
+        let out = out.map_err(|error| {
+            if error.poisons_instance()
+                && let Some(k) = self.keyed[i].as_mut()
+            {
+                k.reset_instance();
+            }
+            UnitError::Step { index: i, error }
+        })?;
         if let Some(k) = self.keyed[i].as_mut() {
             k.fed(b, groups).map_err(data_err)?;
         }
         Ok(out)
     }
 
-    fn call(
-        &mut self,
-        i: usize,
-        f: impl FnOnce(&mut Box<dyn Handler>) -> Result<Vec<RecordBatch>, PluginError>,
-        rows_in: u64,
-    ) -> Result<Vec<RecordBatch>, UnitError> {
-        let (started, cpu) = (Instant::now(), crate::summary::thread_cpu_ns());
-        let res = self.handler(i).and_then(f);
-        let st = &mut self.stats[i];
-        st.calls += 1;
-        st.rows_in += rows_in;
-        st.plugin_ns += started.elapsed().as_nanos() as u64;
-        st.plugin_cpu_ns += crate::summary::thread_cpu_ns().saturating_sub(cpu);
-        match res {
-            Ok(out) => {
-                let mut kept = Vec::with_capacity(out.len());
-                for b in out {
-                    match split_rejects(&b, &self.job.spec.steps[i].name) {
-                        Ok((b, rejects)) => {
-                            let name = &self.job.spec.steps[i].name;
-                            if !rejects.is_empty() && !self.reject_steps.contains(name) {
-                                self.reject_steps.push(name.clone());
-                            }
-                            self.rejects.extend(rejects);
-                            kept.push(b);
-                        }
-                        Err(message) => {
-                            let error = PluginError::BadOutput(message);
-                            return Err(UnitError::Step { index: i, error });
-                        }
-                    }
+    /// A step with lookahead learns where later units continue its keys (and fails the unit
+    /// when a committed unit of one of its keys overlaps it).
+    fn before_finish(&mut self, c: &mut sluice_chain::Chain, i: usize) -> Result<(), UnitError> {
+        let continuing = match self.keyed[i].as_mut().filter(|k| k.tracked()) {
+            Some(k) => k.continuing(self.job.sink.state(), self.unit_id).map_err(|e| match e {
+                KeyedError::Data(message) => {
+                    UnitError::Step { index: i, error: PluginError::Data { message, row: None, column: None } }
                 }
-                let st = &mut self.stats[i];
-                st.rows_out += kept.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-                Ok(kept)
-            }
-            Err(error) => {
-                st.errors += 1;
-                if error.poisons_instance() {
-                    self.drop_instance(i);
-                }
-                Err(UnitError::Step { index: i, error })
+                KeyedError::Sink(e) => UnitError::Sink(e),
+            })?,
+            None => None,
+        };
+        if let Some(keys) = continuing {
+            *self.continued |= keys.num_rows() > 0;
+            c.call(i, |h| h.continuing(&keys).map(|()| Vec::new()), 0)
+                .map_err(|error| UnitError::Step { index: i, error })?;
+        }
+        Ok(())
+    }
+}
+
+impl<'a> Chain<'a> {
+    fn new(job: &'a Job) -> Self {
+        let steps = job
+            .spec
+            .steps
+            .iter()
+            .zip(&job.plugins)
+            .map(|(s, p)| sluice_chain::ChainStep {
+                name: s.name.clone(),
+                plugin: p.clone(),
+                config_json: s.config_json.clone(),
+                limits: s.limits,
+            })
+            .collect();
+        Chain {
+            job,
+            inner: sluice_chain::Chain::new(steps),
+            keyed: (0..job.spec.steps.len()).map(|_| None).collect(),
+            unit_id: String::new(),
+            continued: false,
+        }
+    }
+
+    /// Drop the instances of stateful steps (a new group of keys starts).
+    fn drop_stateful(&mut self) {
+        for i in 0..self.keyed.len() {
+            if self.keyed[i].is_some() {
+                drop_instance(&mut self.inner, &mut self.keyed, i);
             }
         }
+    }
+
+    fn begin_unit(&mut self, unit: &SourceUnit) {
+        self.unit_id = unit.id();
+        self.inner.clear_rejects();
+        self.continued = false;
+        for i in 0..self.keyed.len() {
+            if self.keyed[i].as_ref().is_some_and(|k| k.unit_scoped()) {
+                drop_instance(&mut self.inner, &mut self.keyed, i);
+            }
+            if let Some(k) = self.keyed[i].as_mut() {
+                k.begin_unit();
+            }
+        }
+    }
+
+    /// Pass `batches` through steps `from..`, returning the chain's output.
+    fn run_from(&mut self, from: usize, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, UnitError> {
+        let Chain { job, inner, keyed, unit_id, continued } = self;
+        let mut call = StepCall { job, keyed, unit_id, continued };
+        inner.run_from_with(from, batches, &mut |c, i, b| call.call(c, i, b))
     }
 
     /// End of a unit: flush every step in order, feeding its output to the steps after it.
     fn finish(&mut self) -> Result<Vec<RecordBatch>, UnitError> {
-        let mut out = Vec::new();
-        for i in 0..self.handlers.len() {
-            if self.handlers[i].is_none() {
-                continue;
-            }
-            // A step with lookahead learns where later units continue its keys (and fails the unit
-            // when a committed unit of one of its keys overlaps it).
-            let continuing = match self.keyed[i].as_mut().filter(|k| k.tracked()) {
-                Some(k) => k.continuing(self.job.sink.state(), &self.unit_id).map_err(|e| match e {
-                    KeyedError::Data(message) => {
-                        UnitError::Step { index: i, error: PluginError::Data { message, row: None, column: None } }
-                    }
-                    KeyedError::Sink(e) => UnitError::Sink(e),
-                })?,
-                None => None,
-            };
-            if let Some(keys) = continuing {
-                self.continued |= keys.num_rows() > 0;
-                self.call(i, |h| h.continuing(&keys).map(|()| Vec::new()), 0)?;
-            }
-            let flushed = self.call(i, |h| h.finish(), 0)?;
-            out.extend(self.run_from(i + 1, flushed)?);
-        }
-        Ok(out)
+        let Chain { job, inner, keyed, unit_id, continued } = self;
+        let mut call = StepCall { job, keyed, unit_id, continued };
+        inner.finish_with(&mut |c, i, b| call.call(c, i, b))
     }
 
     /// After a failed unit: drop every instance, whose state may hold part of the unit.
     fn reset_after_failure(&mut self) {
-        for i in 0..self.handlers.len() {
-            self.drop_instance(i);
+        for i in 0..self.keyed.len() {
+            drop_instance(&mut self.inner, &mut self.keyed, i);
         }
     }
 
     fn take_stats(&mut self) -> Vec<StepStats> {
-        self.stats
-            .iter_mut()
-            .map(|s| std::mem::replace(s, StepStats { name: s.name.clone(), ..Default::default() }))
-            .collect()
+        self.inner.take_stats()
     }
-}
-
-/// Split off the rows a handler set aside through [`crate::plugin::REJECT_COLUMN`]: the batch
-/// without the column and its flagged rows, and the rejects (each row rendered as text).
-fn split_rejects(batch: &RecordBatch, step: &str) -> Result<(RecordBatch, Vec<Reject>), String> {
-    use arrow_array::Array;
-    let Ok(ci) = batch.schema().index_of(crate::plugin::REJECT_COLUMN) else {
-        return Ok((batch.clone(), Vec::new()));
-    };
-    let reasons = arrow_cast::cast(batch.column(ci), &arrow_schema::DataType::Utf8)
-        .map_err(|e| format!("column `{}`: {e}", crate::plugin::REJECT_COLUMN))?;
-    let reasons = reasons.as_any().downcast_ref::<arrow_array::StringArray>().expect("cast to Utf8");
-    let mut data = batch.clone();
-    data.remove_column(ci);
-    if reasons.null_count() == reasons.len() {
-        return Ok((data, Vec::new()));
-    }
-    let opts = arrow_cast::display::FormatOptions::default().with_null("null");
-    let formatters = data
-        .columns()
-        .iter()
-        .map(|c| arrow_cast::display::ArrayFormatter::try_new(c.as_ref(), &opts))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
-    let schema = data.schema();
-    let mut rejects = Vec::new();
-    for row in (0..reasons.len()).filter(|&r| reasons.is_valid(r)) {
-        let raw = schema
-            .fields()
-            .iter()
-            .zip(&formatters)
-            .map(|(f, v)| format!("{}={}", f.name(), v.value(row)))
-            .collect::<Vec<_>>()
-            .join(", ");
-        rejects.push(Reject { line: 0, raw, reason: reasons.value(row).to_string(), step: step.to_string() });
-    }
-    let keep = arrow_array::BooleanArray::from_iter((0..reasons.len()).map(|r| Some(reasons.is_null(r))));
-    let data = arrow_select::filter::filter_record_batch(&data, &keep).map_err(|e| e.to_string())?;
-    Ok((data, rejects))
 }
 
 fn drain_rejects(
@@ -1038,10 +990,10 @@ fn drain_rejects(
     writer: &mut dyn crate::sink::UnitWriter,
     rows_rejected: &mut u64,
 ) -> Result<(), UnitError> {
-    if chain.rejects.is_empty() {
+    if !chain.inner.has_rejects() {
         return Ok(());
     }
-    let rejects = std::mem::take(&mut chain.rejects);
+    let rejects = chain.inner.take_rejects();
     *rows_rejected += rejects.len() as u64;
     writer.write_rejects(&rejects_batch(unit, &rejects)).map_err(UnitError::Sink)
 }
@@ -1134,7 +1086,7 @@ fn process_unit_inner(
                 .over_max_errors(*rows_rejected, by)
                 .or_else(|| policy.over_max_error_rate(*rows_rejected, rows, by));
             if let Some(message) = over {
-                let steps: Vec<&str> = chain.reject_steps.iter().map(String::as_str).collect();
+                let steps: Vec<&str> = chain.inner.reject_steps().iter().map(String::as_str).collect();
                 let message = format!("{message}; steps that rejected rows: {}", steps.join(", "));
                 return Err(UnitError::Source(SourceError::Format { path: unit.display_name(), message }));
             }

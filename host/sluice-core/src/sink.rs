@@ -92,7 +92,7 @@ pub enum Freshness {
 /// atomically through a [`UnitWriter`]; its [`StateStore`] remembers what was committed (kept
 /// in the sink's own system, so that progress commits in the same atomic step as the data);
 /// publication to readers (a catalog) is a separate, optional
-/// [`Publisher`](crate::catalog::Publisher). The runner and `watch` depend only on these traits.
+/// `Publication` (in `connector`). The runner and `watch` depend only on these traits.
 pub trait Sink: Send + Sync {
     /// Check that the sink can accept batches of this schema (partition columns exist, etc.).
     fn check_schema(&self, schema: &SchemaRef) -> Result<(), SinkError>;

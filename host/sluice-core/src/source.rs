@@ -76,18 +76,7 @@ pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
     meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos() as i64)
 }
 
-/// A row that could not be parsed or cast. It goes to the lake's `_rejects` dataset, committed
-/// with the unit's good rows.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reject {
-    /// 1-based line number in the (decompressed) file or member where the row starts.
-    pub line: u64,
-    /// The row's text (invalid UTF-8 replaced by U+FFFD).
-    pub raw: String,
-    pub reason: String,
-    /// Which stage rejected it: `parse` (structure, encoding) or `cast` (a value of the wrong type).
-    pub step: String,
-}
+pub use sluice_chain::Reject;
 
 /// One item of a unit's stream: good rows, or rows that were set aside.
 #[derive(Debug, Clone)]

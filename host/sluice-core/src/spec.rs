@@ -10,8 +10,6 @@ use std::time::Duration;
 use arrow_schema::DataType;
 use serde::{Serialize, Serializer};
 
-use crate::connector::{SinkConfig, SourceConfig};
-
 impl PipelineSpec {
     /// A hash of what the pipeline does (sources, steps and their configs, sink, settings; not
     /// the file it was read from): a unit that failed under one definition is retried under
@@ -21,6 +19,24 @@ impl PipelineSpec {
             .unwrap_or_default();
         crate::sha256_hex(&[text.as_bytes()])[..16].to_string()
     }
+}
+
+/// A source kind's validated settings (`kind: directory` resolves to a
+/// [`DirSpec`]).
+pub trait SourceConfig: std::fmt::Debug + Send + Sync + 'static {
+    /// The kind's name in the pipeline language.
+    fn kind(&self) -> &'static str;
+    /// The settings as data, for the pipeline's definition hash.
+    fn definition(&self) -> serde_json::Value;
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+/// A sink kind's validated settings (`kind: lake` resolves to a
+/// [`LakeSpec`]).
+pub trait SinkConfig: std::fmt::Debug + Send + Sync + 'static {
+    fn kind(&self) -> &'static str;
+    fn definition(&self) -> serde_json::Value;
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 /// One pipeline: sources, a chain of steps, and a sink.
@@ -362,40 +378,7 @@ pub struct CsvSpec {
     pub null_tokens: Vec<String>,
 }
 
-/// How a step's plugin is found.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-pub enum PluginRef {
-    /// A standard plugin, by name.
-    Named(String),
-    /// A component file.
-    Path(PathBuf),
-}
-
-impl std::fmt::Display for PluginRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PluginRef::Named(n) => f.write_str(n),
-            PluginRef::Path(p) => write!(f, "{}", p.display()),
-        }
-    }
-}
-
-/// Resource limits of one plugin instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Limits {
-    /// Wall-clock deadline of one call.
-    pub timeout: Duration,
-    /// Linear memory cap of one instance.
-    pub memory_bytes: u64,
-    /// Cap on the IPC bytes one call may return.
-    pub output_bytes: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits { timeout: Duration::from_secs(5), memory_bytes: 512 << 20, output_bytes: 256 << 20 }
-    }
-}
+pub use sluice_chain::spec::{Limits, PluginRef};
 
 /// What happens to a source unit when a step fails on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]

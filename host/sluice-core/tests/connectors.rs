@@ -406,7 +406,7 @@ impl SourceKind for RowsKind {
     fn schema(&self) -> serde_json::Value {
         sluice_config::schema_of::<RawRows>()
     }
-    fn resolve(&self, cx: &mut Section<'_, '_>, keys: serde_json::Value) -> Option<Arc<dyn SourceConfig>> {
+    fn resolve(&self, cx: &mut Section<'_>, keys: serde_json::Value) -> Option<Arc<dyn SourceConfig>> {
         let raw: RawRows = cx.deserialize(keys)?;
         let range_rows = raw.range_rows.unwrap_or(RANGE_ROWS);
         if range_rows == 0 {
@@ -450,7 +450,7 @@ impl SinkKind for MemoryKind {
     fn schema(&self) -> serde_json::Value {
         sluice_config::schema_of::<RawMemory>()
     }
-    fn resolve(&self, cx: &mut Section<'_, '_>, keys: serde_json::Value) -> Option<Arc<dyn SinkConfig>> {
+    fn resolve(&self, cx: &mut Section<'_>, keys: serde_json::Value) -> Option<Arc<dyn SinkConfig>> {
         let raw: RawMemory = cx.deserialize(keys)?;
         Some(Arc::new(MemoryConfig { require: raw.require }))
     }

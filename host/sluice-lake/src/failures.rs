@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sluice_core::error::SinkError;
 use sluice_core::source::SourceUnit;
 
-use crate::ledger::LEDGER_DIR;
+use crate::layout::LEDGER_DIR;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct FailureRecord {

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use sluice_core::error::SinkError;
 
-use crate::ledger::LEDGER_DIR;
+use crate::layout::LEDGER_DIR;
 
 /// The directory of stored files, under the lake root.
 pub const FILES_DIR: &str = "files";
@@ -45,7 +45,7 @@ pub fn expose(stored: &Path, visible: &Path) -> Result<(), SinkError> {
     let dir = visible.parent().expect("visible files live in directories");
     std::fs::create_dir_all(dir).map_err(|e| SinkError::io(dir, e))?;
     let name = visible.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.link{}", crate::writer::INPROGRESS));
+    let tmp = dir.join(format!(".{name}.link{}", crate::layout::INPROGRESS));
     let _ = std::fs::remove_file(&tmp);
     std::fs::hard_link(stored, &tmp).map_err(|e| SinkError::io(&tmp, e))?;
     std::fs::rename(&tmp, visible).map_err(|e| SinkError::io(visible, e))

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use arrow_array::RecordBatch;
 use sluice_core::error::SinkError;
 
-use crate::ledger::LEDGER_DIR;
+use crate::layout::LEDGER_DIR;
 
 /// The directory of a dataset's tails.
 pub(crate) fn tails_dir(root: &Path, dataset: &str) -> PathBuf {

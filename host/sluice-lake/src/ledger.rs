@@ -30,8 +30,7 @@ use sluice_core::source::SourceUnit;
 
 use crate::schema::Column;
 
-/// The lake's bookkeeping directory, which no dataset glob reaches.
-pub const LEDGER_DIR: &str = "_sluice";
+pub use crate::layout::LEDGER_DIR;
 
 const LEDGER_FILE: &str = "ledger.jsonl";
 /// Where a compaction writes the new ledger before renaming it into place.
@@ -443,7 +442,7 @@ impl Ledger {
         let listed: HashSet<&String> =
             self.records.values().flat_map(|r| r.files.iter()).filter(|f| self.live.contains_key(*f)).collect();
         let snapshot = Snapshot {
-            compacted_at_ms: crate::writer::now_ms(),
+            compacted_at_ms: crate::layout::now_ms(),
             records_before: self.lines,
             schemas: self.schemas.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             live: self

@@ -12,6 +12,7 @@ mod dictionary;
 mod failures;
 mod files;
 mod keyed;
+mod layout;
 mod ledger;
 mod merge;
 mod partition;

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use sluice_core::error::SinkError;
 
+use crate::layout::REJECTS_DIR;
 use crate::ledger::{LEDGER_DIR, Ledger, RetainedFile};
 use crate::schema::Column;
-use crate::writer::REJECTS_DIR;
 
 /// One dataset as the ledger describes it.
 #[derive(Debug, Clone, Default)]

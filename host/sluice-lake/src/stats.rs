@@ -192,7 +192,7 @@ impl StatsCache {
             "time_max": self.time.map(|t| t.1),
             "null_rate": null_rate,
         });
-        let dir = root.join(crate::ledger::LEDGER_DIR).join("stats");
+        let dir = root.join(crate::layout::LEDGER_DIR).join("stats");
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let path = dir.join(format!("{dataset}.json"));
         let tmp = dir.join(format!(".{dataset}.json.tmp"));

@@ -24,9 +24,8 @@ use crate::ledger::{LEDGER_DIR, Ledger, LedgerRecord, StateRecord};
 use crate::partition::Partitioner;
 use crate::schema::{Column, Plan};
 
-pub(crate) const INPROGRESS: &str = ".inprogress";
-/// The dead-letter dataset of rejected rows: `<lake>/_rejects/dataset=<d>/source=<s>/part-*.parquet`.
-pub const REJECTS_DIR: &str = "_rejects";
+pub use crate::layout::REJECTS_DIR;
+pub(crate) use crate::layout::{INPROGRESS, now_ms};
 
 /// A Parquet lake opened for writing by this process.
 pub struct Lake {
@@ -52,10 +51,6 @@ struct LakeInner {
     names: Mutex<()>,
     /// The pipeline definition failures are counted under (see [`Lake::set_definition`]).
     definition: Mutex<Option<String>>,
-}
-
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn fsync_dir(dir: &Path) -> Result<(), SinkError> {

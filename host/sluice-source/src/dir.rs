@@ -11,6 +11,7 @@ use sluice_core::spec::{DirSpec, FileOrder, FormatSpec, ReadyPolicy, RejectPolic
 
 use crate::fields::FieldValues;
 use crate::input;
+use crate::input::file_path;
 
 pub struct DirSource {
     spec: SourceSpec,
@@ -135,11 +136,6 @@ impl DirSource {
             content_hash: None,
         })
     }
-}
-
-/// The file a directory source's unit reads: its location is the file's path.
-pub(crate) fn file_path(unit: &SourceUnit) -> &Path {
-    Path::new(&unit.location)
 }
 
 /// Append the file-name field columns to a format schema.

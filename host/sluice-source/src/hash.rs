@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use sluice_core::error::SourceError;
 use twox_hash::XxHash3_128;
 
-use crate::input::io_err;
+use crate::io_err;
 
 fn digest(h: &XxHash3_128) -> String {
     format!("xxh3:{:032x}", h.finish_128())

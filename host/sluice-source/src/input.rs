@@ -21,8 +21,11 @@ use crate::hash::HashedFile;
 /// A unit's decompressed bytes.
 pub(crate) type Input = Box<dyn Read + Send>;
 
-pub(crate) fn io_err(path: &Path, e: std::io::Error) -> SourceError {
-    SourceError::Io { path: path.display().to_string(), source: e }
+pub(crate) use crate::io_err;
+
+/// The file a directory source's unit reads: its location is the file's path.
+pub(crate) fn file_path(unit: &SourceUnit) -> &Path {
+    Path::new(&unit.location)
 }
 
 fn format_err(unit: &str, message: impl Into<String>) -> SourceError {
@@ -102,7 +105,7 @@ pub(crate) fn open(
     compression: SourceCompression,
     limits: &SourceLimits,
 ) -> Result<(Input, Option<HashedFile>), SourceError> {
-    let path = crate::dir::file_path(unit);
+    let path = file_path(unit);
     let shown = unit.display_name();
     let kind = container(path, compression);
     if kind == SourceCompression::Zip {
@@ -125,7 +128,7 @@ pub(crate) fn open(
 }
 
 fn open_member(unit: &SourceUnit, limits: &SourceLimits) -> Result<Input, SourceError> {
-    let path = crate::dir::file_path(unit);
+    let path = file_path(unit);
     // A unit without a member stands for an archive whose listing failed: report why, again.
     let Some(name) = &unit.member else {
         list_members(path, &GlobSet::empty(), limits)?;

@@ -20,4 +20,9 @@ mod table;
 
 pub use connector::DirectoryConnector;
 pub use dir::DirSource;
+
+/// An I/O error reading `path`, naming it.
+pub(crate) fn io_err(path: &std::path::Path, e: std::io::Error) -> sluice_core::error::SourceError {
+    sluice_core::error::SourceError::Io { path: path.display().to_string(), source: e }
+}
 pub use table::{check_table_file, read_table, read_tables};

@@ -35,7 +35,7 @@ pub(crate) fn open(
     let shown = unit.display_name();
     let file = if plain {
         drop(bytes);
-        File::open(crate::dir::file_path(unit)).map_err(|e| io_err(crate::dir::file_path(unit), e))?
+        File::open(crate::input::file_path(unit)).map_err(|e| io_err(crate::input::file_path(unit), e))?
     } else {
         spill(bytes)
             .map_err(|e| SourceError::Format { path: shown.clone(), message: format!("cannot decompress: {e}") })?

@@ -17,7 +17,7 @@ use crate::bindings::exports::sluice::plugin::handler::GuestInstance;
 use crate::bindings::sluice::plugin::types::Error as WitError;
 use crate::host::HostState;
 use crate::ipc;
-use crate::runtime::{TICK, WasmPlugin};
+use crate::plugin::{TICK, WasmPlugin};
 
 thread_local! {
     /// The last single-batch output a guest returned on this thread, with the IPC stream it was
@@ -60,8 +60,8 @@ fn from_wit(e: WitError) -> PluginError {
 }
 
 fn new_store(plugin: &WasmPlugin, limits: &Limits) -> Result<(Store<HostState>, HandlerPlugin), PluginError> {
-    let state = HostState::new(&plugin.info.name, limits.memory_bytes, plugin.inner.counters.clone());
-    let mut store = Store::new(&plugin.inner.engine, state);
+    let state = HostState::new(&plugin.info.name, limits.memory_bytes, plugin.counters.clone());
+    let mut store = Store::new(&plugin.engine, state);
     store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(deadline_ticks(limits));
     let bindings = plugin.pre.instantiate(&mut store).map_err(|e| classify(&store, limits, e))?;
@@ -239,5 +239,22 @@ impl Drop for WasmHandler {
             self.store.set_epoch_deadline(deadline_ticks(&self.limits));
             let _ = r.resource_drop(&mut self.store);
         }
+    }
+}
+
+impl sluice_core::plugin::Plugin for WasmPlugin {
+    fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    fn instantiate_with_tables(
+        &self,
+        config_json: &str,
+        tables: &[Arc<LookupTable>],
+        limits: &Limits,
+    ) -> Result<Box<dyn Handler>, PluginError> {
+        // A handler that declares the columns it reads is sent only those, and its patches are
+        // merged back by the chain.
+        sluice_core::projection::wrap(Box::new(WasmHandler::create(self, config_json, tables, limits)?))
     }
 }

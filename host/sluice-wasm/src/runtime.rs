@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use sluice_core::error::PluginError;
 use sluice_core::plugin::{Plugin, PluginInfo, PluginRuntime};
@@ -17,9 +16,7 @@ use crate::bindings::HandlerPluginPre;
 use crate::cache::CompileCache;
 use crate::handler::WasmHandler;
 use crate::host::{Counters, HostState};
-
-/// How often the epoch advances; deadlines are measured in these ticks.
-pub(crate) const TICK: Duration = Duration::from_millis(10);
+use crate::plugin::{TICK, WasmPlugin};
 
 /// Where plugins come from and where compiled code is cached.
 #[derive(Default, Clone)]
@@ -169,7 +166,9 @@ impl WasmRuntime {
         })?;
         let pre = HandlerPluginPre::new(pre).map_err(load_err)?;
         let mut plugin = WasmPlugin {
-            inner: self.inner.clone(),
+            engine: self.inner.engine.clone(),
+            counters: self.inner.counters.clone(),
+            _runtime: self.inner.clone(),
             pre,
             info: PluginInfo {
                 name: name.to_string(),
@@ -257,30 +256,6 @@ impl PluginRuntime for WasmRuntime {
         names.sort();
         names.dedup();
         names
-    }
-}
-
-/// A compiled, linked plugin.
-pub struct WasmPlugin {
-    pub(crate) inner: Arc<Inner>,
-    pub(crate) pre: HandlerPluginPre<HostState>,
-    pub(crate) info: PluginInfo,
-}
-
-impl Plugin for WasmPlugin {
-    fn info(&self) -> &PluginInfo {
-        &self.info
-    }
-
-    fn instantiate_with_tables(
-        &self,
-        config_json: &str,
-        tables: &[Arc<sluice_core::plugin::LookupTable>],
-        limits: &Limits,
-    ) -> Result<Box<dyn sluice_core::plugin::Handler>, PluginError> {
-        // A handler that declares the columns it reads is sent only those, and its patches are
-        // merged back by the core.
-        sluice_core::projection::wrap(Box::new(WasmHandler::create(self, config_json, tables, limits)?))
     }
 }
 
