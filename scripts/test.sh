@@ -2,7 +2,8 @@
 # The whole test suite, as CI runs it:
 #   1. the committed plugin components are not stale relative to their sources;
 #   2. every plugin is rebuilt from source into a scratch directory;
-#   3. formatting and clippy (-D warnings) for the host and the plugin workspaces;
+#   3. formatting, the crate boundaries and clippy (-D warnings) for the host and the plugin
+#      workspaces;
 #   4. all host tests, run against the freshly rebuilt plugins (with Python venvs for the lake's
 #      pyarrow/DuckDB reader check);
 #   5. the plugins' native unit tests;
@@ -27,6 +28,9 @@ cargo xtask plugins build --out "$rebuilt"
 step "cargo fmt --check"
 cargo fmt --all --check
 (cd plugins && cargo fmt --all --check)
+
+step "crate boundaries (ARCHITECTURE.md)"
+bash scripts/boundaries.sh
 
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings

@@ -73,13 +73,13 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs ({cpu}), {mem / 1024 / 1024:.0f} GiB RAM, Linux {os.uname().release}"
 
 
-def run_sluice(a, data: pathlib.Path, workers: int, pin: str | None = None) -> dict:
-    lake = a.work / "out-sluice"
+def run_sluice(a, data: pathlib.Path, workers: int, pin: str | None = None, binary: str | None = None) -> dict:
+    lake = a.work / ("out-baseline" if binary else "out-sluice")
     shutil.rmtree(lake, ignore_errors=True)
     summary = a.work / "summary.json"
     pipeline = HERE / ("klines-zip.yaml" if a.zip else "klines.yaml")
     env = dict(os.environ, DATA_DIR=str(data), LAKE_DIR=str(lake))
-    cmd = [a.bin, "run", str(pipeline), "--workers", str(workers), "--summary-json", str(summary), "-q"]
+    cmd = [binary or a.bin, "run", str(pipeline), "--workers", str(workers), "--summary-json", str(summary), "-q"]
     if pin is not None:
         cmd = ["taskset", "-c", pin] + cmd
     if a.no_catalog:
@@ -156,6 +156,9 @@ def main() -> int:
     ap.add_argument("--rss-days", default="", help="extra sizes (days, comma-separated) for peak RSS vs input")
     ap.add_argument("--no-peer", action="store_true", help="Sluice only (profiling, quick checks)")
     ap.add_argument("--no-catalog", action="store_true", help="sluice run --no-catalog")
+    ap.add_argument("--baseline", default=None,
+                    help="another sluice binary (e.g. built from the commit before a change), run alternately "
+                         "with --bin and DuckDB in the same session: a before/after comparison")
     a = ap.parse_args()
     a.work = a.work.resolve()
     a.work.mkdir(parents=True, exist_ok=True)
@@ -163,13 +166,19 @@ def main() -> int:
     data = ensure_data(a, a.days)
     manifest = json.loads((data / "manifest.json").read_text())
     log(f"data: {manifest['files']} files, {manifest['csv_bytes'] / 1e9:.2f} GB of CSV, {manifest['rows']:,} rows")
-    results = {"manifest": manifest, "args": {k: str(v) for k, v in vars(a).items()}, "sluice": [], "duckdb": []}
+    results = {"manifest": manifest, "args": {k: str(v) for k, v in vars(a).items()}, "sluice": [], "duckdb": [],
+               "baseline": []}
     for i in range(a.runs):
         order = ["sluice", "duckdb"] if i % 2 == 0 else ["duckdb", "sluice"]
+        if a.baseline:
+            order = order + ["baseline"] if i % 2 == 0 else ["baseline"] + order
         for side in order:
             if side == "duckdb" and a.no_peer:
                 continue
-            r = run_sluice(a, data, a.threads) if side == "sluice" else run_duckdb(a, data)
+            if side == "duckdb":
+                r = run_duckdb(a, data)
+            else:
+                r = run_sluice(a, data, a.threads, binary=a.baseline if side == "baseline" else None)
             results[side].append(r)
             log(f"run {i + 1} {side}: wall {r['wall_s']:.2f} s, cpu {r['cpu_s']:.2f} s, rss {r['rss_mib']:.0f} MiB")
     s_runs, d_runs = results["sluice"], results["duckdb"]
@@ -180,9 +189,16 @@ def main() -> int:
     print(f"Machine: {machine()}. Last column: 1-minute load average after the run (the machine is shared; "
           f"above {a.threads} other work competed for the cores).\n")
     rows = [("side", "run", "wall s", "CPU s", "peak RSS MiB", "Parquet MB", "load")] + side_rows("Sluice", s_runs)
+    if results["baseline"]:
+        rows += side_rows("Sluice (baseline)", results["baseline"])
     if d_runs:
         rows += side_rows("DuckDB", d_runs)
     print(table(rows))
+    if results["baseline"]:
+        b_runs = results["baseline"]
+        results["ratio_baseline_wall"] = med(s_runs, "wall_s") / med(b_runs, "wall_s")
+        print(f"\nSluice / baseline, medians: wall {results['ratio_baseline_wall']:.2f}x, "
+              f"CPU {med(s_runs, 'cpu_s') / med(b_runs, 'cpu_s'):.2f}x")
     if d_runs:
         ratio = med(s_runs, "wall_s") / med(d_runs, "wall_s")
         cpu_ratio = med(s_runs, "cpu_s") / med(d_runs, "cpu_s")
