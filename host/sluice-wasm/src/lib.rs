@@ -12,6 +12,7 @@ mod handler;
 #[cfg(feature = "runtime")]
 mod host;
 mod ipc;
+#[cfg(feature = "runtime")]
 mod plugin;
 #[cfg(feature = "runtime")]
 mod runtime;
