@@ -73,11 +73,22 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs ({cpu}), {mem / 1024 / 1024:.0f} GiB RAM, Linux {os.uname().release}"
 
 
-def run_sluice(a, data: pathlib.Path, workers: int, pin: str | None = None, binary: str | None = None) -> dict:
+def pipeline_for(a, sync: str | None) -> pathlib.Path:
+    """The bench pipeline, with the lake's `sync` mode set when asked (a copy in the work dir)."""
+    base = HERE / ("klines-zip.yaml" if a.zip else "klines.yaml")
+    if not sync:
+        return base
+    copy = a.work / f"{base.stem}-sync-{sync}.yaml"
+    copy.write_text(base.read_text().rstrip("\n") + f"\n  sync: {sync}\n")
+    return copy
+
+
+def run_sluice(a, data: pathlib.Path, workers: int, pin: str | None = None, binary: str | None = None,
+               sync: str | None = None) -> dict:
     lake = a.work / ("out-baseline" if binary else "out-sluice")
     shutil.rmtree(lake, ignore_errors=True)
     summary = a.work / "summary.json"
-    pipeline = HERE / ("klines-zip.yaml" if a.zip else "klines.yaml")
+    pipeline = pipeline_for(a, sync)
     env = dict(os.environ, DATA_DIR=str(data), LAKE_DIR=str(lake))
     cmd = [binary or a.bin, "run", str(pipeline), "--workers", str(workers), "--summary-json", str(summary), "-q"]
     if pin is not None:
@@ -94,6 +105,9 @@ def run_sluice(a, data: pathlib.Path, workers: int, pin: str | None = None, bina
     r["rows_written"] = s["rows_written"]
     r["rows_rejected"] = s["rows_rejected"]
     r["files_failed"] = s["files_failed"]
+    units = max(s.get("files_committed", 0), 1)
+    r["syncs_per_unit"] = s.get("sink_syncs", 0) / units
+    r["files_per_unit"] = s.get("sink_files", 0) / units
     r["out"] = str(lake / "klines")
     r["out_mb"] = du_mb(r["out"])
     r["load"] = os.getloadavg()[0]
@@ -156,6 +170,9 @@ def main() -> int:
     ap.add_argument("--rss-days", default="", help="extra sizes (days, comma-separated) for peak RSS vs input")
     ap.add_argument("--no-peer", action="store_true", help="Sluice only (profiling, quick checks)")
     ap.add_argument("--no-catalog", action="store_true", help="sluice run --no-catalog")
+    ap.add_argument("--sync", default=None, choices=["files", "filesystem"], help="the lake's sync mode for --bin")
+    ap.add_argument("--baseline-sync", default=None, choices=["files", "filesystem"],
+                    help="the lake's sync mode for --baseline")
     ap.add_argument("--baseline", default=None,
                     help="another sluice binary (e.g. built from the commit before a change), run alternately "
                          "with --bin and DuckDB in the same session: a before/after comparison")
@@ -178,7 +195,9 @@ def main() -> int:
             if side == "duckdb":
                 r = run_duckdb(a, data)
             else:
-                r = run_sluice(a, data, a.threads, binary=a.baseline if side == "baseline" else None)
+                base = side == "baseline"
+                r = run_sluice(a, data, a.threads, binary=a.baseline if base else None,
+                               sync=a.baseline_sync if base else a.sync)
             results[side].append(r)
             log(f"run {i + 1} {side}: wall {r['wall_s']:.2f} s, cpu {r['cpu_s']:.2f} s, rss {r['rss_mib']:.0f} MiB")
     s_runs, d_runs = results["sluice"], results["duckdb"]
@@ -199,6 +218,11 @@ def main() -> int:
         results["ratio_baseline_wall"] = med(s_runs, "wall_s") / med(b_runs, "wall_s")
         print(f"\nSluice / baseline, medians: wall {results['ratio_baseline_wall']:.2f}x, "
               f"CPU {med(s_runs, 'cpu_s') / med(b_runs, 'cpu_s'):.2f}x")
+        for label, runs in (("Sluice", s_runs), ("baseline", b_runs)):
+            last = runs[-1]
+            if "syncs_per_unit" in last:
+                print(f"{label}: {last['syncs_per_unit']:.1f} syncs and {last['files_per_unit']:.1f} files per "
+                      f"committed unit")
     if d_runs:
         ratio = med(s_runs, "wall_s") / med(d_runs, "wall_s")
         cpu_ratio = med(s_runs, "cpu_s") / med(d_runs, "cpu_s")

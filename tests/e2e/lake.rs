@@ -708,3 +708,31 @@ fn the_hive_layout_is_repaired_and_older_lakes_are_moved_on_open() {
     assert_eq!(run(&["lake", "verify", "--lake", lake.to_str().unwrap()]).status.code(), Some(0));
     assert_eq!(sum(&lake), 60);
 }
+
+#[test]
+fn a_filesystem_sync_commits_the_same_lake_with_two_syncs_per_unit() {
+    let mut seen = Vec::new();
+    for (mode, per_unit) in [("files", 4), ("filesystem", 2)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        for f in 0..3 {
+            // One partition (`k`) per file.
+            write(&root.join(format!("in/f{f}.csv")), &format!("k,v\nk{f},{f}\nk{f},{}\n", f + 10));
+        }
+        let p = pipeline(root, "k", &format!("  sync: {mode}"));
+        let s = root.join("s.json");
+        let out = run(&["run", "-q", p.to_str().unwrap(), "--summary-json", s.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let s = summary(&s);
+        // Per unit: `files` fsyncs its data file, the file's directory, the hive directory it is
+        // linked into and the ledger; `filesystem` makes one syncfs and the ledger's.
+        assert_eq!(s["files_committed"], 3);
+        assert_eq!(s["sink_files"], 3);
+        assert_eq!(s["sink_syncs"], 3 * per_unit, "{mode}: {s}");
+        let lake = root.join("lake");
+        assert_consistent(&lake);
+        seen.push(query(&lake, "SELECT k, v FROM t ORDER BY k"));
+    }
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!(seen[0].len(), 6);
+}

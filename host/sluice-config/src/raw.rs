@@ -333,6 +333,28 @@ pub struct RawSink {
     pub retain_replaced: Option<String>,
     /// When a committed source file is deleted: `keep` (default) its rows, or `delete` them.
     pub on_source_deleted: Option<RawOnSourceDeleted>,
+    /// How a commit makes its files durable before the ledger records it: `files` (default:
+    /// fsync each file and directory) or `filesystem` (one `syncfs` for all of them).
+    pub sync: Option<RawSyncMode>,
+}
+
+/// How a commit makes its files durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RawSyncMode {
+    /// fsync each file and each directory.
+    Files,
+    /// One syncfs of the lake's filesystem (Linux).
+    Filesystem,
+}
+
+impl From<RawSyncMode> for sluice_core::spec::SyncMode {
+    fn from(v: RawSyncMode) -> Self {
+        match v {
+            RawSyncMode::Files => sluice_core::spec::SyncMode::Files,
+            RawSyncMode::Filesystem => sluice_core::spec::SyncMode::Filesystem,
+        }
+    }
 }
 
 /// What a run does with the rows of a committed source file that was deleted.

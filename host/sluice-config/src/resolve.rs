@@ -957,6 +957,7 @@ impl Resolver<'_> {
             time_column: raw.time_column.clone(),
             retain_replaced,
             on_source_deleted: raw.on_source_deleted.map(Into::into).unwrap_or_default(),
+            sync: raw.sync.map(Into::into).unwrap_or_default(),
         }
     }
 }

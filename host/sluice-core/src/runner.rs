@@ -502,6 +502,9 @@ fn absorb(job: &Job, summary: &mut RunSummary, res: UnitResult, progress: &dyn P
     }
     let file = res.unit.display_name();
     if let Ok(report) = &res.outcome {
+        // What every commit cost, re-runs included.
+        summary.sink_files += report.files.len() as u64 + report.other_files;
+        summary.sink_syncs += report.syncs;
         summary.units.push(crate::summary::UnitCounts {
             file: file.clone(),
             rows_in: res.rows_in,

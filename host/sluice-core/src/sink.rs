@@ -18,6 +18,11 @@ pub struct CommitReport {
     pub files: Vec<PathBuf>,
     pub rows: u64,
     pub bytes: u64,
+    /// Files written besides `files` (keyed-state tails, rejects kept apart), for the summary's
+    /// count of files per unit.
+    pub other_files: u64,
+    /// Durability syncs the commit made (fsync, fdatasync, syncfs).
+    pub syncs: u64,
 }
 
 /// A failed unit, kept for the operator.

@@ -503,6 +503,23 @@ pub struct LakeSpec {
     pub retain_replaced: Duration,
     /// What a run does with the outputs of committed files that no longer exist.
     pub on_source_deleted: OnSourceDeleted,
+    /// How a commit makes the unit's files durable before its ledger record.
+    pub sync: SyncMode,
+}
+
+/// How a lake makes a unit's files durable before its ledger record says they are committed.
+/// Both are durable; they differ in how many syncs a commit costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// fsync each file, then each directory a rename changed, then the ledger; and the hive
+    /// directories after linking.
+    #[default]
+    Files,
+    /// One `syncfs` of the lake's filesystem (every file, rename and directory entry the commit
+    /// made), then the ledger. Hive links are not synced: they are derived from the ledger and
+    /// repaired on open. Linux; elsewhere the same as `files`.
+    Filesystem,
 }
 
 impl SinkConfig for LakeSpec {

@@ -64,6 +64,11 @@ pub struct RunSummary {
     pub bytes_in: u64,
     /// Bytes of output committed.
     pub bytes_written: u64,
+    /// Files the sink wrote for committed units (data, rejects and state).
+    pub sink_files: u64,
+    /// Durability syncs (fsync, fdatasync, syncfs) the sink made for committed units: the cost
+    /// per unit of atomic, durable commits.
+    pub sink_syncs: u64,
     pub steps: Vec<StepStats>,
     pub duration_ms: u64,
     pub rows_per_sec: f64,

@@ -138,6 +138,7 @@ fn job(units: Vec<&'static str>, on_error: OnError, sink: Arc<FakeSink>) -> Arc<
                 time_column: None,
                 retain_replaced: sluice_core::spec::DEFAULT_RETAIN_REPLACED,
                 on_source_deleted: Default::default(),
+                sync: Default::default(),
             }),
             on_error,
         },

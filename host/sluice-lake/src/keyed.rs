@@ -29,6 +29,7 @@ pub(crate) fn stage(
     unit_id: &str,
     step: &str,
     tails: &RecordBatch,
+    sync: bool,
 ) -> Result<StagedTails, SinkError> {
     let mut bytes = Vec::new();
     {
@@ -44,7 +45,10 @@ pub(crate) fn stage(
     let final_path = dir.join(&name);
     let tmp = dir.join(format!(".{name}.inprogress"));
     let mut f = File::create(&tmp).map_err(|e| SinkError::io(&tmp, e))?;
-    f.write_all(&bytes).and_then(|_| f.sync_all()).map_err(|e| SinkError::io(&tmp, e))?;
+    f.write_all(&bytes).map_err(|e| SinkError::io(&tmp, e))?;
+    if sync {
+        f.sync_all().map_err(|e| SinkError::io(&tmp, e))?;
+    }
     Ok(StagedTails { tmp, final_path })
 }
 

@@ -17,7 +17,7 @@ use sluice_core::sink::{
     CommitReport, DeadLetter, Freshness, KeyRange, KeyValues, KeyedUnit, Sink, StateStore, UnitState, UnitWriter,
 };
 use sluice_core::source::{Source, SourceUnit};
-use sluice_core::spec::{Compression, LakeSpec, OnSourceDeleted, WriteMode};
+use sluice_core::spec::{Compression, LakeSpec, OnSourceDeleted, SyncMode, WriteMode};
 
 use crate::failures::Failures;
 use crate::ledger::{LEDGER_DIR, Ledger, LedgerRecord, StateRecord};
@@ -34,6 +34,9 @@ pub struct Lake {
 
 struct LakeInner {
     root: PathBuf,
+    /// The root, open, for `syncfs` in `sync: filesystem` mode.
+    root_dir: File,
+    sync: SyncMode,
     spec: LakeSpec,
     props: WriterProperties,
     ledger: Mutex<Ledger>,
@@ -55,6 +58,23 @@ struct LakeInner {
 
 fn fsync_dir(dir: &Path) -> Result<(), SinkError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| SinkError::io(dir, e))
+}
+
+/// Everything written to the filesystem holding `dir` made durable: file data, renames and
+/// directory entries alike (`syncfs`; reports writeback errors since Linux 5.8).
+#[cfg(target_os = "linux")]
+fn sync_filesystem(dir: &File, path: &Path) -> Result<(), SinkError> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: syncfs takes an open file descriptor, which `dir` holds for the call.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+        return Err(SinkError::io(path, std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// The sync mode this platform can keep: `filesystem` needs Linux's `syncfs`.
+fn effective(mode: SyncMode) -> SyncMode {
+    if cfg!(target_os = "linux") { mode } else { SyncMode::Files }
 }
 
 impl Lake {
@@ -83,6 +103,8 @@ impl Lake {
             .build();
         let lake = Lake {
             inner: Arc::new(LakeInner {
+                root_dir: File::open(&root).map_err(|e| SinkError::io(&root, e))?,
+                sync: effective(spec.sync),
                 root,
                 spec: spec.clone(),
                 props,
@@ -711,14 +733,18 @@ impl UnitWriter for LakeUnitWriter {
             p.strip_prefix(&stored_root).expect("under the stored root").to_string_lossy().replace('\\', "/")
         };
 
-        // Close and fsync every file under its in-progress name.
+        // Close (and in `sync: files` mode fsync) every file under its in-progress name.
+        let mut syncs = 0u64;
         let mut staged: Vec<Staged> = Vec::new();
         for (is_data, mut f) in open.into_values().map(|f| (true, f)).chain(rejects.map(|f| (false, f))) {
             let enc = |e: parquet::errors::ParquetError| SinkError::Encode(format!("{}: {e}", f.tmp.display()));
             f.writer.flush().map_err(enc)?;
             let rows: i64 = f.writer.flushed_row_groups().iter().map(|g| g.num_rows()).sum();
             let file = f.writer.into_inner().map_err(|e| SinkError::Encode(format!("{}: {e}", f.tmp.display())))?;
-            file.sync_all().map_err(|e| SinkError::io(&f.tmp, e))?;
+            if lake.sync == SyncMode::Files {
+                file.sync_all().map_err(|e| SinkError::io(&f.tmp, e))?;
+                syncs += 1;
+            }
             staged.push(Staged { tmp: f.tmp, final_path: f.final_path, rows: rows as u64, is_data });
         }
 
@@ -729,7 +755,9 @@ impl UnitWriter for LakeUnitWriter {
         for st in states {
             let tails = match &st.tails {
                 Some(t) if t.num_rows() > 0 => {
-                    let s = crate::keyed::stage(&lake.root, &dataset, &unit_id, &st.step, t)?;
+                    let per_file = lake.sync == SyncMode::Files;
+                    let s = crate::keyed::stage(&lake.root, &dataset, &unit_id, &st.step, t, per_file)?;
+                    syncs += u64::from(per_file);
                     let name = rel(&s.final_path);
                     staged_tails.push(s);
                     Some(name)
@@ -814,9 +842,23 @@ impl UnitWriter for LakeUnitWriter {
             std::fs::rename(&t.tmp, &t.final_path).map_err(|e| SinkError::io(&t.final_path, e))?;
             dirs.insert(t.final_path.parent().expect("files live in directories").to_path_buf());
         }
-        for d in &dirs {
-            fsync_dir(d)?;
+        // Durable before the ledger says so: each directory, or the whole filesystem at once.
+        match lake.sync {
+            SyncMode::Files => {
+                for d in &dirs {
+                    fsync_dir(d)?;
+                    syncs += 1;
+                }
+            }
+            #[cfg(target_os = "linux")]
+            SyncMode::Filesystem => {
+                sync_filesystem(&lake.root_dir, &lake.root)?;
+                syncs += 1;
+            }
+            #[cfg(not(target_os = "linux"))]
+            SyncMode::Filesystem => unreachable!("effective() keeps `files` off Linux"),
         }
+        report.other_files = staged_tails.len() as u64;
         let files: Vec<String> = report.files.iter().map(|p| rel_data(p)).collect();
         removed.retain(|f| !files.contains(f));
         removed.sort();
@@ -877,7 +919,9 @@ impl UnitWriter for LakeUnitWriter {
             let _ = std::fs::remove_file(lake.root.join(old));
         }
         // The hive layout follows: replaced files leave it, then the new files join it.
-        lake.show(&files, &removed);
+        syncs += lake.show(&files, &removed);
+        // The ledger append's fdatasync.
+        report.syncs = syncs + 1;
         report.files = files.iter().map(|f| crate::files::visible(&lake.root, f)).collect();
         lake.after_commit(&files, &removed);
         Ok(report)
@@ -932,7 +976,9 @@ fn upsert_into(lake: &LakeInner, s: &mut Staged, old: &[String]) -> Result<u64, 
         ArrowWriter::try_new(file, merged.schema(), Some(props)).map_err(|e| enc(format!("{}: {e}", tmp.display())))?;
     w.write(&merged).map_err(|e| enc(format!("{}: {e}", tmp.display())))?;
     let file = w.into_inner().map_err(|e| enc(format!("{}: {e}", tmp.display())))?;
-    file.sync_all().map_err(|e| SinkError::io(&tmp, e))?;
+    if lake.sync == SyncMode::Files {
+        file.sync_all().map_err(|e| SinkError::io(&tmp, e))?;
+    }
     std::fs::rename(&tmp, &s.tmp).map_err(|e| SinkError::io(&s.tmp, e))?;
     Ok(merged.num_rows() as u64)
 }
@@ -942,7 +988,7 @@ impl LakeInner {
     /// files from the hive layout, then link the new ones in (so a glob read never sees both
     /// versions of a unit). The ledger is already the truth, so a failure here is logged and
     /// repaired by the next open.
-    fn show(&self, added: &[String], removed: &[String]) {
+    fn show(&self, added: &[String], removed: &[String]) -> u64 {
         let mut dirs = HashSet::new();
         for f in removed.iter().filter(|f| !added.contains(f)) {
             let visible = crate::files::visible(&self.root, f);
@@ -961,11 +1007,18 @@ impl LakeInner {
             }
             dirs.extend(visible.parent().map(Path::to_path_buf));
         }
+        // Links are derived from the ledger and repaired on open: `sync: filesystem` leaves
+        // their directories to the next sync.
+        if self.sync != SyncMode::Files {
+            return 0;
+        }
+        let n = dirs.len() as u64;
         for d in dirs {
             if let Err(e) = fsync_dir(&d) {
                 tracing::warn!("{e}");
             }
         }
+        n
     }
 
     fn retention_ms(&self) -> u64 {
