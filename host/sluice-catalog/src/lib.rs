@@ -128,7 +128,9 @@ impl Catalog for DuckCatalog {
 }
 
 /// Publishes the catalog in the background while a run commits, at most once per interval and
-/// only when something changed, so catalog readers follow the ingest. `stop` joins the thread.
+/// only when something changed, so catalog readers follow the ingest. A publish that takes long
+/// (a catalog over thousands of files) stretches the wait after it to nine times its duration,
+/// so that publishing takes at most a tenth of a core from the run. `stop` joins the thread.
 pub struct BackgroundPublisher {
     stop: Arc<(Mutex<bool>, Condvar)>,
     handle: Option<JoinHandle<()>>,
@@ -146,17 +148,20 @@ impl BackgroundPublisher {
             .spawn(move || {
                 let (lock, cv) = &*flag;
                 let mut stopped = lock.lock().expect("publisher lock");
+                let mut wait = interval;
                 loop {
-                    stopped = cv.wait_timeout(stopped, interval).expect("publisher lock").0;
+                    stopped = cv.wait_timeout(stopped, wait).expect("publisher lock").0;
                     if *stopped {
                         return;
                     }
                     match changed() {
                         None => {}
                         Some(Ok(snapshot)) => {
+                            let started = std::time::Instant::now();
                             if let Err(e) = catalog.publish(&snapshot) {
                                 tracing::warn!("publishing the catalog during the run: {e}");
                             }
+                            wait = interval.max(started.elapsed() * 9);
                         }
                         Some(Err(e)) => tracing::warn!("snapshot for the catalog: {e}"),
                     }

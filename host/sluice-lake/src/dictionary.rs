@@ -9,8 +9,6 @@
 //! DuckDB's, which makes the same choice from the values. So each new file looks at a sample of
 //! its first batch and keeps the dictionary only for columns with repeated values.
 
-use std::collections::HashSet;
-
 use arrow_array::{Array, ArrayRef, RecordBatch, cast::AsArray};
 use arrow_schema::DataType;
 use parquet::basic::Encoding;
@@ -101,8 +99,15 @@ fn mostly_distinct(col: &ArrayRef) -> bool {
     distinct as f64 > MAX_DISTINCT_SHARE * valid as f64
 }
 
+/// Distinct values among a sample, with a fast hasher sized for the sample up front: this runs
+/// for every new file, which on small files is most of their values (SipHash and rehashing were
+/// 17% of a run over 1,500 files of 5,760 rows).
 fn distinct_of<'a>(values: impl Iterator<Item = &'a [u8]>) -> usize {
-    values.collect::<HashSet<&[u8]>>().len()
+    let mut seen = ahash::AHashSet::with_capacity(SAMPLE_ROWS);
+    for v in values {
+        seen.insert(v);
+    }
+    seen.len()
 }
 
 #[cfg(test)]
