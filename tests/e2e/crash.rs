@@ -142,18 +142,19 @@ fn sigkill_at_random_moments_then_restart_equals_a_clean_run() {
 
     // The reference: one clean run, timed to spread the kills over a run's duration.
     let clean_yaml = pipeline(root, "clean");
+    let text = std::fs::read_to_string(&clean_yaml).unwrap();
+    write(&clean_yaml, &text.replace("  dataset: ticks\n", "  dataset: ticks\n  sync: files\n"));
+    assert!(std::fs::read_to_string(&clean_yaml).unwrap().contains("sync: files"));
     let t0 = Instant::now();
     let out = run(&["run", "-q", clean_yaml.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0));
     let clean_ms = t0.elapsed().as_millis() as u64;
     eprintln!("clean run: {clean_ms} ms");
 
-    // The crashed lake commits with one syncfs per unit (`sync: filesystem`), the clean one with
-    // an fsync per file and directory: the byte-for-byte comparison below covers both modes.
+    // The crashed lake commits with one syncfs per unit (`sync: filesystem`, the default), the
+    // clean one with an fsync per file and directory: the byte-for-byte comparison below covers
+    // both modes.
     let crash_yaml = pipeline(root, "crashed");
-    let text = std::fs::read_to_string(&crash_yaml).unwrap();
-    write(&crash_yaml, &text.replace("  dataset: ticks\n", "  dataset: ticks\n  sync: filesystem\n"));
-    assert!(std::fs::read_to_string(&crash_yaml).unwrap().contains("sync: filesystem"));
     let crashed = root.join("crashed");
     let mut rng = Rng::new(0x5EED_0004);
     let (mut kills, mut mid_ingest) = (0, 0);

@@ -710,7 +710,7 @@ fn the_hive_layout_is_repaired_and_older_lakes_are_moved_on_open() {
 }
 
 #[test]
-fn a_filesystem_sync_commits_the_same_lake_with_two_syncs_per_unit() {
+fn both_sync_modes_commit_the_same_lake_filesystem_with_two_syncs_per_unit() {
     let mut seen = Vec::new();
     for (mode, per_unit) in [("files", 4), ("filesystem", 2)] {
         let tmp = tempfile::tempdir().unwrap();

@@ -333,8 +333,9 @@ pub struct RawSink {
     pub retain_replaced: Option<String>,
     /// When a committed source file is deleted: `keep` (default) its rows, or `delete` them.
     pub on_source_deleted: Option<RawOnSourceDeleted>,
-    /// How a commit makes its files durable before the ledger records it: `files` (default:
-    /// fsync each file and directory) or `filesystem` (one `syncfs` for all of them).
+    /// How a commit makes its files durable before the ledger records it: `filesystem` (default:
+    /// one `syncfs` for all of them; `files` off Linux) or `files` (fsync each file and
+    /// directory).
     pub sync: Option<RawSyncMode>,
 }
 

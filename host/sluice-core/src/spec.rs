@@ -514,11 +514,11 @@ pub struct LakeSpec {
 pub enum SyncMode {
     /// fsync each file, then each directory a rename changed, then the ledger; and the hive
     /// directories after linking.
-    #[default]
     Files,
     /// One `syncfs` of the lake's filesystem (every file, rename and directory entry the commit
     /// made), then the ledger. Hive links are not synced: they are derived from the ledger and
     /// repaired on open. Linux; elsewhere the same as `files`.
+    #[default]
     Filesystem,
 }
 
