@@ -64,28 +64,21 @@ impl<'r> Section<'r> {
         &self.name
     }
 
-    fn full<'p>(&'p self, rel: &[&'p str]) -> Vec<&'p str> {
-        self.base.iter().map(String::as_str).chain(rel.iter().copied()).collect()
-    }
-
     /// Record an error at the value at `rel` under the section.
     pub fn error(&mut self, rel: &[&str], message: impl Into<String>, hint: Option<String>) {
-        let base = self.base.clone();
-        let path: Vec<&str> = base.iter().map(String::as_str).chain(rel.iter().copied()).collect();
+        let path = joined(&self.base, rel);
         self.r.error(&path, message.into(), hint);
     }
 
     /// Expand `${VAR}` in `s`, the value at `rel`.
     pub fn interpolate(&mut self, rel: &[&str], s: &str) -> String {
-        let base = self.base.clone();
-        let path: Vec<&str> = base.iter().map(String::as_str).chain(rel.iter().copied()).collect();
+        let path = joined(&self.base, rel);
         self.r.interpolate(&path, s)
     }
 
     /// `s`, the value at `rel`, as a path: `${VAR}` expanded, relative to the pipeline file.
     pub fn path(&mut self, rel: &[&str], s: &str) -> PathBuf {
-        let base = self.base.clone();
-        let path: Vec<&str> = base.iter().map(String::as_str).chain(rel.iter().copied()).collect();
+        let path = joined(&self.base, rel);
         self.r.path(&path, s)
     }
 
@@ -95,8 +88,7 @@ impl<'r> Section<'r> {
         match serde_json::from_value(keys) {
             Ok(v) => Some(v),
             Err(e) => {
-                let at: Vec<String> = self.full(&[]).iter().map(|s| s.to_string()).collect();
-                let at: Vec<&str> = at.iter().map(String::as_str).collect();
+                let at = joined(&self.base, &[]);
                 self.r.error(&at, e.to_string(), None);
                 None
             }
@@ -111,6 +103,11 @@ impl<'r> Section<'r> {
     fn lake_spec(&mut self, raw: &RawSink) -> LakeSpec {
         self.r.lake_spec(raw)
     }
+}
+
+/// The path of keys `rel` under the section at `base`.
+fn joined<'p>(base: &'p [String], rel: &[&'p str]) -> Vec<&'p str> {
+    base.iter().map(String::as_str).chain(rel.iter().copied()).collect()
 }
 
 /// A kind with its checking schema: its own keys and the common ones, `$defs` merged.
