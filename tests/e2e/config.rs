@@ -78,6 +78,11 @@ fn golden_several_errors() {
 }
 
 #[test]
+fn golden_bad_not_null() {
+    golden("bad_not_null");
+}
+
+#[test]
 fn golden_sink_options() {
     golden("sink_options");
 }

@@ -253,6 +253,10 @@ pub struct RawCsv {
     pub columns: Option<IndexMap<String, String>>,
     /// Values read as NULL.
     pub null: Option<Vec<String>>,
+    /// Columns that may not be NULL: `"*"` (every column) or a list of names. A row with an
+    /// empty field or a `null` token in one of them is a reject (set aside with the malformed
+    /// rows, its reason naming the column), which is cheaper than a filter step.
+    pub not_null: Option<OneOrMany>,
 }
 
 /// One handler in the chain.

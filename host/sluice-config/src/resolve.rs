@@ -796,9 +796,40 @@ impl Resolver<'_> {
             header: raw.header.unwrap_or(true),
             delimiter: self.single_byte(&at("delimiter"), "delimiter", raw.delimiter.as_ref(), b','),
             quote: self.single_byte(&at("quote"), "quote", raw.quote.as_ref(), b'"'),
+            not_null: self.not_null(&at("not_null"), raw.not_null.as_ref(), columns.as_deref()),
             columns,
             null_tokens: raw.null.clone().unwrap_or_default(),
         }
+    }
+
+    /// `not_null`: `"*"` or names; with declared columns, each name must be one of them (without,
+    /// the reader checks the names against the header).
+    fn not_null(&mut self, at: &[&str], raw: Option<&OneOrMany>, columns: Option<&[(String, DataType)]>) -> ColumnSet {
+        let names = match raw {
+            None => return ColumnSet::None,
+            Some(OneOrMany::One(s)) if s == "*" => return ColumnSet::All,
+            Some(v) => v.clone().into_vec(),
+        };
+        if let Some(cols) = columns {
+            for (i, name) in names.iter().enumerate() {
+                if !cols.iter().any(|(c, _)| c == name) {
+                    let idx = i.to_string();
+                    let path: Vec<&str> = at
+                        .iter()
+                        .copied()
+                        .chain(matches!(raw, Some(OneOrMany::Many(_))).then_some(idx.as_str()))
+                        .collect();
+                    let known: Vec<&str> = cols.iter().map(|(c, _)| c.as_str()).collect();
+                    let hint = closest(name, &known).map(|c| format!("did you mean `{c}`?"));
+                    self.error(
+                        &path,
+                        format!("{}: `{name}` is not a column (columns: {})", at.join("."), known.join(", ")),
+                        hint,
+                    );
+                }
+            }
+        }
+        ColumnSet::Named(names)
     }
 
     fn step(&mut self, i: usize, raw: &RawStep, defaults: &Limits) -> StepSpec {

@@ -376,6 +376,30 @@ pub struct CsvSpec {
     pub columns: Option<Vec<(String, DataType)>>,
     /// Values read as NULL.
     pub null_tokens: Vec<String>,
+    /// Columns that may not be NULL: a row with an empty field (or a null token) in one of them
+    /// is a reject, set aside with the others (`format.csv.not_null`).
+    pub not_null: ColumnSet,
+}
+
+/// A set of columns named in config: none, every column (`"*"`), or these names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnSet {
+    #[default]
+    None,
+    All,
+    Named(Vec<String>),
+}
+
+impl ColumnSet {
+    /// Whether the set holds the column `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        match self {
+            ColumnSet::None => false,
+            ColumnSet::All => true,
+            ColumnSet::Named(names) => names.iter().any(|n| n == name),
+        }
+    }
 }
 
 pub use sluice_chain::spec::{Limits, PluginRef};

@@ -63,6 +63,7 @@ fn spec(dir: &Path, glob: &str) -> SourceSpec {
                 quote: b'"',
                 columns: Some(columns),
                 null_tokens: vec![],
+                not_null: Default::default(),
             }),
             order: FileOrder::Name,
             compression: SourceCompression::Auto,

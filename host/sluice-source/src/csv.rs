@@ -23,7 +23,7 @@ use arrow_cast::parse::Parser;
 use arrow_schema::{DataType, SchemaRef, TimeUnit};
 use sluice_core::error::SourceError;
 use sluice_core::source::{Reject, SourceItem};
-use sluice_core::spec::CsvSpec;
+use sluice_core::spec::{ColumnSet, CsvSpec};
 
 use crate::infer::{infer_schema, integer_part, leading_zero};
 use crate::input::Input;
@@ -107,6 +107,8 @@ struct Column {
     /// Inferred, not declared: a number with a leading zero (which the type would drop) is
     /// rejected rather than read.
     inferred: bool,
+    /// `not_null`: an empty field or a null token is a reject.
+    not_null: bool,
 }
 
 fn column(name: &str, dt: &DataType, cap: usize) -> Result<Column, String> {
@@ -134,7 +136,7 @@ fn column(name: &str, dt: &DataType, cap: usize) -> Result<Column, String> {
         D::Timestamp(unit, _) => (Kind::Ts(*unit), Builder::I64(Int64Builder::with_capacity(cap))),
         other => return Err(format!("column `{name}`: type {other} is not supported in CSV")),
     };
-    Ok(Column { name: name.to_string(), data_type: dt.clone(), kind, builder, inferred: false })
+    Ok(Column { name: name.to_string(), data_type: dt.clone(), kind, builder, inferred: false, not_null: false })
 }
 
 impl Column {
@@ -289,9 +291,28 @@ impl CsvItems {
         let columns = schema
             .fields()
             .iter()
-            .map(|f| column(f.name(), f.data_type(), batch_rows.min(1 << 16)).map(|c| Column { inferred, ..c }))
+            .map(|f| {
+                column(f.name(), f.data_type(), batch_rows.min(1 << 16)).map(|c| Column {
+                    inferred,
+                    not_null: spec.not_null.contains(f.name()),
+                    ..c
+                })
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|m| format_err(&unit, m))?;
+        if let ColumnSet::Named(names) = &spec.not_null {
+            // Declared columns were checked with the config; inferred ones are checked here.
+            if let Some(name) = names.iter().find(|n| schema.field_with_name(n).is_err()) {
+                let known: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                return Err(format_err(
+                    &unit,
+                    format!(
+                        "format.csv.not_null names `{name}`, which is not a column (columns: {})",
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
         let stream: Box<dyn Read + Send> = Box::new(Cursor::new(sample).chain(input));
         let records = Records::new(stream, spec.delimiter, spec.quote, max_record_bytes);
         Ok(CsvItems {
@@ -354,6 +375,14 @@ impl CsvItems {
         for (i, col) in self.columns.iter().enumerate() {
             let field = &record[i];
             self.cells[i] = if field.is_empty() || self.null_tokens.iter().any(|t| t.as_slice() == field) {
+                if col.not_null {
+                    let what = if field.is_empty() {
+                        "is empty".to_string()
+                    } else {
+                        format!("is `{}`, a null token", String::from_utf8_lossy(field))
+                    };
+                    return Err((format!("column `{}` {what}, but format.csv.not_null lists it", col.name), "null"));
+                }
                 Cell::Null
             } else {
                 let s = if ascii {
@@ -529,8 +558,14 @@ mod tests {
     use arrow_schema::{Field, Schema};
 
     fn read(text: &'static [u8], batch_rows: usize) -> (Vec<RecordBatch>, Vec<Reject>) {
-        let spec =
-            CsvSpec { header: true, delimiter: b',', quote: b'"', columns: None, null_tokens: vec!["NA".into()] };
+        let spec = CsvSpec {
+            header: true,
+            delimiter: b',',
+            quote: b'"',
+            columns: None,
+            null_tokens: vec!["NA".into()],
+            not_null: Default::default(),
+        };
         let schema = Arc::new(Schema::new(vec![
             Field::new("n", DataType::Int16, true),
             Field::new("s", DataType::Utf8, true),
@@ -566,6 +601,47 @@ mod tests {
         let last = batches.last().unwrap();
         assert!(last.column(0).is_null(last.num_rows() - 1));
         assert_eq!(batches[0].column(2).data_type(), &DataType::Timestamp(TimeUnit::Millisecond, None));
+    }
+
+    #[test]
+    fn not_null_columns_turn_empty_fields_and_null_tokens_into_rejects() {
+        let text = b"a,b,c\n1,x,2\n2,,3\n3,y,NA\n,z,4\n";
+        let read_with = |not_null: ColumnSet| {
+            let spec = CsvSpec {
+                header: true,
+                delimiter: b',',
+                quote: b'"',
+                columns: Some(vec![
+                    ("a".into(), DataType::Int64),
+                    ("b".into(), DataType::Utf8),
+                    ("c".into(), DataType::Int64),
+                ]),
+                null_tokens: vec!["NA".into()],
+                not_null,
+            };
+            let fields = spec.columns.as_ref().unwrap().iter().map(|(n, t)| Field::new(n, t.clone(), true));
+            let schema = Arc::new(Schema::new(fields.collect::<Vec<_>>()));
+            let items = CsvItems::new(Box::new(&text[..]), &spec, Some(schema), 100, 1 << 20, "t.csv".into()).unwrap();
+            let (mut rows, mut rejects) = (0, Vec::new());
+            for item in items {
+                match item.unwrap() {
+                    SourceItem::Batch(b) => rows += b.num_rows(),
+                    SourceItem::Rejects(r) => rejects.extend(r),
+                    SourceItem::ContentHash { .. } | SourceItem::HighWater(_) => {}
+                }
+            }
+            (rows, rejects)
+        };
+        let (rows, rejects) = read_with(ColumnSet::None);
+        assert_eq!((rows, rejects.len()), (4, 0));
+        let (rows, rejects) = read_with(ColumnSet::Named(vec!["b".into()]));
+        assert_eq!((rows, rejects.len()), (3, 1));
+        assert_eq!((rejects[0].line, rejects[0].step.as_str()), (3, "null"));
+        assert_eq!(rejects[0].reason, "column `b` is empty, but format.csv.not_null lists it");
+        let (rows, rejects) = read_with(ColumnSet::All);
+        assert_eq!((rows, rejects.iter().map(|r| r.line).collect::<Vec<_>>()), (1, vec![3, 4, 5]));
+        assert_eq!(rejects[1].reason, "column `c` is `NA`, a null token, but format.csv.not_null lists it");
+        assert_eq!(rejects[1].raw, "3,y,NA");
     }
 
     #[test]
@@ -626,7 +702,14 @@ mod tests {
 
     /// Read `text` with the schema inferred and a record limit: the batches and rejects.
     fn read_inferred(text: Vec<u8>, max_record: u64) -> Result<(Vec<RecordBatch>, Vec<Reject>), SourceError> {
-        let spec = CsvSpec { header: true, delimiter: b',', quote: b'"', columns: None, null_tokens: vec![] };
+        let spec = CsvSpec {
+            header: true,
+            delimiter: b',',
+            quote: b'"',
+            columns: None,
+            null_tokens: vec![],
+            not_null: Default::default(),
+        };
         let items = CsvItems::new(Box::new(Cursor::new(text)), &spec, None, 1000, max_record, "t.csv".into())?;
         let (mut batches, mut rejects) = (Vec::new(), Vec::new());
         for item in items {
@@ -688,7 +771,14 @@ mod tests {
 
     #[test]
     fn binary_input_fails_the_unit() {
-        let spec = CsvSpec { header: false, delimiter: b',', quote: b'"', columns: None, null_tokens: vec![] };
+        let spec = CsvSpec {
+            header: false,
+            delimiter: b',',
+            quote: b'"',
+            columns: None,
+            null_tokens: vec![],
+            not_null: Default::default(),
+        };
         let Err(e) =
             CsvItems::new(Box::new(&b"PK\x03\x04\x00\x00garbage"[..]), &spec, None, 10, 1 << 20, "x.csv".into())
         else {

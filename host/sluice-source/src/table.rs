@@ -47,6 +47,7 @@ pub fn read_table(spec: &TableSpec) -> Result<LookupTable, String> {
             quote: b'"',
             columns: None,
             null_tokens: vec![String::new()],
+            not_null: Default::default(),
         }),
         TableFormat::Parquet => FormatSpec::Parquet,
     };
