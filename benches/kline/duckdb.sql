@@ -11,6 +11,11 @@ COPY (
                        'quote_volume': 'DOUBLE', 'trades': 'BIGINT', 'taker_buy_base': 'DOUBLE',
                        'taker_buy_quote': 'DOUBLE', 'ignore': 'VARCHAR'},
             ignore_errors = true, filename = true)
+        -- 2b. rows with an empty field dropped (Sluice's `not_null: "*"`)
+        WHERE open_time IS NOT NULL AND open IS NOT NULL AND high IS NOT NULL AND low IS NOT NULL
+          AND close IS NOT NULL AND volume IS NOT NULL AND close_time IS NOT NULL
+          AND quote_volume IS NOT NULL AND trades IS NOT NULL AND taker_buy_base IS NOT NULL
+          AND taker_buy_quote IS NOT NULL AND ignore IS NOT NULL
     ),
     named AS (
         -- 3. µs (values above 1e14) to ms; 5. symbol and date from the file name

@@ -1,6 +1,7 @@
 """Agreement of the two outputs of the kline reference job, and with the generator's manifest.
 
-Usage: verify.py SLUICE_DATASET_DIR DUCKDB_OUT_DIR MANIFEST_JSON; prints JSON (see bench.py).
+Usage: verify.py SLUICE_DATASET_DIR PEER_OUT_DIR MANIFEST_JSON [PEER_NAME]; prints JSON (see
+bench.py). PEER_NAME (default duckdb) labels the checks.
 """
 
 import json
@@ -22,7 +23,7 @@ def close(x: float, y: float, rel: float = 1e-9) -> bool:
     return x is not None and y is not None and abs(x - y) <= rel * max(1.0, abs(x), abs(y))
 
 
-def verify(sluice_out: str, duck_out: str, manifest: dict) -> dict:
+def verify(sluice_out: str, duck_out: str, manifest: dict, peer: str = "duckdb") -> dict:
     con = duckdb.connect()
     s, d = facts(con, sluice_out), facts(con, duck_out)
     # Row by row: which ma20 differ, and are they the first 19 rows of a file (window restarted)?
@@ -44,18 +45,19 @@ def verify(sluice_out: str, duck_out: str, manifest: dict) -> dict:
     con.close()
     m = manifest
     checks = {
-        "rows: sluice = duckdb = generator": s["rows"] == d["rows"] == m["rows"],
+        f"rows: sluice = {peer} = generator": s["rows"] == d["rows"] == m["rows"],
         "one row per (symbol, open_time) on both": s["distinct_keys"] == s["rows"] and d["distinct_keys"] == d["rows"],
         "timestamps all in ms on both": bool(s["all_ms"] and d["all_ms"]),
-        "sum(close): sluice = duckdb = generator": close(s["sum_close"], d["sum_close"]) and close(s["sum_close"], m["sum_close"]),
+        f"sum(close): sluice = {peer} = generator": close(s["sum_close"], d["sum_close"]) and close(s["sum_close"], m["sum_close"]),
         "rows match by (symbol, open_time), same close": unmatched == 0 and close_diff == 0,
-        "duckdb sum(ma20) = generator (continuous)": close(d["sum_ma20"], m["sum_ma20"]) and d["ma20_rows"] == m["ma20_rows"],
-        "sluice sum(ma20) = duckdb": close(s["sum_ma20"], d["sum_ma20"]) and s["ma20_rows"] == d["ma20_rows"],
+        f"{peer} sum(ma20) = generator (continuous)": close(d["sum_ma20"], m["sum_ma20"]) and d["ma20_rows"] == m["ma20_rows"],
+        f"sluice sum(ma20) = {peer}": close(s["sum_ma20"], d["sum_ma20"]) and s["ma20_rows"] == d["ma20_rows"],
     }
     sluice_per_file = close(s["sum_ma20"], m["sum_ma20_per_file"]) and s["ma20_rows"] == m["ma20_rows_per_file"]
-    return {"sluice": s, "duckdb": d, "checks": checks, "rows_ma20_differ": ma_diff,
+    return {"sluice": s, peer: d, "checks": checks, "rows_ma20_differ": ma_diff,
             "rows_ma20_differ_after_19th_of_file": ma_diff_later, "sluice_matches_per_file_restart": sluice_per_file}
 
 
 if __name__ == "__main__":
-    print(json.dumps(verify(sys.argv[1], sys.argv[2], json.loads(open(sys.argv[3]).read()))))
+    peer = sys.argv[4] if len(sys.argv) > 4 else "duckdb"
+    print(json.dumps(verify(sys.argv[1], sys.argv[2], json.loads(open(sys.argv[3]).read()), peer)))

@@ -3,7 +3,7 @@
 //!
 //! N symbols × D days of 1-second klines, one headerless 12-column CSV per symbol and day named
 //! `<SYMBOL>-1s-<YYYY-MM-DD>.csv` (or a `.zip` holding it), with realistic dirt: a few malformed
-//! rows per file, duplicated rows, and some files whose timestamps are in microseconds. Prices
+//! rows per file (truncated, a word for a number, an empty field), duplicated rows, and some files whose timestamps are in microseconds. Prices
 //! and volumes are integers of ticks printed with 8 decimals, so the generator knows the exact
 //! sums the pipeline must reproduce; they are written to `manifest.json` next to the data:
 //! rows after cleaning, the sum of `close`, and the sum of the 20-row moving average of `close`
@@ -60,6 +60,7 @@ struct FileFacts {
     rows: u64,
     duplicates: u64,
     malformed: u64,
+    empty_fields: u64,
     micros: bool,
     bytes: u64,
     /// Sum of `close` in ticks.
@@ -87,8 +88,11 @@ struct Manifest {
     csv_bytes: u64,
     /// Bytes on disk (the zips when `zip`).
     disk_bytes: u64,
-    /// Lines written that do not parse under the explicit schema.
+    /// Lines written that do not parse under the explicit schema, or have an empty field (which
+    /// the job drops: `not_null: "*"`, SQL's `WHERE ... IS NOT NULL`).
     malformed_rows: u64,
+    /// Of those, the lines with one empty field.
+    empty_field_rows: u64,
     /// Extra copies of good rows.
     duplicate_rows: u64,
     /// Rows after dropping malformed rows and duplicates.
@@ -172,7 +176,7 @@ fn generate(args: &BenchGenerateArgs) -> Result<u8, Exit> {
 /// Totals, and the moving-average sums with windows joined across each symbol's files.
 fn summarize(args: &BenchGenerateArgs, symbols: Vec<String>, jobs: &[Job], facts: &[FileFacts]) -> Manifest {
     let mut m = Manifest {
-        generator: "sluice bench generate v1",
+        generator: "sluice bench generate v2",
         seed: args.seed,
         symbols,
         days: args.days,
@@ -184,6 +188,7 @@ fn summarize(args: &BenchGenerateArgs, symbols: Vec<String>, jobs: &[Job], facts
         csv_bytes: 0,
         disk_bytes: 0,
         malformed_rows: 0,
+        empty_field_rows: 0,
         duplicate_rows: 0,
         rows: 0,
         sum_close: 0.0,
@@ -201,6 +206,7 @@ fn summarize(args: &BenchGenerateArgs, symbols: Vec<String>, jobs: &[Job], facts
         m.csv_bytes += f.bytes;
         m.disk_bytes += std::fs::metadata(&job.path).map(|x| x.len()).unwrap_or(0);
         m.malformed_rows += f.malformed;
+        m.empty_field_rows += f.empty_fields;
         m.duplicate_rows += f.duplicates;
         m.rows += f.rows;
         m.ma20_rows_per_file += f.rows.saturating_sub(WINDOW as u64 - 1);
@@ -288,7 +294,7 @@ fn day_text(job: &Job, args: &BenchGenerateArgs) -> (Vec<u8>, FileFacts) {
     // Per-second moves of about 5 basis points.
     let step = (price / 2000).max(1);
     let dups = (n / 1000).max(1);
-    let malformed = 3usize;
+    let malformed = 4usize;
     let mut dup_at: Vec<usize> = (0..dups).map(|_| (rng.next() * n as f64) as usize).collect();
     dup_at.sort_unstable();
     let mut bad_at: Vec<usize> = (0..malformed).map(|_| (rng.next() * n as f64) as usize).collect();
@@ -333,15 +339,21 @@ fn day_text(job: &Job, args: &BenchGenerateArgs) -> (Vec<u8>, FileFacts) {
         line.push(b',');
         push_quote(&mut line, taker as i128 * close as i128, 5 + decimals);
         line.extend_from_slice(b",0\n");
-        // Malformed lines go before the row: a truncated row and a value that is not a number.
+        // Malformed lines go before the row (with its key): a truncated row, a value that is not
+        // a number, and a row with one empty field (a different one each time).
         while bi < bad_at.len() && bad_at[bi] == i {
-            if bi % 2 == 0 {
+            if bi % 3 == 0 {
                 let cut = line.len() / 3;
                 buf.extend_from_slice(&line[..cut]);
                 buf.push(b'\n');
             } else {
                 let mut fields: Vec<&[u8]> = line.trim_ascii_end().split(|&b| b == b',').collect();
-                fields[4] = b"n/a";
+                if bi % 3 == 1 {
+                    fields[4] = b"n/a";
+                } else {
+                    fields[1 + i % 10] = b"";
+                    facts.empty_fields += 1;
+                }
                 buf.extend_from_slice(&fields.join(&b',')[..]);
                 buf.push(b'\n');
             }
