@@ -80,6 +80,26 @@ def versions() -> str:
     return f"DuckDB {out[0]}, Polars {out[1]}" if len(out) == 2 else "peer versions unknown"
 
 
+def fresh_out(a, side: str) -> pathlib.Path:
+    """A new output directory for one run. Outputs are deleted together after the shape's last
+    run, never just before a run: on ext4 without a journal (this machine), creating a file
+    right after thousands were deleted scans past each recently deleted inode (`recently_deleted`
+    in the kernel), which was a fifth of the CPU of a run on 1,500 small files. A first ingest
+    into an empty lake does not pay that, so no side should pay it for the bench's clean-up."""
+    a.outs = getattr(a, "outs", [])
+    out = a.work / f"out-{side}-{len(a.outs) + 1}"
+    shutil.rmtree(out, ignore_errors=True)
+    a.outs.append(out)
+    return out
+
+
+def clean_outs(a) -> None:
+    for out in getattr(a, "outs", []):
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(out.with_name(out.name + ".unzipped"), ignore_errors=True)
+    a.outs = []
+
+
 def pipeline_for(a, sync: str | None) -> pathlib.Path:
     """The bench pipeline, with the lake's `sync` mode set when asked (a copy in the work dir)."""
     base = HERE / ("klines-zip.yaml" if a.zip else "klines.yaml")
@@ -92,8 +112,7 @@ def pipeline_for(a, sync: str | None) -> pathlib.Path:
 
 def run_sluice(a, data: pathlib.Path, workers: int, pin: str | None = None, binary: str | None = None,
                sync: str | None = None) -> dict:
-    lake = a.work / ("out-baseline" if binary else "out-sluice")
-    shutil.rmtree(lake, ignore_errors=True)
+    lake = fresh_out(a, "baseline" if binary else "sluice")
     summary = a.work / "summary.json"
     pipeline = pipeline_for(a, sync)
     env = dict(os.environ, DATA_DIR=str(data), LAKE_DIR=str(lake))
@@ -125,8 +144,7 @@ PEERS = {"duckdb": ("DuckDB", "peer.py"), "polars": ("Polars", "polars_peer.py")
 
 
 def run_peer(a, peer: str, data: pathlib.Path) -> dict:
-    out = a.work / f"out-{peer}"
-    shutil.rmtree(out, ignore_errors=True)
+    out = fresh_out(a, peer)
     cmd = [sys.executable, str(HERE / PEERS[peer][1]), str(data), str(out), "--threads", str(a.threads)]
     if a.zip:
         cmd.append("--zip")
@@ -176,6 +194,12 @@ SHAPES = {
 def run_shape(a) -> dict:
     """Every side on one shape, alternating; prints the Markdown tables, returns the results."""
     data = ensure_data(a, a.days)
+    if a.settle:
+        # The kernel counts an inode as recently deleted for 60 s after its block is written
+        # back (see fresh_out): let an earlier bench's (or shape's) deletions age first.
+        log(f"waiting {a.settle} s for earlier outputs' deletion to age (--settle 0 skips) ...")
+        os.sync()
+        time.sleep(a.settle)
     manifest = json.loads((data / "manifest.json").read_text())
     log(f"data: {manifest['files']} files, {manifest['csv_bytes'] / 1e9:.2f} GB of CSV, {manifest['rows']:,} rows")
     results = {"manifest": manifest, "args": {k: str(v) for k, v in vars(a).items()}, "sluice": [], "baseline": []}
@@ -294,6 +318,7 @@ def run_shape(a) -> dict:
             log(f"size {days} days: sluice rss {sr['rss_mib']:.0f} MiB" + (f", {peer} {dr['rss_mib']:.0f} MiB" if dr else ""))
         print("\nPeak RSS as the input grows:\n")
         print(table(rss_rows))
+    clean_outs(a)
     return results
 
 
@@ -318,6 +343,9 @@ def main() -> int:
     ap.add_argument("--rss-days", default="", help="extra sizes (days, comma-separated) for peak RSS vs input")
     ap.add_argument("--no-peer", action="store_true", help="Sluice only (profiling, quick checks)")
     ap.add_argument("--no-catalog", action="store_true", help="sluice run --no-catalog")
+    ap.add_argument("--settle", type=int, default=65,
+                    help="seconds to wait before each shape's runs, so that earlier deletions do not slow file "
+                         "creation (ext4 without a journal); 0 to skip")
     ap.add_argument("--sync", default=None, choices=["files", "filesystem"], help="the lake's sync mode for --bin")
     ap.add_argument("--baseline-sync", default=None, choices=["files", "filesystem"],
                     help="the lake's sync mode for --baseline")

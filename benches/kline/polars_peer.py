@@ -35,8 +35,10 @@ NAME = r"([A-Za-z0-9]+)-1s-(\d{4}-\d{2}-\d{2})\.csv$"
 
 
 def job(source: str) -> pl.LazyFrame:
+    # missing_columns="insert": a file whose first line is a truncated row would otherwise fail the
+    # whole scan ("column names specified in schema not found"); its short rows get NULLs.
     lf = pl.scan_csv(source, has_header=False, schema=SCHEMA, ignore_errors=True, include_file_paths="path",
-                     truncate_ragged_lines=True)
+                     truncate_ragged_lines=True, missing_columns="insert")
     ms = [pl.when(pl.col(c) > 100_000_000_000_000).then(pl.col(c) // 1000).otherwise(pl.col(c)).alias(c)
           for c in ("open_time", "close_time")]
     return (

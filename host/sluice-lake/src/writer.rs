@@ -56,6 +56,17 @@ struct LakeInner {
     definition: Mutex<Option<String>>,
 }
 
+impl Drop for LakeInner {
+    /// The stats of the last commits, which the once-a-second rewrite may not have written yet
+    /// (before the writer lock is released with the other fields).
+    fn drop(&mut self) {
+        let stats = self.stats.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = stats.flush(&self.root, &self.spec.dataset, self.spec.time_column.as_deref()) {
+            tracing::warn!(dataset = %self.spec.dataset, "cannot write stats.json: {e}");
+        }
+    }
+}
+
 fn fsync_dir(dir: &Path) -> Result<(), SinkError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| SinkError::io(dir, e))
 }

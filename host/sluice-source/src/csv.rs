@@ -36,7 +36,8 @@ pub(crate) const SAMPLE_BYTES: usize = 1 << 20;
 
 /// Read up to `limit` bytes (fewer only at end of input).
 pub(crate) fn read_sample(input: &mut Input, limit: usize) -> std::io::Result<Vec<u8>> {
-    let mut buf = Vec::with_capacity(limit.min(1 << 16));
+    // Room for the whole sample up front, so that it is never regrown (and copied) as it fills.
+    let mut buf = Vec::with_capacity(limit);
     input.take(limit as u64).read_to_end(&mut buf)?;
     Ok(buf)
 }
@@ -268,7 +269,7 @@ impl CsvItems {
     ) -> Result<Self, SourceError> {
         let sample = read_sample(&mut input, SAMPLE_BYTES).map_err(|e| format_err(&unit, e.to_string()))?;
         let sample = strip_bom(sample);
-        if let Some(at) = sample.iter().position(|&b| b == 0) {
+        if let Some(at) = memchr::memchr(0, &sample) {
             return Err(format_err(&unit, format!("binary data, not CSV text (NUL byte at offset {at})")));
         }
         let inferred = schema.is_none();
