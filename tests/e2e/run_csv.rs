@@ -170,3 +170,32 @@ fn demo_pipeline_with_explicit_schema_and_file_name_fields() {
     let s = summary(&sj);
     assert_eq!((s["files_seen"].as_u64(), s["files_unchanged"].as_u64()), (Some(4), Some(4)));
 }
+
+/// `format.csv.not_null`: rows with an empty field (or a null token) in a listed column are
+/// rejects with the column in their reason; the other rows, and empty fields elsewhere, stay.
+#[test]
+fn not_null_columns_send_rows_with_empty_fields_to_rejects() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    write(&root.join("in/a.csv"), "id,price,note\n1,2.5,x\n2,,y\n3,4.5,\n4,NA,z\n5,6.5,w\n");
+    write(
+        &root.join("p.yaml"),
+        "pipeline: p\nsources:\n  s:\n    path: in\n    format:\n      csv:\n        columns: {id: int64, price: float64, note: utf8}\n        null: [NA]\n        not_null: [id, price]\nsteps: []\nsink: {lake: lake, dataset: d}\n",
+    );
+    let out = run_in(root, &["run", "p.yaml", "--summary-json", "s.json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = summary(&root.join("s.json"));
+    assert_eq!((s["rows_written"].as_u64(), s["rows_rejected"].as_u64()), (Some(3), Some(2)), "{s}");
+    let kept = query(&root.join("lake"), "SELECT id, note FROM d ORDER BY id");
+    assert_eq!(kept.iter().map(|r| r["id"].as_i64().unwrap()).collect::<Vec<_>>(), [1, 3, 5], "{kept:?}");
+    assert!(kept[1]["note"].is_null(), "an empty field in a column not listed stays NULL: {kept:?}");
+    let rejects = query(&root.join("lake"), "SELECT line, reason FROM _rejects ORDER BY line");
+    assert_eq!(rejects.len(), 2, "{rejects:?}");
+    assert_eq!(rejects[0]["line"], serde_json::json!(3), "{rejects:?}");
+    assert_eq!(
+        rejects[0]["reason"].as_str().unwrap(),
+        "column `price` is empty, but format.csv.not_null lists it",
+        "{rejects:?}"
+    );
+    assert!(rejects[1]["reason"].as_str().unwrap().contains("`NA`, a null token"), "{rejects:?}");
+}
