@@ -47,13 +47,16 @@ impl DuckCatalog {
     }
 }
 
-/// SQL that defines a dataset's view over its committed files.
-pub fn view_sql(schema: &str, name: &str, files: &[PathBuf]) -> String {
+/// SQL that defines a dataset's view over its committed files. Files of different schemas
+/// (an evolved dataset) are unioned by name, which makes DuckDB read every file's schema when
+/// it binds the view; files of `one_schema` are not.
+pub fn view_sql(schema: &str, name: &str, files: &[PathBuf], one_schema: bool) -> String {
     let list: Vec<String> = files.iter().map(|f| quote_str(&f.to_string_lossy())).collect();
     format!(
-        "CREATE OR REPLACE VIEW {schema}.{} AS SELECT * FROM read_parquet([{}], hive_partitioning = true, union_by_name = true)",
+        "CREATE OR REPLACE VIEW {schema}.{} AS SELECT * FROM read_parquet([{}], hive_partitioning = true, union_by_name = {})",
         quote_ident(name),
-        list.join(", ")
+        list.join(", "),
+        !one_schema
     )
 }
 
@@ -70,7 +73,7 @@ impl DuckCatalog {
             if ds.files.is_empty() {
                 continue;
             }
-            sql.push_str(&view_sql("cat.main", &ds.name, &ds.files));
+            sql.push_str(&view_sql("cat.main", &ds.name, &ds.files, ds.one_schema));
             sql.push_str(";\n");
         }
         sql.push_str("CHECKPOINT cat;\nDETACH cat;\n");

@@ -20,6 +20,9 @@ pub struct DatasetSnapshot {
     pub partition_by: Vec<String>,
     /// Absolute paths of the committed data files.
     pub files: Vec<PathBuf>,
+    /// Every file is known to have the same schema: a view need not read each file's schema to
+    /// union them by name. False when unknown.
+    pub one_schema: bool,
 }
 
 pub trait Catalog: Send + Sync {

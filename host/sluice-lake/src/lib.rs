@@ -16,6 +16,7 @@ mod layout;
 mod ledger;
 mod merge;
 mod partition;
+mod prints;
 mod read;
 mod schema;
 mod state;

@@ -49,6 +49,8 @@ struct LakeInner {
     partition_commits: Mutex<()>,
     /// Footer stats of live files, for `_sluice/stats/<dataset>.json`.
     stats: Mutex<crate::stats::StatsCache>,
+    /// Schema prints of live files, for the catalog's views (see [`Lake::snapshot`]).
+    prints: Mutex<crate::prints::SchemaPrints>,
     /// Serializes deleting expired retained files with choosing names for new files, so a name
     /// is never reused while its old file is being deleted.
     names: Mutex<()>,
@@ -124,6 +126,7 @@ impl Lake {
                 failures,
                 partition_commits: Mutex::new(()),
                 stats: Mutex::default(),
+                prints: Mutex::default(),
                 names: Mutex::new(()),
                 definition: Mutex::new(None),
             }),
@@ -490,15 +493,20 @@ impl StateStore for Lake {
 }
 
 impl Lake {
-    /// Everything committed so far: what a catalog publishes.
+    /// Everything committed so far: what a catalog publishes. Each dataset says whether all its
+    /// files have one schema (read from footers outside the ledger lock, once per file).
     pub fn snapshot(&self) -> Result<LakeSnapshot, SinkError> {
-        let ledger = self.inner.ledger.lock().expect("ledger lock");
         let mut by_dataset: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
-        for (f, live) in &ledger.live {
-            // Rejected rows are their own dataset, never part of the data's view.
-            let name = if f.starts_with(REJECTS_DIR) { REJECTS_DIR } else { live.dataset.as_str() };
-            by_dataset.entry(name.to_string()).or_default().push(crate::files::stored(&self.inner.root, f));
+        {
+            let ledger = self.inner.ledger.lock().expect("ledger lock");
+            for (f, live) in &ledger.live {
+                // Rejected rows are their own dataset, never part of the data's view.
+                let name = if f.starts_with(REJECTS_DIR) { REJECTS_DIR } else { live.dataset.as_str() };
+                by_dataset.entry(name.to_string()).or_default().push(crate::files::stored(&self.inner.root, f));
+            }
         }
+        let mut prints = self.inner.prints.lock().expect("prints lock");
+        prints.keep_only(&by_dataset.values().flatten().collect());
         Ok(LakeSnapshot {
             root: self.inner.root.clone(),
             datasets: by_dataset
@@ -507,7 +515,8 @@ impl Lake {
                     files.sort();
                     let partition_by =
                         if name == self.inner.spec.dataset { self.inner.spec.partition_by.clone() } else { Vec::new() };
-                    DatasetSnapshot { name, partition_by, files }
+                    let one_schema = prints.one_schema(&files);
+                    DatasetSnapshot { name, partition_by, files, one_schema }
                 })
                 .collect(),
         })
