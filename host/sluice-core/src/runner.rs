@@ -32,6 +32,13 @@ pub struct Job {
     pub sink: Arc<dyn Sink>,
 }
 
+impl Job {
+    /// The source named `name`.
+    pub fn source(&self, name: &str) -> Option<&Arc<dyn Source>> {
+        self.sources.iter().find(|s| s.name() == name)
+    }
+}
+
 /// Decides which discovered units a run takes (e.g. `sluice watch` takes only complete files).
 pub type UnitFilter = Arc<dyn Fn(&SourceUnit) -> bool + Send + Sync>;
 
@@ -207,7 +214,7 @@ pub async fn run(
         let mut plan = Plan::default();
         let mut pending = Vec::new();
         for src in &plan_job.sources {
-            let retries = plan_job.spec.sources.iter().find(|s| s.name == src.name()).map_or(u32::MAX, |s| s.retries);
+            let retries = plan_job.spec.source(src.name()).map_or(u32::MAX, |s| s.retries);
             let high_water = plan_job.sink.state().high_water(src.name())?;
             let found = src.discover_after(high_water.as_deref())?;
             if found.is_empty()
@@ -254,7 +261,7 @@ pub async fn run(
             }
             if let Some(u) = plan.all.get(&unit).filter(|u| filter.as_ref().is_none_or(|f| f(u))) {
                 // A re-run that keeps failing is poisoned like any unit.
-                let retries = plan_job.spec.sources.iter().find(|s| s.name == u.source).map_or(u32::MAX, |s| s.retries);
+                let retries = plan_job.spec.source(&u.source).map_or(u32::MAX, |s| s.retries);
                 if !force && plan_job.sink.state().failures(u)? >= retries {
                     continue;
                 }
@@ -428,7 +435,7 @@ fn group_units(job: &Job, states: &[Option<StateSpec>], units: Vec<SourceUnit>) 
     let mut ordered: Vec<(String, Vec<SourceUnit>)> = Vec::new();
     let mut units_left = Vec::with_capacity(units.len());
     for unit in units {
-        if !job.sources.iter().any(|s| s.name() == unit.source && s.incremental()) {
+        if !job.source(&unit.source).is_some_and(|s| s.incremental()) {
             units_left.push(unit);
         } else if let Some((_, g)) = ordered.iter_mut().find(|(name, _)| *name == unit.source) {
             g.push(unit);
@@ -456,8 +463,7 @@ fn group_others(job: &Job, states: &[Option<StateSpec>], units: Vec<SourceUnit>)
     }
     let mut groups: BTreeMap<Vec<Option<String>>, Vec<SourceUnit>> = BTreeMap::new();
     for unit in units {
-        let fields =
-            job.sources.iter().find(|s| s.name() == unit.source).map(|s| s.unit_fields(&unit)).unwrap_or_default();
+        let fields = job.source(&unit.source).map(|s| s.unit_fields(&unit)).unwrap_or_default();
         let key = shared.iter().map(|k| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())).collect();
         groups.entry(key).or_default().push(unit);
     }
@@ -658,7 +664,7 @@ fn worker(ctx: &WorkerCtx) {
             let (res, ranges) = process_unit(job, &mut chain, unit, rerun);
             // An incremental source's later units wait for the next run after one fails: their
             // high-water mark would pass the unit that did not commit.
-            if res.outcome.is_err() && job.sources.iter().any(|s| s.name() == res.unit.source && s.incremental()) {
+            if res.outcome.is_err() && job.source(&res.unit.source).is_some_and(|s| s.incremental()) {
                 let before = queue.len();
                 queue.retain(|(u, _)| u.source != res.unit.source);
                 if queue.len() < before {
@@ -756,7 +762,7 @@ fn committed_source(ctx: &WorkerCtx, job: &Job, v: &KeyedUnit) -> Option<SourceU
     if let Some(u) = ctx.all.get(&v.unit_id) {
         return Some(u.clone());
     }
-    let source = job.sources.iter().find(|s| s.name() == v.unit.source)?;
+    let source = job.source(&v.unit.source)?;
     source.still_current(&v.unit).then(|| v.unit.clone())
 }
 
@@ -1034,9 +1040,9 @@ fn process_unit_inner(
     rows_rejected: &mut u64,
     ranges: &mut UnitRanges,
 ) -> Result<crate::sink::CommitReport, UnitError> {
-    let source = job.sources.iter().find(|s| s.name() == unit.source).expect("units come from the job's sources");
+    let source = job.source(&unit.source).expect("units come from the job's sources");
     let stream = source.open(unit).map_err(UnitError::Source)?;
-    let policy = job.spec.sources.iter().find(|s| s.name == unit.source).map(|s| s.rejects);
+    let policy = job.spec.source(&unit.source).map(|s| s.rejects);
     let mut source_rejects = 0u64;
     chain.begin_unit(unit);
     let mut writer = job.sink.begin(unit).map_err(UnitError::Sink)?;

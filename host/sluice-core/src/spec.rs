@@ -51,6 +51,13 @@ pub struct PipelineSpec {
     pub settings: Settings,
 }
 
+impl PipelineSpec {
+    /// The source named `name`.
+    pub fn source(&self, name: &str) -> Option<&SourceSpec> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+}
+
 /// A named source: its kind's own settings, and what every kind shares.
 #[derive(Debug, Clone, Serialize)]
 pub struct SourceSpec {

@@ -127,7 +127,7 @@ pub async fn watch(
     let wake = Arc::new(Wake::default());
     let mut triggers = Vec::new();
     for source in &job.sources {
-        let Some(spec) = job.spec.sources.iter().find(|s| s.name == source.name()) else { continue };
+        let Some(spec) = job.spec.source(source.name()) else { continue };
         triggers.push(crate::trigger::start(source.clone(), spec, wake.clone())?);
     }
     // Event-watched sources are listed now and then all the same, for what events can miss (a

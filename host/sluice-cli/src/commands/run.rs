@@ -105,9 +105,7 @@ fn marker_filter(job: &runner::Job) -> Option<runner::UnitFilter> {
     let marked: std::collections::HashMap<String, Arc<dyn sluice_core::source::Source>> = job
         .sources
         .iter()
-        .filter(|s| {
-            job.spec.sources.iter().any(|spec| spec.name == s.name() && matches!(spec.ready, ReadyPolicy::Marker(_)))
-        })
+        .filter(|s| job.spec.source(s.name()).is_some_and(|spec| matches!(spec.ready, ReadyPolicy::Marker(_))))
         .map(|s| (s.name().to_string(), s.clone()))
         .collect();
     if marked.is_empty() {
