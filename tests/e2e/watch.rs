@@ -284,6 +284,13 @@ fn watch_burst_of_1000_small_files_with_metrics() {
     let records = ledger_records(&lake);
     assert_eq!(records.len(), FILES);
     assert!(records.values().all(|&n| n == 1));
+    // stats.json follows the catalog while watch runs: a burst commits faster than its once-a-second
+    // rewrite, and the publish after the burst writes what is left.
+    wait_until("stats.json to count every row", &w, || {
+        let text = std::fs::read_to_string(lake.join("_sluice/stats/t.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        (v["rows"].as_u64() == Some((FILES * ROWS) as u64) && v["files"].as_u64() == Some(FILES as u64)).then_some(())
+    });
 
     // The endpoint: health, and metrics that agree with what happened.
     let health = http_get(&addr, "/healthz");

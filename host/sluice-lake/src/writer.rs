@@ -58,14 +58,21 @@ struct LakeInner {
     definition: Mutex<Option<String>>,
 }
 
+impl LakeInner {
+    /// Write stats.json when it is older than the totals.
+    fn flush_stats(&self) {
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = stats.flush(&self.root, &self.spec.dataset, self.spec.time_column.as_deref()) {
+            tracing::warn!(dataset = %self.spec.dataset, "cannot write stats.json: {e}");
+        }
+    }
+}
+
 impl Drop for LakeInner {
     /// The stats of the last commits, which the once-a-second rewrite may not have written yet
     /// (before the writer lock is released with the other fields).
     fn drop(&mut self) {
-        let stats = self.stats.get_mut().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = stats.flush(&self.root, &self.spec.dataset, self.spec.time_column.as_deref()) {
-            tracing::warn!(dataset = %self.spec.dataset, "cannot write stats.json: {e}");
-        }
+        self.flush_stats();
     }
 }
 
@@ -505,6 +512,9 @@ impl Lake {
                 by_dataset.entry(name.to_string()).or_default().push(crate::files::stored(&self.inner.root, f));
             }
         }
+        // A snapshot is what a catalog is about to publish: stats.json follows it, so that a
+        // `watch` that goes quiet after a burst does not leave the last commits' stats unwritten.
+        self.inner.flush_stats();
         let mut prints = self.inner.prints.lock().expect("prints lock");
         prints.keep_only(&by_dataset.values().flatten().collect());
         Ok(LakeSnapshot {
