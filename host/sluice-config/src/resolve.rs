@@ -792,10 +792,11 @@ impl Resolver<'_> {
         let base = ["sources", source, "format", "csv"];
         let columns = self.columns(&["sources", source, "format", "csv", "columns"], raw.columns.as_ref());
         let at = |k: &'static str| -> Vec<&str> { base.iter().copied().chain([k]).collect() };
+        let defaults = CsvSpec::default();
         CsvSpec {
-            header: raw.header.unwrap_or(true),
-            delimiter: self.single_byte(&at("delimiter"), "delimiter", raw.delimiter.as_ref(), b','),
-            quote: self.single_byte(&at("quote"), "quote", raw.quote.as_ref(), b'"'),
+            header: raw.header.unwrap_or(defaults.header),
+            delimiter: self.single_byte(&at("delimiter"), "delimiter", raw.delimiter.as_ref(), defaults.delimiter),
+            quote: self.single_byte(&at("quote"), "quote", raw.quote.as_ref(), defaults.quote),
             not_null: self.not_null(&at("not_null"), raw.not_null.as_ref(), columns.as_deref()),
             columns,
             null_tokens: raw.null.clone().unwrap_or_default(),

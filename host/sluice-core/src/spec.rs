@@ -388,6 +388,21 @@ pub struct CsvSpec {
     pub not_null: ColumnSet,
 }
 
+impl Default for CsvSpec {
+    /// What `format: {csv: {}}` means: a header line, `,` and `"`, inferred columns, only empty
+    /// fields read as NULL, and no column required.
+    fn default() -> Self {
+        CsvSpec {
+            header: true,
+            delimiter: b',',
+            quote: b'"',
+            columns: None,
+            null_tokens: Vec::new(),
+            not_null: ColumnSet::None,
+        }
+    }
+}
+
 /// A set of columns named in config: none, every column (`"*"`), or these names.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

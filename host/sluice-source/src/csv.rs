@@ -559,29 +559,14 @@ mod tests {
     use arrow_schema::{Field, Schema};
 
     fn read(text: &'static [u8], batch_rows: usize) -> (Vec<RecordBatch>, Vec<Reject>) {
-        let spec = CsvSpec {
-            header: true,
-            delimiter: b',',
-            quote: b'"',
-            columns: None,
-            null_tokens: vec!["NA".into()],
-            not_null: Default::default(),
-        };
+        let spec = CsvSpec { null_tokens: vec!["NA".into()], ..Default::default() };
         let schema = Arc::new(Schema::new(vec![
             Field::new("n", DataType::Int16, true),
             Field::new("s", DataType::Utf8, true),
             Field::new("t", DataType::Timestamp(TimeUnit::Millisecond, None), true),
         ]));
         let items = CsvItems::new(Box::new(text), &spec, Some(schema), batch_rows, 1 << 20, "t.csv".into()).unwrap();
-        let (mut batches, mut rejects) = (Vec::new(), Vec::new());
-        for item in items {
-            match item.unwrap() {
-                SourceItem::Batch(b) => batches.push(b),
-                SourceItem::Rejects(r) => rejects.extend(r),
-                SourceItem::ContentHash { .. } | SourceItem::HighWater(_) => {}
-            }
-        }
-        (batches, rejects)
+        crate::drain(items).unwrap()
     }
 
     #[test]
@@ -608,30 +593,15 @@ mod tests {
     fn not_null_columns_turn_empty_fields_and_null_tokens_into_rejects() {
         let text = b"a,b,c\n1,x,2\n2,,3\n3,y,NA\n,z,4\n";
         let read_with = |not_null: ColumnSet| {
-            let spec = CsvSpec {
-                header: true,
-                delimiter: b',',
-                quote: b'"',
-                columns: Some(vec![
-                    ("a".into(), DataType::Int64),
-                    ("b".into(), DataType::Utf8),
-                    ("c".into(), DataType::Int64),
-                ]),
-                null_tokens: vec!["NA".into()],
-                not_null,
-            };
+            let columns =
+                vec![("a".into(), DataType::Int64), ("b".into(), DataType::Utf8), ("c".into(), DataType::Int64)];
+            let spec =
+                CsvSpec { columns: Some(columns), null_tokens: vec!["NA".into()], not_null, ..Default::default() };
             let fields = spec.columns.as_ref().unwrap().iter().map(|(n, t)| Field::new(n, t.clone(), true));
             let schema = Arc::new(Schema::new(fields.collect::<Vec<_>>()));
             let items = CsvItems::new(Box::new(&text[..]), &spec, Some(schema), 100, 1 << 20, "t.csv".into()).unwrap();
-            let (mut rows, mut rejects) = (0, Vec::new());
-            for item in items {
-                match item.unwrap() {
-                    SourceItem::Batch(b) => rows += b.num_rows(),
-                    SourceItem::Rejects(r) => rejects.extend(r),
-                    SourceItem::ContentHash { .. } | SourceItem::HighWater(_) => {}
-                }
-            }
-            (rows, rejects)
+            let (batches, rejects) = crate::drain(items).unwrap();
+            (batches.iter().map(RecordBatch::num_rows).sum::<usize>(), rejects)
         };
         let (rows, rejects) = read_with(ColumnSet::None);
         assert_eq!((rows, rejects.len()), (4, 0));
@@ -703,24 +673,9 @@ mod tests {
 
     /// Read `text` with the schema inferred and a record limit: the batches and rejects.
     fn read_inferred(text: Vec<u8>, max_record: u64) -> Result<(Vec<RecordBatch>, Vec<Reject>), SourceError> {
-        let spec = CsvSpec {
-            header: true,
-            delimiter: b',',
-            quote: b'"',
-            columns: None,
-            null_tokens: vec![],
-            not_null: Default::default(),
-        };
+        let spec = CsvSpec::default();
         let items = CsvItems::new(Box::new(Cursor::new(text)), &spec, None, 1000, max_record, "t.csv".into())?;
-        let (mut batches, mut rejects) = (Vec::new(), Vec::new());
-        for item in items {
-            match item? {
-                SourceItem::Batch(b) => batches.push(b),
-                SourceItem::Rejects(r) => rejects.extend(r),
-                SourceItem::ContentHash { .. } | SourceItem::HighWater(_) => {}
-            }
-        }
-        Ok((batches, rejects))
+        crate::drain(items)
     }
 
     #[test]
@@ -772,14 +727,7 @@ mod tests {
 
     #[test]
     fn binary_input_fails_the_unit() {
-        let spec = CsvSpec {
-            header: false,
-            delimiter: b',',
-            quote: b'"',
-            columns: None,
-            null_tokens: vec![],
-            not_null: Default::default(),
-        };
+        let spec = CsvSpec { header: false, ..Default::default() };
         let Err(e) =
             CsvItems::new(Box::new(&b"PK\x03\x04\x00\x00garbage"[..]), &spec, None, 10, 1 << 20, "x.csv".into())
         else {

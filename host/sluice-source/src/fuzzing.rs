@@ -13,14 +13,7 @@ use sluice_core::spec::{
 use crate::csv::CsvItems;
 
 fn csv_spec(header: bool) -> CsvSpec {
-    CsvSpec {
-        header,
-        delimiter: b',',
-        quote: b'"',
-        columns: None,
-        null_tokens: vec!["NA".into()],
-        not_null: Default::default(),
-    }
+    CsvSpec { header, null_tokens: vec!["NA".into()], ..Default::default() }
 }
 
 /// Read `data` as CSV twice: with an inferred schema, and with a fixed typed one. Any panic is a bug.

@@ -293,14 +293,7 @@ mod tests {
     use super::*;
 
     fn infer(text: &str) -> Vec<DataType> {
-        let spec = CsvSpec {
-            header: true,
-            delimiter: b',',
-            quote: b'"',
-            columns: None,
-            null_tokens: vec!["NA".into()],
-            not_null: Default::default(),
-        };
+        let spec = CsvSpec { null_tokens: vec!["NA".into()], ..Default::default() };
         infer_schema(text.as_bytes(), &spec, 1000).unwrap().fields().iter().map(|f| f.data_type().clone()).collect()
     }
 
@@ -369,14 +362,7 @@ mod tests {
 
     #[test]
     fn names_come_from_the_header_or_are_numbered() {
-        let spec = CsvSpec {
-            header: false,
-            delimiter: b';',
-            quote: b'"',
-            columns: None,
-            null_tokens: vec![],
-            not_null: Default::default(),
-        };
+        let spec = CsvSpec { header: false, delimiter: b';', ..Default::default() };
         let s = infer_schema(b"1;x\n2;y\n", &spec, 10).unwrap();
         assert_eq!(s.field(0).name(), "column_1");
         assert_eq!((s.field(0).data_type(), s.field(1).data_type()), (&DataType::Int64, &DataType::Utf8));

@@ -333,15 +333,8 @@ mod tests {
         let text = format!("{{\"a\": 1}}\n{{\"a\": {}}}\n{{\"a\": 3}}\n", "9".repeat(300));
         let items =
             JsonlItems::new(Box::new(std::io::Cursor::new(text.into_bytes())), None, 10, 64, "t.jsonl".into()).unwrap();
-        let (mut rows, mut rejects) = (0, Vec::new());
-        for item in items {
-            match item.unwrap() {
-                SourceItem::Batch(b) => rows += b.num_rows(),
-                SourceItem::Rejects(r) => rejects.extend(r),
-                SourceItem::ContentHash { .. } | SourceItem::HighWater(_) => {}
-            }
-        }
-        assert_eq!(rows, 2);
+        let (batches, rejects) = crate::drain(items).unwrap();
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
         assert_eq!(rejects.len(), 1);
         assert_eq!(rejects[0].line, 2);
         assert!(

@@ -26,3 +26,20 @@ pub(crate) fn io_err(path: &std::path::Path, e: std::io::Error) -> sluice_core::
     sluice_core::error::SourceError::Io { path: path.display().to_string(), source: e }
 }
 pub use table::{check_table_file, read_table, read_tables};
+
+/// Every batch and reject of a unit's items, or its first error (for tests of the readers).
+#[cfg(test)]
+pub(crate) fn drain(
+    items: impl Iterator<Item = Result<sluice_core::source::SourceItem, sluice_core::error::SourceError>>,
+) -> Result<(Vec<arrow_array::RecordBatch>, Vec<sluice_core::source::Reject>), sluice_core::error::SourceError> {
+    use sluice_core::source::SourceItem;
+    let (mut batches, mut rejects) = (Vec::new(), Vec::new());
+    for item in items {
+        match item? {
+            SourceItem::Batch(b) => batches.push(b),
+            SourceItem::Rejects(r) => rejects.extend(r),
+            SourceItem::ContentHash { .. } | SourceItem::HighWater(_) => {}
+        }
+    }
+    Ok((batches, rejects))
+}

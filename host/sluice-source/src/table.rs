@@ -41,14 +41,7 @@ pub fn read_table(spec: &TableSpec) -> Result<LookupTable, String> {
     let name = &spec.name;
     let fail = |m: String| format!("table `{name}`: {}: {m}", spec.path.display());
     let format = match spec.format {
-        TableFormat::Csv => FormatSpec::Csv(CsvSpec {
-            header: true,
-            delimiter: b',',
-            quote: b'"',
-            columns: None,
-            null_tokens: vec![String::new()],
-            not_null: Default::default(),
-        }),
+        TableFormat::Csv => FormatSpec::Csv(CsvSpec { null_tokens: vec![String::new()], ..Default::default() }),
         TableFormat::Parquet => FormatSpec::Parquet,
     };
     let dir = spec.path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
