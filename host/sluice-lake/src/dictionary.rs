@@ -89,33 +89,16 @@ fn mostly_distinct(col: &ArrayRef) -> bool {
         DataType::Binary => exceeds(col.as_binary::<i32>().iter().flatten(), limit),
         DataType::LargeBinary => exceeds(col.as_binary::<i64>().iter().flatten(), limit),
         dt if dt.is_primitive() => {
-            let width = dt.primitive_width().unwrap_or(0);
+            let Some(width) = dt.primitive_width().filter(|&w| w > 0) else { return false };
             let data = col.to_data();
             let Some(values) = data.buffers().first() else { return false };
             let bytes = &values.as_slice()[data.offset() * width..(data.offset() + n) * width];
-            let valid_at = |i: &usize| col.is_valid(*i);
+            let non_null = bytes.chunks_exact(width).enumerate().filter(|(i, _)| col.is_valid(*i)).map(|(_, v)| v);
             // Fixed-width values hash as one integer rather than as a byte slice.
             match width {
-                8 => exceeds(
-                    bytes
-                        .chunks_exact(8)
-                        .enumerate()
-                        .filter(|(i, _)| valid_at(i))
-                        .map(|(_, v)| u64::from_le_bytes(v.try_into().expect("8 bytes"))),
-                    limit,
-                ),
-                4 => exceeds(
-                    bytes
-                        .chunks_exact(4)
-                        .enumerate()
-                        .filter(|(i, _)| valid_at(i))
-                        .map(|(_, v)| u32::from_le_bytes(v.try_into().expect("4 bytes"))),
-                    limit,
-                ),
-                w if w > 0 => {
-                    exceeds(bytes.chunks_exact(w).enumerate().filter(|(i, _)| valid_at(i)).map(|(_, v)| v), limit)
-                }
-                _ => false,
+                8 => exceeds(non_null.map(|v| u64::from_le_bytes(v.try_into().expect("8 bytes"))), limit),
+                4 => exceeds(non_null.map(|v| u32::from_le_bytes(v.try_into().expect("4 bytes"))), limit),
+                _ => exceeds(non_null, limit),
             }
         }
         _ => false,
