@@ -2,9 +2,11 @@
 //! them need not read every file's schema to union them by name (`union_by_name`, which made
 //! DuckDB read 3,000 footers and hold 110 MiB more at every publish over 3,000 small files).
 //!
-//! A file's schema print is a hash of its footer's column paths and types, read once per file
-//! and kept while the file is live. A file whose footer cannot be read counts as different, so
-//! the view keeps `union_by_name`: the answer is only ever "one schema" when it is known.
+//! A file's schema print is a hash of its column paths and types. A commit records the prints of
+//! the files it wrote from the writer's own metadata; a file this process did not write (a lake
+//! opened again) has its footer read once. Prints are kept while the file is live. A file whose
+//! footer cannot be read counts as different, so the view keeps `union_by_name`: the answer is
+//! only ever "one schema" when it is known.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -12,6 +14,7 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::schema::types::ColumnDescriptor;
 
 /// Schema prints of live files, by stored path.
 #[derive(Default)]
@@ -35,34 +38,47 @@ impl SchemaPrints {
         true
     }
 
+    /// The print of a file just written, from the writer's metadata (see [`print_of`]).
+    pub(crate) fn insert(&mut self, file: PathBuf, print: u64) {
+        self.by_file.insert(file, Some(print));
+    }
+
     /// Forget the files that are no longer live.
     pub(crate) fn keep_only(&mut self, live: &HashSet<&PathBuf>) {
         self.by_file.retain(|f, _| live.contains(f));
     }
 }
 
-/// A hash of the file's columns: path, physical and logical type, repetition. `None` when the
-/// footer cannot be read.
+/// The print of a file's footer; `None` when it cannot be read.
 fn print(path: &Path) -> Option<u64> {
     let reader = SerializedFileReader::new(File::open(path).ok()?).ok()?;
     let schema = reader.metadata().file_metadata().schema_descr_ptr();
+    Some(print_of(schema.columns().iter().map(|c| c.as_ref())))
+}
+
+/// A hash of a file's columns: path, physical and logical type, repetition. A writer's row group
+/// metadata and the footer it wrote give the same print.
+pub(crate) fn print_of<'a>(columns: impl Iterator<Item = &'a ColumnDescriptor>) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    for col in schema.columns() {
+    for col in columns {
         col.path().string().hash(&mut h);
         format!("{:?}", col.physical_type()).hash(&mut h);
         format!("{:?}", col.logical_type_ref()).hash(&mut h);
         format!("{:?}", col.converted_type()).hash(&mut h);
         (col.max_def_level(), col.max_rep_level()).hash(&mut h);
     }
-    Some(h.finish())
+    h.finish()
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
-    use arrow_array::{ArrayRef, Int32Array, Int64Array, RecordBatch};
-    use arrow_schema::{DataType, Field, Schema};
+    use arrow_array::{
+        ArrayRef, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+        TimestampMillisecondArray,
+    };
+    use arrow_schema::{DataType, Field, Schema, TimeUnit};
     use parquet::arrow::ArrowWriter;
 
     use super::*;
@@ -80,6 +96,34 @@ mod tests {
         let mut w = ArrowWriter::try_new(File::create(path).unwrap(), schema.clone(), None).unwrap();
         w.write(&RecordBatch::try_new(schema, arrays).unwrap()).unwrap();
         w.close().unwrap();
+    }
+
+    #[test]
+    fn a_writers_metadata_and_its_footer_give_the_same_print() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("f.parquet");
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("t", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+            Field::new("s", DataType::Utf8, true),
+            Field::new("d", DataType::Date32, true),
+            Field::new("x", DataType::Float64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(TimestampMillisecondArray::from(vec![1]).with_timezone("UTC")),
+                Arc::new(StringArray::from(vec![Some("a")])),
+                Arc::new(Date32Array::from(vec![Some(1)])),
+                Arc::new(Float64Array::from(vec![None])),
+            ],
+        )
+        .unwrap();
+        let mut w = ArrowWriter::try_new(File::create(&path).unwrap(), schema, None).unwrap();
+        w.write(&batch).unwrap();
+        w.flush().unwrap();
+        let written = print_of(w.flushed_row_groups()[0].columns().iter().map(|c| c.column_descr()));
+        w.close().unwrap();
+        assert_eq!(Some(written), print(&path));
     }
 
     #[test]

@@ -58,16 +58,6 @@ struct LakeInner {
     definition: Mutex<Option<String>>,
 }
 
-impl LakeInner {
-    /// Write stats.json when it is older than the totals.
-    fn flush_stats(&self) {
-        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = stats.flush(&self.root, &self.spec.dataset, self.spec.time_column.as_deref()) {
-            tracing::warn!(dataset = %self.spec.dataset, "cannot write stats.json: {e}");
-        }
-    }
-}
-
 impl Drop for LakeInner {
     /// The stats of the last commits, which the once-a-second rewrite may not have written yet
     /// (before the writer lock is released with the other fields).
@@ -770,12 +760,18 @@ impl UnitWriter for LakeUnitWriter {
             let enc = |e: parquet::errors::ParquetError| SinkError::Encode(format!("{}: {e}", f.tmp.display()));
             f.writer.flush().map_err(enc)?;
             let rows: i64 = f.writer.flushed_row_groups().iter().map(|g| g.num_rows()).sum();
+            // The schema print the catalog needs, from the writer's metadata: no footer read.
+            let print = f
+                .writer
+                .flushed_row_groups()
+                .first()
+                .map(|g| crate::prints::print_of(g.columns().iter().map(|c| c.column_descr())));
             let file = f.writer.into_inner().map_err(|e| SinkError::Encode(format!("{}: {e}", f.tmp.display())))?;
             if lake.sync == SyncMode::Files {
                 file.sync_all().map_err(|e| SinkError::io(&f.tmp, e))?;
                 syncs += 1;
             }
-            staged.push(Staged { tmp: f.tmp, final_path: f.final_path, rows: rows as u64, is_data });
+            staged.push(Staged { tmp: f.tmp, final_path: f.final_path, rows: rows as u64, is_data, print });
         }
 
         // Keyed-state tails, staged like the data.
@@ -953,6 +949,14 @@ impl UnitWriter for LakeUnitWriter {
         // The ledger append's fdatasync.
         report.syncs = syncs + 1;
         report.files = files.iter().map(|f| crate::files::visible(&lake.root, f)).collect();
+        {
+            let mut prints = lake.prints.lock().expect("prints lock");
+            for s in &staged {
+                if let Some(print) = s.print {
+                    prints.insert(s.final_path.clone(), print);
+                }
+            }
+        }
         lake.after_commit(&files, &removed);
         Ok(report)
     }
@@ -972,6 +976,8 @@ struct Staged {
     rows: u64,
     /// False for the unit's `_rejects` file.
     is_data: bool,
+    /// Its schema print (see `prints`), when known without reading its footer.
+    print: Option<u64>,
 }
 
 /// `upsert`: rewrite a staged file as the partition's `old` live files merged with its rows,
@@ -1010,6 +1016,8 @@ fn upsert_into(lake: &LakeInner, s: &mut Staged, old: &[String]) -> Result<u64, 
         file.sync_all().map_err(|e| SinkError::io(&tmp, e))?;
     }
     std::fs::rename(&tmp, &s.tmp).map_err(|e| SinkError::io(&s.tmp, e))?;
+    // The merged file's schema is the union: its footer gives its print.
+    s.print = None;
     Ok(merged.num_rows() as u64)
 }
 
@@ -1049,6 +1057,14 @@ impl LakeInner {
             }
         }
         n
+    }
+
+    /// Write stats.json when it is older than the totals.
+    fn flush_stats(&self) {
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = stats.flush(&self.root, &self.spec.dataset, self.spec.time_column.as_deref()) {
+            tracing::warn!(dataset = %self.spec.dataset, "cannot write stats.json: {e}");
+        }
     }
 
     fn retention_ms(&self) -> u64 {
