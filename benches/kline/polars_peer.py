@@ -8,13 +8,10 @@ malformed rows and the rows with an empty field go, as Sluice's rejects and Duck
 NOT NULL`), converts µs to ms, takes symbol and date from the file name, keeps one row per
 (symbol, open_time), adds the 20-row moving average of close per symbol (NULL until the window is
 full) and writes Parquet partitioned by symbol and date with zstd. With --zip the archives are
-first extracted (as for DuckDB, which cannot read zips either); that time is part of the run.
+first extracted (peer_input.py, as for DuckDB); that time is part of the run.
 """
 
-import argparse
 import os
-import pathlib
-import shutil
 import sys
 import time
 
@@ -24,7 +21,7 @@ if "--threads" in sys.argv:
 
 import polars as pl  # noqa: E402
 
-from peer import extract  # noqa: E402
+from peer_input import csv_glob, parse_args  # noqa: E402
 
 SCHEMA = {
     "open_time": pl.Int64, "open": pl.Float64, "high": pl.Float64, "low": pl.Float64, "close": pl.Float64,
@@ -54,28 +51,14 @@ def job(source: str) -> pl.LazyFrame:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("data")
-    ap.add_argument("out")
-    ap.add_argument("--zip", action="store_true")
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
-    a = ap.parse_args()
-    data, out = pathlib.Path(a.data).resolve(), pathlib.Path(a.out).resolve()
+    a = parse_args()
     t0 = time.perf_counter()
-    unzipped = None
-    if a.zip:
-        unzipped = out.with_name(out.name + ".unzipped")
-        extract(data, unzipped, a.threads)
-        source = f"{unzipped}/**/*.csv"
-    else:
-        source = f"{data}/**/*.csv"
-    t1 = time.perf_counter()
-    df = job(source).collect()
-    t2 = time.perf_counter()
-    df.write_parquet(out, compression="zstd", partition_by=["symbol", "date"])
-    t3 = time.perf_counter()
-    if unzipped is not None:
-        shutil.rmtree(unzipped)
+    with csv_glob(a) as source:
+        t1 = time.perf_counter()
+        df = job(source).collect()
+        t2 = time.perf_counter()
+        df.write_parquet(a.out, compression="zstd", partition_by=["symbol", "date"])
+        t3 = time.perf_counter()
     print(f"peer: extract {t1 - t0:.2f} s, query {t2 - t1:.2f} s, write {t3 - t2:.2f} s, {df.height} rows",
           file=sys.stderr)
     return 0
