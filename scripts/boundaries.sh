@@ -16,14 +16,23 @@ while IFS='|' read -r crate forbidden; do
     fi
 done <<'RULES'
 sluice-contract|sluice-.*|tokio|wasmtime|parquet|duckdb|serde
-sluice-chain|sluice-(core|config|source|lake|wasm|catalog|watch|cli)|tokio|wasmtime|parquet|duckdb|saphyr-parser
-sluice-core|sluice-(config|source|lake|wasm|catalog|watch|cli)|wasmtime|parquet|duckdb|saphyr-parser|notify
-sluice-config|sluice-(source|lake|wasm|catalog|watch|cli)|wasmtime|parquet|duckdb|notify
-sluice-source|sluice-(config|wasm|catalog|watch|cli)|wasmtime|duckdb|notify
-sluice-lake|sluice-(config|source|wasm|catalog|watch|cli)|wasmtime|duckdb|notify
-sluice-wasm|sluice-(config|source|lake|catalog|watch|cli)|parquet|duckdb|notify
-sluice-catalog|sluice-(config|source|lake|wasm|watch|cli)|wasmtime|parquet|notify
-sluice-watch|sluice-(config|source|lake|wasm|catalog|cli)|wasmtime|parquet|duckdb
+sluice-chain|sluice-(core|config|source|lake|wasm|catalog|watch|cli|postgres|testkit)|tokio|wasmtime|parquet|duckdb|saphyr-parser|tokio-postgres
+sluice-core|sluice-(config|source|lake|wasm|catalog|watch|cli|postgres|testkit)|wasmtime|parquet|duckdb|saphyr-parser|notify|tokio-postgres|pgpq
+sluice-config|sluice-(source|lake|wasm|catalog|watch|cli|postgres|testkit)|wasmtime|parquet|duckdb|notify|tokio-postgres|pgpq
+sluice-source|sluice-(config|wasm|catalog|watch|cli|postgres|testkit)|wasmtime|duckdb|notify|tokio-postgres|pgpq
+sluice-lake|sluice-(config|source|wasm|catalog|watch|cli|postgres|testkit)|wasmtime|duckdb|notify|tokio-postgres|pgpq
+sluice-wasm|sluice-(config|source|lake|catalog|watch|cli|postgres|testkit)|parquet|duckdb|notify|tokio-postgres|pgpq
+sluice-catalog|sluice-(config|source|lake|wasm|watch|cli|postgres|testkit)|wasmtime|parquet|notify|tokio-postgres|pgpq
+sluice-watch|sluice-(config|source|lake|wasm|catalog|cli|postgres|testkit)|wasmtime|parquet|duckdb|tokio-postgres|pgpq
+sluice-postgres|sluice-(source|lake|wasm|catalog|watch|cli|testkit)|wasmtime|parquet|duckdb|notify
+sluice-testkit|sluice-.*|wasmtime|parquet|duckdb|tokio|arrow-.*
 RULES
+# One arrow: every arrow-based crate (pgpq, duckdb, parquet) on the same version.
+dup="$(cargo tree -d -e normal --prefix none 2>/dev/null | grep -E '^arrow-[a-z]+ v' | sed 's/ (.*//' | sort -u |
+    awk '{print $1}' | uniq -d || true)"
+if [ -n "$dup" ]; then
+    echo "boundaries: two versions of $(echo "$dup" | tr '\n' ' ')in the build (cargo tree -d)" >&2
+    fail=1
+fi
 [ "$fail" = 0 ] && echo "boundaries: every crate keeps to its allowed dependencies"
 exit "$fail"

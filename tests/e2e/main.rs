@@ -9,6 +9,7 @@ mod json;
 mod keyed;
 mod lake;
 mod limits;
+mod postgres;
 mod python_readers;
 mod readers;
 mod run_csv;

@@ -42,6 +42,7 @@ pub(crate) trait Resolve {
     fn error(&mut self, path: &[&str], message: String, hint: Option<String>);
     fn interpolate(&mut self, path: &[&str], s: &str) -> String;
     fn path(&mut self, path: &[&str], s: &str) -> PathBuf;
+    fn secret(&mut self, path: &[&str], name: &str) -> Option<sluice_core::spec::Secret>;
     fn dir_spec(&mut self, name: &str, raw: &RawSource) -> DirSpec;
     fn lake_spec(&mut self, raw: &RawSink) -> LakeSpec;
 }
@@ -80,6 +81,14 @@ impl<'r> Section<'r> {
     pub fn path(&mut self, rel: &[&str], s: &str) -> PathBuf {
         let path = joined(&self.base, rel);
         self.r.path(&path, s)
+    }
+
+    /// The secret in the environment variable `name`, the value at `rel` (`password_env:
+    /// PG_PASSWORD`): it must be declared in the pipeline's `env:`, and set (or have a default).
+    /// Its value is never shown, in errors or anywhere else.
+    pub fn secret(&mut self, rel: &[&str], name: &str) -> Option<sluice_core::spec::Secret> {
+        let path = joined(&self.base, rel);
+        self.r.secret(&path, name)
     }
 
     /// The section's keys as the kind's raw type (they passed its schema, so this fails only

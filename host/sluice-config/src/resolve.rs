@@ -373,6 +373,9 @@ impl crate::kinds::Resolve for Resolver<'_> {
     fn path(&mut self, path: &[&str], s: &str) -> PathBuf {
         Resolver::path(self, path, s)
     }
+    fn secret(&mut self, path: &[&str], name: &str) -> Option<sluice_core::spec::Secret> {
+        Resolver::secret(self, path, name)
+    }
     fn dir_spec(&mut self, name: &str, raw: &RawSource) -> DirSpec {
         Resolver::dir_spec(self, name, raw)
     }
@@ -400,6 +403,33 @@ impl Resolver<'_> {
             None => (node.start.line, node.start.column),
         };
         self.errs.push(ConfigError { file: self.doc.file.clone(), line, column, message: message.into(), hint });
+    }
+
+    /// The secret in the declared environment variable `name` (the value at `path` names it).
+    fn secret(&mut self, path: &[&str], name: &str) -> Option<sluice_core::spec::Secret> {
+        let key = path.last().copied().unwrap_or("password_env");
+        match self.declared.get(name).cloned() {
+            None => {
+                let mut names: Vec<&str> = self.declared.keys().map(String::as_str).collect();
+                names.sort();
+                let hint = closest(name, &names)
+                    .map(|c| format!("did you mean `{c}`? Only variables declared in `env:` may be used"))
+                    .unwrap_or_else(|| format!("declare it at the top level: `env: [{name}]`"));
+                self.error(path, format!("`{key}` names `{name}`, which is not declared in `env:`"), Some(hint));
+                None
+            }
+            Some(default) => match (self.env)(name).or(default) {
+                Some(v) => Some(sluice_core::spec::Secret::new(name, v)),
+                None => {
+                    self.error(
+                        path,
+                        format!("environment variable `{name}` (`{key}`) is not set and has no default"),
+                        Some(format!("set it before running: `export {name}=...`")),
+                    );
+                    None
+                }
+            },
+        }
     }
 
     /// Expand `${VAR}` using only declared variables; errors point at the `${VAR}` itself.

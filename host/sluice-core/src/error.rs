@@ -65,12 +65,19 @@ pub enum SinkError {
     /// The sink cannot be opened as configured (no connector of its kind, bad settings).
     #[error("{0}")]
     Config(String),
+    /// A remote server failed or could not be reached (refused, dropped, authentication).
+    #[error("{server}: {message}")]
+    Remote { server: String, message: String },
+    /// A remote target refused the unit's rows (a constraint, a value out of range): a data
+    /// error of the unit, which follows `sink.on_error`.
+    #[error("{target} refused the unit's rows: {message}")]
+    Rows { target: String, message: String },
 }
 
 impl SinkError {
     /// True for a unit's data error (see the type's docs); false for I/O and internal errors.
     pub fn is_data(&self) -> bool {
-        matches!(self, SinkError::Schema { .. })
+        matches!(self, SinkError::Schema { .. } | SinkError::Rows { .. })
     }
 
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {

@@ -742,3 +742,43 @@ mod tests {
         }
     }
 }
+
+/// A secret a connector needs (a database password), read from an environment variable the
+/// pipeline declares in `env:`. Only the variable's name is ever shown or serialized (so the
+/// definition hash, logs, errors, summaries and the lake never hold the value).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret {
+    env: String,
+    value: String,
+}
+
+impl Secret {
+    pub fn new(env: impl Into<String>, value: impl Into<String>) -> Self {
+        Secret { env: env.into(), value: value.into() }
+    }
+    /// The environment variable it came from.
+    pub fn env(&self) -> &str {
+        &self.env
+    }
+    /// The value, for the connection that needs it (never for a message).
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+    /// `text` with every occurrence of the value replaced by `***` (a server may quote what it
+    /// was sent); values shorter than 4 bytes are left alone, as they would mask ordinary words.
+    pub fn redact(&self, text: &str) -> String {
+        if self.value.len() < 4 { text.to_string() } else { text.replace(&self.value, "***") }
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({}=***)", self.env)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("${{{}}}", self.env))
+    }
+}
