@@ -3,16 +3,19 @@
 #   scripts/setup.sh            DuckDB's shared library (enough for `sluice demo` and `sluice run`)
 #   scripts/setup.sh --plugins  also a wasm toolchain route to rebuild the plugins from source
 #   scripts/setup.sh --fuzz     also cargo-fuzz, for scripts/fuzz.sh (from crates.io)
-# The options combine (CI passes both). Idempotent: each step checks before it installs.
+#   scripts/setup.sh --services also Postgres and Redis, which the connector tests start
+# The options combine (CI passes all three). Idempotent: each step checks before it installs.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 plugins=false
 fuzz=false
+services=false
 for arg in "$@"; do
   case "$arg" in
     --plugins) plugins=true ;;
     --fuzz) fuzz=true ;;
-    *) echo "setup: unknown option $arg (expected --plugins, --fuzz)" >&2; exit 2 ;;
+    --services) services=true ;;
+    *) echo "setup: unknown option $arg (expected --plugins, --fuzz, --services)" >&2; exit 2 ;;
   esac
 done
 
@@ -44,4 +47,8 @@ if $fuzz; then
     env -u CARGO_TARGET_DIR cargo install cargo-fuzz --locked --quiet
     cargo fuzz --version >/dev/null
   fi
+fi
+
+if $services; then
+  bash "$here/install-services.sh"
 fi

@@ -33,6 +33,16 @@ fn golden(case: &str) {
 }
 
 #[test]
+fn golden_bad_postgres() {
+    golden("bad_postgres");
+}
+
+#[test]
+fn golden_bad_postgres_key() {
+    golden("bad_postgres_key");
+}
+
+#[test]
 fn golden_unknown_key() {
     golden("unknown_key");
 }
