@@ -460,3 +460,49 @@ fn the_example_kline_pipeline_loads_postgres_with_ma20_across_days_in_any_arriva
     // Late days re-ran the committed days after them, in Postgres too: one unit per file.
     assert_eq!(count(&pg, "market", "SELECT count(*) FROM sluice.units"), 18);
 }
+
+/// The server restarted in the middle of a run (`pg_ctl -m immediate`, as a crash): the run stops
+/// naming the server, the files in flight are rolled back, and the next run loads the rest
+/// exactly once.
+#[test]
+fn a_server_restart_mid_run_stops_the_run_cleanly_and_the_next_run_completes() {
+    let Some(mut pg) = PgServer::start() else { return };
+    pg.create_db("rs");
+    let dir = tempfile::tempdir().unwrap();
+    write_ticks(&dir.path().join("in"), 40, 5000);
+    let p = pipeline(dir.path(), &pg.url("rs"), "", 2);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .current_dir(dir.path())
+        .env("PGPASS", PG_PASSWORD)
+        .args(["run", p.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        let done: i64 =
+            pg.try_psql("rs", "SELECT count(*) FROM sluice.units").map_or(0, |s| s.trim().parse().unwrap_or(0));
+        if done >= 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    pg.restart();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{err}");
+    let loaded = count(&pg, "rs", "SELECT count(*) FROM sluice.units");
+    if loaded < 40 {
+        // Stopped by the restart: the error names the server.
+        assert!(!out.status.success());
+        assert!(err.contains(&format!("postgres 127.0.0.1:{}/rs", pg.port)), "{err}");
+    }
+    assert_eq!(
+        count(&pg, "rs", "SELECT coalesce(sum(rows), 0) FROM sluice.units"),
+        count(&pg, "rs", "SELECT count(*) FROM market.ticks")
+    );
+    let out = sluice_pg(dir.path(), &["run", p.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert_eq!(count(&pg, "rs", "SELECT count(*) FROM market.ticks"), 200_000);
+    assert_eq!(count(&pg, "rs", "SELECT count(DISTINCT ts) FROM market.ticks"), 200_000);
+}
