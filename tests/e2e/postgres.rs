@@ -471,7 +471,7 @@ fn a_server_restart_mid_run_stops_the_run_cleanly_and_the_next_run_completes() {
     let dir = tempfile::tempdir().unwrap();
     write_ticks(&dir.path().join("in"), 40, 5000);
     let p = pipeline(dir.path(), &pg.url("rs"), "", 2);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .current_dir(dir.path())
         .env("PGPASS", PG_PASSWORD)
         .args(["run", p.to_str().unwrap()])
