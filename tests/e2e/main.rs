@@ -9,6 +9,7 @@ mod json;
 mod keyed;
 mod lake;
 mod limits;
+mod migration;
 mod postgres;
 mod python_readers;
 mod readers;

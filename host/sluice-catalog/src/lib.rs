@@ -2,6 +2,12 @@
 //! committed files, rebuilt under a temporary name and renamed into place so readers always
 //! see a consistent snapshot and never block the writer.
 
+mod compare;
+mod source;
+
+pub use compare::{Comparison, GroupDiff, compare_with_duckdb};
+pub use source::{DuckSource, DuckdbConnector};
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;

@@ -120,6 +120,37 @@ pub enum LakeCommand {
     /// Check that the ledger, the files on disk and the catalog agree (row counts, per-column
     /// sums); exit 1 on any difference.
     Verify(LakeArgs),
+    /// Compare a dataset with a table of a DuckDB file (a migration's old store): rows and sums
+    /// per group; exit 1 on any difference, printing where.
+    Compare(CompareArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The lake directory (or `--lake`).
+    #[arg(value_name = "LAKE", conflicts_with = "lake")]
+    pub path: Option<PathBuf>,
+    /// The lake directory.
+    #[arg(long, default_value = "lake")]
+    pub lake: PathBuf,
+    /// The dataset to compare.
+    #[arg(long)]
+    pub dataset: String,
+    /// The DuckDB file holding the other table (opened read-only).
+    #[arg(long)]
+    pub duckdb: PathBuf,
+    /// The other table: `schema.table`, or `table` in `main`.
+    #[arg(long)]
+    pub table: String,
+    /// Columns to group by (comma-separated; default: the whole table as one group).
+    #[arg(long, value_delimiter = ',')]
+    pub by: Vec<String>,
+    /// Columns to sum on both sides (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub sum: Vec<String>,
+    /// Relative tolerance for sums (float sums differ in their last digits with summation order).
+    #[arg(long, default_value_t = 1e-9)]
+    pub tolerance: f64,
 }
 
 #[derive(Debug, Args)]

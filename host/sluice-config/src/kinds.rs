@@ -312,3 +312,55 @@ impl SinkKind for LakeKind {
         Some(Arc::new(cx.lake_spec(&raw)))
     }
 }
+
+/// `kind: duckdb`: a table or query of a DuckDB database file, read-only. The runtime half is
+/// `sluice_catalog::DuckdbConnector` (DuckDB lives in that crate only).
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawDuckSource {
+    /// The `.duckdb` file, relative to the pipeline file. May use `${VAR}`.
+    pub path: String,
+    /// The table to read: `schema.table`, or `table` in `main`. Exactly one of `table` and `query`.
+    pub table: Option<String>,
+    /// A query to read instead of a table (read as one unit).
+    pub query: Option<String>,
+    /// Rows per unit of a table (ranges of its rowid). Default 500000.
+    pub range_rows: Option<u64>,
+}
+
+/// The language half of `kind: duckdb` sources.
+pub struct DuckdbKind;
+
+impl SourceKind for DuckdbKind {
+    fn name(&self) -> &'static str {
+        "duckdb"
+    }
+    fn schema(&self) -> Value {
+        schema_of::<RawDuckSource>()
+    }
+    fn resolve(&self, cx: &mut Section<'_>, keys: Value) -> Option<Arc<dyn SourceConfig>> {
+        let raw: RawDuckSource = cx.deserialize(keys)?;
+        let name = cx.name().to_string();
+        match (&raw.table, &raw.query) {
+            (Some(_), Some(_)) => cx.error(
+                &["query"],
+                format!("source `{name}`: give `table` or `query`, not both"),
+                Some("a query can select from the table: `query: SELECT ... FROM t WHERE ...`".into()),
+            ),
+            (None, None) => cx.error(
+                &[],
+                format!("source `{name}`: a duckdb source needs `table` or `query`"),
+                Some("`table: main.trades`".into()),
+            ),
+            _ => {}
+        }
+        let range_rows = raw.range_rows.unwrap_or(500_000);
+        if range_rows == 0 {
+            cx.error(&["range_rows"], format!("source `{name}`: range_rows must be at least 1"), None);
+        }
+        let path = cx.path(&["path"], &raw.path);
+        let table = raw.table.as_deref().map(|t| cx.interpolate(&["table"], t));
+        let query = raw.query.as_deref().map(|q| cx.interpolate(&["query"], q));
+        Some(Arc::new(sluice_core::spec::DuckSourceSpec { path, table, query, range_rows }))
+    }
+}

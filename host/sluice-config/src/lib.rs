@@ -15,7 +15,9 @@ mod units;
 mod yaml;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use kinds::{DEFAULT_SINK_KIND, DEFAULT_SOURCE_KIND, Kinds, Section, SinkKind, SourceKind};
+pub use kinds::{
+    DEFAULT_SINK_KIND, DEFAULT_SOURCE_KIND, DuckdbKind, Kinds, RawDuckSource, Section, SinkKind, SourceKind,
+};
 pub use raw::{RawPipeline, schema_of};
 pub use resolve::{
     Document, LoadedPipeline, load_file, load_path, load_path_located, load_path_located_with, parse_located,

@@ -782,3 +782,28 @@ impl Serialize for Secret {
         s.serialize_str(&format!("${{{}}}", self.env))
     }
 }
+
+/// `kind: duckdb`: a table or query of a DuckDB database file, read-only (a migration source).
+#[derive(Debug, Clone, Serialize)]
+pub struct DuckSourceSpec {
+    /// The `.duckdb` file (resolved against the pipeline file).
+    pub path: PathBuf,
+    /// A table (`schema.table` or `table`), or
+    pub table: Option<String>,
+    /// a query (one unit: a query's rows have no stable order to split by).
+    pub query: Option<String>,
+    /// Rows per unit of a table (ranges of its `rowid`).
+    pub range_rows: u64,
+}
+
+impl SourceConfig for DuckSourceSpec {
+    fn kind(&self) -> &'static str {
+        "duckdb"
+    }
+    fn definition(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}

@@ -8,14 +8,71 @@ use anyhow::Context as _;
 use sluice_catalog::{DuckCatalog, Totals};
 use sluice_lake::LakeState;
 
-use crate::cli::{LakeArgs, LakeCommand};
+use crate::cli::{CompareArgs, LakeArgs, LakeCommand};
 use crate::{EXIT_DATA, Exit};
 
 pub fn lake(cmd: LakeCommand) -> Result<u8, Exit> {
     match cmd {
         LakeCommand::Status(a) => status(&a),
         LakeCommand::Verify(a) => verify(&a),
+        LakeCommand::Compare(a) => compare_cmd(&a),
     }
+}
+
+/// `sluice lake compare`: per group, the lake's rows and sums against the other table's.
+fn compare_cmd(args: &CompareArgs) -> Result<u8, Exit> {
+    let lake = args.path.as_ref().unwrap_or(&args.lake);
+    if !args.duckdb.is_file() {
+        return Err(Exit::config(anyhow::anyhow!("no DuckDB file at {}", args.duckdb.display())));
+    }
+    let catalog = DuckCatalog::for_lake(lake);
+    let c = sluice_catalog::compare_with_duckdb(
+        catalog.path(),
+        &args.dataset,
+        &args.duckdb,
+        &args.table,
+        &args.by,
+        &args.sum,
+        args.tolerance,
+    )
+    .with_context(|| format!("comparing {} with {} table {}", args.dataset, args.duckdb.display(), args.table))
+    .map_err(Exit::config)?;
+    let by = if args.by.is_empty() {
+        "one group".to_string()
+    } else {
+        format!("{} group(s) by {}", c.groups, args.by.join(", "))
+    };
+    println!(
+        "lake {} dataset {}: {} rows; {} table {}: {} rows; {by}",
+        lake.display(),
+        args.dataset,
+        c.rows.0,
+        args.duckdb.display(),
+        args.table,
+        c.rows.1
+    );
+    if c.diffs.is_empty() {
+        let sums = if args.sum.is_empty() { String::new() } else { format!(" and sums of {}", args.sum.join(", ")) };
+        println!("same: every group has the same rows{sums}");
+        return Ok(0);
+    }
+    let show = |v: Option<i64>| v.map_or_else(|| "missing".to_string(), |n| n.to_string());
+    for d in &c.diffs {
+        let group = if d.group.is_empty() {
+            "(all)".to_string()
+        } else {
+            args.by.iter().zip(&d.group).map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+        };
+        if d.rows.0 != d.rows.1 {
+            println!("differs: {group}: rows lake {} vs other {}", show(d.rows.0), show(d.rows.1));
+        }
+        for (col, a, b) in &d.sums {
+            let f = |v: &Option<f64>| v.map_or_else(|| "NULL".to_string(), |x| format!("{x}"));
+            println!("differs: {group}: sum({col}) lake {} vs other {}", f(a), f(b));
+        }
+    }
+    println!("{} group(s) differ", c.diffs.len());
+    Ok(EXIT_DATA)
 }
 
 fn read(args: &LakeArgs) -> Result<LakeState, Exit> {
