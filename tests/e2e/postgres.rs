@@ -140,6 +140,28 @@ fn csv_folder_into_postgres_skips_forces_and_reloads_a_changed_file() {
     // The moving average is continuous across files: equal to the same pipeline into a lake.
     let loaded = table_rows(&pg, "etl");
     assert_same_rows(&loaded, &lake_rows(dir.path()), "postgres vs lake");
+    // `lake compare` says the same, per symbol, against the Postgres table.
+    let compare = || {
+        sluice_pg(
+            dir.path(),
+            &[
+                "lake",
+                "compare",
+                "lake",
+                "--dataset",
+                "ticks",
+                "--postgres",
+                &pg.url("etl"),
+                "--password-env",
+                "PGPASS",
+            ]
+            .into_iter()
+            .chain(["--table", "market.ticks", "--by", "symbol", "--sum", "price,qty,ma5"])
+            .collect::<Vec<_>>(),
+        )
+    };
+    let out = compare();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
 
     // A re-run loads nothing.
     let out = sluice_pg(dir.path(), &["run", p, "--summary-json", summary_path.to_str().unwrap()]);
@@ -166,6 +188,11 @@ fn csv_folder_into_postgres_skips_forces_and_reloads_a_changed_file() {
     assert_eq!(count(&pg, "etl", "SELECT count(*) FROM market.ticks"), 4201);
     assert_eq!(count(&pg, "etl", "SELECT count(DISTINCT ts) FROM market.ticks"), 4201);
     assert_eq!(count(&pg, "etl", "SELECT count(DISTINCT _sluice_unit) FROM market.ticks"), 6);
+    // The lake did not take the change: compare names the symbol that differs.
+    let out = compare();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("differs: symbol=S1: rows lake 526 vs other 527"), "{text}");
 }
 
 #[test]

@@ -5,7 +5,7 @@
 mod compare;
 mod source;
 
-pub use compare::{Comparison, GroupDiff, compare_with_duckdb};
+pub use compare::{duckdb_group_totals, lake_group_totals};
 pub use source::{DuckSource, DuckdbConnector};
 
 use std::path::{Path, PathBuf};

@@ -120,8 +120,8 @@ pub enum LakeCommand {
     /// Check that the ledger, the files on disk and the catalog agree (row counts, per-column
     /// sums); exit 1 on any difference.
     Verify(LakeArgs),
-    /// Compare a dataset with a table of a DuckDB file (a migration's old store): rows and sums
-    /// per group; exit 1 on any difference, printing where.
+    /// Compare a dataset with a table of a DuckDB file or a Postgres database (a migration's old
+    /// store, a load's target): rows and sums per group; exit 1 on any difference, printing where.
     Compare(CompareArgs),
 }
 
@@ -137,9 +137,15 @@ pub struct CompareArgs {
     #[arg(long)]
     pub dataset: String,
     /// The DuckDB file holding the other table (opened read-only).
+    #[arg(long, required_unless_present = "postgres", conflicts_with = "postgres")]
+    pub duckdb: Option<PathBuf>,
+    /// Or a Postgres database holding it: `postgresql://user@host:5432/db` (no password).
     #[arg(long)]
-    pub duckdb: PathBuf,
-    /// The other table: `schema.table`, or `table` in `main`.
+    pub postgres: Option<String>,
+    /// The environment variable holding the Postgres password.
+    #[arg(long, requires = "postgres")]
+    pub password_env: Option<String>,
+    /// The other table: `schema.table`, or `table` (in `main` for DuckDB, `public` for Postgres).
     #[arg(long)]
     pub table: String,
     /// Columns to group by (comma-separated; default: the whole table as one group).

@@ -94,3 +94,45 @@ impl SinkConnector for PostgresSinkConnector {
         Ok(BuiltSink { sink: Arc::new(sink), publication: None })
     }
 }
+
+/// A table's row counts and sums per group, for `sluice lake compare --postgres`: `url` without
+/// a password, the password from `password` (the value of the variable the user named).
+pub fn group_totals(
+    url: &str,
+    password: Option<sluice_core::spec::Secret>,
+    table: &str,
+    by: &[String],
+    sums: &[String],
+) -> Result<sluice_core::catalog::GroupTotals, SinkError> {
+    use std::str::FromStr;
+    let mut config = tokio_postgres::Config::from_str(url)
+        .map_err(|e| SinkError::Config(format!("not a Postgres connection URL: {e}")))?;
+    if config.get_password().is_some() {
+        return Err(SinkError::Config("the URL holds a password: give it through --password-env".into()));
+    }
+    if let Some(p) = &password {
+        config.password(p.expose());
+    }
+    let pg = conn::Pg::new(config, password)?;
+    let client = pg.connect()?;
+    let (schema, name) = table.split_once('.').unwrap_or(("public", table));
+    let rel = conn::qualified(schema, name);
+    let mut cols: Vec<String> = by.iter().map(|c| format!("coalesce({}::text, 'NULL')", conn::ident(c))).collect();
+    cols.push("count(*)::bigint".into());
+    cols.extend(sums.iter().map(|c| format!("sum({})::double precision", conn::ident(c))));
+    let group = if by.is_empty() {
+        String::new()
+    } else {
+        format!(" GROUP BY {}", (1..=by.len()).map(|i| i.to_string()).collect::<Vec<_>>().join(", "))
+    };
+    let rows = conn::wait(client.query(&format!("SELECT {} FROM {rel}{group}", cols.join(", ")), &[]))
+        .map_err(|e| pg.remote(&e))?;
+    let mut out = sluice_core::catalog::GroupTotals::default();
+    for r in rows {
+        let key: Vec<String> = (0..by.len()).map(|i| r.get::<_, String>(i)).collect();
+        let n: i64 = r.get(by.len());
+        let s: Vec<Option<f64>> = (0..sums.len()).map(|i| r.get(by.len() + 1 + i)).collect();
+        out.groups.insert(key, (n, s));
+    }
+    Ok(out)
+}

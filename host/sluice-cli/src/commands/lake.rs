@@ -22,35 +22,44 @@ pub fn lake(cmd: LakeCommand) -> Result<u8, Exit> {
 /// `sluice lake compare`: per group, the lake's rows and sums against the other table's.
 fn compare_cmd(args: &CompareArgs) -> Result<u8, Exit> {
     let lake = args.path.as_ref().unwrap_or(&args.lake);
-    if !args.duckdb.is_file() {
-        return Err(Exit::config(anyhow::anyhow!("no DuckDB file at {}", args.duckdb.display())));
-    }
     let catalog = DuckCatalog::for_lake(lake);
-    let c = sluice_catalog::compare_with_duckdb(
-        catalog.path(),
-        &args.dataset,
-        &args.duckdb,
-        &args.table,
-        &args.by,
-        &args.sum,
-        args.tolerance,
-    )
-    .with_context(|| format!("comparing {} with {} table {}", args.dataset, args.duckdb.display(), args.table))
-    .map_err(Exit::config)?;
+    let ours = sluice_catalog::lake_group_totals(catalog.path(), &args.dataset, &args.by, &args.sum)
+        .with_context(|| format!("lake {} dataset {}", lake.display(), args.dataset))
+        .map_err(Exit::config)?;
+    let (theirs, other) = match (&args.duckdb, &args.postgres) {
+        (Some(file), _) => {
+            if !file.is_file() {
+                return Err(Exit::config(anyhow::anyhow!("no DuckDB file at {}", file.display())));
+            }
+            let t = sluice_catalog::duckdb_group_totals(file, &args.table, &args.by, &args.sum)
+                .with_context(|| format!("{} table {}", file.display(), args.table))
+                .map_err(Exit::config)?;
+            (t, format!("{} table {}", file.display(), args.table))
+        }
+        (None, Some(url)) => {
+            let password = match &args.password_env {
+                Some(name) => Some(sluice_core::spec::Secret::new(
+                    name,
+                    std::env::var(name).map_err(|_| {
+                        Exit::config(anyhow::anyhow!("--password-env names `{name}`, which is not set"))
+                    })?,
+                )),
+                None => None,
+            };
+            let t = sluice_postgres::group_totals(url, password, &args.table, &args.by, &args.sum)
+                .with_context(|| format!("postgres table {}", args.table))
+                .map_err(Exit::config)?;
+            (t, format!("postgres table {}", args.table))
+        }
+        (None, None) => return Err(Exit::config(anyhow::anyhow!("give --duckdb FILE or --postgres URL"))),
+    };
+    let c = sluice_core::catalog::compare_groups(&ours, &theirs, &args.sum, args.tolerance);
     let by = if args.by.is_empty() {
         "one group".to_string()
     } else {
         format!("{} group(s) by {}", c.groups, args.by.join(", "))
     };
-    println!(
-        "lake {} dataset {}: {} rows; {} table {}: {} rows; {by}",
-        lake.display(),
-        args.dataset,
-        c.rows.0,
-        args.duckdb.display(),
-        args.table,
-        c.rows.1
-    );
+    println!("lake {} dataset {}: {} rows; {other}: {} rows; {by}", lake.display(), args.dataset, c.rows.0, c.rows.1);
     if c.diffs.is_empty() {
         let sums = if args.sum.is_empty() { String::new() } else { format!(" and sums of {}", args.sum.join(", ")) };
         println!("same: every group has the same rows{sums}");
