@@ -85,6 +85,10 @@ impl PgSinkSpec {
         if c.get_application_name().is_none() {
             c.application_name("sluice");
         }
+        // Server notices (`schema ... already exists, skipping`) are not worth a log line.
+        if c.get_options().is_none() {
+            c.options("-c client_min_messages=warning");
+        }
         c
     }
 
