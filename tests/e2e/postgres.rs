@@ -49,16 +49,18 @@ settings: {{workers: {workers}, batch_rows: 4096}}
     p
 }
 
+/// A pipeline that loads `in/*.csv` (with headers) unchanged into Postgres table `table`, with
+/// `sink_extra` (indented sink keys, each line ending in a newline) added to the sink.
+fn plain_pipeline(url: &str, table: &str, sink_extra: &str) -> String {
+    format!(
+        "pipeline: plain\nenv: [PGPASS]\nsources:\n  s:\n    path: in\n    glob: \"*.csv\"\n    \
+         format: {{csv: {{header: true}}}}\nsink:\n  kind: postgres\n  url: {url}\n  password_env: PGPASS\n  \
+         table: {table}\n{sink_extra}settings: {{workers: 1}}\n"
+    )
+}
+
 fn sluice_pg(dir: &Path, args: &[&str]) -> std::process::Output {
-    let out = sluice().current_dir(dir).env("PGPASS", PG_PASSWORD).args(args).output().expect("sluice runs");
-    eprintln!(
-        "$ sluice {}\n[exit {:?}]\n{}{}",
-        args.join(" "),
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    report(args, sluice().current_dir(dir).env("PGPASS", PG_PASSWORD).args(args).output().expect("sluice runs"))
 }
 
 /// Every row of the table, in order, as text: what two loads must agree on.
@@ -266,28 +268,8 @@ fn upsert_keeps_the_newest_row_per_key_and_replace_partition_replaces_whole_part
     // last row of a key wins.
     write(&dir.path().join("in/a.csv"), "id,day,v\n1,d1,10\n2,d1,20\n2,d1,21\n3,d2,30\n");
     write(&dir.path().join("in/b.csv"), "id,day,v\n3,d2,31\n4,d2,40\n");
-    let yaml = |mode: &str| {
-        format!(
-            r#"
-pipeline: up
-env: [PGPASS]
-sources:
-  s:
-    path: in
-    glob: "*.csv"
-    format: {{csv: {{header: true}}}}
-sink:
-  kind: postgres
-  url: {}
-  password_env: PGPASS
-  table: kv
-  {mode}
-settings: {{workers: 1}}
-"#,
-            pg.url("up")
-        )
-    };
-    write(&dir.path().join("up.yaml"), &yaml("mode: upsert\n  key: [id]"));
+    let url = pg.url("up");
+    write(&dir.path().join("up.yaml"), &plain_pipeline(&url, "kv", "  mode: upsert\n  key: [id]\n"));
     assert!(sluice_pg(dir.path(), &["run", "up.yaml"]).status.success());
     assert_eq!(pg.psql("up", "SELECT id, day, v FROM kv ORDER BY id"), "1|d1|10\n2|d1|21\n3|d2|31\n4|d2|40");
     // A changed file upserts again: only its keys change.
@@ -298,7 +280,7 @@ settings: {{workers: 1}}
     // replace_partition: a unit replaces every row of the partitions (days) it holds.
     write(
         &dir.path().join("rp.yaml"),
-        &yaml("mode: replace_partition\n  partition_by: [day]").replace("table: kv", "table: daily"),
+        &plain_pipeline(&url, "daily", "  mode: replace_partition\n  partition_by: [day]\n"),
     );
     write(&dir.path().join("in/b.csv"), "id,day,v\n9,d2,90\n");
     assert!(sluice_pg(dir.path(), &["run", "rp.yaml"]).status.success());
@@ -310,27 +292,7 @@ fn schema_changes_between_runs_evolve_or_are_refused_naming_the_column() {
     let Some(pg) = PgServer::start() else { return };
     pg.create_db("sc");
     let dir = tempfile::tempdir().unwrap();
-    let yaml = |policy: &str| {
-        format!(
-            r#"
-pipeline: sc
-env: [PGPASS]
-sources:
-  s:
-    path: in
-    glob: "*.csv"
-    format: {{csv: {{header: true}}}}
-sink:
-  kind: postgres
-  url: {}
-  password_env: PGPASS
-  table: t
-  schema_policy: {policy}
-settings: {{workers: 1}}
-"#,
-            pg.url("sc")
-        )
-    };
+    let yaml = |policy: &str| plain_pipeline(&pg.url("sc"), "t", &format!("  schema_policy: {policy}\n"));
     write(&dir.path().join("evolve.yaml"), &yaml("evolve"));
     write(&dir.path().join("freeze.yaml"), &yaml("freeze"));
     write(&dir.path().join("in/a.csv"), "id,n\n1,5\n");
@@ -364,28 +326,7 @@ fn rows_the_server_refuses_fail_their_file_with_its_message_and_skip_file_goes_o
     write(&dir.path().join("in/a.csv"), "id,v\n1,5\n");
     write(&dir.path().join("in/b.csv"), "id,v\n2,500\n");
     write(&dir.path().join("in/c.csv"), "id,v\n3,7\n");
-    write(
-        &dir.path().join("p.yaml"),
-        &format!(
-            r#"
-pipeline: ref
-env: [PGPASS]
-sources:
-  s:
-    path: in
-    glob: "*.csv"
-    format: {{csv: {{header: true}}}}
-sink:
-  kind: postgres
-  url: {}
-  password_env: PGPASS
-  table: t
-  on_error: skip_file
-settings: {{workers: 1}}
-"#,
-            pg.url("ref")
-        ),
-    );
+    write(&dir.path().join("p.yaml"), &plain_pipeline(&pg.url("ref"), "t", "  on_error: skip_file\n"));
     let out = sluice_pg(dir.path(), &["run", "p.yaml"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("b.csv"), "{err}");
@@ -399,12 +340,7 @@ fn connection_errors_name_the_server_and_never_print_the_password() {
     let Some(pg) = PgServer::start() else { return };
     let dir = tempfile::tempdir().unwrap();
     write(&dir.path().join("in/a.csv"), "id\n1\n");
-    let yaml = |url: &str| {
-        format!(
-            "pipeline: e\nenv: [PGPASS]\nsources:\n  s:\n    path: in\n    glob: \"*.csv\"\n    format: {{csv: {{header: true}}}}\n\
-             sink:\n  kind: postgres\n  url: {url}\n  password_env: PGPASS\n  table: t\n"
-        )
-    };
+    let yaml = |url: &str| plain_pipeline(url, "t", "");
     // A wrong password: refused by the server, named, the password nowhere.
     write(&dir.path().join("p.yaml"), &yaml(&pg.url("postgres")));
     let wrong = "wrong-secret-4821";

@@ -36,7 +36,7 @@ pub fn run_in(dir: &Path, args: &[&str]) -> Output {
 }
 
 /// Print a finished command, to help debugging, and hand its output back.
-fn report(args: &[&str], out: Output) -> Output {
+pub fn report(args: &[&str], out: Output) -> Output {
     eprintln!(
         "$ sluice {}\n[exit {:?}]\n{}{}",
         args.join(" "),

@@ -10,13 +10,6 @@ use sluice_core::error::CatalogError;
 
 use crate::{quote_ident, quote_str};
 
-fn table_sql(alias: &str, table: &str) -> String {
-    match table.split_once('.') {
-        Some((s, t)) => format!("{alias}.{}.{}", quote_ident(s), quote_ident(t)),
-        None => format!("{alias}.main.{}", quote_ident(table)),
-    }
-}
-
 /// Totals of `relation` (attached as `alias` from `file`) grouped by `by`, summing `sums`.
 fn totals(
     file: &Path,
@@ -69,5 +62,5 @@ pub fn duckdb_group_totals(
     by: &[String],
     sums: &[String],
 ) -> Result<GroupTotals, CatalogError> {
-    totals(file, "other", &table_sql("other", table), by, sums)
+    totals(file, "other", &format!("other.{}", crate::source::table_sql(table)), by, sums)
 }

@@ -62,12 +62,11 @@ pub struct DuckSource {
     batch_rows: usize,
 }
 
-/// `schema.table` or `table`, quoted.
-fn table_sql(table: &str) -> String {
-    match table.split_once('.') {
-        Some((s, t)) => format!("{}.{}", quote_ident(s), quote_ident(t)),
-        None => quote_ident(table),
-    }
+/// `schema.table`, or `table` in `main`, quoted (prefix it with a database alias to read an
+/// attached file).
+pub(crate) fn table_sql(table: &str) -> String {
+    let (schema, name) = table.split_once('.').unwrap_or(("main", table));
+    format!("{}.{}", quote_ident(schema), quote_ident(name))
 }
 
 impl DuckSource {

@@ -405,16 +405,22 @@ impl Resolver<'_> {
         self.errs.push(ConfigError { file: self.doc.file.clone(), line, column, message: message.into(), hint });
     }
 
+    /// The hint for a variable not declared in `env:`: the closest declared name, or how to
+    /// declare it.
+    fn undeclared_hint(&self, name: &str) -> String {
+        let mut names: Vec<&str> = self.declared.keys().map(String::as_str).collect();
+        names.sort();
+        closest(name, &names)
+            .map(|c| format!("did you mean `{c}`? Only variables declared in `env:` may be used"))
+            .unwrap_or_else(|| format!("declare it at the top level: `env: [{name}]`"))
+    }
+
     /// The secret in the declared environment variable `name` (the value at `path` names it).
     fn secret(&mut self, path: &[&str], name: &str) -> Option<sluice_core::spec::Secret> {
         let key = path.last().copied().unwrap_or("password_env");
         match self.declared.get(name).cloned() {
             None => {
-                let mut names: Vec<&str> = self.declared.keys().map(String::as_str).collect();
-                names.sort();
-                let hint = closest(name, &names)
-                    .map(|c| format!("did you mean `{c}`? Only variables declared in `env:` may be used"))
-                    .unwrap_or_else(|| format!("declare it at the top level: `env: [{name}]`"));
+                let hint = self.undeclared_hint(name);
                 self.error(path, format!("`{key}` names `{name}`, which is not declared in `env:`"), Some(hint));
                 None
             }
@@ -447,11 +453,7 @@ impl Resolver<'_> {
             let needle = format!("${{{name}}}");
             match self.declared.get(name).cloned() {
                 None => {
-                    let mut names: Vec<&str> = self.declared.keys().map(String::as_str).collect();
-                    names.sort();
-                    let hint = closest(name, &names)
-                        .map(|c| format!("did you mean `{c}`? Only variables declared in `env:` may be used"))
-                        .unwrap_or_else(|| format!("declare it at the top level: `env: [{name}]`"));
+                    let hint = self.undeclared_hint(name);
                     let at = self.doc.pos_of(path, &needle);
                     self.push_at(at, format!("`{needle}` uses an undeclared environment variable"), Some(hint));
                 }

@@ -93,6 +93,22 @@ pub enum Freshness {
     Touched,
 }
 
+impl Freshness {
+    /// How `now` (a discovered unit) compares with `was` (as a sink committed it): same size and
+    /// version is unchanged; content hashes on both sides decide; a known committed hash with a
+    /// moved version is a touch, to be confirmed by hashing.
+    pub fn of(was: &SourceUnit, now: &SourceUnit) -> Freshness {
+        match (&was.content_hash, &now.content_hash) {
+            _ if was.size != now.size => Freshness::Changed,
+            (Some(a), Some(b)) if a != b => Freshness::Changed,
+            (Some(_), Some(_)) => Freshness::Unchanged,
+            _ if was.version == now.version => Freshness::Unchanged,
+            (Some(_), None) => Freshness::Touched,
+            (None, _) => Freshness::Changed,
+        }
+    }
+}
+
 /// Where a pipeline's rows go, split by job: [`Sink`] writes a unit's output and commits it
 /// atomically through a [`UnitWriter`]; its [`StateStore`] remembers what was committed (kept
 /// in the sink's own system, so that progress commits in the same atomic step as the data);

@@ -373,15 +373,7 @@ impl StateStore for Lake {
         let Some(r) = ledger.records.get(&(self.inner.spec.dataset.clone(), unit.id())) else {
             return Ok(Freshness::New);
         };
-        let was = &r.unit;
-        Ok(match (&was.content_hash, &unit.content_hash) {
-            _ if was.size != unit.size => Freshness::Changed,
-            (Some(a), Some(b)) if a != b => Freshness::Changed,
-            (Some(_), Some(_)) => Freshness::Unchanged,
-            _ if was.version == unit.version => Freshness::Unchanged,
-            (Some(_), None) => Freshness::Touched,
-            (None, _) => Freshness::Changed,
-        })
+        Ok(Freshness::of(&r.unit, unit))
     }
 
     /// Same content after a touch: append a record with the new mtime (and nothing else), so

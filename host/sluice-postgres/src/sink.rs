@@ -2,7 +2,7 @@
 //! that also writes the unit's record, keyed state, mark and rejects to the state tables.
 //! Until `COMMIT` nothing of the unit is visible; a crash anywhere rolls all of it back.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
@@ -294,19 +294,10 @@ impl StateStore for Inner {
         Ok(self.freshness(unit)? == Freshness::Unchanged)
     }
 
-    /// As the lake: same size and version is unchanged; a known content hash decides a touch.
     fn freshness(&self, unit: &SourceUnit) -> Result<Freshness, SinkError> {
         let cache = self.cache.lock().expect("cache lock");
         let Some(r) = cache.units.get(&unit.id()) else { return Ok(Freshness::New) };
-        let was = &r.unit;
-        Ok(match (&was.content_hash, &unit.content_hash) {
-            _ if was.size != unit.size => Freshness::Changed,
-            (Some(a), Some(b)) if a != b => Freshness::Changed,
-            (Some(_), Some(_)) => Freshness::Unchanged,
-            _ if was.version == unit.version => Freshness::Unchanged,
-            (Some(_), None) => Freshness::Touched,
-            (None, _) => Freshness::Changed,
-        })
+        Ok(Freshness::of(&r.unit, unit))
     }
 
     fn confirm_unchanged(&self, unit: &SourceUnit) -> Result<bool, SinkError> {
@@ -415,20 +406,11 @@ impl StateStore for Inner {
         match batches.len() {
             0 => Ok(None),
             1 => Ok(batches.into_iter().next()),
-            _ => arrow_select_concat(&batches).map(Some).map_err(|e| self.corrupt("keyed", e)),
+            _ => arrow_select::concat::concat_batches(&batches[0].schema(), &batches)
+                .map(Some)
+                .map_err(|e| self.corrupt("keyed", e)),
         }
     }
-}
-
-fn arrow_select_concat(batches: &[RecordBatch]) -> Result<RecordBatch, arrow_schema::ArrowError> {
-    let schema = batches[0].schema();
-    let columns = (0..schema.fields().len())
-        .map(|i| {
-            let arrays: Vec<&dyn arrow_array::Array> = batches.iter().map(|b| b.column(i).as_ref()).collect();
-            arrow_select::concat::concat(&arrays)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    RecordBatch::try_new(schema, columns)
 }
 
 fn history(cache: &Cache, step: &str, key: &KeyValues) -> Vec<KeyedUnit> {
@@ -1034,10 +1016,4 @@ fn fault_point(point: &str) {
         eprintln!("SLUICE_TEST_FAULT: exiting at {point}");
         std::process::exit(99);
     }
-}
-
-/// Keys of a map of committed units (for tests).
-#[allow(dead_code)]
-pub(crate) fn unit_ids(sink: &Inner) -> HashMap<String, i64> {
-    sink.cache.lock().expect("cache lock").units.iter().map(|(k, v)| (k.clone(), v.seq)).collect()
 }
