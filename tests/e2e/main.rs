@@ -10,6 +10,7 @@ mod keyed;
 mod lake;
 mod limits;
 mod migration;
+mod pg_source;
 mod postgres;
 mod python_readers;
 mod readers;

@@ -40,13 +40,17 @@ pub fn runtime(plugin_dir: Option<PathBuf>) -> Result<WasmRuntime, Exit> {
 /// The connector kinds this build ships: the language half (what `kind:` may name) and the
 /// runtime half (how each is built), registered together.
 pub fn kinds() -> sluice_config::Kinds {
-    sluice_config::Kinds::builtin().with_source(sluice_config::DuckdbKind).with_sink(sluice_postgres::PostgresKind)
+    sluice_config::Kinds::builtin()
+        .with_source(sluice_config::DuckdbKind)
+        .with_source(sluice_postgres::PostgresSourceKind)
+        .with_sink(sluice_postgres::PostgresKind)
 }
 
 pub fn connectors() -> Connectors {
     Connectors::new()
         .with_source(sluice_source::DirectoryConnector)
         .with_source(sluice_catalog::DuckdbConnector)
+        .with_source(sluice_postgres::PostgresSourceConnector)
         .with_sink(sluice_lake::LakeConnector)
         .with_sink(sluice_postgres::PostgresSinkConnector)
 }

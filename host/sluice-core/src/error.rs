@@ -42,6 +42,9 @@ pub enum SourceError {
     Row { path: String, line: u64, message: String },
     #[error("source `{source_name}`: {message}")]
     Config { source_name: String, message: String },
+    /// A remote server failed or could not be reached (refused, dropped, authentication).
+    #[error("{server}: {message}")]
+    Remote { server: String, message: String },
 }
 
 /// A sink failed to write or commit.

@@ -76,20 +76,7 @@ pub struct PgSinkSpec {
 impl PgSinkSpec {
     /// The connection settings, with the password.
     pub(crate) fn connect_config(&self) -> tokio_postgres::Config {
-        // Checked when the pipeline was resolved (unless validated without the environment,
-        // where `${VAR}` stands for itself and nothing connects).
-        let mut c = tokio_postgres::Config::from_str(&self.url).unwrap_or_else(|_| tokio_postgres::Config::new());
-        if let Some(p) = &self.password {
-            c.password(p.expose());
-        }
-        if c.get_application_name().is_none() {
-            c.application_name("sluice");
-        }
-        // Server notices (`schema ... already exists, skipping`) are not worth a log line.
-        if c.get_options().is_none() {
-            c.options("-c client_min_messages=warning");
-        }
-        c
+        connect_config(&self.url, self.password.as_ref())
     }
 
     /// `host:port/db`, for messages (no user, no password).
@@ -101,6 +88,55 @@ impl PgSinkSpec {
     pub fn target(&self) -> String {
         format!("postgres://{}/{}.{}", self.endpoint(), self.schema, self.table)
     }
+}
+
+/// `url`, `${VAR}` expanded, checked: a Postgres URL with a host and without a password (never
+/// echoed: it may hold one).
+pub(crate) fn resolve_url(cx: &mut Section<'_>, raw: &str) -> String {
+    let url = cx.interpolate(&["url"], raw);
+    match tokio_postgres::Config::from_str(&url) {
+        // `validate --no-environment`: the variable stands for itself, nothing to check.
+        Err(_) if url.contains("${") => {}
+        Err(e) => cx.error(
+            &["url"],
+            format!("`url` is not a Postgres connection URL: {e}"),
+            Some("write it as `postgresql://user@host:5432/database`".into()),
+        ),
+        Ok(c) if c.get_password().is_some() => cx.error(
+            &["url"],
+            "`url` holds a password, which would end up in logs and in the pipeline's definition",
+            Some("remove it from the URL, put it in an environment variable and name it: `password_env: PGPASSWORD` (declared in `env:`)".into()),
+        ),
+        Ok(c) if c.get_hosts().is_empty() => {
+            cx.error(&["url"], "`url` names no host", Some("`postgresql://user@127.0.0.1:5432/db`".into()))
+        }
+        Ok(_) => {}
+    }
+    url
+}
+
+/// The password in the variable `password_env` names (declared in `env:`); an empty value is
+/// no password (a `trust` login).
+pub(crate) fn resolve_password(cx: &mut Section<'_>, name: Option<&str>) -> Option<Secret> {
+    name.and_then(|name| cx.secret(&["password_env"], name)).filter(|s| !s.expose().is_empty())
+}
+
+/// Connection settings from a checked URL and its password.
+pub(crate) fn connect_config(url: &str, password: Option<&Secret>) -> tokio_postgres::Config {
+    // Checked when the pipeline was resolved (unless validated without the environment,
+    // where `${VAR}` stands for itself and nothing connects).
+    let mut c = tokio_postgres::Config::from_str(url).unwrap_or_else(|_| tokio_postgres::Config::new());
+    if let Some(p) = password {
+        c.password(p.expose());
+    }
+    if c.get_application_name().is_none() {
+        c.application_name("sluice");
+    }
+    // Server notices (`schema ... already exists, skipping`) are not worth a log line.
+    if c.get_options().is_none() {
+        c.options("-c client_min_messages=warning");
+    }
+    c
 }
 
 /// `host:port/db` of a connection config.
@@ -134,7 +170,7 @@ pub struct PostgresKind;
 /// Postgres truncates longer identifiers silently.
 const MAX_IDENT: usize = 63;
 
-fn check_ident(cx: &mut Section<'_>, rel: &[&str], what: &str, name: &str) {
+pub(crate) fn check_ident(cx: &mut Section<'_>, rel: &[&str], what: &str, name: &str) {
     if name.is_empty() {
         cx.error(rel, format!("{what} is empty"), None);
     } else if name.len() > MAX_IDENT {
@@ -155,32 +191,8 @@ impl SinkKind for PostgresKind {
     }
     fn resolve(&self, cx: &mut Section<'_>, keys: serde_json::Value) -> Option<Arc<dyn SinkConfig>> {
         let raw: RawPostgresSink = cx.deserialize(keys)?;
-        let url = cx.interpolate(&["url"], &raw.url);
-        match tokio_postgres::Config::from_str(&url) {
-            // `validate --no-environment`: the variable stands for itself, nothing to check.
-            Err(_) if url.contains("${") => {}
-            // Never echo the URL: it may hold a password.
-            Err(e) => cx.error(
-                &["url"],
-                format!("`url` is not a Postgres connection URL: {e}"),
-                Some("write it as `postgresql://user@host:5432/database`".into()),
-            ),
-            Ok(c) if c.get_password().is_some() => cx.error(
-                &["url"],
-                "`url` holds a password, which would end up in logs and in the pipeline's definition",
-                Some("remove it from the URL, put it in an environment variable and name it: `password_env: PGPASSWORD` (declared in `env:`)".into()),
-            ),
-            Ok(c) if c.get_hosts().is_empty() => {
-                cx.error(&["url"], "`url` names no host", Some("`postgresql://user@127.0.0.1:5432/db`".into()))
-            }
-            Ok(_) => {}
-        }
-        // An empty value is no password (a `trust` login).
-        let password = raw
-            .password_env
-            .as_deref()
-            .and_then(|name| cx.secret(&["password_env"], name))
-            .filter(|s| !s.expose().is_empty());
+        let url = resolve_url(cx, &raw.url);
+        let password = resolve_password(cx, raw.password_env.as_deref());
         let (schema, table) = match raw.table.split_once('.') {
             Some((s, t)) => (s.to_string(), t.to_string()),
             None => ("public".to_string(), raw.table.clone()),

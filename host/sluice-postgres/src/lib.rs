@@ -7,10 +7,16 @@
 //!   unit whole or absent, and a re-run loads what is missing exactly once.
 //! - `conn`: tokio-postgres driven by a private runtime, called synchronously.
 //! - `types`: Arrow ↔ Postgres column types.
+//! - `source` (with `source_config`): tables and queries read through binary `COPY ... TO
+//!   STDOUT` (`decode`) in one exported snapshot per discovery; incremental by a cursor whose
+//!   mark commits with the data, late rows found by their row versions.
 
 mod config;
 mod conn;
+mod decode;
 mod sink;
+mod source;
+mod source_config;
 mod state;
 mod types;
 
@@ -22,7 +28,10 @@ use sluice_core::error::SinkError;
 use sluice_core::spec::{PipelineSpec, SinkSpec, WriteMode};
 
 pub use config::{PgSinkSpec, PostgresKind, RawPostgresSink};
+pub use decode::Unbounded;
 pub use sink::{PgSink, UNIT_COLUMN};
+pub use source::{PgSource, PostgresSourceConnector};
+pub use source_config::{PgSourceSpec, PostgresSourceKind, RawPostgresSource};
 
 /// The runtime half of `kind: postgres` sinks.
 pub struct PostgresSinkConnector;

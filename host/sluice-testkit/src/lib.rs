@@ -179,6 +179,24 @@ impl PgServer {
         }
     }
 
+    /// A `psql` session kept open (a transaction held across other work): statements run as
+    /// they are sent, with [`Session::exec`] waiting until they did.
+    pub fn session(&self, db: &str, application_name: &str) -> Session {
+        let psql = if self.bindir.join("psql").is_file() { self.bindir.join("psql") } else { PathBuf::from("psql") };
+        let mut child = Command::new(psql)
+            .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
+            .args(["-p", &self.port.to_string(), "-d", db])
+            .env("PGPASSWORD", PG_PASSWORD)
+            .env("PGAPPNAME", application_name)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("psql starts");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        Session { child, stdin, stdout, n: 0 }
+    }
+
     /// Stop now, as a crash would (`-m immediate`).
     pub fn stop(&mut self) {
         if !self.stopped {
@@ -213,4 +231,41 @@ impl Drop for PgServer {
 fn run_ok(c: &mut Command) {
     let out = c.output().expect("run a setup command");
     assert!(out.status.success(), "{c:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// An open `psql` session ([`PgServer::session`]); killed when dropped.
+pub struct Session {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    n: u32,
+}
+
+impl Session {
+    /// Run `sql` and wait until it ran; returns what it printed.
+    pub fn exec(&mut self, sql: &str) -> String {
+        use std::io::{BufRead, Write};
+        self.n += 1;
+        let marker = format!("--done-{}--", self.n);
+        writeln!(self.stdin, "{sql}\n\\echo {marker}").expect("psql takes input");
+        self.stdin.flush().expect("psql takes input");
+        let mut out = String::new();
+        loop {
+            let mut line = String::new();
+            if self.stdout.read_line(&mut line).expect("psql output") == 0 {
+                panic!("psql session ended while running {sql:?} (output: {out})");
+            }
+            if line.trim_end() == marker {
+                return out;
+            }
+            out.push_str(&line);
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

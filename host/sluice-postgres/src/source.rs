@@ -1,0 +1,613 @@
+//! `kind: postgres` sources: a table or a query, read through binary `COPY ... TO STDOUT`.
+//!
+//! **One snapshot per discovery.** Discovery opens a coordinator connection, starts a
+//! read-only repeatable-read transaction and exports its snapshot. The units are planned in it,
+//! and every unit reads in it (`SET TRANSACTION SNAPSHOT`) on a connection of its own, so ranges
+//! read in parallel still see one consistent state. The coordinator stays open, holding the
+//! snapshot, until the next discovery replaces it. A discovery is reused for a few seconds while
+//! the mark is unchanged, so that `watch`'s scan and the pass that follows it see the same units.
+//!
+//! **Incremental loads (`cursor`).** Units are ranges `(lo, hi]` of the cursor after the
+//! committed mark, about `range_rows` rows each, read in cursor order. Each ends with its mark,
+//! `{"cursor": hi, "snap": <the snapshot>}`, which the sink commits with the unit's rows.
+//!
+//! **Late rows.** A transaction that began before a discovery and commits after it may write
+//! cursor values at or below the mark (a `now()` taken early, a sequence value drawn early).
+//! Each discovery therefore also looks `overlap` below the mark for row versions that the
+//! mark's snapshot could not see (`NOT pg_visible_in_snapshot(xmin, snap)`), and reads them as
+//! one unit, first. Rows the previous snapshot saw are never read again, so nothing is read
+//! twice; a row committed later than `overlap` below the mark is missed (size `overlap` above
+//! the longest writing transaction). An updated row (a new version) whose cursor did not move is
+//! read again within the window: a sink in `upsert` mode replaces it.
+//!
+//! **Full loads.** Without a cursor, a table is split into spans of `range_rows` values of an
+//! integer `key` (default: the primary key), stable across runs. Each span's version is a
+//! fingerprint of its row versions (`ctid`, `xmin`), so an unchanged span is skipped and a
+//! changed one replaces its earlier output. A `query:` is one unit, read by every run.
+
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow_schema::SchemaRef;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use sluice_core::connector::SourceConnector;
+use sluice_core::error::{SinkError, SourceError};
+use sluice_core::source::{BatchStream, Source, SourceItem, SourceUnit};
+use sluice_core::spec::{Settings, SourceSpec};
+use tokio_postgres::{Client, CopyOutStream};
+
+use crate::conn::{Pg, ident, literal, qualified, wait};
+use crate::decode::{Decoder, Kind, kind_of};
+use crate::source_config::{DEFAULT_NUMBER_OVERLAP, DEFAULT_TIME_OVERLAP, Overlap, PgSourceSpec};
+
+/// How long a discovery is reused while the mark does not move.
+const REUSE: Duration = Duration::from_secs(10);
+
+/// The runtime half of `kind: postgres` sources.
+pub struct PostgresSourceConnector;
+
+fn spec_of(spec: &SourceSpec) -> Result<&PgSourceSpec, SourceError> {
+    spec.config_as::<PgSourceSpec>()
+        .ok_or_else(|| SourceError::Config { source_name: spec.name.clone(), message: "not a postgres source".into() })
+}
+
+impl SourceConnector for PostgresSourceConnector {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    /// Opens nothing: the connection is made when the run discovers.
+    fn build(&self, spec: &SourceSpec, settings: &Settings) -> Result<Arc<dyn Source>, SourceError> {
+        let pg_spec = spec_of(spec)?.clone();
+        let pg = Pg::new(pg_spec.connect_config(), pg_spec.password.clone()).map_err(to_source)?;
+        Ok(Arc::new(PgSource {
+            name: spec.name.clone(),
+            spec: pg_spec,
+            batch_rows: settings.batch_rows.max(1),
+            pg,
+            memo: Mutex::new(None),
+        }))
+    }
+
+    fn unchecked_schema(&self, spec: &SourceSpec) -> String {
+        format!(
+            "the schema is unchecked: source `{}` is a Postgres {}, described when the run connects",
+            spec.name,
+            if spec_of(spec).is_ok_and(|s| s.query.is_some()) { "query" } else { "table" }
+        )
+    }
+}
+
+fn to_source(e: SinkError) -> SourceError {
+    match e {
+        SinkError::Remote { server, message } => SourceError::Remote { server, message },
+        other => SourceError::Remote { server: "postgres".into(), message: other.to_string() },
+    }
+}
+
+pub struct PgSource {
+    name: String,
+    spec: PgSourceSpec,
+    batch_rows: usize,
+    pg: Pg,
+    memo: Mutex<Option<Arc<Discovery>>>,
+}
+
+/// What one discovery planned, in its snapshot.
+struct Discovery {
+    mark: Option<String>,
+    at: Instant,
+    /// Holds the exported snapshot open (its transaction is never ended: the connection closes).
+    _coordinator: Client,
+    snapshot_id: String,
+    names: Vec<String>,
+    kinds: Vec<Kind>,
+    units: Vec<SourceUnit>,
+    /// Per locator: the `SELECT` that reads the unit, and the mark it ends with.
+    plans: HashMap<String, Plan>,
+}
+
+#[derive(Clone)]
+struct Plan {
+    select: String,
+    high_water: Option<String>,
+}
+
+/// The committed progress of an incremental source.
+#[derive(Debug, Serialize, Deserialize)]
+struct Mark {
+    v: u32,
+    /// The last cursor value read, as Postgres prints it.
+    cursor: String,
+    /// The snapshot (`pg_current_snapshot()`) it was read in.
+    snap: String,
+}
+
+impl PgSource {
+    fn remote(&self, e: &tokio_postgres::Error) -> SourceError {
+        to_source(self.pg.remote(e))
+    }
+
+    fn config_err(&self, message: impl Into<String>) -> SourceError {
+        SourceError::Config { source_name: self.name.clone(), message: message.into() }
+    }
+
+    /// `"schema"."table"` or `(query) q`.
+    fn relation(&self) -> String {
+        match (&self.spec.table, &self.spec.query) {
+            (Some((s, t)), _) => qualified(s, t),
+            (None, Some(q)) => format!("({}) q", q.trim().trim_end_matches(';')),
+            (None, None) => "(SELECT 1) q".into(),
+        }
+    }
+
+    /// `schema.table` or `query`, for locators and messages.
+    fn what(&self) -> String {
+        match &self.spec.table {
+            Some((s, t)) => format!("{s}.{t}"),
+            None => "query".into(),
+        }
+    }
+
+    fn select_list(&self) -> String {
+        if self.spec.columns.is_empty() {
+            "*".into()
+        } else {
+            self.spec.columns.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ")
+        }
+    }
+
+    fn unit(&self, locator: String, location: String, size: u64, version: i64) -> SourceUnit {
+        SourceUnit { source: self.name.clone(), locator, member: None, location, size, version, content_hash: None }
+    }
+
+    /// The current discovery for `mark`, planned again when the mark moved or it is older than
+    /// [`REUSE`].
+    fn discovery(&self, mark: Option<&str>) -> Result<Arc<Discovery>, SourceError> {
+        let mut memo = self.memo.lock().expect("memo lock");
+        if let Some(d) = memo.as_ref()
+            && d.mark.as_deref() == mark
+            && d.at.elapsed() < REUSE
+        {
+            return Ok(d.clone());
+        }
+        // The previous coordinator (and its snapshot) ends here, before a new one starts.
+        *memo = None;
+        let d = Arc::new(self.plan(mark)?);
+        *memo = Some(d.clone());
+        Ok(d)
+    }
+
+    fn plan(&self, mark: Option<&str>) -> Result<Discovery, SourceError> {
+        let client = self.pg.connect().map_err(to_source)?;
+        let q = |sql: &str| wait(client.query(sql, &[])).map_err(|e| self.remote(&e));
+        wait(client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")).map_err(|e| self.remote(&e))?;
+        let row = q("SELECT pg_export_snapshot(), pg_current_snapshot()::text, \
+                     pg_snapshot_xmax(pg_current_snapshot())::text::bigint")?;
+        let snapshot_id: String = row[0].get(0);
+        let snap_now: String = row[0].get(1);
+        let xmax_now: i64 = row[0].get(2);
+
+        // Describe the columns; refuse every one without a mapping at once.
+        let rel = self.relation();
+        let stmt = wait(client.prepare(&format!("SELECT {} FROM {rel} LIMIT 0", self.select_list())))
+            .map_err(|e| self.remote(&e))?;
+        let mut names = Vec::new();
+        let mut kinds = Vec::new();
+        let mut refused: Vec<(String, String)> = Vec::new();
+        for c in stmt.columns() {
+            match kind_of(c.type_(), c.type_modifier(), self.spec.unbounded_numeric) {
+                Ok(k) => kinds.push(k),
+                Err(t) => refused.push((c.name().to_string(), t)),
+            }
+            names.push(c.name().to_string());
+        }
+        if let Some((first, _)) = refused.first() {
+            let list: Vec<String> = refused.iter().map(|(n, t)| format!("column `{n}` is {t}")).collect();
+            return Err(self.config_err(format!(
+                "{} has columns Sluice cannot read into Arrow: {}; cast them in a `query:` (`SELECT {}::text AS {} ...`), or leave them out with `columns:`",
+                self.what(),
+                list.join(", "),
+                ident(first),
+                ident(first),
+            )));
+        }
+        let dup = names.iter().enumerate().find(|(i, n)| names[..*i].contains(n));
+        if let Some((_, n)) = dup {
+            return Err(self.config_err(format!("the query returns two columns named `{n}`: give them distinct names")));
+        }
+
+        let (units, plans) = match &self.spec.cursor {
+            Some(cursor) => {
+                let Some(ci) = names.iter().position(|n| n == cursor) else {
+                    return Err(self.config_err(format!(
+                        "the cursor `{cursor}` is not a column of {} (columns: {})",
+                        self.what(),
+                        names.join(", ")
+                    )));
+                };
+                let ty = stmt.columns()[ci].type_().name().to_string();
+                self.incremental_units(&q, mark, cursor, &ty, &kinds[ci], &snap_now, xmax_now)?
+            }
+            None => self.full_units(&client, &q, &names, &kinds)?,
+        };
+        Ok(Discovery {
+            mark: mark.map(str::to_string),
+            at: Instant::now(),
+            _coordinator: client,
+            snapshot_id,
+            names,
+            kinds,
+            units,
+            plans,
+        })
+    }
+
+    /// Ranges of the cursor after `mark`, preceded by a unit of late rows when there are any.
+    #[allow(clippy::too_many_arguments)]
+    fn incremental_units(
+        &self,
+        q: &dyn Fn(&str) -> Result<Vec<tokio_postgres::Row>, SourceError>,
+        mark: Option<&str>,
+        cursor: &str,
+        ty: &str,
+        kind: &Kind,
+        snap_now: &str,
+        xmax_now: i64,
+    ) -> Result<(Vec<SourceUnit>, HashMap<String, Plan>), SourceError> {
+        let time = matches!(kind, Kind::Date | Kind::Timestamp | Kind::Timestamptz);
+        let number =
+            matches!(kind, Kind::I16 | Kind::I32 | Kind::I64 | Kind::Decimal { .. } | Kind::NumFloat | Kind::NumText);
+        if !time && !number {
+            return Err(self.config_err(format!(
+                "the cursor `{cursor}` is {ty}; a cursor is a timestamp, date, integer or numeric column"
+            )));
+        }
+        let overlap = match (self.spec.overlap, time) {
+            (None, true) => format!("interval '{} seconds'", DEFAULT_TIME_OVERLAP.as_secs()),
+            (None, false) => DEFAULT_NUMBER_OVERLAP.to_string(),
+            (Some(Overlap::Time(d)), true) => format!("interval '{} seconds'", d.as_secs_f64()),
+            (Some(Overlap::Number(n)), false) => n.to_string(),
+            (Some(Overlap::Time(_)), false) => {
+                return Err(self.config_err(format!("the cursor `{cursor}` is {ty}: give `overlap` as a number")));
+            }
+            (Some(Overlap::Number(_)), true) => {
+                return Err(
+                    self.config_err(format!("the cursor `{cursor}` is {ty}: give `overlap` as a duration (`15m`)"))
+                );
+            }
+        };
+        let mark: Option<Mark> = match mark {
+            None => None,
+            Some(m) => Some(serde_json::from_str(m).map_err(|e| {
+                self.config_err(format!(
+                    "the committed mark `{m}` is not one this source wrote ({e}); reset the source's state"
+                ))
+            })?),
+        };
+        let rel = self.relation();
+        let c = ident(cursor);
+        let lit = |v: &str| format!("{}::{ty}", literal(v));
+        let what = self.what();
+        let list = self.select_list();
+        let mut units = Vec::new();
+        let mut plans = HashMap::new();
+        let size_of = |rows: i64| rows.max(0) as u64 * 100;
+
+        if let Some(m) = &mark {
+            // Rows at or below the mark that the mark's snapshot did not see. xmin is a 32-bit
+            // xid; widen it to the current epoch to compare with the snapshot's 64-bit xids.
+            let base = xmax_now & !0xffff_ffff;
+            let x = "xmin::text::bigint";
+            let xid8 = format!(
+                "(CASE WHEN {base} + {x} > {xmax_now} THEN {base} + {x} - 4294967296 ELSE {base} + {x} END)::text::xid8"
+            );
+            let hi = lit(&m.cursor);
+            let pred = format!(
+                "{c} > {hi} - {overlap} AND {c} <= {hi} AND {x} >= 3 AND NOT pg_visible_in_snapshot({xid8}, {}::pg_snapshot)",
+                literal(&m.snap)
+            );
+            let late: i64 = q(&format!("SELECT count(*) FROM {rel} WHERE {pred}"))?[0].get(0);
+            if late > 0 {
+                let id = &sluice_core::sha256_hex(&[m.cursor.as_bytes(), m.snap.as_bytes(), snap_now.as_bytes()])[..12];
+                let locator = format!("{what}/late/{}/{id}", m.cursor);
+                let high_water = Mark { v: 1, cursor: m.cursor.clone(), snap: snap_now.to_string() };
+                plans.insert(
+                    locator.clone(),
+                    Plan {
+                        select: format!("SELECT {list} FROM {rel} WHERE {pred} ORDER BY {c}"),
+                        high_water: Some(serde_json::to_string(&high_water).expect("json")),
+                    },
+                );
+                units.push(self.unit(
+                    locator,
+                    format!("{} {what} ({late} late rows at or below {cursor} {})", self.spec.endpoint(), m.cursor),
+                    size_of(late),
+                    0,
+                ));
+            }
+        }
+
+        // Range ends: every range_rows-th value after the mark, and the last.
+        let after = match &mark {
+            Some(m) => format!("{c} > {}", lit(&m.cursor)),
+            None => format!("{c} IS NOT NULL"),
+        };
+        let r = self.spec.range_rows;
+        let ends = q(&format!(
+            "SELECT v, rn FROM (SELECT {c}::text AS v, row_number() OVER (ORDER BY {c}) AS rn, count(*) OVER () AS n \
+             FROM {rel} WHERE {after}) s WHERE rn % {r} = 0 OR rn = n ORDER BY rn"
+        ))?;
+        let mut lo: Option<String> = mark.as_ref().map(|m| m.cursor.clone());
+        let mut rows_before = 0i64;
+        for row in ends {
+            let hi: String = row.get(0);
+            let rn: i64 = row.get(1);
+            if lo.as_deref() == Some(hi.as_str()) {
+                continue; // a run of equal values: the previous range took them all
+            }
+            let pred = match &lo {
+                Some(l) => format!("{c} > {} AND {c} <= {}", lit(l), lit(&hi)),
+                None => format!("{c} <= {}", lit(&hi)),
+            };
+            let locator = format!("{what}/cursor/{}..{hi}", lo.as_deref().unwrap_or(""));
+            let high_water = Mark { v: 1, cursor: hi.clone(), snap: snap_now.to_string() };
+            plans.insert(
+                locator.clone(),
+                Plan {
+                    select: format!("SELECT {list} FROM {rel} WHERE {pred} ORDER BY {c}"),
+                    high_water: Some(serde_json::to_string(&high_water).expect("json")),
+                },
+            );
+            units.push(self.unit(
+                locator,
+                format!("{} {what} ({cursor} in ({}, {hi}])", self.spec.endpoint(), lo.as_deref().unwrap_or("-inf")),
+                size_of(rn - rows_before),
+                0,
+            ));
+            rows_before = rn;
+            lo = Some(hi);
+        }
+        Ok((units, plans))
+    }
+
+    /// Spans of an integer key, or the whole table, or the query.
+    fn full_units(
+        &self,
+        client: &Client,
+        q: &dyn Fn(&str) -> Result<Vec<tokio_postgres::Row>, SourceError>,
+        names: &[String],
+        kinds: &[Kind],
+    ) -> Result<(Vec<SourceUnit>, HashMap<String, Plan>), SourceError> {
+        let rel = self.relation();
+        let what = self.what();
+        let list = self.select_list();
+        let endpoint = self.spec.endpoint();
+        let mut units = Vec::new();
+        let mut plans = HashMap::new();
+        let Some((schema, table)) = &self.spec.table else {
+            // A query: one unit, read by every run (nothing tells whether its result changed).
+            let version =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+            let id = &sluice_core::sha256_hex(&[rel.as_bytes()])[..16];
+            let locator = format!("query/{id}");
+            plans.insert(locator.clone(), Plan { select: format!("SELECT * FROM {rel}"), high_water: None });
+            units.push(self.unit(locator, format!("{endpoint} query"), 0, version));
+            return Ok((units, plans));
+        };
+        let key = match &self.spec.key {
+            Some(k) => Some(k.clone()),
+            None => {
+                // The primary key, when it is one column.
+                let sql = "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid \
+                           AND a.attnum = ANY(i.indkey) WHERE i.indrelid = $1::text::regclass AND i.indisprimary";
+                let rows = wait(client.query(sql, &[&qualified(schema, table)])).map_err(|e| self.remote(&e))?;
+                (rows.len() == 1).then(|| rows[0].get::<_, String>(0))
+            }
+        };
+        let key = key.filter(|k| {
+            names.iter().position(|n| n == k).is_some_and(|i| matches!(kinds[i], Kind::I16 | Kind::I32 | Kind::I64))
+        });
+        // A fingerprint of a set of row versions: any insert, update or delete changes it.
+        let print = "count(*), coalesce(sum(hashtext(ctid::text || ':' || xmin::text)), 0)::text";
+        let version = |count: i64, sum: &str| -> i64 {
+            let h = sluice_core::sha256_hex(&[&count.to_le_bytes(), sum.as_bytes()]);
+            i64::from_str_radix(&h[..15], 16).unwrap_or(0)
+        };
+        match key {
+            Some(k) => {
+                if self.spec.key.is_some() && !names.contains(&k) {
+                    return Err(self.config_err(format!("the key `{k}` is not a column read")));
+                }
+                let w = self.spec.range_rows as i64;
+                let kc = ident(&k);
+                let spans = q(&format!(
+                    "SELECT floor({kc}::numeric / {w})::bigint AS b, {print} FROM {rel} WHERE {kc} IS NOT NULL GROUP BY 1 ORDER BY 1"
+                ))?;
+                for s in spans {
+                    let (b, n, sum): (i64, i64, String) = (s.get(0), s.get(1), s.get(2));
+                    let (lo, hi) = (b * w, b * w + w);
+                    let locator = format!("{what}/key/{lo}..{hi}");
+                    plans.insert(
+                        locator.clone(),
+                        Plan {
+                            select: format!(
+                                "SELECT {list} FROM {rel} WHERE {kc} >= {lo} AND {kc} < {hi} ORDER BY {kc}"
+                            ),
+                            high_water: None,
+                        },
+                    );
+                    units.push(self.unit(
+                        locator,
+                        format!("{endpoint} {what} ({k} in [{lo}, {hi}))"),
+                        n as u64 * 100,
+                        version(n, &sum),
+                    ));
+                }
+                let nulls: i64 = q(&format!("SELECT count(*) FROM {rel} WHERE {kc} IS NULL"))?[0].get(0);
+                if nulls > 0 {
+                    let p: Vec<(i64, String)> = q(&format!("SELECT {print} FROM {rel} WHERE {kc} IS NULL"))?
+                        .iter()
+                        .map(|r| (r.get(0), r.get(1)))
+                        .collect();
+                    let locator = format!("{what}/key/null");
+                    plans.insert(
+                        locator.clone(),
+                        Plan { select: format!("SELECT {list} FROM {rel} WHERE {kc} IS NULL"), high_water: None },
+                    );
+                    units.push(self.unit(
+                        locator,
+                        format!("{endpoint} {what} ({k} is null)"),
+                        nulls as u64 * 100,
+                        version(p[0].0, &p[0].1),
+                    ));
+                }
+            }
+            None => {
+                let p = q(&format!("SELECT {print} FROM {rel}"))?;
+                let (n, sum): (i64, String) = (p[0].get(0), p[0].get(1));
+                let locator = format!("{what}/all");
+                plans.insert(locator.clone(), Plan { select: format!("SELECT {list} FROM {rel}"), high_water: None });
+                units.push(self.unit(locator, format!("{endpoint} {what}"), n as u64 * 100, version(n, &sum)));
+            }
+        }
+        Ok((units, plans))
+    }
+}
+
+impl Source for PgSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn schema(&self) -> Option<SchemaRef> {
+        None
+    }
+
+    fn discover(&self) -> Result<Vec<SourceUnit>, SourceError> {
+        self.discover_after(None)
+    }
+
+    fn discover_after(&self, high_water: Option<&str>) -> Result<Vec<SourceUnit>, SourceError> {
+        let mark = if self.spec.cursor.is_some() { high_water } else { None };
+        Ok(self.discovery(mark)?.units.clone())
+    }
+
+    fn incremental(&self) -> bool {
+        self.spec.cursor.is_some()
+    }
+
+    /// A committed range is behind the mark, not gone from the table.
+    fn is_gone(&self, unit: &SourceUnit, present: &[SourceUnit]) -> bool {
+        !self.incremental() && !present.iter().any(|u| u.same_unit(unit))
+    }
+
+    fn open(&self, unit: &SourceUnit) -> Result<BatchStream, SourceError> {
+        let d = self.memo.lock().expect("memo lock").clone();
+        let Some((d, plan)) = d.and_then(|d| d.plans.get(&unit.locator).cloned().map(|p| (d, p))) else {
+            return Err(SourceError::Format {
+                path: unit.location.clone(),
+                message: "the discovery that planned this unit was replaced; it is read again by the next run".into(),
+            });
+        };
+        let client = self.pg.connect().map_err(to_source)?;
+        let begin = format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT {}",
+            literal(&d.snapshot_id)
+        );
+        wait(client.batch_execute(&begin)).map_err(|e| self.remote(&e))?;
+        let copy = format!("COPY ({}) TO STDOUT (FORMAT binary)", plan.select);
+        let stream = wait(client.copy_out(&copy)).map_err(|e| self.remote(&e))?;
+        Ok(Box::new(CopyReader {
+            _client: client,
+            stream: Box::pin(stream),
+            decoder: Decoder::new(d.names.clone(), d.kinds.clone(), self.batch_rows),
+            pending: VecDeque::new(),
+            high_water: plan.high_water,
+            location: unit.location.clone(),
+            server: format!("postgres {}", self.pg.endpoint),
+            secret: self.spec.password.clone(),
+            done: false,
+        }))
+    }
+}
+
+/// One unit's `COPY` stream, decoded as it arrives.
+struct CopyReader {
+    /// The connection the stream reads from (dropped with it: an unfinished read is cancelled
+    /// by closing the connection).
+    _client: Client,
+    stream: Pin<Box<CopyOutStream>>,
+    decoder: Decoder,
+    pending: VecDeque<SourceItem>,
+    high_water: Option<String>,
+    location: String,
+    server: String,
+    secret: Option<sluice_core::spec::Secret>,
+    done: bool,
+}
+
+impl CopyReader {
+    fn drain(&mut self) {
+        let rejects = self.decoder.take_rejects();
+        if !rejects.is_empty() {
+            self.pending.push_back(SourceItem::Rejects(rejects));
+        }
+        self.pending.extend(self.decoder.take_batches().into_iter().map(SourceItem::Batch));
+    }
+
+    fn fail(&mut self, message: String) -> Option<Result<SourceItem, SourceError>> {
+        self.done = true;
+        self.pending.clear();
+        Some(Err(SourceError::Format { path: self.location.clone(), message }))
+    }
+}
+
+impl Iterator for CopyReader {
+    type Item = Result<SourceItem, SourceError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(item) = self.pending.pop_front() {
+                return Some(Ok(item));
+            }
+            if self.done {
+                return None;
+            }
+            match wait(self.stream.next()) {
+                Some(Ok(chunk)) => {
+                    if let Err(e) = self.decoder.push(&chunk) {
+                        return self.fail(e);
+                    }
+                    self.drain();
+                }
+                Some(Err(e)) => {
+                    self.done = true;
+                    let message = crate::conn::describe(&e);
+                    let message = match &self.secret {
+                        Some(s) => s.redact(&message),
+                        None => message,
+                    };
+                    return Some(Err(SourceError::Remote {
+                        server: self.server.clone(),
+                        message: format!("reading {}: {message}", self.location),
+                    }));
+                }
+                None => {
+                    if let Err(e) = self.decoder.finish() {
+                        return self.fail(e);
+                    }
+                    self.drain();
+                    tracing::debug!(rows = self.decoder.rows(), unit = %self.location, "postgres unit read");
+                    if let Some(m) = self.high_water.take() {
+                        self.pending.push_back(SourceItem::HighWater(m));
+                    }
+                    self.done = true;
+                }
+            }
+        }
+    }
+}
