@@ -291,3 +291,79 @@ fn sigkill_during_extracts_then_a_rerun_holds_every_row_once() {
     assert_eq!(lake_count(dir.path(), "SELECT count(*) AS n FROM out"), 170_000);
     assert_eq!(lake_count(dir.path(), "SELECT count(DISTINCT id) AS n FROM out"), 170_000);
 }
+
+/// Count rows in the lake's `out` through the catalog, or 0 before the first publication.
+fn lake_rows_now(dir: &Path) -> i64 {
+    try_query(&dir.join("lake"), "SELECT count(*) AS n, count(DISTINCT id) AS d FROM out")
+        .and_then(|r| {
+            let (n, d) = (r[0]["n"].as_i64()?, r[0]["d"].as_i64()?);
+            assert_eq!(n, d, "a row was read twice");
+            Some(n)
+        })
+        .unwrap_or(0)
+}
+
+/// A child process killed when dropped (a failed test leaves no `sluice watch` behind).
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_rows(dir: &Path, child: &mut std::process::Child, want: i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = lake_rows_now(dir);
+        if n == want {
+            return;
+        }
+        assert!(n < want, "{n} rows, more than the {want} written");
+        assert!(child.try_wait().unwrap().is_none(), "sluice watch exited");
+        assert!(std::time::Instant::now() < deadline, "{n} of {want} rows after 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn watch_polls_the_table_and_reads_new_and_late_rows_once() {
+    let Some(pg) = PgServer::start() else { return };
+    pg.create_db("w");
+    pg.psql("w", "CREATE TABLE events (id bigint PRIMARY KEY, user_id int, updated_at timestamptz NOT NULL)");
+    insert_events(&pg, "w", 0, 1000);
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(
+        dir.path(),
+        &pg.url("w"),
+        "    table: events\n    cursor: updated_at\n    range_rows: 400\n    watch: {poll_interval: 200ms}\n",
+        "",
+    );
+    let log = std::fs::File::create(dir.path().join("watch.log")).unwrap();
+    let mut child = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .current_dir(dir.path())
+            .env("PGPASS", PG_PASSWORD)
+            .args(["watch", &p])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut child.0;
+    wait_rows(dir.path(), child, 1000);
+    let mut late = pg.session("w", "late-writer");
+    late.exec("BEGIN; INSERT INTO events VALUES (900001, 1, timestamptz '2026-01-01 00:20:00+00');");
+    insert_events(&pg, "w", 1000, 500);
+    wait_rows(dir.path(), child, 1500);
+    late.exec("COMMIT;");
+    wait_rows(dir.path(), child, 1501);
+    std::thread::sleep(Duration::from_millis(600)); // a few more polls change nothing
+    assert_eq!(lake_rows_now(dir.path()), 1501);
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = child.wait().unwrap();
+    let text = std::fs::read_to_string(dir.path().join("watch.log")).unwrap();
+    assert_eq!(status.code(), Some(0), "{text}");
+    assert!(!text.contains(PG_PASSWORD), "{text}");
+}

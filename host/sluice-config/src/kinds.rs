@@ -27,6 +27,12 @@ pub trait SourceKind: Send + Sync {
     /// Resolve the kind's keys (checked against [`SourceKind::schema`], the common keys taken
     /// out) into validated settings, reporting problems through `cx`.
     fn resolve(&self, cx: &mut Section<'_>, keys: Value) -> Option<Arc<dyn SourceConfig>>;
+    /// `ready:` when the source names none. Files may be caught mid-write, so a directory waits
+    /// for them to be stable; rows a database committed are complete, so a table's units are
+    /// ready at once ([`ReadyPolicy::Renamed`]).
+    fn default_ready(&self) -> sluice_core::spec::ReadyPolicy {
+        sluice_core::spec::ReadyPolicy::default()
+    }
 }
 
 /// The language half of a sink kind.
@@ -334,6 +340,9 @@ pub struct DuckdbKind;
 impl SourceKind for DuckdbKind {
     fn name(&self) -> &'static str {
         "duckdb"
+    }
+    fn default_ready(&self) -> sluice_core::spec::ReadyPolicy {
+        sluice_core::spec::ReadyPolicy::Renamed
     }
     fn schema(&self) -> Value {
         schema_of::<RawDuckSource>()

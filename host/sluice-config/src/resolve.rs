@@ -598,7 +598,10 @@ impl Resolver<'_> {
                 rejects.max_error_rate = Some(rate);
             }
         }
-        let ready = self.ready(name, common.ready.as_ref());
+        let ready = match common.ready.as_ref() {
+            None => kind.default_ready(),
+            raw => self.ready(name, raw),
+        };
         let watch = self.watch(name, common.watch.as_ref());
         let mut cx = Section::new(self, vec!["sources".into(), name.to_string()], name.to_string());
         let config = kind.resolve(&mut cx, own)?;

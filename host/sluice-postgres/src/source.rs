@@ -43,8 +43,10 @@ use crate::conn::{Pg, ident, literal, qualified, wait};
 use crate::decode::{Decoder, Kind, kind_of};
 use crate::source_config::{DEFAULT_NUMBER_OVERLAP, DEFAULT_TIME_OVERLAP, Overlap, PgSourceSpec};
 
-/// How long a discovery is reused while the mark does not move.
-const REUSE: Duration = Duration::from_secs(10);
+/// How long a discovery is reused while the mark does not move: long enough for `watch`'s
+/// scan and the pass that follows it to see the same units and snapshot, short enough that a
+/// poll sees new rows soon.
+const REUSE: Duration = Duration::from_secs(2);
 
 /// The runtime half of `kind: postgres` sources.
 pub struct PostgresSourceConnector;
@@ -312,7 +314,7 @@ impl PgSource {
             );
             let late: i64 = q(&format!("SELECT count(*) FROM {rel} WHERE {pred}"))?[0].get(0);
             if late > 0 {
-                let id = &sluice_core::sha256_hex(&[m.cursor.as_bytes(), m.snap.as_bytes(), snap_now.as_bytes()])[..12];
+                let id = &sluice_core::sha256_hex(&[m.cursor.as_bytes(), m.snap.as_bytes()])[..12];
                 let locator = format!("{what}/late/{}/{id}", m.cursor);
                 let high_water = Mark { v: 1, cursor: m.cursor.clone(), snap: snap_now.to_string() };
                 plans.insert(

@@ -134,6 +134,10 @@ impl SourceKind for PostgresSourceKind {
     fn name(&self) -> &'static str {
         "postgres"
     }
+    /// Committed rows are complete: a unit is ready when it is discovered.
+    fn default_ready(&self) -> sluice_core::spec::ReadyPolicy {
+        sluice_core::spec::ReadyPolicy::Renamed
+    }
     fn schema(&self) -> serde_json::Value {
         sluice_config::schema_of::<RawPostgresSource>()
     }
