@@ -141,8 +141,12 @@ fn a_type_without_a_mapping_is_refused_naming_the_column_and_no_password_is_prin
     );
     let dir = tempfile::tempdir().unwrap();
     let p = pipeline(dir.path(), &pg.url("odd"), "    table: shapes\n", "");
-    // validate opens no connection
+    // validate opens no connection; `validate --connect` describes the table.
     assert!(sluice_pg(dir.path(), &["validate", &p]).status.success());
+    let out = sluice_pg(dir.path(), &["validate", "--connect", &p]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("p.yaml:5:") && err.contains("column `at` is point"), "{err}");
     let out = sluice_pg(dir.path(), &["run", &p]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -150,6 +154,9 @@ fn a_type_without_a_mapping_is_refused_naming_the_column_and_no_password_is_prin
     assert!(err.contains("\"at\"::text"), "{err}");
     // Leaving it out with `columns:` works.
     let p = pipeline(dir.path(), &pg.url("odd"), "    table: shapes\n    columns: [id, name]\n", "");
+    let out = sluice_pg(dir.path(), &["validate", "--connect", &p]);
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("unchecked"), "the described schema is checked");
     run_ok(dir.path(), &p);
     assert_eq!(lake_count(dir.path(), "SELECT count(*) AS n FROM out"), 1);
 
@@ -168,6 +175,18 @@ fn a_type_without_a_mapping_is_refused_naming_the_column_and_no_password_is_prin
     assert!(all.contains(&format!("postgres 127.0.0.1:{}/odd", pg.port)), "{all}");
     assert!(all.contains("password authentication failed"), "{all}");
     assert!(!all.contains("wrong-secret-xyz"), "{all}");
+    let out = report(
+        &["validate"],
+        sluice()
+            .current_dir(dir.path())
+            .env("PGPASS", "wrong-secret-xyz")
+            .args(["validate", "--connect", &p])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(all.contains("password authentication failed") && !all.contains("wrong-secret-xyz"), "{all}");
 }
 
 #[test]

@@ -102,8 +102,13 @@ pub struct ValidateArgs {
     #[arg(required = true)]
     pub pipelines: Vec<PathBuf>,
     /// Check only the files themselves: do not load plugins or look at source directories.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "connect")]
     pub no_environment: bool,
+    /// Also connect to the sources and the sink that are servers: log in, describe each
+    /// source's columns (a type Sluice cannot read is an error naming the column) and check
+    /// them through the chain to the sink. Nothing is written.
+    #[arg(long)]
+    pub connect: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

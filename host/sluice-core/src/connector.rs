@@ -78,6 +78,11 @@ pub trait SinkConnector: Send + Sync {
     fn check_output(&self, _spec: &SinkSpec, _output: &SchemaRef) -> Vec<Finding> {
         Vec::new()
     }
+    /// Connect to the sink's server, if it has one, without writing (`validate --connect`):
+    /// what fails is a finding.
+    fn probe(&self, _spec: &SinkSpec) -> Vec<Finding> {
+        Vec::new()
+    }
     /// What the sink writes to, as one name per target (a lake directory, a table): `watch`
     /// refuses two pipelines with one target, which would be two writers.
     fn target(&self, spec: &SinkSpec) -> String;
@@ -182,6 +187,14 @@ impl Connectors {
     }
 
     /// The sink's findings about the pipeline's output schema.
+    /// [`SinkConnector::probe`] of the pipeline's sink.
+    pub fn probe_sink(&self, pipeline: &PipelineSpec) -> Vec<Finding> {
+        match self.sink(pipeline.sink.kind()) {
+            Ok(c) => c.probe(&pipeline.sink),
+            Err(message) => vec![Finding { path: vec!["sink".into()], message, hint: None }],
+        }
+    }
+
     pub fn check_output(&self, pipeline: &PipelineSpec, output: &SchemaRef) -> Vec<Finding> {
         match self.sink(pipeline.sink.kind()) {
             Ok(c) => c.check_output(&pipeline.sink, output),

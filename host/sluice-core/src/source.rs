@@ -132,6 +132,12 @@ pub trait Source: Send + Sync {
     fn name(&self) -> &str;
     /// The schema every unit yields, when known without reading data (explicit schema).
     fn schema(&self) -> Option<SchemaRef>;
+    /// The schema every unit yields, asked of the source itself where that means connecting to
+    /// it (`validate --connect`): a database describes its table. The default is
+    /// [`Source::schema`].
+    fn describe(&self) -> Result<Option<SchemaRef>, SourceError> {
+        Ok(self.schema())
+    }
     /// List the units available now, in processing order.
     fn discover(&self) -> Result<Vec<SourceUnit>, SourceError>;
     /// List the units available now after `high_water`, the mark the sink's state store last

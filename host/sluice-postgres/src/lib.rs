@@ -93,6 +93,21 @@ impl SinkConnector for PostgresSinkConnector {
         out
     }
 
+    /// Log in and look at the table, writing nothing: a column the table has with a type the
+    /// output would not fit is reported when the output is checked at run time.
+    fn probe(&self, spec: &SinkSpec) -> Vec<Finding> {
+        let Ok(pg) = spec_of(spec) else { return Vec::new() };
+        let result = conn::Pg::new(pg.connect_config(), pg.password.clone()).and_then(|c| {
+            let client = c.connect()?;
+            conn::wait(client.simple_query("SELECT 1")).map_err(|e| c.remote(&e))?;
+            Ok(())
+        });
+        match result {
+            Ok(()) => Vec::new(),
+            Err(e) => vec![Finding { path: vec!["sink".into(), "url".into()], message: e.to_string(), hint: None }],
+        }
+    }
+
     fn target(&self, spec: &SinkSpec) -> String {
         spec_of(spec).map(PgSinkSpec::target).unwrap_or_default()
     }

@@ -112,6 +112,14 @@ struct Discovery {
     plans: HashMap<String, Plan>,
 }
 
+/// The columns a source reads.
+struct Columns {
+    names: Vec<String>,
+    kinds: Vec<Kind>,
+    /// The cursor's index and type name.
+    cursor: Option<(usize, String)>,
+}
+
 #[derive(Clone)]
 struct Plan {
     select: String,
@@ -193,7 +201,29 @@ impl PgSource {
         let snap_now: String = row[0].get(1);
         let xmax_now: i64 = row[0].get(2);
 
-        // Describe the columns; refuse every one without a mapping at once.
+        let cols = self.columns(&client)?;
+        let (units, plans) = match (&self.spec.cursor, &cols.cursor) {
+            (Some(cursor), Some((ci, ty))) => {
+                self.incremental_units(&q, mark, cursor, ty, &cols.kinds[*ci], &snap_now, xmax_now)?
+            }
+            _ => self.full_units(&client, &q, &cols.names, &cols.kinds)?,
+        };
+        let Columns { names, kinds, .. } = cols;
+        Ok(Discovery {
+            mark: mark.map(str::to_string),
+            at: Instant::now(),
+            _coordinator: client,
+            snapshot_id,
+            names,
+            kinds,
+            units,
+            plans,
+        })
+    }
+
+    /// The columns read, each with its reading; every column without one is refused at once,
+    /// naming it, and so is a cursor of a type that cannot be one.
+    fn columns(&self, client: &Client) -> Result<Columns, SourceError> {
         let rel = self.relation();
         let stmt = wait(client.prepare(&format!("SELECT {} FROM {rel} LIMIT 0", self.select_list())))
             .map_err(|e| self.remote(&e))?;
@@ -221,8 +251,8 @@ impl PgSource {
         if let Some((_, n)) = dup {
             return Err(self.config_err(format!("the query returns two columns named `{n}`: give them distinct names")));
         }
-
-        let (units, plans) = match &self.spec.cursor {
+        let cursor = match &self.spec.cursor {
+            None => None,
             Some(cursor) => {
                 let Some(ci) = names.iter().position(|n| n == cursor) else {
                     return Err(self.config_err(format!(
@@ -232,20 +262,20 @@ impl PgSource {
                     )));
                 };
                 let ty = stmt.columns()[ci].type_().name().to_string();
-                self.incremental_units(&q, mark, cursor, &ty, &kinds[ci], &snap_now, xmax_now)?
+                let time = matches!(kinds[ci], Kind::Date | Kind::Timestamp | Kind::Timestamptz);
+                let number = matches!(
+                    kinds[ci],
+                    Kind::I16 | Kind::I32 | Kind::I64 | Kind::Decimal { .. } | Kind::NumFloat | Kind::NumText
+                );
+                if !time && !number {
+                    return Err(self.config_err(format!(
+                        "the cursor `{cursor}` is {ty}; a cursor is a timestamp, date, integer or numeric column"
+                    )));
+                }
+                Some((ci, ty))
             }
-            None => self.full_units(&client, &q, &names, &kinds)?,
         };
-        Ok(Discovery {
-            mark: mark.map(str::to_string),
-            at: Instant::now(),
-            _coordinator: client,
-            snapshot_id,
-            names,
-            kinds,
-            units,
-            plans,
-        })
+        Ok(Columns { names, kinds, cursor })
     }
 
     /// Ranges of the cursor after `mark`, preceded by a unit of late rows when there are any.
@@ -500,6 +530,15 @@ impl Source for PgSource {
 
     fn incremental(&self) -> bool {
         self.spec.cursor.is_some()
+    }
+
+    /// Connect and describe the columns (`validate --connect`).
+    fn describe(&self) -> Result<Option<SchemaRef>, SourceError> {
+        let client = self.pg.connect().map_err(to_source)?;
+        let cols = self.columns(&client)?;
+        let fields: Vec<arrow_schema::Field> =
+            cols.names.iter().zip(&cols.kinds).map(|(n, k)| arrow_schema::Field::new(n, k.data_type(), true)).collect();
+        Ok(Some(Arc::new(arrow_schema::Schema::new(fields))))
     }
 
     /// A committed range is behind the mark, not gone from the table.

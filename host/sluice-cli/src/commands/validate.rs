@@ -4,7 +4,9 @@
 //! Beyond the file itself (syntax, keys, types, values, `${VAR}`), and unless
 //! `--no-environment`: plugins load, lookup tables read, each step's config passes the plugin's
 //! own constructor (given its tables), source directories exist, and the schema flows through the chain (each plugin's declared
-//! output schema), so a column a previous step dropped is caught before any data moves.
+//! output schema), so a column a previous step dropped is caught before any data moves. With
+//! `--connect`, sources that are servers describe their columns, which then flow through the
+//! chain too, and the sink logs in; nothing is written.
 
 use std::sync::Arc;
 
@@ -38,7 +40,7 @@ pub fn validate(args: &ValidateArgs, g: &Global) -> Result<u8, Exit> {
     for lp in &loaded {
         let mut unchecked = Vec::new();
         let found = match &rt {
-            Some(rt) => check_environment(lp, rt, &mut unchecked),
+            Some(rt) => check_environment(lp, rt, args.connect, &mut unchecked),
             None => Vec::new(),
         };
         if found.is_empty() {
@@ -60,7 +62,12 @@ pub fn validate(args: &ValidateArgs, g: &Global) -> Result<u8, Exit> {
 
 /// Plugins, step configs, source directories and the schema through the chain. `unchecked`
 /// gets a warning per source whose schema is only known once the run reads its files.
-fn check_environment(lp: &LoadedPipeline, rt: &dyn PluginRuntime, unchecked: &mut Vec<String>) -> Vec<ConfigError> {
+fn check_environment(
+    lp: &LoadedPipeline,
+    rt: &dyn PluginRuntime,
+    connect: bool,
+    unchecked: &mut Vec<String>,
+) -> Vec<ConfigError> {
     let (spec, doc) = (&lp.spec, &lp.doc);
     let mut errs = Vec::new();
 
@@ -127,11 +134,31 @@ fn check_environment(lp: &LoadedPipeline, rt: &dyn PluginRuntime, unchecked: &mu
     unchecked.extend(checked.unchecked);
     let sources = checked.sources;
 
+    // `--connect`: servers describe their sources, and the sink logs in.
+    let mut described: Vec<Option<SchemaRef>> = sources.iter().map(|s| s.schema()).collect();
+    if connect {
+        for (src, schema) in sources.iter().zip(described.iter_mut()) {
+            if schema.is_some() {
+                continue;
+            }
+            match src.describe() {
+                Ok(s) => {
+                    if s.is_some() {
+                        unchecked.retain(|w| !w.contains(&format!("source `{}`", src.name())));
+                    }
+                    *schema = s;
+                }
+                Err(e) => errs.push(doc.error(&["sources", src.name()], e.to_string(), None)),
+            }
+        }
+        errs.extend(connectors.probe_sink(spec).iter().map(finding));
+    }
+
     // The schema flowing in: the sources' declared schema, when they declare one and agree.
     let mut schema: Option<SchemaRef> = None;
     let mut schema_known = sources.len() == spec.sources.len();
-    for src in &sources {
-        match (&schema, src.schema()) {
+    for (src, described) in sources.iter().zip(described) {
+        match (&schema, described) {
             (None, Some(s)) => schema = Some(s),
             (Some(first), Some(other)) if other.fields() != first.fields() => {
                 errs.push(doc.error(
