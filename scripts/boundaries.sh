@@ -16,16 +16,17 @@ while IFS='|' read -r crate forbidden; do
     fi
 done <<'RULES'
 sluice-contract|sluice-.*|tokio|wasmtime|parquet|duckdb|serde
-sluice-chain|sluice-(core|config|source|lake|wasm|catalog|watch|cli|postgres|testkit)|tokio|wasmtime|parquet|duckdb|saphyr-parser|tokio-postgres
-sluice-core|sluice-(config|source|lake|wasm|catalog|watch|cli|postgres|testkit)|wasmtime|parquet|duckdb|saphyr-parser|notify|tokio-postgres|pgpq
-sluice-config|sluice-(source|lake|wasm|catalog|watch|cli|postgres|testkit)|wasmtime|parquet|duckdb|notify|tokio-postgres|pgpq
-sluice-source|sluice-(config|wasm|catalog|watch|cli|postgres|testkit)|wasmtime|duckdb|notify|tokio-postgres|pgpq
-sluice-lake|sluice-(config|source|wasm|catalog|watch|cli|postgres|testkit)|wasmtime|duckdb|notify|tokio-postgres|pgpq
-sluice-wasm|sluice-(config|source|lake|catalog|watch|cli|postgres|testkit)|parquet|duckdb|notify|tokio-postgres|pgpq
-sluice-catalog|sluice-(config|source|lake|wasm|watch|cli|postgres|testkit)|wasmtime|parquet|notify|tokio-postgres|pgpq
-sluice-watch|sluice-(config|source|lake|wasm|catalog|cli|postgres|testkit)|wasmtime|parquet|duckdb|tokio-postgres|pgpq
-sluice-postgres|sluice-(source|lake|wasm|catalog|watch|cli|testkit)|wasmtime|parquet|duckdb|notify
+sluice-chain|sluice-(core|config|source|lake|wasm|catalog|watch|cli|postgres|redis|testkit)|tokio|wasmtime|parquet|duckdb|saphyr-parser|tokio-postgres|redis
+sluice-core|sluice-(config|source|lake|wasm|catalog|watch|cli|postgres|redis|testkit)|wasmtime|parquet|duckdb|saphyr-parser|notify|tokio-postgres|pgpq|redis
+sluice-config|sluice-(source|lake|wasm|catalog|watch|cli|postgres|redis|testkit)|wasmtime|parquet|duckdb|notify|tokio-postgres|pgpq|redis
+sluice-source|sluice-(config|wasm|catalog|watch|cli|postgres|redis|testkit)|wasmtime|duckdb|notify|tokio-postgres|pgpq|redis
+sluice-lake|sluice-(config|source|wasm|catalog|watch|cli|postgres|redis|testkit)|wasmtime|duckdb|notify|tokio-postgres|pgpq|redis
+sluice-wasm|sluice-(config|source|lake|catalog|watch|cli|postgres|redis|testkit)|parquet|duckdb|notify|tokio-postgres|pgpq|redis
+sluice-catalog|sluice-(config|source|lake|wasm|watch|cli|postgres|redis|testkit)|wasmtime|parquet|notify|tokio-postgres|pgpq|redis
+sluice-watch|sluice-(config|source|lake|wasm|catalog|cli|postgres|redis|testkit)|wasmtime|parquet|duckdb|tokio-postgres|pgpq|redis
+sluice-postgres|sluice-(source|lake|wasm|catalog|watch|cli|redis|testkit)|wasmtime|parquet|duckdb|notify|redis
 sluice-testkit|sluice-.*|wasmtime|parquet|duckdb|tokio|arrow-.*
+sluice-redis|sluice-(source|lake|wasm|catalog|watch|cli|postgres|testkit)|wasmtime|parquet|duckdb|notify|tokio-postgres|pgpq
 RULES
 # One arrow: every arrow-based crate (pgpq, duckdb, parquet) on the same version.
 dup="$(cargo tree -d -e normal --prefix none 2>/dev/null | grep -E '^arrow-[a-z]+ v' | sed 's/ (.*//' | sort -u |

@@ -8,6 +8,7 @@ set -euo pipefail
 need=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql-15 postgresql-client-15)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 if [ "${#need[@]}" = 0 ]; then
   echo "setup: Postgres ($(ls -d /usr/lib/postgresql/*/bin | head -1)) and redis-server present"
   exit 0

@@ -14,6 +14,7 @@ mod pg_source;
 mod postgres;
 mod python_readers;
 mod readers;
+mod redis;
 mod run_csv;
 mod sources;
 mod support;

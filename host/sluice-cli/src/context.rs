@@ -44,6 +44,7 @@ pub fn kinds() -> sluice_config::Kinds {
         .with_source(sluice_config::DuckdbKind)
         .with_source(sluice_postgres::PostgresSourceKind)
         .with_sink(sluice_postgres::PostgresKind)
+        .with_sink(sluice_redis::RedisKind)
 }
 
 pub fn connectors() -> Connectors {
@@ -53,6 +54,12 @@ pub fn connectors() -> Connectors {
         .with_source(sluice_postgres::PostgresSourceConnector)
         .with_sink(sluice_lake::LakeConnector)
         .with_sink(sluice_postgres::PostgresSinkConnector)
+        .with_sink(sluice_redis::RedisSinkConnector::new(state_sinks()))
+}
+
+/// The sinks a sink that keeps no state of its own (Redis) may keep it in.
+fn state_sinks() -> Connectors {
+    Connectors::new().with_sink(sluice_lake::LakeConnector).with_sink(sluice_postgres::PostgresSinkConnector)
 }
 
 /// Load plugins, build the sources and open the sink: everything a run needs, and what the

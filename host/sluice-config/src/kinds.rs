@@ -51,6 +51,7 @@ pub(crate) trait Resolve {
     fn secret(&mut self, path: &[&str], name: &str) -> Option<sluice_core::spec::Secret>;
     fn dir_spec(&mut self, name: &str, raw: &RawSource) -> DirSpec;
     fn lake_spec(&mut self, raw: &RawSink) -> LakeSpec;
+    fn nested_sink(&mut self, path: &[&str], value: Value) -> Option<Arc<dyn SinkConfig>>;
 }
 
 /// A source's or the sink's section, as its kind's resolver sees it: errors, `${VAR}` and paths
@@ -108,6 +109,14 @@ impl<'r> Section<'r> {
                 None
             }
         }
+    }
+
+    /// A sink section nested at `rel` under this one (a sink's `state:`: where a sink that
+    /// keeps no state of its own keeps it), resolved by its kind (`lake` when it names none)
+    /// as the pipeline's sink is.
+    pub fn sink_section(&mut self, rel: &[&str], value: Value) -> Option<Arc<dyn SinkConfig>> {
+        let path = joined(&self.base, rel);
+        self.r.nested_sink(&path, value)
     }
 
     fn dir_spec(&mut self, raw: &RawSource) -> DirSpec {

@@ -4,11 +4,12 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arrow_schema::{DataType, TimeUnit};
 use indexmap::IndexMap;
+use sluice_core::connector::SinkConfig;
 use sluice_core::spec::*;
 
 use crate::check::{Checker, closest};
@@ -381,6 +382,29 @@ impl crate::kinds::Resolve for Resolver<'_> {
     }
     fn lake_spec(&mut self, raw: &RawSink) -> LakeSpec {
         Resolver::lake_spec(self, raw)
+    }
+    fn nested_sink(&mut self, path: &[&str], value: serde_json::Value) -> Option<Arc<dyn SinkConfig>> {
+        let kinds = self.kinds;
+        if !value.is_object() {
+            self.error(
+                path,
+                String::from("must be a sink section: `{lake: <dir>, dataset: <name>}` or `{kind: postgres, ...}`"),
+                None,
+            );
+            return None;
+        }
+        let (common, own) = split_keys(value, &crate::kinds::property_names(kinds.sink_common()));
+        let common: RawSinkCommon = serde_json::from_value(common).ok()?;
+        let name = common.kind.as_deref().unwrap_or(crate::kinds::DEFAULT_SINK_KIND);
+        let Some((kind, _)) = kinds.sink(name) else {
+            let mut at: Vec<&str> = path.to_vec();
+            at.push("kind");
+            self.error(&at, format!("no sink kind `{name}`"), None);
+            return None;
+        };
+        let base: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+        let mut cx = Section::new(self, base, "sink".into());
+        kind.resolve(&mut cx, own)
     }
 }
 

@@ -21,7 +21,8 @@ pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
         "s" | "" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        other => return Err(format!("unknown duration unit `{other}` (use ms, s, m or h)")),
+        "d" => n * 86_400.0,
+        other => return Err(format!("unknown duration unit `{other}` (use ms, s, m, h or d)")),
     };
     if !(secs >= 0.0 && secs.is_finite() && secs < 1e12) {
         return Err(format!("duration `{s}` is out of range"));

@@ -269,3 +269,81 @@ impl Drop for Session {
         let _ = self.child.wait();
     }
 }
+
+/// A Redis server on a private port, without persistence (`--save ''`, no AOF), killed when
+/// dropped. Debian's `redis-server`; without it, `start` returns `None` (the test skips),
+/// except under `CI=true`, where it panics.
+pub struct RedisServer {
+    child: std::process::Child,
+    pub port: u16,
+    password: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> Option<RedisServer> {
+        Self::start_with(None)
+    }
+
+    /// A server that requires `password` (`--requirepass`).
+    pub fn start_with_password(password: &str) -> Option<RedisServer> {
+        Self::start_with(Some(password))
+    }
+
+    fn start_with(password: Option<&str>) -> Option<RedisServer> {
+        let ok = Command::new("redis-server").arg("--version").output().is_ok_and(|o| o.status.success());
+        if !ok {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("redis-server is missing under CI=true: scripts/install-services.sh installs it");
+            }
+            eprintln!("skipped: redis-server is not installed (scripts/install-services.sh installs it)");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let port = free_port();
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(p) = password {
+            cmd.args(["--requirepass", p]);
+        }
+        let child = cmd.spawn().expect("redis-server starts");
+        let server = RedisServer { child, port, password: password.map(str::to_string), _dir: dir };
+        let started = std::time::Instant::now();
+        while server.try_cli(&["PING"]).is_none_or(|r| r != "PONG") {
+            assert!(started.elapsed() < std::time::Duration::from_secs(20), "redis-server did not answer on {port}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Some(server)
+    }
+
+    /// `redis://127.0.0.1:<port>/<db>` (no password in it).
+    pub fn url(&self, db: u32) -> String {
+        format!("redis://127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Run `redis-cli` with `args`; returns its raw output, trimmed. Panics on a failure.
+    pub fn cli(&self, args: &[&str]) -> String {
+        self.try_cli(args).unwrap_or_else(|| panic!("redis-cli {args:?} failed"))
+    }
+
+    fn try_cli(&self, args: &[&str]) -> Option<String> {
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "--raw"]);
+        if let Some(p) = &self.password {
+            cmd.args(["--no-auth-warning", "-a", p]);
+        }
+        let out = cmd.args(args).stdin(Stdio::null()).output().ok()?;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,434 @@
+//! The Redis sink: each unit's writes, and its marker, in one `MULTI`/`EXEC`; the run's state
+//! in the sink `state:` names.
+//!
+//! A unit's writer first reads the unit's marker (`HGET {prefix}_sluice:units <unit id>`). When
+//! it equals the unit's fingerprint (the pipeline's definition and the unit's size, version and
+//! content hash), Redis already holds this unit's writes: a run that crashed after `EXEC` and
+//! before the state sink committed. Nothing is written again, and only the state commits.
+//! Otherwise the writer sends `MULTI`, then each batch's commands as one pipeline (queued by the
+//! server), and at commit the marker and `EXEC`, then commits the state sink. A crash before
+//! `EXEC` drops the queue with the connection; Redis applies a `MULTI` block whole or not at all.
+//! Durability is Redis's own (`appendonly`, `appendfsync`).
+
+use std::sync::{Arc, Mutex};
+
+use arrow_array::{Array, RecordBatch};
+use arrow_cast::display::{ArrayFormatter, FormatOptions};
+use arrow_schema::{DataType, SchemaRef};
+use sluice_core::connector::BuiltSink;
+use sluice_core::error::SinkError;
+use sluice_core::sink::{CommitReport, Sink, StateStore, UnitState, UnitWriter};
+use sluice_core::source::{Source, SourceUnit};
+
+use crate::config::{Layout, RedisSinkSpec};
+
+pub struct RedisSink {
+    spec: RedisSinkSpec,
+    client: redis::Client,
+    /// Idle connections, reused by later units.
+    pool: Arc<Mutex<Vec<redis::Connection>>>,
+    /// Where the run's state lives.
+    state: BuiltSink,
+    definition: String,
+    endpoint: String,
+}
+
+/// A client for the sink's server, with the password.
+fn client(spec: &RedisSinkSpec) -> Result<redis::Client, SinkError> {
+    use redis::IntoConnectionInfo;
+    let endpoint = format!("redis {}", spec.endpoint());
+    let mut info = spec
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(|e| SinkError::Config(format!("{endpoint}: not a Redis URL: {e}")))?;
+    if let Some(p) = &spec.password {
+        let settings = info.redis_settings().clone().set_password(p.expose());
+        info = info.set_redis_settings(settings);
+    }
+    redis::Client::open(info).map_err(|e| SinkError::Config(format!("{endpoint}: {e}")))
+}
+
+/// Connect and log in, writing nothing (`validate --connect`).
+pub(crate) fn ping(spec: &RedisSinkSpec) -> Result<(), SinkError> {
+    let remote = |e: redis::RedisError| {
+        let text = e.to_string();
+        let message = match &spec.password {
+            Some(p) => p.redact(&text),
+            None => text,
+        };
+        SinkError::Remote { server: format!("redis {}", spec.endpoint()), message }
+    };
+    let mut con = client(spec)?.get_connection().map_err(remote)?;
+    redis::cmd("PING").query::<String>(&mut con).map_err(remote)?;
+    Ok(())
+}
+
+impl RedisSink {
+    pub(crate) fn open(spec: &RedisSinkSpec, state: BuiltSink, definition: String) -> Result<Self, SinkError> {
+        let endpoint = format!("redis {}", spec.endpoint());
+        let client = client(spec)?;
+        let sink = RedisSink {
+            spec: spec.clone(),
+            client,
+            pool: Arc::new(Mutex::new(Vec::new())),
+            state,
+            definition,
+            endpoint,
+        };
+        // Connect now: a refused connection or a wrong password fails the run before any unit.
+        let con = sink.connect()?;
+        sink.pool.lock().expect("pool lock").push(con);
+        Ok(sink)
+    }
+
+    fn remote(&self, e: &redis::RedisError) -> SinkError {
+        let text = e.to_string();
+        let text = match &self.spec.password {
+            Some(p) => p.redact(&text),
+            None => text,
+        };
+        SinkError::Remote { server: self.endpoint.clone(), message: text }
+    }
+
+    fn connect(&self) -> Result<redis::Connection, SinkError> {
+        let mut con = self.client.get_connection().map_err(|e| self.remote(&e))?;
+        redis::cmd("PING").query::<String>(&mut con).map_err(|e| self.remote(&e))?;
+        Ok(con)
+    }
+
+    /// The marker hash: unit id → fingerprint of what was written.
+    fn marker_key(&self) -> String {
+        format!("{}_sluice:units", self.spec.prefix)
+    }
+
+    fn fingerprint(&self, unit: &SourceUnit) -> String {
+        format!("{}:{}:{}:{}", self.definition, unit.size, unit.version, unit.content_hash.as_deref().unwrap_or(""))
+    }
+}
+
+impl Sink for RedisSink {
+    fn check_schema(&self, schema: &SchemaRef) -> Result<(), SinkError> {
+        let mut needed: Vec<&String> = self.spec.key.iter().collect();
+        match &self.spec.layout {
+            Layout::Hash { fields } => needed.extend(fields),
+            Layout::Zset { member, score } => needed.extend([member, score]),
+            Layout::String { value } => needed.extend(value),
+        }
+        for c in needed {
+            if schema.field_with_name(c).is_err() {
+                return Err(SinkError::Config(format!(
+                    "redis sink: `{c}` is not a column of the pipeline's output (columns: {})",
+                    schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn begin(&self, unit: &SourceUnit) -> Result<Box<dyn UnitWriter>, SinkError> {
+        let inner = self.state.sink.begin(unit)?;
+        let con = match self.pool.lock().expect("pool lock").pop() {
+            Some(c) => c,
+            None => self.connect()?,
+        };
+        Ok(Box::new(RedisWriter {
+            sink: self.clone_handle(),
+            unit_id: unit.id(),
+            fingerprint: self.fingerprint(unit),
+            location: unit.display_name(),
+            con: Some(con),
+            inner: Some(inner),
+            phase: Phase::Fresh,
+            rows: 0,
+        }))
+    }
+
+    fn state(&self) -> &dyn StateStore {
+        self.state.sink.state()
+    }
+
+    fn remove_deleted(&self, _source: &dyn Source, _present: &[SourceUnit]) -> Result<Vec<SourceUnit>, SinkError> {
+        Ok(Vec::new())
+    }
+
+    fn rejects_location(&self) -> Option<String> {
+        self.state.sink.rejects_location()
+    }
+}
+
+/// What a writer needs of its sink (the sink lives as long as the run; writers are boxed).
+#[derive(Clone)]
+struct Handle {
+    spec: RedisSinkSpec,
+    endpoint: String,
+    marker_key: String,
+    pool: Arc<Mutex<Vec<redis::Connection>>>,
+}
+
+impl RedisSink {
+    fn clone_handle(&self) -> Handle {
+        Handle {
+            spec: self.spec.clone(),
+            endpoint: self.endpoint.clone(),
+            marker_key: self.marker_key(),
+            pool: self.pool.clone(),
+        }
+    }
+}
+
+#[derive(PartialEq, Eq)]
+enum Phase {
+    /// Nothing sent yet.
+    Fresh,
+    /// Redis already holds this unit's writes: write nothing.
+    Done,
+    /// `MULTI` sent; writes queued.
+    Queued,
+}
+
+struct RedisWriter {
+    sink: Handle,
+    unit_id: String,
+    fingerprint: String,
+    location: String,
+    con: Option<redis::Connection>,
+    inner: Option<Box<dyn UnitWriter>>,
+    phase: Phase,
+    rows: u64,
+}
+
+impl RedisWriter {
+    fn remote(&self, e: &redis::RedisError) -> SinkError {
+        let text = e.to_string();
+        let text = match &self.sink.spec.password {
+            Some(p) => p.redact(&text),
+            None => text,
+        };
+        SinkError::Remote { server: self.sink.endpoint.clone(), message: format!("{}: {text}", self.location) }
+    }
+
+    fn con(&mut self) -> &mut redis::Connection {
+        self.con.as_mut().expect("a connection until the writer ends")
+    }
+
+    /// Before the first write: skip a unit Redis already holds, else open the transaction.
+    fn start(&mut self) -> Result<(), SinkError> {
+        if self.phase != Phase::Fresh {
+            return Ok(());
+        }
+        let (key, id) = (self.sink.marker_key.clone(), self.unit_id.clone());
+        let marker: Option<String> =
+            redis::cmd("HGET").arg(&key).arg(&id).query(self.con()).map_err(|e| self.remote(&e))?;
+        if marker.as_deref() == Some(self.fingerprint.as_str()) {
+            tracing::warn!(unit = %self.location,
+                "redis already holds this unit's writes (a run stopped after writing them): only its state commits");
+            self.phase = Phase::Done;
+            return Ok(());
+        }
+        redis::cmd("MULTI").query::<()>(self.con()).map_err(|e| self.remote(&e))?;
+        self.phase = Phase::Queued;
+        Ok(())
+    }
+
+    fn commands(&self, batch: &RecordBatch) -> Result<redis::Pipeline, SinkError> {
+        let spec = &self.sink.spec;
+        let schema = batch.schema();
+        let opts = FormatOptions::default();
+        let fmt = |name: &str| -> Result<(usize, ArrayFormatter<'_>), SinkError> {
+            let i = schema.index_of(name).map_err(|_| {
+                SinkError::Config(format!("redis sink: `{name}` is not a column of the pipeline's output"))
+            })?;
+            let f = ArrayFormatter::try_new(batch.column(i).as_ref(), &opts)
+                .map_err(|e| SinkError::Encode(format!("column `{name}`: {e}")))?;
+            Ok((i, f))
+        };
+        let keys: Vec<(usize, ArrayFormatter<'_>)> = spec.key.iter().map(|k| fmt(k)).collect::<Result<_, _>>()?;
+        let ttl = spec.ttl.map(|d| d.as_secs());
+        let mut pipe = redis::pipe();
+        let key_of = |row: usize| -> Result<String, SinkError> {
+            let mut k = spec.prefix.clone();
+            for (n, (i, f)) in keys.iter().enumerate() {
+                if batch.column(*i).is_null(row) {
+                    return Err(SinkError::Rows {
+                        target: format!("{} ({})", self.sink.endpoint, self.location),
+                        message: format!("row {}: key column `{}` is NULL", row + 1, spec.key[n]),
+                    });
+                }
+                if n > 0 {
+                    k.push(':');
+                }
+                k.push_str(&f.value(row).to_string());
+            }
+            Ok(k)
+        };
+        match &spec.layout {
+            Layout::Hash { fields } => {
+                let names: Vec<String> = if fields.is_empty() {
+                    schema.fields().iter().map(|f| f.name().clone()).filter(|n| !spec.key.contains(n)).collect()
+                } else {
+                    fields.clone()
+                };
+                let cols: Vec<(usize, ArrayFormatter<'_>)> = names.iter().map(|n| fmt(n)).collect::<Result<_, _>>()?;
+                for row in 0..batch.num_rows() {
+                    let key = key_of(row)?;
+                    let mut set = redis::cmd("HSET");
+                    set.arg(&key);
+                    let mut del = redis::cmd("HDEL");
+                    del.arg(&key);
+                    let (mut sets, mut dels) = (0, 0);
+                    for (name, (i, f)) in names.iter().zip(&cols) {
+                        if batch.column(*i).is_null(row) {
+                            del.arg(name);
+                            dels += 1;
+                        } else {
+                            set.arg(name).arg(f.value(row).to_string());
+                            sets += 1;
+                        }
+                    }
+                    if sets > 0 {
+                        pipe.add_command(set);
+                    }
+                    if dels > 0 {
+                        pipe.add_command(del);
+                    }
+                    if let Some(t) = ttl {
+                        pipe.cmd("EXPIRE").arg(&key).arg(t);
+                    }
+                }
+            }
+            Layout::Zset { member, score } => {
+                let (mi, mf) = fmt(member)?;
+                let si = schema.index_of(score).map_err(|_| SinkError::Config(format!("no column `{score}`")))?;
+                let scores = arrow_cast::cast(batch.column(si), &DataType::Float64)
+                    .map_err(|e| SinkError::Encode(format!("column `{score}` as a score: {e}")))?;
+                let scores = scores.as_any().downcast_ref::<arrow_array::Float64Array>().expect("cast to Float64");
+                for row in 0..batch.num_rows() {
+                    if batch.column(mi).is_null(row) || scores.is_null(row) {
+                        continue;
+                    }
+                    let key = key_of(row)?;
+                    pipe.cmd("ZADD").arg(&key).arg(scores.value(row)).arg(mf.value(row).to_string());
+                    if let Some(t) = ttl {
+                        pipe.cmd("EXPIRE").arg(&key).arg(t);
+                    }
+                }
+            }
+            Layout::String { value: Some(col) } => {
+                let (vi, vf) = fmt(col)?;
+                for row in 0..batch.num_rows() {
+                    let key = key_of(row)?;
+                    if batch.column(vi).is_null(row) {
+                        pipe.cmd("DEL").arg(&key);
+                        continue;
+                    }
+                    let c = pipe.cmd("SET").arg(&key).arg(vf.value(row).to_string());
+                    if let Some(t) = ttl {
+                        c.arg("EX").arg(t);
+                    }
+                }
+            }
+            Layout::String { value: None } => {
+                let others: Vec<usize> =
+                    (0..schema.fields().len()).filter(|i| !spec.key.contains(schema.field(*i).name())).collect();
+                let projected = batch.project(&others).map_err(|e| SinkError::Encode(e.to_string()))?;
+                let mut w = arrow_json::ArrayWriter::new(Vec::new());
+                w.write(&projected).map_err(|e| SinkError::Encode(e.to_string()))?;
+                w.finish().map_err(|e| SinkError::Encode(e.to_string()))?;
+                let rows: Vec<serde_json::Value> = serde_json::from_slice(&w.into_inner())
+                    .map_err(|e| SinkError::Encode(format!("rows as JSON: {e}")))?;
+                for (row, json) in rows.iter().enumerate() {
+                    let key = key_of(row)?;
+                    let c = pipe.cmd("SET").arg(&key).arg(json.to_string());
+                    if let Some(t) = ttl {
+                        c.arg("EX").arg(t);
+                    }
+                }
+            }
+        }
+        Ok(pipe)
+    }
+
+    fn inner(&mut self) -> &mut Box<dyn UnitWriter> {
+        self.inner.as_mut().expect("the state writer until the writer ends")
+    }
+
+    /// Give the connection back for another unit (only a clean one: nothing queued).
+    fn release(&mut self) {
+        if let Some(con) = self.con.take() {
+            self.sink.pool.lock().expect("pool lock").push(con);
+        }
+    }
+}
+
+impl UnitWriter for RedisWriter {
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), SinkError> {
+        self.start()?;
+        self.rows += batch.num_rows() as u64;
+        if self.phase == Phase::Done || batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let pipe = self.commands(batch)?;
+        pipe.query::<()>(self.con()).map_err(|e| self.remote(&e))?;
+        Ok(())
+    }
+
+    fn write_rejects(&mut self, rejects: &RecordBatch) -> Result<(), SinkError> {
+        self.inner().write_rejects(rejects)
+    }
+
+    fn write_state(&mut self, state: UnitState) -> Result<(), SinkError> {
+        self.inner().write_state(state)
+    }
+
+    fn content_hash(&mut self, hash: &str, bytes: u64) {
+        self.inner().content_hash(hash, bytes)
+    }
+
+    fn high_water(&mut self, mark: &str) {
+        self.inner().high_water(mark)
+    }
+
+    fn input_rows(&mut self, rows_in: u64, rows_rejected: u64) {
+        self.inner().input_rows(rows_in, rows_rejected)
+    }
+
+    fn continues(&mut self) {
+        self.inner().continues()
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<CommitReport, SinkError> {
+        self.start()?;
+        if self.phase == Phase::Queued {
+            let (key, id, print) = (self.sink.marker_key.clone(), self.unit_id.clone(), self.fingerprint.clone());
+            redis::cmd("HSET").arg(&key).arg(&id).arg(&print).query::<()>(self.con()).map_err(|e| self.remote(&e))?;
+            if std::env::var("SLUICE_TEST_FAULT").is_ok_and(|f| f == "before-exec") {
+                std::process::abort();
+            }
+            redis::cmd("EXEC").query::<redis::Value>(self.con()).map_err(|e| self.remote(&e))?;
+            if std::env::var("SLUICE_TEST_FAULT").is_ok_and(|f| f == "after-exec") {
+                std::process::abort();
+            }
+        }
+        self.release();
+        let rows = self.rows;
+        let inner = self.inner.take().expect("the state writer until the writer ends");
+        let mut report = inner.commit()?;
+        report.rows = rows;
+        Ok(report)
+    }
+
+    fn abort(mut self: Box<Self>) {
+        if self.phase == Phase::Queued {
+            // The queue is dropped; the connection is clean again only if DISCARD answered.
+            if redis::cmd("DISCARD").query::<()>(self.con()).is_ok() {
+                self.release();
+            }
+        } else {
+            self.release();
+        }
+        if let Some(inner) = self.inner.take() {
+            inner.abort();
+        }
+    }
+}
