@@ -112,6 +112,15 @@ struct Discovery {
     plans: HashMap<String, Plan>,
 }
 
+/// What an incremental unit reads.
+enum Range {
+    /// Rows with `lo < cursor <= hi` (no `lo`: from the start), read in snapshot `snap`.
+    Cursor { lo: Option<String>, hi: String, snap: String },
+    /// Rows with `hi - overlap < cursor <= hi` that snapshot `prev` (the mark's) did not see,
+    /// read in snapshot `snap`.
+    Late { hi: String, prev: String, snap: String },
+}
+
 /// The columns a source reads.
 struct Columns {
     names: Vec<String>,
@@ -278,27 +287,10 @@ impl PgSource {
         Ok(Columns { names, kinds, cursor })
     }
 
-    /// Ranges of the cursor after `mark`, preceded by a unit of late rows when there are any.
-    #[allow(clippy::too_many_arguments)]
-    fn incremental_units(
-        &self,
-        q: &dyn Fn(&str) -> Result<Vec<tokio_postgres::Row>, SourceError>,
-        mark: Option<&str>,
-        cursor: &str,
-        ty: &str,
-        kind: &Kind,
-        snap_now: &str,
-        xmax_now: i64,
-    ) -> Result<(Vec<SourceUnit>, HashMap<String, Plan>), SourceError> {
+    /// The SQL of `overlap` for a cursor of this kind.
+    fn overlap_sql(&self, cursor: &str, ty: &str, kind: &Kind) -> Result<String, SourceError> {
         let time = matches!(kind, Kind::Date | Kind::Timestamp | Kind::Timestamptz);
-        let number =
-            matches!(kind, Kind::I16 | Kind::I32 | Kind::I64 | Kind::Decimal { .. } | Kind::NumFloat | Kind::NumText);
-        if !time && !number {
-            return Err(self.config_err(format!(
-                "the cursor `{cursor}` is {ty}; a cursor is a timestamp, date, integer or numeric column"
-            )));
-        }
-        let overlap = match (self.spec.overlap, time) {
+        Ok(match (self.spec.overlap, time) {
             (None, true) => format!("interval '{} seconds'", DEFAULT_TIME_OVERLAP.as_secs()),
             (None, false) => DEFAULT_NUMBER_OVERLAP.to_string(),
             (Some(Overlap::Time(d)), true) => format!("interval '{} seconds'", d.as_secs_f64()),
@@ -311,7 +303,77 @@ impl PgSource {
                     self.config_err(format!("the cursor `{cursor}` is {ty}: give `overlap` as a duration (`15m`)"))
                 );
             }
+        })
+    }
+
+    /// An incremental unit's locator: it records what the unit read, so that a committed unit
+    /// can be read again exactly (the runner re-runs one whose keyed groups a later unit
+    /// continues).
+    fn range_locator(&self, r: &Range) -> String {
+        let what = self.what();
+        match r {
+            Range::Cursor { lo, hi, snap } => format!("{what}/cursor/{}..{hi}@{snap}", lo.as_deref().unwrap_or("")),
+            Range::Late { hi, prev, snap } => format!("{what}/late/{hi}@{prev}@{snap}"),
+        }
+    }
+
+    fn parse_range(&self, locator: &str) -> Option<Range> {
+        let rest = locator.strip_prefix(&format!("{}/", self.what()))?;
+        if let Some(r) = rest.strip_prefix("cursor/") {
+            let (range, snap) = r.rsplit_once('@')?;
+            let (lo, hi) = range.split_once("..")?;
+            let lo = (!lo.is_empty()).then(|| lo.to_string());
+            return Some(Range::Cursor { lo, hi: hi.to_string(), snap: snap.to_string() });
+        }
+        let r = rest.strip_prefix("late/")?;
+        let (r, snap) = r.rsplit_once('@')?;
+        let (hi, prev) = r.rsplit_once('@')?;
+        Some(Range::Late { hi: hi.to_string(), prev: prev.to_string(), snap: snap.to_string() })
+    }
+
+    /// The `SELECT` of an incremental unit. Read `again` (a committed unit read by a later
+    /// run), only the row versions its snapshot saw are read: rows committed since belong to
+    /// the units that read them.
+    fn range_select(&self, r: &Range, cursor: &str, ty: &str, overlap: &str, xmax_now: i64, again: bool) -> String {
+        let rel = self.relation();
+        let c = ident(cursor);
+        let lit = |v: &str| format!("{}::{ty}", literal(v));
+        let x = "xmin::text::bigint";
+        // xmin is a 32-bit xid; widened to the current epoch, it compares with a snapshot's
+        // 64-bit xids.
+        let base = xmax_now & !0xffff_ffff;
+        let xid8 = format!(
+            "(CASE WHEN {base} + {x} > {xmax_now} THEN {base} + {x} - 4294967296 ELSE {base} + {x} END)::text::xid8"
+        );
+        let visible =
+            |snap: &str| format!("({x} < 3 OR pg_visible_in_snapshot({xid8}, {}::pg_snapshot))", literal(snap));
+        let (mut pred, snap) = match r {
+            Range::Cursor { lo: Some(lo), hi, snap } => (format!("{c} > {} AND {c} <= {}", lit(lo), lit(hi)), snap),
+            Range::Cursor { lo: None, hi, snap } => (format!("{c} <= {}", lit(hi)), snap),
+            Range::Late { hi, prev, snap } => {
+                let h = lit(hi);
+                (format!("{c} > {h} - {overlap} AND {c} <= {h} AND NOT {}", visible(prev)), snap)
+            }
         };
+        if again {
+            pred.push_str(&format!(" AND {}", visible(snap)));
+        }
+        format!("SELECT {} FROM {rel} WHERE {pred} ORDER BY {c}", self.select_list())
+    }
+
+    /// Ranges of the cursor after `mark`, preceded by a unit of late rows when there are any.
+    #[allow(clippy::too_many_arguments)]
+    fn incremental_units(
+        &self,
+        q: &dyn Fn(&str) -> Result<Vec<tokio_postgres::Row>, SourceError>,
+        mark: Option<&str>,
+        cursor: &str,
+        ty: &str,
+        kind: &Kind,
+        snap_now: &str,
+        xmax_now: i64,
+    ) -> Result<(Vec<SourceUnit>, HashMap<String, Plan>), SourceError> {
+        let overlap = self.overlap_sql(cursor, ty, kind)?;
         let mark: Option<Mark> = match mark {
             None => None,
             Some(m) => Some(serde_json::from_str(m).map_err(|e| {
@@ -324,42 +386,28 @@ impl PgSource {
         let c = ident(cursor);
         let lit = |v: &str| format!("{}::{ty}", literal(v));
         let what = self.what();
-        let list = self.select_list();
+        let endpoint = self.spec.endpoint();
         let mut units = Vec::new();
         let mut plans = HashMap::new();
         let size_of = |rows: i64| rows.max(0) as u64 * 100;
+        let mut add = |range: Range, location: String, rows: i64, mark: Mark| {
+            let locator = self.range_locator(&range);
+            let select = self.range_select(&range, cursor, ty, &overlap, xmax_now, false);
+            plans.insert(
+                locator.clone(),
+                Plan { select, high_water: Some(serde_json::to_string(&mark).expect("json")) },
+            );
+            units.push(self.unit(locator, location, size_of(rows), 0));
+        };
 
         if let Some(m) = &mark {
-            // Rows at or below the mark that the mark's snapshot did not see. xmin is a 32-bit
-            // xid; widen it to the current epoch to compare with the snapshot's 64-bit xids.
-            let base = xmax_now & !0xffff_ffff;
-            let x = "xmin::text::bigint";
-            let xid8 = format!(
-                "(CASE WHEN {base} + {x} > {xmax_now} THEN {base} + {x} - 4294967296 ELSE {base} + {x} END)::text::xid8"
-            );
-            let hi = lit(&m.cursor);
-            let pred = format!(
-                "{c} > {hi} - {overlap} AND {c} <= {hi} AND {x} >= 3 AND NOT pg_visible_in_snapshot({xid8}, {}::pg_snapshot)",
-                literal(&m.snap)
-            );
-            let late: i64 = q(&format!("SELECT count(*) FROM {rel} WHERE {pred}"))?[0].get(0);
-            if late > 0 {
-                let id = &sluice_core::sha256_hex(&[m.cursor.as_bytes(), m.snap.as_bytes()])[..12];
-                let locator = format!("{what}/late/{}/{id}", m.cursor);
-                let high_water = Mark { v: 1, cursor: m.cursor.clone(), snap: snap_now.to_string() };
-                plans.insert(
-                    locator.clone(),
-                    Plan {
-                        select: format!("SELECT {list} FROM {rel} WHERE {pred} ORDER BY {c}"),
-                        high_water: Some(serde_json::to_string(&high_water).expect("json")),
-                    },
-                );
-                units.push(self.unit(
-                    locator,
-                    format!("{} {what} ({late} late rows at or below {cursor} {})", self.spec.endpoint(), m.cursor),
-                    size_of(late),
-                    0,
-                ));
+            // Rows at or below the mark that the mark's snapshot did not see.
+            let late = Range::Late { hi: m.cursor.clone(), prev: m.snap.clone(), snap: snap_now.to_string() };
+            let select = self.range_select(&late, cursor, ty, &overlap, xmax_now, false);
+            let n: i64 = q(&format!("SELECT count(*) FROM ({select}) late"))?[0].get(0);
+            if n > 0 {
+                let location = format!("{endpoint} {what} ({n} late rows at or below {cursor} {})", m.cursor);
+                add(late, location, n, Mark { v: 1, cursor: m.cursor.clone(), snap: snap_now.to_string() });
             }
         }
 
@@ -381,25 +429,9 @@ impl PgSource {
             if lo.as_deref() == Some(hi.as_str()) {
                 continue; // a run of equal values: the previous range took them all
             }
-            let pred = match &lo {
-                Some(l) => format!("{c} > {} AND {c} <= {}", lit(l), lit(&hi)),
-                None => format!("{c} <= {}", lit(&hi)),
-            };
-            let locator = format!("{what}/cursor/{}..{hi}", lo.as_deref().unwrap_or(""));
-            let high_water = Mark { v: 1, cursor: hi.clone(), snap: snap_now.to_string() };
-            plans.insert(
-                locator.clone(),
-                Plan {
-                    select: format!("SELECT {list} FROM {rel} WHERE {pred} ORDER BY {c}"),
-                    high_water: Some(serde_json::to_string(&high_water).expect("json")),
-                },
-            );
-            units.push(self.unit(
-                locator,
-                format!("{} {what} ({cursor} in ({}, {hi}])", self.spec.endpoint(), lo.as_deref().unwrap_or("-inf")),
-                size_of(rn - rows_before),
-                0,
-            ));
+            let location = format!("{endpoint} {what} ({cursor} in ({}, {hi}])", lo.as_deref().unwrap_or("-inf"));
+            let range = Range::Cursor { lo: lo.clone(), hi: hi.clone(), snap: snap_now.to_string() };
+            add(range, location, rn - rows_before, Mark { v: 1, cursor: hi.clone(), snap: snap_now.to_string() });
             rows_before = rn;
             lo = Some(hi);
         }
@@ -546,28 +578,55 @@ impl Source for PgSource {
         !self.incremental() && !present.iter().any(|u| u.same_unit(unit))
     }
 
+    /// A committed cursor range or late unit can be read again: its locator records what it
+    /// read and in which snapshot.
+    fn still_current(&self, unit: &SourceUnit) -> bool {
+        self.spec.cursor.is_some() && self.parse_range(&unit.locator).is_some()
+    }
+
     fn open(&self, unit: &SourceUnit) -> Result<BatchStream, SourceError> {
         let d = self.memo.lock().expect("memo lock").clone();
-        let Some((d, plan)) = d.and_then(|d| d.plans.get(&unit.locator).cloned().map(|p| (d, p))) else {
-            return Err(SourceError::Format {
-                path: unit.location.clone(),
-                message: "the discovery that planned this unit was replaced; it is read again by the next run".into(),
-            });
-        };
+        let planned = d.and_then(|d| d.plans.get(&unit.locator).cloned().map(|p| (d, p)));
         let client = self.pg.connect().map_err(to_source)?;
-        let begin = format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT {}",
-            literal(&d.snapshot_id)
-        );
-        wait(client.batch_execute(&begin)).map_err(|e| self.remote(&e))?;
-        let copy = format!("COPY ({}) TO STDOUT (FORMAT binary)", plan.select);
+        let (names, kinds, select, high_water) = match planned {
+            Some((d, plan)) => {
+                let begin = format!(
+                    "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT {}",
+                    literal(&d.snapshot_id)
+                );
+                wait(client.batch_execute(&begin)).map_err(|e| self.remote(&e))?;
+                (d.names.clone(), d.kinds.clone(), plan.select, plan.high_water)
+            }
+            None => {
+                // A unit of an earlier discovery, read again: only what its snapshot saw, and no
+                // mark (the committed one is further on).
+                let (Some(cursor), Some(range)) = (&self.spec.cursor, self.parse_range(&unit.locator)) else {
+                    return Err(SourceError::Format {
+                        path: unit.location.clone(),
+                        message: "the discovery that planned this unit was replaced; the next run reads it".into(),
+                    });
+                };
+                wait(client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
+                    .map_err(|e| self.remote(&e))?;
+                let cols = self.columns(&client)?;
+                let Some((ci, ty)) = &cols.cursor else { unreachable!("columns() checks the cursor") };
+                let overlap = self.overlap_sql(cursor, ty, &cols.kinds[*ci])?;
+                let xmax_now: i64 =
+                    wait(client.query_one("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint", &[]))
+                        .map_err(|e| self.remote(&e))?
+                        .get(0);
+                let select = self.range_select(&range, cursor, ty, &overlap, xmax_now, true);
+                (cols.names, cols.kinds, select, None)
+            }
+        };
+        let copy = format!("COPY ({select}) TO STDOUT (FORMAT binary)");
         let stream = wait(client.copy_out(&copy)).map_err(|e| self.remote(&e))?;
         Ok(Box::new(CopyReader {
             _client: client,
             stream: Box::pin(stream),
-            decoder: Decoder::new(d.names.clone(), d.kinds.clone(), self.batch_rows),
+            decoder: Decoder::new(names, kinds, self.batch_rows),
             pending: VecDeque::new(),
-            high_water: plan.high_water,
+            high_water,
             location: unit.location.clone(),
             server: format!("postgres {}", self.pg.endpoint),
             secret: self.spec.password.clone(),

@@ -33,12 +33,16 @@ pub struct RawRedisSink {
     /// value deletes its field.
     #[serde(default)]
     pub fields: Vec<String>,
+    /// `hash`: the column whose values name the field to set, with `value` the column of its
+    /// values (long rows, `user_id, event_type, events`, into a field per event type), instead
+    /// of a field per column.
+    pub field: Option<String>,
     /// `zset`: the column whose values are the members.
     pub member: Option<String>,
     /// `zset`: the numeric column whose values are the scores.
     pub score: Option<String>,
     /// `string`: the column written as the value, or `json` (default): the row's other
-    /// columns as a JSON object.
+    /// columns as a JSON object. `hash` with `field`: the column of the field's values.
     pub value: Option<String>,
     /// How long a key lives after its last write (`7d`, `1h`); default: for ever.
     pub ttl: Option<String>,
@@ -60,8 +64,9 @@ pub enum RawLayout {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Layout {
-    /// `HSET key field value ...`; NULLs `HDEL`. Empty: every column but the key's.
-    Hash { fields: Vec<String> },
+    /// `HSET key field value ...`; NULLs `HDEL`. Empty: every column but the key's. With
+    /// `field_value`, `HSET key <field column's value> <value column's value>`.
+    Hash { fields: Vec<String>, field_value: Option<(String, String)> },
     /// `ZADD key score member`.
     Zset { member: String, score: String },
     /// `SET key value`: a column's text, or (None) the row's other columns as JSON.
@@ -168,10 +173,29 @@ impl SinkKind for RedisKind {
         }
         let layout = match raw.layout {
             RawLayout::Hash => {
-                if raw.member.is_some() || raw.score.is_some() || raw.value.is_some() {
-                    cx.error(&["layout"], "`member`, `score` and `value` belong to layouts `zset` and `string`", None);
+                if raw.member.is_some() || raw.score.is_some() {
+                    cx.error(&["layout"], "`member` and `score` belong to layout `zset`", None);
                 }
-                Layout::Hash { fields: raw.fields }
+                let field_value = match (raw.field, raw.value) {
+                    (Some(f), Some(v)) => Some((f, v)),
+                    (None, None) => None,
+                    _ => {
+                        cx.error(
+                            &["layout"],
+                            "a hash's `field` and `value` go together: the column naming each field and the column of its value",
+                            Some("`field: event_type`, `value: events`".into()),
+                        );
+                        None
+                    }
+                };
+                if field_value.is_some() && !raw.fields.is_empty() {
+                    cx.error(
+                        &["fields"],
+                        "`fields` (a field per column) and `field`/`value` (a field per row) exclude each other",
+                        None,
+                    );
+                }
+                Layout::Hash { fields: raw.fields, field_value }
             }
             RawLayout::Zset => match (raw.member, raw.score) {
                 (Some(member), Some(score)) => Layout::Zset { member, score },
@@ -184,7 +208,12 @@ impl SinkKind for RedisKind {
                     return None;
                 }
             },
-            RawLayout::String => Layout::String { value: raw.value.filter(|v| v != "json") },
+            RawLayout::String => {
+                if raw.field.is_some() {
+                    cx.error(&["field"], "`field` belongs to layout `hash`", None);
+                }
+                Layout::String { value: raw.value.filter(|v| v != "json") }
+            }
         };
         let ttl = match raw.ttl.as_deref().map(sluice_config::duration_or_zero) {
             None => None,

@@ -111,7 +111,10 @@ impl Sink for RedisSink {
     fn check_schema(&self, schema: &SchemaRef) -> Result<(), SinkError> {
         let mut needed: Vec<&String> = self.spec.key.iter().collect();
         match &self.spec.layout {
-            Layout::Hash { fields } => needed.extend(fields),
+            Layout::Hash { fields, field_value } => {
+                needed.extend(fields);
+                needed.extend(field_value.iter().flat_map(|(f, v)| [f, v]));
+            }
             Layout::Zset { member, score } => needed.extend([member, score]),
             Layout::String { value } => needed.extend(value),
         }
@@ -263,7 +266,26 @@ impl RedisWriter {
             Ok(k)
         };
         match &spec.layout {
-            Layout::Hash { fields } => {
+            Layout::Hash { field_value: Some((field, value)), .. } => {
+                let (fi, ff) = fmt(field)?;
+                let (vi, vf) = fmt(value)?;
+                for row in 0..batch.num_rows() {
+                    if batch.column(fi).is_null(row) {
+                        continue;
+                    }
+                    let key = key_of(row)?;
+                    let name = ff.value(row).to_string();
+                    if batch.column(vi).is_null(row) {
+                        pipe.cmd("HDEL").arg(&key).arg(name);
+                    } else {
+                        pipe.cmd("HSET").arg(&key).arg(name).arg(vf.value(row).to_string());
+                    }
+                    if let Some(t) = ttl {
+                        pipe.cmd("EXPIRE").arg(&key).arg(t);
+                    }
+                }
+            }
+            Layout::Hash { fields, .. } => {
                 let names: Vec<String> = if fields.is_empty() {
                     schema.fields().iter().map(|f| f.name().clone()).filter(|n| !spec.key.contains(n)).collect()
                 } else {
