@@ -324,7 +324,7 @@ fn rows_the_server_refuses_fail_their_file_with_its_message_and_skip_file_goes_o
     pg.psql("ref", "CREATE TABLE t (id bigint, v bigint CHECK (v < 100))");
     let dir = tempfile::tempdir().unwrap();
     write(&dir.path().join("in/a.csv"), "id,v\n1,5\n");
-    write(&dir.path().join("in/b.csv"), "id,v\n2,500\n");
+    write(&dir.path().join("in/b.csv"), "id,v\n2,50\n4,500\n6,60\n");
     write(&dir.path().join("in/c.csv"), "id,v\n3,7\n");
     write(&dir.path().join("p.yaml"), &plain_pipeline(&pg.url("ref"), "t", "  on_error: skip_file\n"));
     let out = sluice_pg(dir.path(), &["run", "p.yaml"]);
@@ -332,6 +332,7 @@ fn rows_the_server_refuses_fail_their_file_with_its_message_and_skip_file_goes_o
     assert!(err.contains("b.csv"), "{err}");
     assert!(err.contains("violates check constraint"), "{err}");
     assert!(err.contains("refused the unit's rows"), "{err}");
+    assert!(err.contains("the row: id=4, v=500"), "the refused row is shown: {err}");
     assert_eq!(pg.psql("ref", "SELECT id FROM t ORDER BY id"), "1\n3");
 }
 

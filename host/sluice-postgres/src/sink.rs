@@ -270,6 +270,8 @@ impl Sink for PgSink {
             counts: None,
             content: None,
             columns: None,
+            recent: std::collections::VecDeque::new(),
+            copied: 0,
         }))
     }
 
@@ -470,6 +472,11 @@ struct PgUnitWriter {
     content: Option<(String, u64)>,
     /// The table's columns as this unit's transaction sees them (after its own DDL).
     columns: Option<Columns>,
+    /// The last batches sent in the current COPY, each with its first line number there, so
+    /// that a row the server refuses (`COPY t, line N`) can be shown.
+    recent: std::collections::VecDeque<(u64, RecordBatch)>,
+    /// Rows sent in the current COPY.
+    copied: u64,
 }
 
 impl PgUnitWriter {
@@ -483,13 +490,38 @@ impl PgUnitWriter {
             let class = &db.code().code()[..2];
             // 22: data exception, 23: integrity constraint violation.
             if class == "22" || class == "23" {
-                return SinkError::Rows {
-                    target: self.sink.target.clone(),
-                    message: self.sink.pg.redact(&describe(e)),
-                };
+                let mut message = describe(e);
+                if let Some(row) = db.where_().and_then(|w| self.refused_row(w)) {
+                    message.push_str(&format!("; the row: {row}"));
+                }
+                return SinkError::Rows { target: self.sink.target.clone(), message: self.sink.pg.redact(&message) };
             }
         }
         self.sink.remote(e)
+    }
+
+    /// The row a server message's context (`COPY t, line N[, column c: ...]`) names, as
+    /// `column=value, ...`, when it is still among the last batches sent.
+    fn refused_row(&self, context: &str) -> Option<String> {
+        let rest = &context[context.find(", line ")? + ", line ".len()..];
+        let line: u64 = rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+        let (start, batch) =
+            self.recent.iter().find(|(start, b)| line >= *start && line < start + b.num_rows() as u64)?;
+        let row = (line - start) as usize;
+        let opts = arrow_cast::display::FormatOptions::default().with_null("NULL");
+        let cells: Vec<String> = batch
+            .schema()
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .map(|(f, c)| {
+                let v = arrow_cast::display::ArrayFormatter::try_new(c.as_ref(), &opts)
+                    .map(|fmt| fmt.value(row).to_string())
+                    .unwrap_or_else(|_| "?".into());
+                format!("{}={v}", f.name())
+            })
+            .collect();
+        Some(cells.join(", "))
     }
 
     fn exec(&self, sql: &str) -> Result<(), SinkError> {
@@ -633,6 +665,8 @@ impl PgUnitWriter {
         let mut buf = BytesMut::with_capacity(CHUNK + CHUNK / 4);
         encoder.write_header(&mut buf);
         self.copy = Some(Copy { sink: Box::pin(sink), encoder, buf, input: schema.clone(), plan });
+        self.recent.clear();
+        self.copied = 0;
         Ok(())
     }
 
@@ -806,6 +840,12 @@ impl UnitWriter for PgUnitWriter {
             .write_batch(&out, &mut copy.buf)
             .map_err(|e| SinkError::Encode(format!("{}: {e:?}", self.sink.target)))?;
         self.rows += batch.num_rows() as u64;
+        // Bounded: the server reports a refused row soon after it arrives.
+        self.recent.push_back((self.copied + 1, batch.clone()));
+        self.copied += batch.num_rows() as u64;
+        while self.recent.len() > 4 {
+            self.recent.pop_front();
+        }
         if copy.buf.len() >= CHUNK {
             let chunk = copy.buf.split().freeze();
             self.bytes += chunk.len() as u64;
