@@ -15,7 +15,7 @@ while IFS='|' read -r crate forbidden; do
         fail=1
     fi
 done <<'RULES'
-sluice-contract|sluice-.*|tokio|wasmtime|parquet|duckdb|serde
+sluice-contract|sluice-.*|tokio|wasmtime|parquet|duckdb|serde|redis
 sluice-chain|sluice-(core|config|source|lake|wasm|catalog|watch|cli|postgres|redis|testkit)|tokio|wasmtime|parquet|duckdb|saphyr-parser|tokio-postgres|redis
 sluice-core|sluice-(config|source|lake|wasm|catalog|watch|cli|postgres|redis|testkit)|wasmtime|parquet|duckdb|saphyr-parser|notify|tokio-postgres|pgpq|redis
 sluice-config|sluice-(source|lake|wasm|catalog|watch|cli|postgres|redis|testkit)|wasmtime|parquet|duckdb|notify|tokio-postgres|pgpq|redis
@@ -25,7 +25,7 @@ sluice-wasm|sluice-(config|source|lake|catalog|watch|cli|postgres|redis|testkit)
 sluice-catalog|sluice-(config|source|lake|wasm|watch|cli|postgres|redis|testkit)|wasmtime|parquet|notify|tokio-postgres|pgpq|redis
 sluice-watch|sluice-(config|source|lake|wasm|catalog|cli|postgres|redis|testkit)|wasmtime|parquet|duckdb|tokio-postgres|pgpq|redis
 sluice-postgres|sluice-(source|lake|wasm|catalog|watch|cli|redis|testkit)|wasmtime|parquet|duckdb|notify|redis
-sluice-testkit|sluice-.*|wasmtime|parquet|duckdb|tokio|arrow-.*
+sluice-testkit|sluice-.*|wasmtime|parquet|duckdb|tokio|arrow-.*|redis
 sluice-redis|sluice-(source|lake|wasm|catalog|watch|cli|postgres|testkit)|wasmtime|parquet|duckdb|notify|tokio-postgres|pgpq
 RULES
 # One arrow: every arrow-based crate (pgpq, duckdb, parquet) on the same version.

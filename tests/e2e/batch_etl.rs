@@ -1,9 +1,10 @@
 //! The batch ETL seed end to end, with the repository's pipelines against real servers the test
 //! starts: behaviour events extracted incrementally from Postgres, cleaned, de-duplicated,
-//! enriched and aggregated per user, event type and day into the lake
-//! (`pipelines/events-daily.yaml`), and counted per user into Redis hashes with the run's state
-//! in Postgres (`pipelines/user-features-redis.yaml`). After each of two runs (new events
-//! between them, continuing the last day), the lake and Redis equal the same job in SQL.
+//! enriched and rolled up per user, event type and day into the lake
+//! (`pipelines/events-daily.yaml`), and the items each user touched, with their latest times,
+//! into Redis sorted sets, with the run's state in Postgres (`pipelines/user-features-redis.yaml`).
+//! After each of two runs (new events between them, continuing the last day, and late events of
+//! earlier days), the lake and Redis equal the same job in SQL.
 
 use std::path::Path;
 
@@ -70,6 +71,15 @@ fn events_into_daily_aggregates_in_the_lake_and_user_features_in_redis() {
     ];
     for (round, (from, n)) in [(0, 12_000), (12_000, 3_000)].into_iter().enumerate() {
         insert_events(&pg, from, n);
+        if round == 1 {
+            // Events that arrive late: their time falls in days already aggregated.
+            pg.psql(
+                "app",
+                "INSERT INTO user_behaviors SELECT 20000000 + g, g % 40, g % 200, 'view',
+                   timestamptz '2026-03-02 12:00+00' + g * interval '7 minutes', now()
+                 FROM generate_series(1, 30) g",
+            );
+        }
         let s = run_pipeline(dir.path(), "events-daily.yaml", &env);
         assert!(s["files_committed"].as_u64().unwrap() >= 1, "{s}");
         assert!(s["rows_rejected"].as_u64().unwrap() > 0, "the events without a user are rejects: {s}");
@@ -77,16 +87,22 @@ fn events_into_daily_aggregates_in_the_lake_and_user_features_in_redis() {
         let want = pg.psql(
             "app",
             &format!(
-                "SELECT user_id, event_type, to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD'), count(*), count(DISTINCT item_id)
+                "SELECT user_id, event_type, to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD'), count(*),
+                        min(extract(epoch FROM ts))::bigint, max(extract(epoch FROM ts))::bigint
                  FROM {CLEAN} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
             ),
         );
         let got: Vec<String> = query(
             &lake,
-            "SELECT user_id, event_type, strftime(day, '%Y-%m-%d') AS d, events, items FROM user_daily ORDER BY 1, 2, 3",
+            "SELECT user_id, event_type, strftime(day, '%Y-%m-%d') AS d, sum(events) AS events,
+                    min(first_epoch)::BIGINT AS f, max(last_epoch)::BIGINT AS l
+             FROM user_daily GROUP BY ALL ORDER BY 1, 2, 3",
         )
         .iter()
-        .map(|r| format!("{}|{}|{}|{}|{}", r["user_id"], r["event_type"].as_str().unwrap(), r["d"].as_str().unwrap(), r["events"], r["items"]))
+        .map(|r| {
+            let s = |k: &str| r[k].as_str().map_or_else(|| r[k].to_string(), str::to_string);
+            format!("{}|{}|{}|{}|{}|{}", s("user_id"), s("event_type"), s("d"), s("events"), s("f"), s("l"))
+        })
         .collect();
         let want: Vec<&str> = want.lines().collect();
         assert_eq!(got.len(), want.len(), "round {round}: groups");
@@ -97,12 +113,24 @@ fn events_into_daily_aggregates_in_the_lake_and_user_features_in_redis() {
         run_pipeline(dir.path(), "user-features-redis.yaml", &env);
         let want = pg.psql(
             "app",
-            &format!("SELECT user_id, event_type || '_count', count(*) FROM {CLEAN} GROUP BY 1, 2 ORDER BY 1, 2"),
+            &format!(
+                "SELECT user_id, string_agg(item_id || '=' || latest, ',' ORDER BY item_id)
+                 FROM (SELECT user_id, item_id, max(extract(epoch FROM ts))::bigint AS latest FROM {CLEAN}
+                       GROUP BY 1, 2) s GROUP BY 1 ORDER BY 1"
+            ),
         );
         for line in want.lines() {
-            let f: Vec<&str> = line.split('|').collect();
-            let got = redis.cli(&["HGET", &format!("feat:user:{}", f[0]), f[1]]);
-            assert_eq!(got, f[2], "round {round}: user {} {}", f[0], f[1]);
+            let (user, items) = line.split_once('|').unwrap();
+            let got = redis.cli(&["ZRANGE", &format!("recent:user:{user}"), "0", "-1", "WITHSCORES"]);
+            let mut pairs: Vec<(i64, i64)> = got
+                .lines()
+                .collect::<Vec<_>>()
+                .chunks(2)
+                .map(|p| (p[0].parse().unwrap(), p[1].parse::<f64>().unwrap() as i64))
+                .collect();
+            pairs.sort();
+            let got = pairs.iter().map(|(i, t)| format!("{i}={t}")).collect::<Vec<_>>().join(",");
+            assert_eq!(got, items, "round {round}: user {user}");
         }
     }
     // The features' run state lives in Postgres.

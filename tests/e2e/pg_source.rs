@@ -118,6 +118,14 @@ fn every_mapped_type_reads_into_the_lake_and_unfit_values_are_rejects_naming_the
     assert!(reasons[2].contains("column `nu`: numeric NaN") || reasons[2].contains("column `iv`"), "{reasons:?}");
     assert!(rejects[0]["raw"].as_str().unwrap().starts_with("id=3, i2=1"), "{rejects:?}");
 
+    // The source's reject limits count the rows it set aside.
+    let dir2 = tempfile::tempdir().unwrap();
+    let p2 = pipeline(dir2.path(), &pg.url("types"), "    table: t\n    rejects: {max_errors: 1}\n", "");
+    let out = sluice_pg(dir2.path(), &["run", &p2]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("2 rejected rows, more than max_errors = 1"), "{err}");
+
     // `unbounded_numeric: text` keeps every digit as text.
     let dir = tempfile::tempdir().unwrap();
     let p = pipeline(

@@ -125,10 +125,28 @@ fn a_crash_around_exec_replays_without_writing_twice_and_loses_nothing() {
     redis.cli(&["HSET", "feat:user:5", "clicks", "999"]);
     let out = run_in(dir.path(), &["run", &p], &[]);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("redis already holds this unit's writes"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("redis already holds exactly this unit's writes"));
     assert_eq!(redis.cli(&["HGET", "feat:user:5", "clicks"]), "999");
     // The state committed: nothing is left to do.
     assert_eq!(committed(dir.path(), &p), 0);
+}
+
+#[test]
+fn a_write_redis_refuses_inside_exec_fails_the_unit_and_the_next_run_writes_it_again() {
+    let Some(redis) = RedisServer::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    write_day(dir.path(), 1);
+    let p = pipeline(dir.path(), &redis.url(0), "");
+    // A key of another type: its HSET fails inside EXEC, after the others were applied.
+    redis.cli(&["SET", "feat:user:3", "not a hash"]);
+    let out = run_in(dir.path(), &["run", &p], &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("a write failed inside MULTI/EXEC") && err.contains("WRONGTYPE"), "{err}");
+    assert_eq!(redis.cli(&["HLEN", "feat:user:_sluice:units"]), "0", "the unit's marker is removed");
+    redis.cli(&["DEL", "feat:user:3"]);
+    assert_eq!(committed(dir.path(), &p), 1);
+    assert_eq!(redis.cli(&["HGET", "feat:user:3", "clicks"]), "3");
 }
 
 #[test]

@@ -357,11 +357,17 @@ fn value<'a>(kind: &Kind, b: &'a [u8]) -> Result<Val<'a>, String> {
         Kind::F32 => Val::F64(f32::from_be_bytes(exact(b, "float4")?) as f64),
         Kind::F64 => Val::F64(f64::from_be_bytes(exact(b, "float8")?)),
         Kind::Decimal { precision, scale } => Val::Dec(numeric_to_i128(b, *precision, *scale)?),
-        Kind::NumFloat => {
-            let text = numeric_text(b)?;
-            Val::F64(text.parse::<f64>().map_err(|e| format!("numeric {text}: {e}"))?)
-        }
-        Kind::NumText => Val::Owned(numeric_text(b)?),
+        Kind::NumFloat => match special(b) {
+            Some(s) => Val::F64(s.parse::<f64>().expect("NaN and infinities parse")),
+            None => {
+                let text = numeric_text(b)?;
+                Val::F64(text.parse::<f64>().map_err(|e| format!("numeric {text}: {e}"))?)
+            }
+        },
+        Kind::NumText => Val::Owned(match special(b) {
+            Some(s) => s.to_string(),
+            None => numeric_text(b)?,
+        }),
         Kind::Text => Val::Str(utf8(b)?),
         Kind::Char => Val::Owned(String::from_utf8_lossy(b).into_owned()),
         Kind::Jsonb => match b.split_first() {
@@ -452,6 +458,16 @@ fn array<'a>(inner: &Kind, b: &'a [u8]) -> Result<Vec<Val<'a>>, String> {
     Ok(out)
 }
 
+/// `NaN`, `Infinity` or `-Infinity`, as Postgres prints them, for those numerics.
+fn special(b: &[u8]) -> Option<&'static str> {
+    match u16::from_be_bytes([*b.get(4)?, *b.get(5)?]) {
+        0xC000 => Some("NaN"),
+        0xD000 => Some("Infinity"),
+        0xF000 => Some("-Infinity"),
+        _ => None,
+    }
+}
+
 /// A numeric's header (digit count, weight, sign, display scale) and base-10000 digits.
 fn numeric_parts(b: &[u8]) -> Result<(i16, u16, i16, Vec<u16>), String> {
     if b.len() < 8 {
@@ -472,7 +488,6 @@ fn numeric_parts(b: &[u8]) -> Result<(i16, u16, i16, Vec<u16>), String> {
         return Err("numeric value of the wrong length".into());
     }
     let digits = (0..ndigits as usize).map(|i| u16::from_be_bytes([b[8 + 2 * i], b[9 + 2 * i]])).collect();
-    let _ = dscale;
     Ok((weight, sign, dscale, digits))
 }
 
@@ -669,6 +684,12 @@ mod tests {
             "numeric NaN has no decimal value"
         );
         assert_eq!(numeric_text(&numeric(0, 0, 0, &[])).unwrap(), "0");
+        // Read as text or float, NaN and the infinities are values.
+        let nan = numeric(0, 0xC000, 0, &[]);
+        assert!(matches!(value(&Kind::NumText, &nan), Ok(Val::Owned(s)) if s == "NaN"));
+        assert!(
+            matches!(value(&Kind::NumFloat, &numeric(0, 0xF000, 0, &[])), Ok(Val::F64(x)) if x == f64::NEG_INFINITY)
+        );
     }
 
     fn copy_stream(rows: &[Vec<Option<Vec<u8>>>]) -> Vec<u8> {

@@ -93,8 +93,8 @@ impl SinkConnector for PostgresSinkConnector {
         out
     }
 
-    /// Log in and look at the table, writing nothing: a column the table has with a type the
-    /// output would not fit is reported when the output is checked at run time.
+    /// Log in, writing nothing (whether the table's columns fit the output is checked when a
+    /// unit writes).
     fn probe(&self, spec: &SinkSpec) -> Vec<Finding> {
         let Ok(pg) = spec_of(spec) else { return Vec::new() };
         let result = conn::Pg::new(pg.connect_config(), pg.password.clone()).and_then(|c| {

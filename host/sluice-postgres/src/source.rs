@@ -67,6 +67,7 @@ impl SourceConnector for PostgresSourceConnector {
         let pg = Pg::new(pg_spec.connect_config(), pg_spec.password.clone()).map_err(to_source)?;
         Ok(Arc::new(PgSource {
             name: spec.name.clone(),
+            policy: spec.rejects,
             spec: pg_spec,
             batch_rows: settings.batch_rows.max(1),
             pg,
@@ -92,6 +93,8 @@ fn to_source(e: SinkError) -> SourceError {
 
 pub struct PgSource {
     name: String,
+    /// The source's reject limits, applied to the rows the decoder sets aside.
+    policy: sluice_core::spec::RejectPolicy,
     spec: PgSourceSpec,
     batch_rows: usize,
     pg: Pg,
@@ -438,6 +441,23 @@ impl PgSource {
         Ok((units, plans))
     }
 
+    /// An explicit `key` must be an integer column read.
+    fn full_key_check(&self, cols: &Columns) -> Result<(), SourceError> {
+        if let Some(k) = &self.spec.key
+            && !cols
+                .names
+                .iter()
+                .position(|n| n == k)
+                .is_some_and(|i| matches!(cols.kinds[i], Kind::I16 | Kind::I32 | Kind::I64))
+        {
+            return Err(self.config_err(format!(
+                "the key `{k}` is not an integer column read from {}: a full load is split by an integer key",
+                self.what()
+            )));
+        }
+        Ok(())
+    }
+
     /// Spans of an integer key, or the whole table, or the query.
     fn full_units(
         &self,
@@ -472,9 +492,18 @@ impl PgSource {
                 (rows.len() == 1).then(|| rows[0].get::<_, String>(0))
             }
         };
-        let key = key.filter(|k| {
+        let integer = |k: &String| {
             names.iter().position(|n| n == k).is_some_and(|i| matches!(kinds[i], Kind::I16 | Kind::I32 | Kind::I64))
-        });
+        };
+        if let Some(k) = &self.spec.key
+            && !integer(k)
+        {
+            return Err(self.config_err(format!(
+                "the key `{k}` is not an integer column read from {what}: a full load is split by an integer key"
+            )));
+        }
+        // A primary key that is not one integer column: the table is one unit.
+        let key = key.filter(integer);
         // A fingerprint of a set of row versions: any insert, update or delete changes it.
         let print = "count(*), coalesce(sum(hashtext(ctid::text || ':' || xmin::text)), 0)::text";
         let version = |count: i64, sum: &str| -> i64 {
@@ -483,9 +512,6 @@ impl PgSource {
         };
         match key {
             Some(k) => {
-                if self.spec.key.is_some() && !names.contains(&k) {
-                    return Err(self.config_err(format!("the key `{k}` is not a column read")));
-                }
                 let w = self.spec.range_rows as i64;
                 let kc = ident(&k);
                 let spans = q(&format!(
@@ -568,6 +594,12 @@ impl Source for PgSource {
     fn describe(&self) -> Result<Option<SchemaRef>, SourceError> {
         let client = self.pg.connect().map_err(to_source)?;
         let cols = self.columns(&client)?;
+        if let (Some(cursor), Some((ci, ty))) = (&self.spec.cursor, &cols.cursor) {
+            self.overlap_sql(cursor, ty, &cols.kinds[*ci])?;
+        }
+        if self.spec.cursor.is_none() && self.spec.table.is_some() {
+            self.full_key_check(&cols)?;
+        }
         let fields: Vec<arrow_schema::Field> =
             cols.names.iter().zip(&cols.kinds).map(|(n, k)| arrow_schema::Field::new(n, k.data_type(), true)).collect();
         Ok(Some(Arc::new(arrow_schema::Schema::new(fields))))
@@ -631,6 +663,8 @@ impl Source for PgSource {
             server: format!("postgres {}", self.pg.endpoint),
             secret: self.spec.password.clone(),
             done: false,
+            policy: self.policy,
+            rejected: 0,
         }))
     }
 }
@@ -648,15 +682,23 @@ struct CopyReader {
     server: String,
     secret: Option<sluice_core::spec::Secret>,
     done: bool,
+    policy: sluice_core::spec::RejectPolicy,
+    rejected: u64,
 }
 
 impl CopyReader {
-    fn drain(&mut self) {
+    /// Queue what the decoder produced; `Err`: the rejects are over the source's limits.
+    fn drain(&mut self) -> Result<(), String> {
         let rejects = self.decoder.take_rejects();
         if !rejects.is_empty() {
+            self.rejected += rejects.len() as u64;
+            if let Some(message) = self.policy.over_max_errors(self.rejected, None) {
+                return Err(format!("{message} (first: row {}: {})", rejects[0].line, rejects[0].reason));
+            }
             self.pending.push_back(SourceItem::Rejects(rejects));
         }
         self.pending.extend(self.decoder.take_batches().into_iter().map(SourceItem::Batch));
+        Ok(())
     }
 
     fn fail(&mut self, message: String) -> Option<Result<SourceItem, SourceError>> {
@@ -679,10 +721,9 @@ impl Iterator for CopyReader {
             }
             match wait(self.stream.next()) {
                 Some(Ok(chunk)) => {
-                    if let Err(e) = self.decoder.push(&chunk) {
+                    if let Err(e) = self.decoder.push(&chunk).and_then(|()| self.drain()) {
                         return self.fail(e);
                     }
-                    self.drain();
                 }
                 Some(Err(e)) => {
                     self.done = true;
@@ -697,10 +738,12 @@ impl Iterator for CopyReader {
                     }));
                 }
                 None => {
-                    if let Err(e) = self.decoder.finish() {
+                    if let Err(e) = self.decoder.finish().and_then(|()| self.drain()) {
                         return self.fail(e);
                     }
-                    self.drain();
+                    if let Some(message) = self.policy.over_max_error_rate(self.rejected, self.decoder.rows(), None) {
+                        return self.fail(message);
+                    }
                     tracing::debug!(rows = self.decoder.rows(), unit = %self.location, "postgres unit read");
                     if let Some(m) = self.high_water.take() {
                         self.pending.push_back(SourceItem::HighWater(m));

@@ -41,6 +41,10 @@ pub struct RawRedisSink {
     pub member: Option<String>,
     /// `zset`: the numeric column whose values are the scores.
     pub score: Option<String>,
+    /// `zset`: how a member's score changes when it is written again: `set` (default), `max`
+    /// (only upwards, `ZADD GT`: the latest time of an item, whatever order rows arrive in) or
+    /// `min` (`ZADD LT`).
+    pub score_update: Option<RawScoreUpdate>,
     /// `string`: the column written as the value, or `json` (default): the row's other
     /// columns as a JSON object. `hash` with `field`: the column of the field's values.
     pub value: Option<String>,
@@ -49,6 +53,23 @@ pub struct RawRedisSink {
     /// Where the run's state lives: a lake (`{lake: ../lake, dataset: features_state}`) or a
     /// Postgres database (`{kind: postgres, url: ..., table: ...}`), as a sink section.
     pub state: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RawScoreUpdate {
+    Set,
+    Max,
+    Min,
+}
+
+/// How a sorted set member's score changes when it is written again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoreUpdate {
+    Set,
+    Max,
+    Min,
 }
 
 #[derive(Debug, Default, Clone, Copy, Deserialize, JsonSchema)]
@@ -67,8 +88,8 @@ pub enum Layout {
     /// `HSET key field value ...`; NULLs `HDEL`. Empty: every column but the key's. With
     /// `field_value`, `HSET key <field column's value> <value column's value>`.
     Hash { fields: Vec<String>, field_value: Option<(String, String)> },
-    /// `ZADD key score member`.
-    Zset { member: String, score: String },
+    /// `ZADD key [GT|LT] score member`.
+    Zset { member: String, score: String, update: ScoreUpdate },
     /// `SET key value`: a column's text, or (None) the row's other columns as JSON.
     String { value: Option<String> },
 }
@@ -173,8 +194,8 @@ impl SinkKind for RedisKind {
         }
         let layout = match raw.layout {
             RawLayout::Hash => {
-                if raw.member.is_some() || raw.score.is_some() {
-                    cx.error(&["layout"], "`member` and `score` belong to layout `zset`", None);
+                if raw.member.is_some() || raw.score.is_some() || raw.score_update.is_some() {
+                    cx.error(&["layout"], "`member`, `score` and `score_update` belong to layout `zset`", None);
                 }
                 let field_value = match (raw.field, raw.value) {
                     (Some(f), Some(v)) => Some((f, v)),
@@ -198,7 +219,17 @@ impl SinkKind for RedisKind {
                 Layout::Hash { fields: raw.fields, field_value }
             }
             RawLayout::Zset => match (raw.member, raw.score) {
-                (Some(member), Some(score)) => Layout::Zset { member, score },
+                (Some(member), Some(score)) => {
+                    if !raw.fields.is_empty() || raw.field.is_some() || raw.value.is_some() {
+                        cx.error(&["layout"], "`fields`, `field` and `value` do not apply to layout `zset`", None);
+                    }
+                    let update = match raw.score_update {
+                        None | Some(RawScoreUpdate::Set) => ScoreUpdate::Set,
+                        Some(RawScoreUpdate::Max) => ScoreUpdate::Max,
+                        Some(RawScoreUpdate::Min) => ScoreUpdate::Min,
+                    };
+                    Layout::Zset { member, score, update }
+                }
                 _ => {
                     cx.error(
                         &["layout"],
@@ -209,8 +240,11 @@ impl SinkKind for RedisKind {
                 }
             },
             RawLayout::String => {
-                if raw.field.is_some() {
-                    cx.error(&["field"], "`field` belongs to layout `hash`", None);
+                if raw.field.is_some() || !raw.fields.is_empty() {
+                    cx.error(&["layout"], "`field` and `fields` belong to layout `hash`", None);
+                }
+                if raw.member.is_some() || raw.score.is_some() || raw.score_update.is_some() {
+                    cx.error(&["layout"], "`member`, `score` and `score_update` belong to layout `zset`", None);
                 }
                 Layout::String { value: raw.value.filter(|v| v != "json") }
             }

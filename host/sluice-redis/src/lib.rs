@@ -17,7 +17,7 @@ use sluice_core::connector::{BuiltSink, Connectors, Finding, SinkConnector};
 use sluice_core::error::SinkError;
 use sluice_core::spec::{PipelineSpec, SinkSpec};
 
-pub use config::{Layout, RawRedisSink, RedisKind, RedisSinkSpec};
+pub use config::{Layout, RawRedisSink, RedisKind, RedisSinkSpec, ScoreUpdate};
 pub use sink::RedisSink;
 
 /// The runtime half of `kind: redis`. The state sink is built through `state`, the registry
@@ -59,7 +59,7 @@ impl SinkConnector for RedisSinkConnector {
                     needed.extend([("field", f), ("value", v)]);
                 }
             }
-            Layout::Zset { member, score } => needed.extend([("member", member), ("score", score)]),
+            Layout::Zset { member, score, .. } => needed.extend([("member", member), ("score", score)]),
             Layout::String { value } => needed.extend(value.iter().map(|v| ("value", v))),
         }
         let names: Vec<&str> = output.fields().iter().map(|f| f.name().as_str()).collect();
@@ -110,7 +110,7 @@ impl SinkConnector for RedisSinkConnector {
         let spec = spec_of(&pipeline.sink)?;
         let state = self.state.build_sink(&state_pipeline(pipeline, spec))?;
         let publication = state.publication.clone();
-        let sink = RedisSink::open(spec, state, pipeline.definition_hash())?;
+        let sink = RedisSink::open(spec, state)?;
         Ok(BuiltSink { sink: Arc::new(sink), publication })
     }
 }

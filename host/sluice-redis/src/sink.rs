@@ -1,14 +1,15 @@
 //! The Redis sink: each unit's writes, and its marker, in one `MULTI`/`EXEC`; the run's state
 //! in the sink `state:` names.
 //!
-//! A unit's writer first reads the unit's marker (`HGET {prefix}_sluice:units <unit id>`). When
-//! it equals the unit's fingerprint (the pipeline's definition and the unit's size, version and
-//! content hash), Redis already holds this unit's writes: a run that crashed after `EXEC` and
-//! before the state sink committed. Nothing is written again, and only the state commits.
-//! Otherwise the writer sends `MULTI`, then each batch's commands as one pipeline (queued by the
-//! server), and at commit the marker and `EXEC`, then commits the state sink. A crash before
-//! `EXEC` drops the queue with the connection; Redis applies a `MULTI` block whole or not at all.
-//! Durability is Redis's own (`appendonly`, `appendfsync`).
+//! The marker (`HSET {prefix}_sluice:units <unit id> <hash>`) is a hash of every command the
+//! unit sent. A unit's writer reads the marker, then sends `MULTI` and each batch's commands as
+//! one pipeline (queued by the server). At commit, when the marker already holds this hash,
+//! Redis holds exactly these writes (a run stopped after `EXEC` and before the state sink
+//! committed): the queue is discarded, and only the state commits. Otherwise the new marker
+//! joins the queue and `EXEC` applies it all; a command that failed inside `EXEC` (a key of
+//! another type) fails the unit and removes its marker, so the next run writes the unit again.
+//! A crash before `EXEC` drops the queue with the connection. Durability is Redis's own
+//! (`appendonly`, `appendfsync`).
 
 use std::sync::{Arc, Mutex};
 
@@ -20,7 +21,7 @@ use sluice_core::error::SinkError;
 use sluice_core::sink::{CommitReport, Sink, StateStore, UnitState, UnitWriter};
 use sluice_core::source::{Source, SourceUnit};
 
-use crate::config::{Layout, RedisSinkSpec};
+use crate::config::{Layout, RedisSinkSpec, ScoreUpdate};
 
 pub struct RedisSink {
     spec: RedisSinkSpec,
@@ -29,7 +30,6 @@ pub struct RedisSink {
     pool: Arc<Mutex<Vec<redis::Connection>>>,
     /// Where the run's state lives.
     state: BuiltSink,
-    definition: String,
     endpoint: String,
 }
 
@@ -65,17 +65,10 @@ pub(crate) fn ping(spec: &RedisSinkSpec) -> Result<(), SinkError> {
 }
 
 impl RedisSink {
-    pub(crate) fn open(spec: &RedisSinkSpec, state: BuiltSink, definition: String) -> Result<Self, SinkError> {
+    pub(crate) fn open(spec: &RedisSinkSpec, state: BuiltSink) -> Result<Self, SinkError> {
         let endpoint = format!("redis {}", spec.endpoint());
         let client = client(spec)?;
-        let sink = RedisSink {
-            spec: spec.clone(),
-            client,
-            pool: Arc::new(Mutex::new(Vec::new())),
-            state,
-            definition,
-            endpoint,
-        };
+        let sink = RedisSink { spec: spec.clone(), client, pool: Arc::new(Mutex::new(Vec::new())), state, endpoint };
         // Connect now: a refused connection or a wrong password fails the run before any unit.
         let con = sink.connect()?;
         sink.pool.lock().expect("pool lock").push(con);
@@ -101,10 +94,6 @@ impl RedisSink {
     fn marker_key(&self) -> String {
         format!("{}_sluice:units", self.spec.prefix)
     }
-
-    fn fingerprint(&self, unit: &SourceUnit) -> String {
-        format!("{}:{}:{}:{}", self.definition, unit.size, unit.version, unit.content_hash.as_deref().unwrap_or(""))
-    }
 }
 
 impl Sink for RedisSink {
@@ -115,7 +104,7 @@ impl Sink for RedisSink {
                 needed.extend(fields);
                 needed.extend(field_value.iter().flat_map(|(f, v)| [f, v]));
             }
-            Layout::Zset { member, score } => needed.extend([member, score]),
+            Layout::Zset { member, score, .. } => needed.extend([member, score]),
             Layout::String { value } => needed.extend(value),
         }
         for c in needed {
@@ -138,8 +127,9 @@ impl Sink for RedisSink {
         Ok(Box::new(RedisWriter {
             sink: self.clone_handle(),
             unit_id: unit.id(),
-            fingerprint: self.fingerprint(unit),
             location: unit.display_name(),
+            prior: None,
+            hash: sha2::Sha256::default(),
             con: Some(con),
             inner: Some(inner),
             phase: Phase::Fresh,
@@ -184,8 +174,6 @@ impl RedisSink {
 enum Phase {
     /// Nothing sent yet.
     Fresh,
-    /// Redis already holds this unit's writes: write nothing.
-    Done,
     /// `MULTI` sent; writes queued.
     Queued,
 }
@@ -193,8 +181,11 @@ enum Phase {
 struct RedisWriter {
     sink: Handle,
     unit_id: String,
-    fingerprint: String,
     location: String,
+    /// The unit's marker before this attempt.
+    prior: Option<String>,
+    /// Of every command sent, in order.
+    hash: sha2::Sha256,
     con: Option<redis::Connection>,
     inner: Option<Box<dyn UnitWriter>>,
     phase: Phase,
@@ -215,20 +206,13 @@ impl RedisWriter {
         self.con.as_mut().expect("a connection until the writer ends")
     }
 
-    /// Before the first write: skip a unit Redis already holds, else open the transaction.
+    /// Before the first write: read the unit's marker, then open the transaction.
     fn start(&mut self) -> Result<(), SinkError> {
         if self.phase != Phase::Fresh {
             return Ok(());
         }
         let (key, id) = (self.sink.marker_key.clone(), self.unit_id.clone());
-        let marker: Option<String> =
-            redis::cmd("HGET").arg(&key).arg(&id).query(self.con()).map_err(|e| self.remote(&e))?;
-        if marker.as_deref() == Some(self.fingerprint.as_str()) {
-            tracing::warn!(unit = %self.location,
-                "redis already holds this unit's writes (a run stopped after writing them): only its state commits");
-            self.phase = Phase::Done;
-            return Ok(());
-        }
+        self.prior = redis::cmd("HGET").arg(&key).arg(&id).query(self.con()).map_err(|e| self.remote(&e))?;
         redis::cmd("MULTI").query::<()>(self.con()).map_err(|e| self.remote(&e))?;
         self.phase = Phase::Queued;
         Ok(())
@@ -248,6 +232,11 @@ impl RedisWriter {
         };
         let keys: Vec<(usize, ArrayFormatter<'_>)> = spec.key.iter().map(|k| fmt(k)).collect::<Result<_, _>>()?;
         let ttl = spec.ttl.map(|d| d.as_secs());
+        let zadd_rule: Option<&str> = match &spec.layout {
+            Layout::Zset { update: ScoreUpdate::Max, .. } => Some("GT"),
+            Layout::Zset { update: ScoreUpdate::Min, .. } => Some("LT"),
+            _ => None,
+        };
         let mut pipe = redis::pipe();
         let key_of = |row: usize| -> Result<String, SinkError> {
             let mut k = spec.prefix.clone();
@@ -319,7 +308,7 @@ impl RedisWriter {
                     }
                 }
             }
-            Layout::Zset { member, score } => {
+            Layout::Zset { member, score, .. } => {
                 let (mi, mf) = fmt(member)?;
                 let si = schema.index_of(score).map_err(|_| SinkError::Config(format!("no column `{score}`")))?;
                 let scores = arrow_cast::cast(batch.column(si), &DataType::Float64)
@@ -330,7 +319,11 @@ impl RedisWriter {
                         continue;
                     }
                     let key = key_of(row)?;
-                    pipe.cmd("ZADD").arg(&key).arg(scores.value(row)).arg(mf.value(row).to_string());
+                    let zadd = pipe.cmd("ZADD").arg(&key);
+                    if let Some(rule) = zadd_rule {
+                        zadd.arg(rule);
+                    }
+                    zadd.arg(scores.value(row)).arg(mf.value(row).to_string());
                     if let Some(t) = ttl {
                         pipe.cmd("EXPIRE").arg(&key).arg(t);
                     }
@@ -387,10 +380,11 @@ impl UnitWriter for RedisWriter {
     fn write(&mut self, batch: &RecordBatch) -> Result<(), SinkError> {
         self.start()?;
         self.rows += batch.num_rows() as u64;
-        if self.phase == Phase::Done || batch.num_rows() == 0 {
+        if batch.num_rows() == 0 {
             return Ok(());
         }
         let pipe = self.commands(batch)?;
+        sha2::Digest::update(&mut self.hash, pipe.get_packed_pipeline());
         pipe.query::<()>(self.con()).map_err(|e| self.remote(&e))?;
         Ok(())
     }
@@ -421,13 +415,44 @@ impl UnitWriter for RedisWriter {
 
     fn commit(mut self: Box<Self>) -> Result<CommitReport, SinkError> {
         self.start()?;
-        if self.phase == Phase::Queued {
-            let (key, id, print) = (self.sink.marker_key.clone(), self.unit_id.clone(), self.fingerprint.clone());
+        let print: String = sha2::Digest::finalize(self.hash.clone()).iter().map(|b| format!("{b:02x}")).collect();
+        let (key, id) = (self.sink.marker_key.clone(), self.unit_id.clone());
+        if self.prior.as_deref() == Some(print.as_str()) {
+            tracing::warn!(unit = %self.location,
+                "redis already holds exactly this unit's writes (a run stopped after writing them): only its state commits");
+            redis::cmd("DISCARD").query::<()>(self.con()).map_err(|e| self.remote(&e))?;
+        } else {
             redis::cmd("HSET").arg(&key).arg(&id).arg(&print).query::<()>(self.con()).map_err(|e| self.remote(&e))?;
             if std::env::var("SLUICE_TEST_FAULT").is_ok_and(|f| f == "before-exec") {
                 std::process::abort();
             }
-            redis::cmd("EXEC").query::<redis::Value>(self.con()).map_err(|e| self.remote(&e))?;
+            // Redis does not roll back a command that fails inside EXEC: fail the unit and drop
+            // its marker, so that the next run writes it again. (A lost connection is the
+            // server's failure, and leaves the marker to tell what was applied.)
+            let failed = match redis::cmd("EXEC").query::<redis::Value>(self.con()) {
+                Ok(redis::Value::Array(items)) => items.iter().find_map(|v| match v {
+                    redis::Value::ServerError(e) => Some(format!("{e:?}")),
+                    _ => None,
+                }),
+                Ok(redis::Value::Nil) => Some("the transaction was aborted".into()),
+                Ok(_) => None,
+                Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
+                    return Err(self.remote(&e));
+                }
+                Err(e) => {
+                    Some(self.sink.spec.password.as_ref().map_or_else(|| e.to_string(), |p| p.redact(&e.to_string())))
+                }
+            };
+            if let Some(error) = failed {
+                let _ = redis::cmd("HDEL").arg(&key).arg(&id).query::<()>(self.con());
+                self.phase = Phase::Fresh;
+                return Err(SinkError::Rows {
+                    target: format!("{} ({})", self.sink.endpoint, self.location),
+                    message: format!(
+                        "a write failed inside MULTI/EXEC (the others were applied; the unit is written again by the next run): {error}"
+                    ),
+                });
+            }
             if std::env::var("SLUICE_TEST_FAULT").is_ok_and(|f| f == "after-exec") {
                 std::process::abort();
             }
