@@ -444,7 +444,18 @@ impl UnitWriter for RedisWriter {
                 }
             };
             if let Some(error) = failed {
-                let _ = redis::cmd("HDEL").arg(&key).arg(&id).query::<()>(self.con());
+                // Without its marker, the next run writes the unit again; a marker left in place
+                // would make it discard the writes, so failing to remove it stops the run.
+                if let Err(e) = redis::cmd("HDEL").arg(&key).arg(&id).query::<()>(self.con()) {
+                    return Err(SinkError::Remote {
+                        server: self.sink.endpoint.clone(),
+                        message: format!(
+                            "{}: a write failed inside MULTI/EXEC ({error}), and its marker could not be removed \
+                             (HDEL {key} {id}: {e}); remove it before the next run",
+                            self.location
+                        ),
+                    });
+                }
                 self.phase = Phase::Fresh;
                 return Err(SinkError::Rows {
                     target: format!("{} ({})", self.sink.endpoint, self.location),
