@@ -10,6 +10,7 @@ mod json;
 mod keyed;
 mod lake;
 mod limits;
+mod lineage;
 mod migration;
 mod pg_source;
 mod postgres;

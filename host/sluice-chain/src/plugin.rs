@@ -20,6 +20,10 @@ pub struct PluginInfo {
     pub config_doc: String,
     /// The contract the component was built against, e.g. `sluice:plugin@0.3.0`.
     pub contract: String,
+    /// `sha256:<hex>` of the component's bytes (empty for plugins that are not components):
+    /// what lineage records, so that a changed plugin is told from the one that wrote a file.
+    #[serde(default)]
+    pub component_hash: String,
 }
 
 pub use sluice_contract::{REJECT_COLUMN, without_reject_column};

@@ -19,6 +19,7 @@ fn info(name: &str) -> PluginInfo {
         summary: String::new(),
         config_doc: String::new(),
         contract: "native".into(),
+        component_hash: String::new(),
     }
 }
 

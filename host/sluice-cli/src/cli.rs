@@ -128,6 +128,19 @@ pub enum LakeCommand {
     /// Compare a dataset with a table of a DuckDB file or a Postgres database (a migration's old
     /// store, a load's target): rows and sums per group; exit 1 on any difference, printing where.
     Compare(CompareArgs),
+    /// What made a file's rows, or those of every file under a directory (a partition): the
+    /// pipeline and its definition's hash, each step's plugin with its component hash, the
+    /// Sluice version, and the source units (locator, content hash). JSON lines with `--json`.
+    Lineage(LineageArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LineageArgs {
+    /// A Parquet file of the lake, or a directory (a dataset, a partition).
+    pub path: PathBuf,
+    /// One JSON object per file, as stored.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

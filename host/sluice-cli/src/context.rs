@@ -82,6 +82,25 @@ pub fn job(spec: &PipelineSpec, rt: &WasmRuntime) -> Result<(Job, Option<Arc<dyn
         e @ sluice_core::error::SinkError::Config(_) => Exit::config(e),
         e => Exit::data(e),
     })?;
+    built.sink.set_lineage(Arc::new(sluice_core::lineage::Lineage {
+        sluice: env!("CARGO_PKG_VERSION").to_string(),
+        pipeline: spec.name.clone(),
+        definition: spec.definition_hash(),
+        steps: spec
+            .steps
+            .iter()
+            .zip(&plugins)
+            .map(|(step, p)| {
+                let info = p.info();
+                sluice_core::lineage::StepLineage {
+                    name: step.name.clone(),
+                    plugin: info.name.clone(),
+                    version: info.version.clone(),
+                    component_hash: info.component_hash.clone(),
+                }
+            })
+            .collect(),
+    }));
     let job = Job { spec: spec.clone(), sources, plugins, sink: built.sink };
     Ok((job, built.publication))
 }

@@ -9,6 +9,7 @@ pub mod connector;
 pub mod error;
 pub mod hint;
 mod keyed;
+pub mod lineage;
 pub mod runner;
 
 /// The handler chain and the plugin traits live in `sluice-chain`, which embedders use alone.

@@ -132,6 +132,10 @@ pub trait Sink: Send + Sync {
     fn rejects_location(&self) -> Option<String> {
         None
     }
+    /// What makes this run's output (pipeline, plugins, Sluice version), told once before the
+    /// first unit: sinks that write files record it in each, with the file's units. Sinks
+    /// without a place for it ignore it.
+    fn set_lineage(&self, _lineage: std::sync::Arc<crate::lineage::Lineage>) {}
 }
 
 /// A sink's memory of the run's progress: committed units and their fingerprints, failures and

@@ -564,6 +564,7 @@ fn job(table: &Arc<Table>, store: &Arc<Store>, drop_once: &[&str]) -> Arc<Job> {
         summary: "sum of the last three values per key".into(),
         config_doc: String::new(),
         contract: "native".into(),
+        component_hash: String::new(),
     };
     let sources = connectors.build_sources(&spec).unwrap();
     let sink = connectors.build_sink(&spec).unwrap().sink;

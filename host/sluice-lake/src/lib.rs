@@ -14,6 +14,7 @@ mod files;
 mod keyed;
 mod layout;
 mod ledger;
+pub mod lineage;
 mod merge;
 mod partition;
 mod prints;

@@ -42,6 +42,8 @@ struct LakeInner {
     ledger: Mutex<Ledger>,
     /// Held for the lake's lifetime: one writer process per lake.
     _lock: File,
+    /// What makes this run's output, recorded in every file written ([`Sink::set_lineage`]).
+    lineage: Mutex<Option<Arc<sluice_core::lineage::Lineage>>>,
     /// Failed attempts per unit (`_sluice/failures.jsonl`).
     failures: Mutex<Failures>,
     /// Serializes whole commits in `replace_partition` and `upsert` modes, which read and
@@ -126,6 +128,7 @@ impl Lake {
                 prints: Mutex::default(),
                 names: Mutex::new(()),
                 definition: Mutex::new(None),
+                lineage: Mutex::new(None),
             }),
         };
         lake.inner.purge_expired();
@@ -277,6 +280,10 @@ fn acquire_lock(path: &Path) -> Result<File, SinkError> {
 }
 
 impl Sink for Lake {
+    fn set_lineage(&self, lineage: Arc<sluice_core::lineage::Lineage>) {
+        *self.inner.lineage.lock().expect("lineage lock") = Some(lineage);
+    }
+
     fn check_schema(&self, schema: &SchemaRef) -> Result<(), SinkError> {
         Partitioner::new(schema, &self.inner.spec.partition_by)
             .map(|_| ())
@@ -745,12 +752,24 @@ impl UnitWriter for LakeUnitWriter {
             p.strip_prefix(&stored_root).expect("under the stored root").to_string_lossy().replace('\\', "/")
         };
 
+        // What made the rows, in each file's footer.
+        let run_lineage = lake.lineage.lock().expect("lineage lock").clone();
+        let lineage = run_lineage
+            .as_deref()
+            .map(|l| sluice_core::lineage::FileLineage::new(l, vec![sluice_core::lineage::UnitLineage::from(&unit)]));
+
         // Close (and in `sync: files` mode fsync) every file under its in-progress name.
         let mut syncs = 0u64;
         let mut staged: Vec<Staged> = Vec::new();
         for (is_data, mut f) in open.into_values().map(|f| (true, f)).chain(rejects.map(|f| (false, f))) {
             let enc = |e: parquet::errors::ParquetError| SinkError::Encode(format!("{}: {e}", f.tmp.display()));
             f.writer.flush().map_err(enc)?;
+            if let Some(l) = &lineage {
+                f.writer.append_key_value_metadata(parquet::file::metadata::KeyValue::new(
+                    sluice_core::lineage::PARQUET_KEY.to_string(),
+                    l.to_json(),
+                ));
+            }
             let rows: i64 = f.writer.flushed_row_groups().iter().map(|g| g.num_rows()).sum();
             // The schema print the catalog needs, from the writer's metadata: no footer read.
             let print = f
@@ -1002,6 +1021,26 @@ fn upsert_into(lake: &LakeInner, s: &mut Staged, old: &[String]) -> Result<u64, 
     let props = crate::dictionary::props_for(&lake.props, &merged);
     let mut w =
         ArrowWriter::try_new(file, merged.schema(), Some(props)).map_err(|e| enc(format!("{}: {e}", tmp.display())))?;
+    // The merged file's lineage: this run's, with the units of every file merged into it.
+    if let Ok(Some(mut lineage)) = crate::lineage::read(&s.tmp) {
+        for f in old {
+            if let Ok(Some(l)) = crate::lineage::read(&crate::files::stored(&lake.root, f)) {
+                for u in l.units {
+                    if !lineage
+                        .units
+                        .iter()
+                        .any(|x| x.source == u.source && x.locator == u.locator && x.member == u.member)
+                    {
+                        lineage.units.push(u);
+                    }
+                }
+            }
+        }
+        w.append_key_value_metadata(parquet::file::metadata::KeyValue::new(
+            sluice_core::lineage::PARQUET_KEY.to_string(),
+            lineage.to_json(),
+        ));
+    }
     w.write(&merged).map_err(|e| enc(format!("{}: {e}", tmp.display())))?;
     let file = w.into_inner().map_err(|e| enc(format!("{}: {e}", tmp.display())))?;
     if lake.sync == SyncMode::Files {

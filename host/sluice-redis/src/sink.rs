@@ -148,6 +148,10 @@ impl Sink for RedisSink {
     fn rejects_location(&self) -> Option<String> {
         self.state.sink.rejects_location()
     }
+
+    fn set_lineage(&self, lineage: Arc<sluice_core::lineage::Lineage>) {
+        self.state.sink.set_lineage(lineage)
+    }
 }
 
 /// What a writer needs of its sink (the sink lives as long as the run; writers are boxed).

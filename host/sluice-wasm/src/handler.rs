@@ -98,6 +98,7 @@ impl WasmHandler {
             summary: info.summary,
             config_doc: info.config_doc,
             contract: String::new(),
+            component_hash: String::new(),
         })
     }
 

@@ -176,10 +176,12 @@ impl WasmRuntime {
                 summary: String::new(),
                 config_doc: String::new(),
                 contract,
+                component_hash: String::new(),
             },
         };
         let info = WasmHandler::read_info(&plugin, &Limits::default())?;
-        plugin.info = PluginInfo { contract: plugin.info.contract.clone(), ..info };
+        let component_hash = format!("sha256:{}", sluice_core::sha256_hex(&[bytes]));
+        plugin.info = PluginInfo { contract: plugin.info.contract.clone(), component_hash, ..info };
         Ok(Arc::new(plugin))
     }
 }

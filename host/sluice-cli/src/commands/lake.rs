@@ -16,10 +16,62 @@ pub fn lake(cmd: LakeCommand) -> Result<u8, Exit> {
         LakeCommand::Status(a) => status(&a),
         LakeCommand::Verify(a) => verify(&a),
         LakeCommand::Compare(a) => compare_cmd(&a),
+        LakeCommand::Lineage(a) => lineage(&a),
     }
 }
 
 /// `sluice lake compare`: per group, the lake's rows and sums against the other table's.
+/// `sluice lake lineage PATH`: the lineage in a file's footer, or in every Parquet file under a
+/// directory (outside `_sluice`), in path order.
+fn lineage(args: &crate::cli::LineageArgs) -> Result<u8, Exit> {
+    let mut files = Vec::new();
+    if args.path.is_dir() {
+        let mut stack = vec![args.path.clone()];
+        while let Some(dir) = stack.pop() {
+            let entries =
+                std::fs::read_dir(&dir).map_err(|e| Exit::config(anyhow::anyhow!("{}: {e}", dir.display())))?;
+            for e in entries.flatten() {
+                let p = e.path();
+                let name = e.file_name().to_string_lossy().into_owned();
+                if p.is_dir() && name != "_sluice" && !name.starts_with('.') {
+                    stack.push(p);
+                } else if name.ends_with(".parquet") {
+                    files.push(p);
+                }
+            }
+        }
+        files.sort();
+    } else {
+        files.push(args.path.clone());
+    }
+    if files.is_empty() {
+        return Err(Exit::config(anyhow::anyhow!("{}: no Parquet files", args.path.display())));
+    }
+    for f in &files {
+        let lineage = sluice_lake::lineage::read(f).map_err(|e| Exit::config(anyhow::anyhow!(e)))?;
+        match (lineage, args.json) {
+            (None, true) => println!("{}", serde_json::json!({"file": f, "lineage": null})),
+            (None, false) => {
+                println!("{}: no lineage (written before Sluice recorded it, or by another tool)", f.display())
+            }
+            (Some(l), true) => println!("{}", serde_json::json!({"file": f, "lineage": l})),
+            (Some(l), false) => {
+                println!("{}", f.display());
+                println!("  pipeline {} (definition {}), sluice {}", l.run.pipeline, l.run.definition, l.run.sluice);
+                for s in &l.run.steps {
+                    println!("  step {}: plugin {} {} ({})", s.name, s.plugin, s.version, s.component_hash);
+                }
+                for u in &l.units {
+                    let member = u.member.as_deref().map(|m| format!("!{m}")).unwrap_or_default();
+                    let hash = u.content_hash.as_deref().unwrap_or("no content hash");
+                    println!("  unit {}:{}{member} ({hash}, {} bytes)", u.source, u.locator, u.size);
+                }
+            }
+        }
+    }
+    Ok(0)
+}
+
 fn compare_cmd(args: &CompareArgs) -> Result<u8, Exit> {
     let lake = args.path.as_ref().unwrap_or(&args.lake);
     let catalog = DuckCatalog::for_lake(lake);

@@ -1,0 +1,85 @@
+//! Lineage in every file: `sluice lake lineage` reads back, from each file's Parquet footer, the
+//! pipeline and its definition hash, each step's plugin with its component hash, the Sluice
+//! version and the source units (locator, content hash); upsert-merged files list every unit
+//! merged into them, and rejects files carry it too.
+
+use std::path::Path;
+
+use crate::support::*;
+
+fn pipeline(root: &Path, sink_extra: &str) -> String {
+    let p = root.join("p.yaml");
+    write(
+        &p,
+        &format!(
+            "pipeline: lin\nsources:\n  t:\n    path: in\n    glob: \"*.csv\"\n    format:\n      csv: {{header: true, columns: {{k: utf8, v: int64}}}}\n\
+             steps:\n  - plugin: passthrough\nsink:\n  lake: lake\n  dataset: t\n{sink_extra}settings: {{workers: 1}}\n"
+        ),
+    );
+    p.to_str().unwrap().to_string()
+}
+
+fn lineage(path: &Path) -> Vec<serde_json::Value> {
+    let out = run(&["lake", "lineage", "--json", path.to_str().unwrap()]);
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn every_file_records_the_pipeline_the_plugins_and_its_units() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("in/a.csv"), "k,v\nx,1\ny,2\n");
+    write(&dir.path().join("in/b.csv"), "k,v\nx,3\nz,oops\n");
+    let p = pipeline(dir.path(), "");
+    assert!(run(&["run", &p]).status.success());
+    let files = lineage(&dir.path().join("lake/t"));
+    assert_eq!(files.len(), 2, "{files:?}");
+    // The component the run loaded: from $SLUICE_PLUGIN_DIR (CI's rebuilt plugins), else the
+    // embedded copy of plugins/dist.
+    let rebuilt = std::env::var_os("SLUICE_PLUGIN_DIR").map(|d| Path::new(&d).join("passthrough.wasm"));
+    let component = rebuilt.filter(|p| p.is_file()).unwrap_or_else(|| repo().join("plugins/dist/passthrough.wasm"));
+    let plugin_bytes = std::fs::read(component).unwrap();
+    let want_hash = format!("sha256:{}", sluice_core::sha256_hex(&[&plugin_bytes]));
+    let mut locators = Vec::new();
+    for f in &files {
+        let l = &f["lineage"];
+        assert_eq!(l["v"], 1, "{f}");
+        assert_eq!(l["pipeline"], "lin");
+        assert_eq!(l["definition"].as_str().unwrap().len(), 16, "{f}");
+        assert_eq!(l["sluice"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(l["steps"][0]["name"], "passthrough");
+        assert_eq!(l["steps"][0]["plugin"], "passthrough");
+        assert_eq!(l["steps"][0]["component_hash"], want_hash.as_str(), "the component's own hash");
+        let unit = &l["units"][0];
+        assert!(unit["content_hash"].as_str().unwrap().starts_with("xxh3:"), "{f}");
+        locators.push(unit["locator"].as_str().unwrap().to_string());
+    }
+    locators.sort();
+    assert_eq!(locators, ["a.csv", "b.csv"]);
+    // The rejects file of b.csv carries it too.
+    let rejects = lineage(&dir.path().join("lake/_rejects"));
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    assert_eq!(rejects[0]["lineage"]["units"][0]["locator"], "b.csv");
+
+    // The text form names the same.
+    let out = run(&["lake", "lineage", dir.path().join("lake/t").to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("pipeline lin (definition ") && text.contains(&want_hash), "{text}");
+    assert!(text.contains("unit t:a.csv (xxh3:"), "{text}");
+}
+
+#[test]
+fn an_upsert_merged_file_lists_every_unit_merged_into_it() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("in/a.csv"), "k,v\nx,1\ny,2\n");
+    let p = pipeline(dir.path(), "  mode: upsert\n  key: [k]\n");
+    assert!(run(&["run", &p]).status.success());
+    write(&dir.path().join("in/b.csv"), "k,v\nx,3\n");
+    assert!(run(&["run", &p]).status.success());
+    let files = lineage(&dir.path().join("lake/t"));
+    assert_eq!(files.len(), 1, "{files:?}");
+    let mut units: Vec<&str> =
+        files[0]["lineage"]["units"].as_array().unwrap().iter().map(|u| u["locator"].as_str().unwrap()).collect();
+    units.sort();
+    assert_eq!(units, ["a.csv", "b.csv"]);
+}
