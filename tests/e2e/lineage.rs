@@ -1,7 +1,8 @@
 //! Lineage in every file: `sluice lake lineage` reads back, from each file's Parquet footer, the
 //! pipeline and its definition hash, each step's plugin with its component hash, the Sluice
 //! version and the source units (locator, content hash); upsert-merged files list every unit
-//! merged into them, and rejects files carry it too.
+//! merged into them, and rejects files carry it too. And `sluice lake vacuum`, which deletes the
+//! replaced files whose retention has passed.
 
 use std::path::Path;
 
@@ -82,4 +83,50 @@ fn an_upsert_merged_file_lists_every_unit_merged_into_it() {
         files[0]["lineage"]["units"].as_array().unwrap().iter().map(|u| u["locator"].as_str().unwrap()).collect();
     units.sort();
     assert_eq!(units, ["a.csv", "b.csv"]);
+}
+
+#[test]
+fn vacuum_deletes_replaced_files_past_their_retention_and_dry_run_only_lists_them() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("in/a.csv"), "k,v\nx,1\n");
+    let p = pipeline(dir.path(), "  retain_replaced: 1s\n");
+    assert!(run(&["run", &p]).status.success());
+    write(&dir.path().join("in/a.csv"), "k,v\nx,1\ny,2\n");
+    assert!(run(&["run", &p]).status.success());
+    let lake = dir.path().join("lake");
+    let lake_arg = lake.to_str().unwrap();
+    // Within its retention the replaced file stays.
+    let out = run(&["lake", "vacuum", lake_arg, "--dry-run"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 replaced file(s)"));
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    let stored =
+        |lake: &Path| -> usize { walk(&lake.join("_sluice/files")).iter().filter(|f| f.ends_with(".parquet")).count() };
+    assert_eq!(stored(&lake), 2, "the live file and the replaced one");
+    let out = run(&["lake", "vacuum", lake_arg, "--dry-run"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("would delete t/") && text.contains("1 replaced file(s) past their retention"), "{text}");
+    assert_eq!(stored(&lake), 2, "a dry run deletes nothing");
+    let out = run(&["lake", "vacuum", lake_arg]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("freed 1 replaced file(s)"), "{text}");
+    assert_eq!(stored(&lake), 1);
+    assert!(run(&["lake", "verify", lake_arg]).status.success());
+    let rows = query(&lake, "SELECT count(*) AS n FROM t");
+    assert_eq!(rows[0]["n"], 2);
+    // Nothing left to do.
+    let out = run(&["lake", "vacuum", lake_arg]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("freed 0 replaced file(s)"));
+}
+
+/// Every file under `dir`, recursively, as paths.
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() { stack.push(p) } else { out.push(p.display().to_string()) }
+        }
+    }
+    out
 }

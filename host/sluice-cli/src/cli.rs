@@ -132,6 +132,22 @@ pub enum LakeCommand {
     /// pipeline and its definition's hash, each step's plugin with its component hash, the
     /// Sluice version, and the source units (locator, content hash). JSON lines with `--json`.
     Lineage(LineageArgs),
+    /// Delete the replaced files whose retention (`retain_replaced`) has passed, and report what
+    /// that freed. Takes the writer lock: not while a run or `watch` writes the lake.
+    Vacuum(VacuumArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VacuumArgs {
+    /// The lake directory (or `--lake`).
+    #[arg(value_name = "LAKE", conflicts_with = "lake")]
+    pub path: Option<PathBuf>,
+    /// The lake directory.
+    #[arg(long, default_value = "lake")]
+    pub lake: PathBuf,
+    /// List what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

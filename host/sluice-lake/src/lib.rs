@@ -31,4 +31,4 @@ pub use partition::escape_partition_value;
 pub use read::ParquetBatches;
 pub use schema::{Column, widens};
 pub use state::{DatasetState, LakeState, UnitRecord};
-pub use writer::{Lake, REJECTS_DIR};
+pub use writer::{Lake, REJECTS_DIR, VacuumReport};

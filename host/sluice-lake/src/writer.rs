@@ -1196,3 +1196,56 @@ impl LakeInner {
         }
     }
 }
+
+/// What `sluice lake vacuum` deleted (or, in a dry run, would delete).
+#[derive(Debug, Default)]
+pub struct VacuumReport {
+    /// Each file (relative to the stored root) and its size in bytes.
+    pub files: Vec<(String, u64)>,
+    pub bytes: u64,
+}
+
+impl Lake {
+    /// Delete every dataset's replaced files whose retention has passed (`retain_replaced`
+    /// after the commit that replaced them), or only list them (`dry_run`). Takes the writer
+    /// lock, so it never races a run; a file already deleted (by a run's own purge) is skipped.
+    pub fn vacuum(root: &Path, dry_run: bool) -> Result<VacuumReport, SinkError> {
+        let root = root.canonicalize().map_err(|e| SinkError::io(root, e))?;
+        if !root.join(LEDGER_DIR).is_dir() {
+            return Err(SinkError::Config(format!("{} is not a lake (no {LEDGER_DIR} directory)", root.display())));
+        }
+        let _lock = acquire_lock(&root.join(LEDGER_DIR).join("writer.lock"))?;
+        let mut ledger = Ledger::open(&root)?;
+        let now = now_ms();
+        let datasets: std::collections::BTreeSet<String> =
+            ledger.retained.values().map(|r| r.dataset.clone()).collect();
+        let mut report = VacuumReport::default();
+        for dataset in datasets {
+            let expired: Vec<String> = if dry_run {
+                ledger
+                    .retained
+                    .iter()
+                    .filter(|(_, r)| r.dataset == dataset && r.retain_until_ms <= now)
+                    .map(|(f, _)| f.clone())
+                    .collect()
+            } else {
+                ledger.take_expired(&dataset, now, u64::MAX)
+            };
+            for f in expired {
+                let p = crate::files::stored(&root, &f);
+                let Ok(meta) = std::fs::metadata(&p) else { continue };
+                if !dry_run {
+                    match std::fs::remove_file(&p) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(SinkError::io(&p, e)),
+                    }
+                }
+                report.bytes += meta.len();
+                report.files.push((f, meta.len()));
+            }
+        }
+        report.files.sort();
+        Ok(report)
+    }
+}

@@ -17,10 +17,31 @@ pub fn lake(cmd: LakeCommand) -> Result<u8, Exit> {
         LakeCommand::Verify(a) => verify(&a),
         LakeCommand::Compare(a) => compare_cmd(&a),
         LakeCommand::Lineage(a) => lineage(&a),
+        LakeCommand::Vacuum(a) => vacuum(&a),
     }
 }
 
 /// `sluice lake compare`: per group, the lake's rows and sums against the other table's.
+/// `sluice lake vacuum`: delete (or list) replaced files past their retention.
+fn vacuum(args: &crate::cli::VacuumArgs) -> Result<u8, Exit> {
+    let lake = args.path.as_ref().unwrap_or(&args.lake);
+    let report = sluice_lake::Lake::vacuum(lake, args.dry_run).map_err(|e| match e {
+        e @ (sluice_core::error::SinkError::Config(_) | sluice_core::error::SinkError::Io { .. }) => Exit::config(e),
+        e => Exit::data(e),
+    })?;
+    for (f, size) in &report.files {
+        println!("{}{f} ({size} bytes)", if args.dry_run { "would delete " } else { "deleted " });
+    }
+    let mb = report.bytes as f64 / 1e6;
+    let n = report.files.len();
+    if args.dry_run {
+        println!("{n} replaced file(s) past their retention, {mb:.1} MB: nothing deleted (--dry-run)");
+    } else {
+        println!("freed {n} replaced file(s), {mb:.1} MB");
+    }
+    Ok(0)
+}
+
 /// `sluice lake lineage PATH`: the lineage in a file's footer, or in every Parquet file under a
 /// directory (outside `_sluice`), in path order.
 fn lineage(args: &crate::cli::LineageArgs) -> Result<u8, Exit> {
