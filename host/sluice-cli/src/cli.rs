@@ -68,6 +68,11 @@ pub struct RunArgs {
     /// Reprocess units the lake already holds.
     #[arg(long)]
     pub force: bool,
+    /// Re-run the committed units another pipeline definition or plugin made (stale: a step's
+    /// component or the pipeline changed since), keyed successors included; a run without it
+    /// only reports them.
+    #[arg(long)]
+    pub rerun_stale: bool,
     /// Worker threads (default: the pipeline's `settings.workers`).
     #[arg(long)]
     pub workers: Option<usize>,

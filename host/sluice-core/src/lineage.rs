@@ -20,6 +20,24 @@ pub struct Lineage {
     pub steps: Vec<StepLineage>,
 }
 
+impl Lineage {
+    /// What decides whether a committed unit is stale: the pipeline's definition and every
+    /// step's component ([`digest`]).
+    pub fn digest(&self) -> String {
+        let components: Vec<&str> = self.steps.iter().map(|s| s.component_hash.as_str()).collect();
+        digest(&self.definition, &components)
+    }
+}
+
+/// A digest of a pipeline definition hash and its steps' component hashes, in step order: a
+/// committed unit whose digest differs from the run's was made by another definition or another
+/// plugin (it is *stale*). The Sluice version is not part of it.
+pub fn digest(definition: &str, components: &[&str]) -> String {
+    let mut parts: Vec<&[u8]> = vec![definition.as_bytes()];
+    parts.extend(components.iter().map(|c| c.as_bytes()));
+    crate::sha256_hex(&parts)[..16].to_string()
+}
+
 /// One step of the chain.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StepLineage {

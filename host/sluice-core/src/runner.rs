@@ -50,12 +50,16 @@ pub struct RunOptions {
     pub workers: Option<usize>,
     /// Take only the discovered units this accepts; the others are neither counted nor touched.
     pub filter: Option<UnitFilter>,
+    /// Re-run the committed units that another pipeline definition or plugin made (stale),
+    /// instead of only reporting them.
+    pub rerun_stale: bool,
 }
 
 impl std::fmt::Debug for RunOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunOptions")
             .field("force", &self.force)
+            .field("rerun_stale", &self.rerun_stale)
             .field("workers", &self.workers)
             .field("filter", &self.filter.as_ref().map(|_| "<fn>"))
             .finish()
@@ -205,6 +209,7 @@ pub async fn run(
     // state. All blocking work.
     let plan_job = job.clone();
     let force = opts.force;
+    let rerun_stale = opts.rerun_stale;
     let filter = opts.filter.clone();
     let plan = tokio::task::spawn_blocking(move || -> Result<Plan, RunError> {
         if let Some(schema) = chain_schema(&plan_job.spec, &plan_job.sources, &plan_job.plugins)? {
@@ -212,6 +217,9 @@ pub async fn run(
         }
         let states = state_specs(&plan_job)?;
         let mut plan = Plan::default();
+        // What this run's output is made by; committed units made otherwise are stale.
+        let components: Vec<&str> = plan_job.plugins.iter().map(|p| p.info().component_hash.as_str()).collect();
+        let current = crate::lineage::digest(&plan_job.spec.definition_hash(), &components);
         let mut pending = Vec::new();
         for src in &plan_job.sources {
             let retries = plan_job.spec.source(src.name()).map_or(u32::MAX, |s| s.retries);
@@ -231,6 +239,15 @@ pub async fn run(
                 }
                 plan.all.insert(unit.id(), unit.clone());
                 if !force && is_unchanged(&*plan_job.sink, &**src, &unit)? {
+                    let made_by = plan_job.sink.state().committed_lineage(&unit)?;
+                    if made_by.is_some_and(|d| d != current) {
+                        if rerun_stale {
+                            plan.stale_rerun += 1;
+                            pending.push(unit);
+                            continue;
+                        }
+                        plan.stale.push(unit.clone());
+                    }
                     plan.unchanged += 1;
                 } else if !force && plan_job.sink.state().failures(&unit)? >= retries {
                     plan.poisoned.push(unit);
@@ -279,7 +296,19 @@ pub async fn run(
     })
     .await
     .map_err(|e| RunError::Internal(format!("planner panicked: {e}")))??;
-    let Plan { groups, unchanged, poisoned, all, deleted, warnings, lookahead } = plan;
+    let Plan { groups, unchanged, poisoned, all, deleted, mut warnings, lookahead, stale, stale_rerun } = plan;
+    if let Some(first) = stale.first() {
+        warnings.push(format!(
+            "{} committed file(s) were made by another pipeline definition or plugin (stale), {} among them: \
+             `sluice run --rerun-stale` re-runs them",
+            stale.len(),
+            first.display_name()
+        ));
+    }
+    if stale_rerun > 0 {
+        tracing::info!(files = stale_rerun, "re-running stale files (another pipeline definition or plugin made them)");
+    }
+    summary.files_stale = stale.len() as u64;
     let lookahead = Arc::new(lookahead);
     for w in &warnings {
         tracing::warn!("{w}");
@@ -385,6 +414,10 @@ struct Plan {
     deleted: Vec<SourceUnit>,
     /// The names of the steps with lookahead (groups across units).
     lookahead: Vec<String>,
+    /// Committed units another definition or plugin made (stale), left as they are.
+    stale: Vec<SourceUnit>,
+    /// Stale units taken to be re-run (`--rerun-stale`).
+    stale_rerun: u64,
 }
 
 /// Each step's declared keyed state (constructing one instance per step).

@@ -160,6 +160,11 @@ pub trait StateStore: Send + Sync {
     fn high_water(&self, _source: &str) -> Result<Option<String>, SinkError> {
         Ok(None)
     }
+    /// The lineage digest ([`crate::lineage::digest`]) of the run that committed `unit`, when
+    /// the store records one: a digest other than the current run's makes the unit stale.
+    fn committed_lineage(&self, _unit: &SourceUnit) -> Result<Option<String>, SinkError> {
+        Ok(None)
+    }
     /// Record a unit that failed under a `dead_letter` policy.
     fn dead_letter(&self, letter: &DeadLetter) -> Result<(), SinkError>;
     /// How many earlier runs failed on this unit with its current fingerprint. Stores that keep

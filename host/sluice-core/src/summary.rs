@@ -40,6 +40,9 @@ pub struct RunSummary {
     pub files_rerun: u64,
     /// Units skipped because the lake already holds them unchanged.
     pub files_unchanged: u64,
+    /// Of those, units another pipeline definition or plugin made (stale): re-run them with
+    /// `sluice run --rerun-stale`.
+    pub files_stale: u64,
     /// Units that failed (any policy).
     pub files_failed: u64,
     /// Units not attempted because they failed `retries` times unchanged (listed in `failures`).

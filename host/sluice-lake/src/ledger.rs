@@ -83,6 +83,10 @@ pub struct LedgerRecord {
     /// the one of its latest record that has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub high_water: Option<String>,
+    /// The lineage digest of the run that wrote the unit (its pipeline definition and plugins):
+    /// a later run with another digest reports the unit stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<String>,
 }
 
 /// One stateful step's record of a unit: the key ranges it fed the step, and where the tails
@@ -567,6 +571,7 @@ mod tests {
             retain_until_ms: None,
             deleted: false,
             high_water: None,
+            lineage: None,
         }
     }
 

@@ -372,6 +372,11 @@ impl StateStore for Lake {
         Ok(self.freshness(unit)? == Freshness::Unchanged)
     }
 
+    fn committed_lineage(&self, unit: &SourceUnit) -> Result<Option<String>, SinkError> {
+        let ledger = self.inner.ledger.lock().expect("ledger lock");
+        Ok(ledger.records.get(&(self.inner.spec.dataset.clone(), unit.id())).and_then(|r| r.lineage.clone()))
+    }
+
     /// Same size and mtime: unchanged. Another size: changed. Same size, another mtime: compare
     /// content hashes, here when the unit knows its own (a zip member's CRC), else through
     /// [`Sink::confirm_unchanged`] once the runner hashed it.
@@ -921,6 +926,7 @@ impl UnitWriter for LakeUnitWriter {
             deleted: false,
             state: state_records,
             high_water,
+            lineage: run_lineage.as_deref().map(sluice_core::lineage::Lineage::digest),
         };
         let new_tails: Vec<String> = record.state.iter().filter_map(|s| s.tails.clone()).collect();
         let schema_changed = {
@@ -1168,6 +1174,7 @@ impl LakeInner {
                 deleted: true,
                 state: Vec::new(),
                 high_water: None,
+                lineage: None,
             })?;
             removed
         };

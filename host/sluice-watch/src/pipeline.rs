@@ -243,7 +243,7 @@ async fn watch_loop(
         // A pass over exactly the complete units, each at the version found complete.
         let accept: HashSet<(Key, u64, i64)> = scanned.ready.iter().map(|u| (key(u), u.size, u.version)).collect();
         let filter: UnitFilter = Arc::new(move |u: &SourceUnit| accept.contains(&(key(u), u.size, u.version)));
-        let run_opts = RunOptions { force: false, workers: opts.workers, filter: Some(filter) };
+        let run_opts = RunOptions { force: false, workers: opts.workers, filter: Some(filter), rerun_stale: false };
         tracing::debug!(pipeline = %name, units = scanned.ready.len(), "pass");
         scan_now = true;
         match runner::run(job.clone(), run_opts, progress.clone(), shutdown.flag()).await {

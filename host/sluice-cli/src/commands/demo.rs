@@ -107,8 +107,14 @@ pub fn demo(args: &DemoArgs, g: &Global) -> Result<u8, Exit> {
         _ => None,
     };
     let specs = sluice_config::parse_str(PIPELINE, &pipeline_file, &env).map_err(Exit::config)?;
-    let run_args =
-        RunArgs { pipelines: vec![pipeline_file], force: false, workers: None, summary_json: None, no_catalog: false };
+    let run_args = RunArgs {
+        pipelines: vec![pipeline_file],
+        force: false,
+        rerun_stale: false,
+        workers: None,
+        summary_json: None,
+        no_catalog: false,
+    };
     let summaries = super::run::run_specs(&specs, &run_args, g)?;
     let catalog = sluice_catalog::DuckCatalog::for_lake(&lake);
     let sql = "SELECT symbol, count(*) AS rows, count(DISTINCT date) AS days, min(date) AS first_day, \

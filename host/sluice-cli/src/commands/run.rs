@@ -43,7 +43,12 @@ pub fn run_specs(
         let (job, publication) = crate::context::job(spec, &rt)?;
         let publication = publication.filter(|_| !args.no_catalog);
         let progress = Arc::new(RunProgress::new(g.quiet));
-        let opts = RunOptions { force: args.force, workers: args.workers, filter: marker_filter(&job) };
+        let opts = RunOptions {
+            force: args.force,
+            workers: args.workers,
+            filter: marker_filter(&job),
+            rerun_stale: args.rerun_stale,
+        };
         // Catalog readers follow the ingest: publish after commits, at most twice a second.
         let publisher = publication.clone().map(|p| {
             let catalog = sluice_catalog::DuckCatalog::for_lake(&p.catalog_dir());
