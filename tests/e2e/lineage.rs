@@ -89,7 +89,7 @@ fn an_upsert_merged_file_lists_every_unit_merged_into_it() {
 fn vacuum_deletes_replaced_files_past_their_retention_and_dry_run_only_lists_them() {
     let dir = tempfile::tempdir().unwrap();
     write(&dir.path().join("in/a.csv"), "k,v\nx,1\n");
-    let p = pipeline(dir.path(), "  retain_replaced: 1s\n");
+    let p = pipeline(dir.path(), "  retain_replaced: 4s\n");
     assert!(run(&["run", &p]).status.success());
     write(&dir.path().join("in/a.csv"), "k,v\nx,1\ny,2\n");
     assert!(run(&["run", &p]).status.success());
@@ -98,7 +98,7 @@ fn vacuum_deletes_replaced_files_past_their_retention_and_dry_run_only_lists_the
     // Within its retention the replaced file stays.
     let out = run(&["lake", "vacuum", lake_arg, "--dry-run"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("0 replaced file(s)"));
-    std::thread::sleep(std::time::Duration::from_millis(1300));
+    std::thread::sleep(std::time::Duration::from_millis(4300));
     let stored =
         |lake: &Path| -> usize { walk(&lake.join("_sluice/files")).iter().filter(|f| f.ends_with(".parquet")).count() };
     assert_eq!(stored(&lake), 2, "the live file and the replaced one");

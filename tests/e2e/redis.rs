@@ -75,9 +75,14 @@ fn features_per_key_as_hashes_with_ttl_and_keyed_state_across_runs() {
         assert_eq!(get("ma3").parse::<f64>().unwrap(), (2 * u) as f64, "user {u}: {f:?}");
         assert_eq!(get("spend"), format!("{u}.5"));
     }
-    // The units' markers, and nothing else, besides the features.
-    assert_eq!(redis.cli(&["HLEN", "feat:user:_sluice:units"]), "3");
-    assert_eq!(redis.cli(&["DBSIZE"]), "6");
+    // Nothing but the features: each unit's marker goes once its state committed.
+    assert_eq!(redis.cli(&["HLEN", "feat:user:_sluice:units"]), "0");
+    assert_eq!(redis.cli(&["DBSIZE"]), "5");
+    // `--force` writes again (the state holds the units: markers do not stop a deliberate re-run).
+    redis.cli(&["DEL", "feat:user:2"]);
+    let out = run_in(dir.path(), &["run", &p, "--force"], &[]);
+    assert!(out.status.success());
+    assert_eq!(redis.cli(&["HGET", "feat:user:2", "clicks"]), "6");
 }
 
 #[test]
@@ -127,6 +132,7 @@ fn a_crash_around_exec_replays_without_writing_twice_and_loses_nothing() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("redis already holds exactly this unit's writes"));
     assert_eq!(redis.cli(&["HGET", "feat:user:5", "clicks"]), "999");
+    assert_eq!(redis.cli(&["HLEN", "feat:user:_sluice:units"]), "0", "the marker goes once the state committed");
     // The state committed: nothing is left to do.
     assert_eq!(committed(dir.path(), &p), 0);
 }

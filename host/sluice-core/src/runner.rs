@@ -1046,7 +1046,7 @@ type UnitRanges = Vec<(usize, Vec<KeyRange>)>;
 fn process_unit(job: &Job, chain: &mut Chain<'_>, unit: SourceUnit, rerun: bool) -> (UnitResult, UnitRanges) {
     let (mut rows_in, mut rows_rejected) = (0u64, 0u64);
     let mut ranges = Vec::new();
-    let mut outcome = process_unit_inner(job, chain, &unit, &mut rows_in, &mut rows_rejected, &mut ranges);
+    let mut outcome = process_unit_inner(job, chain, &unit, rerun, &mut rows_in, &mut rows_rejected, &mut ranges);
     if let Err(UnitError::Stale { .. }) = outcome {
         // Redo on fresh instances, seeded from the lake (a fresh instance is never stale). Every
         // step is reset, not only the stateful ones: the first attempt fed them part of this
@@ -1055,7 +1055,7 @@ fn process_unit(job: &Job, chain: &mut Chain<'_>, unit: SourceUnit, rerun: bool)
         chain.reset_after_failure();
         (rows_in, rows_rejected) = (0, 0);
         chain.take_stats();
-        outcome = process_unit_inner(job, chain, &unit, &mut rows_in, &mut rows_rejected, &mut ranges);
+        outcome = process_unit_inner(job, chain, &unit, rerun, &mut rows_in, &mut rows_rejected, &mut ranges);
     }
     if outcome.is_err() {
         chain.reset_after_failure();
@@ -1069,6 +1069,7 @@ fn process_unit_inner(
     job: &Job,
     chain: &mut Chain<'_>,
     unit: &SourceUnit,
+    rerun: bool,
     rows_in: &mut u64,
     rows_rejected: &mut u64,
     ranges: &mut UnitRanges,
@@ -1103,8 +1104,12 @@ fn process_unit_inner(
                     writer.content_hash(&hash, bytes);
                     continue;
                 }
+                // A committed unit read again (its keyed groups continue elsewhere) does not move
+                // its source's mark back to where it ended.
                 SourceItem::HighWater(mark) => {
-                    writer.high_water(&mark);
+                    if !rerun {
+                        writer.high_water(&mark);
+                    }
                     continue;
                 }
             };

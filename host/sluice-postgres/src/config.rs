@@ -132,9 +132,17 @@ pub(crate) fn connect_config(url: &str, password: Option<&Secret>) -> tokio_post
     if c.get_application_name().is_none() {
         c.application_name("sluice");
     }
-    // Server notices (`schema ... already exists, skipping`) are not worth a log line.
-    if c.get_options().is_none() {
-        c.options("-c client_min_messages=warning");
+    // Server notices (`schema ... already exists, skipping`) are not worth a log line; values
+    // printed as text (a cursor's mark, a compared group's key) read the same whatever the
+    // server's or role's settings.
+    let fixed = "-c client_min_messages=warning -c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=postgres";
+    let options = match c.get_options() {
+        Some(o) => format!("{fixed} {o}"),
+        None => fixed.to_string(),
+    };
+    c.options(&options);
+    if c.get_connect_timeout().is_none() {
+        c.connect_timeout(std::time::Duration::from_secs(15));
     }
     c
 }

@@ -54,6 +54,11 @@ impl Pg {
         }
     }
 
+    /// The runtime the connections run on (a cancel request is sent from it).
+    pub(crate) fn handle(&self) -> tokio::runtime::Handle {
+        self.rt.as_ref().expect("until dropped").handle().clone()
+    }
+
     /// A server or connection error, naming the server, with the password masked.
     pub(crate) fn remote(&self, e: &tokio_postgres::Error) -> SinkError {
         SinkError::Remote { server: format!("postgres {}", self.endpoint), message: self.redact(&describe(e)) }

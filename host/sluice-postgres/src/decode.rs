@@ -217,7 +217,8 @@ impl Decoder {
             if &self.buf[..SIGNATURE.len()] != SIGNATURE {
                 return Err("not a binary COPY stream (bad signature)".into());
             }
-            let ext = be_i32(&self.buf[SIGNATURE.len() + 4..]) as usize;
+            let ext = usize::try_from(be_i32(&self.buf[SIGNATURE.len() + 4..]))
+                .map_err(|_| "a binary COPY header with a negative extension length")?;
             if self.buf.len() < SIGNATURE.len() + 8 + ext {
                 return Ok(());
             }
@@ -267,20 +268,21 @@ impl Decoder {
             *pos = p;
             self.row += 1;
             let mut vals = Vec::with_capacity(n);
-            let mut bad: Option<String> = None;
+            let mut bad: Vec<String> = Vec::new();
             for (i, span) in spans.iter().enumerate() {
                 match span {
                     None => vals.push(Val::Null),
                     Some((a, b)) => match value(&self.kinds[i], &buf[*a..*b]) {
                         Ok(v) => vals.push(v),
                         Err(e) => {
-                            bad = Some(format!("column `{}`: {e}", self.names[i]));
+                            bad.push(format!("column `{}`: {e}", self.names[i]));
                             vals.push(Val::Null);
                         }
                     },
                 }
             }
-            if let Some(reason) = bad {
+            if !bad.is_empty() {
+                let reason = bad.join("; ");
                 let raw = render_row(&self.names, &self.kinds, &vals);
                 self.rejects.push(Reject { line: self.row, raw, reason, step: "cast".into() });
                 continue;
@@ -409,7 +411,12 @@ fn value<'a>(kind: &Kind, b: &'a [u8]) -> Result<Val<'a>, String> {
                     "an interval of {months} months has no fixed duration (cast it: `extract(epoch from col)` or `col::text`)"
                 ));
             }
-            Val::I64((days as i64 * 86_400_000_000).checked_add(micros).ok_or("interval out of range")?)
+            Val::I64(
+                (days as i64)
+                    .checked_mul(86_400_000_000)
+                    .and_then(|d| d.checked_add(micros))
+                    .ok_or("an interval out of the range of a duration in microseconds")?,
+            )
         }
         Kind::List(inner) => Val::List(array(inner, b)?),
     })
@@ -437,7 +444,8 @@ fn array<'a>(inner: &Kind, b: &'a [u8]) -> Result<Vec<Val<'a>>, String> {
     }
     let len = be_i32(&b[12..]);
     let mut p = 20;
-    let mut out = Vec::with_capacity(len.max(0) as usize);
+    // Each element takes at least its 4-byte length: no more than the bytes allow.
+    let mut out = Vec::with_capacity((len.max(0) as usize).min(b.len() / 4));
     for _ in 0..len {
         if b.len() < p + 4 {
             return Err("array value cut off".into());

@@ -47,6 +47,8 @@ use crate::source_config::{DEFAULT_NUMBER_OVERLAP, DEFAULT_TIME_OVERLAP, Overlap
 /// scan and the pass that follows it to see the same units and snapshot, short enough that a
 /// poll sees new rows soon.
 const REUSE: Duration = Duration::from_secs(2);
+/// How long a discovery none of whose units was opened yet is reused.
+const REUSE_UNOPENED: Duration = Duration::from_secs(60);
 
 /// The runtime half of `kind: postgres` sources.
 pub struct PostgresSourceConnector;
@@ -105,6 +107,8 @@ pub struct PgSource {
 struct Discovery {
     mark: Option<String>,
     at: Instant,
+    /// A unit of it was opened: a pass used it.
+    opened: std::sync::atomic::AtomicBool,
     /// Holds the exported snapshot open (its transaction is never ended: the connection closes).
     _coordinator: Client,
     snapshot_id: String,
@@ -190,9 +194,14 @@ impl PgSource {
     /// [`REUSE`].
     fn discovery(&self, mark: Option<&str>) -> Result<Arc<Discovery>, SourceError> {
         let mut memo = self.memo.lock().expect("memo lock");
+        // Reused shortly, or, while none of its units was opened yet (a `watch` scan found
+        // them and its pass is starting), for as long as a slow pass needs.
         if let Some(d) = memo.as_ref()
             && d.mark.as_deref() == mark
-            && d.at.elapsed() < REUSE
+            && (d.at.elapsed() < REUSE
+                || (!d.units.is_empty()
+                    && !d.opened.load(std::sync::atomic::Ordering::Relaxed)
+                    && d.at.elapsed() < REUSE_UNOPENED))
         {
             return Ok(d.clone());
         }
@@ -206,9 +215,21 @@ impl PgSource {
     fn plan(&self, mark: Option<&str>) -> Result<Discovery, SourceError> {
         let client = self.pg.connect().map_err(to_source)?;
         let q = |sql: &str| wait(client.query(sql, &[])).map_err(|e| self.remote(&e));
-        wait(client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")).map_err(|e| self.remote(&e))?;
+        // The coordinator holds the snapshot while units read it: a server's idle-in-transaction
+        // timeout must not end it.
+        wait(client.batch_execute(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET LOCAL idle_in_transaction_session_timeout = 0",
+        ))
+        .map_err(|e| self.remote(&e))?;
         let row = q("SELECT pg_export_snapshot(), pg_current_snapshot()::text, \
-                     pg_snapshot_xmax(pg_current_snapshot())::text::bigint")?;
+                     pg_snapshot_xmax(pg_current_snapshot())::text::bigint, pg_is_in_recovery()")?;
+        if self.spec.cursor.is_some() && row[0].get::<_, bool>(3) {
+            return Err(self.config_err(format!(
+                "{} is a standby: its snapshots do not list the transactions in progress on the primary, \
+                 so rows committed late could be missed; read incrementally from the primary",
+                self.spec.endpoint()
+            )));
+        }
         let snapshot_id: String = row[0].get(0);
         let snap_now: String = row[0].get(1);
         let xmax_now: i64 = row[0].get(2);
@@ -224,6 +245,7 @@ impl PgSource {
         Ok(Discovery {
             mark: mark.map(str::to_string),
             at: Instant::now(),
+            opened: std::sync::atomic::AtomicBool::new(false),
             _coordinator: client,
             snapshot_id,
             names,
@@ -237,6 +259,31 @@ impl PgSource {
     /// naming it, and so is a cursor of a type that cannot be one.
     fn columns(&self, client: &Client) -> Result<Columns, SourceError> {
         let rel = self.relation();
+        // Row versions (`xmin`, `ctid`) tell changed spans and late rows: a view has none.
+        if let Some((schema, table)) = &self.spec.table {
+            let kind = wait(client.query_opt(
+                "SELECT c.relkind::text FROM pg_class c WHERE c.oid = to_regclass($1)",
+                &[&qualified(schema, table)],
+            ))
+            .map_err(|e| self.remote(&e))?;
+            match kind.map(|r| r.get::<_, String>(0)).as_deref() {
+                None => {
+                    return Err(self.config_err(format!(
+                        "there is no table {} in {}",
+                        self.what(),
+                        self.spec.endpoint()
+                    )));
+                }
+                Some("v" | "f") => {
+                    return Err(self.config_err(format!(
+                        "{} is a view or a foreign table, whose rows carry no versions to tell changed or late rows by; \
+                         read its base table, or read it with `query:` (one unit, read by every run)",
+                        self.what()
+                    )));
+                }
+                _ => {}
+            }
+        }
         let stmt = wait(client.prepare(&format!("SELECT {} FROM {rel} LIMIT 0", self.select_list())))
             .map_err(|e| self.remote(&e))?;
         let mut names = Vec::new();
@@ -519,13 +566,14 @@ impl PgSource {
                 ))?;
                 for s in spans {
                     let (b, n, sum): (i64, i64, String) = (s.get(0), s.get(1), s.get(2));
-                    let (lo, hi) = (b * w, b * w + w);
+                    let (lo, hi) = (b.saturating_mul(w), b.saturating_mul(w).saturating_add(w));
                     let locator = format!("{what}/key/{lo}..{hi}");
                     plans.insert(
                         locator.clone(),
                         Plan {
                             select: format!(
-                                "SELECT {list} FROM {rel} WHERE {kc} >= {lo} AND {kc} < {hi} ORDER BY {kc}"
+                                "SELECT {list} FROM {rel} WHERE {kc} >= {lo} AND {kc} <= {} ORDER BY {kc}",
+                                lo.saturating_add(w - 1)
                             ),
                             high_water: None,
                         },
@@ -622,6 +670,7 @@ impl Source for PgSource {
         let client = self.pg.connect().map_err(to_source)?;
         let (names, kinds, select, high_water) = match planned {
             Some((d, plan)) => {
+                d.opened.store(true, std::sync::atomic::Ordering::Relaxed);
                 let begin = format!(
                     "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT {}",
                     literal(&d.snapshot_id)
@@ -653,7 +702,9 @@ impl Source for PgSource {
         };
         let copy = format!("COPY ({select}) TO STDOUT (FORMAT binary)");
         let stream = wait(client.copy_out(&copy)).map_err(|e| self.remote(&e))?;
+        let cancel = (client.cancel_token(), self.pg.handle());
         Ok(Box::new(CopyReader {
+            cancel: Some(cancel),
             _client: client,
             stream: Box::pin(stream),
             decoder: Decoder::new(names, kinds, self.batch_rows),
@@ -671,8 +722,10 @@ impl Source for PgSource {
 
 /// One unit's `COPY` stream, decoded as it arrives.
 struct CopyReader {
-    /// The connection the stream reads from (dropped with it: an unfinished read is cancelled
-    /// by closing the connection).
+    /// Cancels the server's COPY when the reader is dropped before its end (a failed unit):
+    /// closing the connection alone would leave the server streaming the rest.
+    cancel: Option<(tokio_postgres::CancelToken, tokio::runtime::Handle)>,
+    /// The connection the stream reads from (closed when the reader is dropped).
     _client: Client,
     stream: Pin<Box<CopyOutStream>>,
     decoder: Decoder,
@@ -705,6 +758,17 @@ impl CopyReader {
         self.done = true;
         self.pending.clear();
         Some(Err(SourceError::Format { path: self.location.clone(), message }))
+    }
+}
+
+impl Drop for CopyReader {
+    fn drop(&mut self) {
+        if let (false, Some((token, rt))) = (self.done, self.cancel.take()) {
+            let task = rt.spawn(async move { token.cancel_query(tokio_postgres::NoTls).await });
+            if let Ok(Err(e)) = futures_executor::block_on(task) {
+                tracing::debug!(unit = %self.location, "cancelling the COPY: {e}");
+            }
+        }
     }
 }
 

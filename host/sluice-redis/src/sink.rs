@@ -33,6 +33,10 @@ pub struct RedisSink {
     endpoint: String,
 }
 
+/// How long connecting may take, and how long a reply (an `EXEC` of a large unit) may.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+const IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// A client for the sink's server, with the password.
 fn client(spec: &RedisSinkSpec) -> Result<redis::Client, SinkError> {
     use redis::IntoConnectionInfo;
@@ -59,7 +63,7 @@ pub(crate) fn ping(spec: &RedisSinkSpec) -> Result<(), SinkError> {
         };
         SinkError::Remote { server: format!("redis {}", spec.endpoint()), message }
     };
-    let mut con = client(spec)?.get_connection().map_err(remote)?;
+    let mut con = client(spec)?.get_connection_with_timeout(CONNECT_TIMEOUT).map_err(remote)?;
     redis::cmd("PING").query::<String>(&mut con).map_err(remote)?;
     Ok(())
 }
@@ -85,7 +89,9 @@ impl RedisSink {
     }
 
     fn connect(&self) -> Result<redis::Connection, SinkError> {
-        let mut con = self.client.get_connection().map_err(|e| self.remote(&e))?;
+        let mut con = self.client.get_connection_with_timeout(CONNECT_TIMEOUT).map_err(|e| self.remote(&e))?;
+        con.set_read_timeout(Some(IO_TIMEOUT)).map_err(|e| self.remote(&e))?;
+        con.set_write_timeout(Some(IO_TIMEOUT)).map_err(|e| self.remote(&e))?;
         redis::cmd("PING").query::<String>(&mut con).map_err(|e| self.remote(&e))?;
         Ok(con)
     }
@@ -119,6 +125,9 @@ impl Sink for RedisSink {
     }
 
     fn begin(&self, unit: &SourceUnit) -> Result<Box<dyn UnitWriter>, SinkError> {
+        // A unit the state holds is re-run on purpose (`--force`, a stale or continued unit):
+        // its writes go out even when a marker says Redis holds them.
+        let honor_marker = !self.state.sink.state().is_committed(unit)?;
         let inner = self.state.sink.begin(unit)?;
         let con = match self.pool.lock().expect("pool lock").pop() {
             Some(c) => c,
@@ -129,6 +138,7 @@ impl Sink for RedisSink {
             unit_id: unit.id(),
             location: unit.display_name(),
             prior: None,
+            honor_marker,
             hash: sha2::Sha256::default(),
             con: Some(con),
             inner: Some(inner),
@@ -188,6 +198,9 @@ struct RedisWriter {
     location: String,
     /// The unit's marker before this attempt.
     prior: Option<String>,
+    /// Whether a marker equal to this attempt's writes means they are applied (a replay of a
+    /// unit the state does not hold yet).
+    honor_marker: bool,
     /// Of every command sent, in order.
     hash: sha2::Sha256,
     con: Option<redis::Connection>,
@@ -368,6 +381,66 @@ impl RedisWriter {
         Ok(pipe)
     }
 
+    /// `EXEC` the unit's writes with its marker, or discard them when Redis holds exactly
+    /// them already.
+    fn apply(&mut self) -> Result<(), SinkError> {
+        self.start()?;
+        let print: String = sha2::Digest::finalize(self.hash.clone()).iter().map(|b| format!("{b:02x}")).collect();
+        let (key, id) = (self.sink.marker_key.clone(), self.unit_id.clone());
+        if self.honor_marker && self.prior.as_deref() == Some(print.as_str()) {
+            tracing::warn!(unit = %self.location,
+                "redis already holds exactly this unit's writes (a run stopped after writing them): only its state commits");
+            redis::cmd("DISCARD").query::<()>(self.con()).map_err(|e| self.remote(&e))?;
+            return Ok(());
+        }
+        redis::cmd("HSET").arg(&key).arg(&id).arg(&print).query::<()>(self.con()).map_err(|e| self.remote(&e))?;
+        if std::env::var("SLUICE_TEST_FAULT").is_ok_and(|f| f == "before-exec") {
+            std::process::abort();
+        }
+        // Redis does not roll back a command that fails inside EXEC: fail the unit and drop
+        // its marker, so that the next run writes it again. (A lost connection is the
+        // server's failure, and leaves the marker to tell what was applied.)
+        let failed = match redis::cmd("EXEC").query::<redis::Value>(self.con()) {
+            Ok(redis::Value::Array(items)) => items.iter().find_map(|v| match v {
+                redis::Value::ServerError(e) => Some(format!("{e:?}")),
+                _ => None,
+            }),
+            Ok(redis::Value::Nil) => Some("the transaction was aborted".into()),
+            Ok(_) => None,
+            Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
+                return Err(self.remote(&e));
+            }
+            Err(e) => {
+                Some(self.sink.spec.password.as_ref().map_or_else(|| e.to_string(), |p| p.redact(&e.to_string())))
+            }
+        };
+        if let Some(error) = failed {
+            // Without its marker, the next run writes the unit again; a marker left in place
+            // would make it discard the writes, so failing to remove it stops the run.
+            if let Err(e) = redis::cmd("HDEL").arg(&key).arg(&id).query::<()>(self.con()) {
+                return Err(SinkError::Remote {
+                    server: self.sink.endpoint.clone(),
+                    message: format!(
+                        "{}: a write failed inside MULTI/EXEC ({error}), and its marker could not be removed \
+                         (HDEL {key} {id}: {e}); remove it before the next run",
+                        self.location
+                    ),
+                });
+            }
+            self.phase = Phase::Fresh;
+            return Err(SinkError::Rows {
+                target: format!("{} ({})", self.sink.endpoint, self.location),
+                message: format!(
+                    "a write failed inside MULTI/EXEC (the others were applied; the unit is written again by the next run): {error}"
+                ),
+            });
+        }
+        if std::env::var("SLUICE_TEST_FAULT").is_ok_and(|f| f == "after-exec") {
+            std::process::abort();
+        }
+        Ok(())
+    }
+
     fn inner(&mut self) -> &mut Box<dyn UnitWriter> {
         self.inner.as_mut().expect("the state writer until the writer ends")
     }
@@ -418,65 +491,26 @@ impl UnitWriter for RedisWriter {
     }
 
     fn commit(mut self: Box<Self>) -> Result<CommitReport, SinkError> {
-        self.start()?;
-        let print: String = sha2::Digest::finalize(self.hash.clone()).iter().map(|b| format!("{b:02x}")).collect();
-        let (key, id) = (self.sink.marker_key.clone(), self.unit_id.clone());
-        if self.prior.as_deref() == Some(print.as_str()) {
-            tracing::warn!(unit = %self.location,
-                "redis already holds exactly this unit's writes (a run stopped after writing them): only its state commits");
-            redis::cmd("DISCARD").query::<()>(self.con()).map_err(|e| self.remote(&e))?;
-        } else {
-            redis::cmd("HSET").arg(&key).arg(&id).arg(&print).query::<()>(self.con()).map_err(|e| self.remote(&e))?;
-            if std::env::var("SLUICE_TEST_FAULT").is_ok_and(|f| f == "before-exec") {
-                std::process::abort();
+        if let Err(e) = self.apply() {
+            if let Some(inner) = self.inner.take() {
+                inner.abort();
             }
-            // Redis does not roll back a command that fails inside EXEC: fail the unit and drop
-            // its marker, so that the next run writes it again. (A lost connection is the
-            // server's failure, and leaves the marker to tell what was applied.)
-            let failed = match redis::cmd("EXEC").query::<redis::Value>(self.con()) {
-                Ok(redis::Value::Array(items)) => items.iter().find_map(|v| match v {
-                    redis::Value::ServerError(e) => Some(format!("{e:?}")),
-                    _ => None,
-                }),
-                Ok(redis::Value::Nil) => Some("the transaction was aborted".into()),
-                Ok(_) => None,
-                Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
-                    return Err(self.remote(&e));
-                }
-                Err(e) => {
-                    Some(self.sink.spec.password.as_ref().map_or_else(|| e.to_string(), |p| p.redact(&e.to_string())))
-                }
-            };
-            if let Some(error) = failed {
-                // Without its marker, the next run writes the unit again; a marker left in place
-                // would make it discard the writes, so failing to remove it stops the run.
-                if let Err(e) = redis::cmd("HDEL").arg(&key).arg(&id).query::<()>(self.con()) {
-                    return Err(SinkError::Remote {
-                        server: self.sink.endpoint.clone(),
-                        message: format!(
-                            "{}: a write failed inside MULTI/EXEC ({error}), and its marker could not be removed \
-                             (HDEL {key} {id}: {e}); remove it before the next run",
-                            self.location
-                        ),
-                    });
-                }
-                self.phase = Phase::Fresh;
-                return Err(SinkError::Rows {
-                    target: format!("{} ({})", self.sink.endpoint, self.location),
-                    message: format!(
-                        "a write failed inside MULTI/EXEC (the others were applied; the unit is written again by the next run): {error}"
-                    ),
-                });
-            }
-            if std::env::var("SLUICE_TEST_FAULT").is_ok_and(|f| f == "after-exec") {
-                std::process::abort();
-            }
+            return Err(e);
         }
         self.release();
         let rows = self.rows;
         let inner = self.inner.take().expect("the state writer until the writer ends");
         let mut report = inner.commit()?;
         report.rows = rows;
+        // The state holds the unit now: its marker has done its work.
+        let (key, id) = (self.sink.marker_key.clone(), self.unit_id.clone());
+        let idle = self.sink.pool.lock().expect("pool lock").pop();
+        if let Some(mut con) = idle {
+            if let Err(e) = redis::cmd("HDEL").arg(&key).arg(&id).query::<()>(&mut con) {
+                tracing::warn!(unit = %self.location, "cannot remove the unit's marker ({e}); it is harmless");
+            }
+            self.sink.pool.lock().expect("pool lock").push(con);
+        }
         Ok(report)
     }
 
