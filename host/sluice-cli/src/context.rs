@@ -86,6 +86,7 @@ pub fn job(spec: &PipelineSpec, rt: &WasmRuntime) -> Result<(Job, Option<Arc<dyn
         sluice: env!("CARGO_PKG_VERSION").to_string(),
         pipeline: spec.name.clone(),
         definition: spec.definition_hash(),
+        output: spec.output_hash(),
         steps: spec
             .steps
             .iter()

@@ -17,6 +17,9 @@ pub struct Lineage {
     pub pipeline: String,
     /// `PipelineSpec::definition_hash`.
     pub definition: String,
+    /// `PipelineSpec::output_hash`: the definition without its run settings.
+    #[serde(default)]
+    pub output: String,
     pub steps: Vec<StepLineage>,
 }
 
@@ -25,11 +28,11 @@ impl Lineage {
     /// step's component ([`digest`]).
     pub fn digest(&self) -> String {
         let components: Vec<&str> = self.steps.iter().map(|s| s.component_hash.as_str()).collect();
-        digest(&self.definition, &components)
+        digest(&self.output, &components)
     }
 }
 
-/// A digest of a pipeline definition hash and its steps' component hashes, in step order: a
+/// A digest of a pipeline's output hash (`PipelineSpec::output_hash`) and its steps' component hashes, in step order: a
 /// committed unit whose digest differs from the run's was made by another definition or another
 /// plugin (it is *stale*). The Sluice version is not part of it.
 pub fn digest(definition: &str, components: &[&str]) -> String {

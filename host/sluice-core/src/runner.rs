@@ -219,7 +219,7 @@ pub async fn run(
         let mut plan = Plan::default();
         // What this run's output is made by; committed units made otherwise are stale.
         let components: Vec<&str> = plan_job.plugins.iter().map(|p| p.info().component_hash.as_str()).collect();
-        let current = crate::lineage::digest(&plan_job.spec.definition_hash(), &components);
+        let current = crate::lineage::digest(&plan_job.spec.output_hash(), &components);
         let mut pending = Vec::new();
         for src in &plan_job.sources {
             let retries = plan_job.spec.source(src.name()).map_or(u32::MAX, |s| s.retries);
