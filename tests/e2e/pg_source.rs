@@ -287,10 +287,12 @@ fn sigkill_during_extracts_then_a_rerun_holds_every_row_once() {
     let p =
         pipeline(dir.path(), &pg.url("kill"), "    table: events\n    cursor: updated_at\n    range_rows: 5000\n", "");
     let mut rng = Rng::new(0x0dd_ba11);
-    let mut kills = 0;
-    for round in 0..8 {
-        if round == 4 {
-            insert_events(&pg, "kill", 150_000, 20_000); // more rows arrive between runs
+    let (mut kills, mut rows) = (0, 150_000);
+    // Rounds until 5 kills landed mid-run (at most 16); rows keep arriving between runs, so each
+    // run has ranges to read.
+    for _ in 0..16 {
+        if kills >= 5 {
+            break;
         }
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .current_dir(dir.path())
@@ -312,17 +314,19 @@ fn sigkill_during_extracts_then_a_rerun_holds_every_row_once() {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        std::thread::sleep(Duration::from_millis(rng.below(300)));
+        std::thread::sleep(Duration::from_millis(rng.below(120)));
         if child.try_wait().unwrap().is_none() {
             kills += 1;
         }
         let _ = child.kill();
         let _ = child.wait();
+        insert_events(&pg, "kill", rows, 10_000);
+        rows += 10_000;
     }
     assert!(kills >= 3, "only {kills} runs were killed mid-way");
     run_ok(dir.path(), &p);
-    assert_eq!(lake_count(dir.path(), "SELECT count(*) AS n FROM out"), 170_000);
-    assert_eq!(lake_count(dir.path(), "SELECT count(DISTINCT id) AS n FROM out"), 170_000);
+    assert_eq!(lake_count(dir.path(), "SELECT count(*) AS n FROM out"), rows);
+    assert_eq!(lake_count(dir.path(), "SELECT count(DISTINCT id) AS n FROM out"), rows);
 }
 
 /// Count rows in the lake's `out` through the catalog, or 0 before the first publication.

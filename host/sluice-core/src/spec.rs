@@ -11,9 +11,6 @@ use arrow_schema::DataType;
 use serde::{Serialize, Serializer};
 
 impl PipelineSpec {
-    /// A hash of what the pipeline does (sources, steps and their configs, sink, settings; not
-    /// the file it was read from): a unit that failed under one definition is retried under
-    /// another.
     /// What decides whether a committed unit is stale ([`crate::lineage::digest`]): the
     /// definition without `settings` (workers, batch sizes and limits change how a run goes,
     /// not what it writes; `workers` defaults to the machine's cores).
@@ -22,6 +19,9 @@ impl PipelineSpec {
         crate::sha256_hex(&[text.as_bytes()])[..16].to_string()
     }
 
+    /// A hash of what the pipeline does (sources, steps and their configs, sink, settings; not
+    /// the file it was read from): a unit that failed under one definition is retried under
+    /// another.
     pub fn definition_hash(&self) -> String {
         let text = serde_json::to_string(&(&self.name, &self.sources, &self.steps, &self.sink, &self.settings))
             .unwrap_or_default();

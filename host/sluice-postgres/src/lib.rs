@@ -129,14 +129,13 @@ pub fn group_totals(
     sums: &[String],
 ) -> Result<sluice_core::catalog::GroupTotals, SinkError> {
     use std::str::FromStr;
-    let mut config = tokio_postgres::Config::from_str(url)
+    let config = tokio_postgres::Config::from_str(url)
         .map_err(|e| SinkError::Config(format!("not a Postgres connection URL: {e}")))?;
     if config.get_password().is_some() {
         return Err(SinkError::Config("the URL holds a password: give it through --password-env".into()));
     }
-    if let Some(p) = &password {
-        config.password(p.expose());
-    }
+    // The sessions' fixed settings, so that group keys print as the lake's do.
+    let config = config::connect_config(url, password.as_ref());
     let pg = conn::Pg::new(config, password)?;
     let client = pg.connect()?;
     let (schema, name) = table.split_once('.').unwrap_or(("public", table));

@@ -755,19 +755,30 @@ impl CopyReader {
     }
 
     fn fail(&mut self, message: String) -> Option<Result<SourceItem, SourceError>> {
+        // The server may still be streaming: cancel it.
+        self.cancel_copy();
         self.done = true;
         self.pending.clear();
         Some(Err(SourceError::Format { path: self.location.clone(), message }))
     }
 }
 
-impl Drop for CopyReader {
-    fn drop(&mut self) {
-        if let (false, Some((token, rt))) = (self.done, self.cancel.take()) {
+impl CopyReader {
+    /// Ask the server to stop the COPY (once).
+    fn cancel_copy(&mut self) {
+        if let Some((token, rt)) = self.cancel.take() {
             let task = rt.spawn(async move { token.cancel_query(tokio_postgres::NoTls).await });
             if let Ok(Err(e)) = futures_executor::block_on(task) {
                 tracing::debug!(unit = %self.location, "cancelling the COPY: {e}");
             }
+        }
+    }
+}
+
+impl Drop for CopyReader {
+    fn drop(&mut self) {
+        if !self.done {
+            self.cancel_copy();
         }
     }
 }
@@ -802,6 +813,8 @@ impl Iterator for CopyReader {
                     }));
                 }
                 None => {
+                    // The server finished: nothing to cancel.
+                    self.cancel = None;
                     if let Err(e) = self.decoder.finish().and_then(|()| self.drain()) {
                         return self.fail(e);
                     }
