@@ -86,14 +86,78 @@ pub struct FileLineage {
     #[serde(flatten)]
     pub run: Lineage,
     pub units: Vec<UnitLineage>,
+    /// Units left out of `units` ([`FileLineage::MAX_UNITS`]): a file an upsert merged again
+    /// and again lists the newest.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub units_omitted: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl FileLineage {
+    /// The most units a file's lineage lists.
+    pub const MAX_UNITS: usize = 1000;
+
     pub fn new(run: &Lineage, units: Vec<UnitLineage>) -> Self {
-        FileLineage { v: 1, run: run.clone(), units }
+        FileLineage { v: 1, run: run.clone(), units, units_omitted: 0 }
+    }
+
+    /// Add the units of a file merged into this one (after its own, which are newer), keeping
+    /// at most [`FileLineage::MAX_UNITS`] and counting the rest.
+    pub fn merge(&mut self, older: FileLineage) {
+        self.units_omitted += older.units_omitted;
+        for u in older.units {
+            if self.units.iter().any(|x| x.source == u.source && x.locator == u.locator && x.member == u.member) {
+                continue;
+            }
+            if self.units.len() < Self::MAX_UNITS {
+                self.units.push(u);
+            } else {
+                self.units_omitted += 1;
+            }
+        }
     }
 
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("lineage serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(i: usize) -> UnitLineage {
+        UnitLineage {
+            source: "s".into(),
+            locator: format!("f{i}"),
+            member: None,
+            content_hash: None,
+            size: 1,
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn a_merged_files_units_are_capped_and_the_rest_counted() {
+        let run = Lineage {
+            sluice: "0".into(),
+            pipeline: "p".into(),
+            definition: "d".into(),
+            output: "o".into(),
+            steps: vec![],
+        };
+        let mut newest = FileLineage::new(&run, vec![unit(0)]);
+        let older = FileLineage::new(&run, (0..FileLineage::MAX_UNITS + 5).map(unit).collect());
+        newest.merge(older);
+        assert_eq!(newest.units.len(), FileLineage::MAX_UNITS);
+        assert_eq!(newest.units[0], unit(0), "the newest first, once");
+        assert_eq!(newest.units_omitted, 5);
+        let json = newest.to_json();
+        let back: FileLineage = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, newest);
+        assert!(!FileLineage::new(&run, vec![unit(1)]).to_json().contains("units_omitted"));
     }
 }

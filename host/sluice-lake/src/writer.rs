@@ -1031,15 +1031,7 @@ fn upsert_into(lake: &LakeInner, s: &mut Staged, old: &[String]) -> Result<u64, 
     if let Ok(Some(mut lineage)) = crate::lineage::read(&s.tmp) {
         for f in old {
             if let Ok(Some(l)) = crate::lineage::read(&crate::files::stored(&lake.root, f)) {
-                for u in l.units {
-                    if !lineage
-                        .units
-                        .iter()
-                        .any(|x| x.source == u.source && x.locator == u.locator && x.member == u.member)
-                    {
-                        lineage.units.push(u);
-                    }
-                }
+                lineage.merge(l);
             }
         }
         w.append_key_value_metadata(parquet::file::metadata::KeyValue::new(
