@@ -36,17 +36,7 @@ bytes=$(cat "${files[@]}" | wc -c)
 echo "data: ${#files[@]} files, $total rows, $((bytes / 1000000)) MB"
 
 # A private server, as the tests start it.
-bindir=$(ls -d /usr/lib/postgresql/*/bin | sort | tail -1)
-pgdir=$(mktemp -d /tmp/slpgbench.XXXX)
-chmod 755 "$pgdir"
-as_pg() { if [ "$(id -u)" = 0 ]; then chown -R postgres: "$pgdir"; runuser -u postgres -- "$@"; else "$@"; fi; }
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-as_pg "$bindir/initdb" -D "$pgdir/data" -U postgres -A trust --no-sync -E UTF8 --locale=C >/dev/null
-as_pg "$bindir/pg_ctl" -D "$pgdir/data" -l "$pgdir/log" -w -o "-p $port -k $pgdir -c listen_addresses=127.0.0.1 \
-  -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=256MB -c max_wal_size=4GB" start >/dev/null
-cleanup() { as_pg "$bindir/pg_ctl" -D "$pgdir/data" -m immediate -w stop >/dev/null 2>&1 || true; rm -rf "$pgdir" "$work"; }
-trap cleanup EXIT
-psql_() { psql -X -q -At -h 127.0.0.1 -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
+source benches/postgres/server.sh
 cols="open_time bigint, open double precision, high double precision, low double precision, close double precision,
   volume double precision, close_time bigint, quote_volume double precision, trades bigint,
   taker_buy_base double precision, taker_buy_quote double precision, ignore text"

@@ -98,6 +98,25 @@ impl<'r> Section<'r> {
         self.r.secret(&path, name)
     }
 
+    /// A database source's `table` and `query`: exactly one of them (`kind` names the source's
+    /// kind, `example` a table for the hint).
+    pub fn table_or_query(&mut self, kind: &str, table: bool, query: bool, example: &str) {
+        let name = self.name.clone();
+        match (table, query) {
+            (true, true) => self.error(
+                &["query"],
+                format!("source `{name}`: give `table` or `query`, not both"),
+                Some("a query can select from the table: `query: SELECT ... FROM t WHERE ...`".into()),
+            ),
+            (false, false) => self.error(
+                &[],
+                format!("source `{name}`: a {kind} source needs `table` or `query`"),
+                Some(format!("`table: {example}`")),
+            ),
+            _ => {}
+        }
+    }
+
     /// The section's keys as the kind's raw type (they passed its schema, so this fails only
     /// where a type is stricter than its schema; the failure is reported at the section).
     pub fn deserialize<T: serde::de::DeserializeOwned>(&mut self, keys: Value) -> Option<T> {
@@ -359,19 +378,7 @@ impl SourceKind for DuckdbKind {
     fn resolve(&self, cx: &mut Section<'_>, keys: Value) -> Option<Arc<dyn SourceConfig>> {
         let raw: RawDuckSource = cx.deserialize(keys)?;
         let name = cx.name().to_string();
-        match (&raw.table, &raw.query) {
-            (Some(_), Some(_)) => cx.error(
-                &["query"],
-                format!("source `{name}`: give `table` or `query`, not both"),
-                Some("a query can select from the table: `query: SELECT ... FROM t WHERE ...`".into()),
-            ),
-            (None, None) => cx.error(
-                &[],
-                format!("source `{name}`: a duckdb source needs `table` or `query`"),
-                Some("`table: main.trades`".into()),
-            ),
-            _ => {}
-        }
+        cx.table_or_query("duckdb", raw.table.is_some(), raw.query.is_some(), "main.trades");
         let range_rows = raw.range_rows.unwrap_or(500_000);
         if range_rows == 0 {
             cx.error(&["range_rows"], format!("source `{name}`: range_rows must be at least 1"), None);

@@ -119,6 +119,16 @@ struct Discovery {
     plans: HashMap<String, Plan>,
 }
 
+impl Columns {
+    /// Whether `name` is a column read, of an integer type.
+    fn is_integer(&self, name: &str) -> bool {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .is_some_and(|i| matches!(self.kinds[i], Kind::I16 | Kind::I32 | Kind::I64))
+    }
+}
+
 /// What an incremental unit reads.
 enum Range {
     /// Rows with `lo < cursor <= hi` (no `lo`: from the start), read in snapshot `snap`.
@@ -239,7 +249,7 @@ impl PgSource {
             (Some(cursor), Some((ci, ty))) => {
                 self.incremental_units(&q, mark, cursor, ty, &cols.kinds[*ci], &snap_now, xmax_now)?
             }
-            _ => self.full_units(&client, &q, &cols.names, &cols.kinds)?,
+            _ => self.full_units(&client, &q, &cols)?,
         };
         let Columns { names, kinds, .. } = cols;
         Ok(Discovery {
@@ -491,11 +501,7 @@ impl PgSource {
     /// An explicit `key` must be an integer column read.
     fn full_key_check(&self, cols: &Columns) -> Result<(), SourceError> {
         if let Some(k) = &self.spec.key
-            && !cols
-                .names
-                .iter()
-                .position(|n| n == k)
-                .is_some_and(|i| matches!(cols.kinds[i], Kind::I16 | Kind::I32 | Kind::I64))
+            && !cols.is_integer(k)
         {
             return Err(self.config_err(format!(
                 "the key `{k}` is not an integer column read from {}: a full load is split by an integer key",
@@ -510,8 +516,7 @@ impl PgSource {
         &self,
         client: &Client,
         q: &dyn Fn(&str) -> Result<Vec<tokio_postgres::Row>, SourceError>,
-        names: &[String],
-        kinds: &[Kind],
+        cols: &Columns,
     ) -> Result<(Vec<SourceUnit>, HashMap<String, Plan>), SourceError> {
         let rel = self.relation();
         let what = self.what();
@@ -539,18 +544,9 @@ impl PgSource {
                 (rows.len() == 1).then(|| rows[0].get::<_, String>(0))
             }
         };
-        let integer = |k: &String| {
-            names.iter().position(|n| n == k).is_some_and(|i| matches!(kinds[i], Kind::I16 | Kind::I32 | Kind::I64))
-        };
-        if let Some(k) = &self.spec.key
-            && !integer(k)
-        {
-            return Err(self.config_err(format!(
-                "the key `{k}` is not an integer column read from {what}: a full load is split by an integer key"
-            )));
-        }
+        self.full_key_check(cols)?;
         // A primary key that is not one integer column: the table is one unit.
-        let key = key.filter(integer);
+        let key = key.filter(|k| cols.is_integer(k));
         // A fingerprint of a set of row versions: any insert, update or delete changes it.
         let print = "count(*), coalesce(sum(hashtext(ctid::text || ':' || xmin::text)), 0)::text";
         let version = |count: i64, sum: &str| -> i64 {

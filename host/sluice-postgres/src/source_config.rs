@@ -146,19 +146,7 @@ impl SourceKind for PostgresSourceKind {
         let name = cx.name().to_string();
         let url = resolve_url(cx, &raw.url);
         let password = resolve_password(cx, raw.password_env.as_deref());
-        match (&raw.table, &raw.query) {
-            (Some(_), Some(_)) => cx.error(
-                &["query"],
-                format!("source `{name}`: give `table` or `query`, not both"),
-                Some("a query can select from the table: `query: SELECT ... FROM t WHERE ...`".into()),
-            ),
-            (None, None) => cx.error(
-                &[],
-                format!("source `{name}`: a postgres source needs `table` or `query`"),
-                Some("`table: public.events`".into()),
-            ),
-            _ => {}
-        }
+        cx.table_or_query("postgres", raw.table.is_some(), raw.query.is_some(), "public.events");
         let table = raw.table.as_deref().map(|t| {
             let t = cx.interpolate(&["table"], t);
             let (schema, table) = match t.split_once('.') {

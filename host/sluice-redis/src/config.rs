@@ -124,6 +124,22 @@ mod secs {
 }
 
 impl RedisSinkSpec {
+    /// The output columns the sink reads, each with the key that names it.
+    pub fn columns(&self) -> Vec<(&'static str, &String)> {
+        let mut out: Vec<(&'static str, &String)> = self.key.iter().map(|k| ("key", k)).collect();
+        match &self.layout {
+            Layout::Hash { fields, field_value } => {
+                out.extend(fields.iter().map(|f| ("fields", f)));
+                if let Some((f, v)) = field_value {
+                    out.extend([("field", f), ("value", v)]);
+                }
+            }
+            Layout::Zset { member, score, .. } => out.extend([("member", member), ("score", score)]),
+            Layout::String { value } => out.extend(value.iter().map(|v| ("value", v))),
+        }
+        out
+    }
+
     /// `host:port/db`, for messages (no password).
     pub fn endpoint(&self) -> String {
         endpoint(&self.url)

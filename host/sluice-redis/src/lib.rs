@@ -51,17 +51,7 @@ impl SinkConnector for RedisSinkConnector {
 
     fn check_output(&self, spec: &SinkSpec, output: &SchemaRef) -> Vec<Finding> {
         let Ok(r) = spec_of(spec) else { return Vec::new() };
-        let mut needed: Vec<(&str, &String)> = r.key.iter().map(|k| ("key", k)).collect();
-        match &r.layout {
-            Layout::Hash { fields, field_value } => {
-                needed.extend(fields.iter().map(|f| ("fields", f)));
-                if let Some((f, v)) = field_value {
-                    needed.extend([("field", f), ("value", v)]);
-                }
-            }
-            Layout::Zset { member, score, .. } => needed.extend([("member", member), ("score", score)]),
-            Layout::String { value } => needed.extend(value.iter().map(|v| ("value", v))),
-        }
+        let needed = r.columns();
         let names: Vec<&str> = output.fields().iter().map(|f| f.name().as_str()).collect();
         let mut out = Vec::new();
         for (what, c) in needed {

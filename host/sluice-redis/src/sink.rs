@@ -53,15 +53,22 @@ fn client(spec: &RedisSinkSpec) -> Result<redis::Client, SinkError> {
     redis::Client::open(info).map_err(|e| SinkError::Config(format!("{endpoint}: {e}")))
 }
 
-/// Connect and log in, writing nothing (`validate --connect`).
-pub(crate) fn ping(spec: &RedisSinkSpec) -> Result<(), SinkError> {
-    let remote = |e: redis::RedisError| {
+impl RedisSinkSpec {
+    /// A Redis error's text, with the password masked.
+    fn error_text(&self, e: &redis::RedisError) -> String {
         let text = e.to_string();
-        let message = match &spec.password {
+        match &self.password {
             Some(p) => p.redact(&text),
             None => text,
-        };
-        SinkError::Remote { server: format!("redis {}", spec.endpoint()), message }
+        }
+    }
+}
+
+/// Connect and log in, writing nothing (`validate --connect`).
+pub(crate) fn ping(spec: &RedisSinkSpec) -> Result<(), SinkError> {
+    let remote = |e: redis::RedisError| SinkError::Remote {
+        server: format!("redis {}", spec.endpoint()),
+        message: spec.error_text(&e),
     };
     let mut con = client(spec)?.get_connection_with_timeout(CONNECT_TIMEOUT).map_err(remote)?;
     redis::cmd("PING").query::<String>(&mut con).map_err(remote)?;
@@ -80,12 +87,7 @@ impl RedisSink {
     }
 
     fn remote(&self, e: &redis::RedisError) -> SinkError {
-        let text = e.to_string();
-        let text = match &self.spec.password {
-            Some(p) => p.redact(&text),
-            None => text,
-        };
-        SinkError::Remote { server: self.endpoint.clone(), message: text }
+        SinkError::Remote { server: self.endpoint.clone(), message: self.spec.error_text(e) }
     }
 
     fn connect(&self) -> Result<redis::Connection, SinkError> {
@@ -104,16 +106,7 @@ impl RedisSink {
 
 impl Sink for RedisSink {
     fn check_schema(&self, schema: &SchemaRef) -> Result<(), SinkError> {
-        let mut needed: Vec<&String> = self.spec.key.iter().collect();
-        match &self.spec.layout {
-            Layout::Hash { fields, field_value } => {
-                needed.extend(fields);
-                needed.extend(field_value.iter().flat_map(|(f, v)| [f, v]));
-            }
-            Layout::Zset { member, score, .. } => needed.extend([member, score]),
-            Layout::String { value } => needed.extend(value),
-        }
-        for c in needed {
+        for (_, c) in self.spec.columns() {
             if schema.field_with_name(c).is_err() {
                 return Err(SinkError::Config(format!(
                     "redis sink: `{c}` is not a column of the pipeline's output (columns: {})",
@@ -211,11 +204,7 @@ struct RedisWriter {
 
 impl RedisWriter {
     fn remote(&self, e: &redis::RedisError) -> SinkError {
-        let text = e.to_string();
-        let text = match &self.sink.spec.password {
-            Some(p) => p.redact(&text),
-            None => text,
-        };
+        let text = self.sink.spec.error_text(e);
         SinkError::Remote { server: self.sink.endpoint.clone(), message: format!("{}: {text}", self.location) }
     }
 
@@ -410,9 +399,7 @@ impl RedisWriter {
             Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
                 return Err(self.remote(&e));
             }
-            Err(e) => {
-                Some(self.sink.spec.password.as_ref().map_or_else(|| e.to_string(), |p| p.redact(&e.to_string())))
-            }
+            Err(e) => Some(self.sink.spec.error_text(&e)),
         };
         if let Some(error) = failed {
             // Without its marker, the next run writes the unit again; a marker left in place
