@@ -118,3 +118,40 @@ fn vacuum_deletes_replaced_files_past_their_retention_and_dry_run_only_lists_the
     let out = run(&["lake", "vacuum", lake_arg]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("freed 0 replaced file(s)"));
 }
+
+#[test]
+fn a_changed_definition_makes_committed_files_stale_and_rerun_stale_rewrites_them_once() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("in/a.csv"), "k,v\nx,1\ny,2\n");
+    write(&dir.path().join("in/b.csv"), "k,v\nz,3\n");
+    let p = pipeline(dir.path(), "");
+    assert!(run(&["run", &p]).status.success());
+    // The pipeline changes: a derived column.
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("  - plugin: passthrough\n", "  - plugin: derive\n    config: {columns: {w: \"v * 2\"}}\n");
+    write(Path::new(&p), &text);
+    let summary_at = dir.path().join("s.json");
+    let s = summary_at.to_str().unwrap();
+    let out = run(&["run", &p, "--summary-json", s]);
+    assert!(out.status.success());
+    let sum = summary(&summary_at);
+    assert_eq!((sum["files_stale"].as_u64(), sum["files_committed"].as_u64()), (Some(2), Some(0)), "{sum}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--rerun-stale"), "the run says how to re-run them");
+
+    let out = run(&["run", &p, "--rerun-stale", "--summary-json", s]);
+    assert!(out.status.success());
+    assert_eq!(summary(&summary_at)["files_committed"], 2);
+    let lake = dir.path().join("lake");
+    let rows = query(&lake, "SELECT count(*) AS n, count(w) AS w, sum(w) AS s FROM t");
+    assert_eq!((rows[0]["n"].as_i64(), rows[0]["w"].as_i64(), rows[0]["s"].as_i64()), (Some(3), Some(3), Some(12)));
+    for f in lineage(&lake.join("t")) {
+        assert_eq!(f["lineage"]["steps"][0]["plugin"], "derive", "{f}");
+    }
+    // Nothing is stale any more, and run settings (workers) do not make files stale.
+    let text = std::fs::read_to_string(&p).unwrap().replace("workers: 1", "workers: 2");
+    write(Path::new(&p), &text);
+    assert!(run(&["run", &p, "--summary-json", s]).status.success());
+    let sum = summary(&summary_at);
+    assert_eq!((sum["files_stale"].as_u64(), sum["files_committed"].as_u64()), (Some(0), Some(0)), "{sum}");
+}
