@@ -2,6 +2,7 @@
 
 mod arrival;
 mod batch_etl;
+mod compact;
 mod config;
 mod crash;
 mod handlers;

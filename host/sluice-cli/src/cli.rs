@@ -138,8 +138,37 @@ pub enum LakeCommand {
     /// Sluice version, and the source units (locator, content hash). JSON lines with `--json`.
     Lineage(LineageArgs),
     /// Delete the replaced files whose retention (`retain_replaced`) has passed, and report what
-    /// that freed. Takes the writer lock: not while a run or `watch` writes the lake.
+    /// that freed. May run while a run or `watch` writes the lake.
     Vacuum(VacuumArgs),
+    /// Bin-pack each partition's small files into files near `--target-size`, in one atomic
+    /// ledger commit; rows keep their order within each unit. May run while `watch` writes the
+    /// lake. Replaced files are retained for readers of older snapshots (`vacuum` frees them).
+    Compact(CompactArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    /// The lake directory (or `--lake`).
+    #[arg(value_name = "LAKE", conflicts_with = "lake")]
+    pub path: Option<PathBuf>,
+    /// The lake directory.
+    #[arg(long, default_value = "lake")]
+    pub lake: PathBuf,
+    /// Only this dataset (default: all).
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// The size a compacted file aims at; files under half of it are compacted.
+    #[arg(long, default_value = "128MiB")]
+    pub target_size: String,
+    /// Compact a partition only when it has at least this many small files.
+    #[arg(long, default_value_t = 2)]
+    pub min_files: usize,
+    /// How long the replaced files stay for readers of older snapshots.
+    #[arg(long, default_value = "10m")]
+    pub retain: String,
+    /// The report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -25,6 +25,7 @@ pub use resolve::{
 };
 /// A duration as the pipeline language writes it (`15m`, `500ms`, `0s`).
 pub use units::parse_duration_or_zero as duration_or_zero;
+pub use units::parse_size as size;
 
 /// The JSON Schema of the pipeline language with the built-in kinds (see [`Kinds::json_schema`]).
 pub fn json_schema() -> serde_json::Value {

@@ -87,6 +87,41 @@ pub struct LedgerRecord {
     /// a later run with another digest reports the unit stale.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lineage: Option<String>,
+    /// Files this commit added that hold other units' rows: a compacted file rewritten without
+    /// this unit's segment (see [`Compaction`]). They are not the unit's own files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared: Vec<SharedFile>,
+}
+
+/// A run of consecutive rows in a compacted file that one unit wrote.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Segment {
+    pub unit_id: String,
+    pub rows: u64,
+}
+
+/// A file holding several units' rows, one segment each, in order (`sluice lake compact`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SharedFile {
+    pub file: String,
+    pub rows: u64,
+    pub segments: Vec<Segment>,
+}
+
+/// A compaction: `files` replace `removed` (the same rows, in the same order per unit) in one
+/// ledger line, `{"compact": ...}`. Removed files are retained like replaced ones.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Compaction {
+    pub dataset: String,
+    pub files: Vec<SharedFile>,
+    pub removed: Vec<String>,
+    pub retain_until_ms: u64,
+    pub committed_at_ms: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CompactionLine {
+    compact: Compaction,
 }
 
 /// One stateful step's record of a unit: the key ranges it fed the step, and where the tails
@@ -113,8 +148,17 @@ pub struct LiveFile {
     pub dataset: String,
     /// Rows in the file, when the ledger knows (records before `file_rows` existed do not).
     pub rows: Option<u64>,
-    /// The unit whose commit wrote the file.
+    /// The unit whose commit wrote the file (empty for a compacted file).
     pub unit_id: String,
+    /// A compacted file's units, in row order (empty for a unit's own file).
+    pub segments: Vec<Segment>,
+}
+
+impl LiveFile {
+    /// Whether the file holds rows of `unit_id`.
+    pub fn holds(&self, unit_id: &str) -> bool {
+        self.unit_id == unit_id || self.segments.iter().any(|s| s.unit_id == unit_id)
+    }
 }
 
 /// A file a commit replaced or removed, kept on disk until its deadline.
@@ -150,6 +194,8 @@ struct SnapshotFile {
     unit_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rows: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    segments: Vec<Segment>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -190,21 +236,132 @@ pub(crate) struct Ledger {
     latest_line: HashMap<(String, String), u64>,
     /// The high-water mark of each (dataset, source): the latest record's that has one.
     pub(crate) marks: HashMap<(String, String), String>,
+    /// Bytes of the file replayed so far (whole lines only), and the file's inode: another
+    /// process's appends are read from here ([`Ledger::catch_up`]); a rewritten ledger (new
+    /// inode) is replayed again.
+    offset: u64,
+    ino: u64,
+    /// `_sluice/commit.lock`, held (flock) around every append by any process: the writer's
+    /// commits, `sluice lake compact`, `sluice lake vacuum`. `None` when read-only.
+    commit_lock: Option<File>,
+    /// Live files other processes added and removed, as [`Ledger::catch_up`] found them; the
+    /// writer drains them into its stats.
+    pub(crate) foreign: Vec<(Vec<String>, Vec<String>)>,
+}
+
+/// The file every process locks around ledger appends.
+pub(crate) const COMMIT_LOCK: &str = "commit.lock";
+
+fn inode(meta: &std::fs::Metadata) -> u64 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        meta.ino()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        0
+    }
+}
+
+fn open_lock(path: &Path) -> Result<File, SinkError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| SinkError::io(path, e))
 }
 
 impl Ledger {
     pub(crate) fn open(lake: &Path) -> Result<Self, SinkError> {
         let dir = lake.join(LEDGER_DIR);
         let path = dir.join(LEDGER_FILE);
-        // A compaction that crashed before its rename left its temporary file: the ledger
-        // itself is intact.
-        let tmp = dir.join(COMPACT_TMP);
-        if tmp.exists() {
-            std::fs::remove_file(&tmp).map_err(|e| SinkError::io(&tmp, e))?;
+        let lock_path = dir.join(COMMIT_LOCK);
+        let lock = open_lock(&lock_path)?;
+        lock.lock().map_err(|e| SinkError::io(&lock_path, e))?;
+        let opened = (|| {
+            // A compaction that crashed before its rename left its temporary file: the ledger
+            // itself is intact.
+            let tmp = dir.join(COMPACT_TMP);
+            if tmp.exists() {
+                std::fs::remove_file(&tmp).map_err(|e| SinkError::io(&tmp, e))?;
+            }
+            truncate_torn_tail(&path)?;
+            let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| SinkError::io(&path, e))?;
+            Self::load(path.clone(), Some(file))
+        })();
+        let _ = lock.unlock();
+        let mut ledger = opened?;
+        ledger.commit_lock = Some(lock);
+        Ok(ledger)
+    }
+
+    /// Run `f` holding the commit lock, after reading what other processes appended (and
+    /// cutting a line a crashed process left half-written). Every append goes through here.
+    pub(crate) fn locked<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, SinkError>) -> Result<T, SinkError> {
+        let lock = self.commit_lock.take().expect("appends only to a ledger opened for writing");
+        if let Err(e) = lock.lock() {
+            self.commit_lock = Some(lock);
+            return Err(SinkError::io(&self.path, e));
         }
-        truncate_torn_tail(&path)?;
-        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| SinkError::io(&path, e))?;
-        Self::load(path, Some(file))
+        let out = self.catch_up().and_then(|_| {
+            // Under the lock nobody is writing: bytes after the last whole line are torn.
+            let len = std::fs::metadata(&self.path).map_err(|e| SinkError::io(&self.path, e))?.len();
+            if len > self.offset {
+                let f = OpenOptions::new().write(true).open(&self.path).map_err(|e| SinkError::io(&self.path, e))?;
+                f.set_len(self.offset).and_then(|_| f.sync_all()).map_err(|e| SinkError::io(&self.path, e))?;
+                tracing::warn!(ledger = %self.path.display(), "cut a torn final line (a process died mid-append)");
+            }
+            f(self)
+        });
+        let _ = lock.unlock();
+        self.commit_lock = Some(lock);
+        out
+    }
+
+    /// Replay what other processes appended since this process last read the ledger, or the
+    /// whole ledger again when it was rewritten. Returns whether anything changed. Needs no
+    /// lock: only whole lines are read, and a rewrite is a rename.
+    pub(crate) fn catch_up(&mut self) -> Result<bool, SinkError> {
+        let meta = match std::fs::metadata(&self.path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.file.is_none() => return Ok(false),
+            Err(e) => return Err(SinkError::io(&self.path, e)),
+        };
+        let before: Vec<String> = if inode(&meta) != self.ino || meta.len() > self.offset {
+            self.live.keys().cloned().collect()
+        } else {
+            return Ok(false);
+        };
+        if inode(&meta) != self.ino || meta.len() < self.offset {
+            let file = match self.file {
+                Some(_) => {
+                    Some(OpenOptions::new().append(true).open(&self.path).map_err(|e| SinkError::io(&self.path, e))?)
+                }
+                None => None,
+            };
+            let fresh = Ledger::load(self.path.clone(), file)?;
+            let (appended, lock, foreign) = (self.appended, self.commit_lock.take(), std::mem::take(&mut self.foreign));
+            *self = Ledger { appended: appended + 1, commit_lock: lock, foreign, ..fresh };
+        } else {
+            let mut f = File::open(&self.path).map_err(|e| SinkError::io(&self.path, e))?;
+            use std::io::{Seek, SeekFrom};
+            f.seek(SeekFrom::Start(self.offset)).map_err(|e| SinkError::io(&self.path, e))?;
+            let n = self.replay(BufReader::new(f))?;
+            self.appended += n;
+            if n == 0 {
+                return Ok(false);
+            }
+        }
+        let after: HashSet<&String> = self.live.keys().collect();
+        let before_set: HashSet<&String> = before.iter().collect();
+        let added: Vec<String> = after.difference(&before_set).map(|f| (*f).clone()).collect();
+        let removed: Vec<String> = before_set.difference(&after).map(|f| (*f).clone()).collect();
+        self.foreign.push((added, removed));
+        Ok(true)
     }
 
     /// Replay the ledger without taking the writer lock or changing anything (a torn final line
@@ -235,26 +392,50 @@ impl Ledger {
             next_line: 0,
             latest_line: HashMap::new(),
             marks: HashMap::new(),
+            offset: 0,
+            ino: 0,
+            commit_lock: None,
+            foreign: Vec::new(),
         };
         let f = File::open(&path).map_err(|e| SinkError::io(&path, e))?;
-        for (i, line) in BufReader::new(f).lines().enumerate() {
-            let line = line.map_err(|e| SinkError::io(&path, e))?;
-            ledger.next_line = i as u64 + 1;
+        ledger.ino = inode(&f.metadata().map_err(|e| SinkError::io(&path, e))?);
+        ledger.replay(BufReader::new(f))?;
+        Ok(ledger)
+    }
+
+    /// Apply the whole lines `reader` holds from `self.offset` on; a final line without its
+    /// newline (being written, or torn) is left for later. Returns the lines applied.
+    fn replay(&mut self, mut reader: impl BufRead) -> Result<u64, SinkError> {
+        let mut applied = 0;
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            let n = reader.read_until(b'\n', &mut buf).map_err(|e| SinkError::io(&self.path, e))?;
+            if n == 0 || buf.last() != Some(&b'\n') {
+                return Ok(applied);
+            }
+            self.offset += n as u64;
+            let i = self.next_line;
+            self.next_line += 1;
+            let line = String::from_utf8_lossy(&buf);
+            let line = line.trim_end_matches(['\n', '\r']);
             if line.trim().is_empty() {
                 continue;
             }
-            ledger.lines += 1;
+            self.lines += 1;
+            applied += 1;
             let parsed = if line.starts_with("{\"snapshot\"") {
-                serde_json::from_str::<SnapshotLine>(&line).map(|s| ledger.apply_snapshot(s.snapshot))
+                serde_json::from_str::<SnapshotLine>(line).map(|s| self.apply_snapshot(s.snapshot))
+            } else if line.starts_with("{\"compact\"") {
+                serde_json::from_str::<CompactionLine>(line).map(|c| self.apply_compaction(c.compact))
             } else {
-                serde_json::from_str::<LedgerRecord>(&line).map(|r| ledger.apply(r, i as u64))
+                serde_json::from_str::<LedgerRecord>(line).map(|r| self.apply(r, i))
             };
             if let Err(e) = parsed {
-                ledger.unreadable += 1;
-                tracing::warn!(ledger = %path.display(), line = i + 1, "ignoring unreadable ledger line: {e}");
+                self.unreadable += 1;
+                tracing::warn!(ledger = %self.path.display(), line = i + 1, "ignoring unreadable ledger line: {e}");
             }
         }
-        Ok(ledger)
     }
 
     /// The files a record removes: its explicit list, or its unit's previous files.
@@ -282,7 +463,24 @@ impl Ledger {
             self.retained.remove(f);
             self.live.insert(
                 f.clone(),
-                LiveFile { dataset: r.dataset.clone(), rows: r.file_rows.get(i).copied(), unit_id: r.unit_id.clone() },
+                LiveFile {
+                    dataset: r.dataset.clone(),
+                    rows: r.file_rows.get(i).copied(),
+                    unit_id: r.unit_id.clone(),
+                    segments: Vec::new(),
+                },
+            );
+        }
+        for sf in &r.shared {
+            self.retained.remove(&sf.file);
+            self.live.insert(
+                sf.file.clone(),
+                LiveFile {
+                    dataset: r.dataset.clone(),
+                    rows: Some(sf.rows),
+                    unit_id: String::new(),
+                    segments: sf.segments.clone(),
+                },
             );
         }
         if let Some(schema) = &r.schema {
@@ -321,11 +519,41 @@ impl Ledger {
         }
     }
 
+    fn apply_compaction(&mut self, c: Compaction) {
+        for f in &c.removed {
+            if let Some(live) = self.live.remove(f) {
+                self.retained.insert(
+                    f.clone(),
+                    RetainedFile {
+                        dataset: live.dataset,
+                        removed_at_ms: c.committed_at_ms,
+                        retain_until_ms: c.retain_until_ms,
+                    },
+                );
+            }
+        }
+        for sf in c.files {
+            self.retained.remove(&sf.file);
+            self.live.insert(
+                sf.file,
+                LiveFile {
+                    dataset: c.dataset.clone(),
+                    rows: Some(sf.rows),
+                    unit_id: String::new(),
+                    segments: sf.segments,
+                },
+            );
+        }
+    }
+
     fn apply_snapshot(&mut self, s: Snapshot) {
         self.schemas.extend(s.schemas);
         for f in s.live {
             self.retained.remove(&f.file);
-            self.live.insert(f.file, LiveFile { dataset: f.dataset, rows: f.rows, unit_id: f.unit_id });
+            self.live.insert(
+                f.file,
+                LiveFile { dataset: f.dataset, rows: f.rows, unit_id: f.unit_id, segments: f.segments },
+            );
         }
         for r in s.retained {
             if !self.live.contains_key(&r.file) {
@@ -334,15 +562,41 @@ impl Ledger {
         }
     }
 
-    /// Durably append a record, then apply it.
+    /// Durably append a record, then apply it (under the commit lock).
     pub(crate) fn append(&mut self, record: LedgerRecord) -> Result<(), SinkError> {
-        let mut line = serde_json::to_string(&record)
+        self.append_checked(record, |_, _| Ok(()))
+    }
+
+    /// Append a record after `check` saw the ledger as of now (other processes' appends
+    /// included) and adjusted the record, all under the commit lock.
+    pub(crate) fn append_checked(
+        &mut self,
+        mut record: LedgerRecord,
+        check: impl FnOnce(&Ledger, &mut LedgerRecord) -> Result<(), SinkError>,
+    ) -> Result<(), SinkError> {
+        self.locked(|l| {
+            check(l, &mut record)?;
+            l.write_line(&record)?;
+            l.apply(record, l.next_line - 1);
+            Ok(())
+        })
+    }
+
+    /// Append a compaction; the caller holds the commit lock ([`Ledger::locked`]).
+    pub(crate) fn append_compaction(&mut self, c: Compaction) -> Result<(), SinkError> {
+        self.write_line(&CompactionLine { compact: c.clone() })?;
+        self.apply_compaction(c);
+        Ok(())
+    }
+
+    fn write_line(&mut self, value: &impl Serialize) -> Result<(), SinkError> {
+        let mut line = serde_json::to_string(value)
             .map_err(|e| SinkError::Ledger { path: self.path.display().to_string(), message: e.to_string() })?;
         line.push('\n');
         let file = self.file.as_mut().expect("appends only to a ledger opened for writing");
         file.write_all(line.as_bytes()).map_err(|e| SinkError::io(&self.path, e))?;
         file.sync_data().map_err(|e| SinkError::io(&self.path, e))?;
-        self.apply(record, self.next_line);
+        self.offset += line.len() as u64;
         self.next_line += 1;
         self.lines += 1;
         self.appended += 1;
@@ -395,7 +649,7 @@ impl Ledger {
                 "not compacting the ledger: it has lines this version cannot read, which a rewrite would lose");
             return Ok(false);
         }
-        self.compact(lake, None)?;
+        self.locked(|l| l.compact(lake, None))?;
         Ok(true)
     }
 
@@ -432,8 +686,8 @@ impl Ledger {
         }
         File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| SinkError::io(&dir, e))?;
         let file = OpenOptions::new().append(true).open(&self.path).map_err(|e| SinkError::io(&self.path, e))?;
-        let appended = self.appended;
-        *self = Ledger { path: self.path.clone(), file: Some(file), appended, ..replayed };
+        let (appended, lock) = (self.appended, self.commit_lock.take());
+        *self = Ledger { path: self.path.clone(), file: Some(file), appended, commit_lock: lock, ..replayed };
         tracing::info!(ledger = %self.path.display(), before, after = self.lines, "compacted the ledger");
         Ok(())
     }
@@ -458,6 +712,7 @@ impl Ledger {
                     dataset: l.dataset.clone(),
                     unit_id: l.unit_id.clone(),
                     rows: l.rows,
+                    segments: l.segments.clone(),
                 })
                 .collect(),
             // Files already deleted need no record.
@@ -493,7 +748,7 @@ impl Ledger {
                 obj.remove("file_rows");
             }
             obj.insert("removed".into(), serde_json::json!([]));
-            for gone in ["schema", "retain_until_ms", "deleted"] {
+            for gone in ["schema", "retain_until_ms", "deleted", "shared"] {
                 obj.remove(gone);
             }
             out.push_str(&serde_json::to_string(&value).map_err(|e| ledger_err(e.to_string()))?);
@@ -572,6 +827,7 @@ mod tests {
             deleted: false,
             high_water: None,
             lineage: None,
+            shared: Vec::new(),
         }
     }
 
@@ -734,5 +990,74 @@ mod tests {
             let lines = std::fs::read_to_string(root.join(LEDGER_DIR).join(LEDGER_FILE)).unwrap().lines().count();
             assert_eq!(lines, if step < 3 { 34 } else { 3 }, "step {step}");
         }
+    }
+
+    fn compaction(files: &[(&str, &[(&str, u64)])], removed: &[&str]) -> Compaction {
+        Compaction {
+            dataset: "ds".into(),
+            files: files
+                .iter()
+                .map(|(f, segs)| SharedFile {
+                    file: f.to_string(),
+                    rows: segs.iter().map(|s| s.1).sum(),
+                    segments: segs.iter().map(|(u, r)| Segment { unit_id: u.to_string(), rows: *r }).collect(),
+                })
+                .collect(),
+            removed: removed.iter().map(|s| s.to_string()).collect(),
+            retain_until_ms: u64::MAX,
+            committed_at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn another_process_appends_are_caught_up_and_a_torn_tail_is_cut_under_the_lock() {
+        let tmp = lake();
+        let root = tmp.path();
+        let mut writer = Ledger::open(root).unwrap();
+        writer.append(rec("a", &["ds/p=1/a1"], Some(&[]))).unwrap();
+        writer.append(rec("b", &["ds/p=1/b1"], Some(&[]))).unwrap();
+        // A compactor (another process: its own handle) packs both files.
+        let mut compactor = Ledger::open(root).unwrap();
+        compactor
+            .locked(|l| {
+                l.append_compaction(compaction(&[("ds/p=1/c1", &[("a", 1), ("b", 1)])], &["ds/p=1/a1", "ds/p=1/b1"]))
+            })
+            .unwrap();
+        assert!(writer.catch_up().unwrap());
+        assert_eq!(writer.live.keys().collect::<Vec<_>>(), ["ds/p=1/c1"]);
+        assert!(writer.live["ds/p=1/c1"].holds("b"));
+        let (added, removed) = writer.foreign.pop().unwrap();
+        assert_eq!((added, removed.len()), (vec!["ds/p=1/c1".to_string()], 2));
+        assert!(!writer.catch_up().unwrap(), "nothing new");
+        // A half-written line (a process killed mid-append) is cut before the next append.
+        let path = root.join(LEDGER_DIR).join(LEDGER_FILE);
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"unit_id\":\"x").unwrap();
+        writer.append(rec("d", &["ds/p=2/d1"], Some(&[]))).unwrap();
+        let replayed = Ledger::read_only(root).unwrap();
+        assert_eq!(replayed.unreadable, 0);
+        assert_eq!(replayed.live, writer.live);
+        // The compactor, in turn, sees the writer's append.
+        assert!(compactor.catch_up().unwrap());
+        assert!(compactor.live.contains_key("ds/p=2/d1"));
+    }
+
+    #[test]
+    fn compacted_files_and_their_segments_survive_a_ledger_rewrite() {
+        let tmp = lake();
+        let root = tmp.path();
+        let mut l = busy_ledger(root);
+        l.locked(|l| l.append_compaction(compaction(&[("ds/p=9/c1", &[("a", 3), ("b", 4)])], &["ds/p=2/a2"]))).unwrap();
+        // A unit rewritten after compaction: the shared file without its segment.
+        let mut b = rec("b", &["ds/p=3/b30"], Some(&["ds/p=3/b29", "ds/p=9/c1"]));
+        b.shared = compaction(&[("ds/p=9/c2", &[("a", 3)])], &[]).files;
+        l.append(b).unwrap();
+        let (live, retained) = (l.live.clone(), l.retained.clone());
+        assert_eq!(live["ds/p=9/c2"].segments, [Segment { unit_id: "a".into(), rows: 3 }]);
+        assert!(!live.contains_key("ds/p=9/c1") && retained.contains_key("ds/p=9/c1"));
+        l.locked(|l| l.compact(root, None)).unwrap();
+        let again = Ledger::open(root).unwrap();
+        assert_eq!(again.live, live);
+        let text = std::fs::read_to_string(root.join(LEDGER_DIR).join(LEDGER_FILE)).unwrap();
+        assert!(!text.contains("\"shared\""), "a rewrite keeps shared files in the snapshot only: {text}");
     }
 }

@@ -7,6 +7,7 @@
 //! ledger is the source of truth: on open, in-progress files and data files no ledger record
 //! names (the orphans of a crash between rename and ledger append) are swept.
 
+pub mod compact;
 mod connector;
 mod dictionary;
 mod failures;
@@ -24,11 +25,12 @@ mod state;
 mod stats;
 mod writer;
 
+pub use compact::{CompactOptions, CompactReport};
 pub use connector::LakeConnector;
 pub use files::{same_file, stored, stored_root, visible};
-pub use ledger::{LEDGER_DIR, LedgerRecord, LiveFile, RetainedFile};
+pub use ledger::{LEDGER_DIR, LedgerRecord, LiveFile, RetainedFile, Segment, SharedFile};
 pub use partition::escape_partition_value;
 pub use read::ParquetBatches;
 pub use schema::{Column, widens};
-pub use state::{DatasetState, LakeState, UnitRecord};
+pub use state::{DatasetState, LakeState, UnitRecord, read_snapshot};
 pub use writer::{Lake, REJECTS_DIR, VacuumReport};

@@ -131,3 +131,25 @@ impl LakeState {
         self.root.join(LEDGER_DIR)
     }
 }
+
+/// What a catalog publishes for the lake at `root` as its ledger says now, read without the
+/// writer lock (after `sluice lake compact`, which does not hold it).
+pub fn read_snapshot(root: &Path) -> Result<sluice_core::catalog::LakeSnapshot, SinkError> {
+    let root = root.canonicalize().map_err(|e| SinkError::io(root, e))?;
+    let ledger = Ledger::read_only(&root)?;
+    let mut by_dataset: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for (f, live) in &ledger.live {
+        let name = if f.starts_with(REJECTS_DIR) { REJECTS_DIR } else { live.dataset.as_str() };
+        by_dataset.entry(name.to_string()).or_default().push(crate::files::stored(&root, f));
+    }
+    let mut prints = crate::prints::SchemaPrints::default();
+    let datasets = by_dataset
+        .into_iter()
+        .map(|(name, mut files)| {
+            files.sort();
+            let one_schema = prints.one_schema(&files);
+            sluice_core::catalog::DatasetSnapshot { name, partition_by: Vec::new(), files, one_schema }
+        })
+        .collect();
+    Ok(sluice_core::catalog::LakeSnapshot { root, datasets })
+}

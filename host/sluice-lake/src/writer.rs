@@ -155,7 +155,16 @@ impl Lake {
 
     /// Commits this process appended so far (a cheap change counter for catalog publishing).
     pub fn commits(&self) -> u64 {
+        self.inner.absorb_foreign();
         self.inner.ledger.lock().expect("ledger lock").appended
+    }
+
+    /// Compact the lake's small files now (see [`crate::compact`]), as `sluice lake compact`
+    /// would from another process; then take the result in.
+    pub fn compact(&self, opts: &crate::compact::CompactOptions) -> Result<crate::compact::CompactReport, SinkError> {
+        let report = crate::compact::compact(&self.inner.root, opts)?;
+        self.inner.absorb_foreign();
+        Ok(report)
     }
 
     /// Bring the files in line with the ledger after any earlier crash: remove in-progress files
@@ -185,10 +194,16 @@ impl Lake {
         let named: HashSet<String> = live.iter().chain(&retained).cloned().collect();
         let visible: HashMap<&str, &String> = live.iter().map(|f| (f.as_str(), f)).collect();
         let mut swept = 0usize;
+        // A compactor at work writes files the ledger names only at its commit.
+        let compacting = crate::compact::compacting(root);
         // Stored files: in-progress ones and those no record names go.
         for top in &tops {
             let dir = stored_root.join(top);
             for (path, rel) in crate::files::files_in(&dir, &stored_root)? {
+                let name = rel.rsplit('/').next().unwrap_or_default();
+                if compacting && crate::compact::is_compacted_name(name) {
+                    continue;
+                }
                 if rel.ends_with(INPROGRESS) || (rel.ends_with(".parquet") && !named.contains(&rel)) {
                     std::fs::remove_file(&path).map_err(|e| SinkError::io(&path, e))?;
                     swept += 1;
@@ -927,8 +942,10 @@ impl UnitWriter for LakeUnitWriter {
             state: state_records,
             high_water,
             lineage: run_lineage.as_deref().map(sluice_core::lineage::Lineage::digest),
+            shared: Vec::new(),
         };
         let new_tails: Vec<String> = record.state.iter().filter_map(|s| s.tails.clone()).collect();
+        let mut extra = (Vec::new(), Vec::new());
         let schema_changed = {
             let mut ledger = lake.ledger.lock().expect("ledger lock");
             let current = ledger.schemas.get(&dataset).cloned().unwrap_or_default();
@@ -951,9 +968,14 @@ impl UnitWriter for LakeUnitWriter {
             };
             let changed = (next != current).then_some(next);
             record.schema = changed.clone();
-            ledger.append(record)?;
+            ledger.append_checked(record, |l, rec| lake.fix_removals(l, rec, by_partition, &mut extra))?;
             changed
         };
+        let (extra_added, extra_removed) = extra;
+        let own_files = files.len();
+        let mut files = files;
+        files.extend(extra_added);
+        removed.extend(extra_removed);
         if let Some(schema) = schema_changed {
             lake.write_schema_mirror(&schema);
         }
@@ -965,7 +987,7 @@ impl UnitWriter for LakeUnitWriter {
         syncs += lake.show(&files, &removed);
         // The ledger append's fdatasync.
         report.syncs = syncs + 1;
-        report.files = files.iter().map(|f| crate::files::visible(&lake.root, f)).collect();
+        report.files = files.iter().take(own_files).map(|f| crate::files::visible(&lake.root, f)).collect();
         {
             let mut prints = lake.prints.lock().expect("prints lock");
             for s in &staged {
@@ -1139,7 +1161,7 @@ impl LakeInner {
     fn delete_unit(&self, r: &LedgerRecord) -> Result<(), SinkError> {
         let _serial =
             (self.spec.mode != WriteMode::Append).then(|| self.partition_commits.lock().expect("commit lock"));
-        let removed = {
+        let (removed, added) = {
             let mut ledger = self.ledger.lock().expect("ledger lock");
             let removed: Vec<String> = ledger
                 .live
@@ -1148,7 +1170,7 @@ impl LakeInner {
                 .map(|(f, _)| f.clone())
                 .collect();
             let committed_at_ms = now_ms();
-            ledger.append(LedgerRecord {
+            let record = LedgerRecord {
                 unit_id: r.unit_id.clone(),
                 dataset: r.dataset.clone(),
                 unit: r.unit.clone(),
@@ -1167,13 +1189,82 @@ impl LakeInner {
                 state: Vec::new(),
                 high_water: None,
                 lineage: None,
-            })?;
-            removed
+                shared: Vec::new(),
+            };
+            let mut extra = (Vec::new(), Vec::new());
+            ledger.append_checked(record, |l, rec| self.fix_removals(l, rec, false, &mut extra))?;
+            let mut removed = removed;
+            removed.extend(extra.1);
+            (removed, extra.0)
         };
         tracing::info!(file = %r.unit.display_name(), "source file deleted: removed its rows");
-        self.show(&[], &removed);
-        self.after_commit(&[], &removed);
+        self.show(&added, &removed);
+        self.after_commit(&added, &removed);
         Ok(())
+    }
+
+    /// Under the commit lock, with the ledger as of now (another process's compaction
+    /// included): complete what a record replaces. `by_partition`: every live file of the
+    /// partitions it rewrites. Otherwise: compacted files holding the unit's rows are rewritten
+    /// without them (their other units' rows stay). `extra` collects (added, removed) files.
+    fn fix_removals(
+        &self,
+        l: &Ledger,
+        rec: &mut LedgerRecord,
+        by_partition: bool,
+        extra: &mut (Vec<String>, Vec<String>),
+    ) -> Result<(), SinkError> {
+        let mut removed = rec.removed.take().unwrap_or_default();
+        if by_partition {
+            let dirs: HashSet<String> = rec
+                .files
+                .iter()
+                .filter(|f| !f.starts_with(REJECTS_DIR))
+                .filter_map(|f| f.rsplit_once('/').map(|(d, _)| d.to_string()))
+                .collect();
+            for dir in dirs {
+                for f in l.live_in_dir(&dir) {
+                    if !rec.files.contains(&f) && !removed.contains(&f) {
+                        extra.1.push(f.clone());
+                        removed.push(f);
+                    }
+                }
+            }
+        } else {
+            let holding: Vec<(String, crate::ledger::LiveFile)> = l
+                .live
+                .iter()
+                .filter(|(_, lf)| lf.dataset == rec.dataset && lf.segments.iter().any(|s| s.unit_id == rec.unit_id))
+                .map(|(f, lf)| (f.clone(), lf.clone()))
+                .collect();
+            for (f, lf) in holding {
+                if let Some(shared) = crate::compact::rewrite_without(&self.root, &f, &lf, &rec.unit_id, &self.props)? {
+                    extra.0.push(shared.file.clone());
+                    rec.shared.push(shared);
+                }
+                extra.1.push(f.clone());
+                removed.push(f);
+            }
+        }
+        if !removed.is_empty() && rec.retain_until_ms.is_none() {
+            rec.retain_until_ms = Some(rec.committed_at_ms + self.retention_ms());
+        }
+        rec.removed = Some(removed);
+        Ok(())
+    }
+
+    /// Take in what other processes appended to the ledger (a compaction): the stats follow.
+    fn absorb_foreign(&self) {
+        let foreign = {
+            let mut ledger = self.ledger.lock().expect("ledger lock");
+            if let Err(e) = ledger.catch_up() {
+                tracing::warn!(lake = %self.root.display(), "cannot read the ledger's new lines: {e}");
+            }
+            std::mem::take(&mut ledger.foreign)
+        };
+        for (added, removed) in foreign {
+            self.after_commit(&added, &removed);
+        }
     }
 
     /// The dataset's schema as committed so far (empty before the first commit).
@@ -1206,44 +1297,47 @@ pub struct VacuumReport {
 
 impl Lake {
     /// Delete every dataset's replaced files whose retention has passed (`retain_replaced`
-    /// after the commit that replaced them), or only list them (`dry_run`). Takes the writer
-    /// lock, so it never races a run; a file already deleted (by a run's own purge) is skipped.
+    /// after the commit that replaced them), or only list them (`dry_run`). Holds the commit
+    /// lock, not the writer lock, so it may run beside `sluice watch`; a file already deleted
+    /// (by a writer's own purge) is skipped.
     pub fn vacuum(root: &Path, dry_run: bool) -> Result<VacuumReport, SinkError> {
         let root = root.canonicalize().map_err(|e| SinkError::io(root, e))?;
         if !root.join(LEDGER_DIR).is_dir() {
             return Err(SinkError::Config(format!("{} is not a lake (no {LEDGER_DIR} directory)", root.display())));
         }
-        let _lock = acquire_lock(&root.join(LEDGER_DIR).join("writer.lock"))?;
         let mut ledger = Ledger::open(&root)?;
-        let now = now_ms();
-        let datasets: std::collections::BTreeSet<String> =
-            ledger.retained.values().map(|r| r.dataset.clone()).collect();
         let mut report = VacuumReport::default();
-        for dataset in datasets {
-            let expired: Vec<String> = if dry_run {
-                ledger
-                    .retained
-                    .iter()
-                    .filter(|(_, r)| r.dataset == dataset && r.retain_until_ms <= now)
-                    .map(|(f, _)| f.clone())
-                    .collect()
-            } else {
-                ledger.take_expired(&dataset, now, u64::MAX)
-            };
-            for f in expired {
-                let p = crate::files::stored(&root, &f);
-                let Ok(meta) = std::fs::metadata(&p) else { continue };
-                if !dry_run {
-                    match std::fs::remove_file(&p) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                        Err(e) => return Err(SinkError::io(&p, e)),
+        ledger.locked(|ledger| {
+            let now = now_ms();
+            let datasets: std::collections::BTreeSet<String> =
+                ledger.retained.values().map(|r| r.dataset.clone()).collect();
+            for dataset in datasets {
+                let expired: Vec<String> = if dry_run {
+                    ledger
+                        .retained
+                        .iter()
+                        .filter(|(_, r)| r.dataset == dataset && r.retain_until_ms <= now)
+                        .map(|(f, _)| f.clone())
+                        .collect()
+                } else {
+                    ledger.take_expired(&dataset, now, u64::MAX)
+                };
+                for f in expired {
+                    let p = crate::files::stored(&root, &f);
+                    let Ok(meta) = std::fs::metadata(&p) else { continue };
+                    if !dry_run {
+                        match std::fs::remove_file(&p) {
+                            Ok(()) => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                            Err(e) => return Err(SinkError::io(&p, e)),
+                        }
                     }
+                    report.bytes += meta.len();
+                    report.files.push((f, meta.len()));
                 }
-                report.bytes += meta.len();
-                report.files.push((f, meta.len()));
             }
-        }
+            Ok(())
+        })?;
         report.files.sort();
         Ok(report)
     }

@@ -18,7 +18,52 @@ pub fn lake(cmd: LakeCommand) -> Result<u8, Exit> {
         LakeCommand::Compare(a) => compare_cmd(&a),
         LakeCommand::Lineage(a) => lineage(&a),
         LakeCommand::Vacuum(a) => vacuum(&a),
+        LakeCommand::Compact(a) => compact(&a),
     }
+}
+
+/// `sluice lake compact`: bin-pack small files, report before and after.
+fn compact(args: &crate::cli::CompactArgs) -> Result<u8, Exit> {
+    let lake = args.path.as_ref().unwrap_or(&args.lake);
+    let target_size =
+        sluice_config::size(&args.target_size).map_err(|e| Exit::config(anyhow::anyhow!("--target-size: {e}")))?;
+    if target_size == 0 {
+        return Err(Exit::config(anyhow::anyhow!("--target-size must be more than 0")));
+    }
+    let retain =
+        sluice_config::duration_or_zero(&args.retain).map_err(|e| Exit::config(anyhow::anyhow!("--retain: {e}")))?;
+    let opts =
+        sluice_lake::CompactOptions { dataset: args.dataset.clone(), target_size, min_files: args.min_files, retain };
+    let report = sluice_lake::compact::compact(lake, &opts).map_err(|e| match e {
+        e @ (sluice_core::error::SinkError::Config(_) | sluice_core::error::SinkError::Io { .. }) => Exit::config(e),
+        e => Exit::data(e),
+    })?;
+    // Catalog readers see the compacted files from now on (a running `watch` republishes too).
+    if report.files_out > 0 {
+        use sluice_core::catalog::Catalog as _;
+        let snapshot = sluice_lake::read_snapshot(lake).map_err(Exit::data)?;
+        DuckCatalog::for_lake(&snapshot.root).publish(&snapshot).map_err(Exit::data)?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        let mb = |b: u64| b as f64 / 1e6;
+        println!(
+            "compacted {} file(s) ({:.1} MB) into {} ({:.1} MB) in {} partition(s), {} rows; live files {} -> {}",
+            report.files_in,
+            mb(report.bytes_in),
+            report.files_out,
+            mb(report.bytes_out),
+            report.partitions,
+            report.rows,
+            report.live_before,
+            report.live_after
+        );
+        if report.conflicts > 0 {
+            println!("{} bin(s) skipped: a writer replaced one of their files meanwhile", report.conflicts);
+        }
+    }
+    Ok(0)
 }
 
 /// `sluice lake compare`: per group, the lake's rows and sums against the other table's.
