@@ -617,3 +617,29 @@ fn lake_compact_runs_while_watch_ingests_and_rewrites() {
     let live = files_under(&lake.join("t")).iter().filter(|f| f.ends_with(".parquet")).count();
     assert!(live < written / 4, "{live} live files for {written} sources after compaction");
 }
+
+#[test]
+fn watch_compacts_on_its_own_with_compact_in_the_sink() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let yaml = pipeline(root, "");
+    let text = std::fs::read_to_string(&yaml).unwrap().replace(
+        "sink: {lake: lake, dataset: t}",
+        "sink: {lake: lake, dataset: t, compact: {min_files: 10, target_size: 1MiB}}",
+    );
+    write(&yaml, &text);
+    let lake = root.join("lake");
+    let w = Watch::start(&yaml, &[]);
+    let live = || files_under(&lake.join("t")).iter().filter(|f| f.ends_with(".parquet")).count();
+    for burst in 0..3 {
+        for k in burst * 30..(burst + 1) * 30 {
+            write(&root.join(format!("in/x{k:04}.csv")), &rows_of(k, 10));
+        }
+        wait_for_totals(&w, &lake, expected((burst + 1) * 30, 10));
+    }
+    wait_until("the watch to compact", &w, || (live() < 10).then_some(()));
+    assert!(w.log().contains("compacted"), "{}", tail(&w.log(), 20));
+    stop_cleanly(w, &lake);
+    assert_eq!(totals(&lake), expected(90, 10));
+    assert_eq!(unit_records(&lake).len(), 90);
+}

@@ -341,6 +341,20 @@ pub struct RawSink {
     /// one `syncfs` for all of them; `files` off Linux) or `files` (fsync each file and
     /// directory).
     pub sync: Option<RawSyncMode>,
+    /// Let `sluice watch` compact small files on its own, e.g. `{min_files: 50, target_size:
+    /// 128MiB}`: after a pass that committed, a partition with at least `min_files` files under
+    /// half the target size is bin-packed (as `sluice lake compact` does).
+    pub compact: Option<RawCompact>,
+}
+
+/// `sink.compact`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCompact {
+    /// Small files a partition must hold before it is compacted (at least 2). Default 20.
+    pub min_files: Option<usize>,
+    /// The size a compacted file aims at, e.g. `128MiB` (the default).
+    pub target_size: Option<String>,
 }
 
 /// How a commit makes its files durable.

@@ -1035,7 +1035,31 @@ impl Resolver<'_> {
                 Some("use `mode: append` or `replace_partition`, or keep the rows of deleted files".into()),
             );
         }
+        let compact = raw.compact.as_ref().map(|c| {
+            let min_files = c.min_files.unwrap_or(20);
+            if min_files < 2 {
+                self.error(&["sink", "compact", "min_files"], "sink.compact.min_files must be at least 2", None);
+            }
+            let target_size = match c.target_size.as_deref().map(crate::units::parse_size) {
+                None => 128 * 1024 * 1024,
+                Some(Ok(n)) if n > 0 => n,
+                Some(Ok(_)) => {
+                    self.error(
+                        &["sink", "compact", "target_size"],
+                        "sink.compact.target_size must be more than 0",
+                        None,
+                    );
+                    1
+                }
+                Some(Err(e)) => {
+                    self.error(&["sink", "compact", "target_size"], format!("sink.compact.target_size: {e}"), None);
+                    1
+                }
+            };
+            sluice_core::spec::CompactSpec { min_files: min_files.max(2), target_size }
+        });
         LakeSpec {
+            compact,
             lake: self.path(&["sink", "lake"], &raw.lake),
             dataset: raw.dataset.clone(),
             partition_by: raw.partition_by.clone(),

@@ -132,6 +132,12 @@ pub trait Sink: Send + Sync {
     fn rejects_location(&self) -> Option<String> {
         None
     }
+    /// Housekeeping `sluice watch` runs between passes that committed (a lake compacts its
+    /// small files when `compact:` asks for it). Returns what it did, for the log; `None`:
+    /// nothing to do.
+    fn maintain(&self) -> Result<Option<String>, SinkError> {
+        Ok(None)
+    }
     /// What makes this run's output (pipeline, plugins, Sluice version), told once before the
     /// first unit: sinks that write files record it in each, with the file's units. Sinks
     /// without a place for it ignore it.

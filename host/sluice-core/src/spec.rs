@@ -559,6 +559,17 @@ pub struct LakeSpec {
     pub on_source_deleted: OnSourceDeleted,
     /// How a commit makes the unit's files durable before its ledger record.
     pub sync: SyncMode,
+    /// `sluice watch` compacts the dataset's small files on its own (see `sluice lake compact`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compact: Option<CompactSpec>,
+}
+
+/// When `sluice watch` compacts a lake dataset: after a pass that committed, once a partition
+/// holds `min_files` files smaller than half of `target_size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CompactSpec {
+    pub min_files: usize,
+    pub target_size: u64,
 }
 
 /// How a lake makes a unit's files durable before its ledger record says they are committed.

@@ -126,6 +126,7 @@ fn job(units: Vec<&'static str>, on_error: OnError, sink: Arc<FakeSink>) -> Arc<
         steps: Vec::new(),
         sink: SinkSpec {
             config: std::sync::Arc::new(sluice_core::spec::LakeSpec {
+                compact: None,
                 lake: "/lake".into(),
                 dataset: "d".into(),
                 partition_by: Vec::new(),

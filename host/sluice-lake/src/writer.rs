@@ -367,6 +367,46 @@ impl Sink for Lake {
         Ok(deleted)
     }
 
+    /// `compact:`: once a partition holds `min_files` small files, compact the dataset.
+    fn maintain(&self) -> Result<Option<String>, SinkError> {
+        let Some(c) = self.inner.spec.compact else { return Ok(None) };
+        let dataset = &self.inner.spec.dataset;
+        let by_dir: HashMap<String, Vec<String>> = {
+            let ledger = self.inner.ledger.lock().expect("ledger lock");
+            let prefix = format!("{dataset}/");
+            let mut by_dir: HashMap<String, Vec<String>> = HashMap::new();
+            for f in ledger.live.keys().filter(|f| f.starts_with(&prefix)) {
+                let dir = f.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default();
+                by_dir.entry(dir).or_default().push(f.clone());
+            }
+            by_dir
+        };
+        let small = |f: &String| {
+            std::fs::metadata(crate::files::stored(&self.inner.root, f)).is_ok_and(|m| m.len() < c.target_size / 2)
+        };
+        let due = by_dir
+            .values()
+            .any(|files| files.len() >= c.min_files && files.iter().filter(|f| small(f)).count() >= c.min_files);
+        if !due {
+            return Ok(None);
+        }
+        let opts = crate::compact::CompactOptions {
+            dataset: Some(dataset.clone()),
+            target_size: c.target_size,
+            min_files: c.min_files,
+            retain: self.inner.spec.retain_replaced,
+        };
+        match self.compact(&opts) {
+            Ok(r) => Ok(Some(format!(
+                "compacted {} file(s) into {} in {} partition(s); {} live file(s) now",
+                r.files_in, r.files_out, r.partitions, r.live_after
+            ))),
+            // Another compactor is at it: its result arrives through the ledger.
+            Err(SinkError::Locked { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn rejects_location(&self) -> Option<String> {
         let root = self.inner.root.display();
         Some(format!(

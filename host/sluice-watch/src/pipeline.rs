@@ -254,6 +254,19 @@ async fn watch_loop(
                 if let Some(message) = summary.fatal {
                     return Err(WatchError::Fatal { pipeline: name, message });
                 }
+                // Housekeeping (compaction) after a pass that committed; its commit is short
+                // and concurrent writers are safe, but it runs between passes to stay simple.
+                if summary.files_committed > 0 {
+                    let j = job.clone();
+                    match tokio::task::spawn_blocking(move || j.sink.maintain()).await {
+                        Ok(Ok(Some(did))) => tracing::info!(pipeline = %name, "{did}"),
+                        Ok(Ok(None)) => {}
+                        Ok(Err(e)) => {
+                            tracing::warn!(pipeline = %name, "housekeeping failed (the next pass retries): {e}")
+                        }
+                        Err(e) => return Err(WatchError::Internal(format!("housekeeping panicked: {e}"))),
+                    }
+                }
             }
             // A directory that vanished or cannot be read: try again shortly.
             Err(RunError::Source(e)) => {
