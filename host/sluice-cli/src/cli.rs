@@ -144,6 +144,10 @@ pub enum LakeCommand {
     /// ledger commit; rows keep their order within each unit. May run while `watch` writes the
     /// lake. Replaced files are retained for readers of older snapshots (`vacuum` frees them).
     Compact(CompactArgs),
+    /// Publish the catalog again from the ledger (the views over the live files), and say how
+    /// long it took. A run or `watch` publishes on its own; this is for a lake changed while
+    /// none was running, and for timing.
+    Publish(LakeArgs),
 }
 
 #[derive(Debug, Args)]

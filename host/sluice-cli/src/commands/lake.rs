@@ -19,7 +19,24 @@ pub fn lake(cmd: LakeCommand) -> Result<u8, Exit> {
         LakeCommand::Lineage(a) => lineage(&a),
         LakeCommand::Vacuum(a) => vacuum(&a),
         LakeCommand::Compact(a) => compact(&a),
+        LakeCommand::Publish(a) => publish(&a),
     }
+}
+
+/// `sluice lake publish`: the catalog, again, from the ledger.
+fn publish(args: &LakeArgs) -> Result<u8, Exit> {
+    use sluice_core::catalog::Catalog as _;
+    let lake = args.path.as_ref().unwrap_or(&args.lake);
+    let started = std::time::Instant::now();
+    let snapshot = sluice_lake::read_snapshot(lake).map_err(Exit::config)?;
+    let files: usize = snapshot.datasets.iter().map(|d| d.files.len()).sum();
+    DuckCatalog::for_lake(&snapshot.root).publish(&snapshot).map_err(Exit::data)?;
+    println!(
+        "published {} view(s) over {files} file(s) in {} ms",
+        snapshot.datasets.len(),
+        started.elapsed().as_millis()
+    );
+    Ok(0)
 }
 
 /// `sluice lake compact`: bin-pack small files, report before and after.
