@@ -144,3 +144,43 @@ fn compacted_files_are_retained_until_vacuum_and_a_rerun_skips_every_unit() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no dataset `nope` (it has: t)"));
 }
+
+#[test]
+fn a_compaction_killed_before_or_after_its_ledger_line_leaves_a_consistent_lake() {
+    for point in ["compact-after-write", "compact-after-ledger"] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for k in 0..8 {
+            let g = if k % 2 == 0 { "a" } else { "b" };
+            write(&root.join(format!("in/{g}-{k:02}.csv")), &rows(k * 50, 50));
+        }
+        let p = pipeline(root, "");
+        assert!(run(&["run", &p]).status.success());
+        let lake = root.join("lake");
+        let before = totals(&lake);
+        let out = sluice()
+            .args(["lake", "compact", lake.to_str().unwrap()])
+            .env("SLUICE_TEST_FAULT", point)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(99), "{point}: {}", String::from_utf8_lossy(&out.stderr));
+        // The next writer repairs what the crash left: orphans swept (before the ledger line)
+        // or the hive layout relinked (after it); the next compaction finishes the job.
+        write(&root.join("in/a-99.csv"), &rows(100_000, 3));
+        assert!(run(&["run", &p]).status.success(), "{point}");
+        verify(&lake);
+        let (n, d, s) = totals(&lake);
+        assert_eq!((n, d), (before.0 + 3, before.1 + 3), "{point}");
+        assert!((s - before.2 - (100_000..100_003).map(|i| i as f64 / 4.0).sum::<f64>()).abs() < 1e-6);
+        let stored: Vec<String> =
+            files_under(&lake.join("_sluice/files/t")).into_iter().filter(|f| f.contains("compact-")).collect();
+        match point {
+            "compact-after-write" => assert!(stored.is_empty(), "orphans of the crashed compaction: {stored:?}"),
+            _ => assert_eq!(stored.len(), 2, "the committed compaction's files: {stored:?}"),
+        }
+        compact(&lake, &[]);
+        verify(&lake);
+        assert_eq!(visible(&lake).len(), 2, "{point}: one file per partition");
+        assert_eq!(totals(&lake).0, before.0 + 3);
+    }
+}

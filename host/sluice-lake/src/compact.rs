@@ -166,6 +166,7 @@ pub fn compact(root: &Path, opts: &CompactOptions) -> Result<CompactReport, Sink
         }
     }
 
+    fault_point("compact-after-write");
     // Commit, under the commit lock.
     let retain_ms = opts.retain.as_millis() as u64;
     ledger.locked(|l| {
@@ -200,6 +201,7 @@ pub fn compact(root: &Path, opts: &CompactOptions) -> Result<CompactReport, Sink
             let (added, removed): (Vec<String>, Vec<String>) =
                 (c.files.iter().map(|f| f.file.clone()).collect(), c.removed.clone());
             l.append_compaction(c)?;
+            fault_point("compact-after-ledger");
             show(&root, &added, &removed);
         }
         Ok(())
@@ -207,6 +209,14 @@ pub fn compact(root: &Path, opts: &CompactOptions) -> Result<CompactReport, Sink
     report.live_after = report.live_before + report.files_out - report.files_in;
     drop(lock);
     Ok(report)
+}
+
+/// Test hook: `SLUICE_TEST_FAULT=<point>` exits the process at that point, as a crash would.
+fn fault_point(point: &str) {
+    if std::env::var("SLUICE_TEST_FAULT").is_ok_and(|v| v == point) {
+        eprintln!("SLUICE_TEST_FAULT: exiting at {point}");
+        std::process::exit(99);
+    }
 }
 
 /// Delete `compact-*` files no ledger line names: what a compactor (or a writer's rewrite)
