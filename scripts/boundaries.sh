@@ -16,17 +16,18 @@ while IFS='|' read -r crate forbidden; do
     fi
 done <<'RULES'
 sluice-contract|sluice-.*|tokio|wasmtime|parquet|duckdb|serde|redis
-sluice-chain|sluice-(core|config|source|lake|wasm|catalog|watch|cli|postgres|redis|testkit)|tokio|wasmtime|parquet|duckdb|saphyr-parser|tokio-postgres|redis
-sluice-core|sluice-(config|source|lake|wasm|catalog|watch|cli|postgres|redis|testkit)|wasmtime|parquet|duckdb|saphyr-parser|notify|tokio-postgres|pgpq|redis
-sluice-config|sluice-(source|lake|wasm|catalog|watch|cli|postgres|redis|testkit)|wasmtime|parquet|duckdb|notify|tokio-postgres|pgpq|redis
-sluice-source|sluice-(config|wasm|catalog|watch|cli|postgres|redis|testkit)|wasmtime|duckdb|notify|tokio-postgres|pgpq|redis
-sluice-lake|sluice-(config|source|wasm|catalog|watch|cli|postgres|redis|testkit)|wasmtime|duckdb|notify|tokio-postgres|pgpq|redis
-sluice-wasm|sluice-(config|source|lake|catalog|watch|cli|postgres|redis|testkit)|parquet|duckdb|notify|tokio-postgres|pgpq|redis
-sluice-catalog|sluice-(config|source|lake|wasm|watch|cli|postgres|redis|testkit)|wasmtime|parquet|notify|tokio-postgres|pgpq|redis
-sluice-watch|sluice-(config|source|lake|wasm|catalog|cli|postgres|redis|testkit)|wasmtime|parquet|duckdb|tokio-postgres|pgpq|redis
-sluice-postgres|sluice-(source|lake|wasm|catalog|watch|cli|redis|testkit)|wasmtime|parquet|duckdb|notify|redis
+sluice-chain|sluice-(delta|core|config|source|lake|wasm|catalog|watch|cli|postgres|redis|testkit)|tokio|wasmtime|parquet|duckdb|saphyr-parser|tokio-postgres|redis|deltalake
+sluice-core|sluice-(delta|config|source|lake|wasm|catalog|watch|cli|postgres|redis|testkit)|wasmtime|parquet|duckdb|saphyr-parser|notify|tokio-postgres|pgpq|redis|deltalake
+sluice-config|sluice-(delta|source|lake|wasm|catalog|watch|cli|postgres|redis|testkit)|wasmtime|parquet|duckdb|notify|tokio-postgres|pgpq|redis|deltalake
+sluice-source|sluice-(delta|config|wasm|catalog|watch|cli|postgres|redis|testkit)|wasmtime|duckdb|notify|tokio-postgres|pgpq|redis|deltalake
+sluice-lake|sluice-(delta|config|source|wasm|catalog|watch|cli|postgres|redis|testkit)|wasmtime|duckdb|notify|tokio-postgres|pgpq|redis|deltalake
+sluice-wasm|sluice-(delta|config|source|lake|catalog|watch|cli|postgres|redis|testkit)|parquet|duckdb|notify|tokio-postgres|pgpq|redis|deltalake
+sluice-catalog|sluice-(delta|config|source|lake|wasm|watch|cli|postgres|redis|testkit)|wasmtime|parquet|notify|tokio-postgres|pgpq|redis|deltalake
+sluice-watch|sluice-(delta|config|source|lake|wasm|catalog|cli|postgres|redis|testkit)|wasmtime|parquet|duckdb|tokio-postgres|pgpq|redis|deltalake
+sluice-postgres|sluice-(delta|source|lake|wasm|catalog|watch|cli|redis|testkit)|wasmtime|parquet|duckdb|notify|redis|deltalake
 sluice-testkit|sluice-.*|wasmtime|parquet|duckdb|tokio|arrow-.*|redis
-sluice-redis|sluice-(source|lake|wasm|catalog|watch|cli|postgres|testkit)|wasmtime|parquet|duckdb|notify|tokio-postgres|pgpq
+sluice-redis|sluice-(delta|source|lake|wasm|catalog|watch|cli|postgres|testkit)|wasmtime|parquet|duckdb|notify|tokio-postgres|pgpq|deltalake
+sluice-delta|sluice-(source|wasm|catalog|watch|cli|postgres|redis|testkit)|wasmtime|duckdb|notify|tokio-postgres|pgpq|redis
 RULES
 # One arrow: every arrow-based crate (pgpq, duckdb, parquet) on the same version.
 dup="$(cargo tree -d -e normal --prefix none 2>/dev/null | grep -E '^arrow-[a-z]+ v' | sed 's/ (.*//' | sort -u |

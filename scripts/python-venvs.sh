@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Two Python venvs for the lake reader checks (tests/e2e/python_readers.rs): pyarrow with DuckDB
+# Two Python venvs for the lake reader checks (tests/e2e/python_readers.rs, tests/e2e/delta.rs): pyarrow with DuckDB
 # 1.x, and pyarrow with DuckDB 2.x and Polars, under ~/.cache/sluice/venv. Idempotent. Prints the value for
 # SLUICE_PYTHON (the two interpreters, colon-separated).
 set -euo pipefail
@@ -13,6 +13,7 @@ make() { # name, duckdb requirement, more packages
   fi
 }
 make d1 'duckdb>=1.1,<2'
-# Polars for the glob reader check (tests/python/glob_readers.py).
-make d2 'duckdb>=2,<3' 'polars>=1.20' polars
+# Polars for the glob reader check (tests/python/glob_readers.py); deltalake and Polars for the
+# Delta table check (tests/python/check_delta.py).
+make d2 'duckdb>=2,<3' 'polars>=1.20 deltalake==1.6.6' 'polars, deltalake'
 echo "$root/d1/bin/python:$root/d2/bin/python"

@@ -5,6 +5,7 @@ mod batch_etl;
 mod compact;
 mod config;
 mod crash;
+mod delta;
 mod handlers;
 mod hostile;
 mod json;

@@ -45,6 +45,7 @@ pub fn kinds() -> sluice_config::Kinds {
         .with_source(sluice_postgres::PostgresSourceKind)
         .with_sink(sluice_postgres::PostgresKind)
         .with_sink(sluice_redis::RedisKind)
+        .with_sink(sluice_delta::DeltaKind)
 }
 
 pub fn connectors() -> Connectors {
@@ -55,6 +56,7 @@ pub fn connectors() -> Connectors {
         .with_sink(sluice_lake::LakeConnector)
         .with_sink(sluice_postgres::PostgresSinkConnector)
         .with_sink(sluice_redis::RedisSinkConnector::new(state_sinks()))
+        .with_sink(sluice_delta::DeltaSinkConnector)
 }
 
 /// The sinks a sink that keeps no state of its own (Redis) may keep it in.

@@ -55,6 +55,9 @@ fn tune_allocator() {
 
 fn main() -> ExitCode {
     tune_allocator();
+    // Two rustls crypto providers are compiled in (the Delta sink's object store brings ring and
+    // aws-lc-rs): name one, or the first TLS client would panic.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args = cli::Cli::parse();
     logging::init(&args.global, matches!(args.command, cli::Command::Watch(_)));
     match commands::dispatch(args) {

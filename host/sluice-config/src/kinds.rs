@@ -138,6 +138,14 @@ impl<'r> Section<'r> {
         self.r.nested_sink(&path, value)
     }
 
+    /// The keys of a `kind: lake` sink, resolved as the pipeline's lake sink is (errors at
+    /// `sink.<key>`), for a kind that keeps its data and state in a lake of its own
+    /// (`kind: delta`). `keys` must hold `lake` and `dataset`.
+    pub fn lake_keys(&mut self, keys: Value) -> Option<LakeSpec> {
+        let raw: RawSink = self.deserialize(keys)?;
+        Some(self.lake_spec(&raw))
+    }
+
     fn dir_spec(&mut self, raw: &RawSource) -> DirSpec {
         let name = self.name.clone();
         self.r.dir_spec(&name, raw)

@@ -19,6 +19,11 @@ pub use kinds::{
     DEFAULT_SINK_KIND, DEFAULT_SOURCE_KIND, DuckdbKind, Kinds, RawDuckSource, Section, SinkKind, SourceKind,
 };
 pub use raw::{RawPipeline, schema_of};
+
+/// The JSON schema of a `kind: lake` sink's keys (for kinds that take the same keys).
+pub fn lake_sink_schema() -> serde_json::Value {
+    schema_of::<raw::RawSink>()
+}
 pub use resolve::{
     Document, LoadedPipeline, load_file, load_path, load_path_located, load_path_located_with, parse_located,
     parse_located_with, parse_str,

@@ -185,6 +185,7 @@ pub fn compact(root: &Path, opts: &CompactOptions) -> Result<CompactReport, Sink
                 removed: Vec::new(),
                 retain_until_ms: committed_at_ms + retain_ms,
                 committed_at_ms,
+                seq: None,
             });
             report.files_in += inputs.len() as u64;
             report.files_out += 1;

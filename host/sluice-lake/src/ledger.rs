@@ -91,6 +91,10 @@ pub struct LedgerRecord {
     /// this unit's segment (see [`Compaction`]). They are not the unit's own files.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shared: Vec<SharedFile>,
+    /// The ledger's commit sequence number (one more than any line before it; absent in older
+    /// ledgers): a follower such as a Delta log records how far it has followed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 /// A run of consecutive rows in a compacted file that one unit wrote.
@@ -117,6 +121,8 @@ pub struct Compaction {
     pub removed: Vec<String>,
     pub retain_until_ms: u64,
     pub committed_at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -185,6 +191,11 @@ struct Snapshot {
     live: Vec<SnapshotFile>,
     #[serde(default)]
     retained: Vec<SnapshotRetained>,
+    /// The sequence number and the last data change's (not a compaction's) when rewritten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    data_seq: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -247,6 +258,10 @@ pub(crate) struct Ledger {
     /// Live files other processes added and removed, as [`Ledger::catch_up`] found them; the
     /// writer drains them into its stats.
     pub(crate) foreign: Vec<(Vec<String>, Vec<String>)>,
+    /// The highest commit sequence number replayed or appended, and that of the last line that
+    /// changed data (a unit's record; not a compaction).
+    pub(crate) seq: u64,
+    pub(crate) data_seq: u64,
 }
 
 /// The file every process locks around ledger appends.
@@ -396,6 +411,8 @@ impl Ledger {
             ino: 0,
             commit_lock: None,
             foreign: Vec::new(),
+            seq: 0,
+            data_seq: 0,
         };
         let f = File::open(&path).map_err(|e| SinkError::io(&path, e))?;
         ledger.ino = inode(&f.metadata().map_err(|e| SinkError::io(&path, e))?);
@@ -451,6 +468,15 @@ impl Ledger {
     }
 
     fn apply(&mut self, r: LedgerRecord, line: u64) {
+        self.seq = r.seq.unwrap_or(self.seq + 1).max(self.seq);
+        // A record that changes the live files (not a touch that only records a new mtime).
+        let changes = r.deleted
+            || !r.shared.is_empty()
+            || r.files.iter().any(|f| !self.live.contains_key(f))
+            || self.removals_of(&r).iter().any(|f| self.live.contains_key(f));
+        if changes {
+            self.data_seq = self.seq;
+        }
         let retained =
             RetainedFile { dataset: r.dataset.clone(), removed_at_ms: r.committed_at_ms, retain_until_ms: 0 };
         let retained = RetainedFile { retain_until_ms: r.retain_until_ms.unwrap_or(r.committed_at_ms), ..retained };
@@ -520,6 +546,7 @@ impl Ledger {
     }
 
     fn apply_compaction(&mut self, c: Compaction) {
+        self.seq = c.seq.unwrap_or(self.seq + 1).max(self.seq);
         for f in &c.removed {
             if let Some(live) = self.live.remove(f) {
                 self.retained.insert(
@@ -547,6 +574,8 @@ impl Ledger {
     }
 
     fn apply_snapshot(&mut self, s: Snapshot) {
+        self.seq = self.seq.max(s.seq.unwrap_or(0));
+        self.data_seq = self.data_seq.max(s.data_seq.unwrap_or(0));
         self.schemas.extend(s.schemas);
         for f in s.live {
             self.retained.remove(&f.file);
@@ -576,6 +605,7 @@ impl Ledger {
     ) -> Result<(), SinkError> {
         self.locked(|l| {
             check(l, &mut record)?;
+            record.seq = Some(l.seq + 1);
             l.write_line(&record)?;
             l.apply(record, l.next_line - 1);
             Ok(())
@@ -583,7 +613,8 @@ impl Ledger {
     }
 
     /// Append a compaction; the caller holds the commit lock ([`Ledger::locked`]).
-    pub(crate) fn append_compaction(&mut self, c: Compaction) -> Result<(), SinkError> {
+    pub(crate) fn append_compaction(&mut self, mut c: Compaction) -> Result<(), SinkError> {
+        c.seq = Some(self.seq + 1);
         self.write_line(&CompactionLine { compact: c.clone() })?;
         self.apply_compaction(c);
         Ok(())
@@ -722,6 +753,8 @@ impl Ledger {
                 .filter(|(f, _)| crate::files::stored(lake, f).exists())
                 .map(|(f, r)| SnapshotRetained { file: f.clone(), retained: r.clone() })
                 .collect(),
+            seq: Some(self.seq),
+            data_seq: Some(self.data_seq),
         };
         let mut out = serde_json::to_string(&SnapshotLine { snapshot }).map_err(|e| ledger_err(e.to_string()))?;
         out.push('\n');
@@ -828,6 +861,7 @@ mod tests {
             high_water: None,
             lineage: None,
             shared: Vec::new(),
+            seq: None,
         }
     }
 
@@ -1006,6 +1040,7 @@ mod tests {
             removed: removed.iter().map(|s| s.to_string()).collect(),
             retain_until_ms: u64::MAX,
             committed_at_ms: 1,
+            seq: None,
         }
     }
 

@@ -10,6 +10,32 @@ use arrow_schema::{ArrowError, Schema, SchemaRef};
 /// Hive's marker for a NULL or empty partition value.
 pub const HIVE_DEFAULT_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
 
+/// A partition value as [`escape_partition_value`] wrote it, decoded; `None` for
+/// [`HIVE_DEFAULT_PARTITION`] (NULL or empty).
+pub fn unescape_partition_value(v: &str) -> Option<String> {
+    if v == HIVE_DEFAULT_PARTITION {
+        return None;
+    }
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 3 <= bytes.len()
+            && bytes[i + 1].is_ascii_hexdigit()
+            && bytes[i + 2].is_ascii_hexdigit()
+            && let Ok(b) = u8::from_str_radix(&v[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
 /// The longest `col=value` directory name: the usual file-name limit.
 pub const MAX_SEGMENT: usize = 255;
 

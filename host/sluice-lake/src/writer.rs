@@ -58,6 +58,48 @@ struct LakeInner {
     names: Mutex<()>,
     /// The pipeline definition failures are counted under (see [`Lake::set_definition`]).
     definition: Mutex<Option<String>>,
+    /// What follows the ledger (a Delta log), told after every commit.
+    follower: Option<Arc<dyn LedgerFollower>>,
+}
+
+/// One dataset's live files as the ledger holds them at a sequence number: what a follower
+/// (the Delta log of a `kind: delta` sink) brings its own table in line with.
+#[derive(Debug, Clone)]
+pub struct FollowedState {
+    /// The ledger's sequence number this state is at.
+    pub seq: u64,
+    /// Whether nothing but compactions changed the files since `since` (the caller's last
+    /// followed sequence number): the rows are the same.
+    pub data_seq: u64,
+    /// Live data files: stored path (absolute) and rows.
+    pub files: Vec<(PathBuf, Option<u64>)>,
+    /// The partition columns, in order.
+    pub partition_by: Vec<String>,
+}
+
+/// The state a follower of the lake at `root` would be told now, read without any lock
+/// (`sluice lake compact` on a Delta table follows the compaction at once).
+pub fn followed_state(root: &Path, dataset: &str, partition_by: &[String]) -> Result<FollowedState, SinkError> {
+    let root = root.canonicalize().map_err(|e| SinkError::io(root, e))?;
+    let ledger = Ledger::read_only(&root)?;
+    let prefix = format!("{dataset}/");
+    Ok(FollowedState {
+        seq: ledger.seq,
+        data_seq: ledger.data_seq,
+        files: ledger
+            .live
+            .iter()
+            .filter(|(f, _)| f.starts_with(&prefix))
+            .map(|(f, l)| (crate::files::stored(&root, f), l.rows))
+            .collect(),
+        partition_by: partition_by.to_vec(),
+    })
+}
+
+/// Follows the lake's ledger: called after every commit, and when the lake opens, with the
+/// state as of then. It must be idempotent (it may be told the same or an older state again).
+pub trait LedgerFollower: Send + Sync {
+    fn follow(&self, state: &FollowedState) -> Result<(), SinkError>;
 }
 
 impl Drop for LakeInner {
@@ -93,6 +135,12 @@ impl Lake {
     /// Open (creating if needed) the lake for `spec`, take the writer lock, and recover from any
     /// earlier crash.
     pub fn open(spec: &LakeSpec) -> Result<Self, SinkError> {
+        Self::open_followed(spec, None)
+    }
+
+    /// [`Lake::open`], with a follower told of every commit (first right after recovery, so
+    /// that it catches up with commits a crash kept from it).
+    pub fn open_followed(spec: &LakeSpec, follower: Option<Arc<dyn LedgerFollower>>) -> Result<Self, SinkError> {
         let root = spec.lake.clone();
         let meta = root.join(LEDGER_DIR);
         std::fs::create_dir_all(&meta).map_err(|e| SinkError::io(&meta, e))?;
@@ -129,10 +177,12 @@ impl Lake {
                 names: Mutex::new(()),
                 definition: Mutex::new(None),
                 lineage: Mutex::new(None),
+                follower,
             }),
         };
         lake.inner.purge_expired();
         lake.recover()?;
+        lake.inner.follow()?;
         let root = lake.inner.root.clone();
         lake.inner
             .ledger
@@ -983,6 +1033,7 @@ impl UnitWriter for LakeUnitWriter {
             high_water,
             lineage: run_lineage.as_deref().map(sluice_core::lineage::Lineage::digest),
             shared: Vec::new(),
+            seq: None,
         };
         let new_tails: Vec<String> = record.state.iter().filter_map(|s| s.tails.clone()).collect();
         let mut extra = (Vec::new(), Vec::new());
@@ -1166,6 +1217,10 @@ impl LakeInner {
     /// After a commit that made `added` live and `removed` dead: update `stats.json` and delete
     /// replaced files whose retention is over.
     fn after_commit(&self, added: &[String], removed: &[String]) {
+        if let Err(e) = self.follow() {
+            // The ledger holds the commit; the follower catches up at the next commit or open.
+            tracing::warn!(lake = %self.root.display(), "{e}");
+        }
         {
             let dataset = &self.spec.dataset;
             let mut stats = self.stats.lock().expect("stats lock");
@@ -1230,6 +1285,7 @@ impl LakeInner {
                 high_water: None,
                 lineage: None,
                 shared: Vec::new(),
+                seq: None,
             };
             let mut extra = (Vec::new(), Vec::new());
             ledger.append_checked(record, |l, rec| self.fix_removals(l, rec, false, &mut extra))?;
@@ -1291,6 +1347,27 @@ impl LakeInner {
         }
         rec.removed = Some(removed);
         Ok(())
+    }
+
+    /// Tell the follower (if any) the dataset's live files as of now.
+    fn follow(&self) -> Result<(), SinkError> {
+        let Some(follower) = &self.follower else { return Ok(()) };
+        let state = {
+            let ledger = self.ledger.lock().expect("ledger lock");
+            let prefix = format!("{}/", self.spec.dataset);
+            FollowedState {
+                seq: ledger.seq,
+                data_seq: ledger.data_seq,
+                files: ledger
+                    .live
+                    .iter()
+                    .filter(|(f, _)| f.starts_with(&prefix))
+                    .map(|(f, l)| (crate::files::stored(&self.root, f), l.rows))
+                    .collect(),
+                partition_by: self.spec.partition_by.clone(),
+            }
+        };
+        follower.follow(&state)
     }
 
     /// Take in what other processes appended to the ledger (a compaction): the stats follow.

@@ -26,7 +26,7 @@ pub fn lake(cmd: LakeCommand) -> Result<u8, Exit> {
 /// `sluice lake publish`: the catalog, again, from the ledger.
 fn publish(args: &LakeArgs) -> Result<u8, Exit> {
     use sluice_core::catalog::Catalog as _;
-    let lake = args.path.as_ref().unwrap_or(&args.lake);
+    let lake = &crate::commands::lake_dir(args.path.as_ref().unwrap_or(&args.lake));
     let started = std::time::Instant::now();
     let snapshot = sluice_lake::read_snapshot(lake).map_err(Exit::config)?;
     let files: usize = snapshot.datasets.iter().map(|d| d.files.len()).sum();
@@ -41,7 +41,7 @@ fn publish(args: &LakeArgs) -> Result<u8, Exit> {
 
 /// `sluice lake compact`: bin-pack small files, report before and after.
 fn compact(args: &crate::cli::CompactArgs) -> Result<u8, Exit> {
-    let lake = args.path.as_ref().unwrap_or(&args.lake);
+    let lake = &crate::commands::lake_dir(args.path.as_ref().unwrap_or(&args.lake));
     let target_size =
         sluice_config::size(&args.target_size).map_err(|e| Exit::config(anyhow::anyhow!("--target-size: {e}")))?;
     if target_size == 0 {
@@ -55,6 +55,11 @@ fn compact(args: &crate::cli::CompactArgs) -> Result<u8, Exit> {
         e @ (sluice_core::error::SinkError::Config(_) | sluice_core::error::SinkError::Io { .. }) => Exit::config(e),
         e => Exit::data(e),
     })?;
+    // A Delta table's log follows the compaction (an OPTIMIZE commit, `dataChange: false`).
+    let given = args.path.as_ref().unwrap_or(&args.lake);
+    if report.files_out > 0 && lake != given {
+        sluice_delta::follow(given).map_err(Exit::data)?;
+    }
     // Catalog readers see the compacted files from now on (a running `watch` republishes too).
     if report.files_out > 0 {
         use sluice_core::catalog::Catalog as _;
@@ -86,7 +91,7 @@ fn compact(args: &crate::cli::CompactArgs) -> Result<u8, Exit> {
 /// `sluice lake compare`: per group, the lake's rows and sums against the other table's.
 /// `sluice lake vacuum`: delete (or list) replaced files past their retention.
 fn vacuum(args: &crate::cli::VacuumArgs) -> Result<u8, Exit> {
-    let lake = args.path.as_ref().unwrap_or(&args.lake);
+    let lake = &crate::commands::lake_dir(args.path.as_ref().unwrap_or(&args.lake));
     let report = sluice_lake::Lake::vacuum(lake, args.dry_run).map_err(|e| match e {
         e @ (sluice_core::error::SinkError::Config(_) | sluice_core::error::SinkError::Io { .. }) => Exit::config(e),
         e => Exit::data(e),
@@ -156,7 +161,7 @@ fn lineage(args: &crate::cli::LineageArgs) -> Result<u8, Exit> {
 }
 
 fn compare_cmd(args: &CompareArgs) -> Result<u8, Exit> {
-    let lake = args.path.as_ref().unwrap_or(&args.lake);
+    let lake = &crate::commands::lake_dir(args.path.as_ref().unwrap_or(&args.lake));
     let catalog = DuckCatalog::for_lake(lake);
     let ours = sluice_catalog::lake_group_totals(catalog.path(), &args.dataset, &args.by, &args.sum)
         .with_context(|| format!("lake {} dataset {}", lake.display(), args.dataset))
@@ -220,7 +225,7 @@ fn compare_cmd(args: &CompareArgs) -> Result<u8, Exit> {
 }
 
 fn read(args: &LakeArgs) -> Result<LakeState, Exit> {
-    let lake = args.path.as_ref().unwrap_or(&args.lake);
+    let lake = &crate::commands::lake_dir(args.path.as_ref().unwrap_or(&args.lake));
     let root = lake.canonicalize().with_context(|| format!("lake {}", lake.display())).map_err(Exit::config)?;
     LakeState::read(&root).with_context(|| format!("reading the ledger of {}", root.display())).map_err(Exit::config)
 }

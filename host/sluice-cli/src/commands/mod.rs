@@ -41,3 +41,14 @@ pub fn load_specs(paths: &[std::path::PathBuf]) -> Result<Vec<sluice_core::spec:
     }
     if errs.is_empty() { Ok(specs) } else { Err(Exit::config(sluice_config::ConfigErrors(errs))) }
 }
+
+/// The lake directory a `--lake` argument names: a Delta table written by Sluice (`_delta_log`
+/// beside `_sluice`) keeps its lake, ledger and catalog in `<table>/_sluice`.
+pub fn lake_dir(path: &std::path::Path) -> std::path::PathBuf {
+    let inner = path.join(sluice_delta::STATE_DIR);
+    if path.join("_delta_log").is_dir() && inner.join(sluice_lake::LEDGER_DIR).is_dir() {
+        inner
+    } else {
+        path.to_path_buf()
+    }
+}
