@@ -287,3 +287,23 @@ fn python_deltalake_and_polars_read_what_sluice_query_reads() {
     assert!(last.iter().filter_map(|a| a.get("add").or(a.get("remove"))).all(|a| a["dataChange"] == false));
     assert_eq!(got["files"].as_array().unwrap().len(), 8, "one file per symbol after compaction");
 }
+
+#[test]
+fn a_wider_column_type_is_refused_before_anything_is_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write_ticks(&root.join("in"), 2, 50);
+    let p = pipeline(root, "table", true, "");
+    assert!(run(&["run", "-q", p.to_str().unwrap()]).status.success());
+    let table = root.join("table");
+    let (commits, rows) = (log(&table).len(), rows_of(&table));
+    // `qty` becomes fractional: the lake would widen int64 to double; the Delta table does not.
+    write(&root.join("in/f500.csv"), "ts,symbol,price,qty\n500000,S1,1.5,0.5\n");
+    let out = run(&["run", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("column `qty` is Int64 in the Delta table") && err.contains("f500.csv"), "{err}");
+    assert_eq!(log(&table).len(), commits, "nothing reached the log");
+    assert_eq!(rows_of(&table), rows);
+    assert!(run(&["lake", "verify", table.to_str().unwrap()]).status.success());
+}

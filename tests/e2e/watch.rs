@@ -643,3 +643,46 @@ fn watch_compacts_on_its_own_with_compact_in_the_sink() {
     assert_eq!(totals(&lake), expected(90, 10));
     assert_eq!(unit_records(&lake).len(), 90);
 }
+
+#[test]
+fn watch_into_a_delta_table_commits_and_compacts_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let yaml = pipeline(root, "");
+    let text = std::fs::read_to_string(&yaml).unwrap().replace(
+        "sink: {lake: lake, dataset: t}",
+        "sink: {kind: delta, table: table, dataset: t, compact: {min_files: 10, target_size: 1MiB}}",
+    );
+    write(&yaml, &text);
+    let table = root.join("table");
+    let w = Watch::start(&yaml, &[]);
+    for burst in 0..2 {
+        for k in burst * 25..(burst + 1) * 25 {
+            write(&root.join(format!("in/x{k:04}.csv")), &rows_of(k, 10));
+        }
+        wait_for_totals(&w, &table, expected((burst + 1) * 25, 10));
+    }
+    // The compaction reaches the log as an OPTIMIZE commit.
+    let optimized = || {
+        std::fs::read_dir(table.join("_delta_log"))
+            .unwrap()
+            .flatten()
+            .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("\"operation\":\"OPTIMIZE\"")))
+    };
+    wait_until("an OPTIMIZE commit", &w, || optimized().then_some(()));
+    assert_eq!(w.stop(), Some(0));
+    assert_eq!(totals(&table), expected(50, 10));
+    assert!(run(&["lake", "verify", table.to_str().unwrap()]).status.success());
+    let mut txns = Vec::new();
+    let mut names: Vec<_> = std::fs::read_dir(table.join("_delta_log")).unwrap().flatten().map(|e| e.path()).collect();
+    names.sort();
+    for p in names.iter().filter(|p| p.extension().is_some_and(|x| x == "json")) {
+        for line in std::fs::read_to_string(p).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            if let Some(t) = v.get("txn") {
+                txns.push(t["version"].as_i64().unwrap());
+            }
+        }
+    }
+    assert!(txns.windows(2).all(|w| w[0] < w[1]), "{txns:?}");
+}

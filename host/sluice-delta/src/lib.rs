@@ -63,7 +63,8 @@ impl SinkConnector for DeltaSinkConnector {
     fn build(&self, pipeline: &PipelineSpec) -> Result<BuiltSink, SinkError> {
         let d = spec_of(&pipeline.sink)?;
         let app_id = d.app_id.clone().unwrap_or_else(|| format!("sluice:{}:{}", pipeline.name, d.lake.dataset));
-        let follower = Arc::new(DeltaFollower::new(&d.table, app_id.clone())?);
+        let types_at = d.lake.lake.join(sluice_lake::LEDGER_DIR).join("delta-partition-types.json");
+        let follower = Arc::new(DeltaFollower::new(&d.table, app_id.clone(), Some(types_at))?);
         // What a later `sluice lake compact` of the table needs to follow it into the log.
         let facts = Facts { app_id, dataset: d.lake.dataset.clone(), partition_by: d.lake.partition_by.clone() };
         facts.write(&d.lake.lake)?;
@@ -72,7 +73,12 @@ impl SinkConnector for DeltaSinkConnector {
             e => SinkError::Config(format!("opening the delta table {}: {e}", d.table.display())),
         })?;
         lake.set_definition(pipeline.definition_hash());
-        let sink = Arc::new(DeltaSink { lake, follower, partition_by: d.lake.partition_by.clone() });
+        let sink = Arc::new(DeltaSink {
+            lake,
+            follower,
+            partition_by: d.lake.partition_by.clone(),
+            dataset: d.lake.dataset.clone(),
+        });
         Ok(BuiltSink { sink: sink.clone(), publication: Some(sink) })
     }
 }
@@ -108,7 +114,8 @@ pub fn follow(table: &std::path::Path) -> Result<bool, SinkError> {
     let Ok(text) = std::fs::read(Facts::path(&lake)) else { return Ok(false) };
     let facts: Facts = serde_json::from_slice(&text)
         .map_err(|e| SinkError::Config(format!("{}: {e}", Facts::path(&lake).display())))?;
-    let follower = DeltaFollower::new(table, facts.app_id)?;
+    let types_at = lake.join(sluice_lake::LEDGER_DIR).join("delta-partition-types.json");
+    let follower = DeltaFollower::new(table, facts.app_id, Some(types_at))?;
     let state = sluice_lake::followed_state(&lake, &facts.dataset, &facts.partition_by)?;
     sluice_lake::LedgerFollower::follow(&follower, &state)?;
     Ok(true)
@@ -140,6 +147,7 @@ pub struct DeltaSink {
     lake: Lake,
     follower: Arc<DeltaFollower>,
     partition_by: Vec<String>,
+    dataset: String,
 }
 
 impl DeltaSink {
@@ -162,7 +170,8 @@ impl Sink for DeltaSink {
             inner: self.lake.begin(unit)?,
             follower: self.follower.clone(),
             partition_by: self.partition_by.clone(),
-            learned: false,
+            dataset: self.dataset.clone(),
+            checked: None,
         }))
     }
     fn state(&self) -> &dyn StateStore {
@@ -188,18 +197,21 @@ struct OwnedWriter {
     inner: Box<dyn UnitWriter>,
     follower: Arc<DeltaFollower>,
     partition_by: Vec<String>,
-    learned: bool,
+    dataset: String,
+    /// The last schema checked against the table's types.
+    checked: Option<SchemaRef>,
 }
 
 impl UnitWriter for OwnedWriter {
     fn write(&mut self, batch: &RecordBatch) -> Result<(), SinkError> {
-        if !self.learned {
+        if self.checked.as_ref() != Some(&batch.schema()) {
             for p in &self.partition_by {
                 if let Ok(f) = batch.schema().field_with_name(p) {
                     self.follower.set_partition_type(p, f.data_type().clone());
                 }
             }
-            self.learned = true;
+            self.follower.check_types(&batch.schema(), &self.dataset)?;
+            self.checked = Some(batch.schema());
         }
         self.inner.write(batch)
     }

@@ -33,13 +33,28 @@ pub struct DeltaFollower {
     root: PathBuf,
     url: url::Url,
     app_id: String,
-    /// Partition column types, from the output schema (string until known).
+    /// Partition column types, from the output schema (string until known), kept in `types_at`
+    /// so that a table created at a later open (after a crash) gets them too.
     partition_types: Mutex<HashMap<String, DataType>>,
+    types_at: Option<PathBuf>,
+    /// The table's column types as of the last load (empty before the first commit).
+    table_types: Mutex<HashMap<String, DataType>>,
     /// The lineage recorded in each commit's `commitInfo.sluice`.
     lineage: Mutex<Option<serde_json::Value>>,
     /// One follow at a time (commits from parallel workers each call it).
     serial: Mutex<()>,
-    rt: tokio::runtime::Runtime,
+    /// Its own runtime for delta-rs's async API (`None` only while dropping).
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for DeltaFollower {
+    /// The sink may be dropped inside an async task (`sluice watch`), where a runtime cannot
+    /// block on its own shutdown; nothing runs on it between calls.
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 fn remote(root: &Path, e: impl std::fmt::Display) -> SinkError {
@@ -47,7 +62,8 @@ fn remote(root: &Path, e: impl std::fmt::Display) -> SinkError {
 }
 
 impl DeltaFollower {
-    pub fn new(root: &Path, app_id: String) -> Result<Self, SinkError> {
+    /// A follower of the table at `root`; `types_at` keeps the partition columns' types.
+    pub fn new(root: &Path, app_id: String, types_at: Option<PathBuf>) -> Result<Self, SinkError> {
         std::fs::create_dir_all(root).map_err(|e| SinkError::io(root, e))?;
         let root = root.canonicalize().map_err(|e| SinkError::io(root, e))?;
         let url = url::Url::from_directory_path(&root).map_err(|_| remote(&root, "not an absolute directory"))?;
@@ -55,23 +71,81 @@ impl DeltaFollower {
             .enable_all()
             .build()
             .map_err(|e| remote(&root, format!("starting its runtime: {e}")))?;
+        let known: HashMap<String, DataType> = types_at
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
         Ok(DeltaFollower {
             root,
             url,
             app_id,
-            partition_types: Mutex::default(),
+            partition_types: Mutex::new(known),
+            types_at,
+            table_types: Mutex::default(),
             lineage: Mutex::default(),
             serial: Mutex::new(()),
-            rt,
+            rt: Some(rt),
         })
     }
 
     pub fn set_partition_type(&self, column: &str, dt: DataType) {
-        self.partition_types.lock().expect("types lock").insert(column.to_string(), dt);
+        let mut types = self.partition_types.lock().expect("types lock");
+        if types.get(column) == Some(&dt) {
+            return;
+        }
+        types.insert(column.to_string(), dt);
+        if let Some(path) = &self.types_at {
+            let tmp = path.with_extension("tmp");
+            let written = std::fs::write(&tmp, serde_json::to_vec(&*types).unwrap_or_default())
+                .and_then(|_| std::fs::rename(&tmp, path));
+            if let Err(e) = written {
+                tracing::warn!(path = %path.display(), "cannot keep the partition columns' types: {e}");
+            }
+        }
+    }
+
+    /// Refuse a batch whose column is a wider type than the table's (the lake would widen its
+    /// dataset; a Delta table here does not): before anything is committed.
+    pub fn check_types(&self, schema: &Schema, dataset: &str) -> Result<(), SinkError> {
+        let table = self.table_types.lock().expect("types lock");
+        for f in schema.fields() {
+            if let Some(t) = table.get(f.name())
+                && t != f.data_type()
+                && sluice_lake::widens(t, f.data_type())
+            {
+                return Err(SinkError::Schema {
+                    dataset: dataset.to_string(),
+                    message: format!(
+                        "column `{}` is {t} in the Delta table {} and {} in this file: Delta tables are not \
+                         widened (cast the column to {t}, or write to a new table)",
+                        f.name(),
+                        self.root.display(),
+                        f.data_type()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Remember the table's column types (after a load).
+    fn learn_table(&self, table: &DeltaTable) {
+        use deltalake::kernel::engine::arrow_conversion::TryIntoArrow as _;
+        let Ok(state) = table.snapshot() else { return };
+        let schema: Result<Schema, _> = state.schema().as_ref().try_into_arrow();
+        if let Ok(schema) = schema {
+            *self.table_types.lock().expect("types lock") =
+                schema.fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
+        }
     }
 
     pub fn set_lineage(&self, lineage: serde_json::Value) {
         *self.lineage.lock().expect("lineage lock") = Some(lineage);
+    }
+
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.rt.as_ref().expect("the runtime lives until drop")
     }
 
     pub fn root(&self) -> &Path {
@@ -80,7 +154,7 @@ impl DeltaFollower {
 
     /// The table as its log says now (`None`: no commit yet).
     pub fn load(&self) -> Result<Option<DeltaTable>, SinkError> {
-        self.rt.block_on(load(&self.url)).map_err(|e| remote(&self.root, e))
+        self.rt().block_on(load(&self.url)).map_err(|e| remote(&self.root, e))
     }
 
     /// The data files of the table's current snapshot, absolute.
@@ -95,7 +169,7 @@ impl DeltaFollower {
     /// The `txn` version the table holds for this follower's application id.
     pub fn txn_version(&self, table: &DeltaTable) -> Result<Option<i64>, SinkError> {
         let state = table.snapshot().map_err(|e| remote(&self.root, e))?;
-        self.rt
+        self.rt()
             .block_on(state.transaction_version(table.log_store().as_ref(), &self.app_id))
             .map_err(|e| remote(&self.root, e))
     }
@@ -103,6 +177,9 @@ impl DeltaFollower {
     fn follow_inner(&self, state: &FollowedState) -> Result<(), SinkError> {
         let _serial = self.serial.lock().expect("serial lock");
         let table = self.load()?;
+        if let Some(t) = &table {
+            self.learn_table(t);
+        }
         let txn = match &table {
             Some(t) => self.txn_version(t)?,
             None => None,
@@ -246,7 +323,7 @@ impl DeltaFollower {
         let partition_by = state.partition_by.clone();
         let root = self.root.clone();
         let version = self
-            .rt
+            .rt()
             .block_on(async move {
                 match table {
                     None => {

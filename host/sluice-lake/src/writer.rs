@@ -317,6 +317,15 @@ impl Lake {
     }
 }
 
+/// A follower (the Delta log) that could not take in a commit the ledger holds: the run stops,
+/// saying so; the next open or commit tries again.
+fn following_failed(root: &Path, e: SinkError) -> SinkError {
+    SinkError::Config(format!(
+        "{e} (the commit is in the ledger of {}; the next run brings the table up to date once this is fixed)",
+        root.display()
+    ))
+}
+
 /// Take the lake's writer lock, or say who holds it.
 fn acquire_lock(path: &Path) -> Result<File, SinkError> {
     let mut f = OpenOptions::new()
@@ -1088,6 +1097,7 @@ impl UnitWriter for LakeUnitWriter {
             }
         }
         lake.after_commit(&files, &removed);
+        lake.follow().map_err(|e| following_failed(&lake.root, e))?;
         Ok(report)
     }
 
@@ -1217,10 +1227,6 @@ impl LakeInner {
     /// After a commit that made `added` live and `removed` dead: update `stats.json` and delete
     /// replaced files whose retention is over.
     fn after_commit(&self, added: &[String], removed: &[String]) {
-        if let Err(e) = self.follow() {
-            // The ledger holds the commit; the follower catches up at the next commit or open.
-            tracing::warn!(lake = %self.root.display(), "{e}");
-        }
         {
             let dataset = &self.spec.dataset;
             let mut stats = self.stats.lock().expect("stats lock");
@@ -1296,7 +1302,7 @@ impl LakeInner {
         tracing::info!(file = %r.unit.display_name(), "source file deleted: removed its rows");
         self.show(&added, &removed);
         self.after_commit(&added, &removed);
-        Ok(())
+        self.follow().map_err(|e| following_failed(&self.root, e))
     }
 
     /// Under the commit lock, with the ledger as of now (another process's compaction
@@ -1379,8 +1385,13 @@ impl LakeInner {
             }
             std::mem::take(&mut ledger.foreign)
         };
+        let changed = !foreign.is_empty();
         for (added, removed) in foreign {
             self.after_commit(&added, &removed);
+        }
+        if changed && let Err(e) = self.follow() {
+            // The next commit retries, and fails the run if it still cannot.
+            tracing::warn!(lake = %self.root.display(), "{e}");
         }
     }
 
