@@ -13,7 +13,8 @@ make() { # name, duckdb requirement, more packages
   fi
 }
 make d1 'duckdb>=1.1,<2'
-# Polars for the glob reader check (tests/python/glob_readers.py); deltalake and Polars for the
-# Delta table check (tests/python/check_delta.py).
-make d2 'duckdb>=2,<3' 'polars>=1.20 deltalake==1.6.6' 'polars, deltalake'
+# Polars for the glob reader check (tests/python/glob_readers.py); deltalake, Polars and pyspark
+# (Spark reads a Delta snapshot's files; Java comes with the machine) for the Delta table checks
+# (tests/python/check_delta.py, spark_delta_files.py).
+make d2 'duckdb>=2,<3' 'polars>=1.20 deltalake==1.6.6 pyspark==3.5.9' 'polars, deltalake, pyspark'
 echo "$root/d1/bin/python:$root/d2/bin/python"

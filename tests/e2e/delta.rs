@@ -281,6 +281,7 @@ fn python_deltalake_and_polars_read_what_sluice_query_reads() {
     let out = run(&["lake", "compact", table.to_str().unwrap(), "--target-size", "64MiB"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let got = check("after compaction");
+    spark_reads_the_snapshot(&py, &table, expect);
     let last = log(&table).pop().unwrap().1;
     let info = last.iter().find_map(|a| a.get("commitInfo")).unwrap();
     assert_eq!(info["operation"], "OPTIMIZE", "{info}");
@@ -306,4 +307,36 @@ fn a_wider_column_type_is_refused_before_anything_is_committed() {
     assert_eq!(log(&table).len(), commits, "nothing reached the log");
     assert_eq!(rows_of(&table), rows);
     assert!(run(&["lake", "verify", table.to_str().unwrap()]).status.success());
+}
+
+/// Spark (pyspark, local[2]; no Delta jars, which cannot be fetched here) reads the files the
+/// snapshot lists as Parquet, with the partition column from the paths: the same rows and sums.
+/// Skipped when the interpreter has no pyspark or there is no Java.
+fn spark_reads_the_snapshot(py: &Path, table: &Path, expect: &serde_json::Value) {
+    let has = std::process::Command::new(py).args(["-c", "import pyspark"]).output().is_ok_and(|o| o.status.success());
+    let java = std::process::Command::new("java").arg("-version").output().is_ok_and(|o| o.status.success());
+    if !has || !java {
+        eprintln!("no pyspark or no Java: skipping the Spark check");
+        return;
+    }
+    let base = table.join("_sluice/_sluice/files/ticks");
+    let out = std::process::Command::new(py)
+        .args([
+            repo().join("tests/python/spark_delta_files.py").to_str().unwrap(),
+            table.to_str().unwrap(),
+            base.to_str().unwrap(),
+            "ts",
+            "price",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "spark: {}", String::from_utf8_lossy(&out.stderr));
+    let got: serde_json::Value = serde_json::from_slice(out.stdout.split(|b| *b == b'\n').find(|l| l.starts_with(b"{")).unwrap()).unwrap();
+    eprintln!("spark: {got}");
+    assert_eq!(got["rows"], expect["n"]);
+    assert!(got["columns"].as_array().unwrap().iter().any(|c| c == "symbol"), "the partition column from the paths");
+    for c in ["ts", "price"] {
+        let (a, b) = (got[c].as_f64().unwrap(), expect[c].as_f64().unwrap());
+        assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "spark sum({c}): {a} vs {b}");
+    }
 }
