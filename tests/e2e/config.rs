@@ -33,6 +33,16 @@ fn golden(case: &str) {
 }
 
 #[test]
+fn golden_bad_delta() {
+    golden("bad_delta");
+}
+
+#[test]
+fn golden_bad_delta_type() {
+    golden("bad_delta_type");
+}
+
+#[test]
 fn golden_bad_postgres() {
     golden("bad_postgres");
 }

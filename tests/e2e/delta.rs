@@ -99,7 +99,14 @@ fn a_delta_table_holds_what_a_lake_holds_and_reruns_add_no_commit() {
     // The lineage is in each commit's commitInfo.
     let info = log(&table).last().unwrap().1.iter().find_map(|a| a.get("commitInfo").cloned()).unwrap();
     assert_eq!(info["sluice"]["pipeline"], "crash", "{info}");
-    assert!(info["sluice"]["steps"].as_array().unwrap().iter().any(|s| s["plugin"] == "sma"));
+    let step = info["sluice"]["steps"].as_array().unwrap().iter().find(|s| s["plugin"] == "sma").cloned().unwrap();
+    assert!(step["component_hash"].as_str().unwrap().starts_with("sha256:"), "{step}");
+    assert!(info["sluice"]["sluice"].is_string(), "the Sluice version: {info}");
+    let units = info["sluice"]["units"].as_array().unwrap();
+    assert!(
+        units.iter().all(|u| u["locator"].as_str().unwrap().ends_with(".csv") && u["content_hash"].is_string()),
+        "{info}"
+    );
 
     // A re-run commits nothing.
     assert!(run(&["run", "-q", table_p.to_str().unwrap()]).status.success());
@@ -331,7 +338,8 @@ fn spark_reads_the_snapshot(py: &Path, table: &Path, expect: &serde_json::Value)
         .output()
         .unwrap();
     assert!(out.status.success(), "spark: {}", String::from_utf8_lossy(&out.stderr));
-    let got: serde_json::Value = serde_json::from_slice(out.stdout.split(|b| *b == b'\n').find(|l| l.starts_with(b"{")).unwrap()).unwrap();
+    let got: serde_json::Value =
+        serde_json::from_slice(out.stdout.split(|b| *b == b'\n').find(|l| l.starts_with(b"{")).unwrap()).unwrap();
     eprintln!("spark: {got}");
     assert_eq!(got["rows"], expect["n"]);
     assert!(got["columns"].as_array().unwrap().iter().any(|c| c == "symbol"), "the partition column from the paths");

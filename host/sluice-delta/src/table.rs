@@ -212,6 +212,8 @@ impl DeltaFollower {
         let now = chrono::Utc::now().timestamp_millis();
         let mut adds = Vec::new();
         let mut schemas: Vec<Arc<Schema>> = Vec::new();
+        // The lineage of the added files (each footer's), merged for the commit's commitInfo.
+        let mut lineage: Option<sluice_core::lineage::FileLineage> = None;
         for (rel, abs) in wanted.iter().filter(|(r, _)| !current.contains_key(r)) {
             let file = std::fs::File::open(abs).map_err(|e| SinkError::io(abs, e))?;
             let size = file.metadata().map_err(|e| SinkError::io(abs, e))?.len() as i64;
@@ -226,6 +228,17 @@ impl DeltaFollower {
                 .map_err(|e| SinkError::Encode(format!("{}: {e}", abs.display())))?,
             );
             let stats = crate::stats::stats_json(meta, &schema);
+            let kv = meta.file_metadata().key_value_metadata();
+            let found = kv
+                .and_then(|kv| kv.iter().find(|k| k.key == sluice_core::lineage::PARQUET_KEY))
+                .and_then(|k| k.value.as_deref())
+                .and_then(|v| serde_json::from_str::<sluice_core::lineage::FileLineage>(v).ok());
+            if let Some(found) = found {
+                match &mut lineage {
+                    Some(all) => all.merge(found),
+                    None => lineage = Some(found),
+                }
+            }
             schemas.push(schema);
             adds.push(Add {
                 path: rel.clone(),
@@ -260,8 +273,14 @@ impl DeltaFollower {
         let mut props = CommitProperties::default()
             .with_application_transaction(Transaction::new(&self.app_id, state.seq as i64))
             .with_max_retries(3);
-        if let Some(l) = self.lineage.lock().expect("lineage lock").clone() {
-            props = props.with_metadata([("sluice".to_string(), l)]);
+        // What made the added rows: the run (pipeline, definition, plugins, Sluice version) and
+        // the source units, as in the files' footers; the run alone when the commit adds none.
+        let info = match lineage {
+            Some(l) => serde_json::to_value(&l).ok(),
+            None => self.lineage.lock().expect("lineage lock").clone(),
+        };
+        if let Some(info) = info {
+            props = props.with_metadata([("sluice".to_string(), info)]);
         }
         // The table's columns: what it has, then new columns of the added files, then the
         // partition columns.
@@ -427,5 +446,25 @@ fn partition_values_of(rel: &str, partition_by: &[String]) -> HashMap<String, Op
 impl LedgerFollower for DeltaFollower {
     fn follow(&self, state: &FollowedState) -> Result<(), SinkError> {
         self.follow_inner(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_values_come_back_from_the_lake_paths_unescaped() {
+        let by = vec!["k".to_string(), "d".to_string()];
+        for v in ["a b", "x:y", "100%", "k=v", "ü/ß", ""] {
+            let dir = format!(
+                "_sluice/_sluice/files/t/k={}/d=2024-01-02/part-1.parquet",
+                sluice_lake::escape_partition_value(v)
+            );
+            let got = partition_values_of(&dir, &by);
+            let want = (!v.is_empty()).then(|| v.to_string());
+            assert_eq!(got["k"], want, "{dir}");
+            assert_eq!(got["d"].as_deref(), Some("2024-01-02"));
+        }
     }
 }
