@@ -41,10 +41,18 @@ pub struct DeltaFollower {
     table_types: Mutex<HashMap<String, DataType>>,
     /// The lineage recorded in each commit's `commitInfo.sluice`.
     lineage: Mutex<Option<serde_json::Value>>,
-    /// One follow at a time (commits from parallel workers each call it).
-    serial: Mutex<()>,
+    /// One follow at a time (commits from parallel workers each call it), and the table as of
+    /// the last follow: loaded once, then brought up to date incrementally.
+    serial: Mutex<Option<Cached>>,
     /// Its own runtime for delta-rs's async API (`None` only while dropping).
     rt: Option<tokio::runtime::Runtime>,
+}
+
+/// The table as this follower last saw it, with the `txn` version it held at `txn_at`.
+struct Cached {
+    table: DeltaTable,
+    txn: Option<i64>,
+    txn_at: Option<u64>,
 }
 
 impl Drop for DeltaFollower {
@@ -84,7 +92,7 @@ impl DeltaFollower {
             types_at,
             table_types: Mutex::default(),
             lineage: Mutex::default(),
-            serial: Mutex::new(()),
+            serial: Mutex::new(None),
             rt: Some(rt),
         })
     }
@@ -159,8 +167,10 @@ impl DeltaFollower {
 
     /// The data files of the table's current snapshot, absolute.
     pub fn snapshot_files(&self) -> Result<Vec<PathBuf>, SinkError> {
-        let Some(table) = self.load()? else { return Ok(Vec::new()) };
-        let state = table.snapshot().map_err(|e| remote(&self.root, e))?;
+        let mut cache = self.serial.lock().expect("serial lock");
+        self.refresh(&mut cache)?;
+        let Some(c) = cache.as_ref() else { return Ok(Vec::new()) };
+        let state = c.table.snapshot().map_err(|e| remote(&self.root, e))?;
         let mut files: Vec<PathBuf> = state.log_data().iter().map(|f| self.root.join(f.path().as_ref())).collect();
         files.sort();
         Ok(files)
@@ -174,16 +184,36 @@ impl DeltaFollower {
             .map_err(|e| remote(&self.root, e))
     }
 
+    /// Bring the cached table up to date with the log (loading it the first time), and its
+    /// txn version when someone else committed meanwhile.
+    fn refresh(&self, cache: &mut Option<Cached>) -> Result<(), SinkError> {
+        match cache {
+            None => {
+                if let Some(table) = self.load()? {
+                    let txn = self.txn_version(&table)?;
+                    let txn_at = table.version();
+                    *cache = Some(Cached { table, txn, txn_at });
+                }
+            }
+            Some(c) => {
+                self.rt().block_on(c.table.update_incremental(None)).map_err(|e| remote(&self.root, e))?;
+                if c.table.version() != c.txn_at {
+                    c.txn = self.txn_version(&c.table)?;
+                    c.txn_at = c.table.version();
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn follow_inner(&self, state: &FollowedState) -> Result<(), SinkError> {
-        let _serial = self.serial.lock().expect("serial lock");
-        let table = self.load()?;
+        let mut cache = self.serial.lock().expect("serial lock");
+        self.refresh(&mut cache)?;
+        let table = cache.as_ref().map(|c| c.table.clone());
         if let Some(t) = &table {
             self.learn_table(t);
         }
-        let txn = match &table {
-            Some(t) => self.txn_version(t)?,
-            None => None,
-        };
+        let txn = cache.as_ref().and_then(|c| c.txn);
         if txn.is_some_and(|v| v >= state.seq as i64) {
             return Ok(());
         }
@@ -341,6 +371,7 @@ impl DeltaFollower {
         let url = self.url.clone();
         let partition_by = state.partition_by.clone();
         let root = self.root.clone();
+        let created = table.is_none();
         let version = self
             .rt()
             .block_on(async move {
@@ -377,6 +408,17 @@ impl DeltaFollower {
         // Nothing in the log store fsyncs: make the commit durable before anything relies on it.
         sync_log(&self.root, version)?;
         fault_point("delta-after-commit");
+        // The cache follows the commit (loaded afresh after the table's creation).
+        if created {
+            *cache = None;
+        }
+        self.refresh(&mut cache)?;
+        if let Some(c) = cache.as_mut()
+            && c.table.version() == Some(version as u64)
+        {
+            c.txn = Some(state.seq as i64);
+            c.txn_at = Some(version as u64);
+        }
         tracing::debug!(table = %self.root.display(), version, seq = state.seq, "delta commit");
         Ok(())
     }

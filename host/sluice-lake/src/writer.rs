@@ -60,6 +60,10 @@ struct LakeInner {
     definition: Mutex<Option<String>>,
     /// What follows the ledger (a Delta log), told after every commit.
     follower: Option<Arc<dyn LedgerFollower>>,
+    /// Held by the thread telling the follower; `follow_wanted` says commits arrived meanwhile,
+    /// so that commits from parallel workers reach the follower together.
+    following: Mutex<()>,
+    follow_wanted: std::sync::atomic::AtomicBool,
 }
 
 /// One dataset's live files as the ledger holds them at a sequence number: what a follower
@@ -178,6 +182,8 @@ impl Lake {
                 definition: Mutex::new(None),
                 lineage: Mutex::new(None),
                 follower,
+                following: Mutex::new(()),
+                follow_wanted: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         lake.inner.purge_expired();
@@ -1356,7 +1362,35 @@ impl LakeInner {
     }
 
     /// Tell the follower (if any) the dataset's live files as of now.
+    /// Commits that arrive while another thread is telling the follower are told by that thread
+    /// in its next round (one Delta commit for all of them); a thread returns only when no
+    /// commit is left untold or another thread has taken over.
     fn follow(&self) -> Result<(), SinkError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.follower.is_none() {
+            return Ok(());
+        }
+        self.follow_wanted.store(true, SeqCst);
+        loop {
+            let Ok(guard) = self.following.try_lock() else { return Ok(()) };
+            if self.follow_wanted.swap(false, SeqCst) {
+                let told = self.follow_once();
+                drop(guard);
+                if let Err(e) = told {
+                    // Another thread may retry; this commit's caller learns of it.
+                    self.follow_wanted.store(true, SeqCst);
+                    return Err(e);
+                }
+                continue;
+            }
+            drop(guard);
+            if !self.follow_wanted.load(SeqCst) {
+                return Ok(());
+            }
+        }
+    }
+
+    fn follow_once(&self) -> Result<(), SinkError> {
         let Some(follower) = &self.follower else { return Ok(()) };
         let state = {
             let ledger = self.ledger.lock().expect("ledger lock");
