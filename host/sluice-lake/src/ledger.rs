@@ -634,6 +634,23 @@ impl Ledger {
         Ok(())
     }
 
+    /// What a follower of `dataset` is told: the sequence numbers and the live files (stored
+    /// paths under the lake `root`).
+    pub(crate) fn followed_state(&self, root: &Path, dataset: &str, partition_by: &[String]) -> crate::FollowedState {
+        let prefix = format!("{dataset}/");
+        crate::FollowedState {
+            seq: self.seq,
+            data_seq: self.data_seq,
+            files: self
+                .live
+                .iter()
+                .filter(|(f, _)| f.starts_with(&prefix))
+                .map(|(f, l)| (crate::files::stored(root, f), l.rows))
+                .collect(),
+            partition_by: partition_by.to_vec(),
+        }
+    }
+
     /// Live files of one partition directory (relative to the lake, e.g. `ds/a=1`).
     pub(crate) fn live_in_dir(&self, dir: &str) -> Vec<String> {
         let prefix = format!("{dir}/");

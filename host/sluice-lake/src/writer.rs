@@ -85,19 +85,7 @@ pub struct FollowedState {
 /// (`sluice lake compact` on a Delta table follows the compaction at once).
 pub fn followed_state(root: &Path, dataset: &str, partition_by: &[String]) -> Result<FollowedState, SinkError> {
     let root = root.canonicalize().map_err(|e| SinkError::io(root, e))?;
-    let ledger = Ledger::read_only(&root)?;
-    let prefix = format!("{dataset}/");
-    Ok(FollowedState {
-        seq: ledger.seq,
-        data_seq: ledger.data_seq,
-        files: ledger
-            .live
-            .iter()
-            .filter(|(f, _)| f.starts_with(&prefix))
-            .map(|(f, l)| (crate::files::stored(&root, f), l.rows))
-            .collect(),
-        partition_by: partition_by.to_vec(),
-    })
+    Ok(Ledger::read_only(&root)?.followed_state(&root, dataset, partition_by))
 }
 
 /// Follows the lake's ledger: called after every commit, and when the lake opens, with the
@@ -1392,21 +1380,11 @@ impl LakeInner {
 
     fn follow_once(&self) -> Result<(), SinkError> {
         let Some(follower) = &self.follower else { return Ok(()) };
-        let state = {
-            let ledger = self.ledger.lock().expect("ledger lock");
-            let prefix = format!("{}/", self.spec.dataset);
-            FollowedState {
-                seq: ledger.seq,
-                data_seq: ledger.data_seq,
-                files: ledger
-                    .live
-                    .iter()
-                    .filter(|(f, _)| f.starts_with(&prefix))
-                    .map(|(f, l)| (crate::files::stored(&self.root, f), l.rows))
-                    .collect(),
-                partition_by: self.spec.partition_by.clone(),
-            }
-        };
+        let state = self.ledger.lock().expect("ledger lock").followed_state(
+            &self.root,
+            &self.spec.dataset,
+            &self.spec.partition_by,
+        );
         follower.follow(&state)
     }
 
