@@ -22,6 +22,15 @@ pub mod summary;
 pub use arrow_array::RecordBatch;
 pub use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
+/// Test hook shared by every sink's crash tests: `SLUICE_TEST_FAULT=<point>` exits the process
+/// (code 99) at that point, as a crash would.
+pub fn fault_point(point: &str) {
+    if std::env::var("SLUICE_TEST_FAULT").is_ok_and(|v| v == point) {
+        eprintln!("SLUICE_TEST_FAULT: exiting at {point}");
+        std::process::exit(99);
+    }
+}
+
 /// Stable lowercase hex SHA-256 of some bytes; used for unit ids and file names.
 pub fn sha256_hex(parts: &[&[u8]]) -> String {
     use sha2::{Digest, Sha256};

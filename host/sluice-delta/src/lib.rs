@@ -63,8 +63,7 @@ impl SinkConnector for DeltaSinkConnector {
     fn build(&self, pipeline: &PipelineSpec) -> Result<BuiltSink, SinkError> {
         let d = spec_of(&pipeline.sink)?;
         let app_id = d.app_id.clone().unwrap_or_else(|| format!("sluice:{}:{}", pipeline.name, d.lake.dataset));
-        let types_at = d.lake.lake.join(sluice_lake::LEDGER_DIR).join("delta-partition-types.json");
-        let follower = Arc::new(DeltaFollower::new(&d.table, app_id.clone(), Some(types_at))?);
+        let follower = Arc::new(DeltaFollower::new(&d.table, app_id.clone(), Some(Facts::types_path(&d.lake.lake)))?);
         // What a later `sluice lake compact` of the table needs to follow it into the log.
         let facts = Facts { app_id, dataset: d.lake.dataset.clone(), partition_by: d.lake.partition_by.clone() };
         facts.write(&d.lake.lake)?;
@@ -95,14 +94,16 @@ impl Facts {
     fn path(lake: &std::path::Path) -> PathBuf {
         lake.join(sluice_lake::LEDGER_DIR).join("delta.json")
     }
+    /// Where the follower keeps the partition columns' types.
+    fn types_path(lake: &std::path::Path) -> PathBuf {
+        lake.join(sluice_lake::LEDGER_DIR).join("delta-partition-types.json")
+    }
     fn write(&self, lake: &std::path::Path) -> Result<(), SinkError> {
         let path = Self::path(lake);
         let dir = path.parent().expect("in a directory");
         std::fs::create_dir_all(dir).map_err(|e| SinkError::io(dir, e))?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self).unwrap_or_default())
-            .map_err(|e| SinkError::io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| SinkError::io(&path, e))
+        table::write_replacing(&path, &serde_json::to_vec_pretty(self).unwrap_or_default())
+            .map_err(|e| SinkError::io(&path, e))
     }
 }
 
@@ -114,8 +115,7 @@ pub fn follow(table: &std::path::Path) -> Result<bool, SinkError> {
     let Ok(text) = std::fs::read(Facts::path(&lake)) else { return Ok(false) };
     let facts: Facts = serde_json::from_slice(&text)
         .map_err(|e| SinkError::Config(format!("{}: {e}", Facts::path(&lake).display())))?;
-    let types_at = lake.join(sluice_lake::LEDGER_DIR).join("delta-partition-types.json");
-    let follower = DeltaFollower::new(table, facts.app_id, Some(types_at))?;
+    let follower = DeltaFollower::new(table, facts.app_id, Some(Facts::types_path(&lake)))?;
     let state = sluice_lake::followed_state(&lake, &facts.dataset, &facts.partition_by)?;
     sluice_lake::LedgerFollower::follow(&follower, &state)?;
     Ok(true)
@@ -150,19 +150,9 @@ pub struct DeltaSink {
     dataset: String,
 }
 
-impl DeltaSink {
-    fn learn(&self, schema: &SchemaRef) {
-        for p in &self.partition_by {
-            if let Ok(f) = schema.field_with_name(p) {
-                self.follower.set_partition_type(p, f.data_type().clone());
-            }
-        }
-    }
-}
-
 impl Sink for DeltaSink {
     fn check_schema(&self, schema: &SchemaRef) -> Result<(), SinkError> {
-        self.learn(schema);
+        self.follower.learn_partition_types(schema, &self.partition_by);
         self.lake.check_schema(schema)
     }
     fn begin(&self, unit: &SourceUnit) -> Result<Box<dyn UnitWriter>, SinkError> {
@@ -205,11 +195,7 @@ struct OwnedWriter {
 impl UnitWriter for OwnedWriter {
     fn write(&mut self, batch: &RecordBatch) -> Result<(), SinkError> {
         if self.checked.as_ref() != Some(&batch.schema()) {
-            for p in &self.partition_by {
-                if let Ok(f) = batch.schema().field_with_name(p) {
-                    self.follower.set_partition_type(p, f.data_type().clone());
-                }
-            }
+            self.follower.learn_partition_types(&batch.schema(), &self.partition_by);
             self.follower.check_types(&batch.schema(), &self.dataset)?;
             self.checked = Some(batch.schema());
         }

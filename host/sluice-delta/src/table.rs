@@ -97,19 +97,25 @@ impl DeltaFollower {
         })
     }
 
-    pub fn set_partition_type(&self, column: &str, dt: DataType) {
+    /// Take the types of the partition columns `schema` holds (the output's, or a batch's).
+    pub fn learn_partition_types(&self, schema: &Schema, partition_by: &[String]) {
         let mut types = self.partition_types.lock().expect("types lock");
-        if types.get(column) == Some(&dt) {
+        let mut changed = false;
+        for p in partition_by {
+            if let Ok(f) = schema.field_with_name(p)
+                && types.get(p) != Some(f.data_type())
+            {
+                types.insert(p.clone(), f.data_type().clone());
+                changed = true;
+            }
+        }
+        if !changed {
             return;
         }
-        types.insert(column.to_string(), dt);
-        if let Some(path) = &self.types_at {
-            let tmp = path.with_extension("tmp");
-            let written = std::fs::write(&tmp, serde_json::to_vec(&*types).unwrap_or_default())
-                .and_then(|_| std::fs::rename(&tmp, path));
-            if let Err(e) = written {
-                tracing::warn!(path = %path.display(), "cannot keep the partition columns' types: {e}");
-            }
+        if let Some(path) = &self.types_at
+            && let Err(e) = write_replacing(path, &serde_json::to_vec(&*types).unwrap_or_default())
+        {
+            tracing::warn!(path = %path.display(), "cannot keep the partition columns' types: {e}");
         }
     }
 
@@ -299,7 +305,7 @@ impl DeltaFollower {
         if table.is_none() && adds.is_empty() {
             return Ok(()); // nothing to create a table with yet
         }
-        fault_point("delta-after-ledger");
+        sluice_core::fault_point("delta-after-ledger");
         let mut props = CommitProperties::default()
             .with_application_transaction(Transaction::new(&self.app_id, state.seq as i64))
             .with_max_retries(3);
@@ -407,7 +413,7 @@ impl DeltaFollower {
             .map_err(|e| remote(&root, e))?;
         // Nothing in the log store fsyncs: make the commit durable before anything relies on it.
         sync_log(&self.root, version)?;
-        fault_point("delta-after-commit");
+        sluice_core::fault_point("delta-after-commit");
         // The cache follows the commit (loaded afresh after the table's creation).
         if created {
             *cache = None;
@@ -441,14 +447,6 @@ async fn load(url: &url::Url) -> Result<Option<DeltaTable>, DeltaTableError> {
     }
 }
 
-/// Test hook: `SLUICE_TEST_FAULT=<point>` exits the process at that point, as a crash would.
-fn fault_point(point: &str) {
-    if std::env::var("SLUICE_TEST_FAULT").is_ok_and(|v| v == point) {
-        eprintln!("SLUICE_TEST_FAULT: exiting at {point}");
-        std::process::exit(99);
-    }
-}
-
 /// fsync `_delta_log/<version>.json` (and a checkpoint written with it) and the log directory.
 fn sync_log(root: &Path, version: i64) -> Result<(), SinkError> {
     let log = root.join("_delta_log");
@@ -470,6 +468,14 @@ fn plain(f: &arrow_schema::Field) -> arrow_schema::Field {
         DataType::LargeBinary | DataType::BinaryView => f.clone().with_data_type(DataType::Binary),
         _ => f.clone(),
     }
+}
+
+/// Write `bytes` to `path` through a temporary file renamed over it, so readers see the old or
+/// the new content.
+pub(crate) fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
 }
 
 /// A file's partition values from its path's `col=value` directories (as the lake escaped them).

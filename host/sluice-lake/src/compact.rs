@@ -18,8 +18,8 @@
 //! older catalog snapshots; `sluice lake vacuum` deletes them once due.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::path::Path;
 use std::time::Duration;
 
 use arrow_array::RecordBatch;
@@ -83,10 +83,7 @@ pub struct CompactReport {
 
 /// Whether another process is compacting `root` now (holds `compact.lock`).
 pub(crate) fn compacting(root: &Path) -> bool {
-    let path = root.join(LEDGER_DIR).join(COMPACT_LOCK);
-    let Ok(f) = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path) else {
-        return false;
-    };
+    let Ok(f) = crate::ledger::open_lock(&root.join(LEDGER_DIR).join(COMPACT_LOCK)) else { return false };
     match f.try_lock() {
         Ok(()) => {
             let _ = f.unlock();
@@ -103,18 +100,8 @@ pub(crate) fn is_compacted_name(name: &str) -> bool {
 
 /// Compact the lake at `root` (see the module docs).
 pub fn compact(root: &Path, opts: &CompactOptions) -> Result<CompactReport, SinkError> {
-    let root = root.canonicalize().map_err(|e| SinkError::io(root, e))?;
-    if !root.join(LEDGER_DIR).is_dir() {
-        return Err(SinkError::Config(format!("{} is not a lake (no {LEDGER_DIR} directory)", root.display())));
-    }
-    let lock_path = root.join(LEDGER_DIR).join(COMPACT_LOCK);
-    let lock = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-        .map_err(|e| SinkError::io(&lock_path, e))?;
+    let root = crate::layout::existing_lake(root)?;
+    let lock = crate::ledger::open_lock(&root.join(LEDGER_DIR).join(COMPACT_LOCK))?;
     if lock.try_lock().is_err() {
         return Err(SinkError::Locked {
             path: root.display().to_string(),
@@ -166,7 +153,7 @@ pub fn compact(root: &Path, opts: &CompactOptions) -> Result<CompactReport, Sink
         }
     }
 
-    fault_point("compact-after-write");
+    sluice_core::fault_point("compact-after-write");
     // Commit, under the commit lock.
     let retain_ms = opts.retain.as_millis() as u64;
     ledger.locked(|l| {
@@ -202,22 +189,14 @@ pub fn compact(root: &Path, opts: &CompactOptions) -> Result<CompactReport, Sink
             let (added, removed): (Vec<String>, Vec<String>) =
                 (c.files.iter().map(|f| f.file.clone()).collect(), c.removed.clone());
             l.append_compaction(c)?;
-            fault_point("compact-after-ledger");
-            show(&root, &added, &removed);
+            sluice_core::fault_point("compact-after-ledger");
+            crate::files::show(&root, &added, &removed, true);
         }
         Ok(())
     })?;
     report.live_after = report.live_before + report.files_out - report.files_in;
     drop(lock);
     Ok(report)
-}
-
-/// Test hook: `SLUICE_TEST_FAULT=<point>` exits the process at that point, as a crash would.
-fn fault_point(point: &str) {
-    if std::env::var("SLUICE_TEST_FAULT").is_ok_and(|v| v == point) {
-        eprintln!("SLUICE_TEST_FAULT: exiting at {point}");
-        std::process::exit(99);
-    }
 }
 
 /// Delete `compact-*` files no ledger line names: what a compactor (or a writer's rewrite)
@@ -470,30 +449,4 @@ pub(crate) fn rewrite_without(
     let lineage = crate::lineage::read(&path).ok().flatten();
     finish(writer, &tmp, &final_path, lineage)?;
     Ok(Some(SharedFile { file: format!("{dir}/{name}"), rows, segments }))
-}
-
-/// Relink the hive layout after a compaction: replaced files leave it, new files join it. The
-/// ledger is already the truth; a failure is logged and repaired by the writer's next open.
-pub(crate) fn show(root: &Path, added: &[String], removed: &[String]) {
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    for f in added {
-        let visible = crate::files::visible(root, f);
-        if let Err(e) = crate::files::expose(&crate::files::stored(root, f), &visible) {
-            tracing::warn!("cannot show a compacted file in the hive layout (the next open retries): {e}");
-        }
-        dirs.extend(visible.parent().map(Path::to_path_buf));
-    }
-    for f in removed {
-        let visible = crate::files::visible(root, f);
-        match std::fs::remove_file(&visible) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(file = %visible.display(), "cannot hide a compacted file: {e}"),
-        }
-    }
-    dirs.sort();
-    dirs.dedup();
-    for d in dirs {
-        let _ = File::open(&d).and_then(|d| d.sync_all());
-    }
 }

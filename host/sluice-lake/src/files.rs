@@ -86,3 +86,39 @@ pub(crate) fn files_in(dir: &Path, base: &Path) -> Result<Vec<(PathBuf, String)>
     }
     Ok(out)
 }
+
+/// After a ledger append that made `added` live and `removed` dead: unlink the replaced files
+/// from the hive layout, then link the new ones in, so that a glob read never sees both
+/// versions of the same rows. The ledger is already the truth, so a failure is logged and
+/// repaired by the writer's next open. With `fsync_dirs`, the directories changed are fsynced;
+/// returns how many.
+pub(crate) fn show(root: &Path, added: &[String], removed: &[String], fsync_dirs: bool) -> u64 {
+    let mut dirs = std::collections::HashSet::new();
+    for f in removed.iter().filter(|f| !added.contains(f)) {
+        let visible = visible(root, f);
+        match std::fs::remove_file(&visible) {
+            Ok(()) => {
+                dirs.extend(visible.parent().map(Path::to_path_buf));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(file = %visible.display(), "cannot hide a replaced file: {e}"),
+        }
+    }
+    for f in added {
+        let visible = visible(root, f);
+        if let Err(e) = expose(&stored(root, f), &visible) {
+            tracing::warn!("cannot show a committed file in the hive layout (the next open retries): {e}");
+        }
+        dirs.extend(visible.parent().map(Path::to_path_buf));
+    }
+    if !fsync_dirs {
+        return 0;
+    }
+    let n = dirs.len() as u64;
+    for d in dirs {
+        if let Err(e) = std::fs::File::open(&d).and_then(|d| d.sync_all()) {
+            tracing::warn!(dir = %d.display(), "{e}");
+        }
+    }
+    n
+}

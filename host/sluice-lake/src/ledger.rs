@@ -280,7 +280,8 @@ fn inode(meta: &std::fs::Metadata) -> u64 {
     }
 }
 
-fn open_lock(path: &Path) -> Result<File, SinkError> {
+/// A lock file, opened (created if missing) for `flock`.
+pub(crate) fn open_lock(path: &Path) -> Result<File, SinkError> {
     OpenOptions::new()
         .read(true)
         .write(true)

@@ -1173,36 +1173,9 @@ impl LakeInner {
     /// versions of a unit). The ledger is already the truth, so a failure here is logged and
     /// repaired by the next open.
     fn show(&self, added: &[String], removed: &[String]) -> u64 {
-        let mut dirs = HashSet::new();
-        for f in removed.iter().filter(|f| !added.contains(f)) {
-            let visible = crate::files::visible(&self.root, f);
-            match std::fs::remove_file(&visible) {
-                Ok(()) => {
-                    dirs.extend(visible.parent().map(Path::to_path_buf));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!(file = %visible.display(), "cannot hide a replaced file: {e}"),
-            }
-        }
-        for f in added {
-            let visible = crate::files::visible(&self.root, f);
-            if let Err(e) = crate::files::expose(&crate::files::stored(&self.root, f), &visible) {
-                tracing::warn!("cannot show a committed file in the hive layout (the next open retries): {e}");
-            }
-            dirs.extend(visible.parent().map(Path::to_path_buf));
-        }
         // Links are derived from the ledger and repaired on open: `sync: filesystem` leaves
         // their directories to the next sync.
-        if self.sync != SyncMode::Files {
-            return 0;
-        }
-        let n = dirs.len() as u64;
-        for d in dirs {
-            if let Err(e) = fsync_dir(&d) {
-                tracing::warn!("{e}");
-            }
-        }
-        n
+        crate::files::show(&self.root, added, removed, self.sync == SyncMode::Files)
     }
 
     /// Write stats.json when it is older than the totals.
@@ -1441,10 +1414,7 @@ impl Lake {
     /// lock, not the writer lock, so it may run beside `sluice watch`; a file already deleted
     /// (by a writer's own purge) is skipped.
     pub fn vacuum(root: &Path, dry_run: bool) -> Result<VacuumReport, SinkError> {
-        let root = root.canonicalize().map_err(|e| SinkError::io(root, e))?;
-        if !root.join(LEDGER_DIR).is_dir() {
-            return Err(SinkError::Config(format!("{} is not a lake (no {LEDGER_DIR} directory)", root.display())));
-        }
+        let root = crate::layout::existing_lake(root)?;
         let mut ledger = Ledger::open(&root)?;
         let mut report = VacuumReport::default();
         ledger.locked(|ledger| {

@@ -1024,7 +1024,7 @@ impl PgUnitWriter {
             &[&sink.target, &self.unit_id],
         ))
         .map_err(remote)?;
-        fault_point("before-commit");
+        sluice_core::fault_point("before-commit");
         // The moment the unit becomes part of the target. An error here is ambiguous (the
         // server may have committed): the unit fails, and the next run trusts the state tables.
         wait(client.batch_execute("COMMIT")).map_err(|e| self.remote(&e))?;
@@ -1047,13 +1047,5 @@ impl PgUnitWriter {
             sink.give_back(client);
         }
         Ok(CommitReport { rows: self.rows, bytes: self.bytes, ..Default::default() })
-    }
-}
-
-/// Test hook: `SLUICE_TEST_FAULT=<point>` exits the process at that point, as a crash would.
-fn fault_point(point: &str) {
-    if std::env::var("SLUICE_TEST_FAULT").is_ok_and(|v| v == point) {
-        eprintln!("SLUICE_TEST_FAULT: exiting at {point}");
-        std::process::exit(99);
     }
 }
