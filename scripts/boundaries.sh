@@ -27,7 +27,8 @@ sluice-watch|sluice-(delta|config|source|lake|wasm|catalog|cli|postgres|redis|te
 sluice-postgres|sluice-(delta|source|lake|wasm|catalog|watch|cli|redis|testkit)|wasmtime|parquet|duckdb|notify|redis|deltalake
 sluice-testkit|sluice-.*|wasmtime|parquet|duckdb|tokio|arrow-.*|redis
 sluice-redis|sluice-(delta|source|lake|wasm|catalog|watch|cli|postgres|testkit)|wasmtime|parquet|duckdb|notify|tokio-postgres|pgpq|deltalake
-sluice-delta|sluice-(source|wasm|catalog|watch|cli|postgres|redis|testkit)|wasmtime|duckdb|notify|tokio-postgres|pgpq|redis
+sluice-delta|sluice-(source|wasm|catalog|watch|cli|postgres|redis|s3|testkit)|wasmtime|duckdb|notify|tokio-postgres|pgpq|redis
+sluice-s3|sluice-(delta|wasm|catalog|watch|cli|postgres|redis|testkit)|wasmtime|duckdb|notify|tokio-postgres|pgpq|redis|deltalake
 RULES
 # One arrow: every arrow-based crate (pgpq, duckdb, parquet) on the same version.
 dup="$(cargo tree -d -e normal --prefix none 2>/dev/null | grep -E '^arrow-[a-z]+ v' | sed 's/ (.*//' | sort -u |

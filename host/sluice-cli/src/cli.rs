@@ -48,6 +48,10 @@ pub enum Command {
     /// Inspect and check a lake.
     #[command(subcommand)]
     Lake(LakeCommand),
+    /// Inspect sources: what a source that fetches its units (`kind: s3`) has listed, fetched,
+    /// committed, failed or poisoned.
+    #[command(subcommand)]
+    Source(SourceCommand),
     /// Print the JSON Schema of the pipeline language (for editor completion).
     Schema,
     /// Plugin tools.
@@ -351,4 +355,29 @@ pub struct BenchGenerateArgs {
     /// Threads generating files (default: the number of CPUs).
     #[arg(long)]
     pub threads: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SourceCommand {
+    /// Where each unit of a pipeline's sources stands, from the source's own records (an s3
+    /// source's manifest in its mirror); makes no request and takes no lock, so it works while
+    /// `sluice watch` runs.
+    Status(SourceStatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SourceStatusArgs {
+    /// Pipeline files or directories of them.
+    #[arg(required = true)]
+    pub pipelines: Vec<PathBuf>,
+    /// Only this source.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Only units in these states, comma-separated: listed, fetching, fetched, committed,
+    /// failed, poisoned.
+    #[arg(long, value_delimiter = ',')]
+    pub state: Vec<String>,
+    /// Print JSON (one object per source) instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }

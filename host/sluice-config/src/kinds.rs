@@ -146,6 +146,17 @@ impl<'r> Section<'r> {
         Some(self.lake_spec(&raw))
     }
 
+    /// The keys of a `kind: directory` source without its `path` (`glob`, `exclude`, `fields`,
+    /// `format`, `order`, `compression`, `members`, `limits`), resolved as a directory source's
+    /// are (errors at `sources.<name>.<key>`), for a kind that fetches files into `path` and
+    /// reads them as a directory source would (`kind: s3`).
+    pub fn file_keys(&mut self, keys: Value, path: PathBuf) -> Option<DirSpec> {
+        let Value::Object(mut keys) = keys else { return None };
+        keys.insert("path".into(), Value::String(".".into()));
+        let raw: RawSource = self.deserialize(Value::Object(keys))?;
+        Some(DirSpec { path, ..self.dir_spec(&raw) })
+    }
+
     fn dir_spec(&mut self, raw: &RawSource) -> DirSpec {
         let name = self.name.clone();
         self.r.dir_spec(&name, raw)

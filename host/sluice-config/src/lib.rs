@@ -24,6 +24,11 @@ pub use raw::{RawPipeline, schema_of};
 pub fn lake_sink_schema() -> serde_json::Value {
     schema_of::<raw::RawSink>()
 }
+/// The JSON schema of a `kind: directory` source's keys (for kinds that read files the same way,
+/// from somewhere else: their `glob`, `fields`, `format`, `compression`, `members`, `limits`).
+pub fn directory_source_schema() -> serde_json::Value {
+    schema_of::<raw::RawSource>()
+}
 pub use resolve::{
     Document, LoadedPipeline, load_file, load_path, load_path_located, load_path_located_with, parse_located,
     parse_located_with, parse_str,

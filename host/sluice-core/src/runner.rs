@@ -18,7 +18,7 @@ use crate::error::{Location, PluginError, SinkError, SourceError};
 use crate::keyed::{KeyedError, KeyedStep, Prepared, within_span};
 use crate::plugin::{Plugin, StateSpec};
 use crate::sink::{CommitReport, DeadLetter, Freshness, KeyRange, KeyedUnit, Sink};
-use crate::source::{Source, SourceItem, SourceUnit, rejects_batch};
+use crate::source::{Settled, Source, SourceItem, SourceUnit, rejects_batch};
 use crate::spec::{OnError, PipelineSpec};
 use crate::summary::{RunSummary, StepStats, UnitFailure};
 use sluice_chain::Call;
@@ -249,7 +249,9 @@ pub async fn run(
                         plan.stale.push(unit.clone());
                     }
                     plan.unchanged += 1;
+                    src.settled(&unit, Settled::Unchanged);
                 } else if !force && plan_job.sink.state().failures(&unit)? >= retries {
+                    src.settled(&unit, Settled::Poisoned);
                     plan.poisoned.push(unit);
                 } else {
                     pending.push(unit);
@@ -333,6 +335,11 @@ pub async fn run(
         summary.failures.push(UnitFailure { file, step: None, action: "poisoned".into(), error });
     }
     progress.planned(units as u64, groups.iter().flatten().map(|u| u.size).sum());
+    // Sources that fetch their units first start on them, in the order workers will take them.
+    for src in &job.sources {
+        let own: Vec<SourceUnit> = groups.iter().flatten().filter(|u| u.source == src.name()).cloned().collect();
+        src.prefetch(&own);
+    }
 
     let workers = opts.workers.unwrap_or(job.spec.settings.workers).max(1).min(groups.len().max(1));
     let (group_tx, group_rx) = tokio::sync::mpsc::channel::<Vec<SourceUnit>>(workers);
@@ -552,6 +559,10 @@ fn absorb(job: &Job, summary: &mut RunSummary, res: UnitResult, progress: &dyn P
             rerun: res.rerun,
             continued: res.continued,
         });
+    }
+    if let Some(src) = job.source(&res.unit.source) {
+        let outcome = if res.outcome.is_ok() { Settled::Committed } else { Settled::Failed };
+        src.settled(&res.unit, outcome);
     }
     if res.rerun {
         // A re-run replaces a committed unit's output; its rows are not new.

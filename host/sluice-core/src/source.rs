@@ -200,4 +200,67 @@ pub trait Source: Send + Sync {
     fn affects(&self, _path: &Path) -> bool {
         true
     }
+    /// The units this run (or watch pass) is about to open, in the order it hands them to its
+    /// workers, after planning left out the unchanged and poisoned ones: a source that must
+    /// fetch a unit before reading it (an object in a bucket) fetches ahead of the workers. Each
+    /// call replaces the previous one's list. The default does nothing.
+    fn prefetch(&self, _units: &[SourceUnit]) {}
+    /// What became of a unit in this run, after the sink recorded it. The default does nothing.
+    fn settled(&self, _unit: &SourceUnit, _outcome: Settled) {}
+    /// The source's own counters and gauges (downloads, requests, retries), for the progress
+    /// display and `watch`'s Prometheus metrics. The default has none.
+    fn metrics(&self) -> Vec<SourceMetric> {
+        Vec::new()
+    }
+    /// Where each unit the source knows of stands (listed, fetched, committed, failed,
+    /// poisoned), for `sluice source status`, read from the source's own records without
+    /// connecting to it. `None`: the source keeps no such records.
+    fn status(&self) -> Result<Option<Vec<UnitStatus>>, SourceError> {
+        Ok(None)
+    }
+}
+
+/// What became of a unit ([`Source::settled`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Its output was committed.
+    Committed,
+    /// It failed in this run (the failure is recorded; it is retried, then poisoned).
+    Failed,
+    /// It failed too many times with this fingerprint and was not run.
+    Poisoned,
+    /// The sink holds it with this fingerprint already.
+    Unchanged,
+}
+
+/// One counter or gauge of a source ([`Source::metrics`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceMetric {
+    /// The name without the `sluice_source_` prefix, e.g. `bytes_downloaded_total`.
+    pub name: &'static str,
+    pub help: &'static str,
+    /// A counter (only grows) or a gauge.
+    pub counter: bool,
+    /// Labels beyond the pipeline and the source, e.g. `("status", "500")`.
+    pub labels: Vec<(&'static str, String)>,
+    pub value: f64,
+}
+
+/// Where one unit stands in a source's own records ([`Source::status`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitStatus {
+    /// The unit's locator (an object key).
+    pub key: String,
+    /// `listed`, `fetching`, `fetched`, `committed`, `failed`, `poisoned` or `gone`.
+    pub state: String,
+    pub size: u64,
+    /// The version the source saw (an ETag).
+    pub version: String,
+    /// Attempts made at fetching it since it last succeeded.
+    pub attempts: u32,
+    /// The last error, if its last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When the state was recorded, in milliseconds since the epoch.
+    pub at_ms: i64,
 }

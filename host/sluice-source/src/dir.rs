@@ -111,6 +111,23 @@ impl DirSource {
         Ok(())
     }
 
+    /// The units of the file at `path`, whose path relative to the root is `locator`: the file,
+    /// or each selected member of a zip archive (as [`Source::discover`] would list them), for a
+    /// source that fetches files itself and opens each of these with [`Source::open`].
+    pub fn file_units(&self, path: &Path, locator: &str) -> Result<Vec<SourceUnit>, SourceError> {
+        let mut units = Vec::new();
+        self.units_of(path, locator.to_string(), &mut units)?;
+        Ok(units)
+    }
+
+    /// Whether `locator` (a path relative to the root, `/`-separated) is one this source
+    /// selects: its globs match and it fits the `fields` pattern.
+    pub fn selects(&self, locator: &str) -> bool {
+        self.include.is_match(locator)
+            && !self.exclude.is_match(locator)
+            && self.dir.fields.as_ref().is_none_or(|p| FieldValues::parse(p, locator).is_ok())
+    }
+
     /// The root as event watchers report paths under it: absolute, symlinks resolved.
     fn resolved_root(&self) -> &Path {
         self.resolved_root.get_or_init(|| {

@@ -7,6 +7,7 @@ mod plugin;
 mod query;
 mod run;
 mod schema;
+mod source;
 mod validate;
 mod watch;
 
@@ -21,6 +22,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, Exit> {
         Command::Validate(a) => validate::validate(&a, g),
         Command::Query(a) => query::query(&a),
         Command::Lake(c) => lake::lake(c),
+        Command::Source(c) => source::source(c),
         Command::Schema => schema::schema(),
         Command::Plugin(p) => plugin::plugin(p, g),
         Command::Demo(a) => demo::demo(&a, g),

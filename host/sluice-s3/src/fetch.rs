@@ -1,0 +1,424 @@
+//! Downloading one object into the mirror: `<key>.partial`, resumed by range, fsynced, checked
+//! (size, ETag through `If-Match`, sha256 against `<key>.CHECKSUM`), then renamed into place.
+//! A mirror file under its final name is complete and checked.
+
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use sha2::Digest;
+
+use crate::client::{Client, Failure, Object};
+use crate::config::S3Spec;
+use crate::manifest::{Entry, Manifest, now_ms};
+use crate::metrics::Metrics;
+use crate::policy::{Backoff, Gate, TokenBucket, jitter_rng};
+
+/// One object to fetch.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub object: Object,
+    /// Its sibling checksum file's key, when one is listed (and checks are on).
+    pub checksum_key: Option<String>,
+}
+
+/// Everything downloads of one source share.
+pub struct Fetcher {
+    pub client: Client,
+    pub spec: Arc<S3Spec>,
+    pub manifest: Arc<Manifest>,
+    pub gate: Gate,
+    pub requests: TokenBucket,
+    pub bytes: TokenBucket,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Whether `key` can be a file in the mirror: relative, no empty, `.` or `..` segment, no
+/// backslash or NUL, not a download in progress, not the mirror's own directory.
+pub fn valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && !key.starts_with('/')
+        && !key.ends_with('/')
+        && !key.contains(['\0', '\\'])
+        && !key.ends_with(".partial")
+        && key.split('/').all(|s| !s.is_empty() && s != "." && s != "..")
+        && key.split('/').next() != Some(".sluice")
+}
+
+/// `path` with `.partial` appended.
+pub fn partial_of(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".partial");
+    PathBuf::from(p)
+}
+
+/// The sha256 a `sha256sum`-style checksum file gives for `name`.
+pub fn parse_checksum(text: &str, name: &str) -> Result<String, String> {
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty()).ok_or("the checksum file is empty")?;
+    let mut parts = line.split_whitespace();
+    let hash = parts.next().unwrap_or_default();
+    let file = parts.next().map(|f| f.trim_start_matches('*'));
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("`{line}` does not start with a sha256 in hex"));
+    }
+    match file {
+        Some(f) if f != name => Err(format!("it names `{f}`, not `{name}`")),
+        _ => Ok(hash.to_ascii_lowercase()),
+    }
+}
+
+/// The sha256 of a file, in hex.
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex::encode(h.finalize()));
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+fn io(path: &Path, e: std::io::Error) -> Failure {
+    Failure::Fatal(format!("{}: {e}", path.display()))
+}
+
+impl Fetcher {
+    pub fn mirror_path(&self, key: &str) -> PathBuf {
+        self.spec.mirror.join(key)
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff { initial: self.spec.download.backoff_initial, max: self.spec.download.backoff_max }
+    }
+
+    /// Wait for the shared pause and a request token.
+    async fn admit(&self) {
+        let waited = self.gate.wait().await;
+        Metrics::add(&self.metrics.throttled_ms, waited.as_millis() as u64);
+        self.requests.take(1.0).await;
+    }
+
+    /// How long to wait after a failed attempt, or why not to try again.
+    fn wait_after(&self, failure: &Failure, attempt: u32, rng: &mut rand::rngs::StdRng) -> Result<Duration, String> {
+        match failure {
+            Failure::Fatal(m) => Err(m.clone()),
+            Failure::Retry { retry_after: Some(d), reason } => {
+                if *d > self.spec.download.max_retry_after {
+                    return Err(format!(
+                        "{reason}: the server asks to wait {}s, more than download.max_retry_after ({}s)",
+                        d.as_secs(),
+                        self.spec.download.max_retry_after.as_secs()
+                    ));
+                }
+                // The whole source waits; this download then backs off a little more.
+                self.gate.pause(*d);
+                Ok(self.backoff().delay(1, rng))
+            }
+            Failure::Retry { retry_after: None, .. } => Ok(self.backoff().delay(attempt, rng)),
+        }
+    }
+
+    /// Fetch `job`'s object into the mirror; its path once it is there, complete and checked.
+    pub async fn fetch(&self, job: &Job) -> Result<PathBuf, String> {
+        let o = &job.object;
+        let path = self.mirror_path(&o.key);
+        let url = self.spec.url_of(&o.key);
+        let known = self.manifest.get(&o.key);
+        if let Some(e) = &known
+            && (e.state == "fetched" || e.state == "committed")
+            && e.etag == o.etag
+            && e.size == o.size
+            && std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == o.size)
+        {
+            Metrics::add(&self.metrics.objects_skipped, 1);
+            return Ok(path);
+        }
+        let result = self.fetch_inner(job, &path, known).await;
+        if result.is_err() {
+            Metrics::add(&self.metrics.fetch_failures, 1);
+        } else {
+            Metrics::add(&self.metrics.objects_fetched, 1);
+        }
+        result.map_err(|m| format!("{url}: {m}"))
+    }
+
+    async fn fetch_inner(&self, job: &Job, path: &Path, known: Option<Entry>) -> Result<PathBuf, String> {
+        let o = &job.object;
+        let partial = partial_of(path);
+        let attempts = self.spec.download.attempts;
+        let mut rng = jitter_rng(&o.key);
+        let expected = match &job.checksum_key {
+            Some(ck) => Some(self.fetch_checksum(ck, &o.key, &mut rng).await?),
+            None => None,
+        };
+        let mut entry = Entry {
+            key: o.key.clone(),
+            state: "fetching".into(),
+            etag: o.etag.clone(),
+            size: o.size,
+            attempts: 0,
+            error: None,
+            sha256: None,
+            at_ms: now_ms(),
+        };
+        // A partial file is resumed only when it was started on this very version.
+        let resumable = known.is_some_and(|e| (e.state == "fetching" || e.state == "failed") && e.etag == o.etag);
+        if !resumable {
+            match std::fs::remove_file(&partial) {
+                Ok(()) => tracing::info!(key = %o.key, "discarded a partial download of another version"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("{}: {e}", partial.display())),
+            }
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("{}: {e} (is a key also a directory of other keys?)", dir.display()))?;
+        }
+        let mut last = String::new();
+        for attempt in 1..=attempts {
+            entry.attempts = attempt - 1;
+            entry.at_ms = now_ms();
+            let _ = self.manifest.record(entry.clone());
+            self.admit().await;
+            let failure = match self.transfer(o, &partial).await {
+                Ok(()) => match self.check(o, &partial, expected.as_deref()).await {
+                    Ok(sha) => {
+                        std::fs::rename(&partial, path).map_err(|e| format!("{}: {e}", path.display()))?;
+                        if let Some(dir) = path.parent()
+                            && let Ok(d) = std::fs::File::open(dir)
+                        {
+                            let _ = d.sync_all();
+                        }
+                        let _ = self.manifest.record(Entry {
+                            state: "fetched".into(),
+                            attempts: 0,
+                            error: None,
+                            sha256: sha,
+                            at_ms: now_ms(),
+                            ..entry.clone()
+                        });
+                        tracing::info!(key = %o.key, bytes = o.size, attempt, "fetched");
+                        return Ok(path.to_path_buf());
+                    }
+                    Err(f) => f,
+                },
+                Err(f) => f,
+            };
+            last = failure.message().to_string();
+            let wait = match self.wait_after(&failure, attempt, &mut rng) {
+                Ok(w) if attempt < attempts => w,
+                Ok(_) => break,
+                Err(m) => {
+                    last = m;
+                    break;
+                }
+            };
+            Metrics::add(&self.metrics.retries, 1);
+            tracing::warn!(key = %o.key, attempt, error = %last, retry_in_ms = wait.as_millis() as u64, "download failed; retrying");
+            tokio::time::sleep(wait).await;
+        }
+        let _ = self.manifest.record(Entry {
+            state: "failed".into(),
+            attempts,
+            error: Some(last.clone()),
+            at_ms: now_ms(),
+            ..entry
+        });
+        tracing::error!(key = %o.key, attempts, error = %last, "download failed");
+        Err(format!("download failed after {attempts} attempt(s): {last}"))
+    }
+
+    /// One GET into the partial file, from where it ends. `Ok` when it holds `size` bytes.
+    async fn transfer(&self, o: &Object, partial: &Path) -> Result<(), Failure> {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(partial)
+            .map_err(|e| io(partial, e))?;
+        let mut from = file.metadata().map_err(|e| io(partial, e))?.len();
+        if from >= o.size {
+            file.set_len(0).map_err(|e| io(partial, e))?;
+            from = 0;
+        }
+        let started = Instant::now();
+        let sent = self.client.get_object(&o.key, from, &o.etag).await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(f) => {
+                self.metrics.request(0, started.elapsed());
+                return Err(f);
+            }
+        };
+        let status = resp.status().as_u16();
+        self.metrics.request(status, started.elapsed());
+        match status {
+            200 => {
+                if from > 0 {
+                    tracing::info!(key = %o.key, "the server ignored the range; downloading from the start");
+                    from = 0;
+                }
+            }
+            206 => {
+                let range = resp.headers().get("content-range").and_then(|v| v.to_str().ok()).unwrap_or("");
+                if !range.starts_with(&format!("bytes {from}-")) {
+                    file.set_len(0).map_err(|e| io(partial, e))?;
+                    return Err(Failure::Retry {
+                        reason: format!("asked for bytes {from}- and got `{range}`"),
+                        retry_after: None,
+                    });
+                }
+                tracing::info!(key = %o.key, from, "resuming a partial download");
+            }
+            416 => {
+                file.set_len(0).map_err(|e| io(partial, e))?;
+                return Err(Failure::Retry {
+                    reason: "the partial download was longer than the object (HTTP 416)".into(),
+                    retry_after: None,
+                });
+            }
+            _ => {
+                let retry_after = crate::client::header_retry_after(&resp);
+                let body = resp.text().await.unwrap_or_default();
+                return Err(self.client.status_failure("GET", status, retry_after, &body));
+            }
+        }
+        file.set_len(from).map_err(|e| io(partial, e))?;
+        file.seek(std::io::SeekFrom::Start(from)).map_err(|e| io(partial, e))?;
+        let announced = resp.content_length();
+        let mut received = 0u64;
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = file.sync_data();
+                    return Err(self.client.transport("GET", &e));
+                }
+            };
+            self.bytes.take(chunk.len() as f64).await;
+            file.write_all(&chunk).map_err(|e| io(partial, e))?;
+            received += chunk.len() as u64;
+            Metrics::add(&self.metrics.bytes_downloaded, chunk.len() as u64);
+        }
+        file.sync_all().map_err(|e| io(partial, e))?;
+        let total = from + received;
+        if announced.is_some_and(|n| n != received) {
+            return Err(Failure::Retry {
+                reason: format!("the body was cut short: {received} of {} bytes", announced.unwrap_or(0)),
+                retry_after: None,
+            });
+        }
+        if total != o.size {
+            if total > o.size {
+                file.set_len(0).map_err(|e| io(partial, e))?;
+            }
+            return Err(Failure::Retry {
+                reason: format!("got {total} bytes, but the listing says {}", o.size),
+                retry_after: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// Check a complete partial file; its sha256 when it was checked against one. A mismatch
+    /// deletes it (a new transfer may fix it) and is worth another attempt.
+    async fn check(&self, o: &Object, partial: &Path, expected: Option<&str>) -> Result<Option<String>, Failure> {
+        let len = std::fs::metadata(partial).map_err(|e| io(partial, e))?.len();
+        if len != o.size {
+            let _ = std::fs::remove_file(partial);
+            return Err(Failure::Retry { reason: format!("{len} bytes, listed {}", o.size), retry_after: None });
+        }
+        let Some(expected) = expected else { return Ok(None) };
+        let p = partial.to_path_buf();
+        let got = tokio::task::spawn_blocking(move || sha256_file(&p))
+            .await
+            .map_err(|e| Failure::Fatal(format!("hashing panicked: {e}")))?
+            .map_err(|e| io(partial, e))?;
+        if got != expected {
+            let _ = std::fs::remove_file(partial);
+            return Err(Failure::Retry {
+                reason: format!(
+                    "checksum mismatch: {}.CHECKSUM says sha256 {expected}, the downloaded bytes hash to {got}",
+                    o.key
+                ),
+                retry_after: None,
+            });
+        }
+        Ok(Some(got))
+    }
+
+    /// The sha256 the checksum file `ck` gives for `key`, fetched with the same retries, and
+    /// kept in the mirror beside the object.
+    async fn fetch_checksum(&self, ck: &str, key: &str, rng: &mut rand::rngs::StdRng) -> Result<String, String> {
+        let name = key.rsplit('/').next().unwrap_or(key);
+        let attempts = self.spec.download.attempts;
+        let mut last = String::new();
+        for attempt in 1..=attempts {
+            self.admit().await;
+            let started = Instant::now();
+            let got = self.client.get_small(ck).await;
+            self.metrics.request(if got.is_ok() { 200 } else { 0 }, started.elapsed());
+            match got {
+                Ok(body) => {
+                    let text = String::from_utf8_lossy(&body);
+                    let hash = parse_checksum(&text, name).map_err(|m| format!("{ck}: {m}"))?;
+                    let path = self.mirror_path(ck);
+                    if let Some(dir) = path.parent() {
+                        let _ = std::fs::create_dir_all(dir);
+                    }
+                    let tmp = partial_of(&path);
+                    if std::fs::write(&tmp, &body).is_ok() {
+                        let _ = std::fs::rename(&tmp, &path);
+                    }
+                    return Ok(hash);
+                }
+                Err(f) => {
+                    last = f.message().to_string();
+                    match self.wait_after(&f, attempt, rng) {
+                        Ok(w) if attempt < attempts => {
+                            Metrics::add(&self.metrics.retries, 1);
+                            tracing::warn!(key = %ck, attempt, error = %last, "checksum download failed; retrying");
+                            tokio::time::sleep(w).await;
+                        }
+                        Ok(_) => break,
+                        Err(m) => return Err(m),
+                    }
+                }
+            }
+        }
+        Err(format!("its checksum file {ck} could not be fetched: {last}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_files_as_sha256sum_writes_them() {
+        let h = "ab".repeat(32);
+        assert_eq!(parse_checksum(&format!("{h}  x.zip\n"), "x.zip").unwrap(), h);
+        assert_eq!(parse_checksum(&format!("{}  *x.zip\r\n", h.to_uppercase()), "x.zip").unwrap(), h);
+        assert_eq!(parse_checksum(&format!("\n{h}\n"), "x.zip").unwrap(), h);
+        assert!(parse_checksum(&format!("{h}  y.zip"), "x.zip").unwrap_err().contains("names `y.zip`"));
+        assert!(parse_checksum("abc  x.zip", "x.zip").is_err());
+        assert!(parse_checksum("", "x.zip").is_err());
+    }
+
+    #[test]
+    fn keys_that_cannot_be_mirror_files_are_refused() {
+        for ok in ["a", "a/b.zip", "data/spot/x-1s-2024-01-01.zip", "a b/ü"] {
+            assert!(valid_key(ok), "{ok}");
+        }
+        for bad in ["", "/a", "a/", "a//b", "./a", "a/../b", "x.zip.partial", ".sluice/manifest.jsonl", "a\\b"] {
+            assert!(!valid_key(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,537 @@
+//! The `kind: s3` source: list the bucket, fetch the units the run wants into the mirror ahead
+//! of the workers (bounded concurrency, a bounded number waiting), and read each fetched file
+//! as a directory source would.
+//!
+//! A unit is one object: its locator is the key relative to the prefix's directory, its
+//! fingerprint the listed size and `etag:<ETag>`, so an unchanged object is never fetched or
+//! read again, and a changed one (new ETag) replaces its earlier output.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use arrow_schema::SchemaRef;
+use sluice_core::error::SourceError;
+use sluice_core::source::{BatchStream, Settled, Source, SourceItem, SourceMetric, SourceUnit, UnitStatus};
+use sluice_core::spec::{FileOrder, SourceSpec};
+use sluice_source::DirSource;
+
+use crate::client::{Client, Failure, Object};
+use crate::config::{ChecksumPolicy, S3Spec};
+use crate::fetch::{Fetcher, Job, valid_key};
+use crate::manifest::{Entry, Manifest, now_ms};
+use crate::metrics::Metrics;
+use crate::policy::{Backoff, Gate, TokenBucket, jitter_rng};
+
+/// What one full listing found.
+struct Listing {
+    at: Instant,
+    /// Every key under the prefix.
+    keys: HashSet<String>,
+    units: Vec<SourceUnit>,
+    /// The object of each selected unit, by locator.
+    jobs: HashMap<String, Job>,
+}
+
+/// The download queue shared by the source (its callers' threads) and the download tasks.
+#[derive(Default)]
+struct Queue {
+    /// Wanted and not started, in the order the workers will want them.
+    waiting: VecDeque<Job>,
+    /// Keys a caller of `open` waits for: started before the others, beyond `ahead`.
+    urgent: HashSet<String>,
+    running: HashSet<String>,
+    /// Finished and not yet taken by `open`.
+    done: HashMap<String, Result<PathBuf, String>>,
+    closed: bool,
+}
+
+impl Queue {
+    /// The next job to start: an urgent one, else the first while fewer than `ahead` objects
+    /// are downloading or downloaded and unread.
+    fn pick(&mut self, ahead: usize) -> Option<Job> {
+        let i = match self.waiting.iter().position(|j| self.urgent.contains(&j.object.key)) {
+            Some(i) => i,
+            None if self.running.len() + self.done.values().filter(|r| r.is_ok()).count() < ahead => 0,
+            None => return None,
+        };
+        let job = self.waiting.remove(i)?;
+        self.running.insert(job.object.key.clone());
+        Some(job)
+    }
+}
+
+struct Sched {
+    queue: Mutex<Queue>,
+    /// Wakes callers of `open` when a download finishes.
+    finished: Condvar,
+    /// Wakes download tasks when there is work (or room for it).
+    work: tokio::sync::Notify,
+}
+
+/// What a source starts on first use: the mirror's lock and manifest, the download tasks.
+struct Live {
+    fetcher: Arc<Fetcher>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _lock: std::fs::File,
+}
+
+pub struct S3Source {
+    name: String,
+    s3: Arc<S3Spec>,
+    dir: Arc<DirSource>,
+    metrics: Arc<Metrics>,
+    /// Taken on drop (see `Drop`).
+    rt: Option<tokio::runtime::Runtime>,
+    live: OnceLock<Result<Live, String>>,
+    sched: Arc<Sched>,
+    listing: Mutex<Option<Arc<Listing>>>,
+    /// Keys already warned about (not valid mirror paths), so each is warned once.
+    warned: Mutex<HashSet<String>>,
+}
+
+impl S3Source {
+    /// The source; no I/O until it is first used.
+    pub fn new(spec: &SourceSpec, s3: Arc<S3Spec>, batch_rows: usize) -> Result<Self, SourceError> {
+        let files = SourceSpec { config: Arc::new(s3.files.clone()), ..spec.clone() };
+        let dir = Arc::new(DirSource::new(&files, batch_rows)?);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("sluice-s3")
+            .enable_all()
+            .build()
+            .map_err(|e| SourceError::Config {
+                source_name: spec.name.clone(),
+                message: format!("cannot start the S3 source's runtime: {e}"),
+            })?;
+        Ok(S3Source {
+            name: spec.name.clone(),
+            s3,
+            dir,
+            metrics: Arc::default(),
+            rt: Some(rt),
+            live: OnceLock::new(),
+            sched: Arc::new(Sched {
+                queue: Mutex::default(),
+                finished: Condvar::new(),
+                work: tokio::sync::Notify::new(),
+            }),
+            listing: Mutex::new(None),
+            warned: Mutex::default(),
+        })
+    }
+
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.rt.as_ref().expect("until dropped")
+    }
+
+    fn remote(&self, message: impl Into<String>) -> SourceError {
+        SourceError::Remote { server: format!("s3 {}", self.s3.server()), message: self.s3.redact(&message.into()) }
+    }
+
+    fn manifest_dir(&self) -> PathBuf {
+        self.s3.mirror.join(".sluice")
+    }
+
+    /// Run `fut` on the source's runtime and wait for it, from any thread.
+    fn block_on<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> Result<T, SourceError> {
+        let task = self.rt().spawn(fut);
+        futures_executor::block_on(task).map_err(|e| self.remote(format!("task failed: {e}")))
+    }
+
+    /// The mirror's lock and manifest and the download tasks, started on first use.
+    fn live(&self) -> Result<&Live, SourceError> {
+        let live = self.live.get_or_init(|| self.start());
+        live.as_ref().map_err(|m| SourceError::Config { source_name: self.name.clone(), message: m.clone() })
+    }
+
+    fn start(&self) -> Result<Live, String> {
+        let dir = self.manifest_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| format!("mirror {}: {e}", dir.display()))?;
+        let lock_path = dir.join("mirror.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+        if lock.try_lock().is_err() {
+            return Err(format!(
+                "mirror {} is in use by another running pipeline (two sources may not share a mirror)",
+                self.s3.mirror.display()
+            ));
+        }
+        let manifest = Arc::new(Manifest::open(&dir).map_err(|e| format!("manifest in {}: {e}", dir.display()))?);
+        let client = Client::new(self.s3.clone())?;
+        let d = &self.s3.download;
+        let fetcher = Arc::new(Fetcher {
+            client,
+            spec: self.s3.clone(),
+            manifest,
+            gate: Gate::default(),
+            requests: TokenBucket::new(d.requests_per_second),
+            bytes: TokenBucket::new(d.bytes_per_second as f64),
+            metrics: self.metrics.clone(),
+        });
+        let tasks = (0..d.concurrency)
+            .map(|_| self.rt().spawn(download_loop(self.sched.clone(), fetcher.clone(), d.ahead)))
+            .collect();
+        Ok(Live { fetcher, tasks, _lock: lock })
+    }
+
+    /// The latest listing, listing again when it is older than `list.interval` (`fresh`: always).
+    fn listing(&self, fresh: bool) -> Result<Arc<Listing>, SourceError> {
+        if !fresh
+            && let Some(l) = self.listing.lock().expect("listing lock").as_ref()
+            && l.at.elapsed() < self.s3.list_interval
+        {
+            return Ok(l.clone());
+        }
+        let fetcher = self.live()?.fetcher.clone();
+        let started = Instant::now();
+        let objects = self.block_on(list_all(fetcher.clone())).and_then(|r| r.map_err(|m| self.remote(m)))?;
+        self.metrics.list_ms.store(started.elapsed().as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+        let listing = Arc::new(self.select(objects, &fetcher.manifest));
+        self.metrics.objects_listed.store(listing.units.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(source = %self.name, objects = listing.keys.len(), selected = listing.units.len(),
+            ms = started.elapsed().as_millis() as u64, "listed");
+        *self.listing.lock().expect("listing lock") = Some(listing.clone());
+        Ok(listing)
+    }
+
+    /// The units of a listing: keys under the prefix that the globs and `fields` select, that
+    /// can be mirror files, and that have a checksum file where one is required.
+    fn select(&self, objects: Vec<Object>, manifest: &Manifest) -> Listing {
+        let base = self.s3.base();
+        let keys: HashSet<String> = objects.iter().map(|o| o.key.clone()).collect();
+        let mut units = Vec::new();
+        let mut jobs = HashMap::new();
+        for o in objects {
+            if !o.key.starts_with(&self.s3.prefix) || o.key.ends_with('/') || o.key.ends_with(".CHECKSUM") {
+                continue;
+            }
+            let locator = o.key[base.len()..].to_string();
+            if !self.dir.selects(&locator) {
+                continue;
+            }
+            if !valid_key(&o.key) {
+                if self.warned.lock().expect("warned lock").insert(o.key.clone()) {
+                    tracing::warn!(source = %self.name, key = %o.key,
+                        "this key cannot be a file in the mirror (an empty, `.` or `..` segment, or a `.partial` name); skipped");
+                }
+                continue;
+            }
+            let ck = format!("{}.CHECKSUM", o.key);
+            let checksum_key = (self.s3.checksum != ChecksumPolicy::Off && keys.contains(&ck)).then_some(ck);
+            if self.s3.checksum == ChecksumPolicy::Required && checksum_key.is_none() {
+                if self.warned.lock().expect("warned lock").insert(o.key.clone()) {
+                    tracing::warn!(source = %self.name, key = %o.key,
+                        "no `.CHECKSUM` file is listed beside it and `checksum: required`; skipped");
+                }
+                continue;
+            }
+            if manifest.get(&o.key).is_none_or(|e| e.etag != o.etag || e.size != o.size) {
+                let _ = manifest.record(Entry {
+                    key: o.key.clone(),
+                    state: "listed".into(),
+                    etag: o.etag.clone(),
+                    size: o.size,
+                    attempts: 0,
+                    error: None,
+                    sha256: None,
+                    at_ms: now_ms(),
+                });
+            }
+            units.push(SourceUnit {
+                source: self.name.clone(),
+                locator: locator.clone(),
+                member: None,
+                location: self.s3.url_of(&o.key),
+                size: o.size,
+                version: o.last_modified_ns,
+                content_hash: Some(format!("etag:{}", o.etag)),
+            });
+            jobs.insert(locator, Job { object: o, checksum_key });
+        }
+        match self.s3.files.order {
+            FileOrder::Name => units.sort_by(|a, b| a.locator.cmp(&b.locator)),
+            FileOrder::SizeDesc => units.sort_by(|a, b| b.size.cmp(&a.size).then(a.locator.cmp(&b.locator))),
+        }
+        Listing { at: Instant::now(), keys, units, jobs }
+    }
+
+    /// The job that fetches `unit`: from the listing, or from the unit's own fingerprint.
+    fn job_for(&self, unit: &SourceUnit) -> Job {
+        if let Some(l) = self.listing.lock().expect("listing lock").as_ref()
+            && let Some(j) = l.jobs.get(&unit.locator)
+            && unit.content_hash.as_deref() == Some(&format!("etag:{}", j.object.etag))
+        {
+            return j.clone();
+        }
+        let key = format!("{}{}", self.s3.base(), unit.locator);
+        let etag = unit.content_hash.as_deref().and_then(|h| h.strip_prefix("etag:")).unwrap_or_default().to_string();
+        let checksum_key = (self.s3.checksum != ChecksumPolicy::Off)
+            .then(|| format!("{key}.CHECKSUM"))
+            .filter(|ck| self.listing.lock().expect("listing lock").as_ref().is_some_and(|l| l.keys.contains(ck)));
+        Job { object: Object { key, size: unit.size, etag, last_modified_ns: unit.version }, checksum_key }
+    }
+
+    /// Wait until `unit`'s object is in the mirror (fetching it now if it was not queued).
+    fn fetched(&self, unit: &SourceUnit) -> Result<PathBuf, SourceError> {
+        self.live()?;
+        let job = self.job_for(unit);
+        let key = job.object.key.clone();
+        let sched = &self.sched;
+        let mut q = sched.queue.lock().expect("queue lock");
+        loop {
+            if let Some(r) = q.done.remove(&key) {
+                q.urgent.remove(&key);
+                drop(q);
+                sched.work.notify_waiters();
+                return r.map_err(|m| self.remote(m));
+            }
+            if !q.running.contains(&key) && !q.urgent.contains(&key) {
+                if !q.waiting.iter().any(|j| j.object.key == key) {
+                    q.waiting.push_front(job.clone());
+                }
+                q.urgent.insert(key.clone());
+                sched.work.notify_waiters();
+            }
+            q = sched.finished.wait_timeout(q, Duration::from_millis(200)).expect("queue lock").0;
+            // A task may have been woken before it waited: nudge it again.
+            sched.work.notify_waiters();
+        }
+    }
+
+    /// The manifest entry of `unit`'s key moved to `state` (made from the unit if it has none).
+    fn set_state(&self, unit: &SourceUnit, state: &str) {
+        let Ok(live) = self.live() else { return };
+        let key = format!("{}{}", self.s3.base(), unit.locator);
+        let m = &live.fetcher.manifest;
+        let etag = unit.content_hash.as_deref().and_then(|h| h.strip_prefix("etag:")).unwrap_or_default();
+        let r = match m.get(&key) {
+            Some(e) if e.etag == etag => m.set_state(&key, state),
+            _ => m.record(Entry {
+                key: key.clone(),
+                state: state.into(),
+                etag: etag.into(),
+                size: unit.size,
+                attempts: 0,
+                error: None,
+                sha256: None,
+                at_ms: now_ms(),
+            }),
+        };
+        if let Err(e) = r {
+            tracing::warn!(source = %self.name, "manifest {}: {e}", m.path().display());
+        }
+    }
+}
+
+/// Every object under the prefix, page by page, each page retried as downloads are. A listing
+/// that fails on any page fails whole: a partial listing would look like deleted objects.
+async fn list_all(f: Arc<Fetcher>) -> Result<Vec<Object>, String> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    let mut seen = HashSet::new();
+    let mut rng = jitter_rng("list");
+    let backoff = Backoff { initial: f.spec.download.backoff_initial, max: f.spec.download.backoff_max };
+    loop {
+        let mut attempt = 0;
+        let page = loop {
+            attempt += 1;
+            f.gate.wait().await;
+            f.requests.take(1.0).await;
+            let started = Instant::now();
+            match f.client.list_page(token.as_deref(), f.spec.page_size).await {
+                Ok(p) => {
+                    f.metrics.request(200, started.elapsed());
+                    break p;
+                }
+                Err(Failure::Fatal(m)) => return Err(format!("listing failed: {m}")),
+                Err(Failure::Retry { reason, retry_after }) => {
+                    f.metrics.request(0, started.elapsed());
+                    if attempt >= f.spec.download.attempts {
+                        return Err(format!("listing failed after {attempt} attempt(s): {reason}"));
+                    }
+                    let wait = match retry_after {
+                        Some(d) if d > f.spec.download.max_retry_after => {
+                            return Err(format!("listing failed: {reason}: the server asks to wait {}s", d.as_secs()));
+                        }
+                        Some(d) => {
+                            f.gate.pause(d);
+                            Duration::ZERO
+                        }
+                        None => backoff.delay(attempt, &mut rng),
+                    };
+                    Metrics::add(&f.metrics.retries, 1);
+                    tracing::warn!(attempt, error = %reason, "listing failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        };
+        out.extend(page.objects);
+        match page.next {
+            Some(t) if !seen.insert(t.clone()) => return Err(format!("the listing repeats continuation token {t}")),
+            Some(t) => token = Some(t),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// One download task: takes jobs off the queue until the source is dropped.
+async fn download_loop(sched: Arc<Sched>, fetcher: Arc<Fetcher>, ahead: usize) {
+    loop {
+        let notified = sched.work.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let job = {
+            let mut q = sched.queue.lock().expect("queue lock");
+            if q.closed {
+                return;
+            }
+            let job = q.pick(ahead);
+            fetcher.metrics.queued.store(q.waiting.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            job
+        };
+        let Some(job) = job else {
+            notified.await;
+            continue;
+        };
+        Metrics::add(&fetcher.metrics.in_flight, 1);
+        let result = fetcher.fetch(&job).await;
+        fetcher.metrics.in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        {
+            let mut q = sched.queue.lock().expect("queue lock");
+            q.running.remove(&job.object.key);
+            q.done.insert(job.object.key.clone(), result);
+        }
+        sched.finished.notify_all();
+    }
+}
+
+impl Drop for S3Source {
+    /// Downloads in flight are abandoned (their `.partial` files resume next time). The source
+    /// may be dropped on an async task, where a runtime cannot block to shut down.
+    fn drop(&mut self) {
+        self.sched.queue.lock().map(|mut q| q.closed = true).ok();
+        if let Some(Ok(live)) = self.live.get() {
+            for t in &live.tasks {
+                t.abort();
+            }
+        }
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Source for S3Source {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn schema(&self) -> Option<SchemaRef> {
+        self.dir.schema()
+    }
+
+    /// One request: a one-key listing (the endpoint, the bucket and the credentials work).
+    fn describe(&self) -> Result<Option<SchemaRef>, SourceError> {
+        let client = Client::new(self.s3.clone()).map_err(|m| self.remote(m))?;
+        self.block_on(async move { client.list_page(None, 1).await.map(|_| ()) })?
+            .map_err(|f| self.remote(format!("listing failed: {}", f.message())))?;
+        Ok(self.schema())
+    }
+
+    fn discover(&self) -> Result<Vec<SourceUnit>, SourceError> {
+        Ok(self.listing(false)?.units.clone())
+    }
+
+    fn unit_fields(&self, unit: &SourceUnit) -> Vec<(String, String)> {
+        self.dir.unit_fields(unit)
+    }
+
+    fn nothing_found(&self) -> Option<String> {
+        Some(format!(
+            "source `{}`: no object under s3://{}/{} matches the source's globs and `fields`",
+            self.name, self.s3.bucket, self.s3.prefix
+        ))
+    }
+
+    fn prefetch(&self, units: &[SourceUnit]) {
+        if units.is_empty() && self.live.get().is_none() {
+            return;
+        }
+        if self.live().is_err() {
+            return;
+        }
+        let jobs: Vec<Job> = units.iter().map(|u| self.job_for(u)).collect();
+        let wanted: HashSet<&str> = jobs.iter().map(|j| j.object.key.as_str()).collect();
+        let mut q = self.sched.queue.lock().expect("queue lock");
+        q.done.retain(|k, _| wanted.contains(k.as_str()));
+        let (running, done) = (q.running.clone(), q.done.keys().cloned().collect::<HashSet<_>>());
+        q.waiting = jobs
+            .iter()
+            .filter(|j| !running.contains(&j.object.key) && !done.contains(&j.object.key))
+            .cloned()
+            .collect();
+        q.urgent.retain(|k| wanted.contains(k.as_str()));
+        drop(q);
+        self.sched.work.notify_waiters();
+    }
+
+    fn open(&self, unit: &SourceUnit) -> Result<BatchStream, SourceError> {
+        let path = self.fetched(unit)?;
+        let parts = self.dir.file_units(&path, &unit.locator)?;
+        let dir = self.dir.clone();
+        // Each member of an archive in turn, opened when the one before it is done; the
+        // readers' content hashes are of the mirror file, not the unit's fingerprint (the ETag).
+        let items = parts.into_iter().flat_map(move |part| -> BatchStream {
+            match dir.open(&part) {
+                Ok(s) => s,
+                Err(e) => Box::new(std::iter::once(Err(e))),
+            }
+        });
+        Ok(Box::new(items.filter(|i| !matches!(i, Ok(SourceItem::ContentHash { .. })))))
+    }
+
+    /// The key is listed with the same ETag and size (by the latest listing).
+    fn still_current(&self, unit: &SourceUnit) -> bool {
+        let Ok(l) = self.listing(false) else { return false };
+        l.units.iter().any(|u| u.same_unit(unit) && u.content_hash == unit.content_hash && u.size == unit.size)
+    }
+
+    fn settled(&self, unit: &SourceUnit, outcome: Settled) {
+        match outcome {
+            Settled::Committed | Settled::Unchanged => {
+                self.set_state(unit, "committed");
+                if !self.s3.keep_mirror {
+                    let key = format!("{}{}", self.s3.base(), unit.locator);
+                    for p in [self.s3.mirror.join(&key), self.s3.mirror.join(format!("{key}.CHECKSUM"))] {
+                        match std::fs::remove_file(&p) {
+                            Ok(()) => {
+                                tracing::debug!(file = %p.display(), "removed from the mirror (keep_mirror: false)")
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                            Err(e) => tracing::warn!(file = %p.display(), "cannot remove from the mirror: {e}"),
+                        }
+                    }
+                }
+            }
+            Settled::Failed => self.set_state(unit, "failed"),
+            Settled::Poisoned => self.set_state(unit, "poisoned"),
+        }
+    }
+
+    fn metrics(&self) -> Vec<SourceMetric> {
+        self.metrics.snapshot()
+    }
+
+    fn status(&self) -> Result<Option<Vec<UnitStatus>>, SourceError> {
+        let dir = self.manifest_dir();
+        let rows = crate::manifest::status(&dir)
+            .map_err(|e| SourceError::Io { path: dir.display().to_string(), source: e })?;
+        Ok(Some(rows))
+    }
+}
