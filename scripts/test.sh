@@ -39,6 +39,9 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 step "Python readers for the lake check: pyarrow with DuckDB 1.x and 2.x"
 SLUICE_PYTHON="$(bash scripts/python-venvs.sh)"
 export SLUICE_PYTHON
+# moto for the S3 source tests (sluice-testkit MotoServer).
+SLUICE_MOTO_PYTHON="$(bash scripts/moto-venv.sh)"
+export SLUICE_MOTO_PYTHON
 
 step "host tests against the rebuilt plugins"
 SLUICE_PLUGIN_DIR="$rebuilt" SLUICE_TEST_PLUGIN_DIR="$rebuilt/test" cargo test --workspace 2>&1 | tee -a "$results"
