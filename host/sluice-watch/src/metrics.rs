@@ -12,7 +12,40 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
+use sluice_core::source::{Source, SourceMetric};
 use sluice_core::summary::RunSummary;
+
+/// The sources' metrics in the text format, each metric's samples under one `HELP` and `TYPE`.
+fn encode_source_metrics(sources: &[(String, Arc<dyn Source>)]) -> String {
+    use std::fmt::Write;
+    let mut by_name: std::collections::BTreeMap<&'static str, (SourceMetric, Vec<String>)> = Default::default();
+    for (pipeline, src) in sources {
+        for m in src.metrics() {
+            let mut labels = format!("pipeline=\"{}\",source=\"{}\"", escape(pipeline), escape(src.name()));
+            for (k, v) in &m.labels {
+                let _ = write!(labels, ",{k}=\"{}\"", escape(v));
+            }
+            let sample = format!("sluice_source_{}{{{labels}}} {}\n", m.name, m.value);
+            by_name.entry(m.name).or_insert_with(|| (m.clone(), Vec::new())).1.push(sample);
+        }
+    }
+    let mut out = String::new();
+    for (name, (m, samples)) in by_name {
+        // OpenMetrics names a counter family without its `_total` suffix.
+        let family = if m.counter { name.strip_suffix("_total").unwrap_or(name) } else { name };
+        let kind = if m.counter { "counter" } else { "gauge" };
+        let _ = writeln!(out, "# HELP sluice_source_{family} {}", m.help);
+        let _ = writeln!(out, "# TYPE sluice_source_{family} {kind}");
+        for s in samples {
+            out.push_str(&s);
+        }
+    }
+    out
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
 
 type PipelineLabel = [(&'static str, String); 1];
 type StepLabel = [(&'static str, String); 2];
@@ -48,6 +81,8 @@ pub struct Metrics {
     publishes: Family<PipelineLabel, Counter>,
     publish_failures: Family<PipelineLabel, Counter>,
     publish_seconds: Family<PipelineLabel, Histogram, fn() -> Histogram>,
+    /// Sources with metrics of their own ([`Source::metrics`]), by pipeline.
+    sources: std::sync::Mutex<Vec<(String, Arc<dyn Source>)>>,
 }
 
 impl Default for Metrics {
@@ -72,6 +107,7 @@ impl Default for Metrics {
             publish_failures: Family::default(),
             publish_seconds: Family::new_with_constructor(publish_histogram as fn() -> Histogram),
             registry: Registry::default(),
+            sources: Default::default(),
         };
         r.register("files_seen", "Files seen (again when rewritten after their commit)", m.files_seen.clone());
         r.register("files_committed", "Files committed to the lake", m.files_committed.clone());
@@ -118,11 +154,25 @@ impl Metrics {
         Arc::new(Self::default())
     }
 
-    /// The Prometheus text exposition.
+    /// The Prometheus text exposition (OpenMetrics), the sources' own metrics included.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        let sources = self.sources.lock().expect("sources lock").clone();
+        let extra = encode_source_metrics(&sources);
+        if !extra.is_empty() {
+            let at = out.rfind("# EOF").unwrap_or(out.len());
+            out.insert_str(at, &extra);
+        }
         out
+    }
+
+    /// Export the metrics of `pipeline`'s sources (`sluice_source_*`, labelled by pipeline and
+    /// source) for as long as the process runs.
+    pub fn sources(&self, pipeline: &str, sources: &[Arc<dyn Source>]) {
+        let mut g = self.sources.lock().expect("sources lock");
+        g.retain(|(p, _)| p != pipeline);
+        g.extend(sources.iter().map(|s| (pipeline.to_string(), s.clone())));
     }
 
     /// The metrics of one pipeline.
@@ -253,5 +303,57 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
         }
+    }
+}
+
+#[cfg(test)]
+mod source_tests {
+    use super::*;
+    use sluice_core::error::SourceError;
+    use sluice_core::source::{BatchStream, SourceUnit};
+
+    struct Counting;
+
+    impl Source for Counting {
+        fn name(&self) -> &str {
+            "bucket"
+        }
+        fn schema(&self) -> Option<sluice_core::SchemaRef> {
+            None
+        }
+        fn discover(&self) -> Result<Vec<SourceUnit>, SourceError> {
+            Ok(Vec::new())
+        }
+        fn open(&self, _unit: &SourceUnit) -> Result<BatchStream, SourceError> {
+            Ok(Box::new(std::iter::empty()))
+        }
+        fn metrics(&self) -> Vec<SourceMetric> {
+            let m = |name, counter, labels, value| SourceMetric { name, help: "h", counter, labels, value };
+            vec![
+                m("bytes_downloaded_total", true, vec![], 2048.0),
+                m("http_requests_total", true, vec![("status", "200".to_string())], 3.0),
+                m("http_requests_total", true, vec![("status", "429".to_string())], 1.0),
+                m("downloads_in_flight", false, vec![], 2.0),
+            ]
+        }
+    }
+
+    #[test]
+    fn sources_export_their_own_metrics_before_the_end_marker() {
+        let m = Metrics::new();
+        let _ = m.pipeline("klines");
+        m.sources("klines", &[Arc::new(Counting) as Arc<dyn Source>]);
+        let text = m.encode();
+        for line in [
+            "# TYPE sluice_source_bytes_downloaded counter",
+            "sluice_source_bytes_downloaded_total{pipeline=\"klines\",source=\"bucket\"} 2048",
+            "sluice_source_http_requests_total{pipeline=\"klines\",source=\"bucket\",status=\"429\"} 1",
+            "# TYPE sluice_source_downloads_in_flight gauge",
+            "sluice_source_downloads_in_flight{pipeline=\"klines\",source=\"bucket\"} 2",
+        ] {
+            assert!(text.contains(line), "missing `{line}` in:\n{text}");
+        }
+        assert_eq!(text.matches("# TYPE sluice_source_http_requests counter").count(), 1);
+        assert!(text.trim_end().ends_with("# EOF"));
     }
 }

@@ -124,6 +124,7 @@ pub async fn watch(
     let job = p.job;
     let name = job.spec.name.clone();
     let pm = metrics.pipeline(&name);
+    metrics.sources(&name, &job.sources);
     let wake = Arc::new(Wake::default());
     let mut triggers = Vec::new();
     for source in &job.sources {
