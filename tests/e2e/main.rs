@@ -20,6 +20,7 @@ mod python_readers;
 mod readers;
 mod redis;
 mod run_csv;
+mod s3;
 mod sources;
 mod support;
 mod types;

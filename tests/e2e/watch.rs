@@ -51,7 +51,7 @@ fn rows_of(k: usize, rows: usize) -> String {
 }
 
 /// A running `sluice watch`, its log in a file.
-struct Watch {
+pub(crate) struct Watch {
     child: std::cell::RefCell<Option<Child>>,
     log: PathBuf,
 }
@@ -59,7 +59,7 @@ struct Watch {
 static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 impl Watch {
-    fn start(yaml: &Path, args: &[&str]) -> Self {
+    pub(crate) fn start(yaml: &Path, args: &[&str]) -> Self {
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = yaml.with_file_name(format!("watch-{n}.log"));
         let f = std::fs::File::create(&log).unwrap();
@@ -73,7 +73,7 @@ impl Watch {
         Watch { child: std::cell::RefCell::new(Some(child)), log }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -83,7 +83,7 @@ impl Watch {
     }
 
     /// SIGTERM, then wait; returns the exit code.
-    fn stop(self) -> Option<i32> {
+    pub(crate) fn stop(self) -> Option<i32> {
         let mut child = self.child.borrow_mut().take().unwrap();
         let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
         assert!(status.success());
@@ -100,7 +100,7 @@ impl Watch {
     }
 
     /// The address of `--listen 127.0.0.1:0`, from the log.
-    fn metrics_addr(&self) -> String {
+    pub(crate) fn metrics_addr(&self) -> String {
         wait_until("the metrics endpoint to listen", self, || {
             self.log().lines().find_map(|l| {
                 let v: serde_json::Value = serde_json::from_str(l).ok()?;
@@ -137,7 +137,7 @@ fn wait_exit(c: &mut Child) -> Option<i32> {
 }
 
 /// Poll `f` until it returns something; panic with the watch log after `PATIENCE`.
-fn wait_until<T>(what: &str, w: &Watch, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_until<T>(what: &str, w: &Watch, mut f: impl FnMut() -> Option<T>) -> T {
     let started = Instant::now();
     loop {
         if let Some(v) = f() {
@@ -319,7 +319,7 @@ fn watch_burst_of_1000_small_files_with_metrics() {
     stop_cleanly(w, &lake);
 }
 
-fn http_get(addr: &str, path: &str) -> String {
+pub(crate) fn http_get(addr: &str, path: &str) -> String {
     use std::io::Read;
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
@@ -329,7 +329,7 @@ fn http_get(addr: &str, path: &str) -> String {
 }
 
 /// A sample's value in the Prometheus text format.
-fn metric(text: &str, name: &str) -> Option<f64> {
+pub(crate) fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
