@@ -5,12 +5,46 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use sluice_core::runner::Progress;
-use sluice_core::source::SourceUnit;
+use sluice_core::source::{Source, SourceUnit};
+
+/// What the sources that download their units have done so far, as one line (none when no
+/// source downloads).
+fn downloads(sources: &[Arc<dyn Source>]) -> Option<String> {
+    let (mut objects, mut bytes, mut retries, mut failed, mut any) = (0.0, 0.0, 0.0, 0.0, false);
+    for m in sources.iter().flat_map(|s| s.metrics()) {
+        match m.name {
+            "objects_fetched_total" => objects += m.value,
+            "bytes_downloaded_total" => (bytes, any) = (bytes + m.value, true),
+            "retries_total" => retries += m.value,
+            "fetch_failures_total" => failed += m.value,
+            _ => {}
+        }
+    }
+    any.then(|| {
+        format!(
+            "downloads: {objects} object(s), {:.1} MiB, {retries} retried attempt(s), {failed} failed",
+            bytes / 1048576.0
+        )
+    })
+}
+
+/// A second line under the bar for the sources' downloads, refreshed by a thread of its own
+/// (joined by `finish`).
+struct DownloadLine {
+    bar: ProgressBar,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
 
 pub struct RunProgress {
     bar: Option<ProgressBar>,
+    downloads: Mutex<Option<DownloadLine>>,
+    sources: Vec<Arc<dyn Source>>,
     files_total: AtomicU64,
     files_done: AtomicU64,
     rows: AtomicU64,
@@ -21,9 +55,13 @@ pub struct RunProgress {
 }
 
 impl RunProgress {
-    pub fn new(quiet: bool) -> Self {
-        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
-            let b = ProgressBar::new(0);
+    /// Progress of a run over `sources` (those that download their units get a line of their
+    /// own on a terminal).
+    pub fn new(quiet: bool, sources: Vec<Arc<dyn Source>>) -> Self {
+        let terminal = !quiet && std::io::stderr().is_terminal();
+        let multi = MultiProgress::new();
+        let bar = terminal.then(|| {
+            let b = multi.add(ProgressBar::new(0));
             b.set_style(
                 ProgressStyle::with_template(
                     "{spinner} [{elapsed_precise}] {bar:30} {binary_bytes}/{binary_total_bytes} {msg} ETA {eta}",
@@ -33,8 +71,25 @@ impl RunProgress {
             b.enable_steady_tick(Duration::from_millis(200));
             b
         });
+        let downloads = (terminal && downloads(&sources).is_some()).then(|| {
+            let line = multi.add(ProgressBar::new_spinner());
+            line.set_style(ProgressStyle::with_template("  {msg}").expect("valid template"));
+            let stop = Arc::new(AtomicBool::new(false));
+            let (l, st, srcs) = (line.clone(), stop.clone(), sources.clone());
+            let thread = std::thread::spawn(move || {
+                while !st.load(Ordering::Relaxed) {
+                    if let Some(msg) = downloads(&srcs) {
+                        l.set_message(msg);
+                    }
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            });
+            DownloadLine { bar: line, stop, thread: Some(thread) }
+        });
         RunProgress {
             bar,
+            downloads: Mutex::new(downloads),
+            sources,
             files_total: AtomicU64::new(0),
             files_done: AtomicU64::new(0),
             rows: AtomicU64::new(0),
@@ -46,6 +101,13 @@ impl RunProgress {
     }
 
     pub fn finish(&self) {
+        if let Some(mut d) = self.downloads.lock().expect("progress lock").take() {
+            d.stop.store(true, Ordering::Relaxed);
+            if let Some(t) = d.thread.take() {
+                let _ = t.join();
+            }
+            d.bar.finish_and_clear();
+        }
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
@@ -76,10 +138,18 @@ impl Progress for RunProgress {
                 let mut last = self.last_line.lock().expect("progress lock");
                 if last.elapsed() >= Duration::from_secs(5) {
                     *last = Instant::now();
-                    eprintln!("progress: {msg}, {:.1} MB/s", bytes as f64 / secs / 1e6);
+                    let dl = downloads(&self.sources).map(|d| format!("; {d}")).unwrap_or_default();
+                    eprintln!("progress: {msg}, {:.1} MB/s{dl}", bytes as f64 / secs / 1e6);
                 }
             }
             None => {}
         }
+    }
+}
+
+/// The download line's thread is joined however the run ends.
+impl Drop for RunProgress {
+    fn drop(&mut self) {
+        self.finish();
     }
 }

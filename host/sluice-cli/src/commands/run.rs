@@ -42,7 +42,7 @@ pub fn run_specs(
     for spec in specs {
         let (job, publication) = crate::context::job(spec, &rt)?;
         let publication = publication.filter(|_| !args.no_catalog);
-        let progress = Arc::new(RunProgress::new(g.quiet));
+        let progress = Arc::new(RunProgress::new(g.quiet, job.sources.clone()));
         let opts = RunOptions {
             force: args.force,
             workers: args.workers,
