@@ -207,6 +207,7 @@ fn s3_faults_are_retried_a_bad_checksum_is_poisoned_and_good_objects_land_once()
     assert_eq!(gets(&keys[1]).len(), 3);
     assert_eq!(gets(&bad).len(), 4, "a checksum mismatch is fetched again, up to `attempts`");
     assert!(partials(&root.join("mirror")).is_empty(), "{:?}", partials(&root.join("mirror")));
+    assert!(proxy.max_in_flight() <= 3, "download.concurrency: 3, yet {} at once", proxy.max_in_flight());
 
     // The lake holds exactly what a directory source reads from the good files.
     let expected = reference(root, &files, |k| k != bad);
@@ -305,7 +306,8 @@ fn s3_credentials_keep_mirror_validate_and_a_large_listing() {
     // Tens of thousands of other keys under the prefix: listed page by page, not selected.
     s3.seed_many(&format!("{PREFIX}other/"), 20_000);
     let proxy = FaultProxy::start(s3.port());
-    let creds = "    access_key_id_env: S3_KEY\n    secret_access_key_env: S3_SECRET\n    keep_mirror: false\n";
+    let creds = "    access_key_id_env: S3_KEY\n    secret_access_key_env: S3_SECRET\n    keep_mirror: false\n    \
+                 download: {requests_per_second: 10}\n";
     let source = s3_source(&proxy.endpoint(), creds);
     let p = pipeline(root, "klines", &source, "lake");
     let yaml = p.to_str().unwrap();
@@ -323,6 +325,18 @@ fn s3_credentials_keep_mirror_validate_and_a_large_listing() {
     assert!(
         report(&["validate --connect"], c.args(["validate", "--connect", yaml]).output().unwrap()).status.success()
     );
+    let other = root.join("other-bucket.yaml");
+    write(
+        &other,
+        &std::fs::read_to_string(&p).unwrap().replace(&format!("bucket: {BUCKET}"), "bucket: no-such-bucket"),
+    );
+    let mut c = sluice();
+    env(&mut c);
+    let out =
+        report(&["validate --connect"], c.args(["validate", "--connect", other.to_str().unwrap()]).output().unwrap());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr.contains("no-such-bucket") && stderr.contains("NoSuchBucket"), "{stderr}");
 
     // A wrong secret is refused by the server, and never shown.
     let wrong = "wrong-secret-value-123";
@@ -333,6 +347,7 @@ fn s3_credentials_keep_mirror_validate_and_a_large_listing() {
     assert!(text.contains("SignatureDoesNotMatch") && text.contains("403"), "{text}");
     assert!(!text.contains(wrong));
 
+    proxy.clear_seen();
     let mut c = sluice();
     env(&mut c);
     let started = Instant::now();
@@ -341,7 +356,14 @@ fn s3_credentials_keep_mirror_validate_and_a_large_listing() {
     eprintln!("listing 20,004 keys and fetching 4 took {:?}", started.elapsed());
     let lists = proxy.seen().iter().filter(|r| r.path.contains("list-type=2") && r.status == 200).count();
     assert!(lists >= 21, "20,000 keys in pages of 1000: {lists} list requests");
-    assert!(proxy.seen().iter().all(|r| r.authorization), "every request is signed");
+    let seen = proxy.seen();
+    assert!(seen.iter().all(|r| r.authorization), "every request is signed");
+    // requests_per_second: 10 (a burst of 10, then one every 100 ms), over the pages and objects.
+    let last = seen.iter().rev().find(|r| r.status == 200).unwrap();
+    let first = seen.iter().find(|r| r.status == 200 && r.path.contains("list-type")).unwrap();
+    let spread = last.at.duration_since(first.at);
+    let limited = (lists + 4 - 10) as f64 / 10.0;
+    assert!(spread.as_secs_f64() >= limited * 0.9, "{} requests in {spread:?}", lists + 4);
     assert_eq!(per_day(&root.join("lake")), reference(root, &files, |_| true));
     // keep_mirror: false: the committed objects are gone from the mirror; the manifest stays.
     let left: Vec<String> =

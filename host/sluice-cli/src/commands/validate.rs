@@ -137,11 +137,11 @@ fn check_environment(
     // `--connect`: servers describe their sources, and the sink logs in.
     let mut described: Vec<Option<SchemaRef>> = sources.iter().map(|s| s.schema()).collect();
     if connect {
+        // Every source is asked, so that a server whose columns are declared (a bucket) is
+        // still reached; a declared schema stands.
         for (src, schema) in sources.iter().zip(described.iter_mut()) {
-            if schema.is_some() {
-                continue;
-            }
             match src.describe() {
+                Ok(_) if schema.is_some() => {}
                 Ok(s) => {
                     if s.is_some() {
                         unchecked.retain(|w| !w.contains(&format!("source `{}`", src.name())));
