@@ -43,6 +43,16 @@ fn golden_bad_delta_type() {
 }
 
 #[test]
+fn golden_bad_s3() {
+    golden("bad_s3");
+}
+
+#[test]
+fn golden_bad_s3_key() {
+    golden("bad_s3_key");
+}
+
+#[test]
 fn golden_bad_postgres() {
     golden("bad_postgres");
 }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use arrow_schema::SchemaRef;
+use futures_util::FutureExt;
 use sluice_core::error::SourceError;
 use sluice_core::source::{BatchStream, Settled, Source, SourceItem, SourceMetric, SourceUnit, UnitStatus};
 use sluice_core::spec::{FileOrder, SourceSpec};
@@ -400,7 +401,11 @@ async fn download_loop(sched: Arc<Sched>, fetcher: Arc<Fetcher>, ahead: usize) {
             continue;
         };
         Metrics::add(&fetcher.metrics.in_flight, 1);
-        let result = fetcher.fetch(&job).await;
+        // A panic must not leave the key running forever, with a worker waiting for it.
+        let result = std::panic::AssertUnwindSafe(fetcher.fetch(&job))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err(format!("{}: the download panicked", fetcher.spec.url_of(&job.object.key))));
         fetcher.metrics.in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         {
             let mut q = sched.queue.lock().expect("queue lock");
