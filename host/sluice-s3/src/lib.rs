@@ -7,6 +7,8 @@
 mod client;
 pub mod config;
 mod fetch;
+#[doc(hidden)]
+pub mod fuzzing;
 mod manifest;
 mod metrics;
 mod policy;
