@@ -388,10 +388,27 @@ pub async fn run(
     }
     // Close the channel so workers exit once the groups in flight are done.
     drop(group_tx);
-    while let Some(res) = res_rx.recv().await {
-        if let Some(err) = absorb(&job, &mut summary, res, &*progress) {
-            abort.store(true, Ordering::SeqCst);
-            fatal.get_or_insert(err);
+    // On a signal or a fatal error, sources stop waits for units not yet fetched, so that
+    // workers blocked opening one return.
+    let mut sources_cancelled = false;
+    loop {
+        if !sources_cancelled && (cancel.load(Ordering::SeqCst) || abort.load(Ordering::SeqCst)) {
+            sources_cancelled = true;
+            for src in &job.sources {
+                src.cancel();
+            }
+        }
+        tokio::select! {
+            res = res_rx.recv() => match res {
+                Some(res) => {
+                    if let Some(err) = absorb(&job, &mut summary, res, &*progress) {
+                        abort.store(true, Ordering::SeqCst);
+                        fatal.get_or_insert(err);
+                    }
+                }
+                None => break,
+            },
+            _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
         }
     }
     for h in handles {
@@ -588,6 +605,10 @@ fn absorb(job: &Job, summary: &mut RunSummary, res: UnitResult, progress: &dyn P
         Err(err) => {
             summary.files_failed += 1;
             progress.unit_finished(&res.unit, res.rows_in, false);
+            // A server that failed or could not be reached says nothing about the unit: the
+            // failure is reported and the next run retries it, but it does not count towards
+            // poisoning (an outage would otherwise poison every unit it met).
+            let counts = !matches!(err, UnitError::Source(SourceError::Remote { .. }));
             let (step, policy, message, fatal) = match err {
                 UnitError::Step { index, error } => {
                     let spec = &job.spec.steps[index];
@@ -631,6 +652,7 @@ fn absorb(job: &Job, summary: &mut RunSummary, res: UnitResult, progress: &dyn P
             };
             tracing::warn!(file = %file, action, "{message}");
             if fatal.is_none()
+                && counts
                 && let Err(e) = job.sink.state().record_failure(&res.unit, &message)
             {
                 return Some(RunError::Sink(e));

@@ -207,6 +207,10 @@ pub trait Source: Send + Sync {
     fn prefetch(&self, _units: &[SourceUnit]) {}
     /// What became of a unit in this run, after the sink recorded it. The default does nothing.
     fn settled(&self, _unit: &SourceUnit, _outcome: Settled) {}
+    /// The run is stopping (a signal): give up waiting for units not yet fetched, so that
+    /// workers blocked in [`Source::open`] return. The next [`Source::prefetch`] starts afresh.
+    /// The default does nothing.
+    fn cancel(&self) {}
     /// The source's own counters and gauges (downloads, requests, retries), for the progress
     /// display and `watch`'s Prometheus metrics. The default has none.
     fn metrics(&self) -> Vec<SourceMetric> {
