@@ -121,9 +121,13 @@ impl DirSource {
     }
 
     /// Whether `locator` (a path relative to the root, `/`-separated) is one this source
-    /// selects: its globs match and it fits the `fields` pattern.
+    /// selects, as `discover` would: no part of it is a temporary name (`.*`, `_*`,
+    /// `*.partial`, ...: a writer's work in progress, `_SUCCESS`), its globs match, and it fits
+    /// the `fields` pattern.
     pub fn selects(&self, locator: &str) -> bool {
-        self.include.is_match(locator)
+        !locator.split('/').any(is_temporary)
+            && !locator.rsplit('/').next().is_some_and(|n| self.is_marker(std::ffi::OsStr::new(n)))
+            && self.include.is_match(locator)
             && !self.exclude.is_match(locator)
             && self.dir.fields.as_ref().is_none_or(|p| FieldValues::parse(p, locator).is_ok())
     }
