@@ -164,6 +164,10 @@ fn s3_faults_are_retried_a_bad_checksum_is_poisoned_and_good_objects_land_once()
     proxy.add_rule(Rule::get(PathMatch::Exact(path(&keys[5])), 1..=1, Action::ShortConsistent(4000)));
     proxy.add_rule(Rule::get(PathMatch::Exact(path(&keys[6])), 1..=1, Action::ResetAfter(2000)));
     proxy.add_rule(Rule::get(PathMatch::Exact(path(&keys[7])), 1..=1, Action::Corrupt { offset: 100 }));
+    // The last object's server fails every time: an outage, which says nothing about the object.
+    let down = keys[8].clone();
+    let outage = || Rule::get(PathMatch::Exact(path(&down)), 1..=1000, Action::Status(503));
+    proxy.add_rule(outage());
 
     let source = s3_source(
         &proxy.endpoint(),
@@ -174,8 +178,9 @@ fn s3_faults_are_retried_a_bad_checksum_is_poisoned_and_good_objects_land_once()
     let sum1 = root.join("run1.json");
     let out = run(&["--log-format", "json", "run", yaml, "--summary-json", sum1.to_str().unwrap()]);
     let s = summary(&sum1);
-    assert_eq!((s["files_committed"].as_u64(), s["files_failed"].as_u64()), (Some(8), Some(1)), "{s}");
-    let failure = s["failures"][0]["error"].as_str().unwrap();
+    assert_eq!((s["files_committed"].as_u64(), s["files_failed"].as_u64()), (Some(7), Some(2)), "{s}");
+    let failures = s["failures"].as_array().unwrap();
+    let failure = failures.iter().map(|f| f["error"].as_str().unwrap()).find(|e| e.contains(&bad)).unwrap();
     assert!(
         failure.contains(&bad) && failure.contains("checksum mismatch") && failure.contains("4 attempt"),
         "{failure}"
@@ -206,35 +211,47 @@ fn s3_faults_are_retried_a_bad_checksum_is_poisoned_and_good_objects_land_once()
     assert!(throttled[1].at.duration_since(throttled[0].at) >= Duration::from_millis(950));
     assert_eq!(gets(&keys[1]).len(), 3);
     assert_eq!(gets(&bad).len(), 4, "a checksum mismatch is fetched again, up to `attempts`");
+    assert_eq!(gets(&down).len(), 4);
     assert!(partials(&root.join("mirror")).is_empty(), "{:?}", partials(&root.join("mirror")));
     assert!(proxy.max_in_flight() <= 3, "download.concurrency: 3, yet {} at once", proxy.max_in_flight());
 
     // The lake holds exactly what a directory source reads from the good files.
-    let expected = reference(root, &files, |k| k != bad);
+    let expected = reference(root, &files, |k| k != bad && k != down);
     assert_eq!(per_day(&root.join("lake")), expected);
+    std::fs::remove_dir_all(root.join("reference-data")).unwrap();
+    std::fs::remove_dir_all(root.join("reference-lake")).unwrap();
 
     // Unchanged objects are neither fetched nor read again; the bad one fails again, then is
-    // poisoned (retries: 2).
+    // poisoned (retries: 2); the one behind the outage fails every run, but is never poisoned.
     proxy.clear_rules();
+    proxy.add_rule(outage());
     proxy.clear_seen();
     let sum2 = root.join("run2.json");
     run(&["run", yaml, "--summary-json", sum2.to_str().unwrap()]);
     let s = summary(&sum2);
-    assert_eq!((s["files_unchanged"].as_u64(), s["files_failed"].as_u64()), (Some(8), Some(1)), "{s}");
+    assert_eq!((s["files_unchanged"].as_u64(), s["files_failed"].as_u64()), (Some(7), Some(2)), "{s}");
     let object_gets: Vec<String> =
         proxy.seen().iter().filter(|r| !r.path.contains("list-type")).map(|r| r.path.clone()).collect();
-    assert!(object_gets.iter().all(|p| p.starts_with(&path(&bad))), "only the bad object is fetched: {object_gets:?}");
+    assert!(
+        object_gets.iter().all(|p| p.starts_with(&path(&bad)) || p.starts_with(&path(&down))),
+        "only the failed objects are fetched: {object_gets:?}"
+    );
     let sum3 = root.join("run3.json");
     run(&["run", yaml, "--summary-json", sum3.to_str().unwrap()]);
     let s = summary(&sum3);
-    assert_eq!((s["files_unchanged"].as_u64(), s["files_poisoned"].as_u64()), (Some(8), Some(1)), "{s}");
+    assert_eq!((s["files_unchanged"].as_u64(), s["files_poisoned"].as_u64()), (Some(7), Some(1)), "{s}");
+    assert_eq!(s["files_failed"].as_u64(), Some(1), "the outage's object is tried again: {s}");
     let st = status(&p);
-    assert_eq!(st["counts"], serde_json::json!({"committed": 8, "poisoned": 1}), "{st}");
+    assert_eq!(st["counts"], serde_json::json!({"committed": 7, "failed": 1, "poisoned": 1}), "{st}");
+    let failed = st["units"].as_array().unwrap().iter().find(|u| u["state"] == "failed").unwrap();
+    assert_eq!(failed["key"], down.as_str());
+    assert!(failed["error"].as_str().unwrap().contains("HTTP 503"), "{failed}");
     let poisoned = st["units"].as_array().unwrap().iter().find(|u| u["state"] == "poisoned").unwrap();
     assert_eq!(poisoned["key"], bad.as_str());
     assert!(poisoned["error"].as_str().unwrap().contains("checksum mismatch"), "{poisoned}");
 
-    // A changed object (new bytes, new checksum) replaces its earlier rows.
+    // The server is back, and a changed object (new bytes, new checksum) replaces its rows.
+    proxy.clear_rules();
     let other = generate(&root.join("gen2"), 3, 3, 700, 7);
     let (sym, f) = &other[0];
     assert_eq!(key_of(sym, f), keys[0]);
@@ -242,11 +259,9 @@ fn s3_faults_are_retried_a_bad_checksum_is_poisoned_and_good_objects_land_once()
     let sum4 = root.join("run4.json");
     run(&["run", yaml, "--summary-json", sum4.to_str().unwrap()]);
     let s = summary(&sum4);
-    assert_eq!(s["files_committed"].as_u64(), Some(1), "{s}");
+    assert_eq!(s["files_committed"].as_u64(), Some(2), "{s}");
     let mut files2 = files.clone();
     files2[0] = other[0].clone();
-    std::fs::remove_dir_all(root.join("reference-data")).unwrap();
-    std::fs::remove_dir_all(root.join("reference-lake")).unwrap();
     assert_eq!(per_day(&root.join("lake")), reference(root, &files2, |k| k != bad));
     assert!(run(&["lake", "verify", root.join("lake").to_str().unwrap()]).status.success());
 }
@@ -263,9 +278,34 @@ fn s3_sigkill_mid_download_resumes_by_range_and_changes_nothing() {
     let p = pipeline(root, "klines", &slow, "lake");
     let mirror = root.join("mirror");
 
+    let partial = mirror.join(format!("{}.partial", keys[0]));
+    let grown = |child: &mut std::process::Child, bytes: u64| {
+        let started = Instant::now();
+        while std::fs::metadata(&partial).map_or(0, |m| m.len()) < bytes {
+            assert!(started.elapsed() < Duration::from_secs(60), "the download never got going");
+            assert!(child.try_wait().unwrap().is_none(), "the run ended before it was stopped");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    // Ctrl-C while a worker waits for a slow download: the run stops promptly, committing nothing
+    // of the object, and its partial download stays for the next run.
+    let mut child = sluice().args(["run", "-q", p.to_str().unwrap()]).spawn().unwrap();
+    grown(&mut child, 100_000);
+    let signalled = Instant::now();
+    assert!(std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(signalled.elapsed() < Duration::from_secs(15), "the run did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("the run stopped {:?} after SIGINT", signalled.elapsed());
+    assert!(partial.exists());
+
     // Killed while the first object is half downloaded.
     let mut child = sluice().args(["run", "-q", p.to_str().unwrap()]).spawn().unwrap();
-    let partial = mirror.join(format!("{}.partial", keys[0]));
     let started = Instant::now();
     while std::fs::metadata(&partial).map_or(0, |m| m.len()) < 300_000 {
         assert!(started.elapsed() < Duration::from_secs(60), "the download never got going");

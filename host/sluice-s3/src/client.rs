@@ -100,6 +100,15 @@ fn parse_time_ns(s: &str) -> i64 {
     let d: Vec<i64> = date.split('-').filter_map(|p| p.parse().ok()).collect();
     let t: Vec<i64> = time.split(':').filter_map(|p| p.parse().ok()).collect();
     let ([y, m, dd], [hh, mm, ss]) = (d.as_slice(), t.as_slice()) else { return 0 };
+    if !((1..=9999).contains(y)
+        && (1..=12).contains(m)
+        && (1..=31).contains(dd)
+        && (0..24).contains(hh)
+        && (0..60).contains(mm)
+        && (0..=60).contains(ss))
+    {
+        return 0;
+    }
     let frac: i64 = s
         .get(19..)
         .and_then(|r| r.strip_prefix('.'))
@@ -113,7 +122,8 @@ fn parse_time_ns(s: &str) -> i64 {
     let doy = (153 * m + 2) / 5 + dd - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
-    ((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1_000_000_000) + frac
+    // Past 2262 nanoseconds overflow an i64: no time then.
+    (days * 86_400 + hh * 3600 + mm * 60 + ss).checked_mul(1_000_000_000).and_then(|n| n.checked_add(frac)).unwrap_or(0)
 }
 
 /// What a failed request means for the attempt loop.
@@ -123,13 +133,16 @@ pub enum Failure {
     Retry { reason: String, retry_after: Option<Duration> },
     /// Another attempt would fail the same way (403, 404, a bad request, the object changed).
     Fatal(String),
+    /// The bytes are not the object's (a checksum mismatch): worth another transfer, and when
+    /// every attempt ends so, a failure of the unit's data (it counts towards poisoning).
+    Corrupt(String),
 }
 
 impl Failure {
     pub fn message(&self) -> &str {
         match self {
             Failure::Retry { reason, .. } => reason,
-            Failure::Fatal(m) => m,
+            Failure::Fatal(m) | Failure::Corrupt(m) => m,
         }
     }
 }
@@ -147,6 +160,9 @@ impl Client {
             .connect_timeout(spec.download.connect_timeout)
             .read_timeout(spec.download.read_timeout)
             .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+            // A redirect would carry the signature's headers to another host, and cannot be
+            // signed anyway: it is reported (a wrong region or endpoint) instead.
+            .redirect(reqwest::redirect::Policy::none())
             .http1_only();
         // Loopback endpoints (test servers) are never reached through a proxy.
         if url::Url::parse(&spec.endpoint)
@@ -231,7 +247,10 @@ impl Client {
 
     /// A GET of an object from byte `from`, only while its ETag is still `etag`.
     pub async fn get_object(&self, key: &str, from: u64, etag: &str) -> Result<reqwest::Response, Failure> {
-        let mut headers = vec![("if-match", format!("\"{etag}\""))];
+        let mut headers = Vec::new();
+        if !etag.is_empty() {
+            headers.push(("if-match", format!("\"{etag}\"")));
+        }
         if from > 0 {
             headers.push(("range", format!("bytes={from}-")));
         }
@@ -290,6 +309,9 @@ impl Client {
             412 => {
                 Failure::Fatal(format!("{reason} (the object changed since it was listed; the next listing sees it)"))
             }
+            301 | 302 | 307 | 308 => Failure::Fatal(format!(
+                "{reason} (the server redirects: is `region` or `endpoint` wrong for this bucket?)"
+            )),
             403 if self.credential.is_none() => Failure::Fatal(format!(
                 "{reason} (anonymous requests are refused: give `access_key_id_env` and `secret_access_key_env`)"
             )),
@@ -322,6 +344,10 @@ mod tests {
         assert_eq!(p.objects[1].key, "a & b.zip");
         assert_eq!(p.objects[1].etag, "x-2");
         assert_eq!(p.objects[1].last_modified_ns, 1_500_000_000);
+        // Out of range (found by the fuzzer: an overflow): no time rather than a panic.
+        assert_eq!(parse_time_ns("4052-12-06T20:23:12.000Z"), 0);
+        assert_eq!(parse_time_ns("99999-12-06T20:23:12Z"), 0);
+        assert_eq!(parse_time_ns("2026-13-06T20:23:12Z"), 0);
     }
 
     #[test]

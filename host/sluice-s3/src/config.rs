@@ -303,13 +303,20 @@ impl SourceKind for S3Kind {
         let mut ok = true;
 
         let bucket = cx.interpolate(&["bucket"], &raw.bucket);
-        if bucket.len() < 3 || bucket.len() > 63 || bucket.contains('/') {
-            cx.error(&["bucket"], format!("source `{name}`: `{bucket}` is not a bucket name"), None);
+        let bucket_chars = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+        if bucket.contains("${") {
+            // Not expanded (`validate --no-environment`): checked when it is.
+        } else if bucket.len() < 3 || bucket.len() > 63 || !bucket.chars().all(bucket_chars) {
+            cx.error(
+                &["bucket"],
+                format!("source `{name}`: `{bucket}` is not a bucket name"),
+                Some("3 to 63 letters, digits, `.`, `-` or `_`".into()),
+            );
             ok = false;
         }
         let prefix = raw.prefix.as_deref().map(|p| cx.interpolate(&["prefix"], p)).unwrap_or_default();
         let prefix = prefix.trim_start_matches('/').to_string();
-        let region = raw.region.clone().unwrap_or_else(|| "us-east-1".into());
+        let region = raw.region.as_deref().map_or_else(|| "us-east-1".into(), |r| cx.interpolate(&["region"], r));
         let endpoint = match &raw.endpoint {
             Some(e) => cx.interpolate(&["endpoint"], e),
             None => format!("https://s3.{region}.amazonaws.com"),
@@ -387,6 +394,12 @@ impl SourceKind for S3Kind {
             read_timeout: duration(cx, &["download", "read_timeout"], d.read_timeout.as_deref(), defaults.read_timeout),
             ..defaults
         };
+        for (key, d) in [("connect_timeout", download.connect_timeout), ("read_timeout", download.read_timeout)] {
+            if d.is_zero() {
+                cx.error(&["download", key], format!("source `{name}`: download.{key} must be more than 0"), None);
+                ok = false;
+            }
+        }
         for (key, n) in [("concurrency", download.concurrency), ("ahead", download.ahead)] {
             if n == 0 {
                 cx.error(&["download", key], format!("source `{name}`: download.{key} must be at least 1"), None);
@@ -398,7 +411,11 @@ impl SourceKind for S3Kind {
             ok = false;
         }
         if !(download.requests_per_second >= 0.0 && download.requests_per_second.is_finite()) {
-            cx.error(&["download", "requests_per_second"], "must be a positive number", None);
+            cx.error(
+                &["download", "requests_per_second"],
+                format!("source `{name}`: download.requests_per_second must be a positive number (0: unlimited)"),
+                None,
+            );
             ok = false;
         }
         if let Some(b) = &d.bytes_per_second {

@@ -24,6 +24,24 @@ pub struct Job {
     pub checksum_key: Option<String>,
 }
 
+impl Job {
+    /// The job's identity in the download queue: the key and the ETag, so that a download of
+    /// one version is never handed to a unit of another.
+    pub fn id(&self) -> String {
+        format!("{}\u{0}{}", self.object.key, self.object.etag)
+    }
+}
+
+/// Why an object could not be fetched.
+#[derive(Debug, Clone)]
+pub struct FetchError {
+    pub message: String,
+    /// The object's bytes are wrong (a checksum mismatch on every attempt, a bad checksum
+    /// file): a failure of the unit's data, which counts towards poisoning. Otherwise the
+    /// server or the network failed, which says nothing about the object.
+    pub data: bool,
+}
+
 /// Everything downloads of one source share.
 pub struct Fetcher {
     pub client: Client,
@@ -83,6 +101,15 @@ fn sha256_file(path: &Path) -> std::io::Result<String> {
     }
 }
 
+/// Remove a partial download (a missing one is fine).
+fn discard(partial: &Path) -> Result<(), Failure> {
+    match std::fs::remove_file(partial) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(partial, e)),
+    }
+}
+
 fn io(path: &Path, e: std::io::Error) -> Failure {
     Failure::Fatal(format!("{}: {e}", path.display()))
 }
@@ -108,6 +135,8 @@ impl Fetcher {
         match failure {
             Failure::Fatal(m) => Err(m.clone()),
             Failure::Retry { retry_after: Some(d), reason } => {
+                // The whole source waits, even when this attempt gives up.
+                self.gate.pause((*d).min(self.spec.download.max_retry_after));
                 if *d > self.spec.download.max_retry_after {
                     return Err(format!(
                         "{reason}: the server asks to wait {}s, more than download.max_retry_after ({}s)",
@@ -115,47 +144,19 @@ impl Fetcher {
                         self.spec.download.max_retry_after.as_secs()
                     ));
                 }
-                // The whole source waits; this download then backs off a little more.
-                self.gate.pause(*d);
+                // This download then backs off a little more.
                 Ok(self.backoff().delay(1, rng))
             }
-            Failure::Retry { retry_after: None, .. } => Ok(self.backoff().delay(attempt, rng)),
+            Failure::Retry { retry_after: None, .. } | Failure::Corrupt(_) => Ok(self.backoff().delay(attempt, rng)),
         }
     }
 
     /// Fetch `job`'s object into the mirror; its path once it is there, complete and checked.
-    pub async fn fetch(&self, job: &Job) -> Result<PathBuf, String> {
+    pub async fn fetch(&self, job: &Job) -> Result<PathBuf, FetchError> {
         let o = &job.object;
         let path = self.mirror_path(&o.key);
         let url = self.spec.url_of(&o.key);
         let known = self.manifest.get(&o.key);
-        if let Some(e) = &known
-            && (e.state == "fetched" || e.state == "committed")
-            && e.etag == o.etag
-            && e.size == o.size
-            && std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == o.size)
-        {
-            Metrics::add(&self.metrics.objects_skipped, 1);
-            return Ok(path);
-        }
-        let result = self.fetch_inner(job, &path, known).await;
-        if result.is_err() {
-            Metrics::add(&self.metrics.fetch_failures, 1);
-        } else {
-            Metrics::add(&self.metrics.objects_fetched, 1);
-        }
-        result.map_err(|m| format!("{url}: {m}"))
-    }
-
-    async fn fetch_inner(&self, job: &Job, path: &Path, known: Option<Entry>) -> Result<PathBuf, String> {
-        let o = &job.object;
-        let partial = partial_of(path);
-        let attempts = self.spec.download.attempts;
-        let mut rng = jitter_rng(&o.key);
-        let expected = match &job.checksum_key {
-            Some(ck) => Some(self.fetch_checksum(ck, &o.key, &mut rng).await?),
-            None => None,
-        };
         let mut entry = Entry {
             key: o.key.clone(),
             state: "fetching".into(),
@@ -166,29 +167,76 @@ impl Fetcher {
             sha256: None,
             at_ms: now_ms(),
         };
+        let mut rng = jitter_rng(&o.key);
+        let result = async {
+            let expected = match &job.checksum_key {
+                Some(ck) => Some(self.fetch_checksum(ck, &o.key, &mut rng).await?),
+                None => None,
+            };
+            // Already in the mirror, complete, and checked against this checksum if there is one.
+            if let Some(e) = &known
+                && (e.state == "fetched" || e.state == "committed")
+                && e.etag == o.etag
+                && e.size == o.size
+                && (expected.is_none() || e.sha256 == expected)
+                && std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == o.size)
+            {
+                Metrics::add(&self.metrics.objects_skipped, 1);
+                return Ok(path.clone());
+            }
+            let r = self.fetch_inner(job, &path, known.as_ref(), expected.as_deref(), &mut entry, &mut rng).await;
+            Metrics::add(if r.is_ok() { &self.metrics.objects_fetched } else { &self.metrics.fetch_failures }, 1);
+            r
+        }
+        .await;
+        result.map_err(|e| {
+            tracing::error!(key = %o.key, attempts = entry.attempts, error = %e.message, "download failed");
+            let _ = self.manifest.record(Entry {
+                state: "failed".into(),
+                error: Some(e.message.clone()),
+                at_ms: now_ms(),
+                ..entry.clone()
+            });
+            FetchError { message: format!("{url}: {}", e.message), data: e.data }
+        })
+    }
+
+    async fn fetch_inner(
+        &self,
+        job: &Job,
+        path: &Path,
+        known: Option<&Entry>,
+        expected: Option<&str>,
+        entry: &mut Entry,
+        rng: &mut rand::rngs::StdRng,
+    ) -> Result<PathBuf, FetchError> {
+        let o = &job.object;
+        let partial = partial_of(path);
+        let attempts = self.spec.download.attempts;
+        let local = |m: String| FetchError { message: m, data: false };
         // A partial file is resumed only when it was started on this very version.
         let resumable = known.is_some_and(|e| (e.state == "fetching" || e.state == "failed") && e.etag == o.etag);
         if !resumable {
             match std::fs::remove_file(&partial) {
                 Ok(()) => tracing::info!(key = %o.key, "discarded a partial download of another version"),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(format!("{}: {e}", partial.display())),
+                Err(e) => return Err(local(format!("{}: {e}", partial.display()))),
             }
         }
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
-                .map_err(|e| format!("{}: {e} (is a key also a directory of other keys?)", dir.display()))?;
+                .map_err(|e| local(format!("{}: {e} (is a key also a directory of other keys?)", dir.display())))?;
         }
-        let mut last = String::new();
+        let mut last = Failure::Fatal("no attempt was made".into());
         for attempt in 1..=attempts {
             entry.attempts = attempt - 1;
             entry.at_ms = now_ms();
             let _ = self.manifest.record(entry.clone());
             self.admit().await;
             let failure = match self.transfer(o, &partial).await {
-                Ok(()) => match self.check(o, &partial, expected.as_deref()).await {
+                Ok(()) => match self.check(o, &partial, expected).await {
                     Ok(sha) => {
-                        std::fs::rename(&partial, path).map_err(|e| format!("{}: {e}", path.display()))?;
+                        std::fs::rename(&partial, path).map_err(|e| local(format!("{}: {e}", path.display())))?;
                         if let Some(dir) = path.parent()
                             && let Ok(d) = std::fs::File::open(dir)
                         {
@@ -209,42 +257,38 @@ impl Fetcher {
                 },
                 Err(f) => f,
             };
-            last = failure.message().to_string();
-            let wait = match self.wait_after(&failure, attempt, &mut rng) {
+            entry.attempts = attempt;
+            let wait = self.wait_after(&failure, attempt, rng);
+            let message = failure.message().to_string();
+            last = failure;
+            let wait = match wait {
                 Ok(w) if attempt < attempts => w,
                 Ok(_) => break,
                 Err(m) => {
-                    last = m;
+                    last = Failure::Fatal(m);
                     break;
                 }
             };
             Metrics::add(&self.metrics.retries, 1);
-            tracing::warn!(key = %o.key, attempt, error = %last, retry_in_ms = wait.as_millis() as u64, "download failed; retrying");
+            tracing::warn!(key = %o.key, attempt, error = %message, retry_in_ms = wait.as_millis() as u64, "download failed; retrying");
             tokio::time::sleep(wait).await;
         }
-        let _ = self.manifest.record(Entry {
-            state: "failed".into(),
-            attempts,
-            error: Some(last.clone()),
-            at_ms: now_ms(),
-            ..entry
-        });
-        tracing::error!(key = %o.key, attempts, error = %last, "download failed");
-        Err(format!("download failed after {attempts} attempt(s): {last}"))
+        Err(FetchError {
+            data: matches!(last, Failure::Corrupt(_)),
+            message: format!("download failed after {} attempt(s): {}", entry.attempts, last.message()),
+        })
     }
 
     /// One GET into the partial file, from where it ends. `Ok` when it holds `size` bytes.
     async fn transfer(&self, o: &Object, partial: &Path) -> Result<(), Failure> {
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(partial)
-            .map_err(|e| io(partial, e))?;
-        let mut from = file.metadata().map_err(|e| io(partial, e))?.len();
+        // The partial file is created only once the server answers with the object.
+        let mut from = match std::fs::metadata(partial) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(io(partial, e)),
+        };
         if from >= o.size {
-            file.set_len(0).map_err(|e| io(partial, e))?;
+            discard(partial)?;
             from = 0;
         }
         let started = Instant::now();
@@ -258,6 +302,21 @@ impl Fetcher {
         };
         let status = resp.status().as_u16();
         self.metrics.request(status, started.elapsed());
+        // What the server sends must be the listed version, whatever it made of `If-Match`
+        // (a proxy or an S3-compatible server may ignore it): bytes of two versions are never
+        // joined.
+        if (status == 200 || status == 206)
+            && let Some(etag) = resp.headers().get("etag").and_then(|v| v.to_str().ok()).map(crate::client::unquote)
+            && !o.etag.is_empty()
+            && etag != o.etag
+        {
+            discard(partial)?;
+            return Err(Failure::Fatal(format!(
+                "the server sent ETag {etag}, not the listed {} (the object changed since it was listed; the next \
+                 listing sees it)",
+                o.etag
+            )));
+        }
         match status {
             200 => {
                 if from > 0 {
@@ -267,8 +326,8 @@ impl Fetcher {
             }
             206 => {
                 let range = resp.headers().get("content-range").and_then(|v| v.to_str().ok()).unwrap_or("");
-                if !range.starts_with(&format!("bytes {from}-")) {
-                    file.set_len(0).map_err(|e| io(partial, e))?;
+                if !range.starts_with(&format!("bytes {from}-")) || !range.ends_with(&format!("/{}", o.size)) {
+                    discard(partial)?;
                     return Err(Failure::Retry {
                         reason: format!("asked for bytes {from}- and got `{range}`"),
                         retry_after: None,
@@ -277,7 +336,7 @@ impl Fetcher {
                 tracing::info!(key = %o.key, from, "resuming a partial download");
             }
             416 => {
-                file.set_len(0).map_err(|e| io(partial, e))?;
+                discard(partial)?;
                 return Err(Failure::Retry {
                     reason: "the partial download was longer than the object (HTTP 416)".into(),
                     retry_after: None,
@@ -289,6 +348,12 @@ impl Fetcher {
                 return Err(self.client.status_failure("GET", status, retry_after, &body));
             }
         }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(partial)
+            .map_err(|e| io(partial, e))?;
         file.set_len(from).map_err(|e| io(partial, e))?;
         file.seek(std::io::SeekFrom::Start(from)).map_err(|e| io(partial, e))?;
         let announced = resp.content_length();
@@ -343,20 +408,17 @@ impl Fetcher {
             .map_err(|e| io(partial, e))?;
         if got != expected {
             let _ = std::fs::remove_file(partial);
-            return Err(Failure::Retry {
-                reason: format!(
-                    "checksum mismatch: {}.CHECKSUM says sha256 {expected}, the downloaded bytes hash to {got}",
-                    o.key
-                ),
-                retry_after: None,
-            });
+            return Err(Failure::Corrupt(format!(
+                "checksum mismatch: {}.CHECKSUM says sha256 {expected}, the downloaded bytes hash to {got}",
+                o.key
+            )));
         }
         Ok(Some(got))
     }
 
     /// The sha256 the checksum file `ck` gives for `key`, fetched with the same retries, and
     /// kept in the mirror beside the object.
-    async fn fetch_checksum(&self, ck: &str, key: &str, rng: &mut rand::rngs::StdRng) -> Result<String, String> {
+    async fn fetch_checksum(&self, ck: &str, key: &str, rng: &mut rand::rngs::StdRng) -> Result<String, FetchError> {
         let name = key.rsplit('/').next().unwrap_or(key);
         let attempts = self.spec.download.attempts;
         let mut last = String::new();
@@ -368,7 +430,8 @@ impl Fetcher {
             match got {
                 Ok(body) => {
                     let text = String::from_utf8_lossy(&body);
-                    let hash = parse_checksum(&text, name).map_err(|m| format!("{ck}: {m}"))?;
+                    let hash = parse_checksum(&text, name)
+                        .map_err(|m| FetchError { message: format!("checksum file {ck}: {m}"), data: true })?;
                     let path = self.mirror_path(ck);
                     if let Some(dir) = path.parent() {
                         let _ = std::fs::create_dir_all(dir);
@@ -388,12 +451,15 @@ impl Fetcher {
                             tokio::time::sleep(w).await;
                         }
                         Ok(_) => break,
-                        Err(m) => return Err(m),
+                        Err(m) => {
+                            last = m;
+                            break;
+                        }
                     }
                 }
             }
         }
-        Err(format!("its checksum file {ck} could not be fetched: {last}"))
+        Err(FetchError { message: format!("its checksum file {ck} could not be fetched: {last}"), data: false })
     }
 }
 

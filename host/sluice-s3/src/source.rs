@@ -20,7 +20,7 @@ use sluice_source::DirSource;
 
 use crate::client::{Client, Failure, Object};
 use crate::config::{ChecksumPolicy, S3Spec};
-use crate::fetch::{Fetcher, Job, valid_key};
+use crate::fetch::{FetchError, Fetcher, Job, valid_key};
 use crate::manifest::{Entry, Manifest, now_ms};
 use crate::metrics::Metrics;
 use crate::policy::{Backoff, Gate, TokenBucket, jitter_rng};
@@ -40,11 +40,12 @@ struct Listing {
 struct Queue {
     /// Wanted and not started, in the order the workers will want them.
     waiting: VecDeque<Job>,
-    /// Keys a caller of `open` waits for: started before the others, beyond `ahead`.
+    /// Jobs (by [`Job::id`]: key and ETag) a caller of `open` waits for: started before the
+    /// others, beyond `ahead`.
     urgent: HashSet<String>,
     running: HashSet<String>,
     /// Finished and not yet taken by `open`.
-    done: HashMap<String, Result<PathBuf, String>>,
+    done: HashMap<String, Result<PathBuf, FetchError>>,
     closed: bool,
 }
 
@@ -52,13 +53,13 @@ impl Queue {
     /// The next job to start: an urgent one, else the first while fewer than `ahead` objects
     /// are downloading or downloaded and unread.
     fn pick(&mut self, ahead: usize) -> Option<Job> {
-        let i = match self.waiting.iter().position(|j| self.urgent.contains(&j.object.key)) {
+        let i = match self.waiting.iter().position(|j| self.urgent.contains(&j.id())) {
             Some(i) => i,
             None if self.running.len() + self.done.values().filter(|r| r.is_ok()).count() < ahead => 0,
             None => return None,
         };
         let job = self.waiting.remove(i)?;
-        self.running.insert(job.object.key.clone());
+        self.running.insert(job.id());
         Some(job)
     }
 }
@@ -90,6 +91,8 @@ pub struct S3Source {
     listing: Mutex<Option<Arc<Listing>>>,
     /// Keys already warned about (not valid mirror paths), so each is warned once.
     warned: Mutex<HashSet<String>>,
+    /// Set by [`Source::cancel`]: callers of `open` stop waiting for downloads.
+    cancelled: std::sync::atomic::AtomicBool,
 }
 
 impl S3Source {
@@ -120,6 +123,7 @@ impl S3Source {
             }),
             listing: Mutex::new(None),
             warned: Mutex::default(),
+            cancelled: Default::default(),
         })
     }
 
@@ -206,6 +210,8 @@ impl S3Source {
     fn select(&self, objects: Vec<Object>, manifest: &Manifest) -> Listing {
         let base = self.s3.base();
         let keys: HashSet<String> = objects.iter().map(|o| o.key.clone()).collect();
+        let checksums: HashMap<String, String> =
+            objects.iter().filter(|o| o.key.ends_with(".CHECKSUM")).map(|o| (o.key.clone(), o.etag.clone())).collect();
         let mut units = Vec::new();
         let mut jobs = HashMap::new();
         for o in objects {
@@ -251,7 +257,7 @@ impl S3Source {
                 location: self.s3.url_of(&o.key),
                 size: o.size,
                 version: o.last_modified_ns,
-                content_hash: Some(format!("etag:{}", o.etag)),
+                content_hash: fingerprint(&o.etag, checksum_key.as_ref().and_then(|ck| checksums.get(ck))),
             });
             jobs.insert(locator, Job { object: o, checksum_key });
         }
@@ -266,37 +272,53 @@ impl S3Source {
     fn job_for(&self, unit: &SourceUnit) -> Job {
         if let Some(l) = self.listing.lock().expect("listing lock").as_ref()
             && let Some(j) = l.jobs.get(&unit.locator)
-            && unit.content_hash.as_deref() == Some(&format!("etag:{}", j.object.etag))
+            && etag_of(unit) == j.object.etag
         {
             return j.clone();
         }
         let key = format!("{}{}", self.s3.base(), unit.locator);
-        let etag = unit.content_hash.as_deref().and_then(|h| h.strip_prefix("etag:")).unwrap_or_default().to_string();
-        let checksum_key = (self.s3.checksum != ChecksumPolicy::Off)
-            .then(|| format!("{key}.CHECKSUM"))
-            .filter(|ck| self.listing.lock().expect("listing lock").as_ref().is_some_and(|l| l.keys.contains(ck)));
-        Job { object: Object { key, size: unit.size, etag, last_modified_ns: unit.version }, checksum_key }
+        let checked = unit.content_hash.as_deref().is_some_and(|h| h.contains(CHECKSUM_MARK));
+        let checksum_key = checked.then(|| format!("{key}.CHECKSUM"));
+        Job {
+            object: Object { key, size: unit.size, etag: etag_of(unit).to_string(), last_modified_ns: unit.version },
+            checksum_key,
+        }
     }
 
     /// Wait until `unit`'s object is in the mirror (fetching it now if it was not queued).
     fn fetched(&self, unit: &SourceUnit) -> Result<PathBuf, SourceError> {
         self.live()?;
         let job = self.job_for(unit);
-        let key = job.object.key.clone();
+        let id = job.id();
         let sched = &self.sched;
         let mut q = sched.queue.lock().expect("queue lock");
         loop {
-            if let Some(r) = q.done.remove(&key) {
-                q.urgent.remove(&key);
+            if let Some(r) = q.done.remove(&id) {
+                q.urgent.remove(&id);
                 drop(q);
                 sched.work.notify_waiters();
-                return r.map_err(|m| self.remote(m));
+                // Bytes that are not the object's count against it; a server or network that
+                // failed says nothing about it.
+                return r.map_err(|e| match e.data {
+                    true => {
+                        let prefix = format!("{}: ", unit.location);
+                        let message = e.message.strip_prefix(&prefix).map_or(e.message.clone(), str::to_string);
+                        SourceError::Format { path: unit.location.clone(), message }
+                    }
+                    false => self.remote(e.message),
+                });
             }
-            if !q.running.contains(&key) && !q.urgent.contains(&key) {
-                if !q.waiting.iter().any(|j| j.object.key == key) {
+            if self.cancelled.load(std::sync::atomic::Ordering::SeqCst) {
+                q.urgent.remove(&id);
+                return Err(
+                    self.remote(format!("the run is stopping; {} was not fetched", self.s3.url_of(&job.object.key)))
+                );
+            }
+            if !q.running.contains(&id) && !q.urgent.contains(&id) {
+                if !q.waiting.iter().any(|j| j.id() == id) {
                     q.waiting.push_front(job.clone());
                 }
-                q.urgent.insert(key.clone());
+                q.urgent.insert(id.clone());
                 sched.work.notify_waiters();
             }
             q = sched.finished.wait_timeout(q, Duration::from_millis(200)).expect("queue lock").0;
@@ -310,7 +332,7 @@ impl S3Source {
         let Ok(live) = self.live() else { return };
         let key = format!("{}{}", self.s3.base(), unit.locator);
         let m = &live.fetcher.manifest;
-        let etag = unit.content_hash.as_deref().and_then(|h| h.strip_prefix("etag:")).unwrap_or_default();
+        let etag = etag_of(unit);
         let r = match m.get(&key) {
             Some(e) if e.etag == etag => m.set_state(&key, state),
             _ => m.record(Entry {
@@ -328,6 +350,27 @@ impl S3Source {
             tracing::warn!(source = %self.name, "manifest {}: {e}", m.path().display());
         }
     }
+}
+
+/// What a unit's fingerprint holds besides the ETag when a checksum file is listed beside it:
+/// a new checksum file (a corrected one) makes a new fingerprint, so a unit poisoned by a
+/// stale checksum is tried again once it is fixed.
+const CHECKSUM_MARK: &str = ";checksum:";
+
+/// A unit's content hash: `etag:<ETag>`, with `;checksum:<its ETag>` when a checksum file is
+/// listed beside it. An object without an ETag has none (its LastModified decides).
+fn fingerprint(etag: &str, checksum_etag: Option<&String>) -> Option<String> {
+    match (etag.is_empty(), checksum_etag) {
+        (true, _) => None,
+        (false, None) => Some(format!("etag:{etag}")),
+        (false, Some(c)) => Some(format!("etag:{etag}{CHECKSUM_MARK}{c}")),
+    }
+}
+
+/// The object's ETag in a unit's fingerprint.
+fn etag_of(unit: &SourceUnit) -> &str {
+    let h = unit.content_hash.as_deref().and_then(|h| h.strip_prefix("etag:")).unwrap_or_default();
+    h.split(CHECKSUM_MARK).next().unwrap_or_default()
 }
 
 /// Every object under the prefix, page by page, each page retried as downloads are. A listing
@@ -350,7 +393,7 @@ async fn list_all(f: Arc<Fetcher>) -> Result<Vec<Object>, String> {
                     f.metrics.request(200, started.elapsed());
                     break p;
                 }
-                Err(Failure::Fatal(m)) => return Err(format!("listing failed: {m}")),
+                Err(Failure::Fatal(m) | Failure::Corrupt(m)) => return Err(format!("listing failed: {m}")),
                 Err(Failure::Retry { reason, retry_after }) => {
                     f.metrics.request(0, started.elapsed());
                     if attempt >= f.spec.download.attempts {
@@ -402,15 +445,17 @@ async fn download_loop(sched: Arc<Sched>, fetcher: Arc<Fetcher>, ahead: usize) {
         };
         Metrics::add(&fetcher.metrics.in_flight, 1);
         // A panic must not leave the key running forever, with a worker waiting for it.
-        let result = std::panic::AssertUnwindSafe(fetcher.fetch(&job))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_| Err(format!("{}: the download panicked", fetcher.spec.url_of(&job.object.key))));
+        let result = std::panic::AssertUnwindSafe(fetcher.fetch(&job)).catch_unwind().await.unwrap_or_else(|_| {
+            Err(FetchError {
+                message: format!("{}: the download panicked", fetcher.spec.url_of(&job.object.key)),
+                data: false,
+            })
+        });
         fetcher.metrics.in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         {
             let mut q = sched.queue.lock().expect("queue lock");
-            q.running.remove(&job.object.key);
-            q.done.insert(job.object.key.clone(), result);
+            q.running.remove(&job.id());
+            q.done.insert(job.id(), result);
         }
         sched.finished.notify_all();
     }
@@ -471,17 +516,16 @@ impl Source for S3Source {
         if self.live().is_err() {
             return;
         }
+        self.cancelled.store(false, std::sync::atomic::Ordering::SeqCst);
         let jobs: Vec<Job> = units.iter().map(|u| self.job_for(u)).collect();
-        let wanted: HashSet<&str> = jobs.iter().map(|j| j.object.key.as_str()).collect();
+        let wanted: HashSet<String> = jobs.iter().map(Job::id).collect();
         let mut q = self.sched.queue.lock().expect("queue lock");
-        q.done.retain(|k, _| wanted.contains(k.as_str()));
+        // Results of an earlier call that this one does not want, and failures (tried again
+        // when wanted), are dropped; a fetched file stays in the mirror and is not fetched again.
+        q.done.retain(|k, r| wanted.contains(k) && r.is_ok());
         let (running, done) = (q.running.clone(), q.done.keys().cloned().collect::<HashSet<_>>());
-        q.waiting = jobs
-            .iter()
-            .filter(|j| !running.contains(&j.object.key) && !done.contains(&j.object.key))
-            .cloned()
-            .collect();
-        q.urgent.retain(|k| wanted.contains(k.as_str()));
+        q.waiting = jobs.iter().filter(|j| !running.contains(&j.id()) && !done.contains(&j.id())).cloned().collect();
+        q.urgent.retain(|k| wanted.contains(k));
         drop(q);
         self.sched.work.notify_waiters();
     }
@@ -527,6 +571,11 @@ impl Source for S3Source {
             Settled::Failed => self.set_state(unit, "failed"),
             Settled::Poisoned => self.set_state(unit, "poisoned"),
         }
+    }
+
+    fn cancel(&self) {
+        self.cancelled.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.sched.finished.notify_all();
     }
 
     fn metrics(&self) -> Vec<SourceMetric> {
