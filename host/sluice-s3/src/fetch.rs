@@ -165,6 +165,7 @@ impl Fetcher {
             attempts: 0,
             error: None,
             sha256: None,
+            mirrored: false,
             at_ms: now_ms(),
         };
         let mut rng = jitter_rng(&o.key);
@@ -175,7 +176,7 @@ impl Fetcher {
             };
             // Already in the mirror, complete, and checked against this checksum if there is one.
             if let Some(e) = &known
-                && (e.state == "fetched" || e.state == "committed")
+                && e.mirrored
                 && e.etag == o.etag
                 && e.size == o.size
                 && (expected.is_none() || e.sha256 == expected)
@@ -247,6 +248,7 @@ impl Fetcher {
                             attempts: 0,
                             error: None,
                             sha256: sha,
+                            mirrored: true,
                             at_ms: now_ms(),
                             ..entry.clone()
                         });

@@ -30,6 +30,11 @@ pub struct Entry {
     /// The sha256 of the fetched file, when it was checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// `<mirror>/<key>` holds this version, complete and checked (it may since have been
+    /// removed: `keep_mirror: false`). Kept through later states (committed, a failure in a
+    /// step), so that a unit retried for another reason is not fetched again.
+    #[serde(default)]
+    pub mirrored: bool,
     pub at_ms: i64,
 }
 
@@ -167,6 +172,7 @@ mod tests {
             attempts: 0,
             error: None,
             sha256: None,
+            mirrored: false,
             at_ms: 5,
         }
     }

@@ -247,6 +247,7 @@ impl S3Source {
                     attempts: 0,
                     error: None,
                     sha256: None,
+                    mirrored: false,
                     at_ms: now_ms(),
                 });
             }
@@ -343,6 +344,7 @@ impl S3Source {
                 attempts: 0,
                 error: None,
                 sha256: None,
+                mirrored: false,
                 at_ms: now_ms(),
             }),
         };
