@@ -445,3 +445,39 @@ fn s3_watch_picks_up_a_new_object_and_exports_download_metrics() {
     assert_eq!(w.stop(), Some(0));
     assert_eq!(per_day(&lake), reference(root, &files, |_| true));
 }
+
+#[test]
+fn s3_a_deleted_object_is_gone_but_one_no_longer_selected_is_kept() {
+    let Some(s3) = MotoServer::start(BUCKET) else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let files = generate(&root.join("gen"), 2, 2, 300, 42);
+    let keys: Vec<String> = files.iter().map(|(s, f)| upload(&s3, s, f, None)).collect();
+    let write_pipeline = |glob: &str| {
+        let p = pipeline(root, "klines", &s3_source(&s3.endpoint(), ""), "lake");
+        let text =
+            std::fs::read_to_string(&p).unwrap().replace("glob: \"*/1s/*.zip\"", &format!("glob: \"{glob}\"")).replace(
+                "  partition_by: [symbol, date]\n",
+                "  partition_by: [symbol, date]\n  on_source_deleted: delete\n",
+            );
+        write(&p, &text);
+        p
+    };
+    let p = write_pipeline("*/1s/*.zip");
+    assert!(run(&["run", "-q", p.to_str().unwrap()]).status.success());
+    let days = || query(&root.join("lake"), "SELECT count(DISTINCT (symbol, date)) AS n FROM klines")[0]["n"].as_u64();
+    assert_eq!(days(), Some(4));
+    // Deleted from the bucket: its rows go.
+    s3.delete(&keys[0]);
+    let sum = root.join("deleted.json");
+    run(&["run", "-q", p.to_str().unwrap(), "--summary-json", sum.to_str().unwrap()]);
+    assert_eq!(summary(&sum)["files_deleted"].as_u64(), Some(1));
+    assert_eq!(days(), Some(3));
+    // No longer selected (a narrower glob), but still in the bucket: its rows stay.
+    let (other_symbol, _) = &files[2];
+    let p = write_pipeline(&format!("{}/1s/*.zip", files[0].0));
+    let sum = root.join("narrowed.json");
+    run(&["run", "-q", p.to_str().unwrap(), "--summary-json", sum.to_str().unwrap()]);
+    assert_eq!(summary(&sum)["files_deleted"].as_u64(), Some(0));
+    assert_eq!(days(), Some(3), "the rows of {other_symbol} stay");
+}

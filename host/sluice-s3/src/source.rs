@@ -547,6 +547,14 @@ impl Source for S3Source {
         Ok(Box::new(items.filter(|i| !matches!(i, Ok(SourceItem::ContentHash { .. })))))
     }
 
+    /// The key is no longer in the bucket (by the latest listing, every key under the prefix).
+    /// A key still there that the source no longer selects (another glob) is not gone: its
+    /// output stays, as a directory source keeps the output of files it no longer selects.
+    fn is_gone(&self, unit: &SourceUnit, _present: &[SourceUnit]) -> bool {
+        let key = format!("{}{}", self.s3.base(), unit.locator);
+        self.listing.lock().expect("listing lock").as_ref().is_some_and(|l| !l.keys.contains(&key))
+    }
+
     /// The key is listed with the same ETag and size (by the latest listing).
     fn still_current(&self, unit: &SourceUnit) -> bool {
         let Ok(l) = self.listing(false) else { return false };
