@@ -442,6 +442,11 @@ fn s3_watch_picks_up_a_new_object_and_exports_download_metrics() {
     assert_eq!(bytes as u64, total, "{m}");
     assert_eq!(metric(&m, &format!("sluice_source_objects_fetched_total{label}")), Some(3.0));
     assert!(m.contains("sluice_source_http_requests_total{pipeline=\"klines\",source=\"klines\",status=\"200\"}"));
+    // A second pipeline on the same mirror is refused while the watch holds it.
+    let other = pipeline(root, "other", &source, "lake2");
+    let out = run(&["run", other.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("is in use by another running pipeline"), "{stderr}");
     assert_eq!(w.stop(), Some(0));
     assert_eq!(per_day(&lake), reference(root, &files, |_| true));
 }

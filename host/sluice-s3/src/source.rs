@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow_schema::SchemaRef;
@@ -86,7 +86,11 @@ pub struct S3Source {
     metrics: Arc<Metrics>,
     /// Taken on drop (see `Drop`).
     rt: Option<tokio::runtime::Runtime>,
-    live: OnceLock<Result<Live, String>>,
+    /// Started on first use; a start that failed (a mirror locked by another process) is
+    /// tried again by the next use.
+    live: Mutex<Option<Arc<Live>>>,
+    /// Held while listing, so that callers who find the listing old list once between them.
+    list_lock: Mutex<()>,
     sched: Arc<Sched>,
     listing: Mutex<Option<Arc<Listing>>>,
     /// Keys already warned about (not valid mirror paths), so each is warned once.
@@ -115,7 +119,8 @@ impl S3Source {
             dir,
             metrics: Arc::default(),
             rt: Some(rt),
-            live: OnceLock::new(),
+            live: Mutex::new(None),
+            list_lock: Mutex::new(()),
             sched: Arc::new(Sched {
                 queue: Mutex::default(),
                 finished: Condvar::new(),
@@ -146,9 +151,15 @@ impl S3Source {
     }
 
     /// The mirror's lock and manifest and the download tasks, started on first use.
-    fn live(&self) -> Result<&Live, SourceError> {
-        let live = self.live.get_or_init(|| self.start());
-        live.as_ref().map_err(|m| SourceError::Config { source_name: self.name.clone(), message: m.clone() })
+    fn live(&self) -> Result<Arc<Live>, SourceError> {
+        let mut g = self.live.lock().expect("live lock");
+        if let Some(l) = g.as_ref() {
+            return Ok(l.clone());
+        }
+        let l =
+            Arc::new(self.start().map_err(|message| SourceError::Config { source_name: self.name.clone(), message })?);
+        *g = Some(l.clone());
+        Ok(l)
     }
 
     fn start(&self) -> Result<Live, String> {
@@ -187,6 +198,14 @@ impl S3Source {
 
     /// The latest listing, listing again when it is older than `list.interval` (`fresh`: always).
     fn listing(&self, fresh: bool) -> Result<Arc<Listing>, SourceError> {
+        if !fresh
+            && let Some(l) = self.listing.lock().expect("listing lock").as_ref()
+            && l.at.elapsed() < self.s3.list_interval
+        {
+            return Ok(l.clone());
+        }
+        let _listing = self.list_lock.lock().expect("list lock");
+        // Another caller may have listed while this one waited.
         if !fresh
             && let Some(l) = self.listing.lock().expect("listing lock").as_ref()
             && l.at.elapsed() < self.s3.list_interval
@@ -468,7 +487,9 @@ impl Drop for S3Source {
     /// may be dropped on an async task, where a runtime cannot block to shut down.
     fn drop(&mut self) {
         self.sched.queue.lock().map(|mut q| q.closed = true).ok();
-        if let Some(Ok(live)) = self.live.get() {
+        if let Ok(g) = self.live.lock()
+            && let Some(live) = g.as_ref()
+        {
             for t in &live.tasks {
                 t.abort();
             }
@@ -512,7 +533,7 @@ impl Source for S3Source {
     }
 
     fn prefetch(&self, units: &[SourceUnit]) {
-        if units.is_empty() && self.live.get().is_none() {
+        if units.is_empty() && self.live.lock().expect("live lock").is_none() {
             return;
         }
         if self.live().is_err() {
