@@ -486,3 +486,31 @@ fn s3_a_deleted_object_is_gone_but_one_no_longer_selected_is_kept() {
     assert_eq!(summary(&sum)["files_deleted"].as_u64(), Some(0));
     assert_eq!(days(), Some(3), "the rows of {other_symbol} stay");
 }
+
+#[test]
+fn s3_listing_by_directory_walks_only_where_the_globs_look() {
+    let Some(s3) = MotoServer::start(BUCKET) else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let files = generate(&root.join("gen"), 2, 2, 300, 42);
+    for (s, f) in &files {
+        upload(&s3, s, f, None);
+        // Other intervals of the same symbols: never listed.
+        s3.seed_many(&format!("{PREFIX}{s}/1m/"), 300);
+    }
+    let proxy = FaultProxy::start(s3.port());
+    let source = s3_source(&proxy.endpoint(), "    list: {by_directory: true, page_size: 100}\n");
+    let p = pipeline(root, "klines", &source, "lake");
+    assert!(run(&["run", "-q", p.to_str().unwrap()]).status.success());
+    assert_eq!(per_day(&root.join("lake")), reference(root, &files, |_| true));
+    let lists: Vec<String> =
+        proxy.seen().iter().filter(|r| r.path.contains("list-type=2")).map(|r| r.path.clone()).collect();
+    assert!(lists.iter().all(|l| l.contains("delimiter=%2F")), "{lists:?}");
+    assert!(lists.iter().all(|l| !l.contains("%2F1m%2F")), "a directory the glob cannot match was listed: {lists:?}");
+    // The root, each symbol, and each symbol's 1s directory.
+    assert_eq!(lists.len(), 1 + 2 + 2, "{lists:?}");
+    // A re-run lists the same way and fetches nothing.
+    proxy.clear_seen();
+    assert!(run(&["run", "-q", p.to_str().unwrap()]).status.success());
+    assert!(proxy.seen().iter().all(|r| r.path.contains("list-type=2")));
+}

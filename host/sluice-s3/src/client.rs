@@ -29,6 +29,8 @@ pub struct Object {
 #[derive(Debug, Default)]
 pub struct Page {
     pub objects: Vec<Object>,
+    /// The "directories" one level down, when listed with a delimiter.
+    pub prefixes: Vec<String>,
     pub next: Option<String>,
 }
 
@@ -38,8 +40,16 @@ struct ListBucketResult {
     #[serde(default)]
     contents: Vec<Contents>,
     #[serde(default)]
+    common_prefixes: Vec<CommonPrefix>,
+    #[serde(default)]
     is_truncated: bool,
     next_continuation_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CommonPrefix {
+    prefix: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,7 +95,8 @@ pub fn parse_page(xml: &str) -> Result<Page, String> {
     } else {
         None
     };
-    Ok(Page { objects, next })
+    let prefixes = r.common_prefixes.into_iter().map(|p| p.prefix).collect();
+    Ok(Page { objects, prefixes, next })
 }
 
 /// An ETag without its quotes (and without a weak `W/` mark).
@@ -228,9 +239,19 @@ impl Client {
     }
 
     /// One page of the listing.
-    pub async fn list_page(&self, token: Option<&str>, max_keys: u32) -> Result<Page, Failure> {
+    /// One page of the listing of `prefix`, by directory when `delimited` (`delimiter=/`).
+    pub async fn list_page(
+        &self,
+        prefix: &str,
+        delimited: bool,
+        token: Option<&str>,
+        max_keys: u32,
+    ) -> Result<Page, Failure> {
         let max = max_keys.to_string();
-        let mut q = vec![("list-type", "2"), ("prefix", self.spec.prefix.as_str()), ("max-keys", max.as_str())];
+        let mut q = vec![("list-type", "2"), ("prefix", prefix), ("max-keys", max.as_str())];
+        if delimited {
+            q.push(("delimiter", "/"));
+        }
         if let Some(t) = token {
             q.push(("continuation-token", t));
         }
@@ -343,6 +364,13 @@ mod tests {
         assert_eq!(o.last_modified_ns, 1_796_588_592 * 1_000_000_000);
         assert_eq!(p.objects[1].key, "a & b.zip");
         assert_eq!(p.objects[1].etag, "x-2");
+        assert!(p.prefixes.is_empty());
+        let dirs = parse_page(
+            "<ListBucketResult><IsTruncated>false</IsTruncated><CommonPrefixes><Prefix>k/BTCUSDT/</Prefix>\
+             </CommonPrefixes><CommonPrefixes><Prefix>k/ETHUSDT/</Prefix></CommonPrefixes></ListBucketResult>",
+        )
+        .unwrap();
+        assert_eq!(dirs.prefixes, ["k/BTCUSDT/", "k/ETHUSDT/"]);
         assert_eq!(p.objects[1].last_modified_ns, 1_500_000_000);
         // Out of range (found by the fuzzer: an overflow): no time rather than a panic.
         assert_eq!(parse_time_ns("4052-12-06T20:23:12.000Z"), 0);

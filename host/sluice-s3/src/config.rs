@@ -76,6 +76,10 @@ pub struct RawList {
     pub interval: Option<String>,
     /// Keys per ListObjectsV2 page, 1 to 1000 (default 1000).
     pub page_size: Option<u32>,
+    /// List directory by directory (`delimiter=/`), descending only into directories the
+    /// globs can match below; each `*` then matches within one path segment. For buckets with
+    /// many more keys under the prefix than the globs select. Default false (one flat listing).
+    pub by_directory: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -178,6 +182,8 @@ pub struct S3Spec {
     pub checksum: ChecksumPolicy,
     pub list_interval: Duration,
     pub page_size: u32,
+    /// List by directory, pruned by the globs.
+    pub by_directory: bool,
     pub download: DownloadSpec,
     /// How the fetched files are read (`path` is `<mirror>/<prefix's directory>`).
     pub files: DirSpec,
@@ -229,6 +235,7 @@ impl SourceConfig for S3Spec {
             "prefix": self.prefix,
             "endpoint": self.endpoint,
             "checksum": self.checksum,
+            "by_directory": self.by_directory,
             "files": files,
         })
     }
@@ -458,6 +465,7 @@ impl SourceKind for S3Kind {
             checksum,
             list_interval,
             page_size,
+            by_directory: list.by_directory.unwrap_or(false),
             download,
             files,
         }))
@@ -498,6 +506,7 @@ pub(crate) mod tests {
             checksum: ChecksumPolicy::Auto,
             list_interval: Duration::from_secs(60),
             page_size: 1000,
+            by_directory: false,
             download: DownloadSpec::default(),
             files: DirSpec {
                 path: mirror.to_path_buf(),

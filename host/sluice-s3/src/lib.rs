@@ -13,6 +13,7 @@ mod manifest;
 mod metrics;
 mod policy;
 mod source;
+mod walk;
 
 use std::sync::Arc;
 

@@ -12,7 +12,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow_schema::SchemaRef;
-use futures_util::FutureExt;
+use futures_util::{FutureExt, StreamExt};
 use sluice_core::error::SourceError;
 use sluice_core::source::{BatchStream, Settled, Source, SourceItem, SourceMetric, SourceUnit, UnitStatus};
 use sluice_core::spec::{FileOrder, SourceSpec};
@@ -24,6 +24,7 @@ use crate::fetch::{FetchError, Fetcher, Job, valid_key};
 use crate::manifest::{Entry, Manifest, now_ms};
 use crate::metrics::Metrics;
 use crate::policy::{Backoff, Gate, TokenBucket, jitter_rng};
+use crate::walk::Walker;
 
 /// What one full listing found.
 struct Listing {
@@ -33,6 +34,17 @@ struct Listing {
     units: Vec<SourceUnit>,
     /// The object of each selected unit, by locator.
     jobs: HashMap<String, Job>,
+    /// Listed by directory: the directories listed (a key elsewhere was not looked for).
+    walked: Option<HashSet<String>>,
+}
+
+impl Listing {
+    /// Whether this listing looked where `key` would be.
+    fn covers(&self, key: &str, prefix: &str) -> bool {
+        let Some(walked) = &self.walked else { return true };
+        let dir = key.rfind('/').map_or("", |i| &key[..=i]);
+        walked.contains(dir) || key.strip_prefix(prefix).is_some_and(|rest| !rest.contains('/'))
+    }
 }
 
 /// The download queue shared by the source (its callers' threads) and the download tasks.
@@ -95,6 +107,8 @@ pub struct S3Source {
     listing: Mutex<Option<Arc<Listing>>>,
     /// Keys already warned about (not valid mirror paths), so each is warned once.
     warned: Mutex<HashSet<String>>,
+    /// The globs, segment by segment, when the bucket is listed by directory.
+    walker: Option<Arc<Walker>>,
     /// Set by [`Source::cancel`]: callers of `open` stop waiting for downloads.
     cancelled: std::sync::atomic::AtomicBool,
 }
@@ -104,6 +118,13 @@ impl S3Source {
     pub fn new(spec: &SourceSpec, s3: Arc<S3Spec>, batch_rows: usize) -> Result<Self, SourceError> {
         let files = SourceSpec { config: Arc::new(s3.files.clone()), ..spec.clone() };
         let dir = Arc::new(DirSource::new(&files, batch_rows)?);
+        let walker = match s3.by_directory {
+            true => Some(Arc::new(
+                Walker::new(&s3.files.include)
+                    .map_err(|message| SourceError::Config { source_name: spec.name.clone(), message })?,
+            )),
+            false => None,
+        };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("sluice-s3")
@@ -129,6 +150,7 @@ impl S3Source {
             listing: Mutex::new(None),
             warned: Mutex::default(),
             cancelled: Default::default(),
+            walker,
         })
     }
 
@@ -214,9 +236,11 @@ impl S3Source {
         }
         let fetcher = self.live()?.fetcher.clone();
         let started = Instant::now();
-        let objects = self.block_on(list_all(fetcher.clone())).and_then(|r| r.map_err(|m| self.remote(m)))?;
+        let (objects, walked) = self
+            .block_on(list_all(fetcher.clone(), self.walker.clone()))
+            .and_then(|r| r.map_err(|m| self.remote(m)))?;
         self.metrics.list_ms.store(started.elapsed().as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
-        let listing = Arc::new(self.select(objects, &fetcher.manifest));
+        let listing = Arc::new(Listing { walked, ..self.select(objects, &fetcher.manifest) });
         self.metrics.objects_listed.store(listing.units.len() as u64, std::sync::atomic::Ordering::Relaxed);
         tracing::debug!(source = %self.name, objects = listing.keys.len(), selected = listing.units.len(),
             ms = started.elapsed().as_millis() as u64, "listed");
@@ -238,7 +262,7 @@ impl S3Source {
                 continue;
             }
             let locator = o.key[base.len()..].to_string();
-            if !self.dir.selects(&locator) {
+            if !self.dir.selects(&locator) || self.walker.as_ref().is_some_and(|w| !w.selects(&locator)) {
                 continue;
             }
             if !valid_key(&o.key) {
@@ -285,7 +309,7 @@ impl S3Source {
             FileOrder::Name => units.sort_by(|a, b| a.locator.cmp(&b.locator)),
             FileOrder::SizeDesc => units.sort_by(|a, b| b.size.cmp(&a.size).then(a.locator.cmp(&b.locator))),
         }
-        Listing { at: Instant::now(), keys, units, jobs }
+        Listing { at: Instant::now(), keys, units, jobs, walked: None }
     }
 
     /// The job that fetches `unit`: from the listing, or from the unit's own fingerprint.
@@ -394,10 +418,46 @@ fn etag_of(unit: &SourceUnit) -> &str {
     h.split(CHECKSUM_MARK).next().unwrap_or_default()
 }
 
-/// Every object under the prefix, page by page, each page retried as downloads are. A listing
-/// that fails on any page fails whole: a partial listing would look like deleted objects.
-async fn list_all(f: Arc<Fetcher>) -> Result<Vec<Object>, String> {
+/// Every object under the prefix, page by page, each page retried as downloads are; with a
+/// walker, directory by directory where its globs can match (with the directories listed). A
+/// listing that fails on any page fails whole: a partial listing would look like deleted
+/// objects.
+async fn list_all(
+    f: Arc<Fetcher>,
+    walker: Option<Arc<Walker>>,
+) -> Result<(Vec<Object>, Option<HashSet<String>>), String> {
+    let Some(walker) = walker else {
+        return Ok((list_prefix(&f, &f.spec.prefix, false).await?.0, None));
+    };
+    let base = f.spec.base().to_string();
     let mut out = Vec::new();
+    let mut walked = HashSet::new();
+    let mut frontier = vec![f.spec.prefix.clone()];
+    while !frontier.is_empty() {
+        let level: Vec<Result<(String, (Vec<Object>, Vec<String>)), String>> =
+            futures_util::stream::iter(std::mem::take(&mut frontier).into_iter().map(|p| {
+                let f = f.clone();
+                async move { list_prefix(&f, &p, true).await.map(|r| (p, r)) }
+            }))
+            .buffer_unordered(f.spec.download.concurrency)
+            .collect()
+            .await;
+        for r in level {
+            let (prefix, (objects, dirs)) = r?;
+            walked.insert(prefix);
+            out.extend(objects);
+            frontier
+                .extend(dirs.into_iter().filter(|d| d.strip_prefix(&base).is_some_and(|rel| walker.may_contain(rel))));
+        }
+    }
+    Ok((out, Some(walked)))
+}
+
+/// Every page of the listing of `prefix` (`delimited`: one directory level): its objects, and
+/// its subdirectories.
+async fn list_prefix(f: &Fetcher, prefix: &str, delimited: bool) -> Result<(Vec<Object>, Vec<String>), String> {
+    let mut out = Vec::new();
+    let mut dirs = Vec::new();
     let mut token: Option<String> = None;
     let mut seen = HashSet::new();
     let mut rng = jitter_rng("list");
@@ -409,7 +469,7 @@ async fn list_all(f: Arc<Fetcher>) -> Result<Vec<Object>, String> {
             f.gate.wait().await;
             f.requests.take(1.0).await;
             let started = Instant::now();
-            match f.client.list_page(token.as_deref(), f.spec.page_size).await {
+            match f.client.list_page(prefix, delimited, token.as_deref(), f.spec.page_size).await {
                 Ok(p) => {
                     f.metrics.request(200, started.elapsed());
                     break p;
@@ -422,6 +482,7 @@ async fn list_all(f: Arc<Fetcher>) -> Result<Vec<Object>, String> {
                     }
                     let wait = match retry_after {
                         Some(d) if d > f.spec.download.max_retry_after => {
+                            f.gate.pause(f.spec.download.max_retry_after);
                             return Err(format!("listing failed: {reason}: the server asks to wait {}s", d.as_secs()));
                         }
                         Some(d) => {
@@ -431,16 +492,17 @@ async fn list_all(f: Arc<Fetcher>) -> Result<Vec<Object>, String> {
                         None => backoff.delay(attempt, &mut rng),
                     };
                     Metrics::add(&f.metrics.retries, 1);
-                    tracing::warn!(attempt, error = %reason, "listing failed; retrying");
+                    tracing::warn!(prefix, attempt, error = %reason, "listing failed; retrying");
                     tokio::time::sleep(wait).await;
                 }
             }
         };
         out.extend(page.objects);
+        dirs.extend(page.prefixes);
         match page.next {
             Some(t) if !seen.insert(t.clone()) => return Err(format!("the listing repeats continuation token {t}")),
             Some(t) => token = Some(t),
-            None => return Ok(out),
+            None => return Ok((out, dirs)),
         }
     }
 }
@@ -512,7 +574,8 @@ impl Source for S3Source {
     /// One request: a one-key listing (the endpoint, the bucket and the credentials work).
     fn describe(&self) -> Result<Option<SchemaRef>, SourceError> {
         let client = Client::new(self.s3.clone()).map_err(|m| self.remote(m))?;
-        self.block_on(async move { client.list_page(None, 1).await.map(|_| ()) })?
+        let prefix = self.s3.prefix.clone();
+        self.block_on(async move { client.list_page(&prefix, false, None, 1).await.map(|_| ()) })?
             .map_err(|f| self.remote(format!("listing failed: {}", f.message())))?;
         Ok(self.schema())
     }
@@ -573,7 +636,11 @@ impl Source for S3Source {
     /// output stays, as a directory source keeps the output of files it no longer selects.
     fn is_gone(&self, unit: &SourceUnit, _present: &[SourceUnit]) -> bool {
         let key = format!("{}{}", self.s3.base(), unit.locator);
-        self.listing.lock().expect("listing lock").as_ref().is_some_and(|l| !l.keys.contains(&key))
+        self.listing
+            .lock()
+            .expect("listing lock")
+            .as_ref()
+            .is_some_and(|l| l.covers(&key, &self.s3.prefix) && !l.keys.contains(&key))
     }
 
     /// The key is listed with the same ETag and size (by the latest listing).
