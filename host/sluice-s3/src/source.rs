@@ -434,7 +434,7 @@ async fn list_all(
     let mut walked = HashSet::new();
     let mut frontier = vec![f.spec.prefix.clone()];
     while !frontier.is_empty() {
-        let level: Vec<Result<(String, (Vec<Object>, Vec<String>)), String>> =
+        let level: Vec<Result<(String, Level), String>> =
             futures_util::stream::iter(std::mem::take(&mut frontier).into_iter().map(|p| {
                 let f = f.clone();
                 async move { list_prefix(&f, &p, true).await.map(|r| (p, r)) }
@@ -453,9 +453,11 @@ async fn list_all(
     Ok((out, Some(walked)))
 }
 
-/// Every page of the listing of `prefix` (`delimited`: one directory level): its objects, and
-/// its subdirectories.
-async fn list_prefix(f: &Fetcher, prefix: &str, delimited: bool) -> Result<(Vec<Object>, Vec<String>), String> {
+/// One directory level of a listing: its objects, and its subdirectories.
+type Level = (Vec<Object>, Vec<String>);
+
+/// Every page of the listing of `prefix` (`delimited`: one directory level).
+async fn list_prefix(f: &Fetcher, prefix: &str, delimited: bool) -> Result<Level, String> {
     let mut out = Vec::new();
     let mut dirs = Vec::new();
     let mut token: Option<String> = None;
