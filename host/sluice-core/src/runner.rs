@@ -374,12 +374,7 @@ pub async fn run(
                 Err(_) => break,
             },
             res = res_rx.recv() => match res {
-                Some(res) => {
-                    if let Some(err) = absorb(&job, &mut summary, res, &*progress) {
-                        abort.store(true, Ordering::SeqCst);
-                        fatal.get_or_insert(err);
-                    }
-                }
+                Some(res) => absorb_into(&job, &mut summary, res, &*progress, &abort, &mut fatal),
                 None => break,
             },
             // Re-check the cancel flag now and then.
@@ -400,12 +395,7 @@ pub async fn run(
         }
         tokio::select! {
             res = res_rx.recv() => match res {
-                Some(res) => {
-                    if let Some(err) = absorb(&job, &mut summary, res, &*progress) {
-                        abort.store(true, Ordering::SeqCst);
-                        fatal.get_or_insert(err);
-                    }
-                }
+                Some(res) => absorb_into(&job, &mut summary, res, &*progress, &abort, &mut fatal),
                 None => break,
             },
             _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
@@ -555,6 +545,21 @@ fn stops_run(job: &Job, outcome: &Result<CommitReport, UnitError>) -> bool {
         Err(UnitError::Step { index, .. }) => job.spec.steps[*index].on_error == OnError::Fail,
         Err(UnitError::Sink(e)) => !e.is_data() || job.spec.sink.on_error == OnError::Fail,
         _ => false,
+    }
+}
+
+/// [`absorb`], keeping the first fatal error and stopping the feeding of groups on one.
+fn absorb_into(
+    job: &Job,
+    summary: &mut RunSummary,
+    res: UnitResult,
+    progress: &dyn Progress,
+    abort: &AtomicBool,
+    fatal: &mut Option<RunError>,
+) {
+    if let Some(err) = absorb(job, summary, res, progress) {
+        abort.store(true, Ordering::SeqCst);
+        fatal.get_or_insert(err);
     }
 }
 

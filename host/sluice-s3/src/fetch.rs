@@ -157,17 +157,7 @@ impl Fetcher {
         let path = self.mirror_path(&o.key);
         let url = self.spec.url_of(&o.key);
         let known = self.manifest.get(&o.key);
-        let mut entry = Entry {
-            key: o.key.clone(),
-            state: "fetching".into(),
-            etag: o.etag.clone(),
-            size: o.size,
-            attempts: 0,
-            error: None,
-            sha256: None,
-            mirrored: false,
-            at_ms: now_ms(),
-        };
+        let mut entry = Entry::new(&o.key, "fetching", &o.etag, o.size);
         let mut rng = jitter_rng(&o.key);
         let result = async {
             let expected = match &job.checksum_key {

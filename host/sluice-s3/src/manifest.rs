@@ -38,6 +38,23 @@ pub struct Entry {
     pub at_ms: i64,
 }
 
+impl Entry {
+    /// A key's version in `state`, with no attempts, error or hash yet, stamped now.
+    pub fn new(key: &str, state: &str, etag: &str, size: u64) -> Entry {
+        Entry {
+            key: key.into(),
+            state: state.into(),
+            etag: etag.into(),
+            size,
+            attempts: 0,
+            error: None,
+            sha256: None,
+            mirrored: false,
+            at_ms: now_ms(),
+        }
+    }
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -164,17 +181,7 @@ mod tests {
     use super::*;
 
     fn entry(key: &str, state: &str) -> Entry {
-        Entry {
-            key: key.into(),
-            state: state.into(),
-            etag: "e".into(),
-            size: 1,
-            attempts: 0,
-            error: None,
-            sha256: None,
-            mirrored: false,
-            at_ms: 5,
-        }
+        Entry { at_ms: 5, ..Entry::new(key, state, "e", 1) }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use sluice_source::DirSource;
 use crate::client::{Client, Failure, Object};
 use crate::config::{ChecksumPolicy, S3Spec};
 use crate::fetch::{FetchError, Fetcher, Job, valid_key};
-use crate::manifest::{Entry, Manifest, now_ms};
+use crate::manifest::{Entry, Manifest};
 use crate::metrics::Metrics;
 use crate::policy::{Backoff, Gate, TokenBucket, jitter_rng};
 use crate::walk::Walker;
@@ -282,17 +282,7 @@ impl S3Source {
                 continue;
             }
             if manifest.get(&o.key).is_none_or(|e| e.etag != o.etag || e.size != o.size) {
-                let _ = manifest.record(Entry {
-                    key: o.key.clone(),
-                    state: "listed".into(),
-                    etag: o.etag.clone(),
-                    size: o.size,
-                    attempts: 0,
-                    error: None,
-                    sha256: None,
-                    mirrored: false,
-                    at_ms: now_ms(),
-                });
+                let _ = manifest.record(Entry::new(&o.key, "listed", &o.etag, o.size));
             }
             units.push(SourceUnit {
                 source: self.name.clone(),
@@ -379,17 +369,7 @@ impl S3Source {
         let etag = etag_of(unit);
         let r = match m.get(&key) {
             Some(e) if e.etag == etag => m.set_state(&key, state),
-            _ => m.record(Entry {
-                key: key.clone(),
-                state: state.into(),
-                etag: etag.into(),
-                size: unit.size,
-                attempts: 0,
-                error: None,
-                sha256: None,
-                mirrored: false,
-                at_ms: now_ms(),
-            }),
+            _ => m.record(Entry::new(&key, state, etag, unit.size)),
         };
         if let Err(e) = r {
             tracing::warn!(source = %self.name, "manifest {}: {e}", m.path().display());
