@@ -32,11 +32,19 @@ pub fn dispatch(cli: Cli) -> Result<u8, Exit> {
 
 /// Load pipeline specs from files and directories; config errors exit 2.
 pub fn load_specs(paths: &[std::path::PathBuf]) -> Result<Vec<sluice_core::spec::PipelineSpec>, Exit> {
+    load_specs_with(paths, &|k| std::env::var(k).ok())
+}
+
+/// [`load_specs`] with the environment `env`.
+pub fn load_specs_with(
+    paths: &[std::path::PathBuf],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<sluice_core::spec::PipelineSpec>, Exit> {
     let mut specs = Vec::new();
     let mut errs = Vec::new();
     let kinds = crate::context::kinds();
     for p in paths {
-        match sluice_config::load_path_located_with(p, &|k| std::env::var(k).ok(), &kinds) {
+        match sluice_config::load_path_located_with(p, env, &kinds) {
             Ok(s) => specs.extend(s.into_iter().map(|l| l.spec)),
             Err(e) => errs.extend(e.0),
         }

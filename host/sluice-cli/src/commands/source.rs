@@ -12,7 +12,10 @@ pub fn source(c: SourceCommand) -> Result<u8, Exit> {
 }
 
 fn status(a: &SourceStatusArgs) -> Result<u8, Exit> {
-    let specs = super::load_specs(&a.pipelines)?;
+    // No request is made, so unset variables (credentials) stand for themselves; the paths
+    // (the mirror) are resolved as for a run.
+    let specs =
+        super::load_specs_with(&a.pipelines, &|k| Some(std::env::var(k).unwrap_or_else(|_| format!("${{{k}}}"))))?;
     let connectors = crate::context::connectors();
     let mut found = false;
     let mut json = Vec::new();
