@@ -198,6 +198,11 @@ impl S3Spec {
         }
     }
 
+    /// The key of the object whose locator (its key relative to [`S3Spec::base`]) is `locator`.
+    pub fn key_of(&self, locator: &str) -> String {
+        format!("{}{locator}", self.base())
+    }
+
     /// `s3://bucket/key`, as messages name an object.
     pub fn url_of(&self, key: &str) -> String {
         format!("s3://{}/{}", self.bucket, key)

@@ -152,10 +152,10 @@ impl Fetcher {
     }
 
     /// Fetch `job`'s object into the mirror; its path once it is there, complete and checked.
+    /// An error's message does not name the object (its unit's location does).
     pub async fn fetch(&self, job: &Job) -> Result<PathBuf, FetchError> {
         let o = &job.object;
         let path = self.mirror_path(&o.key);
-        let url = self.spec.url_of(&o.key);
         let known = self.manifest.get(&o.key);
         let mut entry = Entry::new(&o.key, "fetching", &o.etag, o.size);
         let mut rng = jitter_rng(&o.key);
@@ -180,7 +180,7 @@ impl Fetcher {
             r
         }
         .await;
-        result.map_err(|e| {
+        result.inspect_err(|e| {
             tracing::error!(key = %o.key, attempts = entry.attempts, error = %e.message, "download failed");
             let _ = self.manifest.record(Entry {
                 state: "failed".into(),
@@ -188,7 +188,6 @@ impl Fetcher {
                 at_ms: now_ms(),
                 ..entry.clone()
             });
-            FetchError { message: format!("{url}: {}", e.message), data: e.data }
         })
     }
 
@@ -412,46 +411,69 @@ impl Fetcher {
     /// kept in the mirror beside the object.
     async fn fetch_checksum(&self, ck: &str, key: &str, rng: &mut rand::rngs::StdRng) -> Result<String, FetchError> {
         let name = key.rsplit('/').next().unwrap_or(key);
+        let body = self
+            .retrying(
+                rng,
+                || self.client.get_small(ck),
+                |attempt, error, wait| {
+                    tracing::warn!(key = %ck, attempt, error, retry_in_ms = wait.as_millis() as u64,
+                    "checksum download failed; retrying");
+                },
+            )
+            .await
+            .map_err(|(_, last)| FetchError {
+                message: format!("its checksum file {ck} could not be fetched: {last}"),
+                data: false,
+            })?;
+        let text = String::from_utf8_lossy(&body);
+        let hash = parse_checksum(&text, name)
+            .map_err(|m| FetchError { message: format!("checksum file {ck}: {m}"), data: true })?;
+        let path = self.mirror_path(ck);
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let tmp = partial_of(&path);
+        if std::fs::write(&tmp, &body).is_ok() {
+            let _ = std::fs::rename(&tmp, &path);
+        }
+        Ok(hash)
+    }
+
+    /// `request` under the source's policy: the shared pause and the request rate before each
+    /// attempt, [`Fetcher::wait_after`] a failure, up to `download.attempts` attempts;
+    /// `on_retry(attempt, error, wait)` reports each retry. A failure is the attempts made and
+    /// the last error. (An object's own download has more to do per attempt: `fetch_inner`.)
+    pub async fn retrying<T, Fut>(
+        &self,
+        rng: &mut rand::rngs::StdRng,
+        mut request: impl FnMut() -> Fut,
+        on_retry: impl Fn(u32, &str, Duration),
+    ) -> Result<T, (u32, String)>
+    where
+        Fut: Future<Output = Result<T, Failure>>,
+    {
         let attempts = self.spec.download.attempts;
-        let mut last = String::new();
-        for attempt in 1..=attempts {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
             self.admit().await;
             let started = Instant::now();
-            let got = self.client.get_small(ck).await;
+            let got = request().await;
             self.metrics.request(if got.is_ok() { 200 } else { 0 }, started.elapsed());
-            match got {
-                Ok(body) => {
-                    let text = String::from_utf8_lossy(&body);
-                    let hash = parse_checksum(&text, name)
-                        .map_err(|m| FetchError { message: format!("checksum file {ck}: {m}"), data: true })?;
-                    let path = self.mirror_path(ck);
-                    if let Some(dir) = path.parent() {
-                        let _ = std::fs::create_dir_all(dir);
-                    }
-                    let tmp = partial_of(&path);
-                    if std::fs::write(&tmp, &body).is_ok() {
-                        let _ = std::fs::rename(&tmp, &path);
-                    }
-                    return Ok(hash);
+            let failure = match got {
+                Ok(v) => return Ok(v),
+                Err(f) => f,
+            };
+            match self.wait_after(&failure, attempt, rng) {
+                Ok(wait) if attempt < attempts => {
+                    Metrics::add(&self.metrics.retries, 1);
+                    on_retry(attempt, failure.message(), wait);
+                    tokio::time::sleep(wait).await;
                 }
-                Err(f) => {
-                    last = f.message().to_string();
-                    match self.wait_after(&f, attempt, rng) {
-                        Ok(w) if attempt < attempts => {
-                            Metrics::add(&self.metrics.retries, 1);
-                            tracing::warn!(key = %ck, attempt, error = %last, "checksum download failed; retrying");
-                            tokio::time::sleep(w).await;
-                        }
-                        Ok(_) => break,
-                        Err(m) => {
-                            last = m;
-                            break;
-                        }
-                    }
-                }
+                Ok(_) => return Err((attempt, failure.message().to_string())),
+                Err(m) => return Err((attempt, m)),
             }
         }
-        Err(FetchError { message: format!("its checksum file {ck} could not be fetched: {last}"), data: false })
     }
 }
 

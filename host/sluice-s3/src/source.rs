@@ -3,8 +3,9 @@
 //! as a directory source would.
 //!
 //! A unit is one object: its locator is the key relative to the prefix's directory, its
-//! fingerprint the listed size and `etag:<ETag>`, so an unchanged object is never fetched or
-//! read again, and a changed one (new ETag) replaces its earlier output.
+//! fingerprint the listed size and `etag:<ETag>` (with the ETag of its `.CHECKSUM`, see
+//! [`fingerprint`]), so an unchanged object is never fetched or read again, and a changed one
+//! (new ETag) replaces its earlier output.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -18,12 +19,12 @@ use sluice_core::source::{BatchStream, Settled, Source, SourceItem, SourceMetric
 use sluice_core::spec::{FileOrder, SourceSpec};
 use sluice_source::DirSource;
 
-use crate::client::{Client, Failure, Object};
+use crate::client::{Client, Object};
 use crate::config::{ChecksumPolicy, S3Spec};
 use crate::fetch::{FetchError, Fetcher, Job, valid_key};
 use crate::manifest::{Entry, Manifest};
 use crate::metrics::Metrics;
-use crate::policy::{Backoff, Gate, TokenBucket, jitter_rng};
+use crate::policy::{Gate, TokenBucket, jitter_rng};
 use crate::walk::Walker;
 
 /// What one full listing found.
@@ -218,21 +219,20 @@ impl S3Source {
         Ok(Live { fetcher, tasks, _lock: lock })
     }
 
-    /// The latest listing, listing again when it is older than `list.interval` (`fresh`: always).
-    fn listing(&self, fresh: bool) -> Result<Arc<Listing>, SourceError> {
-        if !fresh
-            && let Some(l) = self.listing.lock().expect("listing lock").as_ref()
-            && l.at.elapsed() < self.s3.list_interval
-        {
-            return Ok(l.clone());
+    /// The latest listing while it is younger than `list.interval`.
+    fn recent_listing(&self) -> Option<Arc<Listing>> {
+        self.listing.lock().expect("listing lock").as_ref().filter(|l| l.at.elapsed() < self.s3.list_interval).cloned()
+    }
+
+    /// The latest listing, listing again when it is older than `list.interval`.
+    fn listing(&self) -> Result<Arc<Listing>, SourceError> {
+        if let Some(l) = self.recent_listing() {
+            return Ok(l);
         }
         let _listing = self.list_lock.lock().expect("list lock");
         // Another caller may have listed while this one waited.
-        if !fresh
-            && let Some(l) = self.listing.lock().expect("listing lock").as_ref()
-            && l.at.elapsed() < self.s3.list_interval
-        {
-            return Ok(l.clone());
+        if let Some(l) = self.recent_listing() {
+            return Ok(l);
         }
         let fetcher = self.live()?.fetcher.clone();
         let started = Instant::now();
@@ -310,7 +310,7 @@ impl S3Source {
         {
             return j.clone();
         }
-        let key = format!("{}{}", self.s3.base(), unit.locator);
+        let key = self.s3.key_of(&unit.locator);
         let checked = unit.content_hash.as_deref().is_some_and(|h| h.contains(CHECKSUM_MARK));
         let checksum_key = checked.then(|| format!("{key}.CHECKSUM"));
         Job {
@@ -334,12 +334,8 @@ impl S3Source {
                 // Bytes that are not the object's count against it; a server or network that
                 // failed says nothing about it.
                 return r.map_err(|e| match e.data {
-                    true => {
-                        let prefix = format!("{}: ", unit.location);
-                        let message = e.message.strip_prefix(&prefix).map_or(e.message.clone(), str::to_string);
-                        SourceError::Format { path: unit.location.clone(), message }
-                    }
-                    false => self.remote(e.message),
+                    true => SourceError::Format { path: unit.location.clone(), message: e.message },
+                    false => self.remote(format!("{}: {}", unit.location, e.message)),
                 });
             }
             if self.cancelled.load(std::sync::atomic::Ordering::SeqCst) {
@@ -364,7 +360,7 @@ impl S3Source {
     /// The manifest entry of `unit`'s key moved to `state` (made from the unit if it has none).
     fn set_state(&self, unit: &SourceUnit, state: &str) {
         let Ok(live) = self.live() else { return };
-        let key = format!("{}{}", self.s3.base(), unit.locator);
+        let key = self.s3.key_of(&unit.locator);
         let m = &live.fetcher.manifest;
         let etag = etag_of(unit);
         let r = match m.get(&key) {
@@ -443,42 +439,23 @@ async fn list_prefix(f: &Fetcher, prefix: &str, delimited: bool) -> Result<Level
     let mut token: Option<String> = None;
     let mut seen = HashSet::new();
     let mut rng = jitter_rng("list");
-    let backoff = Backoff { initial: f.spec.download.backoff_initial, max: f.spec.download.backoff_max };
     loop {
-        let mut attempt = 0;
-        let page = loop {
-            attempt += 1;
-            f.gate.wait().await;
-            f.requests.take(1.0).await;
-            let started = Instant::now();
-            match f.client.list_page(prefix, delimited, token.as_deref(), f.spec.page_size).await {
-                Ok(p) => {
-                    f.metrics.request(200, started.elapsed());
-                    break p;
-                }
-                Err(Failure::Fatal(m) | Failure::Corrupt(m)) => return Err(format!("listing failed: {m}")),
-                Err(Failure::Retry { reason, retry_after }) => {
-                    f.metrics.request(0, started.elapsed());
-                    if attempt >= f.spec.download.attempts {
-                        return Err(format!("listing failed after {attempt} attempt(s): {reason}"));
-                    }
-                    let wait = match retry_after {
-                        Some(d) if d > f.spec.download.max_retry_after => {
-                            f.gate.pause(f.spec.download.max_retry_after);
-                            return Err(format!("listing failed: {reason}: the server asks to wait {}s", d.as_secs()));
-                        }
-                        Some(d) => {
-                            f.gate.pause(d);
-                            Duration::ZERO
-                        }
-                        None => backoff.delay(attempt, &mut rng),
-                    };
-                    Metrics::add(&f.metrics.retries, 1);
-                    tracing::warn!(prefix, attempt, error = %reason, "listing failed; retrying");
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        };
+        let page = f
+            .retrying(
+                &mut rng,
+                || f.client.list_page(prefix, delimited, token.as_deref(), f.spec.page_size),
+                |attempt, error, wait| {
+                    tracing::warn!(
+                        prefix,
+                        attempt,
+                        error,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "listing failed; retrying"
+                    );
+                },
+            )
+            .await
+            .map_err(|(attempts, last)| format!("listing failed after {attempts} attempt(s): {last}"))?;
         out.extend(page.objects);
         dirs.extend(page.prefixes);
         match page.next {
@@ -510,12 +487,10 @@ async fn download_loop(sched: Arc<Sched>, fetcher: Arc<Fetcher>, ahead: usize) {
         };
         Metrics::add(&fetcher.metrics.in_flight, 1);
         // A panic must not leave the key running forever, with a worker waiting for it.
-        let result = std::panic::AssertUnwindSafe(fetcher.fetch(&job)).catch_unwind().await.unwrap_or_else(|_| {
-            Err(FetchError {
-                message: format!("{}: the download panicked", fetcher.spec.url_of(&job.object.key)),
-                data: false,
-            })
-        });
+        let result = std::panic::AssertUnwindSafe(fetcher.fetch(&job))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err(FetchError { message: "the download panicked".into(), data: false }));
         fetcher.metrics.in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         {
             let mut q = sched.queue.lock().expect("queue lock");
@@ -563,7 +538,7 @@ impl Source for S3Source {
     }
 
     fn discover(&self) -> Result<Vec<SourceUnit>, SourceError> {
-        Ok(self.listing(false)?.units.clone())
+        Ok(self.listing()?.units.clone())
     }
 
     fn unit_fields(&self, unit: &SourceUnit) -> Vec<(String, String)> {
@@ -617,7 +592,7 @@ impl Source for S3Source {
     /// A key still there that the source no longer selects (another glob) is not gone: its
     /// output stays, as a directory source keeps the output of files it no longer selects.
     fn is_gone(&self, unit: &SourceUnit, _present: &[SourceUnit]) -> bool {
-        let key = format!("{}{}", self.s3.base(), unit.locator);
+        let key = self.s3.key_of(&unit.locator);
         self.listing
             .lock()
             .expect("listing lock")
@@ -627,7 +602,7 @@ impl Source for S3Source {
 
     /// The key is listed with the same ETag and size (by the latest listing).
     fn still_current(&self, unit: &SourceUnit) -> bool {
-        let Ok(l) = self.listing(false) else { return false };
+        let Ok(l) = self.listing() else { return false };
         l.units.iter().any(|u| u.same_unit(unit) && u.content_hash == unit.content_hash && u.size == unit.size)
     }
 
@@ -636,7 +611,7 @@ impl Source for S3Source {
             Settled::Committed | Settled::Unchanged => {
                 self.set_state(unit, "committed");
                 if !self.s3.keep_mirror {
-                    let key = format!("{}{}", self.s3.base(), unit.locator);
+                    let key = self.s3.key_of(&unit.locator);
                     for p in [self.s3.mirror.join(&key), self.s3.mirror.join(format!("{key}.CHECKSUM"))] {
                         match std::fs::remove_file(&p) {
                             Ok(()) => {
