@@ -36,13 +36,38 @@ pub enum Call<'b> {
     BeforeFinish,
 }
 
-/// A step's failure, with the step's position.
+/// A step's failure, with the step's position, and for bad data at a row, that row's values of
+/// the step's state keys (`key`, empty when the step keeps no keyed state).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("step {} `{name}`: {error}", index + 1)]
+#[error("step {} `{name}`: {error}{}", index + 1, render_key(key))]
 pub struct StepError {
     pub index: usize,
     pub name: String,
     pub error: PluginError,
+    pub key: Vec<(String, String)>,
+}
+
+fn render_key(key: &[(String, String)]) -> String {
+    if key.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = key.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("; key {}", parts.join(", "))
+}
+
+/// The values of `keys` at `row` of `batch`, as text; none when a key column is missing.
+fn key_at(batch: &RecordBatch, keys: &[String], row: usize) -> Vec<(String, String)> {
+    let opts = arrow_cast::display::FormatOptions::default().with_null("null");
+    let mut out = Vec::with_capacity(keys.len());
+    for k in keys {
+        let Some(col) = batch.column_by_name(k) else { return Vec::new() };
+        if row >= col.len() {
+            return Vec::new();
+        }
+        let Ok(f) = arrow_cast::display::ArrayFormatter::try_new(col.as_ref(), &opts) else { return Vec::new() };
+        out.push((k.clone(), f.value(row).to_string()));
+    }
+    out
 }
 
 /// A chain of handler instances for one thread. Instances are made on first use and dropped
@@ -81,7 +106,20 @@ impl Chain {
     }
 
     fn err(&self, index: usize, error: PluginError) -> StepError {
-        StepError { index, name: self.steps[index].name.clone(), error }
+        StepError { index, name: self.steps[index].name.clone(), error, key: Vec::new() }
+    }
+
+    /// Step `i`'s failure on `batch`: for bad data at a row, with that row's state keys (asked of
+    /// the step's instance, which bad data does not poison).
+    fn err_on(&mut self, i: usize, error: PluginError, batch: &RecordBatch) -> StepError {
+        let mut e = self.err(i, error);
+        if let PluginError::Data { row: Some(r), .. } = &e.error {
+            let row = *r as usize;
+            if let Some(Ok(Some(state))) = self.handlers[i].as_mut().map(|h| h.state()) {
+                e.key = key_at(batch, &state.keys, row);
+            }
+        }
+        e
     }
 
     /// The schema after every step for `input`, as the next step (or a sink) sees it: each
@@ -264,7 +302,10 @@ impl Chain {
 /// A plain call of step `i`.
 fn plain(chain: &mut Chain, i: usize, call: Call<'_>) -> Result<Vec<RecordBatch>, StepError> {
     match call {
-        Call::Process(b) => chain.call(i, |h| h.process(b), b.num_rows() as u64).map_err(|e| chain.err(i, e)),
+        Call::Process(b) => match chain.call(i, |h| h.process(b), b.num_rows() as u64) {
+            Ok(out) => Ok(out),
+            Err(e) => Err(chain.err_on(i, e, b)),
+        },
         Call::BeforeFinish => Ok(Vec::new()),
     }
 }

@@ -31,7 +31,7 @@ pub fn directory_source_schema() -> serde_json::Value {
 }
 pub use resolve::{
     Document, LoadedPipeline, load_file, load_path, load_path_located, load_path_located_with, parse_located,
-    parse_located_with, parse_str,
+    parse_located_with, parse_steps, parse_str,
 };
 /// A duration as the pipeline language writes it (`15m`, `500ms`, `0s`).
 pub use units::parse_duration_or_zero as duration_or_zero;

@@ -34,6 +34,19 @@ pub struct RawPipeline {
     pub settings: RawSettings,
 }
 
+/// The part of a pipeline file a chain of steps needs, on its own (the Python package's
+/// `Chain`): its `env:`, `steps:` and `settings:`. A whole pipeline file's other keys are set
+/// aside before the check.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSteps {
+    #[serde(default)]
+    pub env: Vec<RawEnvVar>,
+    pub steps: Vec<RawStep>,
+    #[serde(default)]
+    pub settings: RawSettings,
+}
+
 /// An allowed environment variable: `NAME`, or `{NAME: default}`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]

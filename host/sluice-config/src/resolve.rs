@@ -353,6 +353,71 @@ pub fn parse_located_with(
     if errs.is_empty() { Ok(out) } else { Err(ConfigErrors(errs)) }
 }
 
+/// The steps of one pipeline document in `text` (from `file`): its `steps:`, with `env:` and
+/// `settings.limits`, resolved as a pipeline's are. The document may be a whole pipeline file
+/// (its sources, sink and name are ignored, so variables only they use need not be set) or a
+/// map with only `steps:`. Paths of plugins and tables resolve relative to `file`'s directory.
+/// What an embedder runs without a pipeline's sources and sink (the Python package's `Chain`).
+pub fn parse_steps(
+    text: &str,
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<StepSpec>, ConfigErrors> {
+    let err = |at: Pos, message: String, hint: Option<String>| ConfigError {
+        file: file.to_path_buf(),
+        line: at.line,
+        column: at.column,
+        message,
+        hint,
+    };
+    let docs = crate::yaml::parse(text)
+        .map_err(|e| ConfigErrors(vec![err(e.at, format!("invalid YAML: {}", e.message), None)]))?;
+    let mut docs = docs.into_iter().filter(|d| !matches!(d.kind, Kind::Scalar(Scalar::Null, _)));
+    let start = Pos { line: 1, column: 1, index: 0 };
+    let Some(root) = docs.next() else {
+        return Err(ConfigErrors(vec![err(start, "no steps in this file".into(), None)]));
+    };
+    if let Some(second) = docs.next() {
+        return Err(ConfigErrors(vec![err(
+            second.start,
+            "several pipeline documents: give the steps of one".into(),
+            Some("split the file, or pass the steps as a list".into()),
+        )]));
+    }
+    let Kind::Map(entries) = root.kind else {
+        return Err(ConfigErrors(vec![err(root.start, "expected a map with `steps:`".into(), None)]));
+    };
+    let kept = entries
+        .into_iter()
+        .filter(|(k, _)| k.as_str().is_some_and(|k| matches!(k, "env" | "steps" | "settings")))
+        .collect();
+    let root = Node { kind: Kind::Map(kept), start: root.start, end: root.end };
+    static SCHEMA: OnceLock<serde_json::Value> = OnceLock::new();
+    let schema = SCHEMA.get_or_init(schema_of::<RawSteps>);
+    let mut checker = Checker::new(schema);
+    let value = checker.check(&root, schema, &mut Vec::new());
+    let mut errs: Vec<ConfigError> = checker.problems.into_iter().map(|p| err(p.at, p.message, p.hint)).collect();
+    let raw: RawSteps = match serde_json::from_value(value) {
+        Ok(r) if errs.is_empty() => r,
+        Ok(_) => return Err(ConfigErrors(errs)),
+        Err(e) => {
+            if errs.is_empty() {
+                errs.push(err(root.start, e.to_string(), None));
+            }
+            return Err(ConfigErrors(errs));
+        }
+    };
+    let doc = Document { file: file.to_path_buf(), text: text.into(), root };
+    let mut r =
+        Resolver { doc: &doc, env, errs: Vec::new(), declared: HashMap::new(), poisoned: Vec::new(), kinds: builtin() };
+    r.declare(&raw.env);
+    let settings = r.settings(&raw.settings);
+    let steps: Vec<StepSpec> = raw.steps.iter().enumerate().map(|(i, s)| r.step(i, s, &settings.limits)).collect();
+    let mut errs = r.errs;
+    errs.sort_by_key(|e| (e.line, e.column));
+    if errs.is_empty() { Ok(steps) } else { Err(ConfigErrors(errs)) }
+}
+
 struct Resolver<'a> {
     doc: &'a Document,
     env: &'a dyn Fn(&str) -> Option<String>,
@@ -510,8 +575,9 @@ impl Resolver<'_> {
         p.components().collect()
     }
 
-    fn pipeline(&mut self, raw: RawPipeline) -> Option<PipelineSpec> {
-        for (i, v) in raw.env.iter().enumerate() {
+    /// Take `env:`'s variables (with their defaults) as the ones `${NAME}` may use.
+    fn declare(&mut self, env: &[RawEnvVar]) {
+        for (i, v) in env.iter().enumerate() {
             let names: Vec<(String, Option<String>)> = match v {
                 RawEnvVar::Name(n) => vec![(n.clone(), None)],
                 RawEnvVar::WithDefault(m) => m.iter().map(|(k, d)| (k.clone(), Some(d.clone()))).collect(),
@@ -528,6 +594,10 @@ impl Resolver<'_> {
                 self.declared.insert(n, d);
             }
         }
+    }
+
+    fn pipeline(&mut self, raw: RawPipeline) -> Option<PipelineSpec> {
+        self.declare(&raw.env);
         if !valid_name(&raw.pipeline) {
             self.error(
                 &["pipeline"],

@@ -149,3 +149,39 @@ fn source_limits_on_records_and_compression_ratio() {
     );
     assert!(errors(&with("{max_record_bytes: lots}"))[0].contains("limits.max_record_bytes: `lots` is not a size"));
 }
+
+#[test]
+fn steps_alone_resolve_from_a_pipeline_file_or_a_steps_map() {
+    use sluice_config::parse_steps;
+    // A whole pipeline: its sources and sink are ignored, so `DIR` (used only there) need not be
+    // set; the steps' own `${SET}` must be.
+    let env = |k: &str| (k == "SET").then(|| "/data".to_string());
+    let steps = parse_steps(
+        &GOOD.replace("./d}", "~}").replace("[SET, {DIR: ~}]", "[SET, DIR]"),
+        Path::new("dir/p.yaml"),
+        &env,
+    )
+    .unwrap();
+    assert_eq!(steps.len(), 1);
+    assert_eq!(steps[0].name, "sma");
+    assert!(steps[0].config_json.contains("\"/data\""), "{}", steps[0].config_json);
+    assert_eq!(steps[0].limits.timeout, std::time::Duration::from_secs(2));
+    // A steps map (what the Python package writes for a list of step dicts), as JSON.
+    let text = r#"{"steps": [{"plugin": "x/y.wasm", "name": "mine"}, {"plugin": "sma", "config": {"window": 3}}]}"#;
+    let steps = parse_steps(text, Path::new("base/<steps>"), &|_| None).unwrap();
+    assert_eq!(steps[0].plugin, sluice_core::spec::PluginRef::Path("base/x/y.wasm".into()));
+    assert_eq!(steps[1].name, "sma");
+    // Errors keep their positions, all in one pass.
+    let bad = "steps:\n  - plugin: sma\n    limts: {}\n  - name: x\n";
+    let Err(ConfigErrors(es)) = parse_steps(bad, Path::new("s.yaml"), &|_| None) else { panic!("accepted") };
+    let es: Vec<String> = es.iter().map(|e| e.to_string()).collect();
+    assert!(es.iter().any(|e| e.starts_with("s.yaml:3:5")), "{es:?}");
+    assert!(es.iter().any(|e| e.starts_with("s.yaml:4:")), "{es:?}");
+    // An undeclared variable in a step is an error; one only the source uses is not.
+    let Err(ConfigErrors(es)) =
+        parse_steps("steps: [{plugin: sma, config: {x: '${NOPE}'}}]", Path::new("s.yaml"), &|_| None)
+    else {
+        panic!("accepted")
+    };
+    assert!(es[0].to_string().contains("undeclared"), "{es:?}");
+}
