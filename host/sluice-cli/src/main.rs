@@ -2,44 +2,10 @@
 //!
 //! Exit codes: 0 success, 1 a failure in the data (a unit failed), 2 a usage or config error.
 
-mod cli;
-mod commands;
-mod context;
-mod logging;
-mod output;
-mod progress;
-mod signals;
-
 use std::process::ExitCode;
 
 use clap::Parser;
-
-/// Exit code for a failure in the data.
-pub const EXIT_DATA: u8 = 1;
-/// Exit code for a usage or config error.
-pub const EXIT_CONFIG: u8 = 2;
-
-/// An error that carries its exit code.
-#[derive(Debug)]
-pub struct Exit {
-    pub code: u8,
-    pub error: anyhow::Error,
-}
-
-impl Exit {
-    pub fn config(error: impl Into<anyhow::Error>) -> Self {
-        Exit { code: EXIT_CONFIG, error: error.into() }
-    }
-    pub fn data(error: impl Into<anyhow::Error>) -> Self {
-        Exit { code: EXIT_DATA, error: error.into() }
-    }
-}
-
-impl<E: Into<anyhow::Error>> From<E> for Exit {
-    fn from(e: E) -> Self {
-        Exit { code: EXIT_DATA, error: e.into() }
-    }
-}
+use sluice_cli::{EXIT_CONFIG, Exit, cli, commands, logging};
 
 /// Keep large freed blocks in the process: batches and their IPC copies are megabytes each, and
 /// glibc's defaults return them to the kernel (mmap/munmap or heap trimming), so the next batch
@@ -55,9 +21,7 @@ fn tune_allocator() {
 
 fn main() -> ExitCode {
     tune_allocator();
-    // Two rustls crypto providers are compiled in (the Delta sink's object store brings ring and
-    // aws-lc-rs): name one, or the first TLS client would panic.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    sluice_cli::init_process();
     let args = cli::Cli::parse();
     logging::init(&args.global, matches!(args.command, cli::Command::Watch(_)));
     match commands::dispatch(args) {

@@ -115,7 +115,7 @@ pub fn demo(args: &DemoArgs, g: &Global) -> Result<u8, Exit> {
         summary_json: None,
         no_catalog: false,
     };
-    let summaries = super::run::run_specs(&specs, &run_args, g)?;
+    let summaries = super::run::run_specs(&specs, &run_args, g, Default::default(), true)?;
     let catalog = sluice_catalog::DuckCatalog::for_lake(&lake);
     let sql = "SELECT symbol, count(*) AS rows, count(DISTINCT date) AS days, min(date) AS first_day, \
                max(date) AS last_day, round(avg(close), 4) AS avg_close, round(avg(ma20), 4) AS avg_ma20 \

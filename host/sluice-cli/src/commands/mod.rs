@@ -5,10 +5,10 @@ mod demo;
 mod lake;
 mod plugin;
 mod query;
-mod run;
+pub mod run;
 mod schema;
 mod source;
-mod validate;
+pub mod validate;
 mod watch;
 
 use crate::Exit;

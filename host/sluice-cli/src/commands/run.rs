@@ -14,7 +14,7 @@ use crate::{EXIT_DATA, Exit};
 
 pub fn run(args: &RunArgs, g: &Global) -> Result<u8, Exit> {
     let specs = super::load_specs(&args.pipelines)?;
-    let summaries = run_specs(&specs, args, g)?;
+    let summaries = run_specs(&specs, args, g, Arc::new(AtomicBool::new(false)), true)?;
     if let Some(path) = &args.summary_json {
         let json = if summaries.len() == 1 {
             serde_json::to_string_pretty(&summaries[0])
@@ -28,16 +28,19 @@ pub fn run(args: &RunArgs, g: &Global) -> Result<u8, Exit> {
     Ok(if failed { EXIT_DATA } else { 0 })
 }
 
-/// Run each pipeline in turn and print its summary.
+/// Run each pipeline in turn and print its summary (unless `g.quiet`). Setting `cancel` stops
+/// the run as SIGINT does: units in flight commit, no new one starts. With `signals`, SIGINT and
+/// SIGTERM set it (the CLI); an embedder that handles its own signals passes `false`.
 pub fn run_specs(
     specs: &[sluice_core::spec::PipelineSpec],
     args: &RunArgs,
     g: &Global,
+    cancel: Arc<AtomicBool>,
+    signals: bool,
 ) -> Result<Vec<RunSummary>, Exit> {
     let rt = crate::context::runtime(g.plugin_dir.clone())?;
     let tokio =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
-    let cancel = Arc::new(AtomicBool::new(false));
     let mut summaries = Vec::new();
     for spec in specs {
         let (job, publication) = crate::context::job(spec, &rt)?;
@@ -64,10 +67,13 @@ pub fn run_specs(
         });
         let result = tokio.block_on(async {
             let flag = cancel.clone();
-            let signals = tokio::spawn(crate::signals::watch_signals(move || flag.store(true, Ordering::SeqCst)));
+            let watcher = signals
+                .then(|| tokio::spawn(crate::signals::watch_signals(move || flag.store(true, Ordering::SeqCst))));
             let r = runner::run(Arc::new(job), opts, progress.clone(), cancel.clone()).await;
-            signals.abort();
-            let _ = signals.await;
+            if let Some(w) = watcher {
+                w.abort();
+                let _ = w.await;
+            }
             r
         });
         if let Some(p) = publisher {

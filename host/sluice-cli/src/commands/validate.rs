@@ -19,7 +19,41 @@ use sluice_core::spec::PluginRef;
 use crate::Exit;
 use crate::cli::{Global, ValidateArgs};
 
+/// What `validate` found: the pipelines that passed (with warnings about what only a run can
+/// check) and every error, each at its file:line:column.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub passed: Vec<Passed>,
+    pub errors: Vec<ConfigError>,
+}
+
+/// A pipeline that passed.
+#[derive(Debug)]
+pub struct Passed {
+    pub name: String,
+    pub origin: std::path::PathBuf,
+    pub warnings: Vec<String>,
+}
+
 pub fn validate(args: &ValidateArgs, g: &Global) -> Result<u8, Exit> {
+    let report = report(args, g)?;
+    for p in &report.passed {
+        println!("ok: pipeline `{}` ({})", p.name, p.origin.display());
+        for warning in &p.warnings {
+            eprintln!("warning: pipeline `{}`: {warning}", p.name);
+        }
+    }
+    if report.errors.is_empty() {
+        return Ok(0);
+    }
+    let n = report.errors.len();
+    eprintln!("{}", ConfigErrors(report.errors));
+    eprintln!("{n} error{}", if n == 1 { "" } else { "s" });
+    Ok(crate::EXIT_CONFIG)
+}
+
+/// Check pipelines as `sluice validate` does, without printing.
+pub fn report(args: &ValidateArgs, g: &Global) -> Result<Report, Exit> {
     // Without the environment, unset variables stand for themselves: only the file is checked.
     let no_env = args.no_environment;
     let env = move |k: &str| match std::env::var(k) {
@@ -37,6 +71,7 @@ pub fn validate(args: &ValidateArgs, g: &Global) -> Result<u8, Exit> {
         }
     }
     let rt = if no_env { None } else { Some(crate::context::runtime(g.plugin_dir.clone())?) };
+    let mut passed = Vec::new();
     for lp in &loaded {
         let mut unchecked = Vec::new();
         let found = match &rt {
@@ -44,20 +79,11 @@ pub fn validate(args: &ValidateArgs, g: &Global) -> Result<u8, Exit> {
             None => Vec::new(),
         };
         if found.is_empty() {
-            println!("ok: pipeline `{}` ({})", lp.spec.name, lp.spec.origin.display());
-            for warning in &unchecked {
-                eprintln!("warning: pipeline `{}`: {warning}", lp.spec.name);
-            }
+            passed.push(Passed { name: lp.spec.name.clone(), origin: lp.spec.origin.clone(), warnings: unchecked });
         }
         errors.extend(found);
     }
-    if errors.is_empty() {
-        return Ok(0);
-    }
-    let n = errors.len();
-    eprintln!("{}", ConfigErrors(errors));
-    eprintln!("{n} error{}", if n == 1 { "" } else { "s" });
-    Ok(crate::EXIT_CONFIG)
+    Ok(Report { passed, errors })
 }
 
 /// Plugins, step configs, source directories and the schema through the chain. `unchecked`
