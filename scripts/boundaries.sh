@@ -30,6 +30,13 @@ sluice-redis|sluice-(delta|source|lake|wasm|catalog|watch|cli|postgres|testkit)|
 sluice-delta|sluice-(source|wasm|catalog|watch|cli|postgres|redis|s3|testkit)|wasmtime|duckdb|notify|tokio-postgres|pgpq|redis
 sluice-s3|sluice-(delta|wasm|catalog|watch|cli|postgres|redis|testkit)|wasmtime|duckdb|notify|tokio-postgres|pgpq|redis|deltalake
 RULES
+# pyo3 only in the Python package's crate: no library crate depends on Python.
+py="$(cargo tree --workspace -i pyo3 -e normal --prefix none 2>/dev/null | sed 's/ .*//' | grep -E '^sluice-' | sort -u |
+    grep -vx sluice-py || true)"
+if [ -n "$py" ]; then
+    echo "boundaries: only sluice-py may depend on pyo3, not: $(echo "$py" | tr '\n' ' ')" >&2
+    fail=1
+fi
 # One arrow: every arrow-based crate (pgpq, duckdb, parquet) on the same version.
 dup="$(cargo tree -d -e normal --prefix none 2>/dev/null | grep -E '^arrow-[a-z]+ v' | sed 's/ (.*//' | sort -u |
     awk '{print $1}' | uniq -d || true)"

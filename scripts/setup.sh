@@ -4,18 +4,22 @@
 #   scripts/setup.sh --plugins  also a wasm toolchain route to rebuild the plugins from source
 #   scripts/setup.sh --fuzz     also cargo-fuzz, for scripts/fuzz.sh (from crates.io)
 #   scripts/setup.sh --services also Postgres and Redis, which the connector tests start
-# The options combine (CI passes all three). Idempotent: each step checks before it installs.
+#   scripts/setup.sh --python   also Java 17 for the Python package's Spark tests (the package's
+#                               venv itself is made by scripts/python-package.sh, from PyPI)
+# The options combine (CI passes all four). Idempotent: each step checks before it installs.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 plugins=false
 fuzz=false
 services=false
+python=false
 for arg in "$@"; do
   case "$arg" in
     --plugins) plugins=true ;;
     --fuzz) fuzz=true ;;
     --services) services=true ;;
-    *) echo "setup: unknown option $arg (expected --plugins, --fuzz, --services)" >&2; exit 2 ;;
+    --python) python=true ;;
+    *) echo "setup: unknown option $arg (expected --plugins, --fuzz, --services, --python)" >&2; exit 2 ;;
   esac
 done
 
@@ -51,4 +55,19 @@ fi
 
 if $services; then
   bash "$here/install-services.sh"
+fi
+
+if $python; then
+  # pyspark 3.5 runs on Java 8, 11 or 17.
+  if java -version 2>&1 | grep -qE 'version "(17|11|1\.8)'; then
+    echo "setup: $(java -version 2>&1 | head -1) present"
+  elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing Java 17 for the Spark tests"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null
+  else
+    echo "setup: the Spark tests need Java 17: install openjdk-17-jre-headless" >&2
+    exit 1
+  fi
+  python3 -m venv --help >/dev/null || { echo "setup: python3 -m venv is missing (python3-venv)" >&2; exit 1; }
 fi

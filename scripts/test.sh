@@ -7,6 +7,8 @@
 #   4. all host tests, run against the freshly rebuilt plugins (with Python venvs for the lake's
 #      pyarrow/DuckDB reader check);
 #   5. the plugins' native unit tests;
+#   5b. the Python package: its wheel built and installed in a venv, then pytest (the chain, run
+#      and validate, Spark local[2] and Ray Data);
 #   6. a short, bounded fuzz run of every fuzz target: the CSV and zip readers, the pipeline YAML,
 #      guest IPC output and projection patches (skipped without cargo-fuzz, except under CI=true).
 set -euo pipefail
@@ -49,9 +51,16 @@ SLUICE_PLUGIN_DIR="$rebuilt" SLUICE_TEST_PLUGIN_DIR="$rebuilt/test" cargo test -
 step "plugin unit tests (native)"
 (cd plugins && CARGO_TARGET_DIR="$CARGO_TARGET_DIR/plugins-native" cargo test --workspace) 2>&1 | tee -a "$results"
 
+step "the Python package: wheel, venv, pytest (tests/py)"
+SLUICE_PY="$(bash scripts/python-package.sh)"
+SLUICE_PLUGIN_DIR="$rebuilt" SLUICE_TEST_PLUGIN_DIR="$rebuilt/test" SLUICE_BIN="$CARGO_TARGET_DIR/debug/sluice" \
+  "$SLUICE_PY" -m pytest -q -p no:cacheprovider -p no:warnings tests/py 2>&1 | tee -a "$results"
+
 step "fuzz the CSV and zip readers, the pipeline YAML and guest output, ${SLUICE_FUZZ_SECS:-30}s each"
 bash scripts/fuzz.sh "${SLUICE_FUZZ_SECS:-30}"
 
 # One closing line over every cargo test run above.
+# pytest's closing line ("31 passed, 2 skipped in 60.1s") counts too.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
+     /^=* ?[0-9]+ (passed|failed|skipped|error).* in [0-9.]+s/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^(failed|errors?)/) f += $i; if ($(i+1) ~ /^skipped/) s += $i } }
      END { printf "\ntests: %d passed, %d failed, %d skipped\n", p, f, s }' "$results"
