@@ -144,3 +144,32 @@ def test_the_gil_is_released_while_plugins_run(test_plugins):
     both = time.perf_counter() - started
     assert kinds == ["timeout", "timeout"]
     assert both < 1.4, f"two 800 ms calls on two threads took {both:.2f} s: the GIL was held"
+
+
+def test_a_forked_child_gets_a_runtime_of_its_own(test_plugins):
+    # The parent's runtime enforces deadlines with a ticker thread, which fork does not copy. A
+    # child (multiprocessing, Spark's daemon) must make its own, or a spinning guest hangs it.
+    import os
+    import signal
+
+    spin = {"plugin": str(test_plugins / "hostile-spin.wasm"), "limits": {"timeout": "300ms"}}
+    sluice.Chain([spin])  # the parent's runtime exists before the fork
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            sluice.Chain([spin]).process(data(2))
+        except sluice.StepError as e:
+            code = 0 if e.kind == "timeout" else 2
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child's spinning plugin was never stopped")
