@@ -173,3 +173,20 @@ def test_a_forked_child_gets_a_runtime_of_its_own(test_plugins):
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     pytest.fail("the forked child's spinning plugin was never stopped")
+
+
+def test_compiled_components_are_cached_on_disk(tmp_path):
+    # A fresh process (a Spark task, a Ray actor) loads what an earlier one compiled: the cache
+    # files are written once and then only read.
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, SLUICE_CACHE_DIR=str(tmp_path / "cache"))
+    code = f"import sluice; sluice.Chain({[SMA]!r}).transform(__import__('pyarrow').table({{'k': ['a'], 't': [1], 'v': [1.0]}}))"
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
+    files = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*") if p.is_file()}
+    assert files, "nothing was cached"
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
+    again = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*") if p.is_file()}
+    assert again == files, "the second process compiled again"
