@@ -11,9 +11,7 @@ import re
 import shutil
 import time
 
-COLUMNS = ["open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume",
-           "trades", "taker_buy_base", "taker_buy_quote", "ignore"]
-INTS = {"open_time", "close_time", "trades"}
+from kline_input import COLUMNS, INTS, NAME
 
 p = argparse.ArgumentParser()
 p.add_argument("--data", required=True)
@@ -36,7 +34,7 @@ ray.data.DataContext.get_current().enable_progress_bars = False
 session_s = time.perf_counter() - t0
 
 t1 = time.perf_counter()
-NAME = re.compile(r"([A-Za-z0-9]+)-1s-(\d{4}-\d{2}-\d{2})\.csv$")
+NAME_RE = re.compile(NAME)
 NUMBER = {True: r"^-?\d+$", False: r"^-?\d+(\.\d+)?([eE][-+]?\d+)?$"}
 
 
@@ -56,7 +54,7 @@ def typed(batch: pa.Table) -> pa.Table:
         keep = ok if keep is None else pc.and_(keep, ok)
     batch = batch.filter(pc.fill_null(keep, False))
     cols = [batch[c].cast(pa.int64() if c in INTS else pa.string() if c == "ignore" else pa.float64()) for c in COLUMNS]
-    names = [NAME.search(x) for x in batch["path"].to_pylist()]
+    names = [NAME_RE.search(x) for x in batch["path"].to_pylist()]
     cols.append(pa.array([m.group(1) for m in names], pa.string()))
     cols.append(pa.array([m.group(2) for m in names], pa.string()).cast(pa.date32()))
     return pa.table(cols, names=[*COLUMNS, "symbol", "date"])

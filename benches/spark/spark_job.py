@@ -19,8 +19,7 @@ import sys
 import tempfile
 import time
 
-COLUMNS = ["open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume",
-           "trades", "taker_buy_base", "taker_buy_quote", "ignore"]
+from kline_input import COLUMNS, INTS, NAME
 MICROS = 100_000_000_000_000  # 1e14: above it a time is in µs
 
 p = argparse.ArgumentParser()
@@ -51,13 +50,12 @@ spark.sparkContext.setLogLevel("ERROR")
 session_s = time.perf_counter() - t0
 
 t1 = time.perf_counter()
-types = {"open_time": LongType(), "close_time": LongType(), "trades": LongType(), "ignore": StringType()}
-schema = StructType([StructField(c, types.get(c, DoubleType())) for c in COLUMNS])
+schema = StructType([StructField(c, LongType() if c in INTS else StringType() if c == "ignore" else DoubleType())
+                     for c in COLUMNS])
 df = spark.read.csv(os.path.join(a.data, "*", "*.csv"), schema=schema, header=False, mode="PERMISSIVE")
 df = df.na.drop(how="any")
-pattern = r"([A-Za-z0-9]+)-1s-(\d{4}-\d{2}-\d{2})\.csv$"
-df = df.withColumn("symbol", F.regexp_extract(F.input_file_name(), pattern, 1)).withColumn(
-    "date", F.to_date(F.regexp_extract(F.input_file_name(), pattern, 2)))
+df = df.withColumn("symbol", F.regexp_extract(F.input_file_name(), NAME, 1)).withColumn(
+    "date", F.to_date(F.regexp_extract(F.input_file_name(), NAME, 2)))
 
 extra = {}
 if a.mode == "native":

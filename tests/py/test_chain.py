@@ -106,6 +106,10 @@ def test_bad_data_names_the_step_the_row_and_the_key():
     assert (err.step, err.step_index, err.plugin, err.kind, err.blame) == ("sessions", 2, "sessionize", "data", "user")
     assert (err.row, err.column, err.key) == (2, "t", {"user": "c"})
     assert "step 2 `sessions`" in str(err) and "row 2" in str(err) and "key user=c" in str(err)
+    # A slice of the chain numbers its steps as the whole chain does.
+    with pytest.raises(sluice.StepError) as e:
+        c.slice(1).process(t)
+    assert (e.value.step_index, e.value.key) == (2, {"user": "c"})
     # It pickles with its attributes (a Spark or Ray worker sends it back that way).
     back = pickle.loads(pickle.dumps(err))
     assert (type(back), back.key, back.row, str(back)) == (sluice.StepError, {"user": "c"}, 2, str(err))
@@ -190,3 +194,31 @@ def test_compiled_components_are_cached_on_disk(tmp_path):
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
     again = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*") if p.is_file()}
     assert again == files, "the second process compiled again"
+
+
+def test_plugin_counters_are_reported():
+    # indicators orders each batch itself, and counts rows that arrive in a later batch with an
+    # earlier time than their key has seen (what the Spark test checks is zero in every worker).
+    before = sluice.counters().get("indicators.out_of_order_rows", 0)
+    t = pa.table({"k": ["a", "a", "a"], "t": [3, 1, 2], "v": [1.0, 2.0, 3.0]})
+    c = sluice.Chain([SMA])
+    c.process(t.slice(0, 1))
+    c.process(t.slice(1))
+    assert sluice.counters()["indicators.out_of_order_rows"] - before == 2
+
+
+def test_a_chain_made_before_a_fork_is_refused_in_the_child():
+    import os
+
+    c = sluice.Chain([SMA])
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            c.process(data(2))
+        except sluice.SluiceError as e:
+            code = 0 if "another process" in str(e) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

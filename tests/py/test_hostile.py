@@ -25,9 +25,11 @@ def test_in_process(test_plugins, name, kind):
         c.process(t)
     assert (e.value.step, e.value.step_index, e.value.kind, e.value.blame) == (f"evil-{name}", 2, kind, "plugin")
     assert f"step 2 `evil-{name}`" in str(e.value)
-    # The instance was dropped; the chain and the process go on.
-    with pytest.raises(sluice.StepError):
+    # The instance was dropped: the next call makes a fresh one, which misbehaves the same way
+    # (not `poisoned`); the chain and the process go on.
+    with pytest.raises(sluice.StepError) as again:
         c.process(t)
+    assert again.value.kind == kind
     assert sluice.Chain([{"plugin": "passthrough"}]).transform(t).equals(t)
 
 

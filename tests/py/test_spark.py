@@ -26,7 +26,9 @@ def test_klines_through_spark_equal_the_cli_lake(spark, kline_data, cli_lake, tm
 
     df = spark_klines(spark, kline_data)
     # Keys and order from the pipeline's stateful step (indicators: symbol, open_time).
-    out = sluice.spark.transform(df, KLINES, stats_dir=None)
+    stats = tmp_path / "stats"
+    stats.mkdir()
+    out = sluice.spark.transform(df, KLINES, stats_dir=str(stats))
     plan = out._jdf.queryExecution().executedPlan().toString()
     assert "MapInArrow" in plan and "Exchange hashpartitioning(symbol" in plan, plan
     got = normalize(spark_table(out, tmp_path, "spark"))
@@ -36,9 +38,12 @@ def test_klines_through_spark_equal_the_cli_lake(spark, kline_data, cli_lake, tm
     for name in want.column_names:
         assert got[name].equals(want[name]), name
     assert got.equals(want)
-    # No row reached indicators out of order (the plugin counts them; workers report none here,
-    # so check in this process on the same data through the chain).
-    assert sluice.counters().get("indicators.out_of_order_rows", 0) == 0
+    # Every task reported its steps: all rows reached indicators, none out of order for its key
+    # (the plugin counts them in each worker; test_chain checks that the counter counts).
+    tasks = [json.loads(f.read_text()) for f in stats.glob("*.json")]
+    rows_into = sum(s["rows_in"] for t in tasks for s in t["steps"] if s["step"] == "indicators")
+    assert rows_into == want.num_rows
+    assert all(t["counters"].get("indicators.out_of_order_rows", 0) == 0 for t in tasks), tasks
 
 
 def test_the_same_component_gives_the_same_bytes_everywhere(spark, kline_data, cli_lake, tmp_path):
@@ -78,6 +83,9 @@ def test_schemas_and_keys(spark):
     # Partitioning by other columns than the state's keys would split a key: refused.
     with pytest.raises(ValueError, match="split a key"):
         sluice.spark.transform(df, steps, keys=["t"])
+    with pytest.raises(ValueError, match="split a key"):
+        sluice.spark.transform(df, steps, keys=[])
+    assert sluice.spark.transform(df, steps, keys="k").count() == 50
     # A chain without keyed state runs without a shuffle.
     plain = sluice.spark.transform(df, [{"plugin": "passthrough"}])
     assert "Exchange" not in plain._jdf.queryExecution().executedPlan().toString()

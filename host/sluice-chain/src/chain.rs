@@ -47,7 +47,8 @@ pub struct StepError {
     pub key: Vec<(String, String)>,
 }
 
-fn render_key(key: &[(String, String)]) -> String {
+/// `; key k=v, ...` for a non-empty key (how errors end), else nothing.
+pub fn render_key(key: &[(String, String)]) -> String {
     if key.is_empty() {
         return String::new();
     }

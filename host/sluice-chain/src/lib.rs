@@ -16,7 +16,7 @@ pub mod reject;
 pub mod spec;
 pub mod stats;
 
-pub use chain::{Call, Chain, ChainStep, StepError};
+pub use chain::{Call, Chain, ChainStep, StepError, render_key};
 pub use error::{Blame, PluginError};
 pub use reject::Reject;
 /// The reject column's name (`sluice_contract::REJECT_COLUMN`).

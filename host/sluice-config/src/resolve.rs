@@ -387,9 +387,11 @@ pub fn parse_steps(
     let Kind::Map(entries) = root.kind else {
         return Err(ConfigErrors(vec![err(root.start, "expected a map with `steps:`".into(), None)]));
     };
+    // A pipeline's own sections are set aside; any other key is checked (a misspelt `evn:` is an
+    // error, not ignored).
     let kept = entries
         .into_iter()
-        .filter(|(k, _)| k.as_str().is_some_and(|k| matches!(k, "env" | "steps" | "settings")))
+        .filter(|(k, _)| !k.as_str().is_some_and(|k| matches!(k, "pipeline" | "sources" | "sink")))
         .collect();
     let root = Node { kind: Kind::Map(kept), start: root.start, end: root.end };
     static SCHEMA: OnceLock<serde_json::Value> = OnceLock::new();

@@ -91,10 +91,8 @@ fn kind(e: &PluginError) -> &'static str {
 }
 
 fn step_error(py: Python<'_>, e: &StepError, plugin: &str) -> PyErr {
-    let message = format!("step {} `{}` (plugin `{plugin}`): {}{}", e.index + 1, e.name, e.error, {
-        let parts: Vec<String> = e.key.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        if parts.is_empty() { String::new() } else { format!("; key {}", parts.join(", ")) }
-    });
+    let message =
+        format!("step {} `{}` (plugin `{plugin}`): {}{}", e.index + 1, e.name, e.error, sluice_chain::render_key(&e.key));
     raise(py, "StepError", message, |kw| {
         kw.set_item("step", &e.name)?;
         kw.set_item("step_index", e.index + 1)?;
@@ -145,17 +143,28 @@ fn exit_error(py: Python<'_>, exit: sluice_cli::Exit) -> PyErr {
     raise(py, class, format!("{:#}", exit.error), |_| Ok(()))
 }
 
-/// Arrow data from Python: anything with `__arrow_c_stream__` (a pyarrow Table or
-/// RecordBatchReader, a Polars DataFrame) or `__arrow_c_array__` (a pyarrow RecordBatch).
-fn batches_of(data: &Bound<'_, PyAny>) -> PyResult<Vec<RecordBatch>> {
+/// Arrow data from Python, a batch at a time: anything with `__arrow_c_stream__` (a pyarrow
+/// Table or RecordBatchReader, a Polars DataFrame) or `__arrow_c_array__` (a pyarrow RecordBatch).
+enum Input {
+    Stream(ArrowArrayStreamReader),
+    One(Option<RecordBatch>),
+}
+
+impl Input {
+    fn next(&mut self) -> PyResult<Option<RecordBatch>> {
+        match self {
+            Input::Stream(r) => r.next().transpose().map_err(|e| PyValueError::new_err(format!("reading the input: {e}"))),
+            Input::One(b) => Ok(b.take()),
+        }
+    }
+}
+
+fn input_of(data: &Bound<'_, PyAny>) -> PyResult<Input> {
     if data.hasattr("__arrow_c_stream__")? {
-        let reader = ArrowArrayStreamReader::from_pyarrow_bound(data)?;
-        return reader
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| PyValueError::new_err(format!("reading the input: {e}")));
+        return Ok(Input::Stream(ArrowArrayStreamReader::from_pyarrow_bound(data)?));
     }
     if data.hasattr("__arrow_c_array__")? {
-        return Ok(vec![RecordBatch::from_pyarrow_bound(data)?]);
+        return Ok(Input::One(Some(RecordBatch::from_pyarrow_bound(data)?)));
     }
     Err(PyTypeError::new_err(format!(
         "expected Arrow data (an object with __arrow_c_stream__ or __arrow_c_array__: a pyarrow RecordBatch or Table, a Polars DataFrame), got {}",
@@ -178,9 +187,30 @@ struct NativeChain {
     plugins: Vec<(String, String, String, String)>,
     /// The number in the file of the first step kept (errors count steps as the file does).
     first: usize,
+    /// The process that made it.
+    pid: u32,
 }
 
 impl NativeChain {
+    /// A chain made before a `fork` holds the parent's plugins, whose runtime has no deadline
+    /// ticker in this process: refuse it rather than let a spinning guest hang the child.
+    fn same_process(&self, py: Python<'_>) -> PyResult<()> {
+        if self.pid == std::process::id() {
+            return Ok(());
+        }
+        Err(raise(
+            py,
+            "SluiceError",
+            "this chain was made in another process (before a fork): make a new one here, or unpickle a copy".into(),
+            |_| Ok(()),
+        ))
+    }
+
+    /// `f` on the chain with the GIL released, for calls that cannot fail.
+    fn detached<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut sluice_chain::Chain) -> T + Send) -> T {
+        py.detach(|| f(&mut locked(&self.inner)))
+    }
+
     fn plugin(&self, e: &StepError) -> &str {
         self.plugins.get(e.index).map_or("?", |p| p.0.as_str())
     }
@@ -191,6 +221,7 @@ impl NativeChain {
         py: Python<'_>,
         f: impl FnOnce(&mut sluice_chain::Chain) -> Result<T, StepError> + Send,
     ) -> PyResult<T> {
+        self.same_process(py)?;
         let r = py.detach(|| f(&mut locked(&self.inner)));
         r.map_err(|e| {
             let plugin = self.plugin(&e).to_string();
@@ -245,7 +276,7 @@ impl NativeChain {
                 limits: spec.limits,
             });
         }
-        let chain = NativeChain { inner: Mutex::new(sluice_chain::Chain::new(steps)), plugins, first: start };
+        let chain = NativeChain { inner: Mutex::new(sluice_chain::Chain::new(steps)), plugins, first: start, pid: std::process::id() };
         // Every step's config through its constructor, now rather than at the first batch.
         chain.with_chain(py, |c| {
             for i in 0..c.len() {
@@ -258,18 +289,16 @@ impl NativeChain {
     }
 
     /// Arrow data through every step: the output batches (pyarrow), possibly none.
+    /// A stream is read a batch at a time (with the GIL) and each batch processed (without it).
     fn process(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<Vec<Py<PyAny>>> {
-        let input = batches_of(data)?;
-        let out = self.with_chain(py, |c| {
-            let mut out = Vec::new();
-            for b in input {
-                if b.num_rows() > 0 {
-                    out.extend(c.process(b)?);
-                }
+        let mut input = input_of(data)?;
+        let mut out = Vec::new();
+        while let Some(b) = input.next()? {
+            if b.num_rows() > 0 {
+                out.extend(to_py(py, self.with_chain(py, |c| c.process(b))?)?);
             }
-            Ok(out)
-        })?;
-        to_py(py, out)
+        }
+        Ok(out)
     }
 
     /// The end of the input: rows steps still hold (groups, sessions), through the steps after.
@@ -302,7 +331,7 @@ impl NativeChain {
 
     /// Rows steps set aside since the last call: dicts of `step`, `reason`, `row` (the row as text).
     fn take_rejects(&self, py: Python<'_>) -> PyResult<Vec<Py<PyDict>>> {
-        let rejects = locked(&self.inner).take_rejects();
+        let rejects = self.detached(py, |c| c.take_rejects());
         rejects
             .into_iter()
             .map(|r| {
@@ -317,7 +346,7 @@ impl NativeChain {
 
     /// Each step's counters since the last call.
     fn take_stats(&self, py: Python<'_>) -> PyResult<Vec<Py<PyDict>>> {
-        let stats = locked(&self.inner).take_stats();
+        let stats = self.detached(py, |c| c.take_stats());
         stats
             .into_iter()
             .map(|s| {
@@ -336,12 +365,14 @@ impl NativeChain {
 
     /// Each step: `{name, plugin, version, contract, component_hash}`.
     fn steps(&self, py: Python<'_>) -> PyResult<Vec<Py<PyDict>>> {
-        let c = locked(&self.inner);
-        (0..c.len())
-            .map(|i| {
+        let names: Vec<String> = self.detached(py, |c| (0..c.len()).map(|i| c.step(i).name.clone()).collect());
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
                 let (plugin, version, contract, hash) = &self.plugins[i];
                 let d = PyDict::new(py);
-                d.set_item("name", &c.step(i).name)?;
+                d.set_item("name", name)?;
                 d.set_item("plugin", plugin)?;
                 d.set_item("version", version)?;
                 d.set_item("contract", contract)?;
@@ -352,8 +383,8 @@ impl NativeChain {
     }
 
     /// Drop every instance, and with them all keyed state.
-    fn reset(&self) {
-        locked(&self.inner).reset();
+    fn reset(&self, py: Python<'_>) {
+        self.detached(py, |c| c.reset());
     }
 }
 
@@ -460,7 +491,9 @@ fn counters() -> std::collections::BTreeMap<String, u64> {
     for (_, p, rt) in locked(&RUNTIMES).iter() {
         if *p == pid {
             for ((plugin, counter), v) in rt.counters() {
-                *out.entry(format!("{plugin}.{counter}")).or_default() += v;
+                // Plugins name their counters `<plugin>.<what>` already.
+                let name = if counter.starts_with(&format!("{plugin}.")) { counter } else { format!("{plugin}.{counter}") };
+                *out.entry(name).or_default() += v;
             }
         }
     }

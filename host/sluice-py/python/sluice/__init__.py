@@ -59,7 +59,9 @@ class Chain:
 
     The GIL is released while plugins run, so threads with a chain each run in parallel. A chain
     pickles as its steps (not its state): unpickled in a worker it loads the plugins there, from
-    the compiled-component cache on disk.
+    the compiled-component cache on disk. The steps' text goes as written, so `${VAR}` is read
+    again from the worker's environment. A chain made before a `fork` raises in the child: make
+    or unpickle one there.
     """
 
     def __init__(self, steps, *, plugin_dir=None, base_dir=None, _range=(0, None)):
@@ -108,7 +110,7 @@ class Chain:
         batches = []
         items = [data] if hasattr(data, "__arrow_c_stream__") or hasattr(data, "__arrow_c_array__") else data
         for item in items:
-            if schema is None and hasattr(item, "schema"):
+            if schema is None and isinstance(getattr(item, "schema", None), pa.Schema):
                 schema = item.schema
             batches.extend(self.process(item))
         batches.extend(self.finish())
@@ -139,8 +141,8 @@ class Chain:
             elif (keys, order_by) != found[:2]:
                 raise ValueError(
                     f"steps `{found[2]}` and `{step['name']}` keep state by different keys or order "
-                    f"({found[0]} by {found[1]!r}, {keys} by {order_by!r}): give keys= and order_by= "
-                    "explicitly, or split the chain"
+                    f"({found[0]} by {found[1]!r}, {keys} by {order_by!r}): one sort cannot serve both; "
+                    "split the chain (Chain.slice) and transform by each in turn"
                 )
         return None if found is None else (found[0], found[1])
 

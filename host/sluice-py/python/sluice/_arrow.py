@@ -1,4 +1,5 @@
-"""Matching the chain's output to the schema an engine declared: by name, then cast."""
+"""What the engine adapters share: how a chain is cut and fed (`plan`), and matching the chain's
+output to the schema an engine declared (by name, then cast)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,43 @@ import pyarrow as pa
 from .errors import SluiceError, StepError
 
 
+def _is(t: pa.DataType, test: str) -> bool:
+    """A type test pyarrow may not have (views came in pyarrow 16)."""
+    f = getattr(pa.types, test, None)
+    return bool(f and f(t))
+
+
+def plan(chain, keys, order_by):
+    """How to feed `chain`: `(keys, order_by, first)`, where `first` is the index of the first
+    step to run after the rows are grouped by `keys` and sorted by `order_by` (the steps before
+    it keep no keyed state and run before the shuffle). `keys` and `order_by` default to what the
+    stateful steps declare; explicit keys may be fewer columns than theirs, never others. No keys
+    (a chain without keyed state, none given) means no shuffle: `([], None, 0)`."""
+    if isinstance(keys, str):
+        keys = [keys]
+    declared = chain.keys()  # raises when stateful steps disagree
+    states = chain.states()
+    if declared is None:
+        if not keys:
+            return [], None, 0
+        return list(keys), order_by, 0
+    if keys is None:
+        keys = declared[0]
+    elif not keys or not set(keys) <= set(declared[0]):
+        raise ValueError(
+            f"keys={list(keys)}: the chain keeps state by {declared[0]}; partitioning by other columns "
+            "(or none) would split a key's rows across tasks"
+        )
+    if order_by is None:
+        order_by = declared[1]
+    first = next(i for i, s in enumerate(states) if s is not None)
+    return list(keys), order_by, first
+
+
 def sparkable(schema: pa.Schema) -> pa.Schema:
     """`schema` with types Spark has no Arrow mapping for replaced by ones it has (unsigned
-    integers by the next wider signed ones, uint64 by int64; dictionaries by their values; large
+    integers by the next wider signed ones, uint64 by int64 (a value above its range fails the
+    cast); dictionaries by their values; large
     strings and binaries by plain ones; timestamps in µs), every field nullable."""
 
     def fit(t: pa.DataType) -> pa.DataType:
@@ -21,9 +56,9 @@ def sparkable(schema: pa.Schema) -> pa.Schema:
             return pa.int32()
         if pa.types.is_uint32(t) or pa.types.is_uint64(t):
             return pa.int64()
-        if pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        if pa.types.is_large_string(t) or _is(t, "is_string_view"):
             return pa.string()
-        if pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
+        if pa.types.is_large_binary(t) or _is(t, "is_binary_view"):
             return pa.binary()
         if pa.types.is_timestamp(t) and t.unit != "us":
             return pa.timestamp("us", tz=t.tz)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from . import Chain
+from ._arrow import plan
 
 
 def _chain(steps, plugin_dir=None, base_dir=None) -> Chain:
@@ -49,10 +50,8 @@ class ChainFn:
 class _Groups:
     """One key's rows per call: the stateless head, a sort, the stateful rest, on fresh state."""
 
-    def __init__(self, args, order_by):
+    def __init__(self, args, order_by, first):
         chain = Chain._restore(*args)
-        states = chain.states()
-        first = next((i for i, s in enumerate(states) if s is not None), len(states))
         self.head = chain.slice(0, first) if first > 0 else None
         self.rest = chain.slice(first)
         self.order_by = order_by
@@ -77,17 +76,11 @@ def transform(ds, steps, keys=None, order_by=None, *, plugin_dir=None, base_dir=
     import ray.data
 
     chain = _chain(steps, plugin_dir, base_dir)
-    declared = chain.keys()
+    keys, order_by, first = plan(chain, keys, order_by)
     compute = ray.data.ActorPoolStrategy(size=concurrency)
-    if declared is None and not keys:
+    if not keys:
         return ds.map_batches(ChainFn, fn_constructor_args=(chain,), batch_format="pyarrow", compute=compute)
-    if keys is None:
-        keys = declared[0]
-    elif declared is not None and not set(keys) <= set(declared[0]):
-        raise ValueError(f"keys={list(keys)}: the chain keeps state by {declared[0]}")
-    if order_by is None and declared is not None:
-        order_by = declared[1]
     args = chain.__reduce__()[1]
-    return ds.groupby(list(keys)).map_groups(
-        _Groups, fn_constructor_args=(args, order_by), batch_format="pyarrow", compute=compute
+    return ds.groupby(keys).map_groups(
+        _Groups, fn_constructor_args=(args, order_by, first), batch_format="pyarrow", compute=compute
     )

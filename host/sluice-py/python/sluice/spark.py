@@ -3,10 +3,11 @@
 A key's rows reach one chain, in order, so keyed steps (moving averages, sessions, dedup by
 key) give what `sluice run` gives:
 
-1. `df.repartition(*keys)`: every row of a key lands in one partition (hash partitioning never
+1. the steps before the first stateful one run first (`mapInArrow`, in the input's partitions and
+   order), so a step that rewrites the ordering column (normalize_time) or a key runs before the
+   shuffle and the sort;
+2. `df.repartition(*keys)`: every row of a key lands in one partition (hash partitioning never
    splits a key; adaptive execution may only merge whole partitions);
-2. the steps before the first stateful one run there (`mapInArrow`), so a step that rewrites the
-   ordering column (normalize_time) runs before the sort;
 3. `sortWithinPartitions(*keys, order_by)`;
 4. the rest of the chain (`mapInArrow`), one chain per task, `finish()` at the end of the
    partition.
@@ -18,7 +19,7 @@ The chain is deterministic, so a retried or speculative task gives the same rows
 from __future__ import annotations
 
 from . import Chain
-from ._arrow import check_rejects, conform, sparkable
+from ._arrow import check_rejects, conform, plan, sparkable
 
 
 def _chain(steps, plugin_dir, base_dir) -> Chain:
@@ -51,7 +52,10 @@ def _stage(df, chain: Chain, rejects: str, stats_dir):
             import json
             import uuid
 
-            task = {"pid": os.getpid(), "task_cpu_ns": time.thread_time_ns() - started, "steps": c.stats()}
+            import sluice
+
+            task = {"pid": os.getpid(), "task_cpu_ns": time.thread_time_ns() - started, "steps": c.stats(),
+                    "counters": sluice.counters()}
             with open(os.path.join(stats_dir, f"{uuid.uuid4().hex}.json"), "w") as f:
                 json.dump(task, f)
 
@@ -77,8 +81,8 @@ def transform(
       others. `order_by` is a column name or a Spark `Column`.
     - `partitions`: the number of shuffle partitions (default: Spark's).
     - `rejects`: rows steps set aside are dropped (`"drop"`) or fail the task (`"raise"`).
-    - `stats_dir`: each task writes its steps' counters there as JSON (a local path, for
-      benchmarks).
+    - `stats_dir`: each task writes its steps' counters and the plugins' counters
+      (`sluice.counters()` of its worker) there as JSON (a local path, for benchmarks and tests).
 
     A failing step fails the task with a `StepError` whose text names the step, the plugin, the
     row and the key; the executor stays up.
@@ -86,28 +90,14 @@ def transform(
     if rejects not in ("drop", "raise"):
         raise ValueError(f"rejects must be 'drop' or 'raise', not {rejects!r}")
     chain = _chain(steps, plugin_dir, base_dir)
-    declared = chain.keys()
-    if declared is not None:
-        if keys is None:
-            keys = declared[0]
-        elif not set(keys) <= set(declared[0]):
-            raise ValueError(
-                f"keys={list(keys)}: the chain keeps state by {declared[0]}; partitioning by other columns "
-                "would split a key's rows across tasks"
-            )
-        if order_by is None:
-            order_by = declared[1]
-    if isinstance(keys, str):
-        keys = [keys]
+    keys, order_by, first = plan(chain, keys, order_by)
     if not keys:
         return _stage(df, chain, rejects, stats_dir)
-    states = chain.states()
-    first = next((i for i, s in enumerate(states) if s is not None), len(states))
-    df = df.repartition(partitions, *keys) if partitions else df.repartition(*keys)
     if first > 0:
         df = _stage(df, chain.slice(0, first), rejects, stats_dir)
+    df = df.repartition(partitions, *keys) if partitions else df.repartition(*keys)
     order = [*keys, order_by] if order_by is not None else list(keys)
     df = df.sortWithinPartitions(*order)
-    if first < len(states):
+    if first < len(chain):
         df = _stage(df, chain.slice(first), rejects, stats_dir)
     return df
