@@ -91,8 +91,13 @@ fn kind(e: &PluginError) -> &'static str {
 }
 
 fn step_error(py: Python<'_>, e: &StepError, plugin: &str) -> PyErr {
-    let message =
-        format!("step {} `{}` (plugin `{plugin}`): {}{}", e.index + 1, e.name, e.error, sluice_chain::render_key(&e.key));
+    let message = format!(
+        "step {} `{}` (plugin `{plugin}`): {}{}",
+        e.index + 1,
+        e.name,
+        e.error,
+        sluice_chain::render_key(&e.key)
+    );
     raise(py, "StepError", message, |kw| {
         kw.set_item("step", &e.name)?;
         kw.set_item("step_index", e.index + 1)?;
@@ -153,7 +158,9 @@ enum Input {
 impl Input {
     fn next(&mut self) -> PyResult<Option<RecordBatch>> {
         match self {
-            Input::Stream(r) => r.next().transpose().map_err(|e| PyValueError::new_err(format!("reading the input: {e}"))),
+            Input::Stream(r) => {
+                r.next().transpose().map_err(|e| PyValueError::new_err(format!("reading the input: {e}")))
+            }
             Input::One(b) => Ok(b.take()),
         }
     }
@@ -276,7 +283,12 @@ impl NativeChain {
                 limits: spec.limits,
             });
         }
-        let chain = NativeChain { inner: Mutex::new(sluice_chain::Chain::new(steps)), plugins, first: start, pid: std::process::id() };
+        let chain = NativeChain {
+            inner: Mutex::new(sluice_chain::Chain::new(steps)),
+            plugins,
+            first: start,
+            pid: std::process::id(),
+        };
         // Every step's config through its constructor, now rather than at the first batch.
         chain.with_chain(py, |c| {
             for i in 0..c.len() {
@@ -492,7 +504,8 @@ fn counters() -> std::collections::BTreeMap<String, u64> {
         if *p == pid {
             for ((plugin, counter), v) in rt.counters() {
                 // Plugins name their counters `<plugin>.<what>` already.
-                let name = if counter.starts_with(&format!("{plugin}.")) { counter } else { format!("{plugin}.{counter}") };
+                let name =
+                    if counter.starts_with(&format!("{plugin}.")) { counter } else { format!("{plugin}.{counter}") };
                 *out.entry(name).or_default() += v;
             }
         }
