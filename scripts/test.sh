@@ -44,6 +44,9 @@ export SLUICE_PYTHON
 # moto for the S3 source tests (sluice-testkit MotoServer).
 SLUICE_MOTO_PYTHON="$(bash scripts/moto-venv.sh)"
 export SLUICE_MOTO_PYTHON
+# The Tansu broker for the stream tests (sluice-testkit TansuServer).
+SLUICE_TANSU_BIN="$(bash scripts/kafka-venv.sh)"
+export SLUICE_TANSU_BIN
 
 step "host tests against the rebuilt plugins"
 SLUICE_PLUGIN_DIR="$rebuilt" SLUICE_TEST_PLUGIN_DIR="$rebuilt/test" cargo test --workspace 2>&1 | tee -a "$results"

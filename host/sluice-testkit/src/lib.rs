@@ -10,7 +10,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+mod kafka;
 mod s3;
+pub use kafka::TansuServer;
 pub use s3::{Action, FaultProxy, HttpResponse, MotoServer, PathMatch, Rule, Seen, http_get, http_request};
 
 /// The password of the `postgres` user of every test server.
