@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}"
 venv="${SLUICE_PY_VENV:-$HOME/.cache/sluice/venv/py}"
 profile=(--profile dev)
-if [ "${1:-}" = "--release" ]; then profile=(--release); fi
+if [ "${1:-}" = "--release" ]; then profile=(--release --strip); fi
 
 # Versions that install from PyPI here and agree with each other: pyspark 3.5 wants pandas < 3
 # for mapInArrow, Ray Data wants pandas >= 2.2.3 and pyarrow >= 17.
