@@ -128,23 +128,16 @@ class Chain:
         """Each step's keyed state: `None`, or `(keys, order_by)`."""
         return self._native.states()
 
-    def keys(self) -> tuple[list[str], str] | None:
-        """The keys and order of this chain's stateful steps: `None` when no step keeps keyed
-        state. Raises `ValueError` when stateful steps disagree."""
-        found = None
-        for step, state in zip(self.steps(), self.states()):
-            if state is None:
-                continue
-            keys, order_by = list(state[0]), state[1]
-            if found is None:
-                found = (keys, order_by, step["name"])
-            elif (keys, order_by) != found[:2]:
-                raise ValueError(
-                    f"steps `{found[2]}` and `{step['name']}` keep state by different keys or order "
-                    f"({found[0]} by {found[1]!r}, {keys} by {order_by!r}): one sort cannot serve both; "
-                    "split the chain (Chain.slice) and transform by each in turn"
-                )
-        return None if found is None else (found[0], found[1])
+    def keys(self) -> tuple[list[str], str | None] | None:
+        """How to feed this chain's stateful steps: `(keys, order_by)`, the columns every stateful
+        step keys by and the one order they declare; `None` when no step keeps keyed state.
+        Raises `ValueError` when no partitioning or no one order serves them all."""
+        from ._arrow import plan
+
+        if all(s is None for s in self.states()):
+            return None
+        keys, order_by, _ = plan(self, None, None)
+        return keys, order_by
 
     def steps(self) -> list[dict]:
         """Each step: `name`, `plugin`, `version`, `contract`, `component_hash`."""

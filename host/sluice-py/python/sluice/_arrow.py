@@ -17,28 +17,42 @@ def _is(t: pa.DataType, test: str) -> bool:
 def plan(chain, keys, order_by):
     """How to feed `chain`: `(keys, order_by, first)`, where `first` is the index of the first
     step to run after the rows are grouped by `keys` and sorted by `order_by` (the steps before
-    it keep no keyed state and run before the shuffle). `keys` and `order_by` default to what the
-    stateful steps declare; explicit keys may be fewer columns than theirs, never others. No keys
-    (a chain without keyed state, none given) means no shuffle: `([], None, 0)`."""
+    it keep no keyed state and run before the shuffle).
+
+    The default keys are the columns every stateful step keys by (dedup by `[symbol, open_time]`
+    and a moving average by `[symbol]` share `[symbol]`: partitioning by it keeps each step's keys
+    whole), and the order is the one order the steps declare. Explicit keys may be fewer columns
+    than that, never others. No keys (a chain without keyed state, none given) means no shuffle:
+    `([], None, 0)`."""
     if isinstance(keys, str):
         keys = [keys]
-    declared = chain.keys()  # raises when stateful steps disagree
     states = chain.states()
-    if declared is None:
-        if not keys:
-            return [], None, 0
-        return list(keys), order_by, 0
-    if keys is None:
-        keys = declared[0]
-    elif not keys or not set(keys) <= set(declared[0]):
+    stateful = [(i, s) for i, s in enumerate(states) if s is not None]
+    if not stateful:
+        return (list(keys), order_by, 0) if keys else ([], None, 0)
+    names = [st["name"] for st in chain.steps()]
+    common = [k for k in stateful[0][1][0] if all(k in s[0] for _, s in stateful)]
+    if not common:
         raise ValueError(
-            f"keys={list(keys)}: the chain keeps state by {declared[0]}; partitioning by other columns "
+            "the stateful steps " + ", ".join(f"`{names[i]}` (by {s[0]})" for i, s in stateful)
+            + " share no key column: no one partitioning serves them; split the chain (Chain.slice)"
+        )
+    orders = {s[1] for _, s in stateful if s[1]}
+    if len(orders) > 1 and order_by is None:
+        raise ValueError(
+            "the stateful steps " + ", ".join(f"`{names[i]}` (by {s[1]!r})" for i, s in stateful if s[1])
+            + " order their rows differently: one sort cannot serve them; split the chain (Chain.slice)"
+        )
+    if keys is None:
+        keys = common
+    elif not keys or not set(keys) <= set(common):
+        raise ValueError(
+            f"keys={list(keys)}: the chain keeps state by {common}; partitioning by other columns "
             "(or none) would split a key's rows across tasks"
         )
-    if order_by is None:
-        order_by = declared[1]
-    first = next(i for i, s in enumerate(states) if s is not None)
-    return list(keys), order_by, first
+    if order_by is None and orders:
+        order_by = orders.pop()
+    return list(keys), order_by, stateful[0][0]
 
 
 def sparkable(schema: pa.Schema) -> pa.Schema:

@@ -34,7 +34,7 @@ class ChainFn:
 
     def __init__(self, steps, plugin_dir=None, base_dir=None):
         self.chain = _chain(steps, plugin_dir, base_dir)
-        if self.chain.keys() is not None:
+        if any(s is not None for s in self.chain.states()):
             raise ValueError(
                 "this chain keeps keyed state: map_batches would split a key's rows across calls "
                 "without order; use sluice.ray.transform(ds, steps, keys=..., order_by=...)"

@@ -76,7 +76,8 @@ def transform(
 ):
     """`df` through the chain of `steps` (a pipeline file, a list of step dicts, or a `Chain`).
 
-    - `keys`, `order_by`: default to what the chain's stateful steps declare (`Chain.keys()`).
+    - `keys`, `order_by`: default to what the chain's stateful steps declare (`Chain.keys()`: the
+      key columns they all share, and their one order).
       `keys` may be fewer columns than a step's (coarser partitions are still right), never
       others. `order_by` is a column name or a Spark `Column`.
     - `partitions`: the number of shuffle partitions (default: Spark's).
