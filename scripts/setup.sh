@@ -69,5 +69,15 @@ if $python; then
     echo "setup: the Spark tests need Java 17: install openjdk-17-jre-headless" >&2
     exit 1
   fi
-  python3 -m venv --help >/dev/null || { echo "setup: python3 -m venv is missing (python3-venv)" >&2; exit 1; }
+  # The package's venvs need `python3 -m venv` with ensurepip (Debian splits it into python3-venv).
+  if python3 -c "import ensurepip, venv" 2>/dev/null; then
+    echo "setup: python3 $(python3 -c 'import sys; print(sys.version.split()[0])') with venv present"
+  elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing python3-venv"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+  else
+    echo "setup: python3 -m venv needs ensurepip: install python3-venv" >&2
+    exit 1
+  fi
 fi
