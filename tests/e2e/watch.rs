@@ -589,8 +589,10 @@ fn lake_compact_runs_while_watch_ingests_and_rewrites() {
             lines.reverse();
             write(&root.join(format!("in/x{k:04}.csv")), &format!("id,v\n{}\n", lines.join("\n")));
         }
-        // Compact while the watch is committing this burst.
-        std::thread::sleep(Duration::from_millis(300));
+        // Compact while the watch is committing this burst: once its first file is in (a fixed
+        // pause lost the race on a loaded machine, and then the round had nothing new to pack).
+        let before = written - 40;
+        wait_until("the burst's first commit", &w, || (unit_records(&lake).len() > before).then_some(()));
         let out = run(&["lake", "compact", lake.to_str().unwrap(), "--json", "--retain", "0s"]);
         if out.status.success() {
             let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

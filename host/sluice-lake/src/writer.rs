@@ -605,6 +605,9 @@ impl Lake {
     /// Everything committed so far: what a catalog publishes. Each dataset says whether all its
     /// files have one schema (read from footers outside the ledger lock, once per file).
     pub fn snapshot(&self) -> Result<LakeSnapshot, SinkError> {
+        // What other processes appended first (a compaction, whose inputs a vacuum may already
+        // have deleted): a catalog of this process's older view would name files that are gone.
+        self.inner.absorb_foreign();
         let mut by_dataset: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
         {
             let ledger = self.inner.ledger.lock().expect("ledger lock");
