@@ -266,6 +266,17 @@ fn split_keys(value: serde_json::Value, names: &[String]) -> (serde_json::Value,
     (serde_json::Value::Object(common), serde_json::Value::Object(own))
 }
 
+/// An error at `at` in `file`.
+fn located(file: &Path, at: Pos, message: String, hint: Option<String>) -> ConfigError {
+    ConfigError { file: file.to_path_buf(), line: at.line, column: at.column, message, hint }
+}
+
+/// The YAML documents of `text`, or its syntax error, located in `file`.
+fn documents(text: &str, file: &Path) -> Result<Vec<Node>, ConfigErrors> {
+    crate::yaml::parse(text)
+        .map_err(|e| ConfigErrors(vec![located(file, e.at, format!("invalid YAML: {}", e.message), None)]))
+}
+
 /// Parse pipeline documents from text that came from `file`, keeping their located trees; the
 /// sources and the sink are of `kinds`.
 pub fn parse_located_with(
@@ -274,15 +285,8 @@ pub fn parse_located_with(
     env: &dyn Fn(&str) -> Option<String>,
     kinds: &Kinds,
 ) -> Result<Vec<LoadedPipeline>, ConfigErrors> {
-    let err = |at: Pos, message: String, hint: Option<String>| ConfigError {
-        file: file.to_path_buf(),
-        line: at.line,
-        column: at.column,
-        message,
-        hint,
-    };
-    let docs = crate::yaml::parse(text)
-        .map_err(|e| ConfigErrors(vec![err(e.at, format!("invalid YAML: {}", e.message), None)]))?;
+    let err = |at: Pos, message: String, hint: Option<String>| located(file, at, message, hint);
+    let docs = documents(text, file)?;
     let text: std::sync::Arc<str> = text.into();
     let mut out = Vec::new();
     let mut errs = Vec::new();
@@ -363,15 +367,8 @@ pub fn parse_steps(
     file: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<StepSpec>, ConfigErrors> {
-    let err = |at: Pos, message: String, hint: Option<String>| ConfigError {
-        file: file.to_path_buf(),
-        line: at.line,
-        column: at.column,
-        message,
-        hint,
-    };
-    let docs = crate::yaml::parse(text)
-        .map_err(|e| ConfigErrors(vec![err(e.at, format!("invalid YAML: {}", e.message), None)]))?;
+    let err = |at: Pos, message: String, hint: Option<String>| located(file, at, message, hint);
+    let docs = documents(text, file)?;
     let mut docs = docs.into_iter().filter(|d| !matches!(d.kind, Kind::Scalar(Scalar::Null, _)));
     let start = Pos { line: 1, column: 1, index: 0 };
     let Some(root) = docs.next() else {
