@@ -22,11 +22,7 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}"
-if [ -z "${SLUICE_BIN:-}" ]; then
-  cargo build --release -q -p sluice-cli
-  SLUICE_BIN="$CARGO_TARGET_DIR/release/sluice"
-fi
+SLUICE_BIN="$(bash benches/release-bin.sh)"
 work="${BENCH_DIR:-$HOME/.cache/sluice/bench/pg-extract}"
 rm -rf "$work"; mkdir -p "$work"
 

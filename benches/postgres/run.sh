@@ -21,11 +21,7 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}"
-if [ -z "${SLUICE_BIN:-}" ]; then
-  cargo build --release -q -p sluice-cli
-  SLUICE_BIN="$CARGO_TARGET_DIR/release/sluice"
-fi
+SLUICE_BIN="$(bash benches/release-bin.sh)"
 work="${BENCH_DIR:-$HOME/.cache/sluice/bench/postgres}"
 rm -rf "$work"; mkdir -p "$work"
 "$SLUICE_BIN" demo -q --dir "$work/demo" --symbols "$symbols" --days "$days" --rows-per-day "$rows" >/dev/null

@@ -13,10 +13,7 @@ cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}"
 work="${BENCH_DIR:-$HOME/.cache/sluice/bench}"
 mkdir -p "$work"
-if [ -z "${SLUICE_BIN:-}" ]; then
-    cargo build --release -p sluice-cli >&2
-    cp "$CARGO_TARGET_DIR/release/sluice" "$work/sluice"
-    SLUICE_BIN="$work/sluice"
-fi
+# A private copy of the release build (or $SLUICE_BIN as given).
+SLUICE_BIN="$(bash benches/release-bin.sh "$work/sluice")"
 py="$(bash scripts/python-package.sh --release)"
 exec "$py" benches/spark/bench.py --bin "$SLUICE_BIN" --python "$py" --work "$work" "$@"
