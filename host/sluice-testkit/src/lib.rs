@@ -52,18 +52,22 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
-fn missing(what: &str) -> Option<PgServer> {
+/// What a test needs is not installed: under `CI=true` that fails the test (CI installs it with
+/// `installer`); elsewhere the test is skipped, saying so.
+pub(crate) fn missing<T>(what: &str, installer: &str) -> Option<T> {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{what} is missing under CI=true: scripts/install-services.sh installs it");
+        panic!("{what} under CI=true: {installer} installs it");
     }
-    eprintln!("skipped: {what} is not installed (scripts/install-services.sh installs it)");
+    eprintln!("skipped: {what} ({installer} installs it)");
     None
 }
 
 impl PgServer {
     /// Start a fresh server, or `None` when Postgres is not installed (outside CI).
     pub fn start() -> Option<PgServer> {
-        let Some(bindir) = pg_bindir() else { return missing("Postgres (initdb, pg_ctl)") };
+        let Some(bindir) = pg_bindir() else {
+            return missing("Postgres (initdb, pg_ctl) is not installed", "scripts/install-services.sh");
+        };
         let dir = tempfile::Builder::new().prefix("slpg").tempdir_in("/tmp").expect("a temp dir");
         let root = is_root();
         run_ok(Command::new("chmod").args(["755"]).arg(dir.path()));
@@ -298,11 +302,7 @@ impl RedisServer {
     fn start_with(password: Option<&str>) -> Option<RedisServer> {
         let ok = Command::new("redis-server").arg("--version").output().is_ok_and(|o| o.status.success());
         if !ok {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("redis-server is missing under CI=true: scripts/install-services.sh installs it");
-            }
-            eprintln!("skipped: redis-server is not installed (scripts/install-services.sh installs it)");
-            return None;
+            return missing("redis-server is not installed", "scripts/install-services.sh");
         }
         let dir = tempfile::tempdir().expect("a temp dir");
         let port = free_port();

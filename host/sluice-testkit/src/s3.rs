@@ -33,10 +33,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
 /// moto's S3 server on `127.0.0.1:<port>` with one bucket, killed when dropped. Objects are put
 /// and deleted through moto's backend in the driver process (no HTTP, fast: 20,000 keys in < 1 s).
 pub struct MotoServer {
@@ -59,11 +55,7 @@ fn moto_python() -> Option<PathBuf> {
 }
 
 fn moto_missing(what: &str) -> Option<MotoServer> {
-    if under_ci() {
-        panic!("{what} under CI=true: scripts/moto-venv.sh installs it");
-    }
-    eprintln!("skipped: {what} (scripts/moto-venv.sh installs it)");
-    None
+    crate::missing(what, "scripts/moto-venv.sh")
 }
 
 impl MotoServer {
