@@ -9,6 +9,7 @@ mod delta;
 mod handlers;
 mod hostile;
 mod json;
+mod kafka;
 mod keyed;
 mod lake;
 mod limits;

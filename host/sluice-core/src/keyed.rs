@@ -264,16 +264,39 @@ impl KeyedStep {
     }
 
     /// Split `batch` by key, check the instance's state per key, and gather seeds.
+    ///
+    /// `arrival`: the unit is the next of an incremental source (a stream's offsets, a cursor's
+    /// range), whose rows come in arrival order, not in the order of `order_by`. Its rows
+    /// follow whatever the instance holds (a row older than the key's latest is for the step to
+    /// handle: late data), a fresh instance is seeded from the key's latest committed rows, and
+    /// the unit never makes committed units stale (they are not read again).
     pub(crate) fn prepare(
         &mut self,
         batch: &RecordBatch,
         sink: &dyn StateStore,
         unit_id: &str,
+        arrival: bool,
     ) -> Result<Prepared, KeyedError> {
         let groups = self.groups(batch)?;
         let mut seeds = Vec::new();
         for g in &groups {
             if self.unit.contains_key(&g.key) {
+                continue;
+            }
+            if arrival {
+                if !self.carried.contains_key(&g.key) {
+                    // Everything committed came before, whatever its order value.
+                    let latest = sink
+                        .key_history(&self.name, &g.key)?
+                        .iter()
+                        .filter(|v| v.unit_id != unit_id)
+                        .map(|v| v.range.max)
+                        .max();
+                    let before = latest.map_or(g.min, |m| m.saturating_add(1).max(g.min));
+                    if let Some(seed) = self.seed(&g.key, before, &batch.schema(), sink, unit_id)? {
+                        seeds.push(seed);
+                    }
+                }
                 continue;
             }
             match self.carried.get(&g.key) {
@@ -903,7 +926,7 @@ mod tests {
 
     fn seed_times(s: &mut KeyedStep, sink: &History, first: i64) -> Vec<i64> {
         let b = batch(&["a"], &[first]);
-        match s.prepare(&b, sink, "new").unwrap() {
+        match s.prepare(&b, sink, "new", false).unwrap() {
             Prepared::Go { seeds, .. } => {
                 seeds.iter().flat_map(|b| order_values(b, "t").unwrap().values().to_vec()).collect()
             }

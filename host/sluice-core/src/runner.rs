@@ -750,7 +750,10 @@ fn worker(ctx: &WorkerCtx) {
             // A unit that arrived earlier in its keys' order than committed ones changes their
             // lookback: re-run them (not the ones still queued), right after it. Re-runs do not
             // change their own input rows, so they trigger no further re-runs.
-            if res.outcome.is_ok() && !rerun {
+            // An incremental source's units come in arrival order and are never read again: a
+            // late row is the step's to handle, and no committed unit is re-run for it.
+            let arrival = job.source(&res.unit.source).is_some_and(|s| s.incremental());
+            if res.outcome.is_ok() && !rerun && !arrival {
                 let mut succ = Vec::new();
                 let mut pred = Vec::new();
                 for (index, ranges) in &ranges {
@@ -849,6 +852,9 @@ struct Chain<'a> {
     unit_id: String,
     /// A step with lookahead learned that later units continue some keys of the unit in flight.
     continued: bool,
+    /// The unit in flight is an incremental source's: its rows come in arrival order
+    /// ([`KeyedStep::prepare`]).
+    arrival: bool,
 }
 
 impl From<sluice_chain::StepError> for UnitError {
@@ -894,6 +900,7 @@ struct StepCall<'c> {
     keyed: &'c mut Vec<Option<KeyedStep>>,
     unit_id: &'c str,
     continued: &'c mut bool,
+    arrival: bool,
 }
 
 impl StepCall<'_> {
@@ -938,7 +945,7 @@ impl StepCall<'_> {
             }
             KeyedError::Sink(e) => UnitError::Sink(e),
         };
-        let groups = match keyed.prepare(b, self.job.sink.state(), self.unit_id).map_err(data_err)? {
+        let groups = match keyed.prepare(b, self.job.sink.state(), self.unit_id, self.arrival).map_err(data_err)? {
             Prepared::Stale { key } => {
                 tracing::debug!(step = %keyed.name, ?key, "state does not lead up to this unit; redoing it on a fresh instance");
                 return Err(UnitError::Stale { index: i });
@@ -1012,6 +1019,7 @@ impl<'a> Chain<'a> {
             keyed: (0..job.spec.steps.len()).map(|_| None).collect(),
             unit_id: String::new(),
             continued: false,
+            arrival: false,
         }
     }
 
@@ -1028,6 +1036,7 @@ impl<'a> Chain<'a> {
         self.unit_id = unit.id();
         self.inner.clear_rejects();
         self.continued = false;
+        self.arrival = self.job.source(&unit.source).is_some_and(|s| s.incremental());
         for i in 0..self.keyed.len() {
             if self.keyed[i].as_ref().is_some_and(|k| k.unit_scoped()) {
                 drop_instance(&mut self.inner, &mut self.keyed, i);
@@ -1040,15 +1049,15 @@ impl<'a> Chain<'a> {
 
     /// Pass `batches` through steps `from..`, returning the chain's output.
     fn run_from(&mut self, from: usize, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, UnitError> {
-        let Chain { job, inner, keyed, unit_id, continued } = self;
-        let mut call = StepCall { job, keyed, unit_id, continued };
+        let Chain { job, inner, keyed, unit_id, continued, arrival } = self;
+        let mut call = StepCall { job, keyed, unit_id, continued, arrival: *arrival };
         inner.run_from_with(from, batches, &mut |c, i, b| call.call(c, i, b))
     }
 
     /// End of a unit: flush every step in order, feeding its output to the steps after it.
     fn finish(&mut self) -> Result<Vec<RecordBatch>, UnitError> {
-        let Chain { job, inner, keyed, unit_id, continued } = self;
-        let mut call = StepCall { job, keyed, unit_id, continued };
+        let Chain { job, inner, keyed, unit_id, continued, arrival } = self;
+        let mut call = StepCall { job, keyed, unit_id, continued, arrival: *arrival };
         inner.finish_with(&mut |c, i, b| call.call(c, i, b))
     }
 

@@ -164,6 +164,10 @@ pub trait Source: Send + Sync {
     fn incremental(&self) -> bool {
         false
     }
+    /// `sluice watch` follows the source continuously (called once, before its first
+    /// discovery): a stream then lets a short last range wait a little for more records, where
+    /// `sluice run` reads to the end of what is there. The default does nothing.
+    fn follow(&self) {}
     /// Stream the batches of one unit.
     fn open(&self, unit: &SourceUnit) -> Result<BatchStream, SourceError>;
     /// The unit's content hash as [`SourceItem::ContentHash`] would report it, computed now (a

@@ -14,12 +14,14 @@ mod infer;
 mod input;
 mod json;
 mod jsonl;
+mod messages;
 mod parquet;
 mod records;
 mod table;
 
 pub use connector::DirectoryConnector;
 pub use dir::DirSource;
+pub use messages::{Decoded, MessageFormat};
 
 /// An I/O error reading `path`, naming it.
 pub(crate) fn io_err(path: &std::path::Path, e: std::io::Error) -> sluice_core::error::SourceError {

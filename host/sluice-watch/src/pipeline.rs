@@ -128,6 +128,7 @@ pub async fn watch(
     let wake = Arc::new(Wake::default());
     let mut triggers = Vec::new();
     for source in &job.sources {
+        source.follow();
         let Some(spec) = job.spec.source(source.name()) else { continue };
         triggers.push(crate::trigger::start(source.clone(), spec, wake.clone())?);
     }

@@ -10,6 +10,7 @@ use handler_kit::time::{Unit, parse_duration_ms};
 use sluice_plugin::arrow_array::UInt32Array;
 use sluice_plugin::arrow_select;
 use sluice_plugin::prelude::*;
+use sluice_plugin::reject::with_reject_column;
 
 /// The columns `output: events` adds.
 const EVENT_COLUMNS: [&str; 2] = ["session_start", "session_event"];
@@ -40,6 +41,21 @@ pub struct Config {
     pub unit: Option<Unit>,
     #[serde(default)]
     pub output: Output,
+    /// What becomes of an event that comes more than `gap` before its key's open session.
+    #[serde(default)]
+    pub late: Late,
+}
+
+/// What becomes of a late event that no open session can take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Late {
+    /// Set aside in the rejects with its reason (`events`), or a session of its own
+    /// (`sessions`, whose rows are sessions, not events).
+    #[default]
+    Reject,
+    /// A data error naming the row: the unit fails.
+    Fail,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -115,8 +131,15 @@ event comes more than `gap` after the previous one.
     so this output is per file and carries no state across files (sessions
     that run across files: use `events`, where `session_start` continues).
 
-Events of a key must arrive in time order (rows of a batch are not reordered);
-an older event is a data error. State (`events`): the open session per key, declared on
+Late events: an event older than its key's latest one is *late*. One that is no
+more than `gap` before the key's open session (its start minus `gap` up to its
+end) joins that session: it counts as one of its events (`session_event` is its
+position in arrival order), and the session's start stays the earliest event
+that arrived before it (in `sessions` output the session reaches back to it).
+An event earlier than that belongs to a session already closed: with `late:
+reject` (the default) it is set aside in the rejects with its reason
+(`sessions` output: it is a session of its own); `late: fail` makes it a data
+error, as any out-of-order event was before. State (`events`): the open session per key, declared on
 `keys` ordered by `time` with a lookback *gap* of `gap`: the host keeps each
 key's open session with the data and feeds it to a fresh instance, so a
 session that runs across files, restarts and late files comes out the same as
@@ -171,11 +194,11 @@ config: {keys: [user], time: ts, gap: 30m}
                         return Err(Error::config(format!("column `{name}` already exists in the input")).key("output"));
                     }
                 }
-                // A row-for-row patch of the two new columns.
-                Arc::new(Schema::new(vec![
+                // A row-for-row patch of the two new columns, and the rejects of late events.
+                with_reject_column(&Arc::new(Schema::new(vec![
                     Field::new(EVENT_COLUMNS[0], tt, true),
                     Field::new(EVENT_COLUMNS[1], DataType::Int64, true),
-                ]))
+                ])))
             }
             Output::Sessions => {
                 let mut fields: Vec<FieldRef> = self
@@ -228,6 +251,7 @@ config: {keys: [user], time: ts, gap: 30m}
         if events {
             positions.reserve(n);
         }
+        let mut rejects = Rejects::new(if events { n } else { 0 });
         for row in 0..n {
             if times.is_null(row) {
                 return Err(Error::data("null event time").row(row).column(&self.config.time));
@@ -236,13 +260,34 @@ config: {keys: [user], time: ts, gap: 30m}
             let slot = slots[row];
             let open = &mut self.open[slot as usize];
             match open {
+                // Late, but within the open session's reach: it joins the session.
+                Some(s) if t < s.end && t >= s.start.saturating_sub(gap) => {
+                    s.events += 1;
+                    if !events {
+                        s.start = s.start.min(t);
+                    }
+                }
                 Some(s) if t < s.end => {
-                    return Err(Error::data(format!(
-                        "event older than the previous event of its key ({t} < {})",
-                        s.end
-                    ))
-                    .row(row)
-                    .column(&self.config.time));
+                    let why = format!(
+                        "late event: {t} is more than the gap before its key's open session ({} to {}); its session was closed",
+                        s.start, s.end
+                    );
+                    match (self.config.late, events) {
+                        (Late::Fail, _) => {
+                            return Err(Error::data(why).row(row).column(&self.config.time));
+                        }
+                        (Late::Reject, true) => {
+                            rejects.reject(row, why);
+                            starts.push(t);
+                            positions.push(0);
+                            continue;
+                        }
+                        // A session of its own, closed at once; the open one stays open.
+                        (Late::Reject, false) => {
+                            self.closed.push((slot, Session { start: t, end: t, events: 1 }));
+                            continue;
+                        }
+                    }
                 }
                 Some(s) if t - s.end <= gap => {
                     s.end = t;
@@ -265,7 +310,11 @@ config: {keys: [user], time: ts, gap: 30m}
         }
         self.slots = slots;
         if events {
-            let cols = vec![time_array(starts, None, tcol.data_type()), Arc::new(Int64Array::from(positions))];
+            let cols = vec![
+                time_array(starts, None, tcol.data_type()),
+                Arc::new(Int64Array::from(positions)),
+                rejects.to_array(),
+            ];
             return Ok(vec![RecordBatch::try_new(schema, cols)?]);
         }
         let closed = std::mem::take(&mut self.closed);
@@ -345,10 +394,43 @@ mod tests {
         let out = patch::process(&mut s, &batch(vec!["b", "a"], vec![900, 3000])).unwrap().remove(0);
         assert_eq!(ints(&out, "session_start"), vec![0, 2500]);
         assert_eq!(ints(&out, "session_event"), vec![2, 2]);
-        let e = patch::process(&mut s, &batch(vec!["a"], vec![10])).unwrap_err();
-        assert!(matches!(e, Error::Data { row: Some(0), .. }), "{e}");
         let st = s.state().unwrap();
         assert_eq!((st.lookback_rows, st.lookback_gap), (0, Some(1000)), "the open session, by a 1 s gap in ms");
+    }
+
+    fn rejects(b: &RecordBatch) -> Vec<Option<String>> {
+        let c = b.column_by_name(REJECT_COLUMN).unwrap().as_string::<i32>();
+        c.iter().map(|v| v.map(str::to_string)).collect()
+    }
+
+    #[test]
+    fn late_events_join_the_open_session_within_the_gap_and_are_rejected_beyond_it() {
+        let mut s = Sessionize::new(parse_config(r#"{"keys":["user"],"time":"ts","gap":"1s"}"#).unwrap()).unwrap();
+        patch::process(&mut s, &batch(vec!["a", "a", "a"], vec![0, 5000, 5600])).unwrap();
+        // 5200 and 4200 are late but within the open session's reach (4000..5600): they join it.
+        // 3900 is more than the gap before it: its session (0) was closed. 6000 goes on.
+        let out =
+            patch::process(&mut s, &batch(vec!["a", "a", "a", "a"], vec![5200, 4200, 3900, 6000])).unwrap().remove(0);
+        assert_eq!(ints(&out, "session_start")[..2], [5000, 5000]);
+        assert_eq!(ints(&out, "session_event")[..2], [3, 4]);
+        assert_eq!(ints(&out, "session_event")[3], 5);
+        let r = rejects(&out);
+        assert!(r[0].is_none() && r[1].is_none() && r[3].is_none(), "{r:?}");
+        assert!(r[2].as_deref().unwrap().starts_with("late event: 3900"), "{r:?}");
+        // `late: fail`: a data error at the row.
+        let cfg = r#"{"keys":["user"],"time":"ts","gap":"1s","late":"fail"}"#;
+        let mut s = Sessionize::new(parse_config(cfg).unwrap()).unwrap();
+        patch::process(&mut s, &batch(vec!["a", "a"], vec![0, 5000])).unwrap();
+        let e = patch::process(&mut s, &batch(vec!["a"], vec![10])).unwrap_err();
+        assert!(matches!(e, Error::Data { row: Some(0), .. }), "{e}");
+        // `sessions`: the late event within the gap widens the session; one beyond it is a
+        // session of its own.
+        let cfg = r#"{"keys":["user"],"time":"ts","gap":"1s","output":"sessions"}"#;
+        let mut s = Sessionize::new(parse_config(cfg).unwrap()).unwrap();
+        let out = patch::process(&mut s, &batch(vec!["a", "a", "a", "a"], vec![5000, 5500, 4500, 100])).unwrap();
+        assert_eq!(ints(&out[0], "session_start"), vec![100]);
+        let rest = s.finish().unwrap().remove(0);
+        assert_eq!((ints(&rest, "session_start"), ints(&rest, "events")), (vec![4500], vec![3]));
     }
 
     #[test]
@@ -371,7 +453,8 @@ mod tests {
         assert_eq!(s.projection().unwrap(), ["user", "ts", "session_start", "session_event"]);
         let b = batch(vec!["a", "a"], vec![0, 5000]);
         let p = s.process(patch::project(&b, &s.projection().unwrap())).unwrap().remove(0);
-        assert_eq!(p.schema().fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>(), EVENT_COLUMNS);
+        let names: Vec<_> = p.schema().fields().iter().map(|f| f.name().to_string()).collect();
+        assert_eq!(names, ["session_start", "session_event", REJECT_COLUMN]);
         let schema = patch::output_schema(&s, &b.schema()).unwrap();
         let names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         assert_eq!(names, ["user", "ts", "session_start", "session_event"]);

@@ -1,0 +1,440 @@
+//! `kind: kafka` against a real broker (Tansu, started by each test): every partition read once
+//! with the envelope's columns, malformed records set aside with their partition and offset,
+//! `sluice watch` SIGKILLed at random moments and restarted with each record held once, the
+//! broker restarted mid-stream, and sessions that run across units and a restart.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sluice_kafka::client::KafkaClient;
+use sluice_testkit::{MotoServer, TansuServer};
+
+use crate::crash::Rng;
+use crate::support::*;
+
+fn producer(t: &TansuServer) -> KafkaClient {
+    KafkaClient::connect(&[t.bootstrap()], Duration::from_secs(10)).expect("connect to the test broker")
+}
+
+/// Produce `values` (key, value) to one partition, 200 per batch, with timestamps `ts_ms`.
+fn produce(c: &KafkaClient, partition: i32, values: Vec<(Option<String>, Vec<u8>)>, ts_ms: i64) -> Vec<i64> {
+    let mut offsets = Vec::new();
+    let mut values = values.into_iter().peekable();
+    while values.peek().is_some() {
+        let chunk: Vec<_> =
+            values.by_ref().take(200).map(|(k, v)| (k.map(String::into_bytes), Some(v), ts_ms)).collect();
+        offsets.extend(c.produce_messages("events", partition, chunk).expect("produce"));
+    }
+    offsets
+}
+
+fn event(id: u64, user: &str, ts: i64) -> (Option<String>, Vec<u8>) {
+    (Some(user.to_string()), json!({"id": id, "user": user, "ts": ts}).to_string().into_bytes())
+}
+
+/// A pipeline reading topic `events` from `broker` into `lake/out`, with `extra` source keys and
+/// `steps` (a YAML list, or empty).
+fn pipeline(dir: &Path, broker: &str, extra: &str, steps: &str) -> String {
+    let p = dir.join("p.yaml");
+    write(
+        &p,
+        &format!(
+            "pipeline: stream
+sources:
+  events:
+    kind: kafka
+    brokers: {broker}
+    topic: events
+    max_rows: 100
+    max_wait: 200ms
+    format: {{jsonl: {{columns: {{id: int64, user: utf8, ts: int64}}}}}}
+    metadata: {{partition: kafka_partition, offset: kafka_offset, key: kafka_key, timestamp: kafka_ts}}
+    watch: {{poll_interval: 100ms}}
+{extra}{steps}sink:
+  lake: lake
+  dataset: out
+settings: {{workers: 2, batch_rows: 1000}}
+"
+        ),
+    );
+    p.to_str().unwrap().to_string()
+}
+
+fn run_ok(dir: &Path, p: &str) -> serde_json::Value {
+    let s = dir.join("summary.json");
+    let out = report(
+        &["run", p],
+        sluice().current_dir(dir).args(["run", p, "--summary-json", s.to_str().unwrap()]).output().unwrap(),
+    );
+    assert!(out.status.success(), "run failed: {}", String::from_utf8_lossy(&out.stderr));
+    summary(&s)
+}
+
+fn count(dir: &Path, sql: &str) -> i64 {
+    query(&dir.join("lake"), sql)[0]["n"].as_i64().unwrap()
+}
+
+/// Rows and distinct ids in the lake now (0 before the first catalog); a duplicate fails.
+fn rows_now(dir: &Path) -> i64 {
+    try_query(&dir.join("lake"), "SELECT count(*) AS n, count(DISTINCT id) AS d FROM out")
+        .and_then(|r| {
+            let (n, d) = (r[0]["n"].as_i64()?, r[0]["d"].as_i64()?);
+            assert_eq!(n, d, "a record was written twice");
+            Some(n)
+        })
+        .unwrap_or(0)
+}
+
+/// `sluice watch`, killed when dropped.
+struct Watch(Child);
+
+impl Watch {
+    fn start(dir: &Path, p: &str, log: &str) -> Watch {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(log)).unwrap();
+        Watch(
+            Command::new(env!("CARGO_BIN_EXE_sluice"))
+                .current_dir(dir)
+                .args(["watch", p])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn wait_rows(&mut self, dir: &Path, want: i64, log: &str) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let n = rows_now(dir);
+            if n == want {
+                return;
+            }
+            let text = || std::fs::read_to_string(dir.join(log)).unwrap_or_default();
+            assert!(n < want, "{n} rows, more than the {want} produced");
+            assert!(self.0.try_wait().unwrap().is_none(), "sluice watch exited: {}", text());
+            assert!(Instant::now() < deadline, "{n} of {want} rows after 90 s: {}", text());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM, and the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status().unwrap();
+        self.0.wait().unwrap()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn run_reads_every_partition_once_with_the_envelope_and_sets_malformed_records_aside() {
+    let Some(broker) = TansuServer::start() else { return };
+    broker.create_topic("events", 3);
+    let c = producer(&broker);
+    let ts = 1_796_000_000_000;
+    produce(&c, 0, (0..250).map(|i| event(i, &format!("u{}", i % 7), i as i64)).collect(), ts);
+    let mut p1: Vec<_> = (1000..1130).map(|i| event(i, "w", i as i64)).collect();
+    p1[57] = (Some("w".into()), b"{\"id\": 1057, \"user\": \"w\", \"ts\": \"not a number\"}".to_vec());
+    p1[90] = (None, b"garbage".to_vec());
+    produce(&c, 1, p1, ts);
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &broker.bootstrap(), "", "");
+    let s = run_ok(dir.path(), &p);
+    // 100-offset ranges: 3 of partition 0, 2 of partition 1 (from 0), none of the empty one.
+    assert_eq!(s["files_committed"], 5, "{s}");
+    assert_eq!(count(dir.path(), "SELECT count(DISTINCT id) AS n FROM out"), 378);
+    assert_eq!(count(dir.path(), "SELECT count(*) AS n FROM out"), 378);
+    let lake = dir.path().join("lake");
+    // The envelope, row for row.
+    let r = query(
+        &lake,
+        "SELECT kafka_partition AS p, kafka_offset AS o, kafka_key AS k, epoch_ms(kafka_ts) AS t FROM out WHERE id = 1100",
+    );
+    assert_eq!(r, vec![json!({"p": 1, "o": 100, "k": "w", "t": ts})]);
+    assert_eq!(
+        count(dir.path(), "SELECT count(*) AS n FROM out WHERE kafka_offset <> id - 1000 AND kafka_partition = 1"),
+        0
+    );
+    assert_eq!(count(dir.path(), "SELECT count(*) AS n FROM out WHERE kafka_offset <> id AND kafka_partition = 0"), 0);
+    // The malformed records, with partition and offset.
+    let rejects = query(
+        &lake,
+        &format!(
+            "SELECT file, line, reason, raw FROM read_parquet('{}/_rejects/**/*.parquet') ORDER BY line",
+            lake.display()
+        ),
+    );
+    assert_eq!(rejects.len(), 2, "{rejects:?}");
+    assert_eq!(rejects[0]["line"], 57);
+    assert!(rejects[0]["reason"].as_str().unwrap().starts_with("partition 1 offset 57: "), "{rejects:?}");
+    assert_eq!(rejects[0]["file"], "kafka:events/1/0-100");
+    assert_eq!(rejects[1]["line"], 90);
+    assert!(rejects[1]["reason"].as_str().unwrap().contains("not a JSON object"), "{rejects:?}");
+    assert_eq!(rejects[1]["raw"], "garbage");
+
+    // Nothing new: nothing read. Then only what arrived.
+    let s = run_ok(dir.path(), &p);
+    assert_eq!(s["files_committed"], 0, "{s}");
+    produce(&c, 2, (5000..5042).map(|i| event(i, "z", i as i64)).collect(), ts);
+    produce(&c, 0, (250..260).map(|i| event(i, "u0", i as i64)).collect(), ts);
+    run_ok(dir.path(), &p);
+    assert_eq!(count(dir.path(), "SELECT count(DISTINCT id) AS n FROM out"), 430);
+    assert_eq!(count(dir.path(), "SELECT count(*) AS n FROM out"), 430);
+}
+
+#[test]
+fn config_errors_name_the_key_and_a_missing_topic_names_the_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.yaml");
+    write(
+        &p,
+        "pipeline: bad
+sources:
+  events:
+    kind: kafka
+    brokers: [localhost]
+    topic: 'no spaces'
+    start: yesterday
+    max_rows: 0
+    format: {jsonl: {}}
+    metadata: {offset: id}
+sink:
+  lake: lake
+  dataset: out
+",
+    );
+    let out = run(&["validate", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "bad.yaml:5:",
+        "`localhost` is not `host:port`",
+        "bad.yaml:6:",
+        "not a topic name",
+        "bad.yaml:7:",
+        "start `yesterday`",
+        "bad.yaml:8:",
+        "max_rows must be at least 1",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    let Some(broker) = TansuServer::start() else { return };
+    let p = pipeline(dir.path(), &broker.bootstrap(), "", "");
+    let out = sluice().current_dir(dir.path()).args(["validate", &p, "--connect"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("no topic `events`") && text.contains(&broker.bootstrap()), "{text}");
+}
+
+#[test]
+fn watch_sigkilled_at_random_moments_holds_each_record_once() {
+    let Some(broker) = TansuServer::start() else { return };
+    broker.create_topic("events", 3);
+    let c = producer(&broker);
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &broker.bootstrap(), "", "");
+    let total: u64 = 9000;
+    let bootstrap = broker.bootstrap();
+    // A producer that keeps writing while watches are killed.
+    let writer = std::thread::spawn(move || {
+        let c = KafkaClient::connect(&[bootstrap], Duration::from_secs(10)).unwrap();
+        let mut id = 0u64;
+        while id < total {
+            let p = (id / 150 % 3) as i32;
+            produce(&c, p, (id..id + 150).map(|i| event(i, &format!("u{}", i % 11), i as i64)).collect(), 0);
+            id += 150;
+            std::thread::sleep(Duration::from_millis(40));
+        }
+    });
+    let mut rng = Rng::new(0x6b61_666b);
+    let mut kills = 0;
+    for round in 0..6 {
+        let mut w = Watch::start(dir.path(), &p, "watch.log");
+        // Let it commit something, then kill it at a random moment.
+        let before = rows_now(dir.path());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while rows_now(dir.path()) == before && Instant::now() < deadline && !writer.is_finished() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(rng.below(400)));
+        if w.0.try_wait().unwrap().is_none() {
+            kills += 1;
+        }
+        let _ = w.0.kill();
+        let _ = w.0.wait();
+        let _ = round;
+    }
+    writer.join().unwrap();
+    assert!(kills >= 4, "only {kills} watches were killed while running");
+    let mut w = Watch::start(dir.path(), &p, "watch.log");
+    w.wait_rows(dir.path(), total as i64, "watch.log");
+    std::thread::sleep(Duration::from_millis(500)); // more polls change nothing
+    assert_eq!(rows_now(dir.path()), total as i64);
+    let status = w.stop();
+    let log = std::fs::read_to_string(dir.path().join("watch.log")).unwrap();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert_eq!(count(dir.path(), "SELECT count(DISTINCT (kafka_partition, kafka_offset)) AS n FROM out"), total as i64);
+    drop(c);
+}
+
+/// Wait until the lake holds `want` rows (each once), for up to 90 s.
+fn wait_for_rows(dir: &Path, want: i64, log: &dyn Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let n = rows_now(dir);
+        if n == want {
+            return;
+        }
+        assert!(n < want, "{n} rows, more than the {want} produced");
+        assert!(Instant::now() < deadline, "{n} of {want} rows after 90 s: {}", log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_broker_restarted_mid_stream_loses_and_repeats_nothing_and_lag_is_a_metric() {
+    use crate::watch::{Watch as Listening, http_get, metric};
+    let Some(moto) = MotoServer::start("tansu") else { return };
+    let Some(mut broker) = TansuServer::start_on_s3(&moto) else { return };
+    broker.create_topic("events", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &broker.bootstrap(), "    timeout: 1s\n", "");
+    {
+        let c = producer(&broker);
+        produce(&c, 0, (0..300).map(|i| event(i, "a", i as i64)).collect(), 0);
+        produce(&c, 1, (300..420).map(|i| event(i, "b", i as i64)).collect(), 0);
+    }
+    let w = Listening::start(Path::new(&p), &["--listen", "127.0.0.1:0"]);
+    let addr = w.metrics_addr();
+    wait_for_rows(dir.path(), 420, &|| w.log());
+    broker.kill();
+    // Longer than the client retries (4 × `timeout`): passes fail, naming the broker, and the
+    // watch goes on.
+    std::thread::sleep(Duration::from_secs(6));
+    broker.restart();
+    {
+        let c = producer(&broker);
+        produce(&c, 1, (420..700).map(|i| event(i, "b", i as i64)).collect(), 0);
+        produce(&c, 0, (700..760).map(|i| event(i, "a", i as i64)).collect(), 0);
+    }
+    wait_for_rows(dir.path(), 760, &|| w.log());
+    // Lag per partition, and where each partition's committed offset stands.
+    let m = crate::watch::wait_until("the lag to reach 0", &w, || {
+        let m = http_get(&addr, "/metrics");
+        let lag = |p: u32| {
+            metric(
+                &m,
+                &format!(
+                    "sluice_source_kafka_consumer_lag_records{{pipeline=\"stream\",source=\"events\",partition=\"{p}\"}}"
+                ),
+            )
+        };
+        (lag(0) == Some(0.0) && lag(1) == Some(0.0)).then_some(m)
+    });
+    let committed = |p: u32| {
+        metric(
+            &m,
+            &format!("sluice_source_kafka_committed_offset{{pipeline=\"stream\",source=\"events\",partition=\"{p}\"}}"),
+        )
+    };
+    assert_eq!((committed(0), committed(1)), (Some(360.0), Some(400.0)), "{m}");
+    assert_eq!(
+        metric(&m, "sluice_source_kafka_records_total{pipeline=\"stream\",source=\"events\"}"),
+        Some(760.0),
+        "{m}"
+    );
+    assert!(
+        metric(&m, "sluice_source_kafka_errors_total{pipeline=\"stream\",source=\"events\"}").unwrap_or(0.0) > 0.0,
+        "{m}"
+    );
+    assert!(m.contains("sluice_commit_latency_seconds_count{pipeline=\"stream\"}"), "{m}");
+    let log = w.log();
+    assert_eq!(w.stop(), Some(0), "{log}");
+    assert!(log.contains(&format!("kafka {}", broker.bootstrap())), "the outage names the broker: {log}");
+}
+
+/// Sessions with a 10-unit gap, per user, generated with known boundaries: each user's events
+/// go to one partition (by key), in time order.
+fn session_events(users: usize, per_user: usize, seed: u64) -> (Vec<(u64, String, i64)>, Vec<(u64, i64)>) {
+    let mut rng = Rng::new(seed);
+    let mut events = Vec::new();
+    let mut expected = Vec::new(); // (id, session_start)
+    let mut id = 0u64;
+    for u in 0..users {
+        let user = format!("user{u}");
+        let mut t = rng.below(50) as i64;
+        let mut start = t;
+        for i in 0..per_user {
+            if i > 0 {
+                // Mostly within the gap (1..=10), now and then a break (>= 11).
+                let step = if rng.below(6) == 0 { 11 + rng.below(30) as i64 } else { 1 + rng.below(10) as i64 };
+                if step > 10 {
+                    start = t + step;
+                }
+                t += step;
+            }
+            events.push((id, user.clone(), t));
+            expected.push((id, start));
+            id += 1;
+        }
+    }
+    (events, expected)
+}
+
+#[test]
+fn sessions_run_across_units_and_a_restart() {
+    let Some(broker) = TansuServer::start() else { return };
+    broker.create_topic("events", 2);
+    let c = producer(&broker);
+    let (events, expected) = session_events(6, 120, 0x5e55);
+    // Interleave users in time order within each partition (users 0, 2, 4 on partition 0).
+    let mut by_partition: [Vec<(u64, String, i64)>; 2] = Default::default();
+    for e in &events {
+        let u: usize = e.1[4..].parse().unwrap();
+        by_partition[u % 2].push(e.clone());
+    }
+    for part in &mut by_partition {
+        part.sort_by_key(|e| (e.2, e.0));
+    }
+    let steps = "steps:
+  - plugin: sessionize
+    config: {keys: [user], time: ts, gap: 10ms, unit: ms}
+";
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &broker.bootstrap(), "", steps);
+    // Half of each partition, a run, the rest, another run: sessions cross units (100 offsets)
+    // and the restart.
+    for (i, part) in by_partition.iter().enumerate() {
+        let half = part.len() / 2;
+        produce(&c, i as i32, part[..half].iter().map(|e| event(e.0, &e.1, e.2)).collect(), 0);
+    }
+    run_ok(dir.path(), &p);
+    for (i, part) in by_partition.iter().enumerate() {
+        let half = part.len() / 2;
+        produce(&c, i as i32, part[half..].iter().map(|e| event(e.0, &e.1, e.2)).collect(), 0);
+    }
+    run_ok(dir.path(), &p);
+    let got = query(&dir.path().join("lake"), "SELECT id, session_start AS s FROM out ORDER BY id");
+    assert_eq!(got.len(), expected.len());
+    let wrong: Vec<_> = got
+        .iter()
+        .zip(&expected)
+        .filter(|(g, (id, s))| g["id"].as_u64() != Some(*id) || g["s"].as_i64() != Some(*s))
+        .take(5)
+        .collect();
+    assert!(wrong.is_empty(), "sessions differ from the generated ones: {wrong:?}");
+    let sessions = count(dir.path(), "SELECT count(DISTINCT (user, session_start)) AS n FROM out");
+    let want = expected
+        .iter()
+        .map(|(_, s)| *s)
+        .zip(events.iter().map(|e| e.1.clone()))
+        .collect::<std::collections::HashSet<_>>();
+    assert_eq!(sessions as usize, want.len());
+}
