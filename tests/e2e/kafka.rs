@@ -438,3 +438,120 @@ fn sessions_run_across_units_and_a_restart() {
         .collect::<std::collections::HashSet<_>>();
     assert_eq!(sessions as usize, want.len());
 }
+
+/// Behaviour events of `users` users over about three hours: (event_id, user_id, ts ms), each
+/// user's in time order, with pauses longer than 30 minutes now and then.
+fn behaviour(users: i64, seed: u64) -> Vec<(i64, i64, i64)> {
+    let mut rng = Rng::new(seed);
+    let base = 1_796_000_000_000i64;
+    let mut out = Vec::new();
+    let mut id = 0;
+    for u in 0..users {
+        let mut t = base + rng.below(600_000) as i64;
+        for _ in 0..(20 + rng.below(60)) {
+            out.push((id, u, t));
+            id += 1;
+            t += if rng.below(8) == 0 { 1_900_000 + rng.below(3_000_000) as i64 } else { rng.below(240_000) as i64 };
+        }
+    }
+    out
+}
+
+#[test]
+fn the_seed_stream_jobs_count_per_user_into_redis_and_sessions_into_the_lake() {
+    let Some(broker) = TansuServer::start() else { return };
+    let Some(redis) = sluice_testkit::RedisServer::start() else { return };
+    broker.create_topic("user_behaviors", 3);
+    let c = producer(&broker);
+    let events = behaviour(40, 0xbe4a);
+    // A user's events on one partition (by user), in time order within it.
+    let mut parts: [Vec<(i64, i64, i64)>; 3] = Default::default();
+    for e in &events {
+        parts[(e.1 % 3) as usize].push(*e);
+    }
+    for p in &mut parts {
+        p.sort_by_key(|e| (e.2, e.0));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let env =
+        [("KAFKA_BROKERS", broker.bootstrap()), ("REDIS_URL", redis.url(0)), ("LAKE_DIR", lake.display().to_string())];
+    let run_seed = |name: &str| {
+        let pipeline = repo().join("pipelines").join(name);
+        let mut cmd = sluice();
+        cmd.current_dir(dir.path()).envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        let args = ["run", pipeline.to_str().unwrap()];
+        let out = report(&args, cmd.args(args).output().unwrap());
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    // Half, both jobs, the rest, both jobs again (new processes: state from the lake).
+    for half in [0, 1] {
+        for (p, es) in parts.iter().enumerate() {
+            let mid = es.len() / 2;
+            let part = if half == 0 { &es[..mid] } else { &es[mid..] };
+            let values: Vec<(Option<Vec<u8>>, Option<Vec<u8>>, i64)> = part
+                .iter()
+                .map(|(id, u, t)| {
+                    let v = json!({"event_id": id, "user_id": u, "item_id": id % 17, "event_type": "view", "ts": t});
+                    (Some(u.to_string().into_bytes()), Some(v.to_string().into_bytes()), *t)
+                })
+                .collect();
+            for chunk in values.chunks(300) {
+                c.produce_messages("user_behaviors", p as i32, chunk.to_vec()).unwrap();
+            }
+        }
+        run_seed("stream-user-counts-redis.yaml");
+        run_seed("stream-sessions-lake.yaml");
+    }
+
+    // Redis: every user's per-minute counts, whole.
+    let mut want: std::collections::BTreeMap<i64, std::collections::BTreeMap<i64, i64>> = Default::default();
+    for (_, u, t) in &events {
+        *want.entry(*u).or_default().entry(t - t.rem_euclid(60_000)).or_default() += 1;
+    }
+    for (u, minutes) in &want {
+        let got = redis.cli(&["HGETALL", &format!("rt:user:{u}")]);
+        let lines: Vec<&str> = got.lines().collect();
+        let got: std::collections::BTreeMap<i64, i64> =
+            lines.chunks(2).map(|kv| (kv[0].parse().unwrap(), kv[1].parse().unwrap())).collect();
+        assert_eq!(&got, minutes, "user {u}");
+    }
+
+    // The lake: every closed session once, whole; each user's last session is still open.
+    let mut sessions: Vec<(i64, i64, i64, i64)> = Vec::new(); // user, start, end, events
+    let mut by_user: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
+    for (_, u, t) in &events {
+        by_user.entry(*u).or_default().push(*t);
+    }
+    for (u, ts) in &by_user {
+        let (mut start, mut end, mut n) = (ts[0], ts[0], 0);
+        for &t in ts {
+            if t - end > 1_800_000 {
+                sessions.push((*u, start, end, n));
+                (start, n) = (t, 0);
+            }
+            end = t;
+            n += 1;
+        }
+    }
+    sessions.sort();
+    let got: Vec<(i64, i64, i64, i64)> = query(
+        &lake,
+        "SELECT user_id AS u, session_start AS s, session_end AS e, events AS n FROM user_sessions ORDER BY 1, 2",
+    )
+    .iter()
+    .map(|r| (r["u"].as_i64().unwrap(), r["s"].as_i64().unwrap(), r["e"].as_i64().unwrap(), r["n"].as_i64().unwrap()))
+    .collect();
+    assert!(sessions.len() > 40, "the generator makes closed sessions: {}", sessions.len());
+    assert_eq!(got, sessions);
+    // Every keyed-state file the ledger names is there (two pipelines share the lake).
+    let ledger = std::fs::read_to_string(lake.join("_sluice/ledger.jsonl")).unwrap();
+    for line in ledger.lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        for st in r["state"].as_array().into_iter().flatten() {
+            if let Some(t) = st["tails"].as_str() {
+                assert!(lake.join(t).is_file(), "{t}, named by the ledger, is missing");
+            }
+        }
+    }
+}

@@ -285,14 +285,17 @@ impl KeyedStep {
             }
             if arrival {
                 if !self.carried.contains_key(&g.key) {
-                    // Everything committed came before, whatever its order value.
+                    // Everything committed came before, whatever its order value; seed as for a
+                    // unit right after the key's latest row, so that a step gets the key's open
+                    // session even when this unit's first row closes it (a step that outputs a
+                    // session when it closes must see it).
                     let latest = sink
                         .key_history(&self.name, &g.key)?
                         .iter()
                         .filter(|v| v.unit_id != unit_id)
                         .map(|v| v.range.max)
                         .max();
-                    let before = latest.map_or(g.min, |m| m.saturating_add(1).max(g.min));
+                    let before = latest.map_or(g.min, |m| m.saturating_add(1));
                     if let Some(seed) = self.seed(&g.key, before, &batch.schema(), sink, unit_id)? {
                         seeds.push(seed);
                     }

@@ -44,6 +44,21 @@ pub struct Config {
     /// What becomes of an event that comes more than `gap` before its key's open session.
     #[serde(default)]
     pub late: Late,
+    /// `sessions` output: when a session is output.
+    #[serde(default)]
+    pub emit: Emit,
+}
+
+/// When `output: sessions` outputs a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Emit {
+    /// When a later event closes it, and the open ones at the end of each file.
+    #[default]
+    Finish,
+    /// Only when a later event of its key closes it: open sessions carry over to the next
+    /// file (keyed state), so a session is output once, whole, however the input is cut.
+    Close,
 }
 
 /// What becomes of a late event that no open session can take.
@@ -126,10 +141,14 @@ event comes more than `gap` after the previous one.
     `session_event` (1-based position in the session);
   - `sessions`: one row per session: the keys, `session_start`,
     `session_end`, `events` and `duration` (end - start, in the time unit).
-    A session is output when a later event of its key closes it, and the
-    open sessions at the end of each file: a file's end closes its sessions,
-    so this output is per file and carries no state across files (sessions
-    that run across files: use `events`, where `session_start` continues).
+    A session is output when a later event of its key closes it, and, with
+    `emit: finish` (the default), the open sessions at the end of each file:
+    a file's end closes its sessions, so this output is per file and carries
+    no state across files. With `emit: close` a session is output only when
+    the key's next event comes more than `gap` after it: the open session
+    carries over to the next file and across restarts (keyed state, as for
+    `events`), so each session is output once, whole: the choice for a
+    stream. Sessions still open at the end wait for their key's next event.
 
 Late events: an event older than its key's latest one is *late*. One that is no
 more than `gap` before the key's open session (its start minus `gap` up to its
@@ -152,6 +171,9 @@ config: {keys: [user], time: ts, gap: 30m}
 
     fn new(config: Config) -> Result<Self, Error> {
         let gap_ms = parse_duration_ms(&config.gap).map_err(|m| Error::config(m).key("gap"))?;
+        if config.emit == Emit::Close && config.output != Output::Sessions {
+            return Err(Error::config("`emit` applies to `output: sessions`").key("emit"));
+        }
         let nkeys = config.keys.len();
         Ok(Sessionize {
             config,
@@ -325,6 +347,12 @@ config: {keys: [user], time: ts, gap: 30m}
         if self.config.output == Output::Events || self.time_type.is_none() {
             return Ok(vec![]);
         }
+        if self.config.emit == Emit::Close {
+            // Open sessions stay open: the host carries their rows to the next file.
+            let closed = std::mem::take(&mut self.closed);
+            let schema = self.schema.clone().expect("set with time_type");
+            return self.sessions_batch(closed, &schema);
+        }
         let mut all = std::mem::take(&mut self.closed);
         for (slot, s) in self.open.iter_mut().enumerate() {
             if let Some(s) = s.take() {
@@ -347,8 +375,9 @@ config: {keys: [user], time: ts, gap: 30m}
     }
 
     fn state(&self) -> Option<StateSpec> {
-        // `sessions` closes every session at the end of a file: nothing carries over.
-        if self.config.output == Output::Sessions {
+        // `sessions` with `emit: finish` closes every session at the end of a file: nothing
+        // carries over.
+        if self.config.output == Output::Sessions && self.config.emit == Emit::Finish {
             return None;
         }
         // The open session: the rows after the last gap, in the configured unit (a timestamp in
@@ -457,7 +486,7 @@ mod tests {
         assert_eq!(names, ["session_start", "session_event", REJECT_COLUMN]);
         let schema = patch::output_schema(&s, &b.schema()).unwrap();
         let names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        assert_eq!(names, ["user", "ts", "session_start", "session_event"]);
+        assert_eq!(names, ["user", "ts", "session_start", "session_event", REJECT_COLUMN]);
         // An input that has one of the added columns: a config error, at `output`.
         let s = Sessionize::new(parse_config(r#"{"time":"ts","gap":"1s"}"#).unwrap()).unwrap();
         let mut schema: Vec<Field> = b.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
@@ -485,6 +514,24 @@ mod tests {
         let rest = s.finish().unwrap().remove(0);
         assert_eq!(rest.column(0).as_string::<i32>().iter().flatten().collect::<Vec<_>>(), vec!["a", "b"]);
         assert_eq!(ints(&rest, "session_start"), vec![5000, 5000]);
+    }
+
+    #[test]
+    fn sessions_emitted_on_close_carry_open_ones_over_the_end_of_a_file() {
+        let cfg = r#"{"keys":["user"],"time":"ts","gap":"1s","output":"sessions","emit":"close"}"#;
+        let mut s = Sessionize::new(parse_config(cfg).unwrap()).unwrap();
+        assert_eq!(s.state().unwrap().lookback_gap, Some(1000));
+        let out = patch::process(&mut s, &batch(vec!["a", "b", "a"], vec![0, 0, 500])).unwrap();
+        assert!(out.iter().all(|b| b.num_rows() == 0), "nothing closed yet");
+        assert!(s.finish().unwrap().iter().all(|b| b.num_rows() == 0), "open sessions are not output at the end");
+        // The next file, on a fresh instance seeded with the open session's rows (as the host
+        // does), closes `a`'s session whole.
+        let mut s = Sessionize::new(parse_config(cfg).unwrap()).unwrap();
+        patch::process(&mut s, &batch(vec!["a", "a"], vec![0, 500])).unwrap();
+        let out = patch::process(&mut s, &batch(vec!["a"], vec![9000])).unwrap().remove(0);
+        assert_eq!((ints(&out, "session_start"), ints(&out, "events")), (vec![0], vec![2]));
+        let e = Sessionize::new(parse_config(r#"{"time":"ts","gap":"1s","emit":"close"}"#).unwrap()).err().unwrap();
+        assert!(matches!(e, Error::Config { key: Some(ref k), .. } if k == "emit"), "{e}");
     }
 
     #[test]
