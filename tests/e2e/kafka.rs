@@ -362,7 +362,10 @@ fn the_broker_restarted_mid_stream_loses_and_repeats_nothing_and_lag_is_a_metric
 
 /// Sessions with a 10-unit gap, per user, generated with known boundaries: each user's events
 /// go to one partition (by key), in time order.
-fn session_events(users: usize, per_user: usize, seed: u64) -> (Vec<(u64, String, i64)>, Vec<(u64, i64)>) {
+/// An event (id, user, time), and the session start each id belongs to.
+type Generated = (Vec<(u64, String, i64)>, Vec<(u64, i64)>);
+
+fn session_events(users: usize, per_user: usize, seed: u64) -> Generated {
     let mut rng = Rng::new(seed);
     let mut events = Vec::new();
     let mut expected = Vec::new(); // (id, session_start)
@@ -489,7 +492,7 @@ fn the_seed_stream_jobs_count_per_user_into_redis_and_sessions_into_the_lake() {
         for (p, es) in parts.iter().enumerate() {
             let mid = es.len() / 2;
             let part = if half == 0 { &es[..mid] } else { &es[mid..] };
-            let values: Vec<(Option<Vec<u8>>, Option<Vec<u8>>, i64)> = part
+            let values: Vec<sluice_kafka::client::Message> = part
                 .iter()
                 .map(|(id, u, t)| {
                     let v = json!({"event_id": id, "user_id": u, "item_id": id % 17, "event_type": "view", "ts": t});
@@ -554,4 +557,38 @@ fn the_seed_stream_jobs_count_per_user_into_redis_and_sessions_into_the_lake() {
             }
         }
     }
+}
+
+#[test]
+fn late_events_join_their_session_within_the_gap_and_go_to_rejects_beyond_it() {
+    let Some(broker) = TansuServer::start() else { return };
+    broker.create_topic("events", 1);
+    let c = producer(&broker);
+    let steps = "steps:
+  - plugin: sessionize
+    config: {keys: [user], time: ts, gap: 10ms, unit: ms}
+";
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &broker.bootstrap(), "", steps);
+    // u: a session 0..8, a pause, a session from 100. Then, in a later run (a fresh instance,
+    // seeded from the lake): 95 (late, within the gap of the open session 100..104: joins it)
+    // and 50 (late by more than the gap: its session 0..8 was closed).
+    produce(&c, 0, [(0, 0), (1, 4), (2, 8), (3, 100), (4, 104)].iter().map(|&(id, t)| event(id, "u", t)).collect(), 0);
+    run_ok(dir.path(), &p);
+    produce(&c, 0, [(5, 95), (6, 50), (7, 110)].iter().map(|&(id, t)| event(id, "u", t)).collect(), 0);
+    run_ok(dir.path(), &p);
+    let lake = dir.path().join("lake");
+    let got: Vec<(i64, i64, i64)> =
+        query(&lake, "SELECT id, session_start AS s, session_event AS e FROM out ORDER BY id")
+            .iter()
+            .map(|r| (r["id"].as_i64().unwrap(), r["s"].as_i64().unwrap(), r["e"].as_i64().unwrap()))
+            .collect();
+    assert_eq!(got, vec![(0, 0, 1), (1, 0, 2), (2, 0, 3), (3, 100, 1), (4, 100, 2), (5, 100, 3), (7, 100, 4)]);
+    let rejects = query(
+        &lake,
+        &format!("SELECT line, step, reason FROM read_parquet('{}/_rejects/**/*.parquet')", lake.display()),
+    );
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    assert_eq!(rejects[0]["step"], "sessionize");
+    assert!(rejects[0]["reason"].as_str().unwrap().starts_with("late event: 50 is more than the gap"), "{rejects:?}");
 }

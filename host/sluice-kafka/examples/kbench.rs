@@ -81,7 +81,8 @@ fn main() {
                 let mut progress = false;
                 for (i, &p) in parts.iter().enumerate() {
                     let (records, _) = client.fetch(topic, p, next[i], 1..(4 << 20), 200).expect("fetch");
-                    for r in records.into_iter().filter(|r| r.offset >= next[i]) {
+                    let from = next[i];
+                    for r in records.into_iter().filter(|r| r.offset >= from) {
                         next[i] = r.offset + 1;
                         got += 1;
                         bytes += r.record.value.as_ref().map_or(0, Vec::len) as u64;

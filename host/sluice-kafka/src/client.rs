@@ -20,6 +20,9 @@ pub struct ClientError {
     pub message: String,
 }
 
+/// A message to produce: key, value, timestamp (ms since the epoch).
+pub type Message = (Option<Vec<u8>>, Option<Vec<u8>>, i64);
+
 /// `text` with every secret of at least 4 bytes masked.
 fn redact(secrets: &[String], text: &str) -> String {
     secrets.iter().filter(|s| s.len() >= 4).fold(text.to_string(), |t, s| t.replace(s.as_str(), "***"))
@@ -200,7 +203,7 @@ impl KafkaClient {
         &self,
         topic: &str,
         partition: i32,
-        messages: Vec<(Option<Vec<u8>>, Option<Vec<u8>>, i64)>,
+        messages: Vec<Message>,
     ) -> Result<Vec<i64>, ClientError> {
         let records = messages
             .into_iter()

@@ -33,7 +33,7 @@ impl SourceConnector for KafkaSourceConnector {
             source_name: spec.name.clone(),
             message: "not a kafka source".into(),
         })?;
-        Ok(Arc::new(KafkaSource::new(&spec.name, config.clone(), spec.rejects.clone(), settings.batch_rows)?))
+        Ok(Arc::new(KafkaSource::new(&spec.name, config.clone(), spec.rejects, settings.batch_rows)?))
     }
 }
 
@@ -381,7 +381,7 @@ impl Source for KafkaSource {
             spec: self.spec.clone(),
             format: self.format.clone(),
             schema: self.schema.clone(),
-            policy: self.rejects.clone(),
+            policy: self.rejects,
             name: unit.location.clone(),
             partition,
             next: from,
