@@ -72,3 +72,27 @@ pub fn zip(dir: &std::path::Path, data: &[u8]) {
         }
     }
 }
+
+/// Split `data` at 0xFF bytes into messages (a lone 0xFE is a message without a value) and read
+/// them as JSON and as CSV messages: never a panic, and every message is either a row or a
+/// reject, exactly once, in order.
+pub fn messages(data: &[u8]) {
+    let messages: Vec<Option<&[u8]>> =
+        data.split(|&b| b == 0xFF).map(|m| if m == [0xFE] { None } else { Some(m) }).collect();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("i", DataType::Int64, true),
+        Field::new("s", DataType::Utf8, true),
+        Field::new("t", DataType::Timestamp(arrow_schema::TimeUnit::Millisecond, None), true),
+    ]));
+    let max_record = if data.first().is_some_and(|b| b & 1 == 1) { 8 } else { 1 << 20 };
+    for format in [FormatSpec::Jsonl(Default::default()), FormatSpec::Csv(csv_spec(false))] {
+        let f = crate::MessageFormat::new(&format, schema.clone(), max_record).expect("a message format");
+        let Ok(d) = f.decode(&messages, "fuzz") else { continue };
+        let rows = d.batch.as_ref().map_or(0, |b| b.num_rows());
+        assert_eq!(rows, d.kept.len(), "a row per kept message");
+        let mut seen: Vec<usize> = d.kept.iter().copied().chain(d.rejects.iter().map(|r| r.0)).collect();
+        assert!(d.kept.windows(2).all(|w| w[0] < w[1]), "rows in message order");
+        seen.sort_unstable();
+        assert_eq!(seen, (0..messages.len()).collect::<Vec<_>>(), "every message once");
+    }
+}

@@ -97,7 +97,10 @@ impl JsonlItems {
             .map_err(|e| format_err(unit, e.to_string()))
     }
 
-    /// Decode `buf` whole. `Err` leaves the decoder unusable.
+    /// Decode `buf` whole. `Err` leaves the decoder unusable. The decoder stops taking input
+    /// once it holds a batch; input left then means more values than lines (a line holding two
+    /// objects), an error, so that the lines are read one by one and the culprit is a reject
+    /// (never a row silently dropped off the batch's end).
     fn decode_all(decoder: &mut Decoder, buf: &[u8]) -> Result<Option<RecordBatch>, arrow_schema::ArrowError> {
         let mut at = 0;
         while at < buf.len() {
@@ -106,6 +109,9 @@ impl JsonlItems {
                 break;
             }
             at += n;
+        }
+        if buf[at..].iter().any(|b| !b.is_ascii_whitespace()) {
+            return Err(arrow_schema::ArrowError::JsonError("more JSON values than lines".into()));
         }
         decoder.flush()
     }
@@ -167,6 +173,9 @@ impl JsonlItems {
             let reason = match std::str::from_utf8(text) {
                 Err(_) => Some("invalid UTF-8".to_string()),
                 Ok(_) => match Self::decode_all(&mut self.decoder, text) {
+                    Ok(b) if b.as_ref().map_or(0, RecordBatch::num_rows) > 1 => {
+                        Some(format!("the line holds {} JSON objects, not one", b.map_or(0, |b| b.num_rows())))
+                    }
                     Ok(b) => {
                         good.extend(b);
                         None
@@ -326,6 +335,26 @@ mod tests {
         // Exactly the limit is kept, with or without its newline.
         let mut buf = Vec::new();
         assert_eq!(read_line(&mut &b"12345\n123456"[..], &mut buf, 5).unwrap(), Line::Kept(6));
+    }
+
+    #[test]
+    fn a_line_with_two_objects_is_a_reject_not_a_row_lost_off_the_batch() {
+        let schema = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+            "id",
+            arrow_schema::DataType::Int64,
+            true,
+        )]));
+        let text = b"{\"id\": 1}\n{\"id\": 2} {\"id\": 3}\n{\"id\": 4}\n".to_vec();
+        let items = JsonlItems::new(Box::new(Cursor::new(text)), Some(schema), 3, 1 << 20, "t".into()).unwrap();
+        let (batches, rejects) = crate::drain(items).unwrap();
+        let ids: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| b.column(0).as_any().downcast_ref::<arrow_array::Int64Array>().unwrap().values().to_vec())
+            .collect();
+        assert_eq!(ids, vec![1, 4]);
+        assert_eq!(rejects.len(), 1);
+        assert_eq!(rejects[0].line, 2);
+        assert!(rejects[0].reason.contains("2 JSON objects"), "{rejects:?}");
     }
 
     #[test]

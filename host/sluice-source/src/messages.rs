@@ -57,6 +57,71 @@ impl MessageFormat {
         &self.schema
     }
 
+    /// Run the reader over `text`, whose lines are the messages `lines` (indexes), in order:
+    /// its batches and the indexes of the lines that became rows; rejects go to `rejects`.
+    fn read(
+        &self,
+        text: &[u8],
+        lines: &[usize],
+        name: &str,
+        rejects: &mut Vec<(usize, String, String)>,
+    ) -> Result<(Vec<RecordBatch>, Vec<usize>), SourceError> {
+        if lines.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let input: crate::input::Input = Box::new(Cursor::new(text.to_vec()));
+        let rows = lines.len();
+        let items: Box<dyn Iterator<Item = Result<SourceItem, SourceError>>> = match &self.csv {
+            Some(csv) => Box::new(crate::csv::CsvItems::new(
+                input,
+                csv,
+                Some(self.schema.clone()),
+                rows,
+                self.max_record_bytes,
+                name.to_string(),
+            )?),
+            None => Box::new(crate::jsonl::JsonlItems::new(
+                input,
+                Some(self.schema.clone()),
+                rows,
+                self.max_record_bytes,
+                name.to_string(),
+            )?),
+        };
+        let mut batches = Vec::new();
+        let mut rejected_lines = Vec::new();
+        for item in items {
+            match item? {
+                SourceItem::Batch(b) => batches.push(b),
+                SourceItem::Rejects(r) => {
+                    for r in r {
+                        let Some(&i) = (r.line as usize).checked_sub(1).and_then(|l| lines.get(l)) else {
+                            return Err(SourceError::Format {
+                                path: name.to_string(),
+                                message: format!("internal: a reject at line {} of {} messages", r.line, rows),
+                            });
+                        };
+                        rejected_lines.push(r.line as usize - 1);
+                        rejects.push((i, r.raw, r.reason));
+                    }
+                }
+                SourceItem::ContentHash { .. } | SourceItem::HighWater(_) => {}
+            }
+        }
+        rejected_lines.sort_unstable();
+        rejected_lines.dedup();
+        let mut skip = rejected_lines.into_iter().peekable();
+        let mut kept = Vec::with_capacity(rows);
+        for (l, &i) in lines.iter().enumerate() {
+            if skip.peek() == Some(&l) {
+                skip.next();
+                continue;
+            }
+            kept.push(i);
+        }
+        Ok((batches, kept))
+    }
+
     /// Read `messages` (`None`: a message without a value), one row each. `name` names them in
     /// an error that fails them all (none is expected: every row-level problem is a reject).
     pub fn decode(&self, messages: &[Option<&[u8]>], name: &str) -> Result<Decoded, SourceError> {
@@ -113,66 +178,29 @@ impl MessageFormat {
             text.push(b'\n');
             lines.push(i);
         }
-        let mut batches = Vec::new();
-        if !lines.is_empty() {
-            let input: crate::input::Input = Box::new(Cursor::new(text));
-            let rows = lines.len();
-            let items: Box<dyn Iterator<Item = Result<SourceItem, SourceError>>> = match &self.csv {
-                Some(csv) => Box::new(crate::csv::CsvItems::new(
-                    input,
-                    csv,
-                    Some(self.schema.clone()),
-                    rows,
-                    self.max_record_bytes,
-                    name.to_string(),
-                )?),
-                None => Box::new(crate::jsonl::JsonlItems::new(
-                    input,
-                    Some(self.schema.clone()),
-                    rows,
-                    self.max_record_bytes,
-                    name.to_string(),
-                )?),
-            };
-            let mut rejected_lines = Vec::new();
-            for item in items {
-                match item? {
-                    SourceItem::Batch(b) => batches.push(b),
-                    SourceItem::Rejects(r) => {
-                        for r in r {
-                            let Some(&i) = (r.line as usize).checked_sub(1).and_then(|l| lines.get(l)) else {
-                                return Err(SourceError::Format {
-                                    path: name.to_string(),
-                                    message: format!("internal: a reject at line {} of {} messages", r.line, rows),
-                                });
-                            };
-                            rejected_lines.push(r.line as usize - 1);
-                            rejects.push((i, r.raw, r.reason));
-                        }
-                    }
-                    SourceItem::ContentHash { .. } | SourceItem::HighWater(_) => {}
-                }
-            }
-            rejected_lines.sort_unstable();
-            let mut skip = rejected_lines.into_iter().peekable();
-            let mut kept = Vec::with_capacity(rows);
-            for (l, &i) in lines.iter().enumerate() {
-                if skip.peek() == Some(&l) {
-                    while skip.peek() == Some(&l) {
-                        skip.next();
-                    }
-                    continue;
-                }
-                kept.push(i);
-            }
-            lines = kept;
-        }
+        let (mut batches, mut lines) = self.read(&text, &lines, name, &mut rejects)?;
         let got: usize = batches.iter().map(RecordBatch::num_rows).sum();
         if got != lines.len() {
-            return Err(SourceError::Format {
-                path: name.to_string(),
-                message: format!("internal: {got} row(s) read from {} message(s) that parsed", lines.len()),
-            });
+            // A message that held more than one row (`{"a":1} {"a":2}`): read them one by one
+            // to find it.
+            let (mut one_by_one, mut kept) = (Vec::new(), Vec::new());
+            for &i in &lines {
+                let m = messages[i].expect("a kept message has a value");
+                let mut text: Vec<u8> = m.iter().map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }).collect();
+                text.push(b'\n');
+                let mut own = Vec::new();
+                let (b, k) = self.read(&text, &[i], name, &mut own)?;
+                let rows: usize = b.iter().map(RecordBatch::num_rows).sum();
+                if !own.is_empty() {
+                    rejects.append(&mut own);
+                } else if rows == 1 && k == [i] {
+                    one_by_one.extend(b);
+                    kept.push(i);
+                } else {
+                    rejects.push((i, raw_text(m), format!("the message holds {rows} rows, not one")));
+                }
+            }
+            (batches, lines) = (one_by_one, kept);
         }
         rejects.sort_by_key(|r| r.0);
         let batch = match batches.len() {
@@ -221,6 +249,26 @@ mod tests {
         assert!(users.is_null(2));
         assert_eq!(d.rejects.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 3, 4, 5, 7]);
         assert!(d.rejects[1].2.contains("tombstone"), "{:?}", d.rejects);
+    }
+
+    #[test]
+    fn a_message_with_two_objects_is_a_reject_and_the_others_stay_rows() {
+        let f = MessageFormat::new(&FormatSpec::Jsonl(JsonlSpec::default()), schema(), 1 << 20).unwrap();
+        let msgs: Vec<Option<&[u8]>> =
+            vec![Some(br#"{"id": 1}"#), Some(br#"{"id": 2} {"id": 3}"#), Some(br#"{"id": 4}"#)];
+        let d = f.decode(&msgs, "t/0").unwrap();
+        assert_eq!(d.kept, vec![0, 2]);
+        assert_eq!(d.rejects.len(), 1, "{:?}", d.rejects);
+        assert!(d.rejects[0].2.contains("2 JSON objects"), "{:?}", d.rejects);
+    }
+
+    #[test]
+    fn the_fuzz_seeds_keep_every_message_once() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/messages");
+        for e in std::fs::read_dir(dir).unwrap() {
+            crate::fuzzing::messages(&std::fs::read(e.unwrap().path()).unwrap());
+        }
+        crate::fuzzing::messages(b"{\"i\":1}{\"i\":2}\xff\xfe\xff1,2,3,4");
     }
 
     #[test]
