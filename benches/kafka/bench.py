@@ -99,7 +99,7 @@ def latency():
     create_topic("stream")
     d = os.path.join(WORK, "watch")
     p = write_pipeline(d, "stream", 10000, "200ms")
-    watch = subprocess.Popen([SLUICE, "watch", p, "-q"], cwd=d, stdout=subprocess.DEVNULL,
+    watch = subprocess.Popen([SLUICE, "--log-format", "json", "watch", p], cwd=d, stdout=subprocess.DEVNULL,
                              stderr=open(os.path.join(WORK, "watch.log"), "w"))
     rss = []
     seen = []  # (time_ms, {partition: max offset})
@@ -172,5 +172,6 @@ def latency():
 
 
 if __name__ == "__main__":
-    throughput()
+    if os.environ.get("ONLY") != "latency":
+        throughput()
     latency()

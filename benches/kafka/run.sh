@@ -3,7 +3,7 @@
 # same records and discards them. Tansu 0.6.0 (in memory) on 127.0.0.1; the broker, the producer
 # and sluice share the machine's cores.
 #
-#   bash benches/kafka/run.sh            # RECORDS=1000000 STREAM_SECONDS=120 STREAM_RATE=5000
+#   bash benches/kafka/run.sh   # RECORDS=1000000 STREAM_SECONDS=120 STREAM_RATE=5000; SLUICE_BIN, KBENCH_BIN
 #
 # 1. Throughput: RECORDS behaviour events on 3 partitions, then `sluice run` (sessionize per
 #    user into the lake) against `kbench consume` (the floor), each timed with its peak RSS.
@@ -15,12 +15,15 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$PWD"
 work="$(mktemp -d /tmp/sluice-kbench.XXXXXX)"
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}"
 records="${RECORDS:-1000000}"
 SLUICE_BIN="$(bash benches/release-bin.sh "$work/sluice")"
-cargo build --release -q -p sluice-kafka --example kbench
-cp "$CARGO_TARGET_DIR/release/examples/kbench" "$work/kbench"
+if [ -z "${KBENCH_BIN:-}" ]; then
+  cargo build --release -q -p sluice-kafka --example kbench
+  KBENCH_BIN="$CARGO_TARGET_DIR/release/examples/kbench"
+fi
+cp "$KBENCH_BIN" "$work/kbench"
 tansu="$(bash scripts/kafka-venv.sh)"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 broker="127.0.0.1:$port"

@@ -205,6 +205,7 @@ sources:
     max_rows: 0
     format: {jsonl: {}}
     metadata: {offset: id}
+    sasl: {mechanism: scram-sha-256, username_env: KAFKA_USER, password_env: KAFKA_PASSWORD}
 sink:
   lake: lake
   dataset: out
@@ -222,6 +223,9 @@ sink:
         "start `yesterday`",
         "bad.yaml:8:",
         "max_rows must be at least 1",
+        "bad.yaml:11:",
+        "`username_env` names `KAFKA_USER`, which is not declared in `env:`",
+        "a kafka source needs its columns declared",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }

@@ -67,6 +67,25 @@ struct UnitKey {
     tail: Option<RecordBatch>,
 }
 
+/// A committed unit's tails, conformed to the step's input schema, with each key's rows.
+struct IndexedTails {
+    batch: RecordBatch,
+    order: Int64Array,
+    by_key: HashMap<KeyValues, Vec<u32>>,
+}
+
+impl IndexedTails {
+    fn new(tails: &RecordBatch, schema: &SchemaRef, spec: &StateSpec) -> Result<Self, KeyedError> {
+        let batch = conform(tails, schema).map_err(KeyedError::Data)?;
+        let order = order_values(&batch, &spec.order_by)?;
+        let mut by_key: HashMap<KeyValues, Vec<u32>> = HashMap::new();
+        for (i, k) in key_strings(&batch, &spec.keys)?.into_iter().enumerate() {
+            by_key.entry(k).or_default().push(i as u32);
+        }
+        Ok(IndexedTails { batch, order, by_key })
+    }
+}
+
 /// The runner's view of one stateful step on one worker.
 pub(crate) struct KeyedStep {
     pub(crate) name: String,
@@ -75,8 +94,8 @@ pub(crate) struct KeyedStep {
     carried: HashMap<KeyValues, i64>,
     /// The current unit's ranges and tails.
     unit: BTreeMap<KeyValues, UnitKey>,
-    /// Tails read from the sink during this unit, per unit id.
-    tails_cache: HashMap<String, Option<RecordBatch>>,
+    /// Tails read from the sink during this unit, per unit id, indexed by key.
+    tails_cache: HashMap<String, Option<Arc<IndexedTails>>>,
     /// The spec was asked again after the instance saw its input schema (a handler may size its
     /// lookback in the ordering column's units, known only then).
     pub(crate) refreshed: bool,
@@ -482,17 +501,29 @@ impl KeyedStep {
                      results after it are approximate until `--force` re-runs it"
                 );
             }
-            if !self.tails_cache.contains_key(&v.unit_id) {
-                let t = sink.state_tails(&self.name, &v.unit_id)?;
-                self.tails_cache.insert(v.unit_id.clone(), t);
-            }
-            let Some(tails) = self.tails_cache.get(&v.unit_id).cloned().flatten() else { continue };
-            let tails = conform(&tails, schema).map_err(KeyedError::Data)?;
-            let keys = key_strings(&tails, &self.spec.keys)?;
-            let order = order_values(&tails, &self.spec.order_by)?;
-            let idx: Vec<u32> = (0..tails.num_rows())
-                .filter(|&i| keys[i] == *key && order.is_valid(i) && order.value(i) < before)
-                .map(|i| i as u32)
+            let cached = self.tails_cache.get(&v.unit_id).cloned().flatten();
+            let indexed = match cached {
+                Some(t) if &t.batch.schema() == schema => Some(t),
+                _ => {
+                    // Indexed once per unit: a unit's tails hold every key it fed, and a fresh
+                    // instance seeds each of them (thousands, in a stream's pass).
+                    let t = match sink.state_tails(&self.name, &v.unit_id)? {
+                        Some(t) => Some(Arc::new(IndexedTails::new(&t, schema, &self.spec)?)),
+                        None => None,
+                    };
+                    self.tails_cache.insert(v.unit_id.clone(), t.clone());
+                    t
+                }
+            };
+            let Some(indexed) = indexed else { continue };
+            let (tails, order) = (&indexed.batch, &indexed.order);
+            let idx: Vec<u32> = indexed
+                .by_key
+                .get(key)
+                .into_iter()
+                .flatten()
+                .copied()
+                .filter(|&i| order.is_valid(i as usize) && order.value(i as usize) < before)
                 .collect();
             have += idx.len();
             if in_session {
@@ -507,7 +538,7 @@ impl KeyedStep {
                 session_from = None;
             }
             if !idx.is_empty() {
-                parts.push(take_rows(&tails, &UInt32Array::from(idx))?);
+                parts.push(take_rows(tails, &UInt32Array::from(idx))?);
             }
         }
         if parts.is_empty() {

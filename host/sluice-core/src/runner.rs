@@ -951,6 +951,14 @@ impl StepCall<'_> {
                 return Err(UnitError::Stale { index: i });
             }
             Prepared::Go { seeds, groups } => {
+                // One call for every key seeded here (each key's rows stay in order).
+                let seeds = match seeds.len() {
+                    0 | 1 => seeds,
+                    _ => vec![
+                        arrow_select::concat::concat_batches(&seeds[0].schema(), &seeds)
+                            .map_err(|e| data_err(KeyedError::Data(format!("seeding: {e}"))))?,
+                    ],
+                };
                 for seed in seeds {
                     // The seed only rebuilds state: its output belongs to committed units.
                     if let Err(error) = c.seed(i, &seed) {

@@ -92,10 +92,12 @@ pub struct RawSasl {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
 pub enum RawMechanism {
+    #[serde(rename = "plain")]
     Plain,
+    #[serde(rename = "scram-sha-256")]
     ScramSha256,
+    #[serde(rename = "scram-sha-512")]
     ScramSha512,
 }
 
