@@ -233,8 +233,18 @@ pub async fn run(
             }
             // Decided from the full listing: units a filter leaves out still exist.
             plan.deleted.extend(plan_job.sink.remove_deleted(&**src, &found)?);
+            // An incremental source's units carry marks that cover every earlier unit: only a
+            // leading run of them may go ahead. After one the filter leaves out (a failed unit
+            // backing off, a range that grew since the scan) or that is poisoned, the later
+            // ones wait, so that no committed mark passes a unit that did not commit.
+            let incremental = src.incremental();
+            let mut held = false;
             for unit in found {
+                if held {
+                    continue;
+                }
                 if filter.as_ref().is_some_and(|f| !f(&unit)) {
+                    held = incremental;
                     continue;
                 }
                 plan.all.insert(unit.id(), unit.clone());
@@ -253,6 +263,7 @@ pub async fn run(
                 } else if !force && plan_job.sink.state().failures(&unit)? >= retries {
                     src.settled(&unit, Settled::Poisoned);
                     plan.poisoned.push(unit);
+                    held = incremental;
                 } else {
                     pending.push(unit);
                 }

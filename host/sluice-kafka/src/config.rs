@@ -356,6 +356,11 @@ impl SourceKind for KafkaKind {
                 );
                 ok = false;
             }
+            if let Some((i, p)) = ps.iter().enumerate().find(|(i, p)| ps[..*i].contains(p)) {
+                let _ = i;
+                cx.error(&["partitions"], format!("source `{name}`: partition {p} is listed twice"), None);
+                ok = false;
+            }
             if let Some(p) = ps.iter().find(|&&p| p < 0) {
                 cx.error(&["partitions"], format!("source `{name}`: partition {p} is negative"), None);
                 ok = false;
@@ -426,9 +431,6 @@ impl SourceKind for KafkaKind {
                 }
             }
         };
-        if sasl.is_some() && tls.is_none() {
-            tracing::debug!(source = %name, "SASL without TLS: credentials cross the network in the clear (PLAIN)");
-        }
 
         let files = cx.file_keys(Value::Object(files), PathBuf::from("."))?;
         let columns = match &files.format {

@@ -33,6 +33,11 @@ impl SourceConnector for KafkaSourceConnector {
             source_name: spec.name.clone(),
             message: "not a kafka source".into(),
         })?;
+        if config.sasl.as_ref().is_some_and(|s| s.mechanism == crate::config::RawMechanism::Plain)
+            && config.tls.is_none()
+        {
+            tracing::warn!(source = %spec.name, "SASL PLAIN without `tls:`: the password crosses the network in the clear");
+        }
         Ok(Arc::new(KafkaSource::new(&spec.name, config.clone(), spec.rejects, settings.batch_rows)?))
     }
 }
@@ -205,6 +210,16 @@ impl KafkaSource {
         for p in parts {
             let (earliest, high) = client.bounds(topic, p).map_err(remote)?;
             let next = match mark.next.get(&p) {
+                Some(&n) if n > high => {
+                    return Err(SourceError::Format {
+                        path: format!("kafka:{topic}/{p}"),
+                        message: format!(
+                            "the partition ends at offset {high}, below the committed next offset {n}: the topic \
+                             was recreated or truncated, and reading on would skip or repeat records; a new topic \
+                             needs a new dataset or sink"
+                        ),
+                    });
+                }
                 Some(&n) => n,
                 None => self.start_of(client, p, earliest, high).map_err(remote)?,
             };
@@ -388,7 +403,6 @@ impl Source for KafkaSource {
             to,
             rows: 0,
             rejects: 0,
-            empty: 0,
             batch_rows: self.batch_rows,
             pending: VecDeque::new(),
             mark: Some(mark),
@@ -489,8 +503,6 @@ struct RangeReader {
     to: i64,
     rows: u64,
     rejects: u64,
-    /// Fetches in a row that returned nothing of the range.
-    empty: u32,
     batch_rows: usize,
     pending: VecDeque<SourceItem>,
     /// Sent after the last batch.
@@ -499,9 +511,8 @@ struct RangeReader {
     done: bool,
 }
 
-/// Empty fetches below the high watermark before the offsets left are taken to hold no data
-/// records (transaction markers, or records compacted away).
-const EMPTY_FETCHES: u32 = 5;
+/// Offsets probed one by one after an offset that returns nothing below the high watermark.
+const PROBE_OFFSETS: i64 = 16;
 
 impl RangeReader {
     fn fail(&mut self, e: SourceError) -> Option<Result<SourceItem, SourceError>> {
@@ -517,10 +528,17 @@ impl RangeReader {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
                 SourceError::Remote { server: format!("kafka {}", e.brokers), message: e.message }
             })?;
+        // Records at or after the range's end say the offsets before them that returned
+        // nothing hold no data records.
+        let beyond = records.iter().any(|r| r.offset >= self.to);
         let mut records: Vec<_> = records.into_iter().filter(|r| r.offset >= self.next && r.offset < self.to).collect();
         records.sort_by_key(|r| r.offset);
         records.truncate(self.batch_rows.max(1) * 4);
         if records.is_empty() {
+            if beyond {
+                self.next = self.to;
+                return Ok(());
+            }
             if high <= self.next {
                 return Err(SourceError::Format {
                     path: self.name.clone(),
@@ -530,17 +548,27 @@ impl RangeReader {
                     ),
                 });
             }
-            self.empty += 1;
-            if self.empty >= EMPTY_FETCHES {
-                tracing::debug!(unit = %self.name, from = self.next, to = self.to,
-                    "no data records left in the range (transaction markers or compacted away)");
-                self.next = self.to;
-            } else {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            return Ok(());
+            // Nothing readable at `next`, below the high watermark: offsets that hold no data
+            // records (transaction markers, records compacted away), or records not readable
+            // yet (an open transaction). A data record further on shows which.
+            return match self.probe(high)? {
+                Some(at) => {
+                    tracing::debug!(unit = %self.name, from = self.next, to = at, "offsets without data records");
+                    self.next = at.min(self.to);
+                    Ok(())
+                }
+                None => Err(SourceError::Remote {
+                    server: format!("kafka {}", self.spec.server()),
+                    message: format!(
+                        "{}: no readable record at offsets {} to {} below the high watermark {high} \
+                         (an open transaction?); the range is read again later",
+                        self.name,
+                        self.next,
+                        self.to - 1
+                    ),
+                }),
+            };
         }
-        self.empty = 0;
         self.next = records.last().map_or(self.next, |r| r.offset + 1);
         self.counters.records.fetch_add(records.len() as u64, Ordering::Relaxed);
         self.counters.bytes.fetch_add(
@@ -611,6 +639,25 @@ impl RangeReader {
             self.pending.push_back(SourceItem::Batch(batch));
         }
         Ok(())
+    }
+
+    /// The first offset after `next` that returns a data record, looking at the next few
+    /// offsets of the range and then at the range's end; `None` when none does (yet).
+    fn probe(&mut self, high: i64) -> Result<Option<i64>, SourceError> {
+        let (topic, p) = (self.spec.topic.clone(), self.partition);
+        let ahead =
+            (self.next + 1..self.to.min(self.next + 1 + PROBE_OFFSETS)).chain((self.to < high).then_some(self.to));
+        for at in ahead {
+            self.counters.fetches.fetch_add(1, Ordering::Relaxed);
+            let (records, _) = self.client.fetch(&topic, p, at, 1..self.spec.fetch_bytes as i32, 10).map_err(|e| {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                SourceError::Remote { server: format!("kafka {}", e.brokers), message: e.message }
+            })?;
+            if let Some(first) = records.iter().map(|r| r.offset).filter(|&o| o >= at).min() {
+                return Ok(Some(first));
+            }
+        }
+        Ok(None)
     }
 
     fn reject(&self, offset: i64, raw: String, why: &str) -> Reject {

@@ -163,8 +163,9 @@ impl JsonlItems {
             return Ok((None, Vec::new()));
         }
         match Self::decode_all(&mut self.decoder, &self.buf) {
-            Ok(b) => return Ok((b, Vec::new())),
-            Err(_) => self.decoder = Self::decoder(&self.schema, self.batch_rows, &self.unit)?,
+            // A row per line; more (a line holding two objects) or fewer: line by line.
+            Ok(b) if b.as_ref().map_or(0, RecordBatch::num_rows) == self.spans.len() => return Ok((b, Vec::new())),
+            Ok(_) | Err(_) => self.decoder = Self::decoder(&self.schema, self.batch_rows, &self.unit)?,
         }
         let mut good = Vec::new();
         let mut rejects = Vec::new();
@@ -345,8 +346,16 @@ mod tests {
             true,
         )]));
         let text = b"{\"id\": 1}\n{\"id\": 2} {\"id\": 3}\n{\"id\": 4}\n".to_vec();
-        let items = JsonlItems::new(Box::new(Cursor::new(text)), Some(schema), 3, 1 << 20, "t".into()).unwrap();
-        let (batches, rejects) = crate::drain(items).unwrap();
+        // A full batch (3 lines) and a partial one (batch size 10): the same.
+        for rows in [3, 10] {
+            let items =
+                JsonlItems::new(Box::new(Cursor::new(text.clone())), Some(schema.clone()), rows, 1 << 20, "t".into())
+                    .unwrap();
+            check(crate::drain(items).unwrap());
+        }
+    }
+
+    fn check((batches, rejects): (Vec<RecordBatch>, Vec<Reject>)) {
         let ids: Vec<i64> = batches
             .iter()
             .flat_map(|b| b.column(0).as_any().downcast_ref::<arrow_array::Int64Array>().unwrap().values().to_vec())

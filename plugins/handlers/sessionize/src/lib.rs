@@ -87,6 +87,9 @@ pub struct Sessionize {
     keys: KeyMap,
     /// Per key slot: the open session.
     open: Vec<Option<Session>>,
+    /// Per key slot: the end of the key's last closed session (a late event within the gap of
+    /// it would join two sessions, one of them already output).
+    closed_end: Vec<Option<i64>>,
     /// Rows holding each slot's key values (sessions output).
     key_chunks: Vec<Vec<ArrayRef>>,
     /// Closed sessions waiting for output: (slot, session).
@@ -153,9 +156,10 @@ event comes more than `gap` after the previous one.
 Late events: an event older than its key's latest one is *late*. One that is no
 more than `gap` before the key's open session (its start minus `gap` up to its
 end) joins that session: it counts as one of its events (`session_event` is its
-position in arrival order), and the session's start stays the earliest event
-that arrived before it (in `sessions` output the session reaches back to it).
-An event earlier than that belongs to a session already closed: with `late:
+position in arrival order), and the session reaches back to it: its start is
+the earliest of its events (rows output before keep the start they had).
+An event earlier than that, or one that would bring the open session within
+the gap of the key's last closed one, belongs to a session already closed: with `late:
 reject` (the default) it is set aside in the rejects with its reason
 (`sessions` output: it is a session of its own); `late: fail` makes it a data
 error, as any out-of-order event was before. State (`events`): the open session per key, declared on
@@ -180,6 +184,7 @@ config: {keys: [user], time: ts, gap: 30m}
             gap_ms,
             keys: KeyMap::default(),
             open: Vec::new(),
+            closed_end: Vec::new(),
             key_chunks: vec![Vec::new(); nkeys],
             closed: Vec::new(),
             slots: Vec::new(),
@@ -260,6 +265,7 @@ config: {keys: [user], time: ts, gap: 30m}
             }
         }
         self.open.resize(self.keys.len(), None);
+        self.closed_end.resize(self.keys.len(), None);
         let tcol = batch
             .column_by_name(&self.config.time)
             .ok_or_else(|| Error::data("column not found").column(&self.config.time))?;
@@ -281,19 +287,29 @@ config: {keys: [user], time: ts, gap: 30m}
             let t = tv[row];
             let slot = slots[row];
             let open = &mut self.open[slot as usize];
+            let closed_end = self.closed_end[slot as usize];
+            let bridges = closed_end.is_some_and(|e| t.saturating_sub(e) <= gap);
             match open {
-                // Late, but within the open session's reach: it joins the session.
-                Some(s) if t < s.end && t >= s.start.saturating_sub(gap) => {
+                // Late, but within the open session's reach (and not within the gap of the
+                // session before it, which is closed): it joins the session.
+                Some(s) if t < s.end && t >= s.start.saturating_sub(gap) && !bridges => {
                     s.events += 1;
-                    if !events {
-                        s.start = s.start.min(t);
-                    }
+                    s.start = s.start.min(t);
                 }
                 Some(s) if t < s.end => {
-                    let why = format!(
-                        "late event: {t} is more than the gap before its key's open session ({} to {}); its session was closed",
-                        s.start, s.end
-                    );
+                    let why = if bridges && t >= s.start.saturating_sub(gap) {
+                        format!(
+                            "late event: {t} is within the gap of its key's closed session (ending {}) and of the open one ({} to {}); sessions already output are not joined",
+                            closed_end.unwrap_or_default(),
+                            s.start,
+                            s.end
+                        )
+                    } else {
+                        format!(
+                            "late event: {t} is more than the gap before its key's open session ({} to {}); its session was closed",
+                            s.start, s.end
+                        )
+                    };
                     match (self.config.late, events) {
                         (Late::Fail, _) => {
                             return Err(Error::data(why).row(row).column(&self.config.time));
@@ -316,10 +332,11 @@ config: {keys: [user], time: ts, gap: 30m}
                     s.events += 1;
                 }
                 _ => {
-                    if let Some(s) = open.take()
-                        && !events
-                    {
-                        self.closed.push((slot, s));
+                    if let Some(s) = open.take() {
+                        self.closed_end[slot as usize] = Some(s.end);
+                        if !events {
+                            self.closed.push((slot, s));
+                        }
                     }
                     *open = Some(Session { start: t, end: t, events: 1 });
                 }
@@ -436,16 +453,25 @@ mod tests {
     fn late_events_join_the_open_session_within_the_gap_and_are_rejected_beyond_it() {
         let mut s = Sessionize::new(parse_config(r#"{"keys":["user"],"time":"ts","gap":"1s"}"#).unwrap()).unwrap();
         patch::process(&mut s, &batch(vec!["a", "a", "a"], vec![0, 5000, 5600])).unwrap();
-        // 5200 and 4200 are late but within the open session's reach (4000..5600): they join it.
-        // 3900 is more than the gap before it: its session (0) was closed. 6000 goes on.
-        let out =
-            patch::process(&mut s, &batch(vec!["a", "a", "a", "a"], vec![5200, 4200, 3900, 6000])).unwrap().remove(0);
-        assert_eq!(ints(&out, "session_start")[..2], [5000, 5000]);
+        // 5200 and 4200 are late but within the open session's reach (4000..5600): they join
+        // it, and it reaches back to 4200. 3100 and 900 are more than the gap before it: rejects.
+        // 6000 goes on.
+        let out = patch::process(&mut s, &batch(vec!["a"; 5], vec![5200, 4200, 3100, 900, 6000])).unwrap().remove(0);
+        assert_eq!(ints(&out, "session_start")[..2], [5000, 4200]);
+        assert_eq!(ints(&out, "session_start")[4], 4200);
         assert_eq!(ints(&out, "session_event")[..2], [3, 4]);
-        assert_eq!(ints(&out, "session_event")[3], 5);
+        assert_eq!(ints(&out, "session_event")[4], 5);
         let r = rejects(&out);
-        assert!(r[0].is_none() && r[1].is_none() && r[3].is_none(), "{r:?}");
-        assert!(r[2].as_deref().unwrap().starts_with("late event: 3900"), "{r:?}");
+        assert!(r[0].is_none() && r[1].is_none() && r[4].is_none(), "{r:?}");
+        assert!(r[2].as_deref().unwrap().starts_with("late event: 3100 is more than the gap"), "{r:?}");
+        assert!(r[3].as_deref().unwrap().starts_with("late event: 900 is more than the gap"), "{r:?}");
+        // A late event within reach of the open session (1500..2100) but also within the gap of
+        // the closed one (0): joining would merge a session already output; a reject.
+        let mut s = Sessionize::new(parse_config(r#"{"keys":["user"],"time":"ts","gap":"1s"}"#).unwrap()).unwrap();
+        patch::process(&mut s, &batch(vec!["a"; 3], vec![0, 1500, 2100])).unwrap();
+        let out = patch::process(&mut s, &batch(vec!["a"], vec![800])).unwrap().remove(0);
+        let r = rejects(&out);
+        assert!(r[0].as_deref().unwrap().starts_with("late event: 800 is within the gap of its key's closed"), "{r:?}");
         // `late: fail`: a data error at the row.
         let cfg = r#"{"keys":["user"],"time":"ts","gap":"1s","late":"fail"}"#;
         let mut s = Sessionize::new(parse_config(cfg).unwrap()).unwrap();
