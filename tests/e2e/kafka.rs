@@ -596,3 +596,52 @@ fn late_events_join_their_session_within_the_gap_and_go_to_rejects_beyond_it() {
     assert_eq!(rejects[0]["step"], "sessionize");
     assert!(rejects[0]["reason"].as_str().unwrap().starts_with("late event: 50 is more than the gap"), "{rejects:?}");
 }
+
+#[test]
+fn watch_keeps_sessions_across_passes_and_a_sigkill() {
+    let Some(broker) = TansuServer::start() else { return };
+    broker.create_topic("events", 2);
+    let c = producer(&broker);
+    let (events, expected) = session_events(8, 150, 0xca44);
+    let mut by_partition: [Vec<(u64, String, i64)>; 2] = Default::default();
+    for e in &events {
+        let u: usize = e.1[4..].parse().unwrap();
+        by_partition[u % 2].push(e.clone());
+    }
+    for part in &mut by_partition {
+        part.sort_by_key(|e| (e.2, e.0));
+    }
+    let steps = "steps:
+  - plugin: sessionize
+    config: {keys: [user], time: ts, gap: 10ms, unit: ms}
+";
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &broker.bootstrap(), "", steps);
+    // Five bursts, each waited for (passes that carry the instances over); the watch is
+    // SIGKILLed after the second and started again (a fresh instance, seeded from the lake).
+    let mut w = Watch::start(dir.path(), &p, "watch.log");
+    let mut written = 0;
+    for burst in 0..5 {
+        for (i, part) in by_partition.iter().enumerate() {
+            let (from, to) = (part.len() * burst / 5, part.len() * (burst + 1) / 5);
+            produce(&c, i as i32, part[from..to].iter().map(|e| event(e.0, &e.1, e.2)).collect(), 0);
+            written += to - from;
+        }
+        w.wait_rows(dir.path(), written as i64, "watch.log");
+        if burst == 1 {
+            let _ = w.0.kill();
+            let _ = w.0.wait();
+            w = Watch::start(dir.path(), &p, "watch.log");
+        }
+    }
+    assert_eq!(w.stop().code(), Some(0));
+    let got = query(&dir.path().join("lake"), "SELECT id, session_start AS s FROM out ORDER BY id");
+    assert_eq!(got.len(), expected.len());
+    let wrong: Vec<_> = got
+        .iter()
+        .zip(&expected)
+        .filter(|(g, (id, s))| g["id"].as_u64() != Some(*id) || g["s"].as_i64() != Some(*s))
+        .take(5)
+        .collect();
+    assert!(wrong.is_empty(), "sessions differ from the generated ones: {wrong:?}");
+}

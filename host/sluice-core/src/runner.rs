@@ -53,6 +53,29 @@ pub struct RunOptions {
     /// Re-run the committed units that another pipeline definition or plugin made (stale),
     /// instead of only reporting them.
     pub rerun_stale: bool,
+    /// Keep the handler instances of incremental sources' groups here after the run, and take
+    /// them back in the next (`sluice watch` passes over a stream).
+    pub carry: Option<Arc<ChainCarry>>,
+}
+
+/// Handler instances and their keyed state, kept from one run to the next per incremental
+/// source: a stream's keys stay in the instances between `watch` passes instead of being seeded
+/// from the sink's tails on every pass. Only a group that ended with every unit committed or
+/// failed (a failure drops the instances) is kept; a run that stops in the middle keeps nothing,
+/// and the next one seeds afresh.
+#[derive(Default)]
+pub struct ChainCarry {
+    chains: Mutex<HashMap<String, (sluice_chain::Chain, Vec<Option<KeyedStep>>)>>,
+}
+
+impl ChainCarry {
+    fn take(&self, source: &str) -> Option<(sluice_chain::Chain, Vec<Option<KeyedStep>>)> {
+        self.chains.lock().expect("carry lock").remove(source)
+    }
+
+    fn put(&self, source: String, inner: sluice_chain::Chain, keyed: Vec<Option<KeyedStep>>) {
+        self.chains.lock().expect("carry lock").insert(source, (inner, keyed));
+    }
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -62,6 +85,7 @@ impl std::fmt::Debug for RunOptions {
             .field("rerun_stale", &self.rerun_stale)
             .field("workers", &self.workers)
             .field("filter", &self.filter.as_ref().map(|_| "<fn>"))
+            .field("carry", &self.carry.is_some())
             .finish()
     }
 }
@@ -369,6 +393,7 @@ pub async fn run(
             cancel: cancel.clone(),
             all: all.clone(),
             lookahead: lookahead.clone(),
+            carry: opts.carry.clone(),
         };
         handles.push(tokio::task::spawn_blocking(move || worker(&ctx)));
     }
@@ -689,6 +714,7 @@ struct WorkerCtx {
     all: Arc<HashMap<String, SourceUnit>>,
     /// The steps with lookahead, whose committed ranges a new version of a unit may orphan.
     lookahead: Arc<Vec<String>>,
+    carry: Option<Arc<ChainCarry>>,
 }
 
 /// A worker: takes groups until the channel closes and runs each group's units in order through
@@ -702,8 +728,17 @@ fn worker(ctx: &WorkerCtx) {
             guard.blocking_recv()
         };
         let Some(group) = group else { return };
-        // A group's keys are new to the instances: start them fresh (bounded state).
+        // A group's keys are new to the instances: start them fresh (bounded state), unless the
+        // group is an incremental source's and an earlier run kept its instances.
+        let carried = ctx.carry.as_ref().and_then(|carry| {
+            let first = group.first()?;
+            job.source(&first.source).is_some_and(|s| s.incremental()).then(|| (carry.clone(), first.source.clone()))
+        });
         chain.drop_stateful();
+        if let Some((inner, keyed)) = carried.as_ref().and_then(|(carry, source)| carry.take(source)) {
+            chain.inner = inner;
+            chain.keyed = keyed;
+        }
         let mut queue: VecDeque<(SourceUnit, bool)> = group.into_iter().map(|u| (u, false)).collect();
         // Predecessors to re-run (groups across units), after the group's queue: in order, one
         // after another on the same instances, so that each carries state to the next unseeded.
@@ -833,6 +868,10 @@ fn worker(ctx: &WorkerCtx) {
             if ctx.tx.blocking_send(res).is_err() {
                 return;
             }
+        }
+        if let Some((carry, source)) = carried {
+            let used = std::mem::replace(&mut chain, Chain::new(job));
+            carry.put(source, used.inner, used.keyed);
         }
         if ctx.abort.load(Ordering::SeqCst) {
             return;

@@ -190,6 +190,8 @@ async fn watch_loop(
     let mut next: Option<Instant> = None;
     let mut retry_at: Option<Instant> = None;
     let mut last_scan = Duration::ZERO;
+    // A stream's handler instances, kept from pass to pass.
+    let carry = Arc::new(runner::ChainCarry::default());
     loop {
         if shutdown.is_triggered() {
             break;
@@ -245,7 +247,13 @@ async fn watch_loop(
         // A pass over exactly the complete units, each at the version found complete.
         let accept: HashSet<(Key, u64, i64)> = scanned.ready.iter().map(|u| (key(u), u.size, u.version)).collect();
         let filter: UnitFilter = Arc::new(move |u: &SourceUnit| accept.contains(&(key(u), u.size, u.version)));
-        let run_opts = RunOptions { force: false, workers: opts.workers, filter: Some(filter), rerun_stale: false };
+        let run_opts = RunOptions {
+            force: false,
+            workers: opts.workers,
+            filter: Some(filter),
+            rerun_stale: false,
+            carry: Some(carry.clone()),
+        };
         tracing::debug!(pipeline = %name, units = scanned.ready.len(), "pass");
         scan_now = true;
         match runner::run(job.clone(), run_opts, progress.clone(), shutdown.flag()).await {

@@ -51,6 +51,7 @@ pub fn run_specs(
             workers: args.workers,
             filter: marker_filter(&job),
             rerun_stale: args.rerun_stale,
+            carry: None,
         };
         // Catalog readers follow the ingest: publish after commits, at most twice a second.
         let publisher = publication.clone().map(|p| {
