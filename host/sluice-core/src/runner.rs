@@ -65,11 +65,14 @@ pub struct RunOptions {
 /// and the next one seeds afresh.
 #[derive(Default)]
 pub struct ChainCarry {
-    chains: Mutex<HashMap<String, (sluice_chain::Chain, Vec<Option<KeyedStep>>)>>,
+    chains: Mutex<HashMap<String, Carried>>,
 }
 
+/// A chain's instances and their keyed bookkeeping, between runs.
+type Carried = (sluice_chain::Chain, Vec<Option<KeyedStep>>);
+
 impl ChainCarry {
-    fn take(&self, source: &str) -> Option<(sluice_chain::Chain, Vec<Option<KeyedStep>>)> {
+    fn take(&self, source: &str) -> Option<Carried> {
         self.chains.lock().expect("carry lock").remove(source)
     }
 
