@@ -319,9 +319,10 @@ fn the_broker_restarted_mid_stream_loses_and_repeats_nothing_and_lag_is_a_metric
     let addr = w.metrics_addr();
     wait_for_rows(dir.path(), 420, &|| w.log());
     broker.kill();
-    // Longer than the client retries (4 × `timeout`): passes fail, naming the broker, and the
-    // watch goes on.
-    std::thread::sleep(Duration::from_secs(6));
+    // Down until a pass has failed (after the client's retries, 4 × `timeout`), naming the
+    // broker; the watch goes on.
+    let named = format!("kafka {}", broker.bootstrap());
+    crate::watch::wait_until("a pass to fail naming the broker", &w, || w.log().contains(&named).then_some(()));
     broker.restart();
     {
         let c = producer(&broker);
