@@ -396,27 +396,47 @@ fn session_events(users: usize, per_user: usize, seed: u64) -> Generated {
     (events, expected)
 }
 
+/// The events split by user over 2 partitions (users 0, 2, 4, ... on partition 0), in time
+/// order within each.
+fn by_user_partition(events: &[(u64, String, i64)]) -> [Vec<(u64, String, i64)>; 2] {
+    let mut parts: [Vec<(u64, String, i64)>; 2] = Default::default();
+    for e in events {
+        let u: usize = e.1[4..].parse().unwrap();
+        parts[u % 2].push(e.clone());
+    }
+    for part in &mut parts {
+        part.sort_by_key(|e| (e.2, e.0));
+    }
+    parts
+}
+
+const SESSIONIZE_10MS: &str = "steps:
+  - plugin: sessionize
+    config: {keys: [user], time: ts, gap: 10ms, unit: ms}
+";
+
+/// The lake's `out` holds every event once, with the session start the generator made.
+fn assert_sessions(dir: &Path, expected: &[(u64, i64)]) {
+    let got = query(&dir.join("lake"), "SELECT id, session_start AS s FROM out ORDER BY id");
+    assert_eq!(got.len(), expected.len());
+    let wrong: Vec<_> = got
+        .iter()
+        .zip(expected)
+        .filter(|(g, (id, s))| g["id"].as_u64() != Some(*id) || g["s"].as_i64() != Some(*s))
+        .take(5)
+        .collect();
+    assert!(wrong.is_empty(), "sessions differ from the generated ones: {wrong:?}");
+}
+
 #[test]
 fn sessions_run_across_units_and_a_restart() {
     let Some(broker) = TansuServer::start() else { return };
     broker.create_topic("events", 2);
     let c = producer(&broker);
     let (events, expected) = session_events(6, 120, 0x5e55);
-    // Interleave users in time order within each partition (users 0, 2, 4 on partition 0).
-    let mut by_partition: [Vec<(u64, String, i64)>; 2] = Default::default();
-    for e in &events {
-        let u: usize = e.1[4..].parse().unwrap();
-        by_partition[u % 2].push(e.clone());
-    }
-    for part in &mut by_partition {
-        part.sort_by_key(|e| (e.2, e.0));
-    }
-    let steps = "steps:
-  - plugin: sessionize
-    config: {keys: [user], time: ts, gap: 10ms, unit: ms}
-";
+    let by_partition = by_user_partition(&events);
     let dir = tempfile::tempdir().unwrap();
-    let p = pipeline(dir.path(), &broker.bootstrap(), "", steps);
+    let p = pipeline(dir.path(), &broker.bootstrap(), "", SESSIONIZE_10MS);
     // Half of each partition, a run, the rest, another run: sessions cross units (100 offsets)
     // and the restart.
     for (i, part) in by_partition.iter().enumerate() {
@@ -429,15 +449,7 @@ fn sessions_run_across_units_and_a_restart() {
         produce(&c, i as i32, part[half..].iter().map(|e| event(e.0, &e.1, e.2)).collect(), 0);
     }
     run_ok(dir.path(), &p);
-    let got = query(&dir.path().join("lake"), "SELECT id, session_start AS s FROM out ORDER BY id");
-    assert_eq!(got.len(), expected.len());
-    let wrong: Vec<_> = got
-        .iter()
-        .zip(&expected)
-        .filter(|(g, (id, s))| g["id"].as_u64() != Some(*id) || g["s"].as_i64() != Some(*s))
-        .take(5)
-        .collect();
-    assert!(wrong.is_empty(), "sessions differ from the generated ones: {wrong:?}");
+    assert_sessions(dir.path(), &expected);
     let sessions = count(dir.path(), "SELECT count(DISTINCT (user, session_start)) AS n FROM out");
     let want = expected
         .iter()
@@ -604,20 +616,9 @@ fn watch_keeps_sessions_across_passes_and_a_sigkill() {
     broker.create_topic("events", 2);
     let c = producer(&broker);
     let (events, expected) = session_events(8, 150, 0xca44);
-    let mut by_partition: [Vec<(u64, String, i64)>; 2] = Default::default();
-    for e in &events {
-        let u: usize = e.1[4..].parse().unwrap();
-        by_partition[u % 2].push(e.clone());
-    }
-    for part in &mut by_partition {
-        part.sort_by_key(|e| (e.2, e.0));
-    }
-    let steps = "steps:
-  - plugin: sessionize
-    config: {keys: [user], time: ts, gap: 10ms, unit: ms}
-";
+    let by_partition = by_user_partition(&events);
     let dir = tempfile::tempdir().unwrap();
-    let p = pipeline(dir.path(), &broker.bootstrap(), "", steps);
+    let p = pipeline(dir.path(), &broker.bootstrap(), "", SESSIONIZE_10MS);
     // Five bursts, each waited for (passes that carry the instances over); the watch is
     // SIGKILLed after the second and started again (a fresh instance, seeded from the lake).
     let mut w = Watch::start(dir.path(), &p, "watch.log");
@@ -636,13 +637,5 @@ fn watch_keeps_sessions_across_passes_and_a_sigkill() {
         }
     }
     assert_eq!(w.stop().code(), Some(0));
-    let got = query(&dir.path().join("lake"), "SELECT id, session_start AS s FROM out ORDER BY id");
-    assert_eq!(got.len(), expected.len());
-    let wrong: Vec<_> = got
-        .iter()
-        .zip(&expected)
-        .filter(|(g, (id, s))| g["id"].as_u64() != Some(*id) || g["s"].as_i64() != Some(*s))
-        .take(5)
-        .collect();
-    assert!(wrong.is_empty(), "sessions differ from the generated ones: {wrong:?}");
+    assert_sessions(dir.path(), &expected);
 }

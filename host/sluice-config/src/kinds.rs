@@ -117,6 +117,21 @@ impl<'r> Section<'r> {
         }
     }
 
+    /// The duration at `rel` (`500ms`, `30s`, `5m`), or `default` when it is not given; a value
+    /// that does not parse is an error there, and `default` stands in for it.
+    pub fn duration(&mut self, rel: &[&str], text: Option<&str>, default: std::time::Duration) -> std::time::Duration {
+        match text {
+            None => default,
+            Some(t) => match crate::units::parse_duration_or_zero(t) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.error(rel, format!("{}: {e}", rel.join(".")), Some("e.g. `500ms`, `30s`, `5m`".into()));
+                    default
+                }
+            },
+        }
+    }
+
     /// The section's keys as the kind's raw type (they passed its schema, so this fails only
     /// where a type is stricter than its schema; the failure is reported at the section).
     pub fn deserialize<T: serde::de::DeserializeOwned>(&mut self, keys: Value) -> Option<T> {

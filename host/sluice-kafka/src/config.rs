@@ -249,19 +249,6 @@ const FILE_KEYS: &[&str] = &["format", "limits"];
 /// The language half of `kind: kafka` sources.
 pub struct KafkaKind;
 
-fn duration(cx: &mut Section<'_>, rel: &[&str], text: Option<&str>, default: Duration) -> Duration {
-    match text {
-        None => default,
-        Some(t) => match sluice_config::duration_or_zero(t) {
-            Ok(d) => d,
-            Err(e) => {
-                cx.error(rel, format!("{}: {e}", rel.join(".")), Some("e.g. `500ms`, `30s`, `5m`".into()));
-                default
-            }
-        },
-    }
-}
-
 impl SourceKind for KafkaKind {
     fn name(&self) -> &'static str {
         "kafka"
@@ -356,8 +343,7 @@ impl SourceKind for KafkaKind {
                 );
                 ok = false;
             }
-            if let Some((i, p)) = ps.iter().enumerate().find(|(i, p)| ps[..*i].contains(p)) {
-                let _ = i;
+            if let Some((_, p)) = ps.iter().enumerate().find(|(i, p)| ps[..*i].contains(p)) {
                 cx.error(&["partitions"], format!("source `{name}`: partition {p} is listed twice"), None);
                 ok = false;
             }
@@ -389,8 +375,8 @@ impl SourceKind for KafkaKind {
             cx.error(&["max_rows"], format!("source `{name}`: max_rows must be at least 1"), None);
             ok = false;
         }
-        let max_wait = duration(cx, &["max_wait"], raw.max_wait.as_deref(), Duration::from_secs(1));
-        let timeout = duration(cx, &["timeout"], raw.timeout.as_deref(), Duration::from_secs(10));
+        let max_wait = cx.duration(&["max_wait"], raw.max_wait.as_deref(), Duration::from_secs(1));
+        let timeout = cx.duration(&["timeout"], raw.timeout.as_deref(), Duration::from_secs(10));
         if timeout.is_zero() {
             cx.error(&["timeout"], format!("source `{name}`: timeout must be more than 0"), None);
             ok = false;

@@ -377,7 +377,7 @@ impl SourceKind for S3Kind {
         let mirror = cx.path(&["mirror"], &raw.mirror);
 
         let list = raw.list.unwrap_or_default();
-        let list_interval = duration(cx, &["list", "interval"], list.interval.as_deref(), Duration::from_secs(60));
+        let list_interval = cx.duration(&["list", "interval"], list.interval.as_deref(), Duration::from_secs(60));
         let page_size = list.page_size.unwrap_or(1000);
         if !(1..=1000).contains(&page_size) {
             cx.error(&["list", "page_size"], format!("source `{name}`: page_size must be 1 to 1000"), None);
@@ -390,20 +390,18 @@ impl SourceKind for S3Kind {
             concurrency: d.concurrency.map_or(defaults.concurrency, |n| n as usize),
             ahead: d.ahead.map_or(defaults.ahead, |n| n as usize),
             attempts: d.attempts.unwrap_or(defaults.attempts),
-            max_retry_after: duration(
-                cx,
+            max_retry_after: cx.duration(
                 &["download", "max_retry_after"],
                 d.max_retry_after.as_deref(),
                 defaults.max_retry_after,
             ),
             requests_per_second: d.requests_per_second.unwrap_or(0.0),
-            connect_timeout: duration(
-                cx,
+            connect_timeout: cx.duration(
                 &["download", "connect_timeout"],
                 d.connect_timeout.as_deref(),
                 defaults.connect_timeout,
             ),
-            read_timeout: duration(cx, &["download", "read_timeout"], d.read_timeout.as_deref(), defaults.read_timeout),
+            read_timeout: cx.duration(&["download", "read_timeout"], d.read_timeout.as_deref(), defaults.read_timeout),
             ..defaults
         };
         for (key, d) in [("connect_timeout", download.connect_timeout), ("read_timeout", download.read_timeout)] {
@@ -441,9 +439,8 @@ impl SourceKind for S3Kind {
         }
         if let Some(b) = &d.backoff {
             download.backoff_initial =
-                duration(cx, &["download", "backoff", "initial"], b.initial.as_deref(), download.backoff_initial);
-            download.backoff_max =
-                duration(cx, &["download", "backoff", "max"], b.max.as_deref(), download.backoff_max);
+                cx.duration(&["download", "backoff", "initial"], b.initial.as_deref(), download.backoff_initial);
+            download.backoff_max = cx.duration(&["download", "backoff", "max"], b.max.as_deref(), download.backoff_max);
         }
 
         let checksum = match raw.checksum {
@@ -478,19 +475,6 @@ impl SourceKind for S3Kind {
 }
 
 /// A duration key, or its default; a bad one is reported at `rel`.
-fn duration(cx: &mut Section<'_>, rel: &[&str], text: Option<&str>, default: Duration) -> Duration {
-    match text {
-        None => default,
-        Some(t) => match sluice_config::duration_or_zero(t) {
-            Ok(d) => d,
-            Err(e) => {
-                cx.error(rel, format!("{}: {e}", rel.join(".")), Some("e.g. `500ms`, `30s`, `5m`".into()));
-                default
-            }
-        },
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
