@@ -450,6 +450,13 @@ fn sessions_run_across_units_and_a_restart() {
     }
     run_ok(dir.path(), &p);
     assert_sessions(dir.path(), &expected);
+    // A stream's state does not grow with its units: a key's latest unit alone seeds it, so
+    // once a run opens the lake again only files some key's latest unit wrote remain.
+    run_ok(dir.path(), &p);
+    let ledger = std::fs::read_to_string(dir.path().join("lake/_sluice/ledger.jsonl")).unwrap();
+    let units = ledger.lines().filter(|l| l.contains("\"state\"")).count();
+    let tails = std::fs::read_dir(dir.path().join("lake/_sluice/state/out")).unwrap().count();
+    assert!(units >= 8 && tails <= 6, "{tails} tails files for {units} units of 6 keys");
     let sessions = count(dir.path(), "SELECT count(DISTINCT (user, session_start)) AS n FROM out");
     let want = expected
         .iter()
@@ -564,15 +571,23 @@ fn the_seed_stream_jobs_count_per_user_into_redis_and_sessions_into_the_lake() {
     .collect();
     assert!(sessions.len() > 40, "the generator makes closed sessions: {}", sessions.len());
     assert_eq!(got, sessions);
-    // Every keyed-state file the ledger names is there (two pipelines share the lake).
+    // Every keyed-state file that a key's latest unit names is there (two pipelines share the
+    // lake); the stream's ranges are cumulative, so earlier units' files may be gone.
     let ledger = std::fs::read_to_string(lake.join("_sluice/ledger.jsonl")).unwrap();
+    let mut latest: std::collections::HashMap<String, String> = Default::default();
     for line in ledger.lines() {
         let r: serde_json::Value = serde_json::from_str(line).unwrap();
         for st in r["state"].as_array().into_iter().flatten() {
-            if let Some(t) = st["tails"].as_str() {
-                assert!(lake.join(t).is_file(), "{t}, named by the ledger, is missing");
+            let Some(t) = st["tails"].as_str() else { continue };
+            for g in st["ranges"].as_array().into_iter().flatten() {
+                assert_eq!(g["cumulative"], true, "a stream's ranges are cumulative: {g}");
+                latest.insert(format!("{} {} {}", r["dataset"], st["step"], g["key"]), t.to_string());
             }
         }
+    }
+    assert!(!latest.is_empty());
+    for t in latest.values() {
+        assert!(lake.join(t).is_file(), "{t}, named by a key's latest unit, is missing");
     }
 }
 
@@ -638,4 +653,67 @@ fn watch_keeps_sessions_across_passes_and_a_sigkill() {
     }
     assert_eq!(w.stop().code(), Some(0));
     assert_sessions(dir.path(), &expected);
+}
+
+#[test]
+fn sessions_into_postgres_keep_one_state_row_per_key_not_per_unit() {
+    let Some(broker) = TansuServer::start() else { return };
+    let Some(pg) = sluice_testkit::PgServer::start() else { return };
+    pg.create_db("stream");
+    broker.create_topic("events", 2);
+    let c = producer(&broker);
+    let (events, expected) = session_events(6, 120, 0x9e55);
+    let by_partition = by_user_partition(&events);
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("p.yaml");
+    write(
+        &p,
+        &format!(
+            "pipeline: stream_pg
+env: [PGPASS]
+sources:
+  events:
+    kind: kafka
+    brokers: {}
+    topic: events
+    max_rows: 100
+    format: {{jsonl: {{columns: {{id: int64, user: utf8, ts: int64}}}}}}
+{SESSIONIZE_10MS}sink:
+  kind: postgres
+  url: {}
+  password_env: PGPASS
+  table: public.sessions
+",
+            broker.bootstrap(),
+            pg.url("stream")
+        ),
+    );
+    let run = || {
+        let out = report(
+            &["run"],
+            sluice()
+                .current_dir(dir.path())
+                .env("PGPASS", sluice_testkit::PG_PASSWORD)
+                .args(["run"])
+                .arg(&p)
+                .output()
+                .unwrap(),
+        );
+        assert!(out.status.success(), "run failed: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    // Two halves, two runs: the second seeds each key from the state Postgres holds.
+    for half in [0, 1] {
+        for (i, part) in by_partition.iter().enumerate() {
+            let (from, to) = if half == 0 { (0, part.len() / 2) } else { (part.len() / 2, part.len()) };
+            produce(&c, i as i32, part[from..to].iter().map(|e| event(e.0, &e.1, e.2)).collect(), 0);
+        }
+        run();
+    }
+    run();
+    let got = pg.psql("stream", "SELECT id || ':' || session_start FROM public.sessions ORDER BY id");
+    let want: Vec<String> = expected.iter().map(|(id, s)| format!("{id}:{s}")).collect();
+    assert_eq!(got.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>(), want);
+    let n = |sql: &str| pg.psql("stream", sql).trim().parse::<i64>().unwrap();
+    let (units, keyed) = (n("SELECT count(*) FROM sluice.units"), n("SELECT count(*) FROM sluice.keyed"));
+    assert!(units >= 8 && keyed <= 6, "{keyed} keyed-state rows for {units} units of 6 keys");
 }

@@ -101,6 +101,11 @@ pub(crate) struct KeyedStep {
     pub(crate) refreshed: bool,
     /// Lookahead: per key of the unit in flight, the continuation its output assumes.
     assumed: HashMap<KeyValues, i64>,
+    /// The unit in flight came in arrival order ([`Self::prepare`]).
+    arrival: bool,
+    /// Arrival order: per key the instance holds, its range and tail so far (cumulative), which
+    /// the key's next unit continues, so that its tails alone seed the key later.
+    so_far: HashMap<KeyValues, UnitKey>,
 }
 
 impl KeyedStep {
@@ -113,6 +118,8 @@ impl KeyedStep {
             tails_cache: HashMap::new(),
             refreshed: false,
             assumed: HashMap::new(),
+            arrival: false,
+            so_far: HashMap::new(),
         }
     }
 
@@ -132,6 +139,7 @@ impl KeyedStep {
     /// The handler instance was dropped: its state is gone.
     pub(crate) fn reset_instance(&mut self) {
         self.carried.clear();
+        self.so_far.clear();
         self.refreshed = false;
     }
 
@@ -150,7 +158,9 @@ impl KeyedStep {
         let mut next: Vec<i64> = Vec::new();
         let mut schema = None;
         for (key, u) in &self.unit {
-            let history = sink.key_history(&self.name, key)?;
+            // Arrival order: everything committed came before, and late rows are the step's to
+            // handle; no committed unit continues the key.
+            let history = if self.arrival { Vec::new() } else { sink.key_history(&self.name, key)? };
             // Groups across units need each key's units one after another: where two overlap,
             // neither holds all of a group's rows.
             if let Some(other) =
@@ -297,6 +307,7 @@ impl KeyedStep {
         arrival: bool,
     ) -> Result<Prepared, KeyedError> {
         let groups = self.groups(batch)?;
+        self.arrival = arrival;
         let mut seeds = Vec::new();
         for g in &groups {
             if self.unit.contains_key(&g.key) {
@@ -308,16 +319,17 @@ impl KeyedStep {
                     // unit right after the key's latest row, so that a step gets the key's open
                     // session even when this unit's first row closes it (a step that outputs a
                     // session when it closes must see it).
-                    let latest = sink
-                        .key_history(&self.name, &g.key)?
-                        .iter()
-                        .filter(|v| v.unit_id != unit_id)
-                        .map(|v| v.range.max)
-                        .max();
-                    let before = latest.map_or(g.min, |m| m.saturating_add(1));
-                    if let Some(seed) = self.seed(&g.key, before, &batch.schema(), sink, unit_id)? {
-                        seeds.push(seed);
-                    }
+                    let history: Vec<KeyedUnit> =
+                        sink.key_history(&self.name, &g.key)?.into_iter().filter(|v| v.unit_id != unit_id).collect();
+                    let (Some(min), Some(max)) =
+                        (history.iter().map(|v| v.range.min).min(), history.iter().map(|v| v.range.max).max())
+                    else {
+                        continue;
+                    };
+                    let seed = self.seed(&g.key, max.saturating_add(1), &batch.schema(), sink, unit_id)?;
+                    // The key's cumulative range and tail start from its history.
+                    self.so_far.insert(g.key.clone(), UnitKey { min, max, rows: 0, tail: seed.clone() });
+                    seeds.extend(seed);
                 }
                 continue;
             }
@@ -352,7 +364,18 @@ impl KeyedStep {
         for g in groups {
             let c = self.carried.entry(g.key.clone()).or_insert(i64::MIN);
             *c = (*c).max(g.max);
-            let entry = self.unit.entry(g.key).or_insert(UnitKey { min: g.min, max: g.max, ..Default::default() });
+            let entry = match self.unit.entry(g.key) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    // Arrival order: the key's range and tail go on from where they stand.
+                    let so_far = self.so_far.remove(e.key()).filter(|_| self.arrival);
+                    let start = match so_far {
+                        Some(p) => UnitKey { min: p.min.min(g.min), max: p.max.max(g.max), rows: 0, tail: p.tail },
+                        None => UnitKey { min: g.min, max: g.max, ..Default::default() },
+                    };
+                    e.insert(start)
+                }
+            };
             entry.min = entry.min.min(g.min);
             entry.max = entry.max.max(g.max);
             entry.rows += g.count;
@@ -392,13 +415,22 @@ impl KeyedStep {
             return Ok(None);
         }
         let unit = std::mem::take(&mut self.unit);
+        let cumulative = self.arrival;
         let mut ranges = Vec::with_capacity(unit.len());
         let mut tails: Vec<RecordBatch> = Vec::new();
-        for (key, u) in unit {
+        for (key, mut u) in unit {
             let next = self.assumed.get(&key).copied();
-            ranges.push(KeyRange { key, min: u.min, max: u.max, rows: u.rows, next });
-            if let Some(t) = u.tail {
-                tails.push(t);
+            if let Some(t) = u.tail.take() {
+                // Kept past the unit in arrival order: its own copy, not a slice that would
+                // hold the unit's whole input batch.
+                let t =
+                    if cumulative { take_rows(&t, &UInt32Array::from_iter_values(0..t.num_rows() as u32))? } else { t };
+                tails.push(t.clone());
+                u.tail = Some(t);
+            }
+            ranges.push(KeyRange { key: key.clone(), min: u.min, max: u.max, rows: u.rows, next, cumulative });
+            if cumulative {
+                self.so_far.insert(key, UnitKey { rows: 0, ..u });
             }
         }
         let tails = match tails.first() {
@@ -483,7 +515,9 @@ impl KeyedStep {
         if history.is_empty() {
             return Ok(None);
         }
-        history.sort_by_key(|v| std::cmp::Reverse(v.range.max));
+        // Latest first; a cumulative unit before another that ends at the same value (it holds
+        // that one's rows too).
+        history.sort_by_key(|v| (std::cmp::Reverse(v.range.max), !v.range.cumulative));
         let mut parts: Vec<RecordBatch> = Vec::new();
         let mut have = 0usize;
         for v in &history {
@@ -515,7 +549,12 @@ impl KeyedStep {
                     t
                 }
             };
-            let Some(indexed) = indexed else { continue };
+            let Some(indexed) = indexed else {
+                if v.range.cumulative {
+                    break;
+                }
+                continue;
+            };
             let (tails, order) = (&indexed.batch, &indexed.order);
             let idx: Vec<u32> = indexed
                 .by_key
@@ -539,6 +578,10 @@ impl KeyedStep {
             }
             if !idx.is_empty() {
                 parts.push(take_rows(tails, &UInt32Array::from(idx))?);
+            }
+            // Its tail is the key's whole tail as of it: earlier units add nothing.
+            if v.range.cumulative {
+                break;
             }
         }
         if parts.is_empty() {
@@ -950,6 +993,7 @@ mod tests {
                         max: *max,
                         rows: tail.len() as u64,
                         next: None,
+                        cumulative: false,
                     };
                     let keyed = KeyedUnit { unit, unit_id: format!("u{i}"), range, lookback: 0, span: None };
                     (keyed, batch(&vec!["a"; tail.len()], tail))
@@ -984,7 +1028,7 @@ mod tests {
     #[test]
     fn successors_of_a_late_unit_include_those_starting_within_the_span() {
         let sink = history(&[(0, 9, &[9]), (100, 109, &[109]), (115, 120, &[120]), (200, 210, &[210])]);
-        let late = KeyRange { key: vec![Some("a".into())], min: 95, max: 99, rows: 5, next: None };
+        let late = KeyRange { key: vec![Some("a".into())], min: 95, max: 99, rows: 5, next: None, cumulative: false };
         let ids = |s: &KeyedStep| -> Vec<String> {
             s.successors(&sink, "late", std::slice::from_ref(&late)).unwrap().into_iter().map(|u| u.unit_id).collect()
         };

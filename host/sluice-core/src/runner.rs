@@ -501,6 +501,10 @@ fn out_of_date(job: &Job, lookahead: &[String]) -> Result<BTreeSet<String>, RunE
         for chain in job.sink.state().keyed_units(step)? {
             // `chain`: one key's units, ordered by their ranges' start.
             for (i, v) in chain.iter().enumerate() {
+                // Arrival order: no later unit continues a key (`KeyedStep::continuing`).
+                if v.range.cumulative {
+                    continue;
+                }
                 // As `KeyedStep::continuing` recorded it.
                 let next = chain.get(i + 1).map(|n| n.range.min).filter(|&m| within_span(v.span, v.range.max, m));
                 if v.range.next != next {

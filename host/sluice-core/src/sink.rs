@@ -48,6 +48,12 @@ pub struct KeyRange {
     /// actual next unit differs, the unit's output is out of date and the unit is re-run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<i64>,
+    /// The unit came in arrival order (an incremental source's): `min` and `max` span every
+    /// committed row of the key up to this unit, and its tails hold the key's whole tail as of
+    /// this unit. The key's latest such unit alone seeds it, so a store may forget the key's
+    /// earlier cumulative ranges (and a tails file once no key's latest range names it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cumulative: bool,
 }
 
 /// What a unit leaves behind for a stateful step, committed with its data: the key ranges it

@@ -38,6 +38,9 @@ const COMPACT_TMP: &str = ".ledger.jsonl.compact";
 
 /// Compact on open once more records than this are superseded, and more than are current.
 pub(crate) const COMPACT_MIN_SUPERSEDED: u64 = 1000;
+/// Superseded key ranges that weigh as much as a superseded record (a range is about 40 bytes
+/// of a line, a record about 4 KB), for [`Ledger::compact_if_stripped`].
+pub(crate) const STRIPPED_PER_RECORD: u64 = 100;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LedgerRecord {
@@ -145,8 +148,9 @@ pub struct StateRecord {
     pub tails: Option<String>,
 }
 
-/// Where a key's committed units start, per (dataset, step, key): start -> unit ids.
-pub(crate) type KeyIndex = HashMap<(String, String, KeyValues), BTreeMap<(i64, String), ()>>;
+/// Where a key's committed units start, per (dataset, step, key): (start, unit id) -> whether
+/// the unit's range is cumulative ([`KeyRange::cumulative`]).
+pub(crate) type KeyIndex = HashMap<(String, String, KeyValues), BTreeMap<(i64, String), bool>>;
 
 /// A file readers may see.
 #[derive(Debug, Clone, PartialEq)]
@@ -238,6 +242,14 @@ pub(crate) struct Ledger {
     pub(crate) appended: u64,
     /// Keyed-state ranges of the latest records.
     pub(crate) keys: KeyIndex,
+    /// Ranges a later cumulative range of their key superseded, taken out of their records
+    /// since the ledger was read (the file still holds them until it is compacted), and the
+    /// units whose records lost some.
+    stripped: u64,
+    stripped_units: HashSet<(String, String)>,
+    /// Tails files no record names any more (every key they held has a later cumulative
+    /// range): deleted once the ledger is compacted, and swept at open.
+    orphaned_tails: Vec<String>,
     /// Records replayed (or appended since), and lines that did not parse.
     lines: u64,
     unreadable: u64,
@@ -403,6 +415,9 @@ impl Ledger {
             retained: BTreeMap::new(),
             appended: 0,
             keys: HashMap::new(),
+            stripped: 0,
+            stripped_units: HashSet::new(),
+            orphaned_tails: Vec::new(),
             lines: 0,
             unreadable: 0,
             next_line: 0,
@@ -527,13 +542,28 @@ impl Ledger {
             }
         }
         if !r.deleted {
+            // Per (unit, step): the keys whose ranges a cumulative range of this record supersedes.
+            let mut superseded: HashMap<(String, String), HashSet<KeyValues>> = HashMap::new();
             for st in &r.state {
                 for range in &st.ranges {
-                    self.keys
-                        .entry((r.dataset.clone(), st.step.clone(), range.key.clone()))
-                        .or_default()
-                        .insert((range.min, r.unit_id.clone()), ());
+                    let starts = self.keys.entry((r.dataset.clone(), st.step.clone(), range.key.clone())).or_default();
+                    if range.cumulative {
+                        starts.retain(|(_, unit), cumulative| {
+                            let gone = *cumulative && *unit != r.unit_id;
+                            if gone {
+                                superseded
+                                    .entry((unit.clone(), st.step.clone()))
+                                    .or_default()
+                                    .insert(range.key.clone());
+                            }
+                            !gone
+                        });
+                    }
+                    starts.insert((range.min, r.unit_id.clone()), range.cumulative);
                 }
+            }
+            for ((unit, step), keys) in superseded {
+                self.strip(&r.dataset, &unit, &step, &keys);
             }
         }
         let key = (r.dataset.clone(), r.unit_id.clone());
@@ -543,6 +573,30 @@ impl Ledger {
         } else {
             self.records.insert(key.clone(), r);
             self.latest_line.insert(key, line);
+        }
+    }
+
+    /// Take the ranges of `keys` out of a unit's record for `step` (a later cumulative range
+    /// of each key holds them); a step record left with no range goes, and its tails file with it.
+    fn strip(&mut self, dataset: &str, unit_id: &str, step: &str, keys: &HashSet<KeyValues>) {
+        let id = (dataset.to_string(), unit_id.to_string());
+        let Some(record) = self.records.get_mut(&id) else { return };
+        let before: usize = record.state.iter().map(|st| st.ranges.len()).sum();
+        for st in record.state.iter_mut().filter(|st| st.step == step) {
+            st.ranges.retain(|g| !(g.cumulative && keys.contains(&g.key)));
+        }
+        let orphaned = &mut self.orphaned_tails;
+        record.state.retain(|st| {
+            let keep = !st.ranges.is_empty();
+            if !keep {
+                orphaned.extend(st.tails.clone());
+            }
+            keep
+        });
+        let after: usize = record.state.iter().map(|st| st.ranges.len()).sum();
+        if after < before {
+            self.stripped += (before - after) as u64;
+            self.stripped_units.insert(id);
         }
     }
 
@@ -686,13 +740,32 @@ impl Ledger {
         self.lines.saturating_sub(self.records.len() as u64)
     }
 
-    /// Compact when superseded records dominate: more than `min_superseded`, and more than the
-    /// current ones. Returns whether it did.
+    /// Compact when superseded records dominate (more than `min_superseded`, and more than the
+    /// current ones), or superseded key ranges do ([`Self::compact_if_stripped`]). Returns
+    /// whether it did.
     pub(crate) fn compact_if_worthwhile(&mut self, lake: &Path, min_superseded: u64) -> Result<bool, SinkError> {
         let superseded = self.superseded();
         if superseded <= min_superseded || superseded <= self.records.len() as u64 {
+            return self.compact_if_stripped(lake, min_superseded * STRIPPED_PER_RECORD);
+        }
+        self.compact_unless_unreadable(lake)
+    }
+
+    /// Compact when the ranges later cumulative ranges superseded (a stream's keys, unit after
+    /// unit) are more than `min_stripped` and more than the ranges left: what keeps a stream's
+    /// ledger, and its tails files, from growing with every unit. Returns whether it did.
+    pub(crate) fn compact_if_stripped(&mut self, lake: &Path, min_stripped: u64) -> Result<bool, SinkError> {
+        if self.stripped <= min_stripped {
             return Ok(false);
         }
+        let left: u64 = self.records.values().flat_map(|r| &r.state).map(|st| st.ranges.len() as u64).sum();
+        if self.stripped <= left {
+            return Ok(false);
+        }
+        self.compact_unless_unreadable(lake)
+    }
+
+    fn compact_unless_unreadable(&mut self, lake: &Path) -> Result<bool, SinkError> {
         if self.unreadable > 0 {
             tracing::warn!(ledger = %self.path.display(), unreadable = self.unreadable,
                 "not compacting the ledger: it has lines this version cannot read, which a rewrite would lose");
@@ -736,8 +809,19 @@ impl Ledger {
         File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| SinkError::io(&dir, e))?;
         let file = OpenOptions::new().append(true).open(&self.path).map_err(|e| SinkError::io(&self.path, e))?;
         let (appended, lock) = (self.appended, self.commit_lock.take());
+        let orphaned = std::mem::take(&mut self.orphaned_tails);
         *self = Ledger { path: self.path.clone(), file: Some(file), appended, commit_lock: lock, ..replayed };
-        tracing::info!(ledger = %self.path.display(), before, after = self.lines, "compacted the ledger");
+        // No line names them now (a crash before this leaves them to the sweep at open).
+        for t in &orphaned {
+            let path = lake.join(t);
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(file = %path.display(), "could not remove a superseded tails file: {e}");
+            }
+        }
+        tracing::info!(ledger = %self.path.display(), before, after = self.lines, tails = orphaned.len(),
+            "compacted the ledger");
         Ok(())
     }
 
@@ -799,6 +883,17 @@ impl Ledger {
                 obj.remove("file_rows");
             }
             obj.insert("removed".into(), serde_json::json!([]));
+            // Without the ranges later cumulative ranges superseded.
+            if self.stripped_units.contains(*key) {
+                if record.state.is_empty() {
+                    obj.remove("state");
+                } else {
+                    obj.insert(
+                        "state".into(),
+                        serde_json::to_value(&record.state).map_err(|e| ledger_err(e.to_string()))?,
+                    );
+                }
+            }
             for gone in ["schema", "retain_until_ms", "deleted", "shared"] {
                 obj.remove(gone);
             }
@@ -823,6 +918,9 @@ impl Ledger {
         for (k, r) in &self.records {
             if other.records.get(k).map(|o| &o.unit) != Some(&r.unit) {
                 return Some(format!("the record of unit {} differs", r.unit.display_name()));
+            }
+            if other.records.get(k).map(|o| &o.state) != Some(&r.state) {
+                return Some(format!("the keyed state of unit {} differs", r.unit.display_name()));
             }
         }
         if other.retained.iter().any(|(f, r)| self.retained.get(f) != Some(r)) {
@@ -1112,5 +1210,79 @@ mod tests {
         assert_eq!(again.live, live);
         let text = std::fs::read_to_string(root.join(LEDGER_DIR).join(LEDGER_FILE)).unwrap();
         assert!(!text.contains("\"shared\""), "a rewrite keeps shared files in the snapshot only: {text}");
+    }
+
+    /// A record of a stream's unit: cumulative ranges for `keys` at step `st`, with a tails file.
+    fn stream_rec(unit: &str, keys: &[&str], tails: &str) -> LedgerRecord {
+        let mut r = rec(unit, &[&format!("ds/{unit}")], Some(&[]));
+        r.state = vec![StateRecord {
+            step: "st".into(),
+            lookback: 1,
+            span: None,
+            ranges: keys
+                .iter()
+                .map(|k| KeyRange {
+                    key: vec![Some(k.to_string())],
+                    min: 0,
+                    max: 1,
+                    rows: 1,
+                    next: None,
+                    cumulative: true,
+                })
+                .collect(),
+            tails: Some(tails.into()),
+        }];
+        r
+    }
+
+    fn units_of(l: &Ledger, key: &str) -> Vec<String> {
+        let k = ("ds".to_string(), "st".to_string(), vec![Some(key.to_string())]);
+        l.keys.get(&k).map(|m| m.keys().map(|(_, u)| u.clone()).collect()).unwrap_or_default()
+    }
+
+    #[test]
+    fn cumulative_ranges_keep_only_each_keys_latest_unit() {
+        let tmp = lake();
+        let root = tmp.path();
+        let tails = |n: u32| format!("_sluice/state/ds/t{n}.arrow");
+        for n in 1..=4 {
+            std::fs::create_dir_all(root.join("_sluice/state/ds")).unwrap();
+            std::fs::write(root.join(tails(n)), b"x").unwrap();
+        }
+        let mut l = Ledger::open(root).unwrap();
+        l.append(stream_rec("u1", &["a", "b"], &tails(1))).unwrap();
+        l.append(stream_rec("u2", &["a"], &tails(2))).unwrap();
+        // A range that is not cumulative (a file's) stays beside them.
+        let mut file = stream_rec("f", &["a"], "_sluice/state/ds/f.arrow");
+        file.state[0].ranges[0].cumulative = false;
+        l.append(file).unwrap();
+        assert_eq!(units_of(&l, "a"), ["f", "u2"]);
+        assert_eq!(units_of(&l, "b"), ["u1"]);
+        assert_eq!(l.records[&("ds".into(), "u1".into())].state[0].ranges.len(), 1, "u1 keeps only b");
+        l.append(stream_rec("u3", &["a", "b"], &tails(3))).unwrap();
+        assert_eq!(units_of(&l, "a"), ["f", "u3"]);
+        assert_eq!(units_of(&l, "b"), ["u3"]);
+        // u1 and u2 hold no key's latest range: their state and tails are gone.
+        assert!(l.records[&("ds".into(), "u1".into())].state.is_empty());
+        assert!(l.records[&("ds".into(), "u2".into())].state.is_empty());
+        assert_eq!((l.stripped, l.orphaned_tails.len()), (3, 2));
+        // A replay strips the same (the file still holds every range until it is compacted).
+        let again = Ledger::open(root).unwrap();
+        assert_eq!(again.differs_from(&l), None);
+        assert_eq!(again.stripped, 3);
+        // Not while the stripped ranges are no more than those left (3: u3's and f's).
+        assert!(!l.compact_if_stripped(root, 2).unwrap());
+        l.append(stream_rec("u4", &["a", "b"], &tails(4))).unwrap();
+        // Below the threshold nothing happens; above it the ledger is rewritten without them.
+        assert!(!l.compact_if_stripped(root, 5).unwrap());
+        assert!(l.compact_if_stripped(root, 4).unwrap());
+        let text = std::fs::read_to_string(root.join(LEDGER_DIR).join(LEDGER_FILE)).unwrap();
+        assert!((1..=3).all(|n| !text.contains(&tails(n))), "{text}");
+        assert!(text.contains(&tails(4)), "{text}");
+        assert!((1..=3).all(|n| !root.join(tails(n)).exists()) && root.join(tails(4)).exists());
+        let compacted = Ledger::open(root).unwrap();
+        assert_eq!(compacted.differs_from(&l), None);
+        assert_eq!((compacted.stripped, units_of(&compacted, "a")), (0, vec!["f".to_string(), "u4".to_string()]));
+        assert_eq!(compacted.live.len(), 5, "every unit's data stays live");
     }
 }

@@ -1066,6 +1066,12 @@ impl UnitWriter for LakeUnitWriter {
             let changed = (next != current).then_some(next);
             record.schema = changed.clone();
             ledger.append_checked(record, |l, rec| lake.fix_removals(l, rec, by_partition, &mut extra))?;
+            // A stream's units supersede their keys' earlier ranges: rewrite the ledger without
+            // them once they dominate. The commit stands whatever happens here.
+            let min = crate::ledger::COMPACT_MIN_SUPERSEDED * crate::ledger::STRIPPED_PER_RECORD;
+            if let Err(e) = ledger.compact_if_stripped(&lake.root, min) {
+                tracing::warn!(lake = %lake.root.display(), "could not compact the ledger after a commit: {e}");
+            }
             changed
         };
         let (extra_added, extra_removed) = extra;

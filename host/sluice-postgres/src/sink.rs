@@ -147,10 +147,13 @@ impl Inner {
         for r in rows {
             cache.marks.insert(r.get(0), r.get(1));
         }
+        // In commit order, so that a cumulative range supersedes the earlier ones of its key.
         let rows = wait(control.query(
             &format!(
-                "SELECT unit_id, step, lookback, span, ranges FROM {} WHERE target = $1",
-                self.state_table("keyed")
+                "SELECT k.unit_id, k.step, k.lookback, k.span, k.ranges FROM {} k LEFT JOIN {} u \
+                 ON u.target = k.target AND u.unit_id = k.unit_id WHERE k.target = $1 ORDER BY u.seq NULLS FIRST",
+                self.state_table("keyed"),
+                self.state_table("units")
             ),
             &[&self.target],
         ))
@@ -418,7 +421,7 @@ impl StateStore for Inner {
 fn history(cache: &Cache, step: &str, key: &KeyValues) -> Vec<KeyedUnit> {
     let Some(starts) = cache.keys.get(&(step.to_string(), key.clone())) else { return Vec::new() };
     let mut out = Vec::with_capacity(starts.len());
-    for (_, unit_id) in starts {
+    for (_, unit_id) in starts.keys() {
         let (Some(u), Some(k)) = (cache.units.get(unit_id), cache.keyed.get(&(unit_id.clone(), step.to_string())))
         else {
             continue;
@@ -995,6 +998,19 @@ impl PgUnitWriter {
             ))
             .map_err(remote)?;
             keyed.push((st.step.clone(), KeyedRow { lookback: st.lookback, span: st.span, ranges: st.ranges.clone() }));
+            // A stream's units whose every key this one's cumulative ranges supersede: their
+            // state goes with this commit, so the table does not grow with every unit.
+            let emptied = sink.cache.lock().expect("cache lock").emptied_by(&self.unit_id, &st.step, &st.ranges);
+            if !emptied.is_empty() {
+                wait(client.execute(
+                    &format!(
+                        "DELETE FROM {} WHERE target = $1 AND step = $2 AND unit_id = ANY($3)",
+                        sink.state_table("keyed")
+                    ),
+                    &[&sink.target, &st.step, &emptied],
+                ))
+                .map_err(remote)?;
+            }
         }
         // The unit's record, its source's mark, and no more failures: with the data.
         wait(client.execute(

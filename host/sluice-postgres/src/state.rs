@@ -5,7 +5,7 @@
 //! tables say exactly which units are in the target. The process holding the target's
 //! advisory lock is the only writer, so its copy stays equal to the tables.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sluice_core::sink::{KeyRange, KeyValues};
 use sluice_core::source::SourceUnit;
@@ -73,17 +73,62 @@ pub(crate) struct Cache {
     pub marks: HashMap<String, String>,
     /// (unit_id, step) → the unit's state at that step.
     pub keyed: HashMap<(String, String), KeyedRow>,
-    /// (step, key) → (range start, unit_id) of the units that fed it, in order.
-    pub keys: HashMap<(String, KeyValues), BTreeSet<(i64, String)>>,
+    /// (step, key) → (range start, unit_id) of the units that fed it, in order, and whether
+    /// the unit's range is cumulative ([`KeyRange::cumulative`]).
+    pub keys: HashMap<(String, KeyValues), BTreeMap<(i64, String), bool>>,
 }
 
 impl Cache {
     /// Put a unit's keyed state at `step`, replacing what it had.
+    /// A cumulative range supersedes its key's earlier cumulative ranges: they are taken out,
+    /// and a unit left with none at the step is forgotten there (see [`Self::emptied_by`]).
     pub(crate) fn put_keyed(&mut self, unit_id: &str, step: &str, row: KeyedRow) {
+        let mut superseded: HashMap<String, HashSet<KeyValues>> = HashMap::new();
         for r in &row.ranges {
-            self.keys.entry((step.to_string(), r.key.clone())).or_default().insert((r.min, unit_id.to_string()));
+            let starts = self.keys.entry((step.to_string(), r.key.clone())).or_default();
+            if r.cumulative {
+                starts.retain(|(_, unit), cumulative| {
+                    let gone = *cumulative && unit != unit_id;
+                    if gone {
+                        superseded.entry(unit.clone()).or_default().insert(r.key.clone());
+                    }
+                    !gone
+                });
+            }
+            starts.insert((r.min, unit_id.to_string()), r.cumulative);
         }
         self.keyed.insert((unit_id.to_string(), step.to_string()), row);
+        for (unit, keys) in superseded {
+            let id = (unit, step.to_string());
+            if let Some(old) = self.keyed.get_mut(&id) {
+                old.ranges.retain(|g| !(g.cumulative && keys.contains(&g.key)));
+                if old.ranges.is_empty() {
+                    self.keyed.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// The units (other than `unit_id`) whose every range at `step` a cumulative range in
+    /// `ranges` supersedes: their keyed rows can be deleted with the commit that writes `ranges`.
+    pub(crate) fn emptied_by(&self, unit_id: &str, step: &str, ranges: &[KeyRange]) -> Vec<String> {
+        let mut hit: HashMap<&str, usize> = HashMap::new();
+        for r in ranges.iter().filter(|r| r.cumulative) {
+            let Some(starts) = self.keys.get(&(step.to_string(), r.key.clone())) else { continue };
+            for ((_, unit), &cumulative) in starts {
+                if cumulative && unit != unit_id {
+                    *hit.entry(unit.as_str()).or_default() += 1;
+                }
+            }
+        }
+        hit.into_iter()
+            .filter(|(unit, n)| {
+                self.keyed.get(&(unit.to_string(), step.to_string())).is_some_and(|row| {
+                    row.ranges.iter().filter(|g| g.cumulative).count() == *n && row.ranges.len() == *n
+                })
+            })
+            .map(|(unit, _)| unit.to_string())
+            .collect()
     }
 
     /// Forget a unit's keyed state at every step.
@@ -92,8 +137,8 @@ impl Cache {
         for k in steps {
             if let Some(row) = self.keyed.remove(&k) {
                 for r in &row.ranges {
-                    if let Some(set) = self.keys.get_mut(&(k.1.clone(), r.key.clone())) {
-                        set.remove(&(r.min, unit_id.to_string()));
+                    if let Some(starts) = self.keys.get_mut(&(k.1.clone(), r.key.clone())) {
+                        starts.remove(&(r.min, unit_id.to_string()));
                     }
                 }
             }
@@ -104,4 +149,43 @@ impl Cache {
 /// A unit's fingerprint, for failure counting: the same file content fails the same way.
 pub(crate) fn fingerprint(unit: &SourceUnit) -> String {
     format!("{}:{}:{}", unit.size, unit.version, unit.content_hash.as_deref().unwrap_or(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(keys: &[&str], cumulative: bool) -> KeyedRow {
+        let ranges = keys
+            .iter()
+            .map(|k| KeyRange { key: vec![Some(k.to_string())], min: 0, max: 1, rows: 1, next: None, cumulative })
+            .collect();
+        KeyedRow { lookback: 1, span: None, ranges }
+    }
+
+    fn units_of(c: &Cache, key: &str) -> Vec<String> {
+        let k = ("st".to_string(), vec![Some(key.to_string())]);
+        c.keys.get(&k).map(|m| m.keys().map(|(_, u)| u.clone()).collect()).unwrap_or_default()
+    }
+
+    #[test]
+    fn cumulative_ranges_keep_only_each_keys_latest_unit() {
+        let mut c = Cache::default();
+        c.put_keyed("f", "st", row(&["a"], false));
+        c.put_keyed("u1", "st", row(&["a", "b"], true));
+        // u2 supersedes u1's `a` only: u1 stays for `b`.
+        assert!(c.emptied_by("u2", "st", &row(&["a"], true).ranges).is_empty());
+        c.put_keyed("u2", "st", row(&["a"], true));
+        assert_eq!(units_of(&c, "a"), ["f", "u2"], "a file's range is not cumulative and stays");
+        assert_eq!(c.keyed[&("u1".into(), "st".into())].ranges.len(), 1);
+        // u3 supersedes both: their rows can go with its commit.
+        let mut emptied = c.emptied_by("u3", "st", &row(&["a", "b"], true).ranges);
+        emptied.sort();
+        assert_eq!(emptied, ["u1", "u2"]);
+        c.put_keyed("u3", "st", row(&["a", "b"], true));
+        assert_eq!((units_of(&c, "a"), units_of(&c, "b")), (vec!["f".into(), "u3".into()], vec!["u3".to_string()]));
+        assert!(
+            !c.keyed.contains_key(&("u1".into(), "st".into())) && !c.keyed.contains_key(&("u2".into(), "st".into()))
+        );
+    }
 }
