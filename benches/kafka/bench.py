@@ -172,6 +172,19 @@ def latency():
         lastw = [r for t, r in rss if t - t0 > STREAM_SECONDS - 30]
         print(f"  watch RSS: first 30 s max {max(first):.1f} MiB, last 30 s max {max(lastw or first):.1f} MiB, "
               f"overall max {max(r for _, r in rss):.1f} MiB ({len(rss)} samples)")
+        by_minute = {}
+        for t, r in rss:
+            m = int((t - t0) // 60)
+            by_minute[m] = max(by_minute.get(m, 0), r)
+        print("  watch RSS, max per minute (MiB): " + ", ".join(f"{r:.0f}" for _, r in sorted(by_minute.items())))
+    # What the lake keeps for the stream: one ledger line per unit, keyed state per key.
+    lake = os.path.join(d, "lake")
+    ledger = os.path.join(lake, "_sluice", "ledger.jsonl")
+    units = sum(1 for line in open(ledger) if '"unit_id"' in line)
+    state = os.path.join(lake, "_sluice", "state", "events")
+    tails = len(os.listdir(state)) if os.path.isdir(state) else 0
+    print(f"  lake after the watch: ledger {os.path.getsize(ledger) / 2**20:.1f} MiB in {units} unit lines, "
+          f"{tails} tails files")
 
 
 if __name__ == "__main__":

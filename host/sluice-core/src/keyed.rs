@@ -103,10 +103,15 @@ pub(crate) struct KeyedStep {
     assumed: HashMap<KeyValues, i64>,
     /// The unit in flight came in arrival order ([`Self::prepare`]).
     arrival: bool,
-    /// Arrival order: per key the instance holds, its range and tail so far (cumulative), which
-    /// the key's next unit continues, so that its tails alone seed the key later.
-    so_far: HashMap<KeyValues, UnitKey>,
+    /// Arrival order: per key the instance holds, how many units committed its rows since its
+    /// last checkpoint ([`KeyRange::cumulative`]). A key not here checkpoints at its next unit.
+    since_checkpoint: HashMap<KeyValues, u32>,
 }
+
+/// In arrival order, a key's tail is written whole (a checkpoint) at least every this many of
+/// its units; the units between hold only their own rows. A seed reads at most this many of a
+/// key's units, and a state store keeps at most this many ranges of a key.
+pub(crate) const CHECKPOINT_EVERY: u32 = 8;
 
 impl KeyedStep {
     pub(crate) fn new(name: String, spec: StateSpec) -> Self {
@@ -119,7 +124,7 @@ impl KeyedStep {
             refreshed: false,
             assumed: HashMap::new(),
             arrival: false,
-            so_far: HashMap::new(),
+            since_checkpoint: HashMap::new(),
         }
     }
 
@@ -139,7 +144,7 @@ impl KeyedStep {
     /// The handler instance was dropped: its state is gone.
     pub(crate) fn reset_instance(&mut self) {
         self.carried.clear();
-        self.so_far.clear();
+        self.since_checkpoint.clear();
         self.refreshed = false;
     }
 
@@ -321,15 +326,12 @@ impl KeyedStep {
                     // session when it closes must see it).
                     let history: Vec<KeyedUnit> =
                         sink.key_history(&self.name, &g.key)?.into_iter().filter(|v| v.unit_id != unit_id).collect();
-                    let (Some(min), Some(max)) =
-                        (history.iter().map(|v| v.range.min).min(), history.iter().map(|v| v.range.max).max())
-                    else {
-                        continue;
-                    };
-                    let seed = self.seed(&g.key, max.saturating_add(1), &batch.schema(), sink, unit_id)?;
-                    // The key's cumulative range and tail start from its history.
-                    self.so_far.insert(g.key.clone(), UnitKey { min, max, rows: 0, tail: seed.clone() });
-                    seeds.extend(seed);
+                    let Some(max) = history.iter().map(|v| v.range.max).max() else { continue };
+                    if history.iter().any(|v| v.range.cumulative) {
+                        let since = history.iter().filter(|v| v.range.arrival && !v.range.cumulative).count();
+                        self.since_checkpoint.insert(g.key.clone(), since as u32);
+                    }
+                    seeds.extend(self.seed(&g.key, max.saturating_add(1), &batch.schema(), sink, unit_id)?);
                 }
                 continue;
             }
@@ -364,18 +366,7 @@ impl KeyedStep {
         for g in groups {
             let c = self.carried.entry(g.key.clone()).or_insert(i64::MIN);
             *c = (*c).max(g.max);
-            let entry = match self.unit.entry(g.key) {
-                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(e) => {
-                    // Arrival order: the key's range and tail go on from where they stand.
-                    let so_far = self.so_far.remove(e.key()).filter(|_| self.arrival);
-                    let start = match so_far {
-                        Some(p) => UnitKey { min: p.min.min(g.min), max: p.max.max(g.max), rows: 0, tail: p.tail },
-                        None => UnitKey { min: g.min, max: g.max, ..Default::default() },
-                    };
-                    e.insert(start)
-                }
-            };
+            let entry = self.unit.entry(g.key).or_insert(UnitKey { min: g.min, max: g.max, ..Default::default() });
             entry.min = entry.min.min(g.min);
             entry.max = entry.max.max(g.max);
             entry.rows += g.count;
@@ -410,28 +401,33 @@ impl KeyedStep {
     }
 
     /// What the unit leaves for later runs, or `None` when it fed this step nothing.
-    pub(crate) fn unit_state(&mut self) -> Result<Option<UnitState>, KeyedError> {
+    ///
+    /// In arrival order a key's range is a checkpoint ([`KeyRange::cumulative`]) when it has no
+    /// checkpoint yet or [`CHECKPOINT_EVERY`] of its units went by: its tail then joins the
+    /// key's committed tail (read from `sink`) with the unit's rows. Otherwise it holds the
+    /// unit's own rows, and seeds read it with the checkpoint before it.
+    pub(crate) fn unit_state(&mut self, sink: &dyn StateStore, unit_id: &str) -> Result<Option<UnitState>, KeyedError> {
         if self.unit.is_empty() {
             return Ok(None);
         }
         let unit = std::mem::take(&mut self.unit);
-        let cumulative = self.arrival;
+        let arrival = self.arrival;
         let mut ranges = Vec::with_capacity(unit.len());
         let mut tails: Vec<RecordBatch> = Vec::new();
         for (key, mut u) in unit {
             let next = self.assumed.get(&key).copied();
-            if let Some(t) = u.tail.take() {
-                // Kept past the unit in arrival order: its own copy, not a slice that would
-                // hold the unit's whole input batch.
-                let t =
-                    if cumulative { take_rows(&t, &UInt32Array::from_iter_values(0..t.num_rows() as u32))? } else { t };
-                tails.push(t.clone());
-                u.tail = Some(t);
-            }
-            ranges.push(KeyRange { key: key.clone(), min: u.min, max: u.max, rows: u.rows, next, cumulative });
+            let since = self.since_checkpoint.get(&key).copied();
+            let cumulative = arrival && since.is_none_or(|n| n + 1 >= CHECKPOINT_EVERY);
             if cumulative {
-                self.so_far.insert(key, UnitKey { rows: 0, ..u });
+                self.checkpoint(&key, &mut u, sink, unit_id)?;
+                self.since_checkpoint.insert(key.clone(), 0);
+            } else if arrival {
+                self.since_checkpoint.insert(key.clone(), since.unwrap_or(0) + 1);
             }
+            if let Some(t) = u.tail {
+                tails.push(t);
+            }
+            ranges.push(KeyRange { key, min: u.min, max: u.max, rows: u.rows, next, arrival, cumulative });
         }
         let tails = match tails.first() {
             Some(first) => {
@@ -490,6 +486,38 @@ impl KeyedStep {
         Ok(out)
     }
 
+    /// Make `u` (a key's rows in the unit in flight, in arrival order) the key's checkpoint: its
+    /// range spans the key's committed ranges too, and its tail is the key's whole tail.
+    fn checkpoint(
+        &mut self,
+        key: &KeyValues,
+        u: &mut UnitKey,
+        sink: &dyn StateStore,
+        unit_id: &str,
+    ) -> Result<(), KeyedError> {
+        let history: Vec<KeyedUnit> =
+            sink.key_history(&self.name, key)?.into_iter().filter(|v| v.unit_id != unit_id).collect();
+        if history.is_empty() {
+            return Ok(());
+        }
+        u.min = history.iter().map(|v| v.range.min).fold(u.min, i64::min);
+        u.max = history.iter().map(|v| v.range.max).fold(u.max, i64::max);
+        let Some(own) = u.tail.take() else { return Ok(()) };
+        let schema = own.schema();
+        let all = match self.seed(key, u.max.saturating_add(1), &schema, sink, unit_id)? {
+            Some(before) => arrow_select::concat::concat_batches(&schema, [&before, &own])
+                .map_err(|e| KeyedError::Data(e.to_string()))?,
+            None => own,
+        };
+        let cut = Cut {
+            n: self.spec.lookback_rows as usize,
+            from: self.spec.span().map(|s| tail_threshold(u.max, s)),
+            gap: self.spec.gap(),
+        };
+        u.tail = Some(last_in_order(&all, &self.spec.order_by, cut)?);
+        Ok(())
+    }
+
     /// The last `lookback_rows` rows of `key` before `before`, and those within `lookback_span`
     /// of it, from committed units' tails, conformed to `schema`.
     fn seed(
@@ -515,9 +543,13 @@ impl KeyedStep {
         if history.is_empty() {
             return Ok(None);
         }
-        // Latest first; a cumulative unit before another that ends at the same value (it holds
-        // that one's rows too).
-        history.sort_by_key(|v| (std::cmp::Reverse(v.range.max), !v.range.cumulative));
+        // In arrival order: the key's checkpoint and the units after it hold its whole tail,
+        // whatever their order values (late rows); all of them are read.
+        let checkpointed = history.iter().any(|v| v.range.cumulative);
+        if checkpointed {
+            history.retain(|v| v.range.arrival);
+        }
+        history.sort_by_key(|v| std::cmp::Reverse(v.range.max));
         let mut parts: Vec<RecordBatch> = Vec::new();
         let mut have = 0usize;
         for v in &history {
@@ -525,7 +557,7 @@ impl KeyedStep {
                 (Some(s), Some(g)) => s.saturating_sub(v.range.max) <= g,
                 _ => false,
             };
-            if have >= n && from.is_none_or(|f| v.range.max < f) && !in_session {
+            if !checkpointed && have >= n && from.is_none_or(|f| v.range.max < f) && !in_session {
                 break;
             }
             if v.lookback < self.spec.lookback_rows {
@@ -549,12 +581,7 @@ impl KeyedStep {
                     t
                 }
             };
-            let Some(indexed) = indexed else {
-                if v.range.cumulative {
-                    break;
-                }
-                continue;
-            };
+            let Some(indexed) = indexed else { continue };
             let (tails, order) = (&indexed.batch, &indexed.order);
             let idx: Vec<u32> = indexed
                 .by_key
@@ -578,10 +605,6 @@ impl KeyedStep {
             }
             if !idx.is_empty() {
                 parts.push(take_rows(tails, &UInt32Array::from(idx))?);
-            }
-            // Its tail is the key's whole tail as of it: earlier units add nothing.
-            if v.range.cumulative {
-                break;
             }
         }
         if parts.is_empty() {
@@ -907,7 +930,7 @@ mod tests {
             let g = s.groups(&b).unwrap();
             s.fed(&b, g).unwrap();
         }
-        let st = s.unit_state().unwrap().unwrap();
+        let st = s.unit_state(&History(Vec::new()), "u").unwrap().unwrap();
         assert_eq!(st.ranges.len(), 2);
         assert_eq!((st.ranges[0].min, st.ranges[0].max, st.ranges[0].rows), (1, 4, 4));
         let t = order_values(st.tails.as_ref().unwrap(), "t").unwrap();
@@ -933,7 +956,7 @@ mod tests {
             let g = s.groups(b).unwrap();
             s.fed(b, g).unwrap();
         }
-        let st = s.unit_state().unwrap().unwrap();
+        let st = s.unit_state(&History(Vec::new()), "u").unwrap().unwrap();
         order_values(st.tails.as_ref().unwrap(), "t").unwrap().values().to_vec()
     }
 
@@ -993,6 +1016,7 @@ mod tests {
                         max: *max,
                         rows: tail.len() as u64,
                         next: None,
+                        arrival: false,
                         cumulative: false,
                     };
                     let keyed = KeyedUnit { unit, unit_id: format!("u{i}"), range, lookback: 0, span: None };
@@ -1028,7 +1052,15 @@ mod tests {
     #[test]
     fn successors_of_a_late_unit_include_those_starting_within_the_span() {
         let sink = history(&[(0, 9, &[9]), (100, 109, &[109]), (115, 120, &[120]), (200, 210, &[210])]);
-        let late = KeyRange { key: vec![Some("a".into())], min: 95, max: 99, rows: 5, next: None, cumulative: false };
+        let late = KeyRange {
+            key: vec![Some("a".into())],
+            min: 95,
+            max: 99,
+            rows: 5,
+            next: None,
+            arrival: false,
+            cumulative: false,
+        };
         let ids = |s: &KeyedStep| -> Vec<String> {
             s.successors(&sink, "late", std::slice::from_ref(&late)).unwrap().into_iter().map(|u| u.unit_id).collect()
         };
@@ -1038,5 +1070,99 @@ mod tests {
         assert_eq!(ids(&step(1)), vec!["u1"]);
         // A span of 0 is no span: no history, no successors.
         assert_eq!(ids(&span_step(0, 0)), Vec::<String>::new());
+    }
+
+    fn gap_step(gap: i64) -> KeyedStep {
+        KeyedStep::new(
+            "s".into(),
+            StateSpec {
+                keys: vec!["k".into()],
+                order_by: "t".into(),
+                lookback_rows: 0,
+                lookback_span: None,
+                lookback_gap: Some(gap),
+                lookahead: false,
+            },
+        )
+    }
+
+    /// Commit a unit's state as a store does: a checkpoint hides the key's earlier arrival
+    /// ranges.
+    fn commit(store: &mut History, unit_id: &str, st: UnitState) {
+        for r in &st.ranges {
+            if r.cumulative {
+                store.0.retain(|(u, _)| !(u.range.key == r.key && u.range.arrival));
+            }
+            let unit = crate::source::SourceUnit {
+                source: "src".into(),
+                location: unit_id.into(),
+                locator: unit_id.into(),
+                member: None,
+                size: 0,
+                version: 0,
+                content_hash: None,
+            };
+            let keyed = KeyedUnit { unit, unit_id: unit_id.into(), range: r.clone(), lookback: 0, span: None };
+            store.0.push((keyed, st.tails.clone().unwrap()));
+        }
+    }
+
+    #[test]
+    fn arrival_units_checkpoint_every_few_units_and_seed_from_the_last_checkpoint_on() {
+        // One key, one row per unit, all in one open session (gap 100): the whole session is
+        // the tail. Units 0, 8 and 16 are checkpoints, the others hold their own row.
+        let mut s = gap_step(100);
+        let mut store = History(Vec::new());
+        let mut kinds = Vec::new();
+        for i in 0..20i64 {
+            let b = batch(&["a"], &[i * 10]);
+            let unit_id = format!("u{i}");
+            s.begin_unit();
+            let Prepared::Go { groups, .. } = s.prepare(&b, &store, &unit_id, true).unwrap() else { panic!() };
+            s.fed(&b, groups).unwrap();
+            let st = s.unit_state(&store, &unit_id).unwrap().unwrap();
+            let r = &st.ranges[0];
+            assert!(r.arrival);
+            kinds.push((r.cumulative, r.min, r.max, st.tails.as_ref().unwrap().num_rows()));
+            commit(&mut store, &unit_id, st);
+        }
+        assert_eq!(kinds[0], (true, 0, 0, 1));
+        assert_eq!(kinds[1], (false, 10, 10, 1));
+        assert_eq!(kinds[8], (true, 0, 80, 9), "the checkpoint holds the whole session so far");
+        assert_eq!(kinds[16], (true, 0, 160, 17));
+        assert_eq!(store.0.len(), 4, "the last checkpoint and the 3 units after it");
+        // A fresh instance (a restart) is seeded with the whole open session, once each.
+        let mut fresh = gap_step(100);
+        let b = batch(&["a"], &[195]);
+        let Prepared::Go { seeds, .. } = fresh.prepare(&b, &store, "u20", true).unwrap() else { panic!() };
+        let seeded: Vec<i64> = seeds.iter().flat_map(|b| order_values(b, "t").unwrap().values().to_vec()).collect();
+        assert_eq!(seeded, (0..20).map(|i| i * 10).collect::<Vec<_>>());
+        // It goes on counting from the store: 3 units since the checkpoint, so 4 more to the next.
+        fresh.fed(&b, fresh.groups(&b).unwrap()).unwrap();
+        assert!(!fresh.unit_state(&store, "u20").unwrap().unwrap().ranges[0].cumulative);
+        assert_eq!(fresh.since_checkpoint[&vec![Some("a".to_string())]], 4);
+    }
+
+    #[test]
+    fn a_late_row_in_arrival_order_joins_the_checkpoint() {
+        // Rows 100 and 110, then (a later unit) 50: late, within the gap of neither, so a
+        // session of its own for the step; the key's tail is the last session in order.
+        let mut s = gap_step(20);
+        let mut store = History(Vec::new());
+        for (i, t) in [100i64, 110, 50].into_iter().enumerate() {
+            let b = batch(&["a"], &[t]);
+            let unit_id = format!("u{i}");
+            s.begin_unit();
+            let Prepared::Go { groups, .. } = s.prepare(&b, &store, &unit_id, true).unwrap() else { panic!() };
+            s.fed(&b, groups).unwrap();
+            // Every unit a checkpoint, to see the merge.
+            s.since_checkpoint.clear();
+            let st = s.unit_state(&store, &unit_id).unwrap().unwrap();
+            commit(&mut store, &unit_id, st);
+        }
+        assert_eq!(store.0.len(), 1);
+        let (u, tails) = &store.0[0];
+        assert_eq!((u.range.min, u.range.max), (50, 110));
+        assert_eq!(order_values(tails, "t").unwrap().values().to_vec(), vec![100, 110]);
     }
 }

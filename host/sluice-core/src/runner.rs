@@ -502,7 +502,7 @@ fn out_of_date(job: &Job, lookahead: &[String]) -> Result<BTreeSet<String>, RunE
             // `chain`: one key's units, ordered by their ranges' start.
             for (i, v) in chain.iter().enumerate() {
                 // Arrival order: no later unit continues a key (`KeyedStep::continuing`).
-                if v.range.cumulative {
+                if v.range.arrival {
                     continue;
                 }
                 // As `KeyedStep::continuing` recorded it.
@@ -1253,7 +1253,7 @@ fn process_unit_inner(
         // Keyed state is committed with the data it came from.
         for (index, keyed) in chain.keyed.iter_mut().enumerate() {
             let Some(keyed) = keyed.as_mut().filter(|k| k.tracked()) else { continue };
-            let state = keyed.unit_state().map_err(|e| UnitError::Step {
+            let state = keyed.unit_state(job.sink.state(), &unit.id()).map_err(|e| UnitError::Step {
                 index,
                 error: PluginError::Data { message: e.to_string(), row: None, column: None },
             })?;

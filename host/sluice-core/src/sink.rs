@@ -48,10 +48,13 @@ pub struct KeyRange {
     /// actual next unit differs, the unit's output is out of date and the unit is re-run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<i64>,
-    /// The unit came in arrival order (an incremental source's): `min` and `max` span every
-    /// committed row of the key up to this unit, and its tails hold the key's whole tail as of
-    /// this unit. The key's latest such unit alone seeds it, so a store may forget the key's
-    /// earlier cumulative ranges (and a tails file once no key's latest range names it).
+    /// The unit came in arrival order (an incremental source's unit: a stream's offsets).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub arrival: bool,
+    /// A checkpoint, in arrival order: `min` and `max` span every committed row of the key up to
+    /// this unit, and its tails hold the key's whole tail as of this unit. The key's arrival
+    /// ranges before it add nothing to a seed, so a store may forget them (and a tails file
+    /// once no range names it). Arrival ranges that are not checkpoints hold the unit's own rows.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cumulative: bool,
 }
@@ -190,6 +193,8 @@ pub trait StateStore: Send + Sync {
     }
     /// Committed units that fed `key` to the stateful step `step`, ordered by their ranges'
     /// start. Stores that keep no keyed state say none, so handlers start fresh each run.
+    /// A checkpoint ([`KeyRange::cumulative`]) hides the key's arrival ranges committed before
+    /// it: a seed reads the checkpoint and every arrival range still listed.
     fn key_history(&self, _step: &str, _key: &KeyValues) -> Result<Vec<KeyedUnit>, SinkError> {
         Ok(Vec::new())
     }

@@ -149,7 +149,7 @@ pub struct StateRecord {
 }
 
 /// Where a key's committed units start, per (dataset, step, key): (start, unit id) -> whether
-/// the unit's range is cumulative ([`KeyRange::cumulative`]).
+/// the unit's range came in arrival order ([`KeyRange::arrival`]).
 pub(crate) type KeyIndex = HashMap<(String, String, KeyValues), BTreeMap<(i64, String), bool>>;
 
 /// A file readers may see.
@@ -242,13 +242,13 @@ pub(crate) struct Ledger {
     pub(crate) appended: u64,
     /// Keyed-state ranges of the latest records.
     pub(crate) keys: KeyIndex,
-    /// Ranges a later cumulative range of their key superseded, taken out of their records
+    /// Arrival ranges a later checkpoint of their key superseded, taken out of their records
     /// since the ledger was read (the file still holds them until it is compacted), and the
     /// units whose records lost some.
     stripped: u64,
     stripped_units: HashSet<(String, String)>,
-    /// Tails files no record names any more (every key they held has a later cumulative
-    /// range): deleted once the ledger is compacted, and swept at open.
+    /// Tails files no record names any more (every key they held has a later checkpoint):
+    /// deleted once the ledger is compacted, and swept at open.
     orphaned_tails: Vec<String>,
     /// Records replayed (or appended since), and lines that did not parse.
     lines: u64,
@@ -542,14 +542,14 @@ impl Ledger {
             }
         }
         if !r.deleted {
-            // Per (unit, step): the keys whose ranges a cumulative range of this record supersedes.
+            // Per (unit, step): the keys whose arrival ranges a checkpoint of this record supersedes.
             let mut superseded: HashMap<(String, String), HashSet<KeyValues>> = HashMap::new();
             for st in &r.state {
                 for range in &st.ranges {
                     let starts = self.keys.entry((r.dataset.clone(), st.step.clone(), range.key.clone())).or_default();
                     if range.cumulative {
-                        starts.retain(|(_, unit), cumulative| {
-                            let gone = *cumulative && *unit != r.unit_id;
+                        starts.retain(|(_, unit), arrival| {
+                            let gone = *arrival && *unit != r.unit_id;
                             if gone {
                                 superseded
                                     .entry((unit.clone(), st.step.clone()))
@@ -559,7 +559,7 @@ impl Ledger {
                             !gone
                         });
                     }
-                    starts.insert((range.min, r.unit_id.clone()), range.cumulative);
+                    starts.insert((range.min, r.unit_id.clone()), range.arrival);
                 }
             }
             for ((unit, step), keys) in superseded {
@@ -576,14 +576,14 @@ impl Ledger {
         }
     }
 
-    /// Take the ranges of `keys` out of a unit's record for `step` (a later cumulative range
+    /// Take the arrival ranges of `keys` out of a unit's record for `step` (a later checkpoint
     /// of each key holds them); a step record left with no range goes, and its tails file with it.
     fn strip(&mut self, dataset: &str, unit_id: &str, step: &str, keys: &HashSet<KeyValues>) {
         let id = (dataset.to_string(), unit_id.to_string());
         let Some(record) = self.records.get_mut(&id) else { return };
         let before: usize = record.state.iter().map(|st| st.ranges.len()).sum();
         for st in record.state.iter_mut().filter(|st| st.step == step) {
-            st.ranges.retain(|g| !(g.cumulative && keys.contains(&g.key)));
+            st.ranges.retain(|g| !(g.arrival && keys.contains(&g.key)));
         }
         let orphaned = &mut self.orphaned_tails;
         record.state.retain(|st| {
@@ -751,7 +751,7 @@ impl Ledger {
         self.compact_unless_unreadable(lake)
     }
 
-    /// Compact when the ranges later cumulative ranges superseded (a stream's keys, unit after
+    /// Compact when the arrival ranges later checkpoints superseded (a stream's keys, unit after
     /// unit) are more than `min_stripped` and more than the ranges left: what keeps a stream's
     /// ledger, and its tails files, from growing with every unit. Returns whether it did.
     pub(crate) fn compact_if_stripped(&mut self, lake: &Path, min_stripped: u64) -> Result<bool, SinkError> {
@@ -883,7 +883,7 @@ impl Ledger {
                 obj.remove("file_rows");
             }
             obj.insert("removed".into(), serde_json::json!([]));
-            // Without the ranges later cumulative ranges superseded.
+            // Without the ranges later checkpoints superseded.
             if self.stripped_units.contains(*key) {
                 if record.state.is_empty() {
                     obj.remove("state");
@@ -1212,7 +1212,7 @@ mod tests {
         assert!(!text.contains("\"shared\""), "a rewrite keeps shared files in the snapshot only: {text}");
     }
 
-    /// A record of a stream's unit: cumulative ranges for `keys` at step `st`, with a tails file.
+    /// A record of a stream's unit: checkpoints for `keys` at step `st`, with a tails file.
     fn stream_rec(unit: &str, keys: &[&str], tails: &str) -> LedgerRecord {
         let mut r = rec(unit, &[&format!("ds/{unit}")], Some(&[]));
         r.state = vec![StateRecord {
@@ -1227,6 +1227,7 @@ mod tests {
                     max: 1,
                     rows: 1,
                     next: None,
+                    arrival: true,
                     cumulative: true,
                 })
                 .collect(),
@@ -1241,7 +1242,7 @@ mod tests {
     }
 
     #[test]
-    fn cumulative_ranges_keep_only_each_keys_latest_unit() {
+    fn checkpoints_keep_only_each_keys_latest_unit() {
         let tmp = lake();
         let root = tmp.path();
         let tails = |n: u32| format!("_sluice/state/ds/t{n}.arrow");
@@ -1252,9 +1253,10 @@ mod tests {
         let mut l = Ledger::open(root).unwrap();
         l.append(stream_rec("u1", &["a", "b"], &tails(1))).unwrap();
         l.append(stream_rec("u2", &["a"], &tails(2))).unwrap();
-        // A range that is not cumulative (a file's) stays beside them.
+        // A range that did not come in arrival order (a file's) stays beside them.
         let mut file = stream_rec("f", &["a"], "_sluice/state/ds/f.arrow");
         file.state[0].ranges[0].cumulative = false;
+        file.state[0].ranges[0].arrival = false;
         l.append(file).unwrap();
         assert_eq!(units_of(&l, "a"), ["f", "u2"]);
         assert_eq!(units_of(&l, "b"), ["u1"]);

@@ -147,7 +147,7 @@ impl Inner {
         for r in rows {
             cache.marks.insert(r.get(0), r.get(1));
         }
-        // In commit order, so that a cumulative range supersedes the earlier ones of its key.
+        // In commit order, so that a checkpoint supersedes the arrival ranges of its key before it.
         let rows = wait(control.query(
             &format!(
                 "SELECT k.unit_id, k.step, k.lookback, k.span, k.ranges FROM {} k LEFT JOIN {} u \
@@ -998,7 +998,7 @@ impl PgUnitWriter {
             ))
             .map_err(remote)?;
             keyed.push((st.step.clone(), KeyedRow { lookback: st.lookback, span: st.span, ranges: st.ranges.clone() }));
-            // A stream's units whose every key this one's cumulative ranges supersede: their
+            // A stream's units whose every key this one's checkpoints supersede: their
             // state goes with this commit, so the table does not grow with every unit.
             let emptied = sink.cache.lock().expect("cache lock").emptied_by(&self.unit_id, &st.step, &st.ranges);
             if !emptied.is_empty() {

@@ -74,34 +74,35 @@ pub(crate) struct Cache {
     /// (unit_id, step) → the unit's state at that step.
     pub keyed: HashMap<(String, String), KeyedRow>,
     /// (step, key) → (range start, unit_id) of the units that fed it, in order, and whether
-    /// the unit's range is cumulative ([`KeyRange::cumulative`]).
+    /// the unit's range came in arrival order ([`KeyRange::arrival`]).
     pub keys: HashMap<(String, KeyValues), BTreeMap<(i64, String), bool>>,
 }
 
 impl Cache {
     /// Put a unit's keyed state at `step`, replacing what it had.
-    /// A cumulative range supersedes its key's earlier cumulative ranges: they are taken out,
-    /// and a unit left with none at the step is forgotten there (see [`Self::emptied_by`]).
+    /// A checkpoint ([`KeyRange::cumulative`]) supersedes its key's earlier arrival ranges: they
+    /// are taken out, and a unit left with none at the step is forgotten there (see
+    /// [`Self::emptied_by`]).
     pub(crate) fn put_keyed(&mut self, unit_id: &str, step: &str, row: KeyedRow) {
         let mut superseded: HashMap<String, HashSet<KeyValues>> = HashMap::new();
         for r in &row.ranges {
             let starts = self.keys.entry((step.to_string(), r.key.clone())).or_default();
             if r.cumulative {
-                starts.retain(|(_, unit), cumulative| {
-                    let gone = *cumulative && unit != unit_id;
+                starts.retain(|(_, unit), arrival| {
+                    let gone = *arrival && unit != unit_id;
                     if gone {
                         superseded.entry(unit.clone()).or_default().insert(r.key.clone());
                     }
                     !gone
                 });
             }
-            starts.insert((r.min, unit_id.to_string()), r.cumulative);
+            starts.insert((r.min, unit_id.to_string()), r.arrival);
         }
         self.keyed.insert((unit_id.to_string(), step.to_string()), row);
         for (unit, keys) in superseded {
             let id = (unit, step.to_string());
             if let Some(old) = self.keyed.get_mut(&id) {
-                old.ranges.retain(|g| !(g.cumulative && keys.contains(&g.key)));
+                old.ranges.retain(|g| !(g.arrival && keys.contains(&g.key)));
                 if old.ranges.is_empty() {
                     self.keyed.remove(&id);
                 }
@@ -109,23 +110,23 @@ impl Cache {
         }
     }
 
-    /// The units (other than `unit_id`) whose every range at `step` a cumulative range in
-    /// `ranges` supersedes: their keyed rows can be deleted with the commit that writes `ranges`.
+    /// The units (other than `unit_id`) whose every range at `step` a checkpoint in `ranges`
+    /// supersedes: their keyed rows can be deleted with the commit that writes `ranges`.
     pub(crate) fn emptied_by(&self, unit_id: &str, step: &str, ranges: &[KeyRange]) -> Vec<String> {
         let mut hit: HashMap<&str, usize> = HashMap::new();
         for r in ranges.iter().filter(|r| r.cumulative) {
             let Some(starts) = self.keys.get(&(step.to_string(), r.key.clone())) else { continue };
-            for ((_, unit), &cumulative) in starts {
-                if cumulative && unit != unit_id {
+            for ((_, unit), &arrival) in starts {
+                if arrival && unit != unit_id {
                     *hit.entry(unit.as_str()).or_default() += 1;
                 }
             }
         }
         hit.into_iter()
             .filter(|(unit, n)| {
-                self.keyed.get(&(unit.to_string(), step.to_string())).is_some_and(|row| {
-                    row.ranges.iter().filter(|g| g.cumulative).count() == *n && row.ranges.len() == *n
-                })
+                self.keyed
+                    .get(&(unit.to_string(), step.to_string()))
+                    .is_some_and(|row| row.ranges.iter().filter(|g| g.arrival).count() == *n && row.ranges.len() == *n)
             })
             .map(|(unit, _)| unit.to_string())
             .collect()
@@ -158,7 +159,15 @@ mod tests {
     fn row(keys: &[&str], cumulative: bool) -> KeyedRow {
         let ranges = keys
             .iter()
-            .map(|k| KeyRange { key: vec![Some(k.to_string())], min: 0, max: 1, rows: 1, next: None, cumulative })
+            .map(|k| KeyRange {
+                key: vec![Some(k.to_string())],
+                min: 0,
+                max: 1,
+                rows: 1,
+                next: None,
+                arrival: cumulative,
+                cumulative,
+            })
             .collect();
         KeyedRow { lookback: 1, span: None, ranges }
     }
@@ -169,14 +178,14 @@ mod tests {
     }
 
     #[test]
-    fn cumulative_ranges_keep_only_each_keys_latest_unit() {
+    fn checkpoints_keep_only_each_keys_latest_unit() {
         let mut c = Cache::default();
         c.put_keyed("f", "st", row(&["a"], false));
         c.put_keyed("u1", "st", row(&["a", "b"], true));
         // u2 supersedes u1's `a` only: u1 stays for `b`.
         assert!(c.emptied_by("u2", "st", &row(&["a"], true).ranges).is_empty());
         c.put_keyed("u2", "st", row(&["a"], true));
-        assert_eq!(units_of(&c, "a"), ["f", "u2"], "a file's range is not cumulative and stays");
+        assert_eq!(units_of(&c, "a"), ["f", "u2"], "a file's range did not come in arrival order and stays");
         assert_eq!(c.keyed[&("u1".into(), "st".into())].ranges.len(), 1);
         // u3 supersedes both: their rows can go with its commit.
         let mut emptied = c.emptied_by("u3", "st", &row(&["a", "b"], true).ranges);
