@@ -96,6 +96,8 @@ pub(crate) struct KeyedStep {
     unit: BTreeMap<KeyValues, UnitKey>,
     /// Tails read from the sink during this unit, per unit id, indexed by key.
     tails_cache: HashMap<String, Option<Arc<IndexedTails>>>,
+    /// The units in `tails_cache`, oldest first.
+    tails_order: std::collections::VecDeque<String>,
     /// The spec was asked again after the instance saw its input schema (a handler may size its
     /// lookback in the ordering column's units, known only then).
     pub(crate) refreshed: bool,
@@ -113,6 +115,10 @@ pub(crate) struct KeyedStep {
 /// key's units, and a state store keeps at most this many ranges of a key.
 pub(crate) const CHECKPOINT_EVERY: u32 = 8;
 
+/// In arrival order, the units whose indexed tails stay cached from one unit to the next: a
+/// checkpoint reads its key's last [`CHECKPOINT_EVERY`] units, mostly the latest ones.
+const TAILS_CACHED_UNITS: usize = 2 * CHECKPOINT_EVERY as usize;
+
 impl KeyedStep {
     pub(crate) fn new(name: String, spec: StateSpec) -> Self {
         KeyedStep {
@@ -121,6 +127,7 @@ impl KeyedStep {
             carried: HashMap::new(),
             unit: BTreeMap::new(),
             tails_cache: HashMap::new(),
+            tails_order: std::collections::VecDeque::new(),
             refreshed: false,
             assumed: HashMap::new(),
             arrival: false,
@@ -294,7 +301,18 @@ impl KeyedStep {
     pub(crate) fn begin_unit(&mut self) {
         self.unit.clear();
         self.assumed.clear();
-        self.tails_cache.clear();
+        if self.arrival {
+            // A stream's checkpoints and seeds read the same few latest units again and again
+            // (a committed unit's tails never change): keep the latest ones.
+            while self.tails_order.len() > TAILS_CACHED_UNITS {
+                if let Some(old) = self.tails_order.pop_front() {
+                    self.tails_cache.remove(&old);
+                }
+            }
+        } else {
+            self.tails_cache.clear();
+            self.tails_order.clear();
+        }
     }
 
     /// Split `batch` by key, check the instance's state per key, and gather seeds.
@@ -331,7 +349,8 @@ impl KeyedStep {
                         let since = history.iter().filter(|v| v.range.arrival && !v.range.cumulative).count();
                         self.since_checkpoint.insert(g.key.clone(), since as u32);
                     }
-                    seeds.extend(self.seed(&g.key, max.saturating_add(1), &batch.schema(), sink, unit_id)?);
+                    let before = max.saturating_add(1);
+                    seeds.extend(self.seed_from(history, &g.key, before, &batch.schema(), sink, unit_id)?);
                 }
                 continue;
             }
@@ -504,7 +523,7 @@ impl KeyedStep {
         u.max = history.iter().map(|v| v.range.max).fold(u.max, i64::max);
         let Some(own) = u.tail.take() else { return Ok(()) };
         let schema = own.schema();
-        let all = match self.seed(key, u.max.saturating_add(1), &schema, sink, unit_id)? {
+        let all = match self.seed_from(history, key, u.max.saturating_add(1), &schema, sink, unit_id)? {
             Some(before) => arrow_select::concat::concat_batches(&schema, [&before, &own])
                 .map_err(|e| KeyedError::Data(e.to_string()))?,
             None => own,
@@ -528,6 +547,20 @@ impl KeyedStep {
         sink: &dyn StateStore,
         unit_id: &str,
     ) -> Result<Option<RecordBatch>, KeyedError> {
+        let history = sink.key_history(&self.name, key)?;
+        self.seed_from(history, key, before, schema, sink, unit_id)
+    }
+
+    /// [`Self::seed`] from the key's history, as the sink gave it.
+    fn seed_from(
+        &mut self,
+        history: Vec<KeyedUnit>,
+        key: &KeyValues,
+        before: i64,
+        schema: &SchemaRef,
+        sink: &dyn StateStore,
+        unit_id: &str,
+    ) -> Result<Option<RecordBatch>, KeyedError> {
         let n = self.spec.lookback_rows as usize;
         // Rows at or after `from` are within the span.
         let from = self.spec.span().map(|s| before.saturating_sub(s));
@@ -535,11 +568,8 @@ impl KeyedStep {
         // While gathering for a session: the earliest order value of the session so far, until
         // a unit's tail shows where the session starts.
         let mut session_from = gap.map(|_| before);
-        let mut history: Vec<KeyedUnit> = sink
-            .key_history(&self.name, key)?
-            .into_iter()
-            .filter(|v| v.unit_id != unit_id && v.range.min < before)
-            .collect();
+        let mut history: Vec<KeyedUnit> =
+            history.into_iter().filter(|v| v.unit_id != unit_id && v.range.min < before).collect();
         if history.is_empty() {
             return Ok(None);
         }
@@ -577,7 +607,9 @@ impl KeyedStep {
                         Some(t) => Some(Arc::new(IndexedTails::new(&t, schema, &self.spec)?)),
                         None => None,
                     };
-                    self.tails_cache.insert(v.unit_id.clone(), t.clone());
+                    if self.tails_cache.insert(v.unit_id.clone(), t.clone()).is_none() {
+                        self.tails_order.push_back(v.unit_id.clone());
+                    }
                     t
                 }
             };

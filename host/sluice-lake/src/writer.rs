@@ -532,7 +532,12 @@ impl StateStore for Lake {
         for (_, unit_id) in starts.keys() {
             let Some(r) = ledger.records.get(&(dataset.clone(), unit_id.clone())) else { continue };
             let Some(st) = r.state.iter().find(|s| s.step == step) else { continue };
-            if let Some(range) = st.ranges.iter().find(|g| &g.key == key) {
+            // A unit's ranges are in key order (a stream unit's: about a thousand keys).
+            let found = match st.ranges.binary_search_by(|g| g.key.cmp(key)) {
+                Ok(i) => Some(&st.ranges[i]),
+                Err(_) => st.ranges.iter().find(|g| &g.key == key),
+            };
+            if let Some(range) = found {
                 out.push(KeyedUnit {
                     unit: r.unit.clone(),
                     unit_id: unit_id.clone(),

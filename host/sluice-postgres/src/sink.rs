@@ -426,7 +426,12 @@ fn history(cache: &Cache, step: &str, key: &KeyValues) -> Vec<KeyedUnit> {
         else {
             continue;
         };
-        if let Some(range) = k.ranges.iter().find(|r| &r.key == key) {
+        // A unit's ranges are in key order (a stream unit's: about a thousand keys).
+        let found = match k.ranges.binary_search_by(|g| g.key.cmp(key)) {
+            Ok(i) => Some(&k.ranges[i]),
+            Err(_) => k.ranges.iter().find(|r| &r.key == key),
+        };
+        if let Some(range) = found {
             out.push(KeyedUnit {
                 unit: u.unit.clone(),
                 unit_id: unit_id.clone(),
