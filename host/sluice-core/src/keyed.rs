@@ -105,6 +105,10 @@ pub(crate) struct KeyedStep {
     assumed: HashMap<KeyValues, i64>,
     /// The unit in flight came in arrival order ([`Self::prepare`]).
     arrival: bool,
+    /// The source of the unit in flight, when it came in arrival order: a stream's keyed state
+    /// is its own (its checkpoints hold its rows and the files' before them, never another
+    /// stream's), so it reads and supersedes only its own arrival ranges.
+    stream: Option<String>,
     /// Arrival order: per key the instance holds, how many units committed its rows since its
     /// last checkpoint ([`KeyRange::cumulative`]). A key not here checkpoints at its next unit.
     since_checkpoint: HashMap<KeyValues, u32>,
@@ -112,7 +116,8 @@ pub(crate) struct KeyedStep {
 
 /// In arrival order, a key's tail is written whole (a checkpoint) at least every this many of
 /// its units; the units between hold only their own rows. A seed reads at most this many of a
-/// key's units, and a state store keeps at most this many ranges of a key.
+/// key's stream units, and a state store keeps at most this many arrival ranges of a key per
+/// stream (ranges of files are kept as before).
 pub(crate) const CHECKPOINT_EVERY: u32 = 8;
 
 /// In arrival order, the units whose indexed tails stay cached from one unit to the next: a
@@ -131,6 +136,7 @@ impl KeyedStep {
             refreshed: false,
             assumed: HashMap::new(),
             arrival: false,
+            stream: None,
             since_checkpoint: HashMap::new(),
         }
     }
@@ -146,6 +152,17 @@ impl KeyedStep {
     /// state cannot carry across units exactly: it gets a fresh instance per unit.
     pub(crate) fn unit_scoped(&self) -> bool {
         unit_scoped(&self.spec)
+    }
+
+    /// The key's committed units as the unit in flight sees them: a file's, without any arrival
+    /// range (a stream's state is not a file's history); a stream's, without other streams'.
+    fn history(&self, sink: &dyn StateStore, key: &KeyValues) -> Result<Vec<KeyedUnit>, SinkError> {
+        let mut history = sink.key_history(&self.name, key)?;
+        match &self.stream {
+            None => history.retain(|v| !v.range.arrival),
+            Some(source) => history.retain(|v| !v.range.arrival || &v.unit.source == source),
+        }
+        Ok(history)
     }
 
     /// The handler instance was dropped: its state is gone.
@@ -172,7 +189,7 @@ impl KeyedStep {
         for (key, u) in &self.unit {
             // Arrival order: everything committed came before, and late rows are the step's to
             // handle; no committed unit continues the key.
-            let history = if self.arrival { Vec::new() } else { sink.key_history(&self.name, key)? };
+            let history = if self.arrival { Vec::new() } else { self.history(sink, key)? };
             // Groups across units need each key's units one after another: where two overlap,
             // neither holds all of a group's rows.
             if let Some(other) =
@@ -290,18 +307,21 @@ impl KeyedStep {
         key: &KeyValues,
         at: i64,
     ) -> Result<Option<KeyedUnit>, SinkError> {
-        Ok(sink
-            .key_history(&self.name, key)?
+        Ok(self
+            .history(sink, key)?
             .into_iter()
             .filter(|v| v.unit_id != unit_id && v.range.max < at)
             .max_by_key(|v| v.range.max))
     }
 
-    /// A new unit starts.
-    pub(crate) fn begin_unit(&mut self) {
+    /// A new unit starts: `stream` is its source when its rows come in arrival order.
+    pub(crate) fn begin_unit(&mut self, stream: Option<&str>) {
         self.unit.clear();
         self.assumed.clear();
-        if self.arrival {
+        let same_stream = stream.is_some() && self.stream.as_deref() == stream;
+        self.stream = stream.map(str::to_string);
+        self.arrival = stream.is_some();
+        if same_stream {
             // A stream's checkpoints and seeds read the same few latest units again and again
             // (a committed unit's tails never change): keep the latest ones.
             while self.tails_order.len() > TAILS_CACHED_UNITS {
@@ -317,7 +337,7 @@ impl KeyedStep {
 
     /// Split `batch` by key, check the instance's state per key, and gather seeds.
     ///
-    /// `arrival`: the unit is the next of an incremental source (a stream's offsets, a cursor's
+    /// `stream`: the unit is the next of this incremental source (a stream's offsets, a cursor's
     /// range), whose rows come in arrival order, not in the order of `order_by`. Its rows
     /// follow whatever the instance holds (a row older than the key's latest is for the step to
     /// handle: late data), a fresh instance is seeded from the key's latest committed rows, and
@@ -327,9 +347,15 @@ impl KeyedStep {
         batch: &RecordBatch,
         sink: &dyn StateStore,
         unit_id: &str,
-        arrival: bool,
+        stream: Option<&str>,
     ) -> Result<Prepared, KeyedError> {
         let groups = self.groups(batch)?;
+        // The step's bookkeeping may have begun after the unit did (its instance is made at
+        // the first batch).
+        if self.stream.as_deref() != stream {
+            self.stream = stream.map(str::to_string);
+        }
+        let arrival = stream.is_some();
         self.arrival = arrival;
         let mut seeds = Vec::new();
         for g in &groups {
@@ -343,7 +369,7 @@ impl KeyedStep {
                     // session even when this unit's first row closes it (a step that outputs a
                     // session when it closes must see it).
                     let history: Vec<KeyedUnit> =
-                        sink.key_history(&self.name, &g.key)?.into_iter().filter(|v| v.unit_id != unit_id).collect();
+                        self.history(sink, &g.key)?.into_iter().filter(|v| v.unit_id != unit_id).collect();
                     let Some(max) = history.iter().map(|v| v.range.max).max() else { continue };
                     if history.iter().any(|v| v.range.cumulative) {
                         let since = history.iter().filter(|v| v.range.arrival && !v.range.cumulative).count();
@@ -356,7 +382,7 @@ impl KeyedStep {
             }
             match self.carried.get(&g.key) {
                 Some(&c) => {
-                    let history = sink.key_history(&self.name, &g.key)?;
+                    let history = self.history(sink, &g.key)?;
                     let between =
                         history.iter().any(|v| v.unit_id != unit_id && v.range.max > c && v.range.min < g.min);
                     if g.min < c || between {
@@ -433,10 +459,14 @@ impl KeyedStep {
         let arrival = self.arrival;
         let mut ranges = Vec::with_capacity(unit.len());
         let mut tails: Vec<RecordBatch> = Vec::new();
+        // The tails file holds the tails of the first key's schema (a schema that changed within
+        // the unit leaves the others out): a key whose tail would be left out is no checkpoint.
+        let schema = unit.values().find_map(|u| u.tail.as_ref().map(|t| t.schema()));
         for (key, mut u) in unit {
             let next = self.assumed.get(&key).copied();
             let since = self.since_checkpoint.get(&key).copied();
-            let cumulative = arrival && since.is_none_or(|n| n + 1 >= CHECKPOINT_EVERY);
+            let kept = u.tail.as_ref().is_some_and(|t| Some(t.schema()) == schema);
+            let cumulative = arrival && kept && since.is_none_or(|n| n + 1 >= CHECKPOINT_EVERY);
             if cumulative {
                 self.checkpoint(&key, &mut u, sink, unit_id)?;
                 self.since_checkpoint.insert(key.clone(), 0);
@@ -483,7 +513,7 @@ impl KeyedStep {
             // The end of the chain of units that follow each other without a session gap (a
             // session may run on through all of them; their internal gaps are not known here).
             let mut chain_end = session_gap.map(|_| r.max);
-            for v in sink.key_history(&self.name, &r.key)? {
+            for v in self.history(sink, &r.key)? {
                 if v.unit_id == unit_id || v.range.min <= r.max {
                     continue;
                 }
@@ -514,8 +544,7 @@ impl KeyedStep {
         sink: &dyn StateStore,
         unit_id: &str,
     ) -> Result<(), KeyedError> {
-        let history: Vec<KeyedUnit> =
-            sink.key_history(&self.name, key)?.into_iter().filter(|v| v.unit_id != unit_id).collect();
+        let history: Vec<KeyedUnit> = self.history(sink, key)?.into_iter().filter(|v| v.unit_id != unit_id).collect();
         if history.is_empty() {
             return Ok(());
         }
@@ -547,7 +576,7 @@ impl KeyedStep {
         sink: &dyn StateStore,
         unit_id: &str,
     ) -> Result<Option<RecordBatch>, KeyedError> {
-        let history = sink.key_history(&self.name, key)?;
+        let history = self.history(sink, key)?;
         self.seed_from(history, key, before, schema, sink, unit_id)
     }
 
@@ -573,8 +602,10 @@ impl KeyedStep {
         if history.is_empty() {
             return Ok(None);
         }
-        // In arrival order: the key's checkpoint and the units after it hold its whole tail,
-        // whatever their order values (late rows); all of them are read.
+        // In arrival order: the stream's checkpoint of the key and its units after it hold the
+        // key's tail (each unit's own rows cut by the step's rule, so a late row that bridges a
+        // gap within an earlier unit does not bring back what that cut left out); all of them
+        // are read, whatever their order values.
         let checkpointed = history.iter().any(|v| v.range.cumulative);
         if checkpointed {
             history.retain(|v| v.range.arrival);
@@ -1060,7 +1091,7 @@ mod tests {
 
     fn seed_times(s: &mut KeyedStep, sink: &History, first: i64) -> Vec<i64> {
         let b = batch(&["a"], &[first]);
-        match s.prepare(&b, sink, "new", false).unwrap() {
+        match s.prepare(&b, sink, "new", None).unwrap() {
             Prepared::Go { seeds, .. } => {
                 seeds.iter().flat_map(|b| order_values(b, "t").unwrap().values().to_vec()).collect()
             }
@@ -1149,8 +1180,8 @@ mod tests {
         for i in 0..20i64 {
             let b = batch(&["a"], &[i * 10]);
             let unit_id = format!("u{i}");
-            s.begin_unit();
-            let Prepared::Go { groups, .. } = s.prepare(&b, &store, &unit_id, true).unwrap() else { panic!() };
+            s.begin_unit(Some("src"));
+            let Prepared::Go { groups, .. } = s.prepare(&b, &store, &unit_id, Some("src")).unwrap() else { panic!() };
             s.fed(&b, groups).unwrap();
             let st = s.unit_state(&store, &unit_id).unwrap().unwrap();
             let r = &st.ranges[0];
@@ -1165,8 +1196,9 @@ mod tests {
         assert_eq!(store.0.len(), 4, "the last checkpoint and the 3 units after it");
         // A fresh instance (a restart) is seeded with the whole open session, once each.
         let mut fresh = gap_step(100);
+        fresh.begin_unit(Some("src"));
         let b = batch(&["a"], &[195]);
-        let Prepared::Go { seeds, .. } = fresh.prepare(&b, &store, "u20", true).unwrap() else { panic!() };
+        let Prepared::Go { seeds, .. } = fresh.prepare(&b, &store, "u20", Some("src")).unwrap() else { panic!() };
         let seeded: Vec<i64> = seeds.iter().flat_map(|b| order_values(b, "t").unwrap().values().to_vec()).collect();
         assert_eq!(seeded, (0..20).map(|i| i * 10).collect::<Vec<_>>());
         // It goes on counting from the store: 3 units since the checkpoint, so 4 more to the next.
@@ -1184,8 +1216,8 @@ mod tests {
         for (i, t) in [100i64, 110, 50].into_iter().enumerate() {
             let b = batch(&["a"], &[t]);
             let unit_id = format!("u{i}");
-            s.begin_unit();
-            let Prepared::Go { groups, .. } = s.prepare(&b, &store, &unit_id, true).unwrap() else { panic!() };
+            s.begin_unit(Some("src"));
+            let Prepared::Go { groups, .. } = s.prepare(&b, &store, &unit_id, Some("src")).unwrap() else { panic!() };
             s.fed(&b, groups).unwrap();
             // Every unit a checkpoint, to see the merge.
             s.since_checkpoint.clear();

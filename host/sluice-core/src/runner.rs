@@ -909,9 +909,9 @@ struct Chain<'a> {
     unit_id: String,
     /// A step with lookahead learned that later units continue some keys of the unit in flight.
     continued: bool,
-    /// The unit in flight is an incremental source's: its rows come in arrival order
+    /// The unit in flight is an incremental source's (this one): its rows come in arrival order
     /// ([`KeyedStep::prepare`]).
-    arrival: bool,
+    stream: Option<String>,
 }
 
 impl From<sluice_chain::StepError> for UnitError {
@@ -957,7 +957,7 @@ struct StepCall<'c> {
     keyed: &'c mut Vec<Option<KeyedStep>>,
     unit_id: &'c str,
     continued: &'c mut bool,
-    arrival: bool,
+    stream: Option<&'c str>,
 }
 
 impl StepCall<'_> {
@@ -1002,7 +1002,7 @@ impl StepCall<'_> {
             }
             KeyedError::Sink(e) => UnitError::Sink(e),
         };
-        let groups = match keyed.prepare(b, self.job.sink.state(), self.unit_id, self.arrival).map_err(data_err)? {
+        let groups = match keyed.prepare(b, self.job.sink.state(), self.unit_id, self.stream).map_err(data_err)? {
             Prepared::Stale { key } => {
                 tracing::debug!(step = %keyed.name, ?key, "state does not lead up to this unit; redoing it on a fresh instance");
                 return Err(UnitError::Stale { index: i });
@@ -1084,7 +1084,7 @@ impl<'a> Chain<'a> {
             keyed: (0..job.spec.steps.len()).map(|_| None).collect(),
             unit_id: String::new(),
             continued: false,
-            arrival: false,
+            stream: None,
         }
     }
 
@@ -1101,28 +1101,29 @@ impl<'a> Chain<'a> {
         self.unit_id = unit.id();
         self.inner.clear_rejects();
         self.continued = false;
-        self.arrival = self.job.source(&unit.source).is_some_and(|s| s.incremental());
+        let incremental = self.job.source(&unit.source).is_some_and(|s| s.incremental());
+        self.stream = incremental.then(|| unit.source.clone());
         for i in 0..self.keyed.len() {
             if self.keyed[i].as_ref().is_some_and(|k| k.unit_scoped()) {
                 drop_instance(&mut self.inner, &mut self.keyed, i);
             }
             if let Some(k) = self.keyed[i].as_mut() {
-                k.begin_unit();
+                k.begin_unit(self.stream.as_deref());
             }
         }
     }
 
     /// Pass `batches` through steps `from..`, returning the chain's output.
     fn run_from(&mut self, from: usize, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, UnitError> {
-        let Chain { job, inner, keyed, unit_id, continued, arrival } = self;
-        let mut call = StepCall { job, keyed, unit_id, continued, arrival: *arrival };
+        let Chain { job, inner, keyed, unit_id, continued, stream } = self;
+        let mut call = StepCall { job, keyed, unit_id, continued, stream: stream.as_deref() };
         inner.run_from_with(from, batches, &mut |c, i, b| call.call(c, i, b))
     }
 
     /// End of a unit: flush every step in order, feeding its output to the steps after it.
     fn finish(&mut self) -> Result<Vec<RecordBatch>, UnitError> {
-        let Chain { job, inner, keyed, unit_id, continued, arrival } = self;
-        let mut call = StepCall { job, keyed, unit_id, continued, arrival: *arrival };
+        let Chain { job, inner, keyed, unit_id, continued, stream } = self;
+        let mut call = StepCall { job, keyed, unit_id, continued, stream: stream.as_deref() };
         inner.finish_with(&mut |c, i, b| call.call(c, i, b))
     }
 

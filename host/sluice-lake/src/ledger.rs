@@ -11,10 +11,11 @@
 //! sink's `retain_replaced` after the commit), for readers still holding an older catalog
 //! snapshot, and deleted by a later commit or open. Replay knows them from the records.
 //!
-//! Compaction: when superseded records dominate, the writer rewrites the ledger (under its lock)
+//! Compaction: when superseded records dominate (at open), or a stream's ranges that later
+//! checkpoints superseded do (after a commit), the writer rewrites the ledger (under its lock)
 //! as one `{"snapshot": ...}` line (schemas, retained files, live files that no unit's latest
-//! record lists) followed by each unit's latest record, with only its live files and no
-//! removals. The new file is written under a temporary name, fsynced, checked by replaying it,
+//! record lists) followed by each unit's latest record, with only its live files, no removals
+//! and no superseded ranges. The new file is written under a temporary name, fsynced, checked by replaying it,
 //! renamed over the ledger and the directory fsynced: at every instant the ledger on disk is
 //! either the old or the new one, which replay to the same state.
 
@@ -36,7 +37,8 @@ const LEDGER_FILE: &str = "ledger.jsonl";
 /// Where a compaction writes the new ledger before renaming it into place.
 const COMPACT_TMP: &str = ".ledger.jsonl.compact";
 
-/// Compact on open once more records than this are superseded, and more than are current.
+/// Compact on open once more records than this are superseded, and more than are current (and,
+/// times [`STRIPPED_PER_RECORD`], after a commit once that many stream ranges are superseded).
 pub(crate) const COMPACT_MIN_SUPERSEDED: u64 = 1000;
 /// Superseded key ranges that weigh as much as a superseded record (a range is about 40 bytes
 /// of a line, a record about 4 KB), for [`Ledger::compact_if_stripped`].
@@ -247,6 +249,10 @@ pub(crate) struct Ledger {
     /// units whose records lost some.
     stripped: u64,
     stripped_units: HashSet<(String, String)>,
+    /// [`Self::compact_if_stripped`] counts the ranges left only once `stripped` passes this.
+    stripped_checked: u64,
+    /// The warning that unreadable lines keep the ledger from being compacted was given.
+    warned_unreadable: bool,
     /// Tails files no record names any more (every key they held has a later checkpoint):
     /// deleted once the ledger is compacted, and swept at open.
     orphaned_tails: Vec<String>,
@@ -417,6 +423,8 @@ impl Ledger {
             keys: HashMap::new(),
             stripped: 0,
             stripped_units: HashSet::new(),
+            stripped_checked: 0,
+            warned_unreadable: false,
             orphaned_tails: Vec::new(),
             lines: 0,
             unreadable: 0,
@@ -542,14 +550,19 @@ impl Ledger {
             }
         }
         if !r.deleted {
-            // Per (unit, step): the keys whose arrival ranges a checkpoint of this record supersedes.
+            // Per (unit, step): the keys whose arrival ranges a checkpoint of this record supersedes
+            // (its stream's own: another stream's state is its own).
             let mut superseded: HashMap<(String, String), HashSet<KeyValues>> = HashMap::new();
+            let records = &self.records;
+            let same_stream = |unit: &String| {
+                records.get(&(r.dataset.clone(), unit.clone())).is_some_and(|o| o.unit.source == r.unit.source)
+            };
             for st in &r.state {
                 for range in &st.ranges {
                     let starts = self.keys.entry((r.dataset.clone(), st.step.clone(), range.key.clone())).or_default();
                     if range.cumulative {
                         starts.retain(|(_, unit), arrival| {
-                            let gone = *arrival && *unit != r.unit_id;
+                            let gone = *arrival && *unit != r.unit_id && same_stream(unit);
                             if gone {
                                 superseded
                                     .entry((unit.clone(), st.step.clone()))
@@ -755,11 +768,14 @@ impl Ledger {
     /// unit) are more than `min_stripped` and more than the ranges left: what keeps a stream's
     /// ledger, and its tails files, from growing with every unit. Returns whether it did.
     pub(crate) fn compact_if_stripped(&mut self, lake: &Path, min_stripped: u64) -> Result<bool, SinkError> {
-        if self.stripped <= min_stripped {
+        if self.stripped <= min_stripped.max(self.stripped_checked) {
             return Ok(false);
         }
         let left: u64 = self.records.values().flat_map(|r| &r.state).map(|st| st.ranges.len() as u64).sum();
         if self.stripped <= left {
+            // Not before the stripped ranges outnumber those left now (counted once, not at
+            // every commit).
+            self.stripped_checked = left;
             return Ok(false);
         }
         self.compact_unless_unreadable(lake)
@@ -767,8 +783,11 @@ impl Ledger {
 
     fn compact_unless_unreadable(&mut self, lake: &Path) -> Result<bool, SinkError> {
         if self.unreadable > 0 {
-            tracing::warn!(ledger = %self.path.display(), unreadable = self.unreadable,
-                "not compacting the ledger: it has lines this version cannot read, which a rewrite would lose");
+            if !self.warned_unreadable {
+                tracing::warn!(ledger = %self.path.display(), unreadable = self.unreadable,
+                    "not compacting the ledger: it has lines this version cannot read, which a rewrite would lose");
+            }
+            self.warned_unreadable = true;
             return Ok(false);
         }
         self.locked(|l| l.compact(lake, None))?;
@@ -810,7 +829,9 @@ impl Ledger {
         let file = OpenOptions::new().append(true).open(&self.path).map_err(|e| SinkError::io(&self.path, e))?;
         let (appended, lock) = (self.appended, self.commit_lock.take());
         let orphaned = std::mem::take(&mut self.orphaned_tails);
-        *self = Ledger { path: self.path.clone(), file: Some(file), appended, commit_lock: lock, ..replayed };
+        // Other processes' changes read but not yet drained into the writer's stats stay.
+        let foreign = std::mem::take(&mut self.foreign);
+        *self = Ledger { path: self.path.clone(), file: Some(file), appended, commit_lock: lock, foreign, ..replayed };
         // No line names them now (a crash before this leaves them to the sweep at open).
         for t in &orphaned {
             let path = lake.join(t);
@@ -827,7 +848,8 @@ impl Ledger {
 
     /// The compacted ledger's text: the snapshot line, then each unit's latest record as it was
     /// written (fields this version does not know are kept) with only its live files, no
-    /// removals and no schema.
+    /// removals and no schema, and for a record that lost stream ranges to later checkpoints,
+    /// its `state` as it stands (written anew: unknown fields inside it are not kept).
     fn snapshot_text(&self, lake: &Path) -> Result<String, SinkError> {
         let ledger_err = |message: String| SinkError::Ledger { path: self.path.display().to_string(), message };
         let listed: HashSet<&String> =
@@ -1258,11 +1280,15 @@ mod tests {
         file.state[0].ranges[0].cumulative = false;
         file.state[0].ranges[0].arrival = false;
         l.append(file).unwrap();
-        assert_eq!(units_of(&l, "a"), ["f", "u2"]);
+        // Another stream's checkpoint of the same key is its own state, and stays too.
+        let mut other = stream_rec("o", &["a"], "_sluice/state/ds/o.arrow");
+        other.unit.source = "other".into();
+        l.append(other).unwrap();
+        assert_eq!(units_of(&l, "a"), ["f", "o", "u2"]);
         assert_eq!(units_of(&l, "b"), ["u1"]);
         assert_eq!(l.records[&("ds".into(), "u1".into())].state[0].ranges.len(), 1, "u1 keeps only b");
         l.append(stream_rec("u3", &["a", "b"], &tails(3))).unwrap();
-        assert_eq!(units_of(&l, "a"), ["f", "u3"]);
+        assert_eq!(units_of(&l, "a"), ["f", "o", "u3"]);
         assert_eq!(units_of(&l, "b"), ["u3"]);
         // u1 and u2 hold no key's latest range: their state and tails are gone.
         assert!(l.records[&("ds".into(), "u1".into())].state.is_empty());
@@ -1284,7 +1310,7 @@ mod tests {
         assert!((1..=3).all(|n| !root.join(tails(n)).exists()) && root.join(tails(4)).exists());
         let compacted = Ledger::open(root).unwrap();
         assert_eq!(compacted.differs_from(&l), None);
-        assert_eq!((compacted.stripped, units_of(&compacted, "a")), (0, vec!["f".to_string(), "u4".to_string()]));
-        assert_eq!(compacted.live.len(), 5, "every unit's data stays live");
+        assert_eq!((compacted.stripped, units_of(&compacted, "a")), (0, vec!["f".into(), "o".into(), "u4".into()]));
+        assert_eq!(compacted.live.len(), 6, "every unit's data stays live");
     }
 }

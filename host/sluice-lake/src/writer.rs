@@ -283,7 +283,8 @@ impl Lake {
                 crate::files::expose(&crate::files::stored(root, f), &root.join(rel))?;
             }
         }
-        // Tails files no live record names (an interrupted commit, a replaced unit).
+        // Tails files no live record names (an interrupted commit, a replaced unit, a stream
+        // unit every key of which has a later checkpoint).
         let tails_dir = crate::keyed::tails_dir(&self.inner.root, &self.inner.spec.dataset);
         if tails_dir.exists() {
             let named: HashSet<PathBuf> = {

@@ -1005,7 +1005,12 @@ impl PgUnitWriter {
             keyed.push((st.step.clone(), KeyedRow { lookback: st.lookback, span: st.span, ranges: st.ranges.clone() }));
             // A stream's units whose every key this one's checkpoints supersede: their
             // state goes with this commit, so the table does not grow with every unit.
-            let emptied = sink.cache.lock().expect("cache lock").emptied_by(&self.unit_id, &st.step, &st.ranges);
+            let emptied = sink.cache.lock().expect("cache lock").emptied_by(
+                &self.unit_id,
+                &self.unit.source,
+                &st.step,
+                &st.ranges,
+            );
             if !emptied.is_empty() {
                 wait(client.execute(
                     &format!(

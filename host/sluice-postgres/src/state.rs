@@ -3,7 +3,9 @@
 //! Every row a unit's commit writes here (its record, keyed state, the source's mark, its
 //! rejects) is written in the unit's own transaction, with its data: after any crash the
 //! tables say exactly which units are in the target. The process holding the target's
-//! advisory lock is the only writer, so its copy stays equal to the tables.
+//! advisory lock is the only writer, so its copy stays equal to the tables, except that a
+//! stream unit's keyed row still lists the ranges later checkpoints superseded (the copy drops
+//! them, and the row goes once all of them are).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -85,11 +87,14 @@ impl Cache {
     /// [`Self::emptied_by`]).
     pub(crate) fn put_keyed(&mut self, unit_id: &str, step: &str, row: KeyedRow) {
         let mut superseded: HashMap<String, HashSet<KeyValues>> = HashMap::new();
+        let units = &self.units;
+        let source = units.get(unit_id).map(|u| u.unit.source.clone()).unwrap_or_default();
+        let same_stream = |unit: &String| units.get(unit).is_some_and(|u| u.unit.source == source);
         for r in &row.ranges {
             let starts = self.keys.entry((step.to_string(), r.key.clone())).or_default();
             if r.cumulative {
                 starts.retain(|(_, unit), arrival| {
-                    let gone = *arrival && unit != unit_id;
+                    let gone = *arrival && unit != unit_id && same_stream(unit);
                     if gone {
                         superseded.entry(unit.clone()).or_default().insert(r.key.clone());
                     }
@@ -110,14 +115,16 @@ impl Cache {
         }
     }
 
-    /// The units (other than `unit_id`) whose every range at `step` a checkpoint in `ranges`
-    /// supersedes: their keyed rows can be deleted with the commit that writes `ranges`.
-    pub(crate) fn emptied_by(&self, unit_id: &str, step: &str, ranges: &[KeyRange]) -> Vec<String> {
+    /// The units (other than `unit_id`, a unit of `source`) whose every range at `step` a
+    /// checkpoint in `ranges` supersedes: their keyed rows can be deleted with the commit that
+    /// writes `ranges`. (Its stream's own: another stream's state is its own.)
+    pub(crate) fn emptied_by(&self, unit_id: &str, source: &str, step: &str, ranges: &[KeyRange]) -> Vec<String> {
         let mut hit: HashMap<&str, usize> = HashMap::new();
+        let same_stream = |unit: &String| self.units.get(unit).is_some_and(|u| u.unit.source == source);
         for r in ranges.iter().filter(|r| r.cumulative) {
             let Some(starts) = self.keys.get(&(step.to_string(), r.key.clone())) else { continue };
             for ((_, unit), &arrival) in starts {
-                if arrival && unit != unit_id {
+                if arrival && unit != unit_id && same_stream(unit) {
                     *hit.entry(unit.as_str()).or_default() += 1;
                 }
             }
@@ -177,22 +184,44 @@ mod tests {
         c.keys.get(&k).map(|m| m.keys().map(|(_, u)| u.clone()).collect()).unwrap_or_default()
     }
 
+    fn unit(c: &mut Cache, id: &str, source: &str) {
+        let unit = SourceUnit {
+            source: source.into(),
+            location: id.into(),
+            locator: id.into(),
+            member: None,
+            size: 0,
+            version: 0,
+            content_hash: None,
+        };
+        c.units.insert(id.into(), UnitRow { unit, seq: 0 });
+    }
+
     #[test]
     fn checkpoints_keep_only_each_keys_latest_unit() {
         let mut c = Cache::default();
+        for id in ["f", "u1", "u2", "u3"] {
+            unit(&mut c, id, "s");
+        }
+        // Another stream's unit of the same key is its own state: never superseded here.
+        unit(&mut c, "o1", "other");
+        c.put_keyed("o1", "st", row(&["a"], true));
         c.put_keyed("f", "st", row(&["a"], false));
         c.put_keyed("u1", "st", row(&["a", "b"], true));
         // u2 supersedes u1's `a` only: u1 stays for `b`.
-        assert!(c.emptied_by("u2", "st", &row(&["a"], true).ranges).is_empty());
+        assert!(c.emptied_by("u2", "s", "st", &row(&["a"], true).ranges).is_empty());
         c.put_keyed("u2", "st", row(&["a"], true));
-        assert_eq!(units_of(&c, "a"), ["f", "u2"], "a file's range did not come in arrival order and stays");
+        assert_eq!(units_of(&c, "a"), ["f", "o1", "u2"], "a file's range and another stream's stay");
         assert_eq!(c.keyed[&("u1".into(), "st".into())].ranges.len(), 1);
         // u3 supersedes both: their rows can go with its commit.
-        let mut emptied = c.emptied_by("u3", "st", &row(&["a", "b"], true).ranges);
+        let mut emptied = c.emptied_by("u3", "s", "st", &row(&["a", "b"], true).ranges);
         emptied.sort();
         assert_eq!(emptied, ["u1", "u2"]);
         c.put_keyed("u3", "st", row(&["a", "b"], true));
-        assert_eq!((units_of(&c, "a"), units_of(&c, "b")), (vec!["f".into(), "u3".into()], vec!["u3".to_string()]));
+        assert_eq!(
+            (units_of(&c, "a"), units_of(&c, "b")),
+            (vec!["f".into(), "o1".into(), "u3".into()], vec!["u3".to_string()])
+        );
         assert!(
             !c.keyed.contains_key(&("u1".into(), "st".into())) && !c.keyed.contains_key(&("u2".into(), "st".into()))
         );
