@@ -103,8 +103,6 @@ pub(crate) struct KeyedStep {
     pub(crate) refreshed: bool,
     /// Lookahead: per key of the unit in flight, the continuation its output assumes.
     assumed: HashMap<KeyValues, i64>,
-    /// The unit in flight came in arrival order ([`Self::prepare`]).
-    arrival: bool,
     /// The source of the unit in flight, when it came in arrival order: a stream's keyed state
     /// is its own (its checkpoints hold its rows and the files' before them, never another
     /// stream's), so it reads and supersedes only its own arrival ranges.
@@ -135,7 +133,6 @@ impl KeyedStep {
             tails_order: std::collections::VecDeque::new(),
             refreshed: false,
             assumed: HashMap::new(),
-            arrival: false,
             stream: None,
             since_checkpoint: HashMap::new(),
         }
@@ -189,7 +186,7 @@ impl KeyedStep {
         for (key, u) in &self.unit {
             // Arrival order: everything committed came before, and late rows are the step's to
             // handle; no committed unit continues the key.
-            let history = if self.arrival { Vec::new() } else { self.history(sink, key)? };
+            let history = if self.stream.is_some() { Vec::new() } else { self.history(sink, key)? };
             // Groups across units need each key's units one after another: where two overlap,
             // neither holds all of a group's rows.
             if let Some(other) =
@@ -320,7 +317,6 @@ impl KeyedStep {
         self.assumed.clear();
         let same_stream = stream.is_some() && self.stream.as_deref() == stream;
         self.stream = stream.map(str::to_string);
-        self.arrival = stream.is_some();
         if same_stream {
             // A stream's checkpoints and seeds read the same few latest units again and again
             // (a committed unit's tails never change): keep the latest ones.
@@ -356,7 +352,6 @@ impl KeyedStep {
             self.stream = stream.map(str::to_string);
         }
         let arrival = stream.is_some();
-        self.arrival = arrival;
         let mut seeds = Vec::new();
         for g in &groups {
             if self.unit.contains_key(&g.key) {
@@ -401,10 +396,7 @@ impl KeyedStep {
 
     /// Record that `batch` (split into `groups` by [`Self::prepare`]) went into the instance.
     pub(crate) fn fed(&mut self, batch: &RecordBatch, groups: Vec<Group>) -> Result<(), KeyedError> {
-        let n = self.spec.lookback_rows as usize;
-        let span = self.spec.span();
-        let gap = self.spec.gap();
-        let order = match (span, gap) {
+        let order = match (self.spec.span(), self.spec.gap()) {
             (None, None) => None,
             _ => Some(order_values(batch, &self.spec.order_by)?),
         };
@@ -417,8 +409,7 @@ impl KeyedStep {
             entry.rows += g.count;
             // The tail: the key's last `n` rows so far, those within `span` of its latest, and
             // those after its last `gap`, in order. Each is a suffix of the key's rows in order.
-            let from = span.map(|s| tail_threshold(entry.max, s));
-            let cut = Cut { n, from, gap };
+            let cut = tail_cut(&self.spec, entry.max);
             let rows = match &g.rows {
                 Some(idx) => {
                     let values: Option<Vec<i64>> =
@@ -456,7 +447,7 @@ impl KeyedStep {
             return Ok(None);
         }
         let unit = std::mem::take(&mut self.unit);
-        let arrival = self.arrival;
+        let arrival = self.stream.is_some();
         let mut ranges = Vec::with_capacity(unit.len());
         let mut tails: Vec<RecordBatch> = Vec::new();
         // The tails file holds the tails of the first key's schema (a schema that changed within
@@ -557,12 +548,7 @@ impl KeyedStep {
                 .map_err(|e| KeyedError::Data(e.to_string()))?,
             None => own,
         };
-        let cut = Cut {
-            n: self.spec.lookback_rows as usize,
-            from: self.spec.span().map(|s| tail_threshold(u.max, s)),
-            gap: self.spec.gap(),
-        };
-        u.tail = Some(last_in_order(&all, &self.spec.order_by, cut)?);
+        u.tail = Some(last_in_order(&all, &self.spec.order_by, tail_cut(&self.spec, u.max))?);
         Ok(())
     }
 
@@ -746,6 +732,12 @@ pub(crate) fn unit_scoped(spec: &StateSpec) -> bool {
 /// `max`, so it needs the rows after `max - span`.
 fn tail_threshold(max: i64, span: i64) -> i64 {
     max.saturating_sub(span).saturating_add(1)
+}
+
+/// The rows a key's tail keeps when its latest order value is `max`.
+fn tail_cut(spec: &StateSpec, max: i64) -> Cut {
+    let from = spec.span().map(|s| tail_threshold(max, s));
+    Cut { n: spec.lookback_rows as usize, from, gap: spec.gap() }
 }
 
 /// Which rows of a key a tail or seed keeps: the last `n`, every row whose order value is at

@@ -59,6 +59,43 @@ pub struct KeyRange {
     pub cumulative: bool,
 }
 
+/// A unit's range for `key` among its `ranges` (a unit's ranges are in key order, as
+/// [`UnitState`] gives them: a stream unit's hold about a thousand keys).
+pub fn range_of<'a>(ranges: &'a [KeyRange], key: &KeyValues) -> Option<&'a KeyRange> {
+    match ranges.binary_search_by(|g| g.key.cmp(key)) {
+        Ok(i) => Some(&ranges[i]),
+        Err(_) => ranges.iter().find(|g| &g.key == key),
+    }
+}
+
+/// A state store's index of one key's committed units at a step: (range start, unit id) ->
+/// whether the unit's range came in arrival order ([`KeyRange::arrival`]).
+pub type KeyStarts = std::collections::BTreeMap<(i64, String), bool>;
+
+/// Record in `starts` the range `range` of unit `unit_id`. A checkpoint
+/// ([`KeyRange::cumulative`]) first takes out the arrival ranges of other units of its stream
+/// (`same_stream`), which it supersedes ([`StateStore::key_history`]); their ids are returned,
+/// so the store can forget their ranges of this key.
+pub fn record_range(
+    starts: &mut KeyStarts,
+    unit_id: &str,
+    range: &KeyRange,
+    same_stream: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let mut superseded = Vec::new();
+    if range.cumulative {
+        starts.retain(|(_, unit), arrival| {
+            let gone = *arrival && unit != unit_id && same_stream(unit);
+            if gone {
+                superseded.push(unit.clone());
+            }
+            !gone
+        });
+    }
+    starts.insert((range.min, unit_id.to_string()), range.arrival);
+    superseded
+}
+
 /// What a unit leaves behind for a stateful step, committed with its data: the key ranges it
 /// covered, and each key's last `lookback` input rows (`tails`), from which a later run seeds a
 /// fresh handler instance.

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sluice_core::error::SinkError;
-use sluice_core::sink::{KeyRange, KeyValues};
+use sluice_core::sink::{KeyRange, KeyStarts, KeyValues, record_range};
 use sluice_core::source::SourceUnit;
 
 use crate::schema::Column;
@@ -152,7 +152,7 @@ pub struct StateRecord {
 
 /// Where a key's committed units start, per (dataset, step, key): (start, unit id) -> whether
 /// the unit's range came in arrival order ([`KeyRange::arrival`]).
-pub(crate) type KeyIndex = HashMap<(String, String, KeyValues), BTreeMap<(i64, String), bool>>;
+pub(crate) type KeyIndex = HashMap<(String, String, KeyValues), KeyStarts>;
 
 /// A file readers may see.
 #[derive(Debug, Clone, PartialEq)]
@@ -554,25 +554,15 @@ impl Ledger {
             // (its stream's own: another stream's state is its own).
             let mut superseded: HashMap<(String, String), HashSet<KeyValues>> = HashMap::new();
             let records = &self.records;
-            let same_stream = |unit: &String| {
-                records.get(&(r.dataset.clone(), unit.clone())).is_some_and(|o| o.unit.source == r.unit.source)
+            let same_stream = |unit: &str| {
+                records.get(&(r.dataset.clone(), unit.to_string())).is_some_and(|o| o.unit.source == r.unit.source)
             };
             for st in &r.state {
                 for range in &st.ranges {
                     let starts = self.keys.entry((r.dataset.clone(), st.step.clone(), range.key.clone())).or_default();
-                    if range.cumulative {
-                        starts.retain(|(_, unit), arrival| {
-                            let gone = *arrival && *unit != r.unit_id && same_stream(unit);
-                            if gone {
-                                superseded
-                                    .entry((unit.clone(), st.step.clone()))
-                                    .or_default()
-                                    .insert(range.key.clone());
-                            }
-                            !gone
-                        });
+                    for unit in record_range(starts, &r.unit_id, range, same_stream) {
+                        superseded.entry((unit, st.step.clone())).or_default().insert(range.key.clone());
                     }
-                    starts.insert((range.min, r.unit_id.clone()), range.arrival);
                 }
             }
             for ((unit, step), keys) in superseded {

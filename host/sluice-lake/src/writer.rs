@@ -533,12 +533,7 @@ impl StateStore for Lake {
         for (_, unit_id) in starts.keys() {
             let Some(r) = ledger.records.get(&(dataset.clone(), unit_id.clone())) else { continue };
             let Some(st) = r.state.iter().find(|s| s.step == step) else { continue };
-            // A unit's ranges are in key order (a stream unit's: about a thousand keys).
-            let found = match st.ranges.binary_search_by(|g| g.key.cmp(key)) {
-                Ok(i) => Some(&st.ranges[i]),
-                Err(_) => st.ranges.iter().find(|g| &g.key == key),
-            };
-            if let Some(range) = found {
+            if let Some(range) = sluice_core::sink::range_of(&st.ranges, key) {
                 out.push(KeyedUnit {
                     unit: r.unit.clone(),
                     unit_id: unit_id.clone(),

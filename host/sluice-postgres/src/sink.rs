@@ -426,12 +426,7 @@ fn history(cache: &Cache, step: &str, key: &KeyValues) -> Vec<KeyedUnit> {
         else {
             continue;
         };
-        // A unit's ranges are in key order (a stream unit's: about a thousand keys).
-        let found = match k.ranges.binary_search_by(|g| g.key.cmp(key)) {
-            Ok(i) => Some(&k.ranges[i]),
-            Err(_) => k.ranges.iter().find(|r| &r.key == key),
-        };
-        if let Some(range) = found {
+        if let Some(range) = sluice_core::sink::range_of(&k.ranges, key) {
             out.push(KeyedUnit {
                 unit: u.unit.clone(),
                 unit_id: unit_id.clone(),

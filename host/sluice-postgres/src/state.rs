@@ -7,9 +7,9 @@
 //! stream unit's keyed row still lists the ranges later checkpoints superseded (the copy drops
 //! them, and the row goes once all of them are).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
-use sluice_core::sink::{KeyRange, KeyValues};
+use sluice_core::sink::{KeyRange, KeyStarts, KeyValues, record_range};
 use sluice_core::source::SourceUnit;
 
 use crate::conn::{ident, qualified};
@@ -77,7 +77,7 @@ pub(crate) struct Cache {
     pub keyed: HashMap<(String, String), KeyedRow>,
     /// (step, key) → (range start, unit_id) of the units that fed it, in order, and whether
     /// the unit's range came in arrival order ([`KeyRange::arrival`]).
-    pub keys: HashMap<(String, KeyValues), BTreeMap<(i64, String), bool>>,
+    pub keys: HashMap<(String, KeyValues), KeyStarts>,
 }
 
 impl Cache {
@@ -89,19 +89,12 @@ impl Cache {
         let mut superseded: HashMap<String, HashSet<KeyValues>> = HashMap::new();
         let units = &self.units;
         let source = units.get(unit_id).map(|u| u.unit.source.clone()).unwrap_or_default();
-        let same_stream = |unit: &String| units.get(unit).is_some_and(|u| u.unit.source == source);
+        let same_stream = |unit: &str| units.get(unit).is_some_and(|u| u.unit.source == source);
         for r in &row.ranges {
             let starts = self.keys.entry((step.to_string(), r.key.clone())).or_default();
-            if r.cumulative {
-                starts.retain(|(_, unit), arrival| {
-                    let gone = *arrival && unit != unit_id && same_stream(unit);
-                    if gone {
-                        superseded.entry(unit.clone()).or_default().insert(r.key.clone());
-                    }
-                    !gone
-                });
+            for unit in record_range(starts, unit_id, r, same_stream) {
+                superseded.entry(unit).or_default().insert(r.key.clone());
             }
-            starts.insert((r.min, unit_id.to_string()), r.arrival);
         }
         self.keyed.insert((unit_id.to_string(), step.to_string()), row);
         for (unit, keys) in superseded {
