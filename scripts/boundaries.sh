@@ -30,6 +30,7 @@ sluice-redis|sluice-(delta|source|lake|wasm|catalog|watch|cli|postgres|testkit)|
 sluice-delta|sluice-(source|wasm|catalog|watch|cli|postgres|redis|s3|testkit)|wasmtime|duckdb|notify|tokio-postgres|pgpq|redis
 sluice-s3|sluice-(delta|wasm|catalog|watch|cli|postgres|redis|testkit)|wasmtime|duckdb|notify|tokio-postgres|pgpq|redis|deltalake
 sluice-kafka|sluice-(delta|wasm|catalog|watch|cli|postgres|redis|s3|testkit)|wasmtime|duckdb|notify|tokio-postgres|pgpq|redis|deltalake
+sluice-toolchain|sluice-.*|wasmtime|parquet|duckdb|tokio|arrow-.*|redis|serde
 RULES
 # pyo3 only in the Python package's crate: no library crate depends on Python.
 py="$(cargo tree --workspace -i pyo3 -e normal --prefix none 2>/dev/null | sed 's/ .*//' | grep -E '^sluice-' | sort -u |

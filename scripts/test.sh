@@ -9,6 +9,9 @@
 #   5. the plugins' native unit tests;
 #   5b. the Python package: its wheel built and installed in a venv, then pytest (the chain, run
 #      and validate, Spark local[2] and Ray Data);
+#   5c. plugin authors outside the repository (scripts/plugin-author-check.sh): the SDK crates
+#      packaged by `cargo package`, and a Rust and a Python plugin scaffolded, built and tested in a
+#      temporary directory against those packages only; the Python SDK's own tests (pytest);
 #   6. a short, bounded fuzz run of every fuzz target: the CSV and zip readers, the pipeline YAML,
 #      guest IPC output and projection patches (skipped without cargo-fuzz, except under CI=true).
 set -euo pipefail
@@ -47,6 +50,9 @@ export SLUICE_MOTO_PYTHON
 # The Tansu broker for the stream tests (sluice-testkit TansuServer).
 SLUICE_TANSU_BIN="$(bash scripts/kafka-venv.sh)"
 export SLUICE_TANSU_BIN
+# componentize-py (PyPI) for the Python plugins' tests.
+SLUICE_COMPONENTIZE_PY="$(bash scripts/componentize-venv.sh)"
+export SLUICE_COMPONENTIZE_PY
 
 step "host tests against the rebuilt plugins"
 SLUICE_PLUGIN_DIR="$rebuilt" SLUICE_TEST_PLUGIN_DIR="$rebuilt/test" cargo test --workspace 2>&1 | tee -a "$results"
@@ -58,6 +64,10 @@ step "the Python package: wheel, venv, pytest (tests/py)"
 SLUICE_PY="$(bash scripts/python-package.sh)"
 SLUICE_PLUGIN_DIR="$rebuilt" SLUICE_TEST_PLUGIN_DIR="$rebuilt/test" SLUICE_BIN="$CARGO_TARGET_DIR/debug/sluice" \
   "$SLUICE_PY" -m pytest -q -p no:cacheprovider -p no:warnings tests/py 2>&1 | tee -a "$results"
+
+step "plugin authors outside the repository: packaged SDK, Rust and Python plugins in a temp dir"
+bash scripts/plugin-author-check.sh
+"$SLUICE_PY" -m pytest -q -p no:cacheprovider plugins/python/tests 2>&1 | tee -a "$results"
 
 step "fuzz the CSV and zip readers, the pipeline YAML and guest output, ${SLUICE_FUZZ_SECS:-30}s each"
 bash scripts/fuzz.sh "${SLUICE_FUZZ_SECS:-30}"

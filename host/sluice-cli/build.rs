@@ -28,4 +28,16 @@ fn main() {
     code.push_str("];\n");
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("builtins.rs");
     std::fs::write(out, code).unwrap();
+
+    // The SDK version `sluice plugin new` writes into a Rust plugin's Cargo.toml: the
+    // sluice-plugin crate this sluice was built beside.
+    let sdk = manifest.join("../../plugins/sluice-plugin/Cargo.toml");
+    println!("cargo:rerun-if-changed={}", sdk.display());
+    let text = std::fs::read_to_string(&sdk).unwrap();
+    let version = text
+        .lines()
+        .find_map(|l| l.strip_prefix("version = "))
+        .map(|v| v.trim().trim_matches('"').to_string())
+        .expect("plugins/sluice-plugin/Cargo.toml has its own `version = \"...\"`");
+    println!("cargo:rustc-env=SLUICE_PLUGIN_SDK_VERSION={version}");
 }

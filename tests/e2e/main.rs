@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `sluice` binary on real files, real WASM components and real DuckDB.
 
 mod arrival;
+mod authoring;
 mod batch_etl;
 mod compact;
 mod config;

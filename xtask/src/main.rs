@@ -33,14 +33,6 @@ enum PluginsCommand {
     },
     /// Check that the committed components in plugins/dist match their sources.
     Check,
-    /// Build one out-of-tree plugin crate (e.g. from `sluice plugin new`) into a component.
-    BuildCrate {
-        /// The crate's directory.
-        dir: PathBuf,
-        /// Where to write the component.
-        #[arg(long, value_name = "FILE")]
-        out: PathBuf,
-    },
 }
 
 fn main() -> ExitCode {
@@ -61,7 +53,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Plugins { command } => match command {
             PluginsCommand::Build { out } => plugins::build(&root, out.as_deref()),
             PluginsCommand::Check => plugins::check(&root),
-            PluginsCommand::BuildCrate { dir, out } => plugins::build_crate(&dir, &out),
         },
     }
 }

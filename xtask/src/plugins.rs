@@ -1,16 +1,16 @@
 //! `cargo xtask plugins build|check`: building the wasm plugins and checking
-//! that the committed components in `plugins/dist` match their sources.
+//! that the committed components in `plugins/dist` match their sources. The build route is
+//! `sluice_toolchain::rust`'s, the one `sluice plugin build` takes for an author's plugin.
 
-use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
-
-use crate::component::{SOURCE_HASH_SECTION, append_custom_section, is_component, read_custom_section};
+use sluice_toolchain::component::{SOURCE_HASH_SECTION, append_custom_section, is_component, read_custom_section};
+use sluice_toolchain::rust::choose_route;
+use sluice_toolchain::write_atomic;
 
 /// Whether a plugin ships to users or only serves the host's tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,117 +175,6 @@ pub fn check(root: &Path) -> Result<()> {
     )
 }
 
-/// How the wasm components get built on this machine.
-#[derive(Debug, Clone)]
-pub struct Route {
-    /// One-line description, printed.
-    pub description: String,
-    pub target: &'static str,
-    cargo: PathBuf,
-    /// Extra arguments after `build --release --target T`.
-    extra_args: Vec<String>,
-    /// Environment for the cargo child only.
-    env: Vec<(String, OsString)>,
-    /// Flags for the target's code (empty for wasip2, which links components natively).
-    rustflags: Vec<String>,
-}
-
-fn capture(cmd: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(cmd).args(args).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// The directory holding `wasm-component-ld` and `gcc-ld/wasm-ld`: the rustup
-/// toolchain's, else Debian's rustc's.
-fn component_linker_dir() -> Option<PathBuf> {
-    let mut candidates = Vec::new();
-    if let Some(sysroot) = capture("rustc", &["--print", "sysroot"]) {
-        candidates.push(PathBuf::from(sysroot.trim()));
-    }
-    candidates.push(PathBuf::from("/usr"));
-    candidates
-        .into_iter()
-        .map(|s| s.join("lib/rustlib/x86_64-unknown-linux-gnu/bin"))
-        .find(|bin| bin.join("wasm-component-ld").is_file() && bin.join("gcc-ld").join("wasm-ld").is_file())
-}
-
-fn component_link(bin: &Path) -> (Vec<(String, OsString)>, Vec<String>) {
-    let env = vec![(
-        "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER".to_string(),
-        bin.join("wasm-component-ld").into_os_string(),
-    )];
-    let flags = vec![
-        format!("-Clink-arg=--wasm-ld-path={}", bin.join("gcc-ld").join("wasm-ld").display()),
-        "-Clink-arg=--wasi-adapter=none".to_string(),
-    ];
-    (env, flags)
-}
-
-/// Picks the build route: (a) rustup's wasm32-unknown-unknown, (b) rustup's
-/// wasm32-wasip2, (c) Debian's rustc-web with `-Zbuild-std`.
-pub fn choose_route() -> Result<Route> {
-    let installed = capture("rustup", &["target", "list", "--installed"]).unwrap_or_default();
-    let has = |t: &str| installed.lines().any(|l| l.trim() == t);
-    let cargo = PathBuf::from(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    let linker = component_linker_dir();
-    if has("wasm32-unknown-unknown")
-        && let Some(bin) = &linker
-    {
-        let (env, rustflags) = component_link(bin);
-        return Ok(Route {
-            description: format!(
-                "(a) rustup target wasm32-unknown-unknown, linked by {}",
-                bin.join("wasm-component-ld").display()
-            ),
-            target: "wasm32-unknown-unknown",
-            cargo,
-            extra_args: vec![],
-            env,
-            rustflags,
-        });
-    }
-    if has("wasm32-wasip2") {
-        return Ok(Route {
-            description: "(b) rustup target wasm32-wasip2 (links components natively)".into(),
-            target: "wasm32-wasip2",
-            cargo,
-            extra_args: vec![],
-            env: vec![],
-            rustflags: vec![],
-        });
-    }
-    let debian_cargo = Path::new("/usr/bin/cargo");
-    let debian_rustc = Path::new("/usr/bin/rustc");
-    let std_src = Path::new("/usr/lib/rustlib/src/rust/library/std");
-    if debian_cargo.is_file()
-        && debian_rustc.is_file()
-        && std_src.is_dir()
-        && let Some(bin) = &linker
-    {
-        let (mut env, rustflags) = component_link(bin);
-        env.push(("RUSTC".into(), debian_rustc.into()));
-        env.push(("RUSTC_BOOTSTRAP".into(), "1".into()));
-        return Ok(Route {
-            description: format!(
-                "(c) Debian rustc-web /usr/bin/cargo -Zbuild-std, linked by {}",
-                bin.join("wasm-component-ld").display()
-            ),
-            target: "wasm32-unknown-unknown",
-            cargo: debian_cargo.into(),
-            extra_args: vec!["-Zbuild-std=std,panic_abort".into()],
-            env,
-            rustflags,
-        });
-    }
-    bail!(
-        "no way to build wasm components here. Install one of:\n  \
-         - `rustup target add wasm32-unknown-unknown` (preferred)\n  \
-         - `rustup target add wasm32-wasip2`\n  \
-         - Debian packages rustc-web rust-web-src libstd-rust-web-dev cargo-web \
-         (plus wasm-component-ld, shipped with rustup's stable toolchain)"
-    )
-}
-
 /// The cargo target directory for wasm builds, outside the work tree.
 pub fn wasm_target_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
@@ -295,63 +184,27 @@ pub fn wasm_target_dir() -> PathBuf {
     PathBuf::from(home).join(".cache/sluice/target/wasm")
 }
 
-/// Writes `bytes` to `path` atomically (temporary file, then rename).
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().context("output has no parent directory")?;
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.inprogress",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
-}
-
-impl Route {
-    /// Give a child cargo this route's environment (linker, flags), for the child only; an outer
-    /// RUSTFLAGS or CARGO_TARGET_DIR would not apply to the wasm target anyway.
-    fn apply_env(&self, cmd: &mut Command) {
-        cmd.env_remove("RUSTFLAGS").env_remove("CARGO_TARGET_DIR");
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        if self.rustflags.is_empty() {
-            cmd.env_remove("CARGO_ENCODED_RUSTFLAGS");
-        } else {
-            cmd.env("CARGO_ENCODED_RUSTFLAGS", self.rustflags.join("\x1f"));
-        }
-    }
-}
-
 /// `cargo xtask plugins build [--out DIR]`.
 pub fn build(root: &Path, out: Option<&Path>) -> Result<()> {
     let route = choose_route()?;
     println!("plugins build: route {}", route.description);
     let target_dir = wasm_target_dir();
     let plugins_dir = root.join("plugins");
-    let mut cmd = Command::new(&route.cargo);
-    cmd.current_dir(&plugins_dir)
-        .args(["build", "--release", "--locked", "--target", route.target])
-        .args(&route.extra_args)
-        .arg("--target-dir")
-        .arg(&target_dir);
+    let mut cmd = route.cargo_build(&plugins_dir, &target_dir);
+    cmd.arg("--locked");
     for p in PLUGINS {
         cmd.args(["-p", p.name]);
     }
-    route.apply_env(&mut cmd);
     let start = Instant::now();
-    let status = cmd.status().with_context(|| format!("running {}", route.cargo.display()))?;
+    let status = cmd.status().context("running cargo")?;
     if !status.success() {
         bail!("building the plugins failed ({status})");
     }
     println!("plugins build: compiled in {:.1}s", start.elapsed().as_secs_f64());
 
     let dist = out.map(Path::to_path_buf).unwrap_or_else(|| default_dist(root));
-    let release = target_dir.join(route.target).join("release");
     for p in PLUGINS {
-        let artifact = release.join(format!("{}.wasm", p.name.replace('-', "_")));
+        let artifact = route.artifact(&target_dir, p.name);
         let mut bytes = fs::read(&artifact).with_context(|| format!("reading {}", artifact.display()))?;
         if !is_component(&bytes) {
             bail!("{} is not a component (core module? check the linker)", artifact.display());
@@ -362,59 +215,6 @@ pub fn build(root: &Path, out: Option<&Path>) -> Result<()> {
         write_atomic(&dest, &bytes)?;
         println!("  {:<20} {:>9} bytes  {}", p.name, bytes.len(), dest.display());
     }
-    Ok(())
-}
-
-/// The `[package] name` of the crate at `dir` (a plain scan of its Cargo.toml).
-fn package_name(dir: &Path) -> Result<String> {
-    let manifest = dir.join("Cargo.toml");
-    let text = fs::read_to_string(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
-    let mut in_package = false;
-    for line in text.lines().map(str::trim) {
-        if line.starts_with('[') {
-            in_package = line == "[package]";
-        } else if in_package
-            && let Some(v) = line.strip_prefix("name").map(str::trim_start).and_then(|r| r.strip_prefix('='))
-        {
-            return Ok(v.trim().trim_matches('"').to_string());
-        }
-    }
-    bail!("{}: no [package] name", manifest.display())
-}
-
-/// `cargo xtask plugins build-crate DIR --out FILE`: builds one out-of-tree plugin crate (for
-/// example what `sluice plugin new` scaffolds) into a component, by the same route as the
-/// standard plugins. The wasm target directory is shared, so dependencies compiled for the
-/// standard plugins are reused.
-pub fn build_crate(dir: &Path, out: &Path) -> Result<()> {
-    let route = choose_route()?;
-    let name = package_name(dir)?;
-    let target_dir = wasm_target_dir();
-    let mut cmd = Command::new(&route.cargo);
-    cmd.current_dir(dir)
-        .args(["build", "--release", "--target", route.target])
-        .args(&route.extra_args)
-        .arg("--target-dir")
-        .arg(&target_dir);
-    route.apply_env(&mut cmd);
-    let start = Instant::now();
-    let status = cmd.status().with_context(|| format!("running {}", route.cargo.display()))?;
-    if !status.success() {
-        bail!("building {} failed ({status})", dir.display());
-    }
-    let artifact = target_dir.join(route.target).join("release").join(format!("{}.wasm", name.replace('-', "_")));
-    let bytes = fs::read(&artifact).with_context(|| format!("reading {}", artifact.display()))?;
-    if !is_component(&bytes) {
-        bail!("{} is not a component (core module? check the linker)", artifact.display());
-    }
-    write_atomic(out, &bytes)?;
-    println!(
-        "plugins build-crate: {name} ({} bytes) -> {} in {:.1}s via route {}",
-        bytes.len(),
-        out.display(),
-        start.elapsed().as_secs_f64(),
-        route.description
-    );
     Ok(())
 }
 

@@ -267,27 +267,56 @@ pub struct QueryArgs {
 pub enum PluginCommand {
     /// List the standard plugins.
     List,
-    /// Show a plugin's contract version, name, version and config documentation.
+    /// Show a plugin's name, version, contract version, SDK, component hash and config
+    /// documentation.
     Inspect {
         /// A standard plugin's name or a path to a .wasm component.
         plugin: String,
     },
-    /// Scaffold a plugin crate from the template (builds as-is, with a test fixture).
+    /// Scaffold a plugin (a Rust crate, or a Python app) from the template, with test fixtures.
     New(PluginNewArgs),
-    /// Run a plugin on a fixture and compare its output with the expected rows (exit 1 on a diff).
+    /// Build a plugin directory (a Rust crate or a Python app) into a component.
+    Build(PluginBuildArgs),
+    /// Run a plugin on fixtures and compare its output with the expected rows (exit 1 on a diff).
     Test(PluginTestArgs),
+}
+
+/// A plugin's language, for `plugin new`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PluginLang {
+    Rust,
+    Python,
 }
 
 #[derive(Debug, Args)]
 pub struct PluginNewArgs {
-    /// The plugin's name (a crate name: lowercase letters, digits, `-`, `_`).
+    /// The plugin's name (lowercase letters, digits, `-`, `_`; a crate name for Rust).
     pub name: String,
     /// The directory to create (default: ./NAME).
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// Path to the `sluice-plugin` SDK crate (default: this checkout's plugins/sluice-plugin).
+    /// The language to write the plugin in.
+    #[arg(long, value_enum, default_value = "rust")]
+    pub lang: PluginLang,
+    /// Rust: build against this `sluice-plugin` SDK crate directory instead of the published
+    /// crate (a Sluice checkout's plugins/sluice-plugin, or an unpacked sluice-plugin-*.crate with
+    /// sluice-contract-* beside it), through `[patch.crates-io]`. By default a `sluice` built
+    /// from a checkout uses that checkout's SDK.
     #[arg(long)]
     pub sdk: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PluginBuildArgs {
+    /// The plugin's directory: a Rust crate (Cargo.toml) or a Python app (app.py).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Where to write the component (default: DIR/NAME.wasm).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Rust: cargo's target directory (default: DIR/target).
+    #[arg(long, value_name = "DIR")]
+    pub target_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -297,12 +326,18 @@ pub struct PluginTestArgs {
     /// The step config, as JSON or YAML text, or `@FILE`.
     #[arg(long, default_value = "null")]
     pub config: String,
-    /// Input rows: a .csv (with a header) or .parquet file.
+    /// Input rows: a .csv (with a header), .jsonl (JSON lines) or .parquet file. Repeatable:
+    /// each file is a unit, run through a fresh instance (or, with `--state`, one instance).
+    #[arg(long, required = true)]
+    pub input: Vec<PathBuf>,
+    /// Expected output rows, in the same formats: one file per `--input`, or one file for all
+    /// the inputs' output together.
+    #[arg(long, required = true)]
+    pub expect: Vec<PathBuf>,
+    /// Feed the inputs, in order, through one instance, as a keyed step does with the units of a
+    /// key in a pipeline (`finish` after each file; state carries over).
     #[arg(long)]
-    pub input: PathBuf,
-    /// Expected output rows: a .csv (with a header) or .parquet file.
-    #[arg(long)]
-    pub expect: PathBuf,
+    pub state: bool,
     /// A lookup table for the plugin, as in a step's `tables:`: NAME=FILE (.csv with a header
     /// or .parquet). Repeatable.
     #[arg(long = "table", value_name = "NAME=FILE")]

@@ -157,7 +157,10 @@ impl WasmRuntime {
             )));
         }
         let component = self.inner.cache.component(&self.inner.engine, bytes).map_err(load_err)?;
-        let contract = contract_of(&self.inner.engine, &component, name)?;
+        let sdk =
+            sluice_toolchain::component::read_custom_section_deep(bytes, sluice_toolchain::component::SDK_SECTION)
+                .map(|s| String::from_utf8_lossy(s).into_owned());
+        let contract = contract_of(&self.inner.engine, &component, name, sdk.as_deref())?;
         let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| {
             PluginError::Load(format!(
                 "`{name}` needs imports this host does not offer (plugins may import only \
@@ -207,8 +210,39 @@ fn compatible(built: &str, host: &str) -> bool {
     if ma.first() == Some(&"0") { ma.get(..2) == mb.get(..2) } else { ma.first() == mb.first() }
 }
 
+/// Why a component built against contract `built` does not run here, and what to do about it.
+fn incompatible_message(name: &str, built: &str, sdk: Option<&str>) -> String {
+    let (pkg, host) = (crate::CONTRACT_PACKAGE, crate::CONTRACT_VERSION);
+    let minor = |v: &str| v.split('.').take(2).collect::<Vec<_>>().join(".");
+    let sdk = sdk.map(|s| format!(", with SDK {s}")).unwrap_or_default();
+    let newer = version_key(built) > version_key(host);
+    let fix = if newer {
+        format!(
+            "upgrade sluice to a release that implements {pkg}@{}, or rebuild the plugin with an SDK for {}",
+            minor(built),
+            minor(host)
+        )
+    } else {
+        format!(
+            "rebuild it against the SDK for {h} (Rust: `sluice-plugin = \"{h}\"` in its Cargo.toml; Python: this \
+             sluice's embedded SDK) with `sluice plugin build`, or run it on a sluice release that implements \
+             {pkg}@{b}",
+            h = minor(host),
+            b = minor(built)
+        )
+    };
+    format!(
+        "`{name}` was built against {pkg}@{built}{sdk}, but this host implements {pkg}@{host}, and 0.x contracts \
+         are compatible only within one minor version: {fix}"
+    )
+}
+
+fn version_key(v: &str) -> Vec<u64> {
+    v.split('.').map(|p| p.parse().unwrap_or(0)).collect()
+}
+
 /// Find the contract version the component exports, and check it is compatible.
-fn contract_of(engine: &Engine, component: &Component, name: &str) -> Result<String, PluginError> {
+fn contract_of(engine: &Engine, component: &Component, name: &str, sdk: Option<&str>) -> Result<String, PluginError> {
     let ty = component.component_type();
     let prefix = format!("{}/handler@", crate::CONTRACT_PACKAGE);
     let export = ty.exports(engine).map(|(n, _)| n.to_string()).find(|n| n.starts_with(&prefix));
@@ -222,12 +256,7 @@ fn contract_of(engine: &Engine, component: &Component, name: &str) -> Result<Str
     };
     let version = &export[prefix.len()..];
     if !compatible(version, crate::CONTRACT_VERSION) {
-        return Err(PluginError::Load(format!(
-            "`{name}` was built against {}@{version}; this host implements {}@{}",
-            crate::CONTRACT_PACKAGE,
-            crate::CONTRACT_PACKAGE,
-            crate::CONTRACT_VERSION
-        )));
+        return Err(PluginError::Load(incompatible_message(name, version, sdk)));
     }
     Ok(format!("{}@{version}", crate::CONTRACT_PACKAGE))
 }
@@ -272,5 +301,15 @@ mod tests {
         // 0.2 components (no `projection`) and 0.1 ones are refused.
         assert!(!compatible("0.4.0", "0.5.0") && !compatible("0.1.0", "0.5.0") && !compatible("0.6.0", "0.5.0"));
         assert!(compatible("1.4.0", "1.0.0") && !compatible("2.0.0", "1.0.0"));
+    }
+
+    #[test]
+    fn an_incompatible_contract_says_both_versions_and_what_to_do() {
+        let m = super::incompatible_message("old", "0.4.0", Some("sluice-plugin 0.4.1"));
+        assert!(m.contains("sluice:plugin@0.4.0, with SDK sluice-plugin 0.4.1"), "{m}");
+        assert!(m.contains("this host implements sluice:plugin@0.5.0"), "{m}");
+        assert!(m.contains("`sluice-plugin = \"0.5\"`") && m.contains("sluice plugin build"), "{m}");
+        let m = super::incompatible_message("new", "0.6.0", None);
+        assert!(m.contains("upgrade sluice to a release that implements sluice:plugin@0.6"), "{m}");
     }
 }

@@ -211,6 +211,14 @@ macro_rules! export_handler {
             const VERSION: &'static str = env!("CARGO_PKG_VERSION");
             const SUMMARY: &'static str = env!("CARGO_PKG_DESCRIPTION");
         }
+        // The SDK this plugin is built with, for `sluice plugin inspect` and the host's
+        // contract-version errors: a custom section named `sluice:sdk` (the name
+        // `sluice_toolchain::component::SDK_SECTION` reads; a link_section takes a literal only).
+        #[doc(hidden)]
+        #[cfg(target_arch = "wasm32")]
+        #[used]
+        #[unsafe(link_section = "sluice:sdk")]
+        static __SLUICE_SDK: [u8; $crate::__private::SDK_ID.len()] = $crate::__private::sdk_id();
         #[doc(hidden)]
         #[cfg(target_arch = "wasm32")]
         type __SluiceExport = $crate::__private::Adapter<$ty>;
@@ -234,7 +242,7 @@ pub mod __private {
     use super::*;
 
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "wit",
         world: "handler-plugin",
         pub_export_macro: true,
         export_macro_name: "export",
@@ -246,6 +254,21 @@ pub mod __private {
         ConfigError as WitConfigError, DataError as WitDataError, Error as WitError, PluginInfo as WitPluginInfo,
         StateSpec as WitStateSpec,
     };
+
+    /// This SDK's name and version, as recorded in each plugin's `sluice:sdk` section.
+    pub const SDK_ID: &str = concat!("sluice-plugin ", env!("CARGO_PKG_VERSION"));
+
+    /// [`SDK_ID`] as an array, for `export_handler!`'s section.
+    pub const fn sdk_id() -> [u8; SDK_ID.len()] {
+        let mut out = [0u8; SDK_ID.len()];
+        let bytes = SDK_ID.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            out[i] = bytes[i];
+            i += 1;
+        }
+        out
+    }
 
     /// Static facts about the plugin crate, implemented by `export_handler!`.
     pub trait PluginMeta {

@@ -1,4 +1,6 @@
-//! `sluice plugin list|inspect|new|test`: the standard plugins, and tools for plugin authors.
+//! `sluice plugin list|inspect|new|build|test`: the standard plugins, and tools for plugin
+//! authors, which work without a Sluice checkout: the templates and the Python SDK are embedded,
+//! the Rust SDK is a crate dependency, and the build routes are `sluice_toolchain`'s.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,13 +11,15 @@ use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_schema::{Schema, SchemaRef};
 use sluice_core::plugin::PluginRuntime;
 use sluice_core::spec::{Limits, PluginRef};
+use sluice_toolchain::component::{SDK_SECTION, read_custom_section_deep};
 
 use crate::Exit;
-use crate::cli::{Global, PluginCommand, PluginNewArgs, PluginTestArgs};
+use crate::cli::{Global, PluginBuildArgs, PluginCommand, PluginLang, PluginNewArgs, PluginTestArgs};
 
 pub fn plugin(cmd: PluginCommand, g: &Global) -> Result<u8, Exit> {
     match cmd {
         PluginCommand::New(a) => return new(&a),
+        PluginCommand::Build(a) => return build(&a),
         PluginCommand::Test(a) => return test(&a, g),
         _ => {}
     }
@@ -30,17 +34,42 @@ pub fn plugin(cmd: PluginCommand, g: &Global) -> Result<u8, Exit> {
             }
         }
         PluginCommand::Inspect { plugin } => {
-            let p = rt.load(&plugin_ref(&plugin)).map_err(Exit::config)?;
+            let r = plugin_ref(&plugin);
+            let p = rt.load(&r).map_err(Exit::config)?;
             let i = p.info();
+            let sdk = component_bytes(&r, g)
+                .and_then(|b| {
+                    read_custom_section_deep(&b, SDK_SECTION).map(|s| String::from_utf8_lossy(s).into_owned())
+                })
+                .unwrap_or_else(|| "(not recorded)".into());
             println!(
-                "name:     {}\nversion:  {}\ncontract: {}\nsummary:  {}\n",
-                i.name, i.version, i.contract, i.summary
+                "name:     {}\nversion:  {}\ncontract: {} (this host implements {}@{})\nsdk:      {sdk}\nhash:     {}\nsummary:  {}\n",
+                i.name,
+                i.version,
+                i.contract,
+                sluice_wasm::CONTRACT_PACKAGE,
+                sluice_wasm::CONTRACT_VERSION,
+                i.component_hash,
+                i.summary
             );
             println!("{}", if i.config_doc.is_empty() { "(no config documentation)" } else { &i.config_doc });
         }
-        PluginCommand::New(_) | PluginCommand::Test(_) => unreachable!("handled above"),
+        PluginCommand::New(_) | PluginCommand::Build(_) | PluginCommand::Test(_) => unreachable!("handled above"),
     }
     Ok(0)
+}
+
+/// The bytes of a plugin's component, as the runtime finds them (a path, the plugin directory,
+/// or the embedded standard plugins).
+fn component_bytes(r: &PluginRef, g: &Global) -> Option<Vec<u8>> {
+    match r {
+        PluginRef::Path(p) => std::fs::read(p).ok(),
+        PluginRef::Named(name) => g
+            .plugin_dir
+            .as_ref()
+            .and_then(|d| std::fs::read(d.join(format!("{name}.wasm"))).ok())
+            .or_else(|| crate::context::builtin_bytes(name).map(<[u8]>::to_vec)),
+    }
 }
 
 fn plugin_ref(plugin: &str) -> PluginRef {
@@ -51,18 +80,30 @@ fn plugin_ref(plugin: &str) -> PluginRef {
     }
 }
 
-/// The plugin template, embedded: (path in the new crate, contents).
-const TEMPLATE: &[(&str, &str)] = &[
-    ("Cargo.toml", include_str!("../../template/Cargo.toml.tmpl")),
-    ("README.md", include_str!("../../template/README.md.tmpl")),
-    (".gitignore", include_str!("../../template/gitignore.tmpl")),
-    ("src/lib.rs", include_str!("../../template/src/lib.rs.tmpl")),
+/// The templates, embedded: (path in the new plugin, contents). The fixtures are shared: the
+/// Rust and the Python template are the same handler.
+const FIXTURES: &[(&str, &str)] = &[
     ("tests/fixtures/input.csv", include_str!("../../template/tests/fixtures/input.csv")),
     ("tests/fixtures/expected.csv", include_str!("../../template/tests/fixtures/expected.csv")),
     ("tests/fixtures/config.yaml", include_str!("../../template/tests/fixtures/config.yaml")),
 ];
+const RUST_TEMPLATE: &[(&str, &str)] = &[
+    ("Cargo.toml", include_str!("../../template/Cargo.toml.tmpl")),
+    ("README.md", include_str!("../../template/README.md.tmpl")),
+    (".gitignore", include_str!("../../template/gitignore.tmpl")),
+    ("src/lib.rs", include_str!("../../template/src/lib.rs.tmpl")),
+];
+const PYTHON_TEMPLATE: &[(&str, &str)] = &[
+    // A real Python file (its tests import it): `plugin new` renames `scale` and `Scale`.
+    ("app.py", include_str!("../../template/python/app.py")),
+    ("README.md", include_str!("../../template/python/README.md.tmpl")),
+    (".gitignore", include_str!("../../template/gitignore.tmpl")),
+];
 
-/// `sluice plugin new NAME [--dir DIR] [--sdk PATH]`.
+/// The SDK crate version the Rust template depends on (the one this `sluice` was built beside).
+const RUST_SDK_VERSION: &str = env!("SLUICE_PLUGIN_SDK_VERSION");
+
+/// `sluice plugin new NAME [--dir DIR] [--lang rust|python] [--sdk PATH]`.
 fn new(args: &PluginNewArgs) -> Result<u8, Exit> {
     let name = &args.name;
     let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
@@ -76,16 +117,6 @@ fn new(args: &PluginNewArgs) -> Result<u8, Exit> {
     if dir.exists() && std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
         return Err(Exit::config(anyhow::anyhow!("{} already exists and is not empty", dir.display())));
     }
-    let sdk = match &args.sdk {
-        Some(p) => p.clone(),
-        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../plugins/sluice-plugin")),
-    };
-    let sdk = sdk.canonicalize().map_err(|e| {
-        Exit::config(anyhow::anyhow!(
-            "the plugin SDK {} is not there ({e}); pass --sdk PATH to a Sluice checkout's plugins/sluice-plugin",
-            sdk.display()
-        ))
-    })?;
     let camel: String = name
         .split(['-', '_'])
         .map(|w| {
@@ -93,26 +124,138 @@ fn new(args: &PluginNewArgs) -> Result<u8, Exit> {
             c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
         })
         .collect();
-    for (rel, text) in TEMPLATE {
-        let text =
-            text.replace("{{name}}", name).replace("{{Camel}}", &camel).replace("{{sdk}}", &sdk.display().to_string());
+    let (template, patch, lock) = match args.lang {
+        PluginLang::Rust => {
+            let (patch, lock) = sdk_patch(args.sdk.as_deref())?;
+            (RUST_TEMPLATE, patch, lock)
+        }
+        PluginLang::Python => {
+            if args.sdk.is_some() {
+                return Err(Exit::config(anyhow::anyhow!(
+                    "--sdk is for Rust plugins: the Python SDK is built into `sluice plugin build`"
+                )));
+            }
+            (PYTHON_TEMPLATE, String::new(), None)
+        }
+    };
+    for (rel, text) in template.iter().chain(FIXTURES) {
+        let text = if *rel == "app.py" {
+            text.replace("class Scale(", &format!("class {camel}("))
+                .replace("export(Scale)", &format!("export({camel})"))
+                .replace("name = \"scale\"", &format!("name = \"{name}\""))
+                .replace("`scale`:", &format!("`{name}`:"))
+        } else {
+            text.to_string()
+        };
+        let text = text
+            .replace("{{name}}", name)
+            .replace("{{Camel}}", &camel)
+            .replace("{{sdk_version}}", RUST_SDK_VERSION.trim())
+            .replace("{{patch}}", &patch);
         let path = dir.join(rel);
         std::fs::create_dir_all(path.parent().expect("template paths have a parent"))
             .with_context(|| format!("creating {}", path.parent().unwrap_or(&dir).display()))?;
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     // Start from the standard plugins' lock file: the same dependency versions, already compiled.
-    let lock = sdk.parent().map(|p| p.join("Cargo.lock"));
-    if let Some(lock) = lock.filter(|l| l.is_file()) {
+    if let Some(lock) = lock {
         let to = dir.join("Cargo.lock");
         std::fs::copy(&lock, &to).with_context(|| format!("copying {} to {}", lock.display(), to.display()))?;
     }
-    println!("created plugin `{name}` in {}", dir.display());
-    println!("next: cd {} && cargo test; then see its README.md to build and `sluice plugin test` it", dir.display());
+    println!(
+        "created {} plugin `{name}` in {}",
+        if args.lang == PluginLang::Rust { "Rust" } else { "Python" },
+        dir.display()
+    );
+    let d = dir.display();
+    match args.lang {
+        PluginLang::Rust => {
+            println!("next: cd {d} && cargo test && sluice plugin build && sluice plugin test ... (see README.md)")
+        }
+        PluginLang::Python => println!("next: cd {d} && sluice plugin build && sluice plugin test ... (see README.md)"),
+    }
     Ok(0)
 }
 
-/// `sluice plugin test PLUGIN --config C --input FILE --expect FILE`.
+/// The `[patch.crates-io]` section that points the template's `sluice-plugin` (and the
+/// `sluice-contract` it depends on) at local crates, and a lock file to start from. With no
+/// `--sdk`, a `sluice` built from a checkout uses that checkout's SDK; an installed one depends
+/// on the published crate.
+fn sdk_patch(sdk: Option<&Path>) -> Result<(String, Option<PathBuf>), Exit> {
+    let checkout = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../plugins/sluice-plugin"));
+    let sdk = match sdk {
+        Some(p) => p.to_path_buf(),
+        None if checkout.join("Cargo.toml").is_file() => checkout,
+        None => return Ok((String::new(), None)),
+    };
+    let sdk = sdk.canonicalize().map_err(|e| {
+        Exit::config(anyhow::anyhow!(
+            "--sdk {}: {e}; give the sluice-plugin crate's directory (a Sluice checkout's plugins/sluice-plugin,              or an unpacked sluice-plugin-*.crate)",
+            sdk.display()
+        ))
+    })?;
+    if !sdk.join("Cargo.toml").is_file() {
+        return Err(Exit::config(anyhow::anyhow!("--sdk {}: no Cargo.toml there", sdk.display())));
+    }
+    // The contract crate: a checkout's sluice-contract, or an unpacked crate beside the SDK's.
+    let parent = sdk.parent().unwrap_or(&sdk);
+    let mut contract = parent.parent().map(|p| p.join("sluice-contract")).filter(|p| p.join("Cargo.toml").is_file());
+    if contract.is_none() {
+        contract = std::fs::read_dir(parent)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("sluice-contract")))
+            .find(|p| p.join("Cargo.toml").is_file());
+    }
+    let Some(contract) = contract else {
+        return Err(Exit::config(anyhow::anyhow!(
+            "--sdk {}: the sluice-contract crate it depends on is not beside it (a checkout's              sluice-contract, or an unpacked sluice-contract-*.crate in {})",
+            sdk.display(),
+            parent.display()
+        )));
+    };
+    let patch = format!(
+        "\n# Development: build against local SDK crates instead of the published ones.\n[patch.crates-io]\n\
+         sluice-plugin = {{ path = \"{}\" }}\nsluice-contract = {{ path = \"{}\" }}\n",
+        sdk.display(),
+        contract.display()
+    );
+    // The lock file beside the SDK: a checkout's plugins/Cargo.lock, or the packaged crate's own.
+    let lock = [sdk.parent().map(|p| p.join("Cargo.lock")), Some(sdk.join("Cargo.lock"))]
+        .into_iter()
+        .flatten()
+        .find(|l| l.is_file());
+    Ok((patch, lock))
+}
+
+/// `sluice plugin build [DIR] [--out FILE] [--target-dir DIR]`.
+fn build(args: &PluginBuildArgs) -> Result<u8, Exit> {
+    use sluice_toolchain::{BuildError, Language};
+    let lang = Language::of(&args.dir).map_err(Exit::config)?;
+    let built = match lang {
+        Language::Rust => {
+            sluice_toolchain::rust::build_crate(&args.dir, args.out.as_deref(), args.target_dir.as_deref())
+        }
+        Language::Python => sluice_toolchain::python::build(&args.dir, args.out.as_deref()),
+    };
+    let built = built.map_err(|e| match e {
+        BuildError::NoToolchain(_) | BuildError::NotAPlugin(_) => Exit::config(e),
+        _ => Exit::data(e),
+    })?;
+    println!(
+        "built {} ({} bytes) -> {} in {:.1}s via {}",
+        built.name,
+        built.bytes,
+        built.path.display(),
+        built.seconds,
+        built.route
+    );
+    Ok(0)
+}
+
+/// `sluice plugin test PLUGIN --config C --input FILE... --expect FILE... [--state]`.
 fn test(args: &PluginTestArgs, g: &Global) -> Result<u8, Exit> {
     let config_text = match args.config.strip_prefix('@') {
         Some(file) => std::fs::read_to_string(file).with_context(|| format!("reading {file}")).map_err(Exit::config)?,
@@ -120,7 +263,17 @@ fn test(args: &PluginTestArgs, g: &Global) -> Result<u8, Exit> {
     };
     let config = sluice_config::yaml_value(&config_text)
         .map_err(|e| Exit::config(anyhow::anyhow!("--config: not JSON or YAML: {e}")))?;
-    let (in_schema, input) = read_batches(&args.input, None).map_err(Exit::config)?;
+    if args.expect.len() != 1 && args.expect.len() != args.input.len() {
+        return Err(Exit::config(anyhow::anyhow!(
+            "{} --expect files for {} --input files: give one per input, or one for all of them",
+            args.expect.len(),
+            args.input.len()
+        )));
+    }
+    let mut inputs = Vec::new();
+    for path in &args.input {
+        inputs.push(read_batches(path, None).map_err(Exit::config)?);
+    }
 
     let rt = crate::context::runtime(g.plugin_dir.clone())?;
     let plugin = rt.load(&plugin_ref(&args.plugin)).map_err(Exit::config)?;
@@ -136,41 +289,67 @@ fn test(args: &PluginTestArgs, g: &Global) -> Result<u8, Exit> {
         tables
             .push(std::sync::Arc::new(sluice_source::read_table(&spec).map_err(|e| Exit::config(anyhow::anyhow!(e)))?));
     }
-    let mut h =
-        plugin.instantiate_with_tables(&config.to_string(), &tables, &Limits::default()).map_err(Exit::config)?;
-    let out_schema = h.output_schema(&in_schema).map_err(Exit::config)?;
-    let mut output = Vec::new();
-    for b in &input {
-        output.extend(h.process(b).map_err(Exit::data)?);
+    let instantiate =
+        || plugin.instantiate_with_tables(&config.to_string(), &tables, &Limits::default()).map_err(Exit::config);
+    // Each input is a unit: a fresh instance, or with --state the same one, finished after each.
+    let mut shared = if args.state { Some(instantiate()?) } else { None };
+    let mut outputs: Vec<(SchemaRef, Vec<RecordBatch>)> = Vec::new();
+    for ((in_schema, input), path) in inputs.iter().zip(&args.input) {
+        let mut fresh;
+        let h = match shared.as_mut() {
+            Some(h) => h,
+            None => {
+                fresh = instantiate()?;
+                &mut fresh
+            }
+        };
+        let at = |e| Exit::data(anyhow::anyhow!("{}: {e}", path.display()));
+        let out_schema = h.output_schema(in_schema).map_err(Exit::config)?;
+        let mut output = Vec::new();
+        for b in input {
+            output.extend(h.process(b).map_err(at)?);
+        }
+        output.extend(h.finish().map_err(at)?);
+        outputs.push((out_schema, output));
     }
-    output.extend(h.finish().map_err(Exit::data)?);
+    // One expectation for all inputs: their outputs together.
+    if args.expect.len() == 1 && outputs.len() > 1 {
+        let schema = outputs[0].0.clone();
+        let all = outputs.drain(..).flat_map(|(_, b)| b).collect();
+        outputs.push((schema, all));
+    }
 
-    let (want_schema, want) = match read_batches(&args.expect, Some(&out_schema)) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("mismatch: the expected rows do not fit the plugin's output schema: {e:#}");
-            eprintln!("output schema: {}", schema_line(&out_schema));
-            return Ok(crate::EXIT_DATA);
+    let mut failed = false;
+    for ((out_schema, output), expect) in outputs.iter().zip(&args.expect) {
+        let (want_schema, want) = match read_batches(expect, Some(out_schema)) {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("mismatch: {} does not fit the plugin's output schema: {e:#}", expect.display());
+                eprintln!("output schema: {}", schema_line(out_schema));
+                failed = true;
+                continue;
+            }
+        };
+        let diff = diff_batches(out_schema, output, &want_schema, &want)?;
+        if diff.is_empty() {
+            println!("ok: {} rows match {}", rows(output), expect.display());
+        } else {
+            eprintln!("mismatch between the plugin's output and {}:", expect.display());
+            for line in diff {
+                eprintln!("{line}");
+            }
+            failed = true;
         }
-    };
-    let diff = diff_batches(&out_schema, &output, &want_schema, &want)?;
-    if diff.is_empty() {
-        println!("ok: {} rows match {}", rows(&output), args.expect.display());
-        Ok(0)
-    } else {
-        eprintln!("mismatch between the plugin's output (+) and {} (-):", args.expect.display());
-        for line in diff {
-            eprintln!("{line}");
-        }
-        Ok(crate::EXIT_DATA)
     }
+    Ok(if failed { crate::EXIT_DATA } else { 0 })
 }
 
 fn rows(batches: &[RecordBatch]) -> usize {
     batches.iter().map(RecordBatch::num_rows).sum()
 }
 
-/// Read a .csv (with a header; typed by `schema` when given, else inferred) or .parquet file.
+/// Read a .csv (with a header), .jsonl/.ndjson (JSON lines) or .parquet file; typed by `schema`
+/// when given (the plugin's output schema, for expected rows), else inferred (inputs).
 fn read_batches(path: &Path, schema: Option<&SchemaRef>) -> anyhow::Result<(SchemaRef, Vec<RecordBatch>)> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     let open = || std::fs::File::open(path).with_context(|| format!("opening {}", path.display()));
@@ -208,6 +387,24 @@ fn read_batches(path: &Path, schema: Option<&SchemaRef>) -> anyhow::Result<(Sche
                 reader.collect::<Result<Vec<_>, _>>().with_context(|| format!("reading {}", path.display()))?;
             Ok((schema, batches))
         }
+        "jsonl" | "ndjson" | "json" => {
+            let schema = match schema {
+                Some(s) => s.clone(),
+                None => {
+                    let mut r = std::io::BufReader::new(open()?);
+                    let (s, _) = arrow_json::reader::infer_json_schema(&mut r, Some(10_000))
+                        .with_context(|| format!("inferring the schema of {}", path.display()))?;
+                    Arc::new(s)
+                }
+            };
+            let reader = arrow_json::ReaderBuilder::new(schema.clone())
+                .with_strict_mode(true)
+                .build(std::io::BufReader::new(open()?))
+                .context("json reader")?;
+            let batches =
+                reader.collect::<Result<Vec<_>, _>>().with_context(|| format!("reading {}", path.display()))?;
+            Ok((schema, batches))
+        }
         "parquet" => {
             let batches = sluice_lake::ParquetBatches::open(open()?, 65_536)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -216,7 +413,7 @@ fn read_batches(path: &Path, schema: Option<&SchemaRef>) -> anyhow::Result<(Sche
                 batches.collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             Ok((schema, batches))
         }
-        _ => bail!("{}: use a .csv (with a header) or .parquet file", path.display()),
+        _ => bail!("{}: use a .csv (with a header), .jsonl (JSON lines) or .parquet file", path.display()),
     }
 }
 
@@ -225,21 +422,22 @@ fn schema_line(s: &Schema) -> String {
 }
 
 /// Every row as text cells.
-fn render(batches: &[RecordBatch]) -> anyhow::Result<Vec<String>> {
+fn render(batches: &[RecordBatch]) -> anyhow::Result<Vec<Vec<String>>> {
     let opts = FormatOptions::default().with_null("null");
     let mut out = Vec::new();
     for b in batches {
         let fmts =
             b.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts)).collect::<Result<Vec<_>, _>>()?;
         for r in 0..b.num_rows() {
-            let cells: Vec<String> = fmts.iter().map(|f| f.value(r).to_string()).collect();
-            out.push(cells.join(", "));
+            out.push(fmts.iter().map(|f| f.value(r).to_string()).collect());
         }
     }
     Ok(out)
 }
 
-/// A readable diff: the schemas, then the rows that differ (at most 20), by row number.
+/// A readable diff: the schemas when they differ, then each row that differs (at most 20) by
+/// row number, column and value: `row 1, column close: expected 9.0, got 2.5`, with the whole
+/// rows beneath.
 fn diff_batches(
     got_schema: &Schema,
     got: &[RecordBatch],
@@ -249,9 +447,10 @@ fn diff_batches(
     let mut out = Vec::new();
     let (gs, ws) = (schema_line(got_schema), schema_line(want_schema));
     if gs != ws {
-        out.push(format!("- schema: {ws}"));
-        out.push(format!("+ schema: {gs}"));
+        out.push(format!("schema: expected {ws}"));
+        out.push(format!("        got      {gs}"));
     }
+    let names: Vec<&str> = got_schema.fields().iter().map(|f| f.name().as_str()).collect();
     let (g, w) = (render(got)?, render(want)?);
     if g.len() != w.len() {
         out.push(format!("rows: expected {}, got {}", w.len(), g.len()));
@@ -267,8 +466,21 @@ fn diff_batches(
             out.push("... (more rows differ)".into());
             break;
         }
-        out.push(format!("- row {i}: {}", a.map_or("(none)", String::as_str)));
-        out.push(format!("+ row {i}: {}", b.map_or("(none)", String::as_str)));
+        match (a, b) {
+            (Some(a), Some(b)) => {
+                for (c, (x, y)) in a.iter().zip(b).enumerate() {
+                    if x != y {
+                        let name = names.get(c).copied().unwrap_or("?");
+                        out.push(format!("row {i}, column {name}: expected {x}, got {y}"));
+                    }
+                }
+                out.push(format!("  - expected row {i}: {}", a.join(", ")));
+                out.push(format!("  + got      row {i}: {}", b.join(", ")));
+            }
+            (Some(a), None) => out.push(format!("row {i}: expected {}, got no row", a.join(", "))),
+            (None, Some(b)) => out.push(format!("row {i}: expected no row, got {}", b.join(", "))),
+            (None, None) => {}
+        }
     }
     Ok(out)
 }

@@ -6,6 +6,12 @@ pub const COMPONENT_MAGIC: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 
 /// The custom section holding a plugin's source hash (hex SHA-256).
 pub const SOURCE_HASH_SECTION: &str = "sluice:source-hash";
 
+/// The custom section naming the SDK a plugin was built with, e.g. `sluice-plugin 0.5.0` or
+/// `sluice-plugin-py 0.5.0`. The Rust SDK's `export_handler!` puts it in the plugin's core
+/// module (as a `#[link_section]` literal that must match this name); `sluice plugin build`
+/// adds it at the top level of a Python plugin's component.
+pub const SDK_SECTION: &str = "sluice:sdk";
+
 /// Whether `bytes` starts with the component preamble (not a core module's).
 pub fn is_component(bytes: &[u8]) -> bool {
     bytes.starts_with(&COMPONENT_MAGIC)
@@ -63,6 +69,37 @@ pub fn read_custom_section<'a>(bytes: &'a [u8], name: &str) -> Option<&'a [u8]> 
     found
 }
 
+/// Like [`read_custom_section`], but also searching the core modules and components nested in a
+/// component (depth first, the top level first).
+pub fn read_custom_section_deep<'a>(bytes: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    if let Some(found) = read_custom_section(bytes, name) {
+        return Some(found);
+    }
+    if !is_component(bytes) {
+        return None;
+    }
+    // Component sections 1 (core module) and 4 (component) hold whole nested binaries.
+    let mut pos = 8;
+    while pos < bytes.len() {
+        let id = bytes[pos];
+        pos += 1;
+        let size = read_leb_u32(bytes, &mut pos)? as usize;
+        let end = pos.checked_add(size).filter(|&e| e <= bytes.len())?;
+        if (id == 1 || id == 4)
+            && let Some(found) = read_custom_section_deep(&bytes[pos..end], name)
+        {
+            return Some(found);
+        }
+        pos = end;
+    }
+    None
+}
+
+/// Whether a component (or one of its nested modules) has a custom section `name`.
+pub fn has_custom_section(bytes: &[u8], name: &str) -> bool {
+    read_custom_section_deep(bytes, name).is_some()
+}
+
 /// Appends a top-level custom section `name` with `payload` to a binary.
 pub fn append_custom_section(bytes: &mut Vec<u8>, name: &str, payload: &[u8]) {
     let mut body = Vec::with_capacity(5 + name.len() + payload.len());
@@ -93,6 +130,23 @@ mod tests {
         assert_eq!(read_custom_section(&bytes, "missing"), None);
         bytes.truncate(bytes.len() - 1);
         assert_eq!(read_custom_section(&bytes, SOURCE_HASH_SECTION), None);
+    }
+
+    #[test]
+    fn nested_sections_are_found() {
+        let mut core = b"\0asm\x01\0\0\0".to_vec();
+        append_custom_section(&mut core, SDK_SECTION, b"sluice-plugin 9.9.9");
+        let mut comp = COMPONENT_MAGIC.to_vec();
+        append_custom_section(&mut comp, "other", b"x");
+        comp.push(1);
+        write_leb_u32(&mut comp, core.len() as u32);
+        comp.extend_from_slice(&core);
+        assert_eq!(read_custom_section(&comp, SDK_SECTION), None);
+        assert_eq!(read_custom_section_deep(&comp, SDK_SECTION), Some(&b"sluice-plugin 9.9.9"[..]));
+        assert!(has_custom_section(&comp, SDK_SECTION) && !has_custom_section(&comp, "nope"));
+        // A top-level section wins over a nested one.
+        append_custom_section(&mut comp, SDK_SECTION, b"top");
+        assert_eq!(read_custom_section_deep(&comp, SDK_SECTION), Some(&b"top"[..]));
     }
 
     #[test]

@@ -1,0 +1,355 @@
+//! Plugin authors outside the repository: `sluice plugin new`, `build`, `test` and `inspect`,
+//! for a Rust and a Python plugin, with fixtures in every format and `--state`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::support::{query, run, run_in, write};
+
+/// The componentize-py to build Python plugins with: `$SLUICE_COMPONENTIZE_PY`, else the venv
+/// `scripts/componentize-venv.sh` makes. Missing: fails under `CI=true`, else skips.
+fn componentize_py() -> Option<PathBuf> {
+    let p = std::env::var_os("SLUICE_COMPONENTIZE_PY").map(PathBuf::from).or_else(|| {
+        let home = std::env::var_os("HOME")?;
+        Some(PathBuf::from(home).join(".cache/sluice/venv/cpy/bin/componentize-py"))
+    });
+    if let Some(p) = p.filter(|p| p.is_file()) {
+        return Some(p);
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("componentize-py is missing under CI=true: scripts/componentize-venv.sh installs it");
+    }
+    eprintln!("skipped: componentize-py is missing (scripts/componentize-venv.sh installs it)");
+    None
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Writes a Parquet file from a DuckDB query.
+fn parquet(path: &Path, select: &str) {
+    let db = duckdb::Connection::open_in_memory().unwrap();
+    db.execute_batch(&format!("COPY ({select}) TO '{}' (FORMAT parquet)", path.display())).unwrap();
+}
+
+/// `plugin test` reads JSON-lines and Parquet fixtures as well as CSV, as input and as expected
+/// rows, and its diff names the row, the column, and the expected and actual values.
+#[test]
+fn plugin_test_reads_jsonl_and_parquet_fixtures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(
+        &d.join("in.jsonl"),
+        "{\"symbol\":\"A\",\"close\":1.5,\"extra\":\"x\"}\n{\"symbol\":\"B\",\"close\":2.5,\"extra\":\"y\"}\n",
+    );
+    write(&d.join("want.jsonl"), "{\"symbol\":\"A\",\"close\":1.5}\n{\"symbol\":\"B\",\"close\":2.5}\n");
+    write(&d.join("bad.jsonl"), "{\"symbol\":\"A\",\"close\":1.5}\n{\"symbol\":\"B\",\"close\":7.25}\n");
+    parquet(
+        &d.join("in.parquet"),
+        "SELECT * FROM (VALUES ('A', 1.5::DOUBLE, 'x'), ('B', 2.5::DOUBLE, 'y')) t(symbol, close, extra)",
+    );
+    parquet(&d.join("want.parquet"), "SELECT * FROM (VALUES ('A', 1.5::DOUBLE), ('B', 2.5::DOUBLE)) t(symbol, close)");
+    parquet(&d.join("bad.parquet"), "SELECT * FROM (VALUES ('A', 1.5::DOUBLE), ('C', 2.5::DOUBLE)) t(symbol, close)");
+    let test = |input: &str, expect: &str| {
+        run(&[
+            "plugin",
+            "test",
+            "select",
+            "--config",
+            "{drop: [extra]}",
+            "--input",
+            s(&d.join(input)),
+            "--expect",
+            s(&d.join(expect)),
+        ])
+    };
+    for (input, expect) in [
+        ("in.jsonl", "want.jsonl"),
+        ("in.parquet", "want.parquet"),
+        ("in.jsonl", "want.parquet"),
+        ("in.parquet", "want.jsonl"),
+    ] {
+        let out = test(input, expect);
+        assert_eq!(out.status.code(), Some(0), "{input} -> {expect}: {}", stderr(&out));
+        assert!(stdout(&out).contains("ok: 2 rows match"), "{}", stdout(&out));
+    }
+    let out = test("in.jsonl", "bad.jsonl");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("row 1, column close: expected 7.25, got 2.5"), "{}", stderr(&out));
+    let out = test("in.parquet", "bad.parquet");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("row 1, column symbol: expected C, got B"), "{}", stderr(&out));
+    // A missing row and an extra one are told apart from a changed one.
+    write(&d.join("short.jsonl"), "{\"symbol\":\"A\",\"close\":1.5}\n");
+    let out = test("in.jsonl", "short.jsonl");
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("rows: expected 1, got 2") && err.contains("row 1: expected no row, got B, 2.5"), "{err}");
+}
+
+/// `--state` feeds the inputs in order through one instance, finishing after each, as a keyed
+/// step does with a key's units; without it each file gets a fresh instance.
+#[test]
+fn plugin_test_state_carries_an_instance_across_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(&d.join("day1.csv"), "symbol,ts,close\nA,1,1.0\nA,2,3.0\n");
+    write(&d.join("day2.csv"), "symbol,ts,close\nA,3,5.0\nA,4,7.0\n");
+    // A two-row moving average: day 2's first row averages with day 1's last under --state.
+    write(&d.join("want1.csv"), "symbol,ts,close,sma\nA,1,1.0,\nA,2,3.0,2.0\n");
+    write(&d.join("want2_state.csv"), "symbol,ts,close,sma\nA,3,5.0,4.0\nA,4,7.0,6.0\n");
+    write(&d.join("want2_fresh.csv"), "symbol,ts,close,sma\nA,3,5.0,\nA,4,7.0,6.0\n");
+    write(&d.join("want_all.csv"), "symbol,ts,close,sma\nA,1,1.0,\nA,2,3.0,2.0\nA,3,5.0,4.0\nA,4,7.0,6.0\n");
+    let config = "{column: close, window: 2, as: sma, key: symbol, order_by: ts}";
+    let test = |more: &[&str], expects: &[&str]| {
+        let mut args = vec!["plugin", "test", "sma", "--config", config];
+        let (i1, i2) = (d.join("day1.csv"), d.join("day2.csv"));
+        args.extend(["--input", s(&i1), "--input", s(&i2)]);
+        let paths: Vec<String> = expects.iter().map(|e| d.join(e).display().to_string()).collect();
+        for p in &paths {
+            args.extend(["--expect", p.as_str()]);
+        }
+        args.extend(more);
+        run(&args)
+    };
+    let out = test(&["--state"], &["want1.csv", "want2_state.csv"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = test(&["--state"], &["want_all.csv"]);
+    assert_eq!(out.status.code(), Some(0), "one expectation for all the inputs: {}", stderr(&out));
+    let out = test(&[], &["want1.csv", "want2_fresh.csv"]);
+    assert_eq!(out.status.code(), Some(0), "without --state each file is fresh: {}", stderr(&out));
+    let out = test(&[], &["want1.csv", "want2_state.csv"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("row 0, column sma: expected 4.0, got null"), "{}", stderr(&out));
+    let out = test(&[], &["want1.csv", "want2_state.csv", "want_all.csv"]);
+    assert_eq!(out.status.code(), Some(2), "three expectations for two inputs is a usage error");
+}
+
+/// Runs the template's fixtures through `plugin test` with `wasm`; returns the output.
+fn test_fixtures(wasm: &Path, dir: &Path, expect: &Path) -> std::process::Output {
+    let fixtures = dir.join("tests/fixtures");
+    let config = format!("@{}", fixtures.join("config.yaml").display());
+    run(&[
+        "plugin",
+        "test",
+        s(wasm),
+        "--config",
+        &config,
+        "--input",
+        s(&fixtures.join("input.csv")),
+        "--expect",
+        s(expect),
+    ])
+}
+
+/// A Rust plugin from `sluice plugin new` builds with `sluice plugin build` (the toolchain
+/// route the standard plugins use), passes `sluice plugin test` on its fixture, notices a wrong
+/// one, and `plugin inspect` shows its contract, SDK and hash.
+#[test]
+fn scaffolded_rust_plugin_builds_tests_and_inspects() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("double-it");
+    let out = run(&["plugin", "new", "double-it", "--dir", s(&dir)]);
+    assert_eq!(out.status.code(), Some(0));
+    for f in ["Cargo.toml", "Cargo.lock", "README.md", "src/lib.rs", "tests/fixtures/input.csv"] {
+        assert!(dir.join(f).is_file(), "missing {f}");
+    }
+    let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+    assert!(manifest.contains("sluice-plugin = \"0.5.0\""), "the SDK by version:\n{manifest}");
+    assert!(manifest.contains("[patch.crates-io]"), "a checkout build patches in its SDK:\n{manifest}");
+    // The wasm target directory the standard plugins use: their compiled dependencies are reused.
+    let target = xtask::plugins::wasm_target_dir();
+    let out = run_in(&dir, &["plugin", "build", "--target-dir", s(&target)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let wasm = dir.join("double-it.wasm");
+    assert!(stdout(&out).contains("built double-it") && wasm.is_file(), "{}", stdout(&out));
+    let out = test_fixtures(&wasm, &dir, &dir.join("tests/fixtures/expected.csv"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let wrong = tmp.path().join("wrong.csv");
+    write(&wrong, "symbol,price\nAAA,3.0\nBBB,-4.5\nCCC,1.0\n");
+    let out = test_fixtures(&wasm, &dir, &wrong);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("row 2, column price: expected 1.0, got null"), "{}", stderr(&out));
+    let out = run(&["plugin", "inspect", s(&wasm)]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(text.contains("name:     double-it") && text.contains("contract: sluice:plugin@0.5.0"), "{text}");
+    assert!(text.contains("sdk:      sluice-plugin 0.5.0") && text.contains("hash:     sha256:"), "{text}");
+}
+
+/// A Python plugin from `sluice plugin new --lang python` builds with componentize-py, passes
+/// the same fixtures as the Rust template, runs sandboxed in a pipeline, reports its config
+/// errors with their key, and `plugin inspect` names its SDK.
+#[test]
+fn scaffolded_python_plugin_builds_tests_and_runs_in_a_pipeline() {
+    let Some(cpy) = componentize_py() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("scale_py");
+    let out = run(&["plugin", "new", "scale_py", "--lang", "python", "--dir", s(&dir)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(dir.join("app.py").is_file() && dir.join("tests/fixtures/expected.csv").is_file());
+    let build = |dir: &Path| {
+        let mut c = crate::support::sluice();
+        c.current_dir(dir).args(["plugin", "build"]).env("SLUICE_COMPONENTIZE_PY", &cpy);
+        crate::support::report(&["plugin", "build"], c.output().unwrap())
+    };
+    let out = build(&dir);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let wasm = dir.join("scale_py.wasm");
+    assert!(stdout(&out).contains("via componentize-py"), "{}", stdout(&out));
+    let out = test_fixtures(&wasm, &dir, &dir.join("tests/fixtures/expected.csv"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let wrong = tmp.path().join("wrong.csv");
+    write(&wrong, "symbol,price\nAAA,3.0\nBBB,-4.5\nCCC,1.0\n");
+    let out = test_fixtures(&wasm, &dir, &wrong);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("row 2, column price: expected 1.0, got null"), "{}", stderr(&out));
+
+    let out = run(&["plugin", "inspect", s(&wasm)]);
+    let text = stdout(&out);
+    assert!(text.contains("name:     scale_py") && text.contains("contract: sluice:plugin@0.5.0"), "{text}");
+    assert!(text.contains("sdk:      sluice-plugin-py 0.5.0") && text.contains("hash:     sha256:"), "{text}");
+
+    // A config error names its key, as the Rust SDK's do.
+    let fixtures = dir.join("tests/fixtures");
+    let input = fixtures.join("input.csv");
+    let expect = fixtures.join("expected.csv");
+    let out = run(&[
+        "plugin",
+        "test",
+        s(&wasm),
+        "--config",
+        "{column: price, factor: lots}",
+        "--input",
+        s(&input),
+        "--expect",
+        s(&expect),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("factor"), "{}", stderr(&out));
+
+    // In a pipeline: CSV in, the Python step, the lake out.
+    let work = tmp.path().join("work");
+    write(&work.join("in/a.csv"), "symbol,price\nAAA,1.5\nBBB,-2.25\nCCC,\n");
+    write(
+        &work.join("p.yaml"),
+        &format!(
+            "pipeline: py\nsources:\n  s:\n    path: in\n    format:\n      csv:\n        columns: {{symbol: utf8, \
+             price: float64}}\nsteps:\n  - plugin: {}\n    config: {{column: price, factor: 10}}\n\
+             sink: {{lake: lake, dataset: prices}}\n",
+            wasm.display()
+        ),
+    );
+    let out = run_in(&work, &["run", "p.yaml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rows = query(&work.join("lake"), "SELECT symbol, price FROM prices ORDER BY symbol");
+    let got: Vec<String> = rows.iter().map(|r| format!("{}={}", r["symbol"], r["price"])).collect();
+    assert_eq!(got, ["\"AAA\"=15.0", "\"BBB\"=-22.5", "\"CCC\"=null"]);
+}
+
+/// A Python plugin is sandboxed like a Rust one: no files, no environment, a deterministic
+/// clock. The probe reports what it could see as columns.
+#[test]
+fn python_plugins_see_no_files_environment_or_real_clock() {
+    let Some(cpy) = componentize_py() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("probe");
+    write(
+        &dir.join("app.py"),
+        r#"import os, time
+from sluice_plugin import Handler, export
+
+def _try(f):
+    try:
+        return str(f())
+    except Exception as e:
+        return type(e).__name__
+
+class Probe(Handler):
+    name = "probe"
+    version = "0.1.0"
+    summary = "what a plugin can see"
+
+    def output_schema(self, schema):
+        return schema + [self.field("home"), self.field("file"), self.field("year")]
+
+    def field(self, name):
+        from sluice_plugin import Field
+        return Field(name, "utf8")
+
+    def process(self, batch):
+        n = batch.num_rows
+        home = _try(lambda: os.environ.get("HOME"))
+        passwd = _try(lambda: open("/etc/passwd").read()[:10])
+        year = _try(lambda: time.gmtime().tm_year)
+        return (batch.with_column("home", "utf8", [home] * n)
+                     .with_column("file", "utf8", [passwd] * n)
+                     .with_column("year", "utf8", [year] * n))
+
+Handler = export(Probe)
+"#,
+    );
+    let mut c = crate::support::sluice();
+    c.current_dir(&dir).args(["plugin", "build"]).env("SLUICE_COMPONENTIZE_PY", &cpy).env("HOME", "/root");
+    let out = crate::support::report(&["plugin", "build"], c.output().unwrap());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    write(&tmp.path().join("in.csv"), "a\n1\n");
+    write(&tmp.path().join("want.csv"), "a,home,file,year\n1,None,FileNotFoundError,1970\n");
+    let out = run(&[
+        "plugin",
+        "test",
+        s(&dir.join("probe.wasm")),
+        "--input",
+        s(&tmp.path().join("in.csv")),
+        "--expect",
+        s(&tmp.path().join("want.csv")),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+/// A component built against an older contract is refused with both versions, its SDK, and
+/// what to do.
+#[test]
+fn an_old_contract_component_is_refused_with_both_versions() {
+    let Some(cpy) = componentize_py() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (wit, sdk) = sluice_toolchain::python::write_sdk(tmp.path()).unwrap();
+    let text = std::fs::read_to_string(wit.join("sluice.wit")).unwrap();
+    std::fs::write(
+        wit.join("sluice.wit"),
+        text.replace("package sluice:plugin@0.5.0;", "package sluice:plugin@0.4.0;"),
+    )
+    .unwrap();
+    let app = tmp.path().join("app");
+    write(
+        &app.join("app.py"),
+        "from sluice_plugin import Handler, export\nclass Old(Handler):\n    name = 'old'\nHandler = export(Old)\n",
+    );
+    let wasm = tmp.path().join("old.wasm");
+    let status = Command::new(&cpy)
+        .arg("-d")
+        .arg(&wit)
+        .args(["-w", "handler-plugin", "componentize", "-p"])
+        .arg(&app)
+        .arg("-p")
+        .arg(&sdk)
+        .args(["app", "-o"])
+        .arg(&wasm)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = run(&["plugin", "inspect", s(&wasm)]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("was built against sluice:plugin@0.4.0"), "{err}");
+    assert!(err.contains("this host implements sluice:plugin@0.5.0") && err.contains("rebuild it"), "{err}");
+}
