@@ -37,9 +37,9 @@ say "a Rust plugin in an empty directory, against the packaged SDK only"
 mkdir -p "$work/author" && cd "$work/author"
 "$sluice" plugin new my-scale --sdk "$sdk"
 cd my-scale
-if cargo metadata --format-version 1 | grep -q "\"$root/"; then
-  echo "plugin-author: the scaffolded plugin reaches into $root" >&2
-  cargo metadata --format-version 1 | grep -o "\"$root/[^\"]*" | sort -u >&2
+if cargo metadata --format-version 1 | grep -o "\"manifest_path\":\"[^\"]*" | grep -q "\"$root/"; then
+  echo "plugin-author: the scaffolded plugin reaches into $root:" >&2
+  cargo metadata --format-version 1 | grep -o "\"manifest_path\":\"$root/[^\"]*" | sort -u >&2
   exit 1
 fi
 cargo test -q --target-dir "$CARGO_TARGET_DIR/author-native"

@@ -167,8 +167,9 @@ fn scaffolded_rust_plugin_builds_tests_and_inspects() {
     assert!(manifest.contains("sluice-plugin = \"0.5.0\""), "the SDK by version:\n{manifest}");
     assert!(manifest.contains("[patch.crates-io]"), "a checkout build patches in its SDK:\n{manifest}");
     // The wasm target directory the standard plugins use: their compiled dependencies are reused.
+    // The plugin's directory is given relative to where sluice runs.
     let target = xtask::plugins::wasm_target_dir();
-    let out = run_in(&dir, &["plugin", "build", "--target-dir", s(&target)]);
+    let out = run_in(tmp.path(), &["plugin", "build", "double-it", "--target-dir", s(&target)]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let wasm = dir.join("double-it.wasm");
     assert!(stdout(&out).contains("built double-it") && wasm.is_file(), "{}", stdout(&out));
@@ -256,10 +257,11 @@ fn scaffolded_python_plugin_builds_tests_and_runs_in_a_pipeline() {
     assert_eq!(got, ["\"AAA\"=15.0", "\"BBB\"=-22.5", "\"CCC\"=null"]);
 }
 
-/// A Python plugin is sandboxed like a Rust one: no files, no environment, a deterministic
-/// clock. The probe reports what it could see as columns.
+/// A Python plugin is sandboxed like a Rust one: no files, and a virtual clock (at the epoch).
+/// The probe reports what it could see as columns. (`os.environ` is the snapshot componentize-py
+/// took at build time, where there is no environment either; the host gives none at run time.)
 #[test]
-fn python_plugins_see_no_files_environment_or_real_clock() {
+fn python_plugins_see_no_files_or_real_clock() {
     let Some(cpy) = componentize_py() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("probe");
@@ -347,9 +349,107 @@ fn an_old_contract_component_is_refused_with_both_versions() {
         .status()
         .unwrap();
     assert!(status.success());
+    // As `sluice plugin build` would stamp it, with the SDK of that day.
+    let mut bytes = std::fs::read(&wasm).unwrap();
+    sluice_toolchain::component::append_custom_section(&mut bytes, "sluice:sdk", b"sluice-plugin-py 0.4.0");
+    std::fs::write(&wasm, bytes).unwrap();
     let out = run(&["plugin", "inspect", s(&wasm)]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("was built against sluice:plugin@0.4.0"), "{err}");
+    assert!(err.contains("was built against sluice:plugin@0.4.0, with SDK sluice-plugin-py 0.4.0"), "{err}");
     assert!(err.contains("this host implements sluice:plugin@0.5.0") && err.contains("rebuild it"), "{err}");
+}
+
+/// A Python plugin with keyed state (`StateSpec`): a key's rows go through one instance across
+/// files, a second run seeds a fresh instance from the lake (the SDK's `seed`), and a late file
+/// re-runs the committed files its key continues into. The sums equal a DuckDB window over the
+/// same rows.
+#[test]
+fn python_keyed_state_carries_across_files_runs_and_late_arrivals() {
+    let Some(cpy) = componentize_py() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    write(
+        &root.join("sum3/app.py"),
+        r#"from collections import deque
+from sluice_plugin import Field, Handler, StateSpec, export
+
+class Sum3(Handler):
+    name, version, summary = "sum3", "0.1.0", "Sum of a column over a key's last three rows"
+
+    def __init__(self, config, tables):
+        super().__init__(config, tables)
+        self.key, self.order, self.column = config["key"], config["order_by"], config["column"]
+        self.windows = {}
+
+    def state(self):
+        return StateSpec([self.key], self.order, lookback_rows=2)
+
+    def output_schema(self, schema):
+        return schema + [Field("sum3", "float64")]
+
+    def process(self, batch):
+        out = []
+        for k, v in zip(batch.column(self.key), batch.column(self.column)):
+            w = self.windows.setdefault(k, deque(maxlen=3))
+            w.append(v)
+            out.append(float(sum(w)))
+        return batch.with_column("sum3", "float64", out)
+
+Handler = export(Sum3)
+"#,
+    );
+    let mut c = crate::support::sluice();
+    c.current_dir(root.join("sum3")).args(["plugin", "build"]).env("SLUICE_COMPONENTIZE_PY", &cpy);
+    let out = crate::support::report(&["plugin", "build"], c.output().unwrap());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    write(
+        &root.join("p.yaml"),
+        "pipeline: k\nsources:\n  s:\n    path: in\n    format:\n      csv:\n        columns: {k: utf8, ts: int64, \
+         v: float64}\nsteps:\n  - plugin: ./sum3/sum3.wasm\n    config: {key: k, order_by: ts, column: v}\n\
+         sink: {lake: lake, dataset: d}\n",
+    );
+    let days = [
+        ("in/d1.csv", "k,ts,v\nA,1,1\nB,1,10\nA,2,2\nA,3,3\n"),
+        ("in/d2.csv", "k,ts,v\nA,4,4\nB,2,20\nA,5,5\n"),
+        // Arrives last, before everything else in time: d1 is re-run with it.
+        ("in/d0.csv", "k,ts,v\nA,0,100\n"),
+    ];
+    let check = |n: usize| {
+        let sql = "SELECT k, ts, sum3 = sum(v) OVER (PARTITION BY k ORDER BY ts ROWS 2 PRECEDING) AS same \
+                   FROM d ORDER BY k, ts";
+        let rows = query(&root.join("lake"), sql);
+        assert_eq!(rows.len(), n, "{rows:?}");
+        assert!(rows.iter().all(|r| r["same"] == true), "sum3 differs from the window: {rows:?}");
+    };
+    // One run per file: each later run seeds the keys' instances from the lake.
+    let mut n = 0;
+    for (file, text) in days {
+        write(&root.join(file), text);
+        n += text.lines().count() - 1;
+        let out = run_in(root, &["run", "p.yaml"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        check(n);
+    }
+    let rows = query(&root.join("lake"), "SELECT sum3 FROM d WHERE k = 'A' AND ts = 2");
+    assert_eq!(rows[0]["sum3"], 103.0, "the late row reached the committed file after it");
+}
+
+/// Without the toolchain a plugin needs, `plugin build` says what to install; a directory that
+/// is no plugin is named.
+#[test]
+fn plugin_build_says_what_is_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(&["plugin", "new", "nopy", "--lang", "python", "--dir", s(&tmp.path().join("nopy"))]);
+    assert_eq!(out.status.code(), Some(0));
+    let mut c = crate::support::sluice();
+    c.current_dir(tmp.path().join("nopy"))
+        .args(["plugin", "build"])
+        .env("SLUICE_COMPONENTIZE_PY", tmp.path().join("no-such-componentize-py"));
+    let out = crate::support::report(&["plugin", "build"], c.output().unwrap());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("pip install componentize-py==0.25.1"), "{}", stderr(&out));
+    let out = run(&["plugin", "build", s(tmp.path())]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("holds neither a Cargo.toml"), "{}", stderr(&out));
 }

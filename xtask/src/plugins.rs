@@ -186,10 +186,10 @@ pub fn wasm_target_dir() -> PathBuf {
 
 /// `cargo xtask plugins build [--out DIR]`.
 pub fn build(root: &Path, out: Option<&Path>) -> Result<()> {
-    let route = choose_route()?;
+    let plugins_dir = root.join("plugins");
+    let route = choose_route(&plugins_dir)?;
     println!("plugins build: route {}", route.description);
     let target_dir = wasm_target_dir();
-    let plugins_dir = root.join("plugins");
     let mut cmd = route.cargo_build(&plugins_dir, &target_dir);
     cmd.arg("--locked");
     for p in PLUGINS {

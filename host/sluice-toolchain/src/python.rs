@@ -92,10 +92,12 @@ pub fn build(dir: &Path, out: Option<&Path>) -> Result<Built, BuildError> {
     let status = Command::new(&exe)
         .arg("-d")
         .arg(&wit)
+        // The SDK first, so that a stray copy of `sluice_plugin` or `handler.py` in the
+        // plugin's directory does not shadow the one this sluice implements the contract with.
         .args(["-w", "handler-plugin", "componentize", "-p"])
-        .arg(&dir_abs)
-        .arg("-p")
         .arg(&sdk)
+        .arg("-p")
+        .arg(&dir_abs)
         .arg("app")
         .arg("-o")
         .arg(&raw)

@@ -23,22 +23,27 @@ pub struct Route {
     rustflags: Vec<String>,
 }
 
-fn capture(cmd: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(cmd).args(args).output().ok()?;
+/// Runs a probe in `dir` (so that a `rust-toolchain.toml` there picks the toolchain, as it
+/// will for the build), returning its stdout when it succeeds.
+fn capture(dir: &Path, cmd: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(cmd).current_dir(dir).args(args).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The directory holding `wasm-component-ld` and `gcc-ld/wasm-ld`: the rustup
-/// toolchain's, else Debian's rustc's.
-fn component_linker_dir() -> Option<PathBuf> {
+/// toolchain's, else Debian's rustc's, for the host's target triple.
+fn component_linker_dir(dir: &Path) -> Option<PathBuf> {
+    let host = capture(dir, "rustc", &["-vV"])
+        .and_then(|v| v.lines().find_map(|l| l.strip_prefix("host: ").map(|h| h.trim().to_string())))
+        .unwrap_or_else(|| "x86_64-unknown-linux-gnu".into());
     let mut candidates = Vec::new();
-    if let Some(sysroot) = capture("rustc", &["--print", "sysroot"]) {
+    if let Some(sysroot) = capture(dir, "rustc", &["--print", "sysroot"]) {
         candidates.push(PathBuf::from(sysroot.trim()));
     }
     candidates.push(PathBuf::from("/usr"));
     candidates
         .into_iter()
-        .map(|s| s.join("lib/rustlib/x86_64-unknown-linux-gnu/bin"))
+        .map(|s| s.join("lib/rustlib").join(&host).join("bin"))
         .find(|bin| bin.join("wasm-component-ld").is_file() && bin.join("gcc-ld").join("wasm-ld").is_file())
 }
 
@@ -55,13 +60,13 @@ fn component_link(bin: &Path) -> (Vec<(String, OsString)>, Vec<String>) {
 }
 
 /// Picks the build route: (a) rustup's wasm32-unknown-unknown, (b) rustup's
-/// wasm32-wasip2, (c) Debian's rustc-web with `-Zbuild-std`. When none is there, the error
-/// says what to install.
-pub fn choose_route() -> Result<Route, BuildError> {
-    let installed = capture("rustup", &["target", "list", "--installed"]).unwrap_or_default();
+/// wasm32-wasip2, (c) Debian's rustc-web with `-Zbuild-std`, for building in `dir`. When none
+/// is there, the error says what to install.
+pub fn choose_route(dir: &Path) -> Result<Route, BuildError> {
+    let installed = capture(dir, "rustup", &["target", "list", "--installed"]).unwrap_or_default();
     let has = |t: &str| installed.lines().any(|l| l.trim() == t);
     let cargo = PathBuf::from(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    let linker = component_linker_dir();
+    let linker = component_linker_dir(dir);
     if has("wasm32-unknown-unknown")
         && let Some(bin) = &linker
     {
@@ -111,15 +116,20 @@ pub fn choose_route() -> Result<Route, BuildError> {
             rustflags,
         });
     }
-    Err(BuildError::NoToolchain(
-        "no way to build a Rust plugin into a wasm component here. Install one of:\n  \
+    let have = if has("wasm32-unknown-unknown") {
+        " (rustup's wasm32-unknown-unknown target is installed, but no wasm-component-ld was found beside \
+         the toolchain: update rustup's stable toolchain, which ships it)"
+    } else {
+        ""
+    };
+    Err(BuildError::NoToolchain(format!(
+        "no way to build a Rust plugin into a wasm component here{have}. Install one of:\n  \
          - `rustup target add wasm32-unknown-unknown` (preferred; rustup's stable toolchain ships \
          wasm-component-ld)\n  \
          - `rustup target add wasm32-wasip2`\n  \
          - Debian packages rustc-web rust-web-src libstd-rust-web-dev cargo-web \
          (plus wasm-component-ld from a rustup stable toolchain)"
-            .into(),
-    ))
+    )))
 }
 
 impl Route {
@@ -145,35 +155,50 @@ impl Route {
         cmd
     }
 
-    /// Where cargo puts crate `name`'s component under `target_dir`.
+    /// Where cargo puts the library `name`'s component under `target_dir`.
     pub fn artifact(&self, target_dir: &Path, name: &str) -> PathBuf {
         target_dir.join(self.target).join("release").join(format!("{}.wasm", name.replace('-', "_")))
     }
 }
 
-/// The `[package] name` of the crate at `dir` (a plain scan of its Cargo.toml).
-pub fn package_name(dir: &Path) -> Result<String, BuildError> {
-    let manifest = dir.join("Cargo.toml");
-    let text = std::fs::read_to_string(&manifest).map_err(BuildError::io(&manifest))?;
-    let mut in_package = false;
+/// The `name` key of a manifest table (`[package]`, `[lib]`), by a plain scan.
+fn table_name(text: &str, table: &str) -> Option<String> {
+    let mut inside = false;
     for line in text.lines().map(str::trim) {
         if line.starts_with('[') {
-            in_package = line == "[package]";
-        } else if in_package
+            inside = line.split('#').next().map(str::trim) == Some(table);
+        } else if inside
             && let Some(v) = line.strip_prefix("name").map(str::trim_start).and_then(|r| r.strip_prefix('='))
         {
-            return Ok(v.trim().trim_matches('"').to_string());
+            let v = v.split('#').next().unwrap_or("").trim().trim_matches(['"', '\'']);
+            return Some(v.to_string()).filter(|v| !v.is_empty());
         }
     }
-    Err(BuildError::NotAPlugin(format!("{}: no [package] name", manifest.display())))
+    None
+}
+
+/// The `[package] name` of the crate at `dir`, and the file stem of its library artifact (the
+/// `[lib] name`, else the package name with `-` as `_`).
+pub fn package_name(dir: &Path) -> Result<(String, String), BuildError> {
+    let manifest = dir.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).map_err(BuildError::io(&manifest))?;
+    let name = table_name(&text, "[package]")
+        .ok_or_else(|| BuildError::NotAPlugin(format!("{}: no [package] name", manifest.display())))?;
+    let lib = table_name(&text, "[lib]").unwrap_or_else(|| name.replace('-', "_"));
+    Ok((name, lib))
 }
 
 /// Builds the plugin crate at `dir` into a component at `out` (default `DIR/NAME.wasm`), with
 /// cargo's target directory `target_dir` (default `DIR/target`).
 pub fn build_crate(dir: &Path, out: Option<&Path>, target_dir: Option<&Path>) -> Result<Built, BuildError> {
-    let name = package_name(dir)?;
-    let route = choose_route()?;
-    let target_dir = target_dir.map(Path::to_path_buf).unwrap_or_else(|| dir.join("target"));
+    // Cargo runs in `dir`: relative paths are made absolute against ours first.
+    let dir = &std::path::absolute(dir).map_err(BuildError::io(dir))?;
+    let (name, lib) = package_name(dir)?;
+    let route = choose_route(dir)?;
+    let target_dir = match target_dir {
+        Some(t) => std::path::absolute(t).map_err(BuildError::io(t))?,
+        None => dir.join("target"),
+    };
     let start = Instant::now();
     let mut cmd = route.cargo_build(dir, &target_dir);
     let status = cmd.status().map_err(|e| BuildError::Failed {
@@ -183,7 +208,7 @@ pub fn build_crate(dir: &Path, out: Option<&Path>, target_dir: Option<&Path>) ->
     if !status.success() {
         return Err(BuildError::Failed { dir: dir.to_path_buf(), what: format!("cargo {status}") });
     }
-    let artifact = route.artifact(&target_dir, &name);
+    let artifact = route.artifact(&target_dir, &lib);
     let mut bytes = std::fs::read(&artifact).map_err(BuildError::io(&artifact))?;
     if !is_component(&bytes) {
         return Err(BuildError::NotAComponent(artifact));
@@ -196,4 +221,17 @@ pub fn build_crate(dir: &Path, out: Option<&Path>, target_dir: Option<&Path>) ->
     let out = out.map(Path::to_path_buf).unwrap_or_else(|| dir.join(format!("{name}.wasm")));
     write_atomic(&out, &bytes)?;
     Ok(Built { name, path: out, bytes: bytes.len(), route: route.description, seconds: start.elapsed().as_secs_f64() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::table_name;
+
+    #[test]
+    fn manifest_names_are_read_with_either_quotes_and_comments() {
+        let text = "[package] # the crate\nname = 'my-plug' # its name\nversion = \"0.1.0\"\n[lib]\nname = \"plug\"\n";
+        assert_eq!(table_name(text, "[package]").as_deref(), Some("my-plug"));
+        assert_eq!(table_name(text, "[lib]").as_deref(), Some("plug"));
+        assert_eq!(table_name("[dependencies]\nname = \"x\"\n", "[package]"), None);
+    }
 }

@@ -30,7 +30,7 @@ __version__ = "0.5.0"
 import json
 import sys
 
-from .ipc import Field, IpcError, RawColumn, UnsupportedType, parse_type
+from .ipc import Field, IpcError, RawColumn, UnsupportedType, is_opaque, parse_type
 
 __all__ = [
     "Field", "Batch", "Handler", "StateSpec", "ConfigError", "DataError", "log", "counter", "export",
@@ -67,7 +67,13 @@ class DataError(Exception):
 class Batch:
     """Rows as columns: `schema` is a list of `Field`s, `columns` a list of Python lists (None for
     null), one per field. Batches are treated as immutable: the helpers return new batches that
-    share the unchanged columns."""
+    share the unchanged columns.
+
+    A column of a type the SDK cannot decode (decimal, date64, time, duration, interval,
+    fixed_size_binary, float16, null) has a pass-through type string `unsupported:<type>`
+    (`unsupported:decimal128(10, 2)`): its Arrow buffers are kept and written back unchanged
+    (`select`, `take` and `concat` keep them too), and reading it with `column()` is a DataError
+    naming the column and type."""
 
     __slots__ = ("schema", "_cols", "num_rows")
 
@@ -98,15 +104,23 @@ class Batch:
 
     @classmethod
     def concat(cls, schema, batches):
-        """One batch of `schema` holding the rows of `batches` (which must have its column names)."""
-        names = [f.name for f in schema]
-        cols = [[] for _ in schema]
-        n = 0
-        for b in batches:
-            for i, name in enumerate(names):
-                cols[i].extend(b.column(name))
-            n += b.num_rows
-        return cls(schema, cols, n)
+        """One batch of `schema` holding the rows of `batches` (which must have its column names).
+        Pass-through columns are concatenated as raw values, without decoding."""
+        schema = [f if isinstance(f, Field) else Field(*f) for f in schema]
+        batches = list(batches)
+        cols = []
+        for f in schema:
+            if is_opaque(f.type):
+                cells = []
+                for b in batches:
+                    cells.extend(b._cells(f.name, f.type))
+                cols.append(RawColumn.from_cells(f.name, f.type, cells))
+            else:
+                col = []
+                for b in batches:
+                    col.extend(b.column(f.name))
+                cols.append(col)
+        return cls(schema, cols, sum(b.num_rows for b in batches))
 
     @property
     def names(self):
@@ -125,7 +139,19 @@ class Batch:
 
     def __eq__(self, other):
         return (isinstance(other, Batch) and self.schema == other.schema and self.num_rows == other.num_rows
-                and self.columns == other.columns)
+                and all(self._comparable(i) == other._comparable(i) for i in range(len(self.schema))))
+
+    def _comparable(self, i):
+        c = self._cols[i]
+        return c.cells() if isinstance(c, RawColumn) and c.opaque else self.column(i)
+
+    def _cells(self, name, type):
+        """The raw rows of pass-through column `name` of type `type`."""
+        i = self.index(name)
+        c = self._cols[i]
+        if self.schema[i].type != type or not (isinstance(c, RawColumn) and c.opaque):
+            raise DataError(f"column `{name}` is {self.schema[i].type}, not {type}", column=name)
+        return c.cells()
 
     def index(self, name):
         """The position of column `name` (KeyError if absent)."""
@@ -142,11 +168,16 @@ class Batch:
         return None
 
     def column(self, name):
-        """The values of column `name` (or of position `name` when an int), as a list."""
+        """The values of column `name` (or of position `name` when an int), as a list.
+
+        A column of a pass-through type (`unsupported:...`) cannot be read: DataError."""
         i = name if isinstance(name, int) else self.index(name)
         c = self._cols[i]
         if isinstance(c, RawColumn):
-            c = self._cols[i] = c.values()
+            try:
+                c = self._cols[i] = c.values()
+            except UnsupportedType as e:
+                raise DataError(str(e), column=self.schema[i].name) from None
         return c
 
     def with_column(self, name, type, values, nullable=True):
@@ -168,12 +199,18 @@ class Batch:
         return Batch([self.schema[i] for i in idx], [self._cols[i] for i in idx], self.num_rows)
 
     def take(self, rows):
-        """A batch of these rows (indices into this batch), in this order; repeats allowed."""
+        """A batch of these rows (indices into this batch), in this order; repeats allowed.
+        Pass-through columns are taken as raw values, without decoding."""
         rows = list(rows)
         cols = []
-        for i in range(len(self.schema)):
-            c = self.column(i)
-            cols.append([c[r] for r in rows])
+        for i, f in enumerate(self.schema):
+            c = self._cols[i]
+            if isinstance(c, RawColumn) and c.opaque:
+                cells = c.cells()
+                cols.append(RawColumn.from_cells(f.name, c.type, [cells[r] for r in rows]))
+            else:
+                c = self.column(i)
+                cols.append([c[r] for r in rows])
         return Batch(self.schema, cols, len(rows))
 
     def rows(self):

@@ -24,6 +24,7 @@ TYPES = [
     ("utf8", pa.utf8(), ["a", None, "", "héllo ✓ 日本", "x" * 100]),
     ("large_utf8", pa.large_utf8(), ["a", None, "", "ünïcode", "end"]),
     ("binary", pa.binary(), [b"a", None, b"", b"\x00\xff", b"xyz"]),
+    ("large_binary", pa.large_binary(), [b"a", None, b"", b"\x00\xff", b"xyz"]),
     ("date32", pa.date32(), [0, None, 19000, -1, 2**31 - 1]),
     ("timestamp[s]", pa.timestamp("s"), [0, None, 1700000000, -1, 5]),
     ("timestamp[ms]", pa.timestamp("ms"), [0, None, 1700000000000, -1, 5]),
@@ -175,17 +176,17 @@ def test_large_batch_round_trip():
 
 @pytest.mark.parametrize("arr,what", [
     (pa.array([[1, 2], [3]]), "list"),
+    (pa.array([[1, 2], [3]], pa.large_list(pa.int64())), "large_list"),
+    (pa.array([[1, 2], [3, 4]], pa.list_(pa.int64(), 2)), "fixed_size_list"),
     (pa.array(["a", "b", "a"]).dictionary_encode(), "dictionary"),
     (pa.array([{"x": 1}]), "struct"),
-    (pa.array([1.5], pa.float16()) if hasattr(pa, "float16") else pa.array([1], pa.int8()), "float16"),
-    (pa.array([1, 2], pa.date64()), "date64"),
-    (pa.array([1, 2], pa.duration("s")), "duration"),
+    (pa.array([[("k", 1)]], pa.map_(pa.utf8(), pa.int64())), "map"),
     (pa.array(["a"], pa.string_view()), "utf8_view"),
+    (pa.array([b"a"], pa.binary_view()), "binary_view"),
 ])
 def test_unsupported_types_name_the_column(arr, what):
-    if what == "float16":
-        import numpy as np
-        arr = pa.array(np.array([1.5], dtype=np.float16))
+    """Nested, dictionary and view columns still fail when the schema is read (the flat types
+    the SDK cannot decode pass through instead: test_passthrough.py)."""
     data = pa_write(pa.table({"ok": pa.array([1] * len(arr)), "bad_col": arr}))
     with pytest.raises(ipc.UnsupportedType) as e:
         ipc.read_stream(data)

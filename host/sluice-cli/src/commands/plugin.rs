@@ -124,10 +124,17 @@ fn new(args: &PluginNewArgs) -> Result<u8, Exit> {
             c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
         })
         .collect();
-    let (template, patch, lock) = match args.lang {
+    let (template, patch, sdk_version, lock) = match args.lang {
         PluginLang::Rust => {
-            let (patch, lock) = sdk_patch(args.sdk.as_deref())?;
-            (RUST_TEMPLATE, patch, lock)
+            let sdk = sdk_source(args.sdk.as_deref())?;
+            if sdk.lock.is_none() && sdk.patch.starts_with("\n# Development: to build") {
+                eprintln!(
+                    "note: the plugin depends on sluice-plugin {} from crates.io; `--sdk PATH` builds against a \
+                     local copy instead (see Cargo.toml)",
+                    sdk.version
+                );
+            }
+            (RUST_TEMPLATE, sdk.patch, sdk.version, sdk.lock)
         }
         PluginLang::Python => {
             if args.sdk.is_some() {
@@ -135,7 +142,15 @@ fn new(args: &PluginNewArgs) -> Result<u8, Exit> {
                     "--sdk is for Rust plugins: the Python SDK is built into `sluice plugin build`"
                 )));
             }
-            (PYTHON_TEMPLATE, String::new(), None)
+            (PYTHON_TEMPLATE, String::new(), String::new(), None)
+        }
+    };
+    // `plugin build` names a Python plugin's component after its directory.
+    let wasm = match args.lang {
+        PluginLang::Rust => format!("{name}.wasm"),
+        PluginLang::Python => {
+            let abs = std::path::absolute(&dir).unwrap_or_else(|_| dir.clone());
+            format!("{}.wasm", abs.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or(name.clone()))
         }
     };
     for (rel, text) in template.iter().chain(FIXTURES) {
@@ -150,7 +165,8 @@ fn new(args: &PluginNewArgs) -> Result<u8, Exit> {
         let text = text
             .replace("{{name}}", name)
             .replace("{{Camel}}", &camel)
-            .replace("{{sdk_version}}", RUST_SDK_VERSION.trim())
+            .replace("{{sdk_version}}", &sdk_version)
+            .replace("{{wasm}}", &wasm)
             .replace("{{patch}}", &patch);
         let path = dir.join(rel);
         std::fs::create_dir_all(path.parent().expect("template paths have a parent"))
@@ -177,57 +193,100 @@ fn new(args: &PluginNewArgs) -> Result<u8, Exit> {
     Ok(0)
 }
 
+/// Where a Rust plugin's SDK comes from: the text for the template's `{{patch}}`, the SDK
+/// version to depend on, and a lock file to start from.
+struct SdkSource {
+    patch: String,
+    version: String,
+    lock: Option<PathBuf>,
+}
+
+/// A TOML basic string holding `s`.
+fn toml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// The `version = "..."` of a crate's `[package]` (a plain scan of its Cargo.toml).
+fn package_version(manifest: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(manifest).ok()?;
+    let mut in_package = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_package = line == "[package]";
+        } else if in_package && let Some(v) = line.strip_prefix("version") {
+            let v = v.trim_start().strip_prefix('=')?.split('#').next()?.trim();
+            return Some(v.trim_matches(['"', '\'']).to_string()).filter(|v| !v.is_empty());
+        }
+    }
+    None
+}
+
 /// The `[patch.crates-io]` section that points the template's `sluice-plugin` (and the
 /// `sluice-contract` it depends on) at local crates, and a lock file to start from. With no
 /// `--sdk`, a `sluice` built from a checkout uses that checkout's SDK; an installed one depends
-/// on the published crate.
-fn sdk_patch(sdk: Option<&Path>) -> Result<(String, Option<PathBuf>), Exit> {
+/// on the published crate, with the patch left commented out.
+fn sdk_source(sdk: Option<&Path>) -> Result<SdkSource, Exit> {
     let checkout = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../plugins/sluice-plugin"));
     let sdk = match sdk {
         Some(p) => p.to_path_buf(),
         None if checkout.join("Cargo.toml").is_file() => checkout,
-        None => return Ok((String::new(), None)),
+        None => {
+            return Ok(SdkSource {
+                patch: "\n# Development: to build against local SDK crates (a Sluice checkout, or unpacked \
+                        .crate files)\n# instead of the published ones, uncomment and fill in:\n\
+                        # [patch.crates-io]\n# sluice-plugin = { path = \"/path/to/sluice/plugins/sluice-plugin\" }\n\
+                        # sluice-contract = { path = \"/path/to/sluice/sluice-contract\" }\n"
+                    .into(),
+                version: RUST_SDK_VERSION.to_string(),
+                lock: None,
+            });
+        }
     };
     let sdk = sdk.canonicalize().map_err(|e| {
         Exit::config(anyhow::anyhow!(
-            "--sdk {}: {e}; give the sluice-plugin crate's directory (a Sluice checkout's plugins/sluice-plugin,              or an unpacked sluice-plugin-*.crate)",
+            "--sdk {}: {e}; give the sluice-plugin crate's directory (a Sluice checkout's \
+             plugins/sluice-plugin, or an unpacked sluice-plugin-*.crate)",
             sdk.display()
         ))
     })?;
-    if !sdk.join("Cargo.toml").is_file() {
-        return Err(Exit::config(anyhow::anyhow!("--sdk {}: no Cargo.toml there", sdk.display())));
-    }
-    // The contract crate: a checkout's sluice-contract, or an unpacked crate beside the SDK's.
-    let parent = sdk.parent().unwrap_or(&sdk);
-    let mut contract = parent.parent().map(|p| p.join("sluice-contract")).filter(|p| p.join("Cargo.toml").is_file());
-    if contract.is_none() {
-        contract = std::fs::read_dir(parent)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("sluice-contract")))
-            .find(|p| p.join("Cargo.toml").is_file());
-    }
-    let Some(contract) = contract else {
+    let Some(version) = package_version(&sdk.join("Cargo.toml")) else {
         return Err(Exit::config(anyhow::anyhow!(
-            "--sdk {}: the sluice-contract crate it depends on is not beside it (a checkout's              sluice-contract, or an unpacked sluice-contract-*.crate in {})",
-            sdk.display(),
-            parent.display()
+            "--sdk {}: no Cargo.toml with a [package] version there; give the sluice-plugin crate's directory",
+            sdk.display()
         )));
+    };
+    // The contract crate: a checkout's sluice-contract, or the unpacked sluice-contract of the
+    // same version beside the SDK's (their versions move together).
+    let parent = sdk.parent().unwrap_or(&sdk);
+    let in_checkout = parent.parent().map(|p| p.join("sluice-contract")).filter(|p| p.join("Cargo.toml").is_file());
+    let unpacked = parent.join(format!("sluice-contract-{version}"));
+    let contract = match in_checkout {
+        Some(c) => c,
+        None if unpacked.join("Cargo.toml").is_file() => unpacked,
+        None => {
+            return Err(Exit::config(anyhow::anyhow!(
+                "--sdk {}: the sluice-contract crate it depends on is not beside it (a checkout's \
+                 sluice-contract, or an unpacked sluice-contract-{version}.crate: {})",
+                sdk.display(),
+                unpacked.display()
+            )));
+        }
     };
     let patch = format!(
         "\n# Development: build against local SDK crates instead of the published ones.\n[patch.crates-io]\n\
-         sluice-plugin = {{ path = \"{}\" }}\nsluice-contract = {{ path = \"{}\" }}\n",
-        sdk.display(),
-        contract.display()
+         sluice-plugin = {{ path = {} }}\nsluice-contract = {{ path = {} }}\n",
+        toml_string(&sdk.display().to_string()),
+        toml_string(&contract.display().to_string())
     );
-    // The lock file beside the SDK: a checkout's plugins/Cargo.lock, or the packaged crate's own.
-    let lock = [sdk.parent().map(|p| p.join("Cargo.lock")), Some(sdk.join("Cargo.lock"))]
-        .into_iter()
-        .flatten()
-        .find(|l| l.is_file());
-    Ok((patch, lock))
+    // A lock file to start from: the packaged crate's own, or a checkout's plugins/Cargo.lock.
+    let own = sdk.join("Cargo.lock");
+    let workspace = parent.join("Cargo.lock");
+    let lock = if own.is_file() {
+        Some(own)
+    } else {
+        Some(workspace).filter(|l| l.is_file() && parent.join("Cargo.toml").is_file())
+    };
+    Ok(SdkSource { patch, version, lock })
 }
 
 /// `sluice plugin build [DIR] [--out FILE] [--target-dir DIR]`.
@@ -270,9 +329,12 @@ fn test(args: &PluginTestArgs, g: &Global) -> Result<u8, Exit> {
             args.input.len()
         )));
     }
-    let mut inputs = Vec::new();
+    // With --state one instance sees every input: the later ones are read with the first's
+    // schema, as a pipeline's source gives each file the same columns.
+    let mut inputs: Vec<(SchemaRef, Vec<RecordBatch>)> = Vec::new();
     for path in &args.input {
-        inputs.push(read_batches(path, None).map_err(Exit::config)?);
+        let schema = if args.state { inputs.first().map(|(s, _)| s.clone()) } else { None };
+        inputs.push(read_batches(path, schema.as_ref()).map_err(Exit::config)?);
     }
 
     let rt = crate::context::runtime(g.plugin_dir.clone())?;
@@ -387,7 +449,7 @@ fn read_batches(path: &Path, schema: Option<&SchemaRef>) -> anyhow::Result<(Sche
                 reader.collect::<Result<Vec<_>, _>>().with_context(|| format!("reading {}", path.display()))?;
             Ok((schema, batches))
         }
-        "jsonl" | "ndjson" | "json" => {
+        "jsonl" | "ndjson" => {
             let schema = match schema {
                 Some(s) => s.clone(),
                 None => {
