@@ -453,3 +453,69 @@ fn plugin_build_says_what_is_missing() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("holds neither a Cargo.toml"), "{}", stderr(&out));
 }
+
+/// A misbehaving Python plugin is contained like a hostile Rust one: a loop hits the step's
+/// deadline, a huge allocation its memory cap, an exception is the plugin's error with its type,
+/// and in each case the other file still commits.
+#[test]
+fn python_plugins_are_held_to_the_step_limits() {
+    let Some(cpy) = componentize_py() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    write(
+        &root.join("villain/app.py"),
+        r#"from sluice_plugin import Handler, export
+
+class Villain(Handler):
+    name, version, summary = "villain", "0.1.0", "misbehaves on a batch with a `poison` column"
+
+    def __init__(self, config, tables):
+        super().__init__(config, tables)
+        self.mode = config["mode"]
+
+    def process(self, batch):
+        if "poison" not in batch.names:
+            return batch
+        if self.mode == "spin":
+            while True:
+                pass
+        if self.mode == "hog":
+            hoard = []
+            while True:
+                hoard.append(bytearray(16 << 20))
+        raise ZeroDivisionError("deliberate")
+
+Handler = export(Villain)
+"#,
+    );
+    let mut c = crate::support::sluice();
+    c.current_dir(root.join("villain")).args(["plugin", "build"]).env("SLUICE_COMPONENTIZE_PY", &cpy);
+    let out = crate::support::report(&["plugin", "build"], c.output().unwrap());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    write(&root.join("in/a-bad.csv"), "x,poison\n1,1\n");
+    write(&root.join("in/b-good.csv"), "x,y\n1,10\n2,20\n");
+    for (mode, expected) in [
+        ("spin", "exceeded its deadline of 2s"),
+        ("hog", "exceeded its memory limit of 268435456 bytes"),
+        ("raise", "ZeroDivisionError: deliberate"),
+    ] {
+        let _ = std::fs::remove_dir_all(root.join("lake"));
+        write(
+            &root.join("p.yaml"),
+            &format!(
+                "pipeline: v\nsources:\n  s: {{path: in, glob: \"*.csv\", format: {{csv: {{header: true}}}}}}\nsteps:\n  \
+                 - plugin: ./villain/villain.wasm\n    name: villain\n    config: {{mode: {mode}}}\n    on_error: \
+                 skip_file\n    limits: {{timeout: 2s, memory: 256MiB}}\nsink: {{lake: lake, dataset: out}}\n"
+            ),
+        );
+        let sj = root.join("s.json");
+        let out = run_in(root, &["run", "p.yaml", "--workers", "1", "--summary-json", s(&sj)]);
+        assert_eq!(out.status.code(), Some(1), "{mode}: {}", stderr(&out));
+        let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(&sj).unwrap()).unwrap();
+        assert_eq!((summary["files_failed"].as_u64(), summary["files_committed"].as_u64()), (Some(1), Some(1)));
+        let err = summary["failures"][0]["error"].as_str().unwrap();
+        assert!(err.contains(expected) && err.contains("a-bad.csv"), "{mode}: `{err}` should contain `{expected}`");
+        let rows = query(&root.join("lake"), "SELECT sum(y) AS y FROM out");
+        assert_eq!(rows[0]["y"], 30, "{mode}");
+    }
+}
