@@ -2,7 +2,6 @@
 //! for a Rust and a Python plugin, with fixtures in every format and `--state`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::support::{query, run, run_in, write};
 
@@ -21,6 +20,26 @@ fn componentize_py() -> Option<PathBuf> {
     }
     eprintln!("skipped: componentize-py is missing (scripts/componentize-venv.sh installs it)");
     None
+}
+
+/// `sluice plugin build` in `dir` with componentize-py `cpy`; asserts it succeeds.
+fn build_python(dir: &Path, cpy: &Path) -> std::process::Output {
+    let mut c = crate::support::sluice();
+    c.current_dir(dir).args(["plugin", "build"]).env("SLUICE_COMPONENTIZE_PY", cpy);
+    let out = crate::support::report(&["plugin", "build"], c.output().unwrap());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    out
+}
+
+/// The template's fixtures pass, and a wrong expectation is caught naming the row and column.
+fn assert_template_fixtures(wasm: &Path, dir: &Path) {
+    let out = test_fixtures(wasm, dir, &dir.join("tests/fixtures/expected.csv"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let wrong = dir.join("wrong.csv");
+    write(&wrong, "symbol,price\nAAA,3.0\nBBB,-4.5\nCCC,1.0\n");
+    let out = test_fixtures(wasm, dir, &wrong);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("row 2, column price: expected 1.0, got null"), "{}", stderr(&out));
 }
 
 fn s(p: &Path) -> &str {
@@ -173,13 +192,7 @@ fn scaffolded_rust_plugin_builds_tests_and_inspects() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let wasm = dir.join("double-it.wasm");
     assert!(stdout(&out).contains("built double-it") && wasm.is_file(), "{}", stdout(&out));
-    let out = test_fixtures(&wasm, &dir, &dir.join("tests/fixtures/expected.csv"));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let wrong = tmp.path().join("wrong.csv");
-    write(&wrong, "symbol,price\nAAA,3.0\nBBB,-4.5\nCCC,1.0\n");
-    let out = test_fixtures(&wasm, &dir, &wrong);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("row 2, column price: expected 1.0, got null"), "{}", stderr(&out));
+    assert_template_fixtures(&wasm, &dir);
     let out = run(&["plugin", "inspect", s(&wasm)]);
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);
@@ -198,22 +211,10 @@ fn scaffolded_python_plugin_builds_tests_and_runs_in_a_pipeline() {
     let out = run(&["plugin", "new", "scale_py", "--lang", "python", "--dir", s(&dir)]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(dir.join("app.py").is_file() && dir.join("tests/fixtures/expected.csv").is_file());
-    let build = |dir: &Path| {
-        let mut c = crate::support::sluice();
-        c.current_dir(dir).args(["plugin", "build"]).env("SLUICE_COMPONENTIZE_PY", &cpy);
-        crate::support::report(&["plugin", "build"], c.output().unwrap())
-    };
-    let out = build(&dir);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = build_python(&dir, &cpy);
     let wasm = dir.join("scale_py.wasm");
     assert!(stdout(&out).contains("via componentize-py"), "{}", stdout(&out));
-    let out = test_fixtures(&wasm, &dir, &dir.join("tests/fixtures/expected.csv"));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let wrong = tmp.path().join("wrong.csv");
-    write(&wrong, "symbol,price\nAAA,3.0\nBBB,-4.5\nCCC,1.0\n");
-    let out = test_fixtures(&wasm, &dir, &wrong);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("row 2, column price: expected 1.0, got null"), "{}", stderr(&out));
+    assert_template_fixtures(&wasm, &dir);
 
     let out = run(&["plugin", "inspect", s(&wasm)]);
     let text = stdout(&out);
@@ -300,10 +301,7 @@ class Probe(Handler):
 Handler = export(Probe)
 "#,
     );
-    let mut c = crate::support::sluice();
-    c.current_dir(&dir).args(["plugin", "build"]).env("SLUICE_COMPONENTIZE_PY", &cpy).env("HOME", "/root");
-    let out = crate::support::report(&["plugin", "build"], c.output().unwrap());
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    build_python(&dir, &cpy);
     write(&tmp.path().join("in.csv"), "a\n1\n");
     write(&tmp.path().join("want.csv"), "a,home,file,year\n1,None,FileNotFoundError,1970\n");
     let out = run(&[
@@ -337,18 +335,7 @@ fn an_old_contract_component_is_refused_with_both_versions() {
         "from sluice_plugin import Handler, export\nclass Old(Handler):\n    name = 'old'\nHandler = export(Old)\n",
     );
     let wasm = tmp.path().join("old.wasm");
-    let status = Command::new(&cpy)
-        .arg("-d")
-        .arg(&wit)
-        .args(["-w", "handler-plugin", "componentize", "-p"])
-        .arg(&app)
-        .arg("-p")
-        .arg(&sdk)
-        .args(["app", "-o"])
-        .arg(&wasm)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    sluice_toolchain::python::componentize(&cpy, &wit, &sdk, &app, &wasm).unwrap();
     // As `sluice plugin build` would stamp it, with the SDK of that day.
     let mut bytes = std::fs::read(&wasm).unwrap();
     sluice_toolchain::component::append_custom_section(&mut bytes, "sluice:sdk", b"sluice-plugin-py 0.4.0");
@@ -399,10 +386,7 @@ class Sum3(Handler):
 Handler = export(Sum3)
 "#,
     );
-    let mut c = crate::support::sluice();
-    c.current_dir(root.join("sum3")).args(["plugin", "build"]).env("SLUICE_COMPONENTIZE_PY", &cpy);
-    let out = crate::support::report(&["plugin", "build"], c.output().unwrap());
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    build_python(&root.join("sum3"), &cpy);
     write(
         &root.join("p.yaml"),
         "pipeline: k\nsources:\n  s:\n    path: in\n    format:\n      csv:\n        columns: {k: utf8, ts: int64, \
@@ -488,10 +472,7 @@ class Villain(Handler):
 Handler = export(Villain)
 "#,
     );
-    let mut c = crate::support::sluice();
-    c.current_dir(root.join("villain")).args(["plugin", "build"]).env("SLUICE_COMPONENTIZE_PY", &cpy);
-    let out = crate::support::report(&["plugin", "build"], c.output().unwrap());
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    build_python(&root.join("villain"), &cpy);
     write(&root.join("in/a-bad.csv"), "x,poison\n1,1\n");
     write(&root.join("in/b-good.csv"), "x,y\n1,10\n2,20\n");
     for (mode, expected) in [

@@ -75,6 +75,35 @@ fn componentize_py() -> Result<(PathBuf, String), BuildError> {
     Ok((exe, version))
 }
 
+/// Runs componentize-py `exe` on the app module `app.py` in `app_dir`, with the WIT package in
+/// `wit` and the SDK in `sdk` (as [`write_sdk`] lays them out), writing the raw component to
+/// `out`.
+pub fn componentize(exe: &Path, wit: &Path, sdk: &Path, app_dir: &Path, out: &Path) -> Result<(), BuildError> {
+    let status = Command::new(exe)
+        .arg("-d")
+        .arg(wit)
+        // The SDK first, so that a stray copy of `sluice_plugin` or `handler.py` in the
+        // plugin's directory does not shadow the one this sluice implements the contract with.
+        .args(["-w", "handler-plugin", "componentize", "-p"])
+        .arg(sdk)
+        .arg("-p")
+        .arg(app_dir)
+        .arg("app")
+        .arg("-o")
+        .arg(out)
+        // No bytecode caches in the author's directory.
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .status()
+        .map_err(|e| BuildError::Failed {
+            dir: app_dir.to_path_buf(),
+            what: format!("running {}: {e}", exe.display()),
+        })?;
+    if !status.success() {
+        return Err(BuildError::Failed { dir: app_dir.to_path_buf(), what: format!("componentize-py {status}") });
+    }
+    Ok(())
+}
+
 /// Builds the Python plugin at `dir` (its `app.py` and any modules beside it) into a component
 /// at `out` (default `DIR/NAME.wasm`, NAME being the directory's name).
 pub fn build(dir: &Path, out: Option<&Path>) -> Result<Built, BuildError> {
@@ -89,25 +118,7 @@ pub fn build(dir: &Path, out: Option<&Path>) -> Result<Built, BuildError> {
     let out = out.map(Path::to_path_buf).unwrap_or_else(|| dir.join(format!("{name}.wasm")));
     let raw = tmp.path().join("plugin.wasm");
     let start = Instant::now();
-    let status = Command::new(&exe)
-        .arg("-d")
-        .arg(&wit)
-        // The SDK first, so that a stray copy of `sluice_plugin` or `handler.py` in the
-        // plugin's directory does not shadow the one this sluice implements the contract with.
-        .args(["-w", "handler-plugin", "componentize", "-p"])
-        .arg(&sdk)
-        .arg("-p")
-        .arg(&dir_abs)
-        .arg("app")
-        .arg("-o")
-        .arg(&raw)
-        // No bytecode caches in the author's directory.
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .status()
-        .map_err(|e| BuildError::Failed { dir: dir.to_path_buf(), what: format!("running {}: {e}", exe.display()) })?;
-    if !status.success() {
-        return Err(BuildError::Failed { dir: dir.to_path_buf(), what: format!("componentize-py {status}") });
-    }
+    componentize(&exe, &wit, &sdk, &dir_abs, &raw)?;
     let mut bytes = std::fs::read(&raw).map_err(BuildError::io(&raw))?;
     if !is_component(&bytes) {
         return Err(BuildError::NotAComponent(raw));
