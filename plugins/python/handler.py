@@ -55,7 +55,9 @@ class Instance(wit_world.exports.handler.Instance):
                                spec.lookback_gap, spec.lookahead)
 
     def projection(self):
-        return None
+        # The contract's `projection` has no error result: a failure here traps, which the
+        # host reports as the plugin's fault.
+        return self._a.projection()
 
     def process(self, input):
         return _call(self._a.process, input)

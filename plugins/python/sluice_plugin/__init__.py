@@ -283,6 +283,17 @@ class Handler:
         """Declared keyed state (a StateSpec), or None for stateless handlers."""
         return None
 
+    def projection(self):
+        """The input columns this handler reads (a list of names), or None for whole batches.
+
+        With a list, only those columns cross into the sandbox: `output_schema` and `process`
+        see just them (the ones the input has, in the input's order), and each batch `process`
+        returns is a *patch*: its columns replace the input columns of the same name, in place,
+        or are appended when new; the other input columns pass through in the host, untouched.
+        A patch covers the call's rows, in order, and `finish` returns no rows. Asked once,
+        after `__init__`."""
+        return None
+
     def seed(self, batch):
         """History rows that rebuild state; their output is dropped. Default: process them."""
         self.process(batch)

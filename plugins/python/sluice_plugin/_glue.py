@@ -111,6 +111,12 @@ class Adapter:
         schema, batches = _read(data)
         self.handler.continuing(Batch.concat(schema, [Batch(schema, cols, n) for n, cols in batches]))
 
+    def projection(self):
+        cols = self.handler.projection()
+        if cols is not None and (not isinstance(cols, (list, tuple)) or not all(isinstance(c, str) for c in cols)):
+            raise InternalError(f"projection must return a list of column names or None, not {cols!r}")
+        return None if cols is None else list(cols)
+
     def state(self):
         spec = self.handler.state()
         if spec is not None and not isinstance(spec, StateSpec):

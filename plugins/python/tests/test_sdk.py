@@ -159,6 +159,30 @@ def test_scale_fixtures_through_the_adapter():
     assert pa_table(a.finish()).schema == inp.schema
 
 
+def test_scale_projects_its_column_and_returns_a_patch():
+    """As the host runs it with a projection: only `price` goes in, a `price` patch comes out."""
+    scale = load_scale()
+    a = Adapter.create(scale.Scale, '{"column": "price", "factor": 2}', [])
+    assert a.projection() == ["price"]
+    projected = pa.table({"price": pa.array([1.5, None], pa.float64())})
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, projected.schema) as w:
+        w.write_table(projected)
+    out = pa_table(a.process(sink.getvalue()))
+    assert out.column_names == ["price"] and out.column("price").to_pylist() == [3.0, None]
+
+
+def test_projection_must_be_names():
+    class Bad(Handler):
+        name = "bad"
+
+        def projection(self):
+            return "price"
+
+    with pytest.raises(Exception, match="projection must return a list of column names"):
+        Adapter.create(Bad, "null", []).projection()
+
+
 def test_export_natively():
     scale = load_scale()
     assert sluice_plugin.registered() is scale.Scale

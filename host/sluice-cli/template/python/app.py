@@ -74,6 +74,11 @@ Example: `config: {column: price, factor: 100}`"""
             raise ConfigError(f"column `{name}` is {field.type}, not float64", "column")
         return schema
 
+    def projection(self):
+        """Only `column` crosses into the sandbox; the host keeps the other columns and puts the
+        scaled one back in its place. Remove this to receive whole batches."""
+        return [self.column]
+
     def process(self, batch):
         name = self.column
         field = batch.field(name)
