@@ -24,6 +24,10 @@ pub struct PluginInfo {
     /// what lineage records, so that a changed plugin is told from the one that wrote a file.
     #[serde(default)]
     pub component_hash: String,
+    /// The SDK the component was built with (its `sluice:sdk` section, e.g. `sluice-plugin
+    /// 0.5.0`; empty when not recorded). Not part of lineage: the component hash covers it.
+    #[serde(skip)]
+    pub sdk: String,
 }
 
 pub use sluice_contract::{REJECT_COLUMN, without_reject_column};

@@ -20,6 +20,7 @@ fn info(name: &str) -> PluginInfo {
         config_doc: String::new(),
         contract: "native".into(),
         component_hash: String::new(),
+        sdk: String::new(),
     }
 }
 

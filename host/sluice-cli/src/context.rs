@@ -28,11 +28,6 @@ fn cache_dir() -> Option<PathBuf> {
     Some(base.join("sluice").join("wasm"))
 }
 
-/// A standard plugin's embedded component.
-pub fn builtin_bytes(name: &str) -> Option<&'static [u8]> {
-    builtins::BUILTINS.iter().find(|(n, _)| *n == name).map(|(_, b)| *b)
-}
-
 pub fn runtime(plugin_dir: Option<PathBuf>) -> Result<WasmRuntime, Exit> {
     let opts = RuntimeOptions {
         cache_dir: cache_dir(),

@@ -952,18 +952,23 @@ mod tests {
         .unwrap()
     }
 
-    fn step(n: u64) -> KeyedStep {
+    /// A step keyed by `k`, ordered by `t`, with these lookbacks.
+    fn spec_step(rows: u64, span: Option<i64>, gap: Option<i64>) -> KeyedStep {
         KeyedStep::new(
             "s".into(),
             StateSpec {
                 keys: vec!["k".into()],
                 order_by: "t".into(),
-                lookback_rows: n,
-                lookback_span: None,
-                lookback_gap: None,
+                lookback_rows: rows,
+                lookback_span: span,
+                lookback_gap: gap,
                 lookahead: false,
             },
         )
+    }
+
+    fn step(n: u64) -> KeyedStep {
+        spec_step(n, None, None)
     }
 
     #[test]
@@ -993,17 +998,7 @@ mod tests {
     }
 
     fn span_step(n: u64, span: i64) -> KeyedStep {
-        KeyedStep::new(
-            "s".into(),
-            StateSpec {
-                keys: vec!["k".into()],
-                order_by: "t".into(),
-                lookback_rows: n,
-                lookback_span: Some(span),
-                lookback_gap: None,
-                lookahead: false,
-            },
-        )
+        spec_step(n, Some(span), None)
     }
 
     fn tail_times(s: &mut KeyedStep, batches: &[RecordBatch]) -> Vec<i64> {
@@ -1128,17 +1123,7 @@ mod tests {
     }
 
     fn gap_step(gap: i64) -> KeyedStep {
-        KeyedStep::new(
-            "s".into(),
-            StateSpec {
-                keys: vec!["k".into()],
-                order_by: "t".into(),
-                lookback_rows: 0,
-                lookback_span: None,
-                lookback_gap: Some(gap),
-                lookahead: false,
-            },
-        )
+        spec_step(0, None, Some(gap))
     }
 
     /// Commit a unit's state as a store does: a checkpoint hides the key's earlier arrival

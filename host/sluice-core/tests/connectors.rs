@@ -565,6 +565,7 @@ fn job(table: &Arc<Table>, store: &Arc<Store>, drop_once: &[&str]) -> Arc<Job> {
         config_doc: String::new(),
         contract: "native".into(),
         component_hash: String::new(),
+        sdk: String::new(),
     };
     let sources = connectors.build_sources(&spec).unwrap();
     let sink = connectors.build_sink(&spec).unwrap().sink;

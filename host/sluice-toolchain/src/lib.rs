@@ -81,6 +81,29 @@ pub struct Built {
     pub seconds: f64,
 }
 
+/// The last step of every route: read the component a compiler wrote at `artifact`, check it is
+/// one, record `sdk` in its `sluice:sdk` section unless the SDK recorded itself (the Rust SDK
+/// does, in the core module), and write it to `out`.
+pub(crate) fn finish(
+    artifact: &Path,
+    sdk: &str,
+    out: PathBuf,
+    name: String,
+    route: String,
+    start: std::time::Instant,
+) -> Result<Built, BuildError> {
+    use component::{SDK_SECTION, append_custom_section, has_custom_section, is_component};
+    let mut bytes = std::fs::read(artifact).map_err(BuildError::io(artifact))?;
+    if !is_component(&bytes) {
+        return Err(BuildError::NotAComponent(artifact.to_path_buf()));
+    }
+    if !has_custom_section(&bytes, SDK_SECTION) {
+        append_custom_section(&mut bytes, SDK_SECTION, sdk.as_bytes());
+    }
+    write_atomic(&out, &bytes)?;
+    Ok(Built { name, path: out, bytes: bytes.len(), route, seconds: start.elapsed().as_secs_f64() })
+}
+
 /// Writes `bytes` to `path` atomically (a temporary file beside it, then a rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
     let dir = match path.parent() {

@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use crate::component::{SDK_SECTION, append_custom_section, is_component};
-use crate::{BuildError, Built, write_atomic};
+use crate::{BuildError, Built, finish};
 
 /// The WIT contract, as the host implements it.
 pub const WIT: &str = include_str!("../../../wit/sluice.wit");
@@ -119,17 +118,6 @@ pub fn build(dir: &Path, out: Option<&Path>) -> Result<Built, BuildError> {
     let raw = tmp.path().join("plugin.wasm");
     let start = Instant::now();
     componentize(&exe, &wit, &sdk, &dir_abs, &raw)?;
-    let mut bytes = std::fs::read(&raw).map_err(BuildError::io(&raw))?;
-    if !is_component(&bytes) {
-        return Err(BuildError::NotAComponent(raw));
-    }
-    append_custom_section(&mut bytes, SDK_SECTION, format!("sluice-plugin-py {}", sdk_version()).as_bytes());
-    write_atomic(&out, &bytes)?;
-    Ok(Built {
-        name,
-        path: out,
-        bytes: bytes.len(),
-        route: format!("{version} ({})", exe.display()),
-        seconds: start.elapsed().as_secs_f64(),
-    })
+    let route = format!("{version} ({})", exe.display());
+    finish(&raw, &format!("sluice-plugin-py {}", sdk_version()), out, name, route, start)
 }

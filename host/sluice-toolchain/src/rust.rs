@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use crate::component::{SDK_SECTION, append_custom_section, has_custom_section, is_component};
-use crate::{BuildError, Built, write_atomic};
+use crate::{BuildError, Built, finish};
 
 /// How the wasm components get built on this machine.
 #[derive(Debug, Clone)]
@@ -208,19 +207,10 @@ pub fn build_crate(dir: &Path, out: Option<&Path>, target_dir: Option<&Path>) ->
     if !status.success() {
         return Err(BuildError::Failed { dir: dir.to_path_buf(), what: format!("cargo {status}") });
     }
-    let artifact = route.artifact(&target_dir, &lib);
-    let mut bytes = std::fs::read(&artifact).map_err(BuildError::io(&artifact))?;
-    if !is_component(&bytes) {
-        return Err(BuildError::NotAComponent(artifact));
-    }
-    // A crate built on an SDK older than the one that stamps itself gets no SDK section; one
-    // on a current SDK has it inside its core module already.
-    if !has_custom_section(&bytes, SDK_SECTION) {
-        append_custom_section(&mut bytes, SDK_SECTION, b"sluice-plugin (unknown version)");
-    }
     let out = out.map(Path::to_path_buf).unwrap_or_else(|| dir.join(format!("{name}.wasm")));
-    write_atomic(&out, &bytes)?;
-    Ok(Built { name, path: out, bytes: bytes.len(), route: route.description, seconds: start.elapsed().as_secs_f64() })
+    // A crate on a current SDK has its section in the core module already; only one built on an
+    // SDK older than the stamp gets this.
+    finish(&route.artifact(&target_dir, &lib), "sluice-plugin (unknown version)", out, name, route.description, start)
 }
 
 #[cfg(test)]

@@ -99,6 +99,7 @@ impl WasmHandler {
             config_doc: info.config_doc,
             contract: String::new(),
             component_hash: String::new(),
+            sdk: String::new(),
         })
     }
 

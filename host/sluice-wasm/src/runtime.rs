@@ -180,11 +180,13 @@ impl WasmRuntime {
                 config_doc: String::new(),
                 contract,
                 component_hash: String::new(),
+                sdk: String::new(),
             },
         };
         let info = WasmHandler::read_info(&plugin, &Limits::default())?;
         let component_hash = format!("sha256:{}", sluice_core::sha256_hex(&[bytes]));
-        plugin.info = PluginInfo { contract: plugin.info.contract.clone(), component_hash, ..info };
+        plugin.info =
+            PluginInfo { contract: plugin.info.contract.clone(), component_hash, sdk: sdk.unwrap_or_default(), ..info };
         Ok(Arc::new(plugin))
     }
 }

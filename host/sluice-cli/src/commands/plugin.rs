@@ -11,7 +11,6 @@ use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_schema::{Schema, SchemaRef};
 use sluice_core::plugin::PluginRuntime;
 use sluice_core::spec::{Limits, PluginRef};
-use sluice_toolchain::component::{SDK_SECTION, read_custom_section_deep};
 
 use crate::Exit;
 use crate::cli::{Global, PluginBuildArgs, PluginCommand, PluginLang, PluginNewArgs, PluginTestArgs};
@@ -34,14 +33,9 @@ pub fn plugin(cmd: PluginCommand, g: &Global) -> Result<u8, Exit> {
             }
         }
         PluginCommand::Inspect { plugin } => {
-            let r = plugin_ref(&plugin);
-            let p = rt.load(&r).map_err(Exit::config)?;
+            let p = rt.load(&plugin_ref(&plugin)).map_err(Exit::config)?;
             let i = p.info();
-            let sdk = component_bytes(&r, g)
-                .and_then(|b| {
-                    read_custom_section_deep(&b, SDK_SECTION).map(|s| String::from_utf8_lossy(s).into_owned())
-                })
-                .unwrap_or_else(|| "(not recorded)".into());
+            let sdk = if i.sdk.is_empty() { "(not recorded)" } else { &i.sdk };
             println!(
                 "name:     {}\nversion:  {}\ncontract: {} (this host implements {}@{})\nsdk:      {sdk}\nhash:     {}\nsummary:  {}\n",
                 i.name,
@@ -57,19 +51,6 @@ pub fn plugin(cmd: PluginCommand, g: &Global) -> Result<u8, Exit> {
         PluginCommand::New(_) | PluginCommand::Build(_) | PluginCommand::Test(_) => unreachable!("handled above"),
     }
     Ok(0)
-}
-
-/// The bytes of a plugin's component, as the runtime finds them (a path, the plugin directory,
-/// or the embedded standard plugins).
-fn component_bytes(r: &PluginRef, g: &Global) -> Option<Vec<u8>> {
-    match r {
-        PluginRef::Path(p) => std::fs::read(p).ok(),
-        PluginRef::Named(name) => g
-            .plugin_dir
-            .as_ref()
-            .and_then(|d| std::fs::read(d.join(format!("{name}.wasm"))).ok())
-            .or_else(|| crate::context::builtin_bytes(name).map(<[u8]>::to_vec)),
-    }
 }
 
 fn plugin_ref(plugin: &str) -> PluginRef {
@@ -127,7 +108,7 @@ fn new(args: &PluginNewArgs) -> Result<u8, Exit> {
     let (template, patch, sdk_version, lock) = match args.lang {
         PluginLang::Rust => {
             let sdk = sdk_source(args.sdk.as_deref())?;
-            if sdk.lock.is_none() && sdk.patch.starts_with("\n# Development: to build") {
+            if !sdk.local {
                 eprintln!(
                     "note: the plugin depends on sluice-plugin {} from crates.io; `--sdk PATH` builds against a \
                      local copy instead (see Cargo.toml)",
@@ -196,6 +177,8 @@ fn new(args: &PluginNewArgs) -> Result<u8, Exit> {
 /// Where a Rust plugin's SDK comes from: the text for the template's `{{patch}}`, the SDK
 /// version to depend on, and a lock file to start from.
 struct SdkSource {
+    /// Whether the patch points at local crates (else it is left commented out).
+    local: bool,
     patch: String,
     version: String,
     lock: Option<PathBuf>,
@@ -232,6 +215,7 @@ fn sdk_source(sdk: Option<&Path>) -> Result<SdkSource, Exit> {
         None if checkout.join("Cargo.toml").is_file() => checkout,
         None => {
             return Ok(SdkSource {
+                local: false,
                 patch: "\n# Development: to build against local SDK crates (a Sluice checkout, or unpacked \
                         .crate files)\n# instead of the published ones, uncomment and fill in:\n\
                         # [patch.crates-io]\n# sluice-plugin = { path = \"/path/to/sluice/plugins/sluice-plugin\" }\n\
@@ -286,7 +270,7 @@ fn sdk_source(sdk: Option<&Path>) -> Result<SdkSource, Exit> {
     } else {
         Some(workspace).filter(|l| l.is_file() && parent.join("Cargo.toml").is_file())
     };
-    Ok(SdkSource { patch, version, lock })
+    Ok(SdkSource { local: true, patch, version, lock })
 }
 
 /// `sluice plugin build [DIR] [--out FILE] [--target-dir DIR]`.
